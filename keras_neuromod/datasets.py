@@ -1,0 +1,200 @@
+"""Data sets for the examples, the tests and the evolution.
+
+Every loader returns a `Dataset`: ``(x_train, y_train), (x_test, y_test),
+num_classes``, with images as float32 in [0, 1] shaped (n, height, width,
+channels) and labels as int32 class indices.
+
+* `digits`: scikit-learn's bundled 8x8 digits (1,797 images, 10 classes). It needs
+  no network, so it is the default of the examples and the data of the tests.
+* `cifar10`, `cifar100`: the paper's tasks, through tensorflow-datasets. They
+  download on a machine with a network; where the data are neither prepared nor
+  reachable, the error says at once what to do instead of retrying for minutes.
+"""
+
+import os
+import socket
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "Dataset",
+    "DatasetUnavailableError",
+    "NAMES",
+    "digits",
+    "cifar10",
+    "cifar100",
+    "load",
+]
+
+NAMES = ("digits", "cifar10", "cifar100")
+
+# Where tensorflow-datasets fetches CIFAR from; only used to fail fast offline.
+_CIFAR_HOST = ("www.cs.toronto.edu", 443)
+
+
+class DatasetUnavailableError(RuntimeError):
+    """A data set is neither prepared locally nor downloadable from here."""
+
+
+class Dataset(NamedTuple):
+    """Train and test arrays and the class count.
+
+    Unpacks as ``(x_train, y_train), (x_test, y_test), num_classes = data``.
+    """
+
+    train: tuple
+    test: tuple
+    num_classes: int
+
+    @property
+    def input_shape(self):
+        """Shape of one example."""
+        return tuple(self.train[0].shape[1:])
+
+
+def digits(test_fraction=0.2, seed=0):
+    """scikit-learn's 8x8 handwritten digits, split into train and test.
+
+    The split is stratified by class and fixed by `seed`.
+
+    Args:
+        test_fraction: share of the 1,797 images held out for testing.
+        seed: seed of the split.
+
+    Returns:
+        A `Dataset` with images shaped (n, 8, 8, 1) in [0, 1] and 10 classes.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}.")
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise ImportError(
+            "The digits data set comes with scikit-learn: "
+            "`pip install keras_neuromod[examples]` (or `pip install scikit-learn`)."
+        ) from None
+    bunch = load_digits()
+    x = (bunch.images / 16.0).astype("float32")[..., None]
+    y = bunch.target.astype("int32")
+    rng = np.random.default_rng(seed)
+    test_index = []
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        rng.shuffle(members)
+        test_index.extend(members[: int(round(len(members) * test_fraction))])
+    test_mask = np.zeros(len(y), bool)
+    test_mask[test_index] = True
+    train_order = rng.permutation(np.flatnonzero(~test_mask))
+    test_order = np.sort(np.flatnonzero(test_mask))
+    return Dataset(
+        (x[train_order], y[train_order]), (x[test_order], y[test_order]), 10
+    )
+
+
+def _network_reachable(address=_CIFAR_HOST, timeout=3.0):
+    try:
+        with socket.create_connection(address, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _unavailable_message(name, data_dir, reason):
+    where = data_dir or "~/tensorflow_datasets (the default data_dir)"
+    return (
+        f"The {name} data set is not available: {reason}\n"
+        f"To use it, prepare it once on a machine with a network:\n"
+        f"    python -c \"import tensorflow_datasets as tfds; "
+        f"tfds.builder('{name}', data_dir={data_dir!r}).download_and_prepare()\"\n"
+        f"and copy the prepared folder to {where}, then pass data_dir=... here.\n"
+        "Or use the bundled `digits` data set, which needs no network."
+    )
+
+
+def _tfds_image_classification(name, data_dir=None, download=True):
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise ImportError(
+            f"The {name} data set is loaded through tensorflow-datasets: "
+            "`pip install keras_neuromod[datasets]`. The `digits` data set needs "
+            "nothing more."
+        ) from None
+    builder = tfds.builder(name, data_dir=data_dir)
+    prepared = _is_prepared(builder)
+    if not prepared:
+        if not download:
+            raise DatasetUnavailableError(
+                _unavailable_message(
+                    name, data_dir, f"nothing is prepared under {builder.data_dir}."
+                )
+            )
+        if not _network_reachable():
+            raise DatasetUnavailableError(
+                _unavailable_message(
+                    name,
+                    data_dir,
+                    "it is not prepared locally and its download server cannot "
+                    "be reached from this machine.",
+                )
+            )
+        builder.download_and_prepare()
+    # batch_size=-1 aborts the process on some TensorFlow versions (a C++
+    # length_error in the whole-split read): read in large batches instead.
+    (x_train, y_train), (x_test, y_test) = [
+        _as_arrays(tfds, builder.as_dataset(split=split, as_supervised=True))
+        for split in ("train", "test")
+    ]
+    num_classes = builder.info.features["label"].num_classes
+
+    def images(x):
+        return (np.asarray(x, dtype="float32") / 255.0).reshape(x.shape)
+
+    return Dataset(
+        (images(x_train), np.asarray(y_train, "int32")),
+        (images(x_test), np.asarray(y_test, "int32")),
+        int(num_classes),
+    )
+
+
+def _as_arrays(tfds, dataset):
+    images, labels = [], []
+    for x, y in tfds.as_numpy(dataset.batch(4096)):
+        images.append(x)
+        labels.append(y)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _is_prepared(builder):
+    info_file = os.path.join(os.fspath(builder.data_dir), "dataset_info.json")
+    try:
+        import tensorflow as tf
+
+        return bool(tf.io.gfile.exists(info_file))
+    except ImportError:  # pragma: no cover - tensorflow is a dependency
+        return os.path.exists(info_file)
+
+
+def cifar10(data_dir=None, download=True):
+    """CIFAR-10 through tensorflow-datasets (50,000 train and 10,000 test images).
+
+    Args:
+        data_dir: the tensorflow-datasets folder (default ~/tensorflow_datasets).
+        download: download and prepare the data when they are not prepared yet.
+            Offline, the error comes at once and says what to do.
+    """
+    return _tfds_image_classification("cifar10", data_dir, download)
+
+
+def cifar100(data_dir=None, download=True):
+    """CIFAR-100 (fine labels) through tensorflow-datasets. Args as `cifar10`."""
+    return _tfds_image_classification("cifar100", data_dir, download)
+
+
+def load(name, **kwargs):
+    """Load a data set by name: ``"digits"``, ``"cifar10"`` or ``"cifar100"``."""
+    loaders = {"digits": digits, "cifar10": cifar10, "cifar100": cifar100}
+    if name not in loaders:
+        raise ValueError(f"Unknown data set {name!r}; choose one of {list(NAMES)}.")
+    return loaders[name](**kwargs)

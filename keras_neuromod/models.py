@@ -1,0 +1,141 @@
+"""The small models of the paper, for any input shape and class count.
+
+The paper evolves and tests its agents on three CIFAR-10 architectures
+(shared/reference/agrn.md section 5; conv layers are 3x3 with ReLU and `same`
+padding):
+
+* ``"A"`` (LeNet-like): conv32, conv32, maxpool, conv64, conv64, maxpool, fc512.
+* ``"B"`` (VGG-like): conv64, maxpool, conv128, maxpool, conv256, maxpool,
+  conv512, maxpool, conv512, maxpool, fc4096, fc4096.
+* ``"C"``: conv64, maxpool, conv128, maxpool, conv256, maxpool, conv512, maxpool,
+  fc4096, fc4096.
+* ``"mlp"``: a multilayer perceptron (default one hidden layer of 128 units).
+
+Every model ends with a softmax layer of `num_classes` units. On small images
+(the bundled 8x8 digits) a pooling layer is left out where it would shrink the
+image below 1x1, and `width` scales every hidden layer so that the big models
+stay affordable on a laptop.
+"""
+
+import numpy as np
+import keras
+from keras import layers
+
+__all__ = ["ARCHITECTURES", "build", "layer_plan"]
+
+_PLANS = {
+    "A": ["c32", "c32", "p", "c64", "c64", "p", "d512"],
+    "B": ["c64", "p", "c128", "p", "c256", "p", "c512", "p", "c512", "p", "d4096", "d4096"],
+    "C": ["c64", "p", "c128", "p", "c256", "p", "c512", "p", "d4096", "d4096"],
+}
+
+ARCHITECTURES = ("A", "B", "C", "mlp")
+
+
+def layer_plan(architecture, hidden=(128,)):
+    """The layer plan of an architecture as strings: 'c32' conv, 'p' pool, 'd512' dense."""
+    key = str(architecture)
+    if key.upper() in _PLANS:
+        return list(_PLANS[key.upper()])
+    if key.lower() == "mlp":
+        return [f"d{int(units)}" for units in hidden]
+    raise ValueError(
+        f"Unknown architecture {architecture!r}; choose one of {list(ARCHITECTURES)}."
+    )
+
+
+def _scaled(units, width):
+    return max(1, int(round(units * width)))
+
+
+def build(
+    architecture,
+    input_shape,
+    num_classes,
+    width=1.0,
+    hidden=(128,),
+    seed=None,
+    name=None,
+):
+    """Build one of the paper's models (or an MLP) as a functional Keras model.
+
+    Args:
+        architecture: ``"A"``, ``"B"``, ``"C"`` or ``"mlp"``.
+        input_shape: shape of one example, e.g. ``(32, 32, 3)`` or ``(8, 8, 1)``.
+            Convolutional models need (height, width, channels); the MLP
+            flattens whatever it is given.
+        num_classes: units of the softmax output layer (at least 2).
+        width: factor applied to every hidden layer's filters or units.
+        hidden: hidden layer sizes of the MLP (ignored by A, B and C).
+        seed: int seed for the weight initialisers; the same seed gives the
+            same initial weights. `None` gives fresh ones.
+        name: the model's name (default ``"model_<architecture>"``).
+
+    Returns:
+        An uncompiled `keras.Model`.
+    """
+    plan = layer_plan(architecture, hidden)
+    input_shape = tuple(int(d) for d in input_shape)
+    if any(d < 1 for d in input_shape):
+        raise ValueError(f"input_shape must be positive, got {input_shape}.")
+    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}.")
+    if not width > 0:
+        raise ValueError(f"width must be positive, got {width!r}.")
+    convolutional = any(step[0] in "cp" for step in plan)
+    if convolutional and len(input_shape) != 3:
+        raise ValueError(
+            f"Architecture {architecture!r} is convolutional and needs an input "
+            f"shape (height, width, channels); got {input_shape}. Use 'mlp' for "
+            "flat inputs."
+        )
+    seeds = iter(np.random.default_rng(seed).integers(0, 2**31 - 1, size=64).tolist()
+                 if seed is not None else [None] * 64)
+
+    def initializer():
+        return keras.initializers.GlorotUniform(seed=next(seeds))
+
+    inputs = keras.Input(shape=input_shape)
+    x = inputs
+    size = list(input_shape[:2])
+    n_conv = n_pool = n_dense = 0
+    flat = not convolutional
+    if flat:
+        x = layers.Flatten(name="flatten")(x)
+    for step in plan:
+        kind = step[0]
+        if kind == "c":
+            x = layers.Conv2D(
+                _scaled(int(step[1:]), width),
+                3,
+                padding="same",
+                activation="relu",
+                kernel_initializer=initializer(),
+                name=f"conv_{n_conv}",
+            )(x)
+            n_conv += 1
+        elif kind == "p":
+            if min(size) >= 2:
+                x = layers.MaxPooling2D(2, name=f"pool_{n_pool}")(x)
+                size = [s // 2 for s in size]
+                n_pool += 1
+        else:
+            if not flat:
+                x = layers.Flatten(name="flatten")(x)
+                flat = True
+            x = layers.Dense(
+                _scaled(int(step[1:]), width),
+                activation="relu",
+                kernel_initializer=initializer(),
+                name=f"dense_{n_dense}",
+            )(x)
+            n_dense += 1
+    if not flat:
+        x = layers.Flatten(name="flatten")(x)
+    outputs = layers.Dense(
+        int(num_classes),
+        activation="softmax",
+        kernel_initializer=initializer(),
+        name="output",
+    )(x)
+    return keras.Model(inputs, outputs, name=name or f"model_{str(architecture).lower()}")

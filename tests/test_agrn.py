@@ -1,0 +1,251 @@
+"""The AGRN: equations against a float64 numpy reference, invariants, JSON."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from keras_neuromod import agrn
+from keras_neuromod.agrn import Genome
+
+
+def reference_run(genome, inputs, warmup_steps=25, steps_per_input=1):
+    """The AGRN equations written out protein by protein in float64.
+
+    Independent of the package's vectorised code: explicit loops over proteins,
+    a fresh copy of the state for each synchronous step.
+    """
+    n_in, n_out, size = genome.n_inputs, genome.n_outputs, genome.size
+    regulators = list(range(n_in)) + list(range(n_in + n_out, size))
+    updated = list(range(n_in, size))
+    signature = np.zeros((size, size))
+    for j in range(size):
+        for k in range(size):
+            signature[j, k] = np.exp(
+                -genome.beta * abs(genome.enhancers[j] - genome.identifiers[k])
+            ) - np.exp(-genome.beta * abs(genome.inhibitors[j] - genome.identifiers[k]))
+
+    def step(c):
+        new = c.copy()
+        for k in updated:
+            total = sum(c[j] * signature[j, k] for j in regulators)
+            new[k] = max(0.0, c[k] + genome.delta / size * total)
+        norm = sum(new[k] for k in updated)
+        if norm > 0:
+            for k in updated:
+                new[k] /= norm
+        return new
+
+    steps, copies = inputs.shape[:2]
+    out = np.zeros((steps, copies, n_out))
+    for copy in range(copies):
+        c = np.full(size, 1.0 / size)
+        c[:n_in] = 0.0
+        for _ in range(warmup_steps):
+            c = step(c)
+        for t in range(steps):
+            c[:n_in] = inputs[t, copy]
+            for _ in range(steps_per_input):
+                c = step(c)
+            out[t, copy] = c[n_in : n_in + n_out]
+    return out
+
+
+def full_state_run(genome, inputs, capacity=None):
+    """All concentrations after each input, through the package's batched ops."""
+    from keras import ops
+
+    packed = agrn.pack(genome, capacity)
+    weights, updatable = agrn.grn_matrices(
+        packed.tags, packed.active, packed.beta, packed.delta,
+        packed.n_inputs, packed.n_outputs,
+    )
+    state = agrn.grn_reset(packed.active, packed.n_inputs, inputs.shape[1])
+    state = agrn.grn_warmup(state, weights, updatable, 25)
+    states = []
+    for x in inputs:
+        state = agrn.grn_set_inputs(state, ops.convert_to_tensor(x, "float32"))
+        state = agrn.grn_step(state, weights, updatable)
+        states.append(ops.convert_to_numpy(state))
+    return np.stack(states)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("shape", [(13, 4, 1), (13, 8, 5), (3, 2, 0)])
+def test_run_matches_float64_reference(seed, shape):
+    rng = np.random.default_rng(seed)
+    genome = Genome.random(*shape, rng=rng)
+    inputs = rng.random((120, 3, shape[0]))
+    expected = reference_run(genome, inputs)
+    got = agrn.run(genome, inputs)
+    assert got.shape == (120, 3, shape[1])
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def test_steps_per_input_and_warmup_match_reference():
+    rng = np.random.default_rng(7)
+    genome = Genome.random(4, 2, 3, rng=rng)
+    inputs = rng.random((30, 2, 4))
+    expected = reference_run(genome, inputs, warmup_steps=5, steps_per_input=3)
+    got = agrn.run(genome, inputs, warmup_steps=5, steps_per_input=3)
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def test_update_is_synchronous_not_in_place():
+    """A Gauss-Seidel (in-place) update drifts from the synchronous result."""
+    rng = np.random.default_rng(11)
+    genome = Genome.random(3, 2, 4, rng=rng)
+    inputs = rng.random((60, 1, 3))
+    synchronous = reference_run(genome, inputs)
+    got = agrn.run(genome, inputs)
+    np.testing.assert_allclose(got, synchronous, atol=1e-5)
+    # the reference itself is sensitive to the update order: an in-place loop
+    # on this genome differs, so the test above can tell the two apart.
+    in_place = _in_place_run(genome, inputs)
+    assert np.max(np.abs(in_place - synchronous)) > 1e-4
+
+
+def _in_place_run(genome, inputs):
+    n_in, n_out, size = genome.n_inputs, genome.n_outputs, genome.size
+    regulators = list(range(n_in)) + list(range(n_in + n_out, size))
+    sig = np.exp(-genome.beta * np.abs(genome.enhancers[:, None] - genome.identifiers[None]))
+    sig -= np.exp(-genome.beta * np.abs(genome.inhibitors[:, None] - genome.identifiers[None]))
+    c = np.full(size, 1.0 / size)
+    c[:n_in] = 0
+    out = []
+    for t in range(-25, len(inputs)):
+        if t >= 0:
+            c[:n_in] = inputs[t, 0]
+        for k in range(n_in, size):
+            c[k] = max(0.0, c[k] + genome.delta / size * sum(c[j] * sig[j, k] for j in regulators))
+        c[n_in:] /= c[n_in:].sum()
+        if t >= 0:
+            out.append(c[n_in : n_in + n_out].copy())
+    return np.array(out)[:, None, :]
+
+
+genome_shapes = st.tuples(
+    st.integers(0, 13), st.integers(1, 8), st.integers(0, 6)
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=genome_shapes, seed=st.integers(0, 2**32 - 1), pad=st.integers(0, 7))
+def test_invariants_and_padding(shape, seed, pad):
+    rng = np.random.default_rng(seed)
+    genome = Genome.random(*shape, rng=rng)
+    n_in, n_out = shape[0], shape[1]
+    inputs = rng.random((12, 2, n_in)).astype(np.float32)
+    # some copies see the extremes of the input range
+    inputs[::3] = np.round(inputs[::3])
+    states = full_state_run(genome, inputs)
+    assert np.all(np.isfinite(states))
+    assert np.all(states >= 0)
+    outputs = states[..., n_in : n_in + n_out]
+    assert np.all(outputs <= 1.0 + 1e-6)
+    # outputs plus regulatory proteins sum to 1, or are all zero (sum 0 is
+    # left as computed)
+    sums = states[..., n_in:].sum(-1)
+    assert np.all((np.abs(sums - 1.0) < 1e-5) | (sums == 0.0))
+    # inputs are never changed by a step
+    np.testing.assert_array_equal(states[..., :n_in], inputs)
+    # padding to a larger capacity changes nothing, and padded proteins stay 0
+    padded = full_state_run(genome, inputs, capacity=genome.size + pad)
+    np.testing.assert_allclose(padded[..., : genome.size], states, atol=1e-6)
+    assert np.all(padded[..., genome.size :] == 0.0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(shape=genome_shapes, seed=st.integers(0, 2**32 - 1))
+def test_json_and_dict_round_trip(shape, seed):
+    genome = Genome.random(*shape, rng=np.random.default_rng(seed))
+    again = Genome.from_json(genome.to_json())
+    assert again == genome
+    assert Genome.from_dict(json.loads(json.dumps(genome.to_dict()))) == genome
+    for name in ("identifiers", "enhancers", "inhibitors"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(genome, name))
+    assert again.beta == genome.beta and again.delta == genome.delta
+
+
+def test_random_is_seeded():
+    a = Genome.random(13, 8, 3, rng=np.random.default_rng(5))
+    b = Genome.random(13, 8, 3, rng=np.random.default_rng(5))
+    c = Genome.random(13, 8, 3, rng=np.random.default_rng(6))
+    assert a == b and a != c
+    assert Genome.random(13, 8, 3, rng=5) == a
+
+
+def test_genome_is_immutable():
+    genome = Genome.random(2, 2, 1, rng=0)
+    with pytest.raises(AttributeError):
+        genome.beta = 1.0
+    with pytest.raises(ValueError):
+        genome.identifiers[0] = 0.5
+
+
+def _valid():
+    return Genome.random(2, 2, 1, rng=0).to_dict()
+
+
+def _with(**changes):
+    data = _valid()
+    data.update(changes)
+    return data
+
+
+BAD_GENOMES = [
+    (_with(n_inputs=-1), "n_inputs"),
+    (_with(n_outputs=0), "n_outputs"),
+    (_with(n_regulatory=1.5), "n_regulatory"),
+    (_with(n_regulatory="1"), "n_regulatory"),
+    (_with(n_inputs=True), "n_inputs"),
+    (_with(identifiers=[0.1, 0.2]), "identifiers"),
+    (_with(enhancers=[0.1, 0.2, 0.3, 0.4, 1.5]), "enhancers"),
+    (_with(inhibitors=[0.1, 0.2, 0.3, 0.4, -0.01]), "inhibitors"),
+    (_with(inhibitors=[0.1, 0.2, 0.3, 0.4, float("nan")]), "inhibitors"),
+    (_with(identifiers=[0.1, 0.2, "a", 0.4, 0.5]), "identifiers"),
+    (_with(identifiers=[[0.1], [0.2], [0.3], [0.4], [0.5]]), "identifiers"),
+    (_with(beta=0.01), "beta"),
+    (_with(beta=float("inf")), "beta"),
+    (_with(delta=2.5), "delta"),
+    (_with(delta="1"), "delta"),
+    (_with(extra=1), "extra"),
+    ({k: v for k, v in _valid().items() if k != "delta"}, "delta"),
+    ([1, 2, 3], "JSON object"),
+]
+
+
+@pytest.mark.parametrize("data,field", BAD_GENOMES)
+def test_bad_genomes_are_refused_naming_the_field(data, field):
+    with pytest.raises(ValueError, match=field):
+        Genome.from_dict(data)
+
+
+@pytest.mark.parametrize("text", ["", "{", "nul", '{"n_inputs": 1,}'])
+def test_malformed_json_is_refused(text):
+    with pytest.raises(ValueError, match="malformed"):
+        Genome.from_json(text)
+
+
+def test_nan_in_json_is_refused():
+    text = json.dumps(_with(beta=float("nan")))
+    assert "NaN" in text
+    with pytest.raises(ValueError, match="beta"):
+        Genome.from_json(text)
+
+
+def test_run_refuses_bad_inputs():
+    genome = Genome.random(3, 2, 1, rng=0)
+    with pytest.raises(ValueError, match=r"\[T, copies, 3\]"):
+        agrn.run(genome, np.zeros((5, 3)))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        agrn.run(genome, np.full((2, 1, 3), 1.5))
+    with pytest.raises(ValueError, match="warmup_steps"):
+        agrn.run(genome, np.zeros((2, 1, 3)), warmup_steps=-1)
+    with pytest.raises(TypeError):
+        agrn.run(genome.to_dict(), np.zeros((2, 1, 3)))
+    with pytest.raises(ValueError, match="capacity"):
+        agrn.run(genome, np.zeros((2, 1, 3)), capacity=3)

@@ -1,0 +1,127 @@
+"""Data sets and the paper's models."""
+
+import time
+
+import numpy as np
+import pytest
+
+from keras_neuromod import datasets
+from keras_neuromod import models
+
+
+def test_digits_split_is_normalised_stratified_and_seeded():
+    (x_train, y_train), (x_test, y_test), num_classes = datasets.digits()
+    assert num_classes == 10
+    assert x_train.shape[1:] == (8, 8, 1) and x_train.dtype == np.float32
+    assert len(x_train) + len(x_test) == 1797
+    assert 0.0 <= x_train.min() and x_train.max() <= 1.0 and x_train.max() > 0.9
+    assert y_train.dtype == np.int32
+    # every class is in both splits, in about the same share
+    test_share = np.bincount(y_test, minlength=10) / np.bincount(
+        np.concatenate([y_train, y_test]), minlength=10
+    )
+    assert np.all(np.abs(test_share - 0.2) < 0.02)
+    again = datasets.digits()
+    np.testing.assert_array_equal(again.train[1], y_train)
+    other = datasets.digits(seed=1)
+    assert not np.array_equal(other.train[1], y_train)
+    # no image is in both splits
+    train_keys = {x.tobytes() for x in x_train}
+    assert sum(x.tobytes() in train_keys for x in x_test) < 5  # exact duplicates exist
+    assert datasets.load("digits").input_shape == (8, 8, 1)
+
+
+def test_unknown_dataset_and_bad_fraction():
+    with pytest.raises(ValueError, match="mnist"):
+        datasets.load("mnist")
+    with pytest.raises(ValueError, match="test_fraction"):
+        datasets.digits(test_fraction=1.5)
+
+
+tfds = pytest.importorskip(
+    "tensorflow_datasets", reason="the CIFAR loaders need the [datasets] extra"
+)
+
+
+def test_cifar_offline_fails_at_once_with_instructions(tmp_path, monkeypatch):
+    # The network check is replaced: this machine may or may not reach the host.
+    monkeypatch.setattr(datasets, "_network_reachable", lambda *a, **k: False)
+    start = time.monotonic()
+    with pytest.raises(datasets.DatasetUnavailableError) as error:
+        datasets.cifar10(data_dir=str(tmp_path))
+    assert time.monotonic() - start < 10
+    message = str(error.value)
+    assert "download_and_prepare" in message and "digits" in message
+    assert not any(tmp_path.iterdir()), "nothing half-made is left behind"
+
+
+def test_cifar_not_prepared_without_download_names_folder(tmp_path):
+    with pytest.raises(datasets.DatasetUnavailableError, match=str(tmp_path)):
+        datasets.cifar100(data_dir=str(tmp_path), download=False)
+
+
+@pytest.mark.parametrize("name,classes", [("cifar10", 10), ("cifar100", 100)])
+def test_cifar_plumbing_with_mock_data(tmp_path, monkeypatch, name, classes):
+    # The download is the one thing that cannot exist here: tfds's mock_data
+    # stands in for it (random examples of the right shapes), and the network
+    # check is told the host is reachable.
+    monkeypatch.setattr(datasets, "_network_reachable", lambda *a, **k: True)
+    with tfds.testing.mock_data(num_examples=6):
+        data = datasets.load(name, data_dir=str(tmp_path))
+    (x_train, y_train), (x_test, y_test), num_classes = data
+    assert num_classes == classes
+    assert x_train.shape == (6, 32, 32, 3) and x_test.shape == (6, 32, 32, 3)
+    assert x_train.dtype == np.float32 and 0.0 <= x_train.min() <= x_train.max() <= 1.0
+    assert y_train.dtype == np.int32 and y_train.max() < classes
+
+
+@pytest.mark.parametrize(
+    "architecture,input_shape,n_conv,n_pool,n_dense",
+    [
+        ("A", (32, 32, 3), 4, 2, 2),
+        ("B", (32, 32, 3), 5, 5, 3),
+        ("C", (32, 32, 3), 4, 4, 3),
+        ("A", (8, 8, 1), 4, 2, 2),
+        ("B", (8, 8, 1), 5, 3, 3),
+        ("C", (8, 8, 1), 4, 3, 3),
+        ("mlp", (8, 8, 1), 0, 0, 2),
+    ],
+)
+def test_architectures(architecture, input_shape, n_conv, n_pool, n_dense):
+    model = models.build(architecture, input_shape, 10, width=0.125)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds.count("Conv2D") == n_conv
+    assert kinds.count("MaxPooling2D") == n_pool
+    assert kinds.count("Dense") == n_dense
+    assert model.output_shape == (None, 10)
+    out = model.predict(np.zeros((2,) + input_shape, "float32"), verbose=0)
+    np.testing.assert_allclose(out.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_full_width_model_a_matches_the_paper():
+    model = models.build("A", (32, 32, 3), 10)
+    widths = [layer.units if hasattr(layer, "units") else layer.filters
+              for layer in model.layers if hasattr(layer, "kernel")]
+    assert widths == [32, 32, 64, 64, 512, 10]
+
+
+def test_seed_fixes_initial_weights():
+    a = models.build("A", (8, 8, 1), 10, width=0.25, seed=3)
+    b = models.build("A", (8, 8, 1), 10, width=0.25, seed=3)
+    c = models.build("A", (8, 8, 1), 10, width=0.25, seed=4)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    assert not np.array_equal(a.get_weights()[0], c.get_weights()[0])
+    # distinct layers get distinct initial kernels
+    assert not np.array_equal(a.get_weights()[2][:, :, :1, :1], a.get_weights()[0][:, :, :1, :1])
+
+
+def test_bad_model_arguments():
+    with pytest.raises(ValueError, match="Unknown architecture"):
+        models.build("D", (8, 8, 1), 10)
+    with pytest.raises(ValueError, match="height, width, channels"):
+        models.build("A", (64,), 10)
+    with pytest.raises(ValueError, match="num_classes"):
+        models.build("mlp", (64,), 1)
+    with pytest.raises(ValueError, match="width"):
+        models.build("mlp", (64,), 10, width=0)
