@@ -1,0 +1,1 @@
+"""Evolution of neuromodulatory agents and of evolvable neural units."""
