@@ -4,6 +4,7 @@ The public API:
 
 * `Genome`, `run`: the artificial gene regulatory network (`keras_neuromod.agrn`).
 * `datasets`: the bundled digits data set and CIFAR through tensorflow-datasets.
+* `NmSGD`, `NmAdam`: the neuromodulated optimizers (`keras_neuromod.optimizers`).
 * `models`: the paper's architectures A, B, C and an MLP, for any input shape.
 """
 
@@ -14,5 +15,7 @@ from keras_neuromod import datasets
 from keras_neuromod import models
 from keras_neuromod.agrn import Genome
 from keras_neuromod.agrn import run
+from keras_neuromod.optimizers import NmAdam
+from keras_neuromod.optimizers import NmSGD
 
-__all__ = ["Genome", "run", "agrn", "datasets", "models", "__version__"]
+__all__ = ["Genome", "run", "NmAdam", "NmSGD", "agrn", "datasets", "models", "__version__"]

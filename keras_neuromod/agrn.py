@@ -391,12 +391,15 @@ def grn_step(state, weights, updatable):
 
 
 def grn_warmup(state, weights, updatable, steps):
-    """Run `steps` steps (a Python int) on `state` and return the new state."""
-    if steps <= 0:
-        return state
-    return ops.fori_loop(
-        0, int(steps), lambda _, s: grn_step(s, weights, updatable), state
-    )
+    """Run `steps` steps (a Python int) on `state` and return the new state.
+
+    The loop is unrolled: the step counts used here are small (a few dozen at
+    most), and an unrolled loop neither retraces nor recompiles when called
+    eagerly under JAX, where a `fori_loop` with a fresh body would.
+    """
+    for _ in range(int(steps)):
+        state = grn_step(state, weights, updatable)
+    return state
 
 
 def run(genome, inputs, warmup_steps=25, steps_per_input=1, capacity=None):

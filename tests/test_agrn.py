@@ -10,48 +10,7 @@ from hypothesis import strategies as st
 
 from keras_neuromod import agrn
 from keras_neuromod.agrn import Genome
-
-
-def reference_run(genome, inputs, warmup_steps=25, steps_per_input=1):
-    """The AGRN equations written out protein by protein in float64.
-
-    Independent of the package's vectorised code: explicit loops over proteins,
-    a fresh copy of the state for each synchronous step.
-    """
-    n_in, n_out, size = genome.n_inputs, genome.n_outputs, genome.size
-    regulators = list(range(n_in)) + list(range(n_in + n_out, size))
-    updated = list(range(n_in, size))
-    signature = np.zeros((size, size))
-    for j in range(size):
-        for k in range(size):
-            signature[j, k] = np.exp(
-                -genome.beta * abs(genome.enhancers[j] - genome.identifiers[k])
-            ) - np.exp(-genome.beta * abs(genome.inhibitors[j] - genome.identifiers[k]))
-
-    def step(c):
-        new = c.copy()
-        for k in updated:
-            total = sum(c[j] * signature[j, k] for j in regulators)
-            new[k] = max(0.0, c[k] + genome.delta / size * total)
-        norm = sum(new[k] for k in updated)
-        if norm > 0:
-            for k in updated:
-                new[k] /= norm
-        return new
-
-    steps, copies = inputs.shape[:2]
-    out = np.zeros((steps, copies, n_out))
-    for copy in range(copies):
-        c = np.full(size, 1.0 / size)
-        c[:n_in] = 0.0
-        for _ in range(warmup_steps):
-            c = step(c)
-        for t in range(steps):
-            c[:n_in] = inputs[t, copy]
-            for _ in range(steps_per_input):
-                c = step(c)
-            out[t, copy] = c[n_in : n_in + n_out]
-    return out
+from reference import reference_run
 
 
 def full_state_run(genome, inputs, capacity=None):

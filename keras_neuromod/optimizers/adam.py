@@ -1,0 +1,103 @@
+"""Nm-Adam: Adam with learning rate, betas and epsilon modulated per tensor."""
+
+import keras
+from keras import ops
+
+from keras_neuromod.optimizers.base import NeuromodulatedOptimizer
+
+
+@keras.saving.register_keras_serializable(package="keras_neuromod")
+class NmAdam(NeuromodulatedOptimizer):
+    """Adam whose learning rate, beta_1, beta_2 and epsilon an AGRN sets.
+
+    Each trainable tensor gets its own values at each step. Because the betas
+    change from step to step and from tensor to tensor, the bias correction
+    uses the running products `p1 = prod(beta_1)`, `p2 = prod(beta_2)` of each
+    tensor (kept as optimizer state) instead of Keras's `beta ** t`:
+
+        m <- m + (1 - beta_1) (g - m)
+        v <- v + (1 - beta_2) (g^2 - v)
+        w <- w - lr sqrt(1 - p2) / (1 - p1) * m / (sqrt(v) + epsilon)
+
+    With constant betas this is exactly Keras's `Adam`, which `NmAdam`
+    reproduces when every range is a single value. The agent's AGRN has 13
+    inputs and 8 outputs.
+
+    Args:
+        agent: the AGRN genome: a `Genome`, a genome or agent dict, the path of a
+            genome or agent JSON file, or the name of a zoo agent.
+        ranges: dict of `(lo, hi)` per hyperparameter. Defaults:
+            `learning_rate` (1e-5, 0.1) and `epsilon` (1e-8, 1.0), both mapped
+            in log space; `beta_1` (0.0, 0.999); `beta_2` (0.5, 0.9999).
+        warmup_steps: AGRN steps with inputs at 0 before the first update.
+        grn_steps_per_update: AGRN steps at every update.
+        max_regulatory: capacity for regulatory proteins (see `set_genome`).
+        learning_rate: a multiplier (float or schedule) on the modulated
+            learning rate; 1.0 by default.
+        **kwargs: Keras's base optimizer options (`clipnorm`, `weight_decay`,
+            `gradient_accumulation_steps`, `use_ema`, `name`, ...).
+
+    Example:
+
+    >>> import keras
+    >>> from keras_neuromod import Genome, NmAdam
+    >>> agent = Genome.random(13, 8, n_regulatory=2, rng=0)
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    >>> model.compile(optimizer=NmAdam(agent=agent), loss="mse")
+    """
+
+    HYPERPARAMETERS = ("learning_rate", "beta_1", "beta_2", "epsilon")
+    DEFAULT_RANGES = {
+        "learning_rate": (1e-5, 1e-1),
+        "beta_1": (0.0, 0.999),
+        "beta_2": (0.5, 0.9999),
+        "epsilon": (1e-8, 1.0),
+    }
+    LOG_SCALE = ("learning_rate", "epsilon")
+    BOUNDS = {
+        "learning_rate": (0.0, float("inf")),
+        "beta_1": (0.0, 0.99999),
+        "beta_2": (0.0, 0.99999),
+        "epsilon": (0.0, float("inf")),
+    }
+
+    def __init__(self, agent, ranges=None, name="nm_adam", **kwargs):
+        super().__init__(agent, ranges=ranges, name=name, **kwargs)
+
+    def _build_update_state(self, variables):
+        self._momentums, self._velocities = self.add_optimizer_variables(
+            variables, ["momentum", "velocity"]
+        )
+        self._beta_powers = self.add_variable(
+            (len(variables), 2), initializer="ones", name="beta_powers"
+        )
+
+    def _reset_value(self, variable):
+        if variable is self._beta_powers:
+            return ops.ones(variable.shape, variable.dtype)
+        return super()._reset_value(variable)
+
+    def _before_updates(self):
+        betas = self._hparams[:, 1:3]
+        self.assign(self._beta_powers, self._beta_powers * betas)
+        self._powers = ops.convert_to_tensor(self._beta_powers)
+
+    def update_step(self, gradient, variable, learning_rate):
+        index = self._get_variable_index(variable)
+        values = self._modulated(variable)
+        lr = ops.cast(learning_rate, variable.dtype) * values["learning_rate"]
+        gradient = ops.cast(gradient, variable.dtype)
+        beta_1, beta_2 = values["beta_1"], values["beta_2"]
+        power_1 = ops.cast(self._powers[index, 0], variable.dtype)
+        power_2 = ops.cast(self._powers[index, 1], variable.dtype)
+        m = self._momentums[index]
+        v = self._velocities[index]
+        alpha = lr * ops.sqrt(1 - power_2) / (1 - power_1)
+        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - beta_1))
+        self.assign_add(
+            v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - beta_2)
+        )
+        self.assign_sub(
+            variable,
+            ops.divide(ops.multiply(m, alpha), ops.add(ops.sqrt(v), values["epsilon"])),
+        )

@@ -1,0 +1,440 @@
+"""The machinery shared by the neuromodulated optimizers.
+
+At every update step a `NeuromodulatedOptimizer`
+
+1. gathers the 13 AGRN inputs of every trainable tensor (its layer's location
+   and relative size, mean and standard deviation of |w| and |g|, the same six
+   for the same kind of tensor in the next layer with weights, and a constant
+   1.0),
+2. runs one AGRN copy per tensor, all copies in one batched computation that
+   shares the agent's genome (`keras_neuromod.agrn`),
+3. turns each pair of output proteins into one hyperparameter of that tensor,
+4. and applies the subclass's update rule with those per-tensor values.
+
+The work is done once per step in `_backend_update_step`, which then calls the
+parent's, so each backend's own path (TensorFlow's distribution updates, JAX's
+stateless apply, gradient accumulation, EMA) still runs.
+"""
+
+import math
+import os
+
+import numpy as np
+import keras
+from keras import ops
+
+from keras_neuromod import agrn
+from keras_neuromod.agrn import Genome
+
+__all__ = ["NeuromodulatedOptimizer", "N_INPUTS", "INPUT_NAMES", "resolve_agent"]
+
+INPUT_NAMES = (
+    "location",
+    "size",
+    "mean_abs_weight",
+    "std_abs_weight",
+    "mean_abs_gradient",
+    "std_abs_gradient",
+)
+N_INPUTS = 2 * len(INPUT_NAMES) + 1
+
+
+def resolve_agent(agent):
+    """Turn what a user passes as `agent` into a `Genome`.
+
+    Accepts a `Genome`, a genome dict, an agent dict (with a ``"genome"`` key,
+    as agent files store it), or a path to a JSON file holding either. Zoo
+    names are resolved by `keras_neuromod.zoo` when it is installed.
+    """
+    if isinstance(agent, Genome):
+        return agent
+    if isinstance(agent, dict):
+        if "genome" in agent:
+            return Genome.from_dict(agent["genome"])
+        return Genome.from_dict(agent)
+    if isinstance(agent, (str, os.PathLike)):
+        path = os.fspath(agent)
+        if os.path.isfile(path):
+            from keras_neuromod.io import read_json
+
+            return resolve_agent(read_json(path, what="agent file"))
+        zoo_lookup = _zoo_lookup()
+        if zoo_lookup is not None:
+            return zoo_lookup(path)
+        raise ValueError(
+            f"agent={path!r} is neither a genome JSON file nor a known agent name."
+        )
+    raise TypeError(
+        "agent must be a Genome, a genome dict, or the path of a genome JSON "
+        f"file; got {type(agent).__name__}."
+    )
+
+
+def _zoo_lookup():
+    try:
+        from keras_neuromod import zoo
+    except ImportError:
+        return None
+    return getattr(zoo, "genome_by_name", None)
+
+
+def _tensor_kind(path, shape):
+    """'bias' for biases and other vectors, 'kernel' for everything else."""
+    name = path.rsplit("/", 1)[-1]
+    return "bias" if ("bias" in name or len(shape) <= 1) else "kernel"
+
+
+def _layer_layout(variables):
+    """Static AGRN inputs and next-layer indices, from the variables' paths.
+
+    Layers with weights are numbered 0..L-1 in the order their first variable
+    appears (the model's order). Returns `(static, next_index, kinds, layers)`:
+    `static` is float32 [n, 2] (location, relative size); `next_index[i]` is the
+    index of the tensor of the same kind in the next layer with weights, or -1.
+    """
+    layers, layer_of, kinds = [], [], []
+    sizes = {}
+    for variable in variables:
+        path = getattr(variable, "path", None) or str(variable.name)
+        layer = path.rsplit("/", 1)[0] if "/" in path else path
+        if layer not in sizes:
+            layers.append(layer)
+            sizes[layer] = 0
+        sizes[layer] += int(np.prod(variable.shape))
+        layer_of.append(layers.index(layer))
+        kinds.append(_tensor_kind(path, variable.shape))
+    count = len(layers)
+    largest = max(sizes.values()) if sizes else 1
+    static = np.zeros((len(variables), 2), np.float32)
+    next_index = np.full(len(variables), -1, np.int64)
+    for i, (layer, kind) in enumerate(zip(layer_of, kinds)):
+        static[i, 0] = layer / (count - 1) if count > 1 else 0.0
+        static[i, 1] = sizes[layers[layer]] / largest if largest else 0.0
+        for j, (other, other_kind) in enumerate(zip(layer_of, kinds)):
+            if other == layer + 1 and other_kind == kind:
+                next_index[i] = j
+                break
+    return static, next_index, kinds, layers, layer_of
+
+
+def _sanitise(value):
+    """Clip to [0, 1]; NaN and Inf become 1 (shared/reference/agrn.md, ours)."""
+    return ops.where(ops.isfinite(value), ops.clip(value, 0.0, 1.0), 1.0)
+
+
+def _abs_stats(tensor):
+    magnitude = ops.abs(ops.cast(tensor, "float32"))
+    mean = ops.mean(magnitude)
+    std = ops.sqrt(ops.maximum(ops.mean(ops.square(magnitude - mean)), 0.0))
+    return _sanitise(mean), _sanitise(std)
+
+
+class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
+    """Base class of optimizers whose hyperparameters an AGRN sets per tensor.
+
+    Subclasses declare `HYPERPARAMETERS` (names, in output-protein order),
+    `DEFAULT_RANGES`, `LOG_SCALE` (names mapped in log space) and implement
+    `update_step(gradient, variable, learning_rate)` reading
+    `self._modulated(variable)`.
+
+    Args:
+        agent: the AGRN genome: a `Genome`, a genome or agent dict, the path of a
+            genome or agent JSON file, or the name of a zoo agent.
+        ranges: dict mapping hyperparameter names to `(lo, hi)`; the ones left
+            out keep their defaults. `lo == hi` fixes a hyperparameter.
+        warmup_steps: AGRN steps run with inputs at 0 before the first update.
+        grn_steps_per_update: AGRN steps run at every update after the inputs
+            are written.
+        max_regulatory: pad the genome to this many regulatory proteins, so
+            that genomes up to that size can be swapped in with `set_genome`
+            without a retrace. Defaults to the agent's own count.
+        learning_rate: a multiplier (float or schedule) applied to the
+            learning rate the agent chooses. Defaults to 1.0, so that
+            callbacks such as `ReduceLROnPlateau` still work.
+        **kwargs: Keras's base optimizer options (`clipnorm`, `weight_decay`,
+            `gradient_accumulation_steps`, `use_ema`, ...).
+    """
+
+    HYPERPARAMETERS = ()
+    DEFAULT_RANGES = {}
+    LOG_SCALE = ()
+    BOUNDS = {}
+
+    def __init__(
+        self,
+        agent,
+        ranges=None,
+        warmup_steps=25,
+        grn_steps_per_update=1,
+        max_regulatory=None,
+        learning_rate=1.0,
+        name=None,
+        **kwargs,
+    ):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        genome = resolve_agent(agent)
+        n_outputs = 2 * len(self.HYPERPARAMETERS)
+        if genome.n_inputs != N_INPUTS or genome.n_outputs != n_outputs:
+            raise ValueError(
+                f"{type(self).__name__} needs an agent with {N_INPUTS} inputs and "
+                f"{n_outputs} outputs (two output proteins for each of "
+                f"{list(self.HYPERPARAMETERS)}); this one has {genome.n_inputs} "
+                f"inputs and {genome.n_outputs} outputs"
+                + (
+                    ", so it was made for NmSGD."
+                    if genome.n_outputs == 4
+                    else ", so it was made for NmAdam."
+                    if genome.n_outputs == 8
+                    else "."
+                )
+            )
+        self.ranges = self._check_ranges(ranges)
+        for name_, value in (
+            ("warmup_steps", warmup_steps),
+            ("grn_steps_per_update", grn_steps_per_update),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{name_} must be a non-negative integer, got {value!r}.")
+        if grn_steps_per_update < 1:
+            raise ValueError("grn_steps_per_update must be at least 1.")
+        self.warmup_steps = int(warmup_steps)
+        self.grn_steps_per_update = int(grn_steps_per_update)
+        if max_regulatory is None:
+            max_regulatory = genome.n_regulatory
+        if isinstance(max_regulatory, bool) or int(max_regulatory) != max_regulatory:
+            raise ValueError(f"max_regulatory must be an integer, got {max_regulatory!r}.")
+        self.max_regulatory = int(max_regulatory)
+        self._capacity = N_INPUTS + n_outputs + self.max_regulatory
+        self._genome = genome
+        self._packed = agrn.pack(genome, self._capacity)
+        self._hparams = None
+
+    # -- configuration -----------------------------------------------------
+
+    def _check_ranges(self, ranges):
+        ranges = dict(ranges or {})
+        unknown = sorted(set(ranges) - set(self.HYPERPARAMETERS))
+        if unknown:
+            raise ValueError(
+                f"Unknown hyperparameter(s) {unknown} in ranges; "
+                f"{type(self).__name__} modulates {list(self.HYPERPARAMETERS)}."
+            )
+        checked = {}
+        for name in self.HYPERPARAMETERS:
+            pair = ranges.get(name, self.DEFAULT_RANGES[name])
+            try:
+                lo, hi = (float(v) for v in pair)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"ranges[{name!r}] must be a pair (lo, hi) of numbers, got {pair!r}."
+                ) from None
+            if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+                raise ValueError(
+                    f"ranges[{name!r}] must be finite with lo <= hi, got ({lo}, {hi})."
+                )
+            bound_lo, bound_hi = self.BOUNDS.get(name, (-math.inf, math.inf))
+            if lo < bound_lo or hi > bound_hi:
+                raise ValueError(
+                    f"ranges[{name!r}] = ({lo}, {hi}) leaves the valid interval "
+                    f"[{bound_lo}, {bound_hi}] of {name}."
+                )
+            if name in self.LOG_SCALE and lo <= 0:
+                raise ValueError(
+                    f"ranges[{name!r}] is mapped in log space and needs lo > 0, got {lo}."
+                )
+            checked[name] = (lo, hi)
+        return checked
+
+    @property
+    def genome(self):
+        """The agent's `Genome`."""
+        return self._genome
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "agent": self._genome.to_dict(),
+                "ranges": {name: list(pair) for name, pair in self.ranges.items()},
+                "warmup_steps": self.warmup_steps,
+                "grn_steps_per_update": self.grn_steps_per_update,
+                "max_regulatory": self.max_regulatory,
+            }
+        )
+        return config
+
+    # -- variables ---------------------------------------------------------
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        static, next_index, kinds, layers, layer_of = _layer_layout(variables)
+        self._static_inputs = static
+        self._next_index = next_index
+        self.tensor_paths = [
+            getattr(v, "path", None) or str(v.name) for v in variables
+        ]
+        self.tensor_kinds = kinds
+        self.tensor_layers = [layers[i] for i in layer_of]
+        count = len(variables)
+        packed = self._packed
+        n_hp = len(self.HYPERPARAMETERS)
+
+        def constant(value):
+            value = np.asarray(value, np.float32)
+            return lambda shape, dtype=None: ops.convert_to_tensor(value, dtype or "float32")
+
+        self._grn_tags = self.add_variable(
+            (3, self._capacity), initializer=constant(packed.tags), name="grn_tags"
+        )
+        self._grn_active = self.add_variable(
+            (self._capacity,), initializer=constant(packed.active), name="grn_active"
+        )
+        self._grn_rates = self.add_variable(
+            (2,), initializer=constant([packed.beta, packed.delta]), name="grn_beta_delta"
+        )
+        self._grn_state = self.add_variable(
+            (count, self._capacity), initializer="zeros", name="grn_concentrations"
+        )
+        self._grn_updates = self.add_variable(
+            (), initializer="zeros", dtype="int64", name="grn_updates"
+        )
+        self._grn_inputs = self.add_variable(
+            (count, N_INPUTS), initializer="zeros", name="grn_inputs"
+        )
+        self._grn_hparams = self.add_variable(
+            (count, n_hp), initializer="zeros", name="modulated_hyperparameters"
+        )
+        self._build_update_state(variables)
+
+    def _build_update_state(self, variables):
+        """Create the subclass's own state (moments, momentum, ...)."""
+        raise NotImplementedError
+
+    def set_genome(self, agent, reset=True):
+        """Swap in another agent without rebuilding or retracing.
+
+        Args:
+            agent: anything `agent` accepts in the constructor.
+            reset: also reset the optimizer state (`reset_state`), as for a
+                fresh training run.
+        """
+        genome = resolve_agent(agent)
+        if (genome.n_inputs, genome.n_outputs) != (
+            self._genome.n_inputs,
+            self._genome.n_outputs,
+        ):
+            raise ValueError(
+                f"The new agent has {genome.n_inputs} inputs and {genome.n_outputs} "
+                f"outputs; {type(self).__name__} needs {self._genome.n_inputs} and "
+                f"{self._genome.n_outputs}."
+            )
+        packed = agrn.pack(genome, self._capacity)
+        self._genome, self._packed = genome, packed
+        if self.built:
+            self._grn_tags.assign(packed.tags)
+            self._grn_active.assign(packed.active)
+            self._grn_rates.assign(np.array([packed.beta, packed.delta], np.float32))
+            if reset:
+                self.reset_state()
+
+    def reset_state(self):
+        """Zero the step counters, the AGRN state and the update state (eagerly)."""
+        if not self.built:
+            return
+        genome_variables = {id(self._grn_tags), id(self._grn_active), id(self._grn_rates)}
+        for variable in self.variables:
+            if id(variable) in genome_variables:
+                continue
+            if variable is self._learning_rate:
+                continue
+            variable.assign(self._reset_value(variable))
+
+    def _reset_value(self, variable):
+        return ops.zeros(variable.shape, variable.dtype)
+
+    # -- the modulation ----------------------------------------------------
+
+    def _modulate(self, grads, trainable_variables):
+        """Run the AGRN copies once and return the per-tensor hyperparameters."""
+        count = len(self._trainable_variables)
+        stats = [None] * count
+        for grad, variable in zip(grads, trainable_variables):
+            stats[self._get_variable_index(variable)] = _abs_stats(grad)
+        rows = []
+        for i, variable in enumerate(self._trainable_variables):
+            w_mean, w_std = _abs_stats(variable)
+            g_mean, g_std = stats[i] if stats[i] is not None else (0.0, 0.0)
+            rows.append(ops.stack([ops.cast(v, "float32") for v in (w_mean, w_std, g_mean, g_std)]))
+        dynamic = ops.stack(rows)
+        own = ops.concatenate([ops.convert_to_tensor(self._static_inputs), dynamic], axis=1)
+        has_next = ops.convert_to_tensor((self._next_index >= 0).astype("float32"))[:, None]
+        following = ops.take(own, np.maximum(self._next_index, 0), axis=0) * has_next
+        inputs = ops.concatenate([own, following, ops.ones((count, 1))], axis=1)
+
+        weights, updatable = agrn.grn_matrices(
+            self._grn_tags,
+            self._grn_active,
+            self._grn_rates[0],
+            self._grn_rates[1],
+            N_INPUTS,
+            2 * len(self.HYPERPARAMETERS),
+        )
+        first = ops.equal(self._grn_updates, 0)
+        warmup_steps = self.warmup_steps
+
+        def warm():
+            state = agrn.grn_reset(self._grn_active, N_INPUTS, count)
+            return agrn.grn_warmup(state, weights, updatable, warmup_steps)
+
+        state = ops.cond(first, warm, lambda: ops.convert_to_tensor(self._grn_state))
+        state = agrn.grn_set_inputs(state, inputs)
+        state = agrn.grn_warmup(state, weights, updatable, self.grn_steps_per_update)
+        outputs = state[:, N_INPUTS : N_INPUTS + 2 * len(self.HYPERPARAMETERS)]
+        hparams = self._outputs_to_hyperparameters(outputs)
+        self.assign(self._grn_state, state)
+        self.assign(self._grn_inputs, inputs)
+        self.assign(self._grn_hparams, hparams)
+        self.assign_add(self._grn_updates, ops.ones((), "int64"))
+        return hparams
+
+    def _outputs_to_hyperparameters(self, outputs):
+        """Map output-protein pairs to hyperparameters, one column each."""
+        columns = []
+        for h, name in enumerate(self.HYPERPARAMETERS):
+            lo, hi = self.ranges[name]
+            if lo == hi:
+                columns.append(ops.full((outputs.shape[0],), lo, "float32"))
+                continue
+            a, b = outputs[:, 2 * h], outputs[:, 2 * h + 1]
+            total = a + b
+            safe = ops.where(total > 0, total, 1.0)
+            d = ops.where(total > 0, (a - b) / safe, 0.0)
+            fraction = ops.clip((d + 1.0) / 2.0, 0.0, 1.0)
+            if name in self.LOG_SCALE:
+                log_lo, log_hi = math.log(lo), math.log(hi)
+                value = ops.exp(log_lo + (log_hi - log_lo) * fraction)
+            else:
+                value = lo + (hi - lo) * fraction
+            columns.append(ops.clip(value, lo, hi))
+        return ops.stack(columns, axis=1)
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        self._hparams = self._modulate(grads, trainable_variables)
+        self._before_updates()
+        try:
+            super()._backend_update_step(grads, trainable_variables, learning_rate)
+        finally:
+            self._hparams = None
+
+    def _before_updates(self):
+        """Hook for vectorised per-step work of a subclass (e.g. beta powers)."""
+
+    def _modulated(self, variable):
+        """This step's hyperparameters of `variable`, as a dict of scalars."""
+        row = self._hparams[self._get_variable_index(variable)]
+        return {
+            name: ops.cast(row[h], variable.dtype)
+            for h, name in enumerate(self.HYPERPARAMETERS)
+        }

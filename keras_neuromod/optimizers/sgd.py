@@ -1,0 +1,64 @@
+"""Nm-SGD: stochastic gradient descent with momentum, modulated per tensor."""
+
+import keras
+from keras import ops
+
+from keras_neuromod.optimizers.base import NeuromodulatedOptimizer
+
+
+@keras.saving.register_keras_serializable(package="keras_neuromod")
+class NmSGD(NeuromodulatedOptimizer):
+    """SGD whose learning rate and momentum an AGRN sets per tensor and step.
+
+    The update is Keras's `SGD` with momentum, with the values of this tensor
+    at this step: `m <- momentum * m - lr * g`, then `w <- w + m`. The agent's
+    AGRN has 13 inputs and 4 outputs (two output proteins per hyperparameter).
+    With every range a single value, `NmSGD` is exactly
+    `keras.optimizers.SGD(learning_rate, momentum)`.
+
+    Args:
+        agent: the AGRN genome: a `Genome`, a genome or agent dict, the path of a
+            genome or agent JSON file, or the name of a zoo agent.
+        ranges: dict of `(lo, hi)` per hyperparameter. Defaults:
+            `learning_rate` (1e-4, 1.0) mapped in log space, `momentum`
+            (0.0, 0.99).
+        warmup_steps: AGRN steps with inputs at 0 before the first update.
+        grn_steps_per_update: AGRN steps at every update.
+        max_regulatory: capacity for regulatory proteins (see `set_genome`).
+        learning_rate: a multiplier (float or schedule) on the modulated
+            learning rate; 1.0 by default.
+        **kwargs: Keras's base optimizer options (`clipnorm`, `weight_decay`,
+            `gradient_accumulation_steps`, `use_ema`, `name`, ...).
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> from keras_neuromod import Genome, NmSGD
+    >>> agent = Genome.random(13, 4, n_regulatory=2, rng=0)
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    >>> model.compile(optimizer=NmSGD(agent=agent), loss="mse")
+    """
+
+    HYPERPARAMETERS = ("learning_rate", "momentum")
+    DEFAULT_RANGES = {"learning_rate": (1e-4, 1.0), "momentum": (0.0, 0.99)}
+    LOG_SCALE = ("learning_rate",)
+    BOUNDS = {"learning_rate": (0.0, float("inf")), "momentum": (0.0, 1.0)}
+
+    def __init__(self, agent, ranges=None, name="nm_sgd", **kwargs):
+        super().__init__(agent, ranges=ranges, name=name, **kwargs)
+
+    def _build_update_state(self, variables):
+        self.momentums = self.add_optimizer_variables(variables, "momentum")
+
+    def update_step(self, gradient, variable, learning_rate):
+        values = self._modulated(variable)
+        lr = ops.cast(learning_rate, variable.dtype) * values["learning_rate"]
+        gradient = ops.cast(gradient, variable.dtype)
+        m = self.momentums[self._get_variable_index(variable)]
+        self.assign(
+            m,
+            ops.subtract(
+                ops.multiply(m, values["momentum"]), ops.multiply(gradient, lr)
+            ),
+        )
+        self.assign_add(variable, m)
