@@ -230,11 +230,17 @@ class ModulationTracer(keras.callbacks.Callback):
         for k in range(len(names), rows * columns):
             axes[k // columns][k % columns].axis("off")
         handles, labels = axes[0][0].get_legend_handles_labels()
-        figure.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8,
-                      title="tensor (solid: kernel, dashed: bias)")
-        figure.suptitle(title or "Neuromodulation per tensor")
-        legend_rows = -(-len(labels) // 4)
-        figure.tight_layout(rect=(0, 0.04 + 0.03 * legend_rows, 1, 0.97))
+        legend = dict(fontsize=8, title="tensor (solid: kernel, dashed: bias)")
+        if len(names) < rows * columns:  # an empty panel holds the legend
+            spare = axes[-1][len(names) % columns]
+            spare.legend(handles, labels, loc="center", ncol=2, **legend)
+            figure.suptitle(title or "Neuromodulation per tensor")
+            figure.tight_layout(rect=(0, 0, 1, 0.97))
+        else:
+            figure.legend(handles, labels, loc="lower center", ncol=4, **legend)
+            figure.suptitle(title or "Neuromodulation per tensor")
+            legend_rows = -(-len(labels) // 4)
+            figure.tight_layout(rect=(0, 0.03 + 0.025 * legend_rows, 1, 0.97))
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
         figure.savefig(path, dpi=110)

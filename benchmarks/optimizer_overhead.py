@@ -1,0 +1,115 @@
+"""Train-step time of Nm-Adam and Nm-SGD against Keras's Adam and SGD.
+
+Measured side by side in one process, interleaved round by round (the order of
+the optimizers rotates each round), on
+
+* the paper's model A on CIFAR-shaped random data (32x32x3, 10 classes), batch 128;
+* an MLP (64-128-10, 9.6 k parameters) on the bundled digits, batch 32.
+
+Each timing is one `model.fit` epoch over `--steps` batches (the same batches
+for every optimizer); the table gives the median milliseconds per step over the
+rounds and the ratio of medians against the plain optimizer. Targets: Nm-Adam at
+most 1.10x Adam on model A and at most 1.5x on the MLP.
+
+    python benchmarks/optimizer_overhead.py            # about 10 minutes on 2 cores
+    python benchmarks/optimizer_overhead.py --quick    # fewer rounds and steps
+"""
+
+import argparse
+import json
+import os
+import platform
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import keras  # noqa: E402
+
+from keras_neuromod import Genome  # noqa: E402
+from keras_neuromod import NmAdam  # noqa: E402
+from keras_neuromod import NmSGD  # noqa: E402
+from keras_neuromod import datasets  # noqa: E402
+from keras_neuromod import models  # noqa: E402
+
+TARGETS = {("model A", "Nm-Adam"): 1.10, ("MLP", "Nm-Adam"): 1.5}
+
+
+def optimizers(seed):
+    adam_agent = Genome.random(13, 8, n_regulatory=4, rng=seed)
+    sgd_agent = Genome.random(13, 4, n_regulatory=4, rng=seed)
+    return {
+        "Adam": lambda: keras.optimizers.Adam(),
+        "Nm-Adam": lambda: NmAdam(agent=adam_agent),
+        "SGD": lambda: keras.optimizers.SGD(0.01, momentum=0.9),
+        "Nm-SGD": lambda: NmSGD(agent=sgd_agent),
+    }
+
+
+def cases(steps, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.random((128 * steps["A"], 32, 32, 3), dtype=np.float32)
+    y = rng.integers(0, 10, len(x)).astype("int32")
+    (dx, dy), _, _ = datasets.digits()
+    repeat = -(-32 * steps["mlp"] // len(dx))
+    dx, dy = np.concatenate([dx] * repeat)[: 32 * steps["mlp"]], np.concatenate([dy] * repeat)[: 32 * steps["mlp"]]
+    return {
+        "model A": (lambda: models.build("A", (32, 32, 3), 10, seed=seed), x, y, 128),
+        "MLP": (lambda: models.build("mlp", (8, 8, 1), 10, hidden=(128,), seed=seed), dx, dy, 32),
+    }
+
+
+def measure(case, rounds, seed):
+    build, x, y, batch_size = case
+    trainers = {}
+    for name, make in optimizers(seed).items():
+        model = build()
+        model.compile(optimizer=make(), loss="sparse_categorical_crossentropy")
+        model.fit(x[: 2 * batch_size], y[: 2 * batch_size], batch_size=batch_size, verbose=0)  # trace
+        trainers[name] = model
+    steps = len(x) // batch_size
+    times = {name: [] for name in trainers}
+    names = list(trainers)
+    for r in range(rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            start = time.perf_counter()
+            trainers[name].fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
+            times[name].append((time.perf_counter() - start) / steps * 1000)
+    return times
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--quick", action="store_true", help="3 rounds, fewer steps")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    rounds = 3 if args.quick else args.rounds
+    steps = {"A": 4, "mlp": 60} if args.quick else {"A": 12, "mlp": 200}
+    print(f"keras {keras.__version__}, backend {keras.backend.backend()}, "
+          f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}; "
+          f"{rounds} interleaved rounds")
+    rows = []
+    for label, case in cases(steps, args.seed).items():
+        times = measure(case, rounds, args.seed)
+        medians = {name: float(np.median(values)) for name, values in times.items()}
+        for name, base in (("Adam", "Adam"), ("Nm-Adam", "Adam"), ("SGD", "SGD"), ("Nm-SGD", "SGD")):
+            ratio = medians[name] / medians[base]
+            rows.append({
+                "case": label, "optimizer": name, "median_ms_per_step": round(medians[name], 3),
+                "ratio": round(ratio, 3), "target": TARGETS.get((label, name)),
+            })
+    print()
+    print("| case | optimizer | median ms/step | ratio to plain | target |")
+    print("|---|---|---:|---:|---:|")
+    for row in rows:
+        target = f"<= {row['target']:.2f}x" if row["target"] else ""
+        print(f"| {row['case']} | {row['optimizer']} | {row['median_ms_per_step']:.2f} | "
+              f"{row['ratio']:.3f}x | {target} |")
+    met = all(row["ratio"] <= row["target"] for row in rows if row["target"])
+    print(json.dumps({"rows": rows, "targets_met": met}))
+
+
+if __name__ == "__main__":
+    main()
