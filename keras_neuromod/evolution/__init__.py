@@ -1,1 +1,14 @@
-"""Evolution of neuromodulatory agents and of evolvable neural units."""
+"""Evolution of neuromodulatory agents (GRNEAT on DEAP) and of evolvable neural units.
+
+`evolve` runs GRNEAT over real `model.fit` runs, serially, on local processes or
+on a Ray cluster, with a JSON checkpoint after every generation.
+"""
+
+from keras_neuromod.evolution.engine import EvolutionResult
+from keras_neuromod.evolution.engine import Individual
+from keras_neuromod.evolution.engine import evolve
+from keras_neuromod.evolution.fitness import Evaluator
+from keras_neuromod.evolution.fitness import FitnessTask
+from keras_neuromod.evolution.grneat import GRNEATConfig
+
+__all__ = ["evolve", "EvolutionResult", "Individual", "Evaluator", "FitnessTask", "GRNEATConfig"]

@@ -1,0 +1,434 @@
+"""The evolution loop: GRNEAT generations over real training runs.
+
+One generation:
+
+1. draw the generation's architecture and initialisation seed;
+2. evaluate every individual on them (on the chosen backend);
+3. speciate; dissolve species smaller than `min_species_size` and replace their
+   members with mutants from the surviving species, evaluated on the same
+   task before anything is selected;
+4. adapt the species thresholds, record the logbook, the hall of fame and the
+   best individual;
+5. share out offspring between species and breed the next population
+   (crossover, mutation, one elite per species);
+6. write `checkpoint.json` atomically.
+
+A single `numpy.random.Generator` seeded by `seed` drives every random choice,
+and its state is in the checkpoint, so a run resumed from a checkpoint ends
+with exactly the result of an uninterrupted one.
+"""
+
+import dataclasses
+import os
+import time
+
+import numpy as np
+from deap import base
+from deap import tools
+
+from keras_neuromod.agrn import Genome
+from keras_neuromod.evolution import grneat
+from keras_neuromod.evolution.fitness import FitnessTask
+from keras_neuromod.evolution.parallel import make_backend
+from keras_neuromod.io import atomic_write_json
+from keras_neuromod.io import read_json
+
+__all__ = ["evolve", "EvolutionResult", "Individual", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = "keras_neuromod.grneat-checkpoint/1"
+N_INPUTS = 13
+
+
+class FitnessMax(base.Fitness):
+    """DEAP fitness, maximised."""
+
+    weights = (1.0,)
+
+
+class Individual:
+    """A genome with a DEAP fitness (so that DEAP's tools work on it)."""
+
+    __slots__ = ("genome", "fitness", "generation")
+
+    def __init__(self, genome, fitness=None, generation=None):
+        self.genome = genome
+        self.fitness = FitnessMax()
+        if fitness is not None:
+            self.fitness.values = (float(fitness),)
+        self.generation = generation
+
+    def __eq__(self, other):
+        return isinstance(other, Individual) and self.genome == other.genome
+
+    def __deepcopy__(self, memo):
+        fitness = self.fitness.values[0] if self.fitness.valid else None
+        return Individual(self.genome, fitness, self.generation)
+
+    def to_dict(self):
+        return {
+            "genome": self.genome.to_dict(),
+            "fitness": self.fitness.values[0] if self.fitness.valid else None,
+            "generation": self.generation,
+        }
+
+    @classmethod
+    def from_dict(cls, data):
+        return cls(Genome.from_dict(data["genome"]), data["fitness"], data["generation"])
+
+    def __repr__(self):
+        fitness = f"{self.fitness.values[0]:.4f}" if self.fitness.valid else "unevaluated"
+        return f"Individual({self.genome!r}, fitness={fitness})"
+
+
+@dataclasses.dataclass
+class EvolutionResult:
+    """What `evolve` returns.
+
+    Attributes:
+        best: the best `Individual` of the last generation (the paper's pick).
+        hall_of_fame: DEAP `HallOfFame` of the best individuals of the run
+            (fitnesses of different generations come from different tasks).
+        logbook: DEAP `Logbook`, one record per generation.
+        generations: generations finished.
+        evaluations: evaluations over the whole run.
+        evaluated_now: evaluations made by this call (0 for a finished run).
+        out: the output folder, or None.
+    """
+
+    best: Individual
+    hall_of_fame: tools.HallOfFame
+    logbook: tools.Logbook
+    generations: int
+    evaluations: int
+    evaluated_now: int
+    out: str = None
+
+
+def _statistics():
+    stats = tools.Statistics(lambda ind: ind.fitness.values[0])
+    stats.register("max", np.max)
+    stats.register("mean", np.mean)
+    stats.register("min", np.min)
+    stats.register("std", np.std)
+    return stats
+
+
+def _toolbox(config, rng):
+    """DEAP's toolbox with the GRNEAT operators bound to this run's config and rng."""
+    toolbox = base.Toolbox()
+    toolbox.register("mate", grneat.crossover, rng=rng, config=config)
+    toolbox.register("mutate", grneat.mutate, rng=rng, config=config)
+    toolbox.register("distance", grneat.genome_distance, config=config)
+    toolbox.register("select", grneat.tournament, rng=rng, size=config.tournament_size)
+    return toolbox
+
+
+class _Run:
+    """The state of one evolution, and its JSON checkpoint."""
+
+    def __init__(self, settings, config, rng):
+        self.settings = settings
+        self.config = config
+        self.rng = rng
+        self.toolbox = _toolbox(config, rng)
+        self.generation = 0
+        self.population = []
+        self.species = []
+        self.fitness_range = None
+        self.logbook = tools.Logbook()
+        self.logbook.header = ["gen", "architecture", "evals", "species", "size", "max", "mean", "min", "std", "seconds"]
+        self.hall_of_fame = tools.HallOfFame(settings["hall_of_fame"])
+        self.best = None
+        self.evaluations = 0
+
+    def to_dict(self):
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "settings": self.settings,
+            "config": self.config.to_dict(),
+            "generation": self.generation,
+            "population": [g.to_dict() for g in self.population],
+            "species": [s.to_dict() for s in self.species],
+            "fitness_range": self.fitness_range,
+            "rng_state": self.rng.bit_generator.state,
+            "logbook": list(self.logbook),
+            "hall_of_fame": [ind.to_dict() for ind in self.hall_of_fame],
+            "best": self.best.to_dict() if self.best else None,
+            "evaluations": self.evaluations,
+        }
+
+    @classmethod
+    def from_dict(cls, data, settings, config):
+        if data.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"Not a GRNEAT checkpoint (format {data.get('format')!r}).")
+        saved = data["settings"]
+        differing = sorted(k for k in settings if k != "generations" and saved.get(k) != settings[k])
+        if differing:
+            raise ValueError(
+                "The checkpoint was made with other settings; resuming would not give "
+                f"the same evolution. Differing: {differing} "
+                f"(checkpoint: {[saved.get(k) for k in differing]}, "
+                f"now: {[settings[k] for k in differing]})."
+            )
+        if grneat.GRNEATConfig.from_dict(data["config"]) != config:
+            raise ValueError("The checkpoint was made with another GRNEATConfig.")
+        rng = np.random.default_rng()
+        rng.bit_generator.state = data["rng_state"]
+        run = cls(settings, config, rng)
+        run.generation = int(data["generation"])
+        run.population = [Genome.from_dict(g) for g in data["population"]]
+        run.species = [grneat.Species.from_dict(s) for s in data["species"]]
+        run.fitness_range = data["fitness_range"]
+        for record in data["logbook"]:
+            run.logbook.record(**record)
+        run.hall_of_fame.update([Individual.from_dict(i) for i in data["hall_of_fame"]])
+        run.best = Individual.from_dict(data["best"]) if data["best"] else None
+        run.evaluations = int(data["evaluations"])
+        return run
+
+
+def _dissolve_small_species(run, population, fitnesses, species, evaluate):
+    """Replace the members of too-small species with evaluated mutants."""
+    config, rng, toolbox = run.config, run.rng, run.toolbox
+    keep = [s for s in species if len(s.members) >= config.min_species_size]
+    if not keep:
+        # Every species is too small: they merge into the largest one.
+        largest = max(species, key=lambda s: len(s.members))
+        largest.members = list(range(len(population)))
+        return [largest], population, fitnesses
+    removed = sum(len(s.members) for s in species) - sum(len(s.members) for s in keep)
+    survivors = [i for s in keep for i in s.members]
+    population = [population[i] for i in survivors]
+    fitnesses = [fitnesses[i] for i in survivors]
+    position = {old: new for new, old in enumerate(survivors)}
+    for s in keep:
+        s.members = [position[i] for i in s.members]
+    new_genomes, homes = [], []
+    for _ in range(removed):
+        target = keep[int(rng.integers(len(keep)))]
+        parent = population[target.members[toolbox.select(fitnesses, target.members)]]
+        home = None
+        for _ in range(config.max_tries):
+            child = toolbox.mutate(parent)
+            if toolbox.distance(child, target.representative) < target.threshold:
+                home = target
+                break
+        new_genomes.append(child)
+        homes.append(home)
+    if new_genomes:
+        new_fitnesses = evaluate(new_genomes)
+        for child, fitness, home in zip(new_genomes, new_fitnesses, homes):
+            population.append(child)
+            fitnesses.append(fitness)
+            if home is None:
+                home = grneat.Species(child, config.species_threshold)
+                keep.append(home)
+            home.members.append(len(population) - 1)
+    return keep, population, fitnesses
+
+
+def _breed(run, population, fitnesses, species, counts):
+    config, rng, toolbox = run.config, run.rng, run.toolbox
+    children = []
+    for s, count in zip(species, counts):
+        if count == 0:
+            continue
+        members = s.members
+        brood = []
+        for _ in range(int(count * config.crossover_rate)):
+            first = toolbox.select(fitnesses, members)
+            second = first
+            for _ in range(config.max_tries):
+                second = toolbox.select(fitnesses, members)
+                if second != first:
+                    break
+            if second != first:
+                brood.append(toolbox.mate(population[members[first]], population[members[second]]))
+        for _ in range(int(count * config.mutation_rate)):
+            parent = population[members[toolbox.select(fitnesses, members)]]
+            brood.append(toolbox.mutate(parent))
+        elite = population[max(members, key=lambda m: fitnesses[m])]
+        if len(brood) >= count:
+            brood = brood[:count]
+            brood[int(rng.integers(count))] = elite
+        else:
+            brood.append(elite)
+        while len(brood) < count:
+            brood.append(population[members[toolbox.select(fitnesses, members)]])
+        children += brood
+    return children
+
+
+def evolve(
+    task="digits",
+    base="adam",
+    population=50,
+    generations=50,
+    epochs=20,
+    models=("A", "B", "C"),
+    backend="process",
+    workers=None,
+    ray_address=None,
+    seed=0,
+    out=None,
+    resume=False,
+    fitness=None,
+    config=None,
+    hall_of_fame=10,
+    progress=True,
+    verbose=True,
+    **task_options,
+):
+    """Evolve an AGRN agent with GRNEAT so that `model.fit` learns better.
+
+    Args:
+        task: the data set (``"digits"``, ``"cifar10"``, ``"cifar100"``), or a
+            ready `FitnessTask`.
+        base: ``"sgd"`` for Nm-SGD agents, ``"adam"`` for Nm-Adam agents.
+        population: individuals per generation.
+        generations: generations to run in total (a resumed run continues up
+            to this number).
+        epochs: training epochs per evaluation.
+        models: architectures drawn from, one per generation.
+        backend: ``"serial"``, ``"process"`` (local processes) or ``"ray"``.
+        workers: parallel workers (default: the CPU count).
+        ray_address: with ``backend="ray"``: None starts a local cluster,
+            ``"auto"`` or an address joins an existing one.
+        seed: one seed for the whole evolution.
+        out: folder for `checkpoint.json` (written after every generation).
+        resume: continue from `out/checkpoint.json` if it exists.
+        fitness: a picklable function `f(genome_dict, architecture, seed)`
+            to evaluate instead of training (the `task` then only names it).
+        config: a `GRNEATConfig` (its `population` is set from `population`).
+        hall_of_fame: size of the hall of fame.
+        progress: show a progress bar (tqdm) over each generation's evaluations.
+        verbose: print the logbook line of every generation.
+        **task_options: more `FitnessTask` fields (`batch_size`, `width`,
+            `metric`, `train_subset`, `ranges`, ...).
+
+    Returns:
+        An `EvolutionResult` (best agent, hall of fame, logbook, counts).
+    """
+    if isinstance(task, FitnessTask):
+        fitness_task = task
+    else:
+        fitness_task = FitnessTask(dataset=task, base=base, epochs=epochs, **task_options)
+    config = dataclasses.replace(config or grneat.GRNEATConfig(), population=population)
+    if fitness_task.max_regulatory < config.max_regulatory:
+        config = dataclasses.replace(config, max_regulatory=fitness_task.max_regulatory)
+    models = tuple(models)
+    if not models:
+        raise ValueError("models must name at least one architecture.")
+    from keras_neuromod.models import layer_plan
+
+    for name in models:
+        layer_plan(name)
+    if isinstance(generations, bool) or not isinstance(generations, int) or generations < 0:
+        raise ValueError(f"generations must be a non-negative integer, got {generations!r}.")
+    settings = {
+        "task": fitness_task.to_dict(),
+        "fitness": None if fitness is None else f"{fitness.__module__}.{fitness.__qualname__}",
+        "models": list(models),
+        "seed": int(seed),
+        "generations": int(generations),
+        "hall_of_fame": int(hall_of_fame),
+    }
+    checkpoint = os.path.join(out, "checkpoint.json") if out else None
+    if resume and checkpoint and os.path.exists(checkpoint):
+        run = _Run.from_dict(read_json(checkpoint, "checkpoint"), settings, config)
+        run.settings = settings
+        if verbose:
+            print(f"Resuming from {checkpoint}: {run.generation} generation(s) done.", flush=True)
+    else:
+        if out and os.path.exists(checkpoint) and not resume:
+            raise FileExistsError(
+                f"{checkpoint} exists: pass resume=True to continue it, or choose another folder."
+            )
+        rng = np.random.default_rng(seed)
+        run = _Run(settings, config, rng)
+        run.population = grneat.initial_population(N_INPUTS, fitness_task.n_outputs, rng, config)
+
+    evaluated_now = 0
+    if run.generation < generations:
+        engine = make_backend(backend, fitness if fitness is not None else fitness_task, workers, ray_address)
+        try:
+            while run.generation < generations:
+                evaluated_now += _generation(run, engine, models, progress, verbose)
+                if checkpoint:
+                    atomic_write_json(checkpoint, run.to_dict())
+        finally:
+            engine.close()
+    return EvolutionResult(
+        best=run.best,
+        hall_of_fame=run.hall_of_fame,
+        logbook=run.logbook,
+        generations=run.generation,
+        evaluations=run.evaluations,
+        evaluated_now=evaluated_now,
+        out=out,
+    )
+
+
+def _progress_bar(total, generation, enabled):
+    if not enabled:
+        return None, None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None, None
+    bar = tqdm(total=total, desc=f"generation {generation}", unit="eval", leave=False)
+    return bar, bar.update
+
+
+def _generation(run, engine, models, progress, verbose):
+    config, rng = run.config, run.rng
+    start = time.perf_counter()
+    architecture = models[int(rng.integers(len(models)))]
+    task_seed = int(rng.integers(2**31 - 1))
+    bar, tick = _progress_bar(len(run.population), run.generation, progress)
+    evaluated = 0
+
+    def evaluate(genomes):
+        nonlocal evaluated
+        jobs = [{"genome": g.to_dict(), "architecture": architecture, "seed": task_seed} for g in genomes]
+        if bar is not None:
+            bar.total = evaluated + len(jobs)
+            bar.refresh()
+        values = engine.map(jobs, progress=tick)
+        evaluated += len(jobs)
+        return values
+
+    try:
+        population = list(run.population)
+        fitnesses = evaluate(population)
+        species = grneat.speciate(population, run.species, rng, config)
+        species, population, fitnesses = _dissolve_small_species(run, population, fitnesses, species, evaluate)
+    finally:
+        if bar is not None:
+            bar.close()
+    grneat.adapt_thresholds(species, config)
+    lo, hi = min(fitnesses), max(fitnesses)
+    if run.fitness_range is not None:
+        lo, hi = min(lo, run.fitness_range[0]), max(hi, run.fitness_range[1])
+    run.fitness_range = [float(lo), float(hi)]
+
+    individuals = [Individual(g, f, run.generation) for g, f in zip(population, fitnesses)]
+    run.hall_of_fame.update(individuals)
+    run.best = max(individuals, key=lambda ind: ind.fitness.values[0])
+    run.evaluations += evaluated
+    record = _statistics().compile(individuals)
+    run.logbook.record(
+        gen=run.generation, architecture=architecture, evals=evaluated, species=len(species),
+        size=float(np.mean([g.n_regulatory for g in population])),
+        seconds=round(time.perf_counter() - start, 2), **{k: float(v) for k, v in record.items()},
+    )
+    if verbose:
+        print(run.logbook.stream, flush=True)
+
+    counts = grneat.offspring_counts(species, fitnesses, run.fitness_range, rng, config.population)
+    run.population = _breed(run, population, fitnesses, species, counts)
+    for s in species:
+        s.representative = population[s.members[int(rng.integers(len(s.members)))]]
+    run.species = [grneat.Species(s.representative, s.threshold) for s in species]
+    run.generation += 1
+    return evaluated

@@ -1,0 +1,188 @@
+"""The fitness of an agent: how well `model.fit` learns under its modulation.
+
+Each generation draws one architecture and one initialisation seed; every
+individual of that generation trains that model from the same initial weights
+on the same data order for `epochs` epochs with Nm-SGD or Nm-Adam. The fitness
+is the training accuracy at the end of the final epoch (the paper's choice) or,
+as an option, the test accuracy. A run whose loss turns NaN or Inf scores
+`worst_fitness`.
+
+An `Evaluator` keeps one compiled model and optimizer per architecture: an
+evaluation resets the weights and the optimizer state, swaps the genome into the
+optimizer's variables and fits, so no model is rebuilt and no train step is
+traced again.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+
+from keras_neuromod.agrn import Genome
+
+__all__ = ["FitnessTask", "Evaluator", "BASES"]
+
+BASES = ("sgd", "adam")
+
+
+@dataclasses.dataclass(frozen=True)
+class FitnessTask:
+    """What an agent is evaluated on (plain data, sent to every worker).
+
+    Args:
+        dataset: ``"digits"``, ``"cifar10"`` or ``"cifar100"``.
+        base: ``"sgd"`` (Nm-SGD) or ``"adam"`` (Nm-Adam).
+        epochs: training epochs per evaluation.
+        batch_size: training batch size.
+        width: width factor of the models (`keras_neuromod.models.build`).
+        metric: ``"accuracy"`` (final-epoch training accuracy, the paper's) or
+            ``"val_accuracy"`` (accuracy on the test split after training).
+        train_subset: use only the first N training examples (None: all).
+        ranges: hyperparameter ranges of the optimizer (None: its defaults).
+        warmup_steps, grn_steps_per_update: AGRN settings of the optimizer.
+        max_regulatory: padded AGRN capacity; genomes up to this size share
+            one compiled train step.
+        worst_fitness: the fitness of a diverging (NaN or Inf) or failed run.
+        data_dir: tensorflow-datasets folder for CIFAR.
+    """
+
+    dataset: str = "digits"
+    base: str = "adam"
+    epochs: int = 2
+    batch_size: int = 32
+    width: float = 0.5
+    metric: str = "accuracy"
+    train_subset: int = None
+    ranges: dict = None
+    warmup_steps: int = 25
+    grn_steps_per_update: int = 1
+    max_regulatory: int = 32
+    worst_fitness: float = 0.0
+    data_dir: str = None
+
+    def __post_init__(self):
+        from keras_neuromod.datasets import NAMES
+
+        if self.dataset not in NAMES:
+            raise ValueError(f"Unknown dataset {self.dataset!r}; choose one of {list(NAMES)}.")
+        if self.base not in BASES:
+            raise ValueError(f"base must be one of {list(BASES)}, got {self.base!r}.")
+        if self.metric not in ("accuracy", "val_accuracy"):
+            raise ValueError(f"metric must be 'accuracy' or 'val_accuracy', got {self.metric!r}.")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if not (isinstance(self.width, (int, float)) and self.width > 0):
+            raise ValueError(f"width must be positive, got {self.width!r}.")
+        if self.train_subset is not None and int(self.train_subset) < self.batch_size:
+            raise ValueError("train_subset must be at least one batch.")
+        if not math.isfinite(self.worst_fitness):
+            raise ValueError("worst_fitness must be finite (it is stored in JSON).")
+
+    @property
+    def n_outputs(self):
+        return 4 if self.base == "sgd" else 8
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        names = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"Unknown FitnessTask field(s) {unknown}.")
+        return cls(**data)
+
+
+class Evaluator:
+    """Evaluates genomes on a `FitnessTask`, reusing compiled models.
+
+    Args:
+        task: the `FitnessTask`.
+    """
+
+    def __init__(self, task):
+        from keras_neuromod import datasets
+
+        self.task = task
+        kwargs = {"data_dir": task.data_dir} if task.dataset != "digits" else {}
+        data = datasets.load(task.dataset, **kwargs)
+        (x, y), (x_test, y_test), self.num_classes = data
+        if task.train_subset:
+            x, y = x[: task.train_subset], y[: task.train_subset]
+        self.x, self.y, self.x_test, self.y_test = x, y, x_test, y_test
+        self.input_shape = data.input_shape
+        self._models = {}
+        self._initial = {}
+
+    def _trainer(self, architecture):
+        if architecture not in self._models:
+            import keras
+
+            from keras_neuromod import models
+            from keras_neuromod.optimizers import NmAdam
+            from keras_neuromod.optimizers import NmSGD
+
+            task = self.task
+            model = models.build(architecture, self.input_shape, self.num_classes, width=task.width)
+            placeholder = Genome.random(13, task.n_outputs, 0, rng=0)
+            optimizer = (NmSGD if task.base == "sgd" else NmAdam)(
+                agent=placeholder,
+                ranges=task.ranges,
+                warmup_steps=task.warmup_steps,
+                grn_steps_per_update=task.grn_steps_per_update,
+                max_regulatory=task.max_regulatory,
+            )
+            model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            optimizer.build(model.trainable_variables)
+            self._models[architecture] = (model, optimizer, keras.callbacks.TerminateOnNaN())
+        return self._models[architecture]
+
+    def initial_weights(self, architecture, seed):
+        key = (architecture, int(seed))
+        if key not in self._initial:
+            from keras_neuromod import models
+
+            if len(self._initial) >= 4:
+                self._initial.pop(next(iter(self._initial)))
+            reference = models.build(
+                architecture, self.input_shape, self.num_classes, width=self.task.width, seed=int(seed)
+            )
+            self._initial[key] = reference.get_weights()
+        return self._initial[key]
+
+    def evaluate(self, genome, architecture, seed):
+        """Train the generation's model under `genome`; return the fitness.
+
+        Args:
+            genome: a `Genome` or a genome dict.
+            architecture: ``"A"``, ``"B"``, ``"C"`` or ``"mlp"``.
+            seed: the generation's seed: initial weights and data order.
+        """
+        if not isinstance(genome, Genome):
+            genome = Genome.from_dict(genome)
+        model, optimizer, stop_on_nan = self._trainer(architecture)
+        model.set_weights(self.initial_weights(architecture, seed))
+        optimizer.set_genome(genome, reset=True)
+        order = np.random.default_rng(int(seed))
+        history = None
+        for _ in range(self.task.epochs):
+            permutation = order.permutation(len(self.x))
+            history = model.fit(
+                self.x[permutation], self.y[permutation],
+                batch_size=self.task.batch_size, epochs=1, shuffle=False, verbose=0,
+                callbacks=[stop_on_nan],
+            )
+            loss = history.history["loss"][-1] if history.history.get("loss") else float("nan")
+            if not math.isfinite(loss) or model.stop_training:
+                return float(self.task.worst_fitness)
+        if self.task.metric == "val_accuracy":
+            _, fitness = model.evaluate(self.x_test, self.y_test, batch_size=256, verbose=0)
+        else:
+            fitness = history.history["accuracy"][-1]
+        fitness = float(fitness)
+        if not math.isfinite(fitness):
+            return float(self.task.worst_fitness)
+        return fitness

@@ -1,0 +1,432 @@
+"""GRNEAT: the genetic operators and speciation for AGRN genomes.
+
+GRNEAT (Cussat-Blanc, Harrington and Pollack, 2015) is NEAT's idea applied to
+gene regulatory networks: proteins are aligned by their tags for crossover, and
+the population is split into species of similar genomes that reproduce
+separately, so that new structure gets time to be tuned before it competes.
+
+Every function here is pure: it takes the genomes, the `GRNEATConfig` and a
+`numpy.random.Generator`, and returns new genomes. One seeded generator drives a
+whole evolution, which makes it reproducible result for result.
+
+Departures from the reference library (shared/reference/agrn.md section 4):
+crossover copies the aligned gene it chose (the reference indexes the wrong one),
+the genome distance is symmetric, and there is no global configuration.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+
+from keras_neuromod.agrn import BETA_RANGE
+from keras_neuromod.agrn import DELTA_RANGE
+from keras_neuromod.agrn import Genome
+
+__all__ = [
+    "GRNEATConfig",
+    "protein_distance",
+    "genome_distance",
+    "mutate_add",
+    "mutate_delete",
+    "mutate_modify",
+    "mutate",
+    "crossover",
+    "initial_population",
+    "Species",
+    "speciate",
+    "adapt_thresholds",
+    "offspring_counts",
+    "tournament",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class GRNEATConfig:
+    """The constants of GRNEAT; the defaults are the reference library's.
+
+    Args:
+        population: individuals per generation.
+        tournament_size: contestants of a tournament (drawn with replacement).
+        crossover_rate: share of a species' offspring made by crossover.
+        mutation_rate: share made by mutation (one elite fills the rest).
+        add_rate, delete_rate, modify_rate: choice of mutation operator.
+        max_tries: tries when an operator cannot apply (deleting from a genome
+            with no regulatory protein, adding past `max_regulatory`), and for
+            drawing two distinct parents.
+        crossover_threshold: largest protein distance at which two regulatory
+            genes are aligned in crossover.
+        initial_regulatory: regulatory proteins of the initial genomes.
+        initial_group: the initial population is made of groups of this size,
+            one random genome and its single modify-mutants.
+        species_threshold: the starting distance threshold of a species.
+        threshold_step: how much a species' threshold moves each generation
+            towards the average species size.
+        threshold_bounds: the threshold is kept inside these bounds.
+        min_species_size: smaller species are dissolved.
+        max_regulatory: the most regulatory proteins a genome may have
+            (**ours**: bounds the padded size of the AGRN so that evaluating a
+            new genome never recompiles the training step).
+        id_weight, enh_weight, inh_weight: weights of the protein distance.
+    """
+
+    population: int = 50
+    tournament_size: int = 3
+    crossover_rate: float = 0.25
+    mutation_rate: float = 0.75
+    add_rate: float = 0.5
+    delete_rate: float = 0.25
+    modify_rate: float = 0.25
+    max_tries: int = 10
+    crossover_threshold: float = 0.15
+    initial_regulatory: int = 1
+    initial_group: int = 10
+    species_threshold: float = 0.15
+    threshold_step: float = 0.01
+    threshold_bounds: tuple = (0.03, 0.5)
+    min_species_size: int = 5
+    max_regulatory: int = 32
+    id_weight: float = 0.75
+    enh_weight: float = 0.125
+    inh_weight: float = 0.125
+
+    def __post_init__(self):
+        def positive_int(name, minimum=1):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"GRNEATConfig.{name} must be an integer >= {minimum}, got {value!r}.")
+
+        positive_int("population", 2)
+        positive_int("tournament_size")
+        positive_int("max_tries")
+        positive_int("initial_group")
+        positive_int("min_species_size")
+        positive_int("initial_regulatory", 0)
+        positive_int("max_regulatory", 0)
+        for name in ("crossover_rate", "mutation_rate", "add_rate", "delete_rate",
+                     "modify_rate", "crossover_threshold", "species_threshold", "threshold_step"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 1):
+                raise ValueError(f"GRNEATConfig.{name} must lie in [0, 1], got {value!r}.")
+        if abs(self.add_rate + self.delete_rate + self.modify_rate - 1.0) > 1e-9:
+            raise ValueError("GRNEATConfig: add_rate + delete_rate + modify_rate must be 1.")
+        if self.crossover_rate + self.mutation_rate > 1.0 + 1e-9:
+            raise ValueError("GRNEATConfig: crossover_rate + mutation_rate must be at most 1.")
+        lo, hi = self.threshold_bounds
+        if not 0 <= lo <= hi:
+            raise ValueError(f"GRNEATConfig.threshold_bounds must be 0 <= lo <= hi, got {self.threshold_bounds!r}.")
+        if self.initial_regulatory > self.max_regulatory:
+            raise ValueError("GRNEATConfig.initial_regulatory exceeds max_regulatory.")
+        object.__setattr__(self, "threshold_bounds", (float(lo), float(hi)))
+
+    def to_dict(self):
+        data = dataclasses.asdict(self)
+        data["threshold_bounds"] = list(self.threshold_bounds)
+        return data
+
+    @classmethod
+    def from_dict(cls, data):
+        names = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"Unknown GRNEATConfig field(s) {unknown}.")
+        data = dict(data)
+        if "threshold_bounds" in data:
+            data["threshold_bounds"] = tuple(data["threshold_bounds"])
+        return cls(**data)
+
+
+# -- distances ---------------------------------------------------------------
+
+
+def protein_distance(a, i, b, j, config=GRNEATConfig()):
+    """Distance between protein i of genome a and protein j of genome b."""
+    return (
+        config.id_weight * abs(a.identifiers[i] - b.identifiers[j])
+        + config.enh_weight * abs(a.enhancers[i] - b.enhancers[j])
+        + config.inh_weight * abs(a.inhibitors[i] - b.inhibitors[j])
+    )
+
+
+def _protein_distances(a, rows, b, columns, config):
+    """Matrix of protein distances between proteins `rows` of a and `columns` of b."""
+    rows, columns = np.asarray(rows, int), np.asarray(columns, int)
+    return (
+        config.id_weight * np.abs(a.identifiers[rows, None] - b.identifiers[None, columns])
+        + config.enh_weight * np.abs(a.enhancers[rows, None] - b.enhancers[None, columns])
+        + config.inh_weight * np.abs(a.inhibitors[rows, None] - b.inhibitors[None, columns])
+    )
+
+
+def _fixed_count(genome):
+    return genome.n_inputs + genome.n_outputs
+
+
+def genome_distance(a, b, config=GRNEATConfig()):
+    """GRNEAT's distance between two genomes, symmetric and 0 to itself.
+
+    Input and output proteins are compared by index; each regulatory protein
+    of the larger genome is matched to its nearest regulatory protein of the
+    smaller one (1.0 when the smaller has none); beta and delta add
+    `|d beta| / 1.95 + |d delta| / 1.95`; the sum is divided by the larger
+    genome's protein count plus 2. Ties in size are broken by comparing the
+    genomes' contents, so that the result does not depend on the argument order.
+    """
+    if _fixed_count(a) != _fixed_count(b) or a.n_inputs != b.n_inputs:
+        raise ValueError("Genomes with different input or output counts cannot be compared.")
+    if (b.n_regulatory, _order_key(b)) > (a.n_regulatory, _order_key(a)):
+        a, b = b, a
+    fixed = np.arange(_fixed_count(a))
+    total = float(np.sum(
+        config.id_weight * np.abs(a.identifiers[fixed] - b.identifiers[fixed])
+        + config.enh_weight * np.abs(a.enhancers[fixed] - b.enhancers[fixed])
+        + config.inh_weight * np.abs(a.inhibitors[fixed] - b.inhibitors[fixed])
+    ))
+    if a.n_regulatory:
+        if b.n_regulatory:
+            distances = _protein_distances(
+                a, np.arange(_fixed_count(a), a.size), b, np.arange(_fixed_count(b), b.size), config
+            )
+            total += float(distances.min(axis=1).sum())
+        else:
+            total += float(a.n_regulatory)
+    total += abs(a.beta - b.beta) / (BETA_RANGE[1] - BETA_RANGE[0])
+    total += abs(a.delta - b.delta) / (DELTA_RANGE[1] - DELTA_RANGE[0])
+    return total / (a.size + 2)
+
+
+def _order_key(genome):
+    return (genome.beta, genome.delta, genome.identifiers.tobytes(), genome.enhancers.tobytes(),
+            genome.inhibitors.tobytes())
+
+
+# -- mutation ----------------------------------------------------------------
+
+
+def mutate_add(genome, rng, config=GRNEATConfig()):
+    """Append one random regulatory protein; None at `max_regulatory`."""
+    if genome.n_regulatory >= config.max_regulatory:
+        return None
+    tags = rng.random(3)
+    return genome.replace(
+        n_regulatory=genome.n_regulatory + 1,
+        identifiers=np.append(genome.identifiers, tags[0]),
+        enhancers=np.append(genome.enhancers, tags[1]),
+        inhibitors=np.append(genome.inhibitors, tags[2]),
+    )
+
+
+def mutate_delete(genome, rng, config=GRNEATConfig()):
+    """Remove one random regulatory protein; None when there is none."""
+    if genome.n_regulatory == 0:
+        return None
+    index = int(rng.integers(_fixed_count(genome), genome.size))
+    return genome.replace(
+        n_regulatory=genome.n_regulatory - 1,
+        identifiers=np.delete(genome.identifiers, index),
+        enhancers=np.delete(genome.enhancers, index),
+        inhibitors=np.delete(genome.inhibitors, index),
+    )
+
+
+def mutate_modify(genome, rng, config=GRNEATConfig()):
+    """Redraw one tag of one protein, or beta, or delta, uniformly."""
+    target = int(rng.integers(genome.size + 2))
+    if target < genome.size:
+        field = ("identifiers", "enhancers", "inhibitors")[int(rng.integers(3))]
+        values = getattr(genome, field).copy()
+        values[target] = rng.random()
+        return genome.replace(**{field: values})
+    if target == genome.size:
+        return genome.replace(beta=rng.uniform(*BETA_RANGE))
+    return genome.replace(delta=rng.uniform(*DELTA_RANGE))
+
+
+def mutate(genome, rng, config=GRNEATConfig()):
+    """One mutation: add, delete or modify, by the config's rates.
+
+    An operator that cannot apply is redrawn, up to `max_tries` times; after
+    that the genome is returned unchanged.
+    """
+    for _ in range(config.max_tries):
+        draw = rng.random()
+        if draw < config.add_rate:
+            child = mutate_add(genome, rng, config)
+        elif draw < config.add_rate + config.delete_rate:
+            child = mutate_delete(genome, rng, config)
+        else:
+            child = mutate_modify(genome, rng, config)
+        if child is not None:
+            return child
+    return genome
+
+
+# -- crossover ---------------------------------------------------------------
+
+
+def crossover(parent1, parent2, rng, config=GRNEATConfig()):
+    """GRNEAT's aligned crossover of two genomes.
+
+    Each input and output protein comes from a random parent. Parent 1's
+    regulatory genes, in random order, are aligned to the nearest unused gene of
+    parent 2 closer than `crossover_threshold`; a coin flip picks which gene of
+    an aligned pair the child gets. The unaligned genes of one parent follow:
+    parent 1's with probability n1 / (n1 + n2), where n1 and n2 count the
+    aligned genes each parent gave (1/2 when none were aligned). Beta and delta
+    each come from a random parent. The child is capped at `max_regulatory`.
+    """
+    fixed = _fixed_count(parent1)
+    if fixed != _fixed_count(parent2) or parent1.n_inputs != parent2.n_inputs:
+        raise ValueError("Parents with different input or output counts cannot be crossed.")
+    from_second = rng.random(fixed) < 0.5
+    tags = {}
+    for field in ("identifiers", "enhancers", "inhibitors"):
+        tags[field] = list(np.where(from_second, getattr(parent2, field)[:fixed], getattr(parent1, field)[:fixed]))
+
+    order1 = rng.permutation(np.arange(fixed, parent1.size))
+    unused2 = [int(j) for j in rng.permutation(np.arange(fixed, parent2.size))]
+    unaligned1 = []
+    chosen = []  # (parent, index) of the child's regulatory genes, in order
+    given1 = given2 = 0
+    for i in order1:
+        i = int(i)
+        best, best_distance = None, config.crossover_threshold
+        for j in unused2:
+            distance = protein_distance(parent1, i, parent2, j, config)
+            if distance < best_distance:
+                best, best_distance = j, distance
+        if best is None:
+            unaligned1.append(i)
+            continue
+        unused2.remove(best)
+        if rng.random() < 0.5:
+            chosen.append((parent1, i))
+            given1 += 1
+        else:
+            chosen.append((parent2, best))
+            given2 += 1
+    share1 = 0.5 if given1 + given2 == 0 else given1 / (given1 + given2)
+    if rng.random() < share1:
+        chosen += [(parent1, i) for i in unaligned1]
+    else:
+        chosen += [(parent2, j) for j in unused2]
+    chosen = chosen[: config.max_regulatory]
+    for parent, index in chosen:
+        for field in tags:
+            tags[field].append(getattr(parent, field)[index])
+    beta = parent1.beta if rng.random() < 0.5 else parent2.beta
+    delta = parent1.delta if rng.random() < 0.5 else parent2.delta
+    return Genome(
+        parent1.n_inputs, parent1.n_outputs, len(chosen),
+        tags["identifiers"], tags["enhancers"], tags["inhibitors"], beta, delta,
+    )
+
+
+def initial_population(n_inputs, n_outputs, rng, config=GRNEATConfig()):
+    """Groups of `initial_group`: a random genome and its single modify-mutants."""
+    population = []
+    while len(population) < config.population:
+        founder = Genome.random(n_inputs, n_outputs, config.initial_regulatory, rng=rng)
+        group = min(config.initial_group, config.population - len(population))
+        population += [mutate_modify(founder, rng, config) for _ in range(group - 1)]
+        population.append(founder)
+    return population
+
+
+# -- selection and speciation ------------------------------------------------
+
+
+def tournament(fitnesses, members, rng, size):
+    """Index (into `members`) of the fittest of `size` members drawn with replacement.
+
+    Ties go to the earliest drawn contestant.
+    """
+    contestants = rng.integers(0, len(members), size)
+    best = contestants[0]
+    for c in contestants[1:]:
+        if fitnesses[members[c]] > fitnesses[members[best]]:
+            best = c
+    return int(best)
+
+
+@dataclasses.dataclass
+class Species:
+    """A species: its representative genome, threshold and current members.
+
+    `members` holds indices into the current population.
+    """
+
+    representative: Genome
+    threshold: float
+    members: list = dataclasses.field(default_factory=list)
+
+    def to_dict(self):
+        return {"representative": self.representative.to_dict(), "threshold": self.threshold}
+
+    @classmethod
+    def from_dict(cls, data):
+        return cls(Genome.from_dict(data["representative"]), float(data["threshold"]))
+
+
+def speciate(population, species, rng, config=GRNEATConfig()):
+    """Assign every genome to the nearest species within its threshold.
+
+    Each existing species keeps its representative from the previous
+    generation; a genome close to none founds a new species (its own
+    representative, the starting threshold). Returns the species with their
+    `members` filled (indices into `population`), empty species dropped.
+    """
+    species = [Species(s.representative, s.threshold) for s in species]
+    for index, genome in enumerate(population):
+        best, best_distance = None, math.inf
+        for s in species:
+            distance = genome_distance(s.representative, genome, config)
+            if distance < s.threshold and distance < best_distance:
+                best, best_distance = s, distance
+        if best is None:
+            best = Species(genome, config.species_threshold)
+            species.append(best)
+        best.members.append(index)
+    return [s for s in species if s.members]
+
+
+def adapt_thresholds(species, config=GRNEATConfig()):
+    """Move each threshold by `threshold_step` towards the average species size.
+
+    A species smaller than average widens its threshold, a larger one narrows
+    it; thresholds stay inside `threshold_bounds`.
+    """
+    average = sum(len(s.members) for s in species) / len(species)
+    lo, hi = config.threshold_bounds
+    for s in species:
+        step = config.threshold_step if len(s.members) < average else -config.threshold_step
+        s.threshold = min(hi, max(lo, s.threshold + step))
+
+
+def offspring_counts(species, fitnesses, fitness_range, rng, population):
+    """Offspring per species, in proportion to its mean normalised fitness.
+
+    Fitness is normalised over the run's minimum and maximum so far
+    (`fitness_range`). Counts are floored, and the remainder goes to the
+    species with the largest fractional parts (ties broken at random), so
+    they add up to `population`. When every species scores 0, they share
+    equally.
+    """
+    lo, hi = fitness_range
+    span = hi - lo
+    scores = []
+    for s in species:
+        values = np.array([fitnesses[m] for m in s.members], float)
+        normalised = (values - lo) / span if span > 0 else np.zeros_like(values)
+        scores.append(float(normalised.mean()))
+    scores = np.array(scores)
+    if scores.sum() <= 0:
+        scores = np.ones(len(species))
+    exact = scores / scores.sum() * population
+    counts = np.floor(exact).astype(int)
+    remainder = population - counts.sum()
+    if remainder:
+        jitter = rng.random(len(species)) * 1e-9
+        order = np.argsort(-(exact - counts + jitter), kind="stable")
+        counts[order[:remainder]] += 1
+    return [int(c) for c in counts]
