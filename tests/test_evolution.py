@@ -1,0 +1,304 @@
+"""The evolution loop: determinism, checkpoints, real fitness, crashes, Ray.
+
+Engine tests use cheap fitness functions defined here (real functions run in
+real worker processes); the fitness tests train real Keras models.
+"""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from keras_neuromod.agrn import Genome
+from keras_neuromod.evolution import Evaluator
+from keras_neuromod.evolution import FitnessTask
+from keras_neuromod.evolution import evolve
+from keras_neuromod.evolution.parallel import ProcessBackend
+from keras_neuromod.evolution.parallel import SerialBackend
+from keras_neuromod.io import read_json
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def toy_fitness(genome, architecture, seed):
+    """Deterministic, cheap, task-dependent: rewards high output identifiers."""
+    ids = np.asarray(genome["identifiers"])
+    shift = {"A": 0.0, "B": 0.05, "C": 0.1, "mlp": 0.02}[architecture]
+    return float(ids[13:21].mean() + shift + 0.001 * (seed % 10))
+
+
+def slow_toy_fitness(genome, architecture, seed):
+    time.sleep(0.02)
+    return toy_fitness(genome, architecture, seed)
+
+
+def _key(genome):
+    return hashlib.sha1(json.dumps(genome, sort_keys=True).encode()).hexdigest()
+
+
+def crashes(genome):
+    return int(_key(genome), 16) % 3 == 0
+
+
+def crashing_fitness(genome, architecture, seed):
+    """Kills its worker process for about a third of the genomes, always."""
+    if crashes(genome):
+        os._exit(3)
+    return toy_fitness(genome, architecture, seed)
+
+
+def flaky_fitness(genome, architecture, seed):
+    """Kills its worker the first time it sees a genome, succeeds the second."""
+    key = _key(genome)
+    marker = os.path.join(os.environ["KNM_FLAKY_DIR"], key)
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(4)
+    return toy_fitness(genome, architecture, seed)
+
+
+def raising_fitness(genome, architecture, seed):
+    raise RuntimeError("this fitness always fails")
+
+
+def _records(result):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in result.logbook]
+
+
+def run(**kwargs):
+    options = dict(population=12, generations=4, backend="serial", fitness=toy_fitness,
+                   progress=False, verbose=False, models=("A", "B", "C"))
+    options.update(kwargs)
+    return evolve(**options)
+
+
+def test_same_seed_same_evolution_and_other_seed_differs():
+    a, b, c = run(seed=3), run(seed=3), run(seed=4)
+    assert _records(a) == _records(b)
+    assert a.best.genome == b.best.genome
+    assert [i.genome for i in a.hall_of_fame] == [i.genome for i in b.hall_of_fame]
+    assert _records(a) != _records(c)
+    assert a.generations == 4 and a.evaluations >= 4 * 12 and a.evaluated_now == a.evaluations
+
+
+def test_evolution_improves_a_simple_objective():
+    result = run(seed=0, generations=12, population=20, models=("A",))
+    first, last = result.logbook[0], result.logbook[-1]
+    assert last["max"] > first["max"] and last["mean"] > first["mean"] + 0.05
+
+
+def test_population_size_is_kept_and_genomes_are_valid(tmp_path):
+    result = run(seed=1, out=str(tmp_path))
+    checkpoint = read_json(tmp_path / "checkpoint.json")
+    assert checkpoint["generation"] == 4
+    assert len(checkpoint["population"]) == 12
+    for data in checkpoint["population"]:
+        Genome.from_dict(data)
+    assert result.best.fitness.values[0] == max(r["max"] for r in result.logbook[-1:])
+    assert "pickle" not in (tmp_path / "checkpoint.json").read_text()
+
+
+def test_resume_continues_without_redoing_work(tmp_path):
+    straight = run(seed=5, generations=5)
+    first = run(seed=5, generations=2, out=str(tmp_path))
+    assert first.generations == 2
+    resumed = run(seed=5, generations=5, out=str(tmp_path), resume=True)
+    assert resumed.evaluated_now == straight.evaluations - first.evaluations
+    assert _records(resumed) == _records(straight)
+    assert resumed.best.genome == straight.best.genome
+    again = run(seed=5, generations=5, out=str(tmp_path), resume=True)
+    assert again.evaluated_now == 0 and again.best.genome == straight.best.genome
+    with pytest.raises(ValueError, match="seed"):
+        run(seed=6, generations=6, out=str(tmp_path), resume=True)
+    with pytest.raises(FileExistsError, match="resume"):
+        run(seed=5, generations=6, out=str(tmp_path))
+
+
+_KILL_SCRIPT = """
+import sys
+sys.path.insert(0, {here!r})
+from test_evolution import run, slow_toy_fitness
+run(seed=9, generations=6, population=12, out={out!r}, fitness=slow_toy_fitness)
+"""
+
+
+def test_sigkill_after_a_checkpoint_then_resume_equals_uninterrupted(tmp_path):
+    out = str(tmp_path / "killed")
+    script = _KILL_SCRIPT.format(here=HERE, out=out)
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    checkpoint = os.path.join(out, "checkpoint.json")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if os.path.exists(checkpoint) and read_json(checkpoint)["generation"] >= 1:
+            break
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = read_json(checkpoint)["generation"]
+    assert 1 <= done < 6, "the run should have been killed mid-way"
+    # no temporary file is left as the checkpoint, and it is complete JSON
+    resumed = run(seed=9, generations=6, out=out, resume=True, fitness=slow_toy_fitness)
+    straight = run(seed=9, generations=6, fitness=slow_toy_fitness)
+    assert _records(resumed) == _records(straight)
+    assert resumed.best.genome == straight.best.genome
+    assert resumed.evaluated_now < straight.evaluations
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path):
+    (tmp_path / "checkpoint.json").write_text('{"format": "keras_neuromod.grneat-checkpoint/1", "sett')
+    with pytest.raises(ValueError, match="not valid JSON"):
+        run(seed=1, out=str(tmp_path), resume=True)
+    (tmp_path / "checkpoint.json").write_text('{"format": "something else"}')
+    with pytest.raises(ValueError, match="Not a GRNEAT checkpoint"):
+        run(seed=1, out=str(tmp_path), resume=True)
+
+
+def test_crashing_workers_lose_only_their_individual(tmp_path, monkeypatch):
+    monkeypatch.setenv("KNM_FLAKY_DIR", str(tmp_path))
+    genomes = [Genome.random(13, 8, 1, rng=s).to_dict() for s in range(6)]
+    jobs = [{"genome": g, "architecture": "A", "seed": 1} for g in genomes]
+    expected = [toy_fitness(g, "A", 1) for g in genomes]
+    backend = ProcessBackend(flaky_fitness, workers=2, threads=1)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results = backend.map(jobs)
+        assert results == expected  # each crashed once, then succeeded
+        assert sum("run again" in str(w.message) for w in caught) == 6
+    finally:
+        backend.close()
+    backend = ProcessBackend(crashing_fitness, workers=2, threads=1)
+    try:
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            results = backend.map(jobs)
+    finally:
+        backend.close()
+    crashing = [crashes(g) for g in genomes]
+    assert any(crashing) and not all(crashing)
+    for crashed, got, want in zip(crashing, results, expected):
+        assert got == (0.0 if crashed else want)
+
+
+def test_evolution_goes_on_when_workers_crash():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = run(seed=2, generations=2, backend="process", workers=2, fitness=crashing_fitness)
+    assert result.generations == 2
+    scores = [r["min"] for r in result.logbook]
+    assert min(scores) == 0.0  # crashed individuals scored worst
+    serial = SerialBackend(raising_fitness)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        assert serial.map([{"genome": {}, "architecture": "A", "seed": 0}]) == [0.0]
+
+
+def test_process_backend_gives_the_serial_result():
+    assert _records(run(seed=7, generations=2, backend="process", workers=2)) == _records(
+        run(seed=7, generations=2)
+    )
+
+
+# -- real training ------------------------------------------------------------
+
+TINY = dict(dataset="digits", base="adam", epochs=1, batch_size=32, width=0.25, train_subset=256)
+
+
+def test_real_fitness_is_deterministic_and_reuses_the_compiled_model():
+    evaluator = Evaluator(FitnessTask(**TINY))
+    genomes = [Genome.random(13, 8, n, rng=n) for n in (1, 3, 6)]
+    first = [evaluator.evaluate(g, "mlp", 11) for g in genomes]
+    model, optimizer, _ = evaluator._models["mlp"]
+    again = [evaluator.evaluate(g.to_dict(), "mlp", 11) for g in genomes]
+    assert first == again
+    assert all(0.0 <= f <= 1.0 for f in first) and len(set(first)) > 1
+    assert evaluator._models["mlp"][0] is model
+    train_function = model.train_function
+    if hasattr(train_function, "experimental_get_tracing_count"):
+        assert train_function.experimental_get_tracing_count() == 1
+    # the same genome from other initial weights trains differently
+    assert evaluator.evaluate(genomes[0], "mlp", 12) != first[0] or evaluator.evaluate(genomes[1], "mlp", 12) != first[1]
+
+
+def test_a_diverging_individual_scores_worst():
+    task = FitnessTask(**{**TINY, "base": "sgd", "ranges": {"learning_rate": (1e6, 1e6)},
+                          "worst_fitness": -1.0})
+    evaluator = Evaluator(task)
+    assert evaluator.evaluate(Genome.random(13, 4, 1, rng=0), "A", 0) == -1.0
+    sane = FitnessTask(**{**TINY, "base": "sgd"})
+    assert Evaluator(sane).evaluate(Genome.random(13, 4, 1, rng=0), "A", 0) >= 0.0
+
+
+def test_evolve_with_real_training(tmp_path):
+    result = evolve(task="digits", base="sgd", population=6, generations=2, epochs=1,
+                    models=("mlp", "A"), backend="serial", seed=0, out=str(tmp_path),
+                    progress=False, verbose=False, width=0.25, train_subset=192)
+    assert result.generations == 2
+    assert 0.0 <= result.best.fitness.values[0] <= 1.0
+    assert result.best.genome.n_outputs == 4
+    assert read_json(tmp_path / "checkpoint.json")["settings"]["task"]["base"] == "sgd"
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [({"task": "mnist"}, "Unknown dataset"), ({"base": "rmsprop"}, "base"),
+     ({"models": ("D",)}, "Unknown architecture"), ({"backend": "dask"}, "backend"),
+     ({"generations": -1}, "generations"), ({"epochs": 0}, "epochs")],
+)
+def test_bad_arguments(kwargs, match):
+    options = dict(population=6, generations=1, backend="serial", progress=False, verbose=False,
+                   fitness=toy_fitness)
+    options.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        evolve(**options)
+
+
+# -- Ray ---------------------------------------------------------------------
+
+ray = pytest.importorskip("ray", reason="the Ray backend needs the [ray] extra")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray.cloudpickle
+
+    # The cheap fitness functions live in this test module, which Ray's
+    # workers cannot import: send them by value.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def test_ray_backend_on_a_local_cluster(local_ray):
+    from keras_neuromod.evolution.parallel import RayBackend
+
+    assert _records(run(seed=7, generations=2, backend="ray", workers=2)) == _records(
+        run(seed=7, generations=2)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        crashed = run(seed=2, generations=2, backend="ray", workers=2, fitness=crashing_fitness)
+    assert crashed.generations == 2 and min(r["min"] for r in crashed.logbook) == 0.0
+
+    task = FitnessTask(**TINY)
+    genomes = [Genome.random(13, 8, 1, rng=s) for s in range(3)]
+    jobs = [{"genome": g.to_dict(), "architecture": "mlp", "seed": 4} for g in genomes]
+    backend = RayBackend(task, workers=2)
+    try:
+        results = backend.map(jobs)
+    finally:
+        backend.close()
+    local = Evaluator(task)
+    expected = [local.evaluate(g, "mlp", 4) for g in genomes]
+    np.testing.assert_allclose(results, expected, atol=0.02)
