@@ -167,6 +167,8 @@ class _PlasticityMixin:
                 + ops.relu(increment) * (c - hebb)
                 - ops.relu(-increment) * (hebb + c)
             )
+        else:
+            hebb = hebb + increment
         return ops.clip(hebb, -c, c)
 
     def _update_traces(self, pre, post, h, traces):
