@@ -100,7 +100,7 @@ class AgentCell(keras.layers.Layer):
     """One environment step: observe, act, get the reward of a response.
 
     State: [previous reward (1), previous action one-hot (2)] + the core's
-    state. Output per step: [log pi(action), value, reward, entropy].
+    state. Output per step: [log pi(action), value, reward, entropy, go].
     """
 
     def __init__(self, core, cue_bits, **kwargs):
@@ -111,7 +111,7 @@ class AgentCell(keras.layers.Layer):
         self.value = keras.layers.Dense(1, name="value")
         sizes = core.state_size
         self.state_size = [1, 2] + (list(sizes) if isinstance(sizes, list) else [sizes])
-        self.output_size = 4
+        self.output_size = 5
 
     def build(self, input_shape):
         n_obs = self.cue_bits + 3 + 3
@@ -134,7 +134,7 @@ class AgentCell(keras.layers.Layer):
         reward = go * (2.0 * correct - 1.0)
         entropy = -ops.sum(ops.exp(logp_all) * logp_all, axis=-1, keepdims=True)
         one_hot = ops.concatenate([1.0 - action, action], axis=-1)
-        out = ops.concatenate([logp, value, reward, entropy], axis=-1)
+        out = ops.concatenate([logp, value, reward, entropy, go], axis=-1)
         return out, [reward, one_hot] + list(core_states)
 
 
@@ -146,9 +146,14 @@ def build_agent(variant, units, cue_bits, steps, seed):
     return keras.Model(inputs, outputs)
 
 
-def a2c_loss(out, gamma, value_coef, entropy_coef):
-    """The official code's A2C loss, averaged over batch and time."""
-    logp, value, reward, entropy = (out[:, :, i] for i in range(4))
+def a2c_loss(out, gamma, value_coef, entropy_coef, all_steps=False):
+    """The official code's A2C loss, averaged over batch and time.
+
+    Only the action at a "go" step earns or loses reward; by default the policy
+    and entropy terms are restricted to those steps (the official code trains
+    on the actions of all steps, which only adds noise to the gradient).
+    """
+    logp, value, reward, entropy, go = (out[:, :, i] for i in range(5))
     steps = out.shape[1]
     ret, returns = ops.zeros_like(reward[:, 0]), []
     for t in reversed(range(steps)):
@@ -156,14 +161,19 @@ def a2c_loss(out, gamma, value_coef, entropy_coef):
         returns.append(ret)
     returns = ops.stack(returns[::-1], axis=1)
     adv = returns - value
-    loss = -logp * ops.stop_gradient(adv) + value_coef * adv**2 - entropy_coef * entropy
-    return ops.mean(loss)
+    policy = -logp * ops.stop_gradient(adv) - entropy_coef * entropy
+    if not all_steps:
+        policy = policy * go
+    return ops.mean(policy + value_coef * adv**2)
 
 
 def make_train_step(model, optimizer, args):
     """A compiled training step for the TensorFlow or JAX backend."""
     backend = keras.backend.backend()
-    loss_of = lambda out: a2c_loss(out, args.gamma, args.value_coef, args.entropy_coef)  # noqa: E731
+    def loss_of(out):
+        return a2c_loss(out, args.gamma, args.value_coef, args.entropy_coef,
+                        args.all_steps)
+
     optimizer.build(model.trainable_variables)
     if backend == "tensorflow":
         import tensorflow as tf
@@ -274,6 +284,8 @@ def main(argv=None):
     p.add_argument("--gamma", type=float, default=0.9)
     p.add_argument("--value-coef", type=float, default=0.1)
     p.add_argument("--entropy-coef", type=float, default=0.03)
+    p.add_argument("--all-steps", action="store_true",
+                   help="policy loss on every step's action, as the official code")
     p.add_argument("--print-every", type=int, default=25)
     args = p.parse_args(argv)
     # Paper scale: 200 units, 20-bit cues, 200 steps. Defaults here are the

@@ -50,6 +50,7 @@ class _PlasticityMixin:
         modulation,
         alpha_initializer,
         eta_initializer,
+        modulation_initializer,
     ):
         if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
             raise ValueError(
@@ -65,8 +66,18 @@ class _PlasticityMixin:
                 f"`clip` must be a positive number; received clip={clip!r}."
             )
         self.clip = float(clip)
+        if alpha_initializer is None:
+            alpha_initializer = keras.initializers.RandomUniform(0.0, 0.1)
+        if eta_initializer is None:
+            # Official code: Hebbian rate 0.01 (a larger rate saturates the
+            # clipped trace within a few steps, and a saturated hard clip
+            # passes no gradient); eligibility rate 0.1 (E is an average, it
+            # cannot saturate).
+            rate = 0.1 if plasticity == "retroactive" else 0.01
+            eta_initializer = keras.initializers.Constant(rate)
         self.alpha_initializer = keras.initializers.get(alpha_initializer)
         self.eta_initializer = keras.initializers.get(eta_initializer)
+        self.modulation_initializer = keras.initializers.get(modulation_initializer)
         trace = units * units
         self._num_traces = {"none": 0, "hebbian": 1, "simple": 1, "retroactive": 2}[
             plasticity
@@ -102,7 +113,7 @@ class _PlasticityMixin:
             self.modulation_kernel = self.add_weight(
                 shape=(self.units, 1),
                 name="modulation_kernel",
-                initializer="glorot_uniform",
+                initializer=self.modulation_initializer,
             )
             self.modulation_bias = self.add_weight(
                 shape=(1,), name="modulation_bias", initializer="zeros"
@@ -215,6 +226,9 @@ class _PlasticityMixin:
             "modulation": self.modulation,
             "alpha_initializer": keras.initializers.serialize(self.alpha_initializer),
             "eta_initializer": keras.initializers.serialize(self.eta_initializer),
+            "modulation_initializer": keras.initializers.serialize(
+                self.modulation_initializer
+            ),
         }
 
 
@@ -256,11 +270,16 @@ class PlasticRNNCell(_PlasticityMixin, keras.layers.Layer):
         modulation: `"scalar"` (one `M(t)` per sequence element) or
             `"per_neuron"` (the scalar fanned out to each postsynaptic neuron
             through a trainable linear map).
-        alpha_initializer: initializer of `alpha`. Small positive values, as in
-            the official code, let the trace matter from the start without
-            swamping `w`.
-        eta_initializer: initializer of `eta` (the Hebbian rate, or the
-            eligibility trace rate for `"retroactive"`).
+        alpha_initializer: initializer of `alpha`; default uniform in
+            [0, 0.1]. Small positive values, as in the official code, let the
+            trace matter from the start without swamping `w`.
+        eta_initializer: initializer of `eta`, the Hebbian rate (default
+            0.01) or, for `"retroactive"`, the eligibility trace rate (default
+            0.1).
+        modulation_initializer: initializer of the modulation head's kernel.
+            Zeros by default, so that M(t) = 0 and the trace starts unsaturated:
+            with tanh activities near +-1 and a random head, the hard-clipped
+            trace saturates within a few steps and then passes no gradient.
         kernel_initializer: initializer of the input kernel `W`.
         recurrent_initializer: initializer of the fixed recurrent weights `w`.
         bias_initializer: initializer of `b`.
@@ -286,6 +305,7 @@ class PlasticRNNCell(_PlasticityMixin, keras.layers.Layer):
         modulation="scalar",
         alpha_initializer=None,
         eta_initializer=None,
+        modulation_initializer="zeros",
         kernel_initializer="glorot_uniform",
         recurrent_initializer="orthogonal",
         bias_initializer="zeros",
@@ -299,8 +319,9 @@ class PlasticRNNCell(_PlasticityMixin, keras.layers.Layer):
             clip,
             clip_mode,
             modulation,
-            alpha_initializer or keras.initializers.RandomUniform(0.0, 0.1),
-            eta_initializer or keras.initializers.Constant(0.1),
+            alpha_initializer,
+            eta_initializer,
+            modulation_initializer,
         )
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
@@ -391,11 +412,16 @@ class PlasticLSTMCell(_PlasticityMixin, keras.layers.Layer):
         modulation: `"scalar"` (one `M(t)` per sequence element) or
             `"per_neuron"` (the scalar fanned out to each postsynaptic neuron
             through a trainable linear map).
-        alpha_initializer: initializer of `alpha`. Small positive values, as in
-            the official code, let the trace matter from the start without
-            swamping `w`.
-        eta_initializer: initializer of `eta` (the Hebbian rate, or the
-            eligibility trace rate for `"retroactive"`).
+        alpha_initializer: initializer of `alpha`; default uniform in
+            [0, 0.1]. Small positive values, as in the official code, let the
+            trace matter from the start without swamping `w`.
+        eta_initializer: initializer of `eta`, the Hebbian rate (default
+            0.01) or, for `"retroactive"`, the eligibility trace rate (default
+            0.1).
+        modulation_initializer: initializer of the modulation head's kernel.
+            Zeros by default, so that M(t) = 0 and the trace starts unsaturated:
+            with tanh activities near +-1 and a random head, the hard-clipped
+            trace saturates within a few steps and then passes no gradient.
         kernel_initializer: initializer of the input kernel `W`.
         recurrent_initializer: initializer of the recurrent kernel `U`.
         bias_initializer: initializer of `b`; the forget-gate bias is set to
@@ -413,6 +439,7 @@ class PlasticLSTMCell(_PlasticityMixin, keras.layers.Layer):
         modulation="scalar",
         alpha_initializer=None,
         eta_initializer=None,
+        modulation_initializer="zeros",
         kernel_initializer="glorot_uniform",
         recurrent_initializer="orthogonal",
         bias_initializer="zeros",
@@ -426,8 +453,9 @@ class PlasticLSTMCell(_PlasticityMixin, keras.layers.Layer):
             clip,
             clip_mode,
             modulation,
-            alpha_initializer or keras.initializers.RandomUniform(0.0, 0.1),
-            eta_initializer or keras.initializers.Constant(0.1),
+            alpha_initializer,
+            eta_initializer,
+            modulation_initializer,
         )
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
