@@ -231,6 +231,19 @@ def test_gradients_reach_all_plastic_parameters(kind, rule):
         assert np.abs(g).max() > 1e-6, f"no gradient reaches {name}"
 
 
+@pytest.mark.parametrize("clip_mode", ["hard", "soft"])
+@pytest.mark.parametrize("rule", ["simple", "retroactive"])
+def test_zero_initialised_modulation_head_still_learns(rule, clip_mode):
+    """With the default zero head M(t) = 0, yet its gradient must not vanish."""
+    cell = PlasticRNNCell(H, plasticity=rule, clip_mode=clip_mode)
+    layer = keras.layers.RNN(cell, return_sequences=True, return_state=True)
+    x = _x(t=8)
+    layer(x)
+    assert np.all(np.asarray(cell.modulation_kernel) == 0)
+    grads = _grads(layer, x, lambda out: keras.ops.sum(out[:, -1] ** 2))
+    assert np.abs(grads["modulation_kernel"]).max() > 1e-6
+
+
 def test_alpha_gradient_only_through_trace_matches_finite_difference():
     """d loss / d alpha (which acts only through the trace) is the true derivative."""
     layer, cell, _, w = _rnn("rnn", plasticity="retroactive", alpha="single", clip=5.0)

@@ -173,11 +173,11 @@ class _PlasticityMixin:
             # trace towards +c in proportion to the room left, a negative one
             # towards -c. Exactly inside [-c, c] when |increment| <= 1; the hard
             # clip after it keeps the bound for larger increments too.
-            hebb = (
-                hebb
-                + ops.relu(increment) * (c - hebb)
-                - ops.relu(-increment) * (hebb + c)
-            )
+            # Written with `where`, not relu, so that the derivative with
+            # respect to the increment is not zero at increment = 0 (where a
+            # zero-initialised modulation head starts).
+            room = ops.where(increment > 0, c - hebb, hebb + c)
+            hebb = hebb + increment * room
         else:
             hebb = hebb + increment
         return ops.clip(hebb, -c, c)
