@@ -138,10 +138,11 @@ def enu_run(weights, inputs, memory, channels):
     o0 = ops.zeros(lead + (channels,), dtype=inputs.dtype)
 
     def body(carry, x):
-        h, o = enu_step(weights, x, *carry)
-        return (h, o), o
+        new = enu_step(weights, x, *carry)
+        # Keras's TensorFlow `scan` stacks outputs shaped like the carry only.
+        return new, new
 
-    _, outputs = ops.scan(body, (h0, o0), inputs)
+    _, (_, outputs) = ops.scan(body, (h0, o0), inputs)
     return outputs
 
 
