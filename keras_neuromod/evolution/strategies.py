@@ -71,7 +71,7 @@ def compile_batched(fn):
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn, reduce_retracing=True)
+        return tf.function(fn)
     if backend == "jax":
         import jax
 
