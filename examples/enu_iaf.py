@@ -135,6 +135,8 @@ def main():
     parser.add_argument("--learning-rate", type=float, default=0.002)
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--restart", action="store_true",
+                        help="ignore a checkpoint in --out (by default a run resumes)")
     args = parser.parse_args()
     quick = args.quick
     generations = args.generations or (300 if quick else 1000)
@@ -158,7 +160,8 @@ def main():
     )
     checkpoint = os.path.join(args.out, "checkpoint.json")
     start = time.perf_counter()
-    theta = es.run(generations, checkpoint_path=checkpoint, progress=not args.no_progress)
+    theta = es.run(generations, checkpoint_path=checkpoint, progress=not args.no_progress,
+                   resume=not args.restart)
     wall = time.perf_counter() - start
     history = es.history
     # The first generation includes compiling; time the steady state.

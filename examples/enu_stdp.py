@@ -144,7 +144,8 @@ def evolve(name, gated, args, sizes):
     print(f"[{name}] {es.num_params} evolved parameters, {population} offspring x "
           f"{envs} environments x {STEPS} steps, {generations} generations", flush=True)
     theta = es.run(generations, checkpoint_path=os.path.join(args.out, f"{name}.json"),
-                   progress=not args.no_progress)
+                   progress=not args.no_progress,
+                   resume=not args.restart)
     return theta, es.history
 
 
@@ -163,6 +164,8 @@ def main():
     parser.add_argument("--learning-rate", type=float, default=0.002)
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--restart", action="store_true",
+                        help="ignore a checkpoint in --out (by default a run resumes)")
     args = parser.parse_args()
     quick = args.quick
     sizes = (

@@ -13,8 +13,9 @@ steps; the turn is read at the last one: right when output neuron "right" has a
 higher first channel than output neuron "left"), and the arm (2 steps), where the
 agent senses which arm it is in and whether it found food or poison. Sensory
 nodes, in order: corridor, junction, left arm, right arm, food, poison. The
-network: every sensory node and every neuron projects to every neuron (self-loops
-included), one ENU per synapse. Fitness: mean reward per trial over the lifetime,
+network: a fixed random graph in which each sensory node and each neuron projects
+to each neuron (self-loops included) with probability `--density`, one ENU per
+synapse. Fitness: mean reward per trial over the lifetime,
 averaged over randomised environments (initial food side and swap trial).
 
 The paper's sizes (32 memory and 16 channels per ENU, 512 offspring) are out of
@@ -53,11 +54,21 @@ PHASES = (0, 1, 1, 2, 2)  # corridor, junction x2, arm x2
 DECISION = 2  # index within the trial where the turn is read
 
 
-def build_network(hidden, memory, channels):
-    """Fully connected ENU network: sensory nodes and neurons -> every neuron."""
+def build_network(hidden, memory, channels, density, graph_seed=0):
+    """A random ENU network: each (node -> neuron) synapse exists with `density`.
+
+    Full connectivity would make all neurons, the two output neurons included,
+    identical for ever (same inputs, same shared weights, same zero start), so the
+    turn could never depend on anything: a fixed random graph breaks the symmetry.
+    Every neuron gets at least one synapse from a sensory node.
+    """
     num_inputs, num_neurons = len(SENSES), hidden + 2
-    pre = np.repeat(np.arange(num_inputs + num_neurons), num_neurons)
-    post = np.tile(np.arange(num_neurons), num_inputs + num_neurons)
+    rng = np.random.default_rng(graph_seed)
+    mask = rng.random((num_inputs + num_neurons, num_neurons)) < density
+    for neuron in range(num_neurons):
+        if not mask[:num_inputs, neuron].any():
+            mask[rng.integers(num_inputs), neuron] = True
+    pre, post = np.nonzero(mask)
     return ENUNetwork(num_inputs, num_neurons, pre=pre, post=post,
                       output_neurons=[hidden, hidden + 1], memory=memory, channels=channels)
 
@@ -142,10 +153,14 @@ def main():
     parser.add_argument("--hidden", type=int)
     parser.add_argument("--memory", type=int)
     parser.add_argument("--channels", type=int)
-    parser.add_argument("--sigma", type=float, default=0.01)
+    parser.add_argument("--density", type=float, default=0.5,
+                        help="probability of each node -> neuron synapse")
+    parser.add_argument("--sigma", type=float, default=0.02)
     parser.add_argument("--learning-rate", type=float, default=0.002)
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--restart", action="store_true",
+                        help="ignore a checkpoint in --out (by default a run resumes)")
     args = parser.parse_args()
     # (quick, default, full) sizes
     preset = 2 if args.full else (0 if args.quick else 1)
@@ -161,7 +176,9 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
 
-    network = build_network(hidden, memory, channels)
+    if not 0 < args.density <= 1:
+        raise ValueError("`--density` must be in (0, 1].")
+    network = build_network(hidden, memory, channels, args.density)
     network.build((None, len(SENSES) * channels))
     lifetime = make_lifetime(network, args.trials)
     compiled = compile_batched(lifetime)
@@ -180,7 +197,8 @@ def main():
                            momentum=args.momentum, seed=args.seed)
     start = time.perf_counter()
     theta = es.run(generations, checkpoint_path=os.path.join(args.out, "checkpoint.json"),
-                   progress=not args.no_progress)
+                   progress=not args.no_progress,
+                   resume=not args.restart)
     wall = time.perf_counter() - start
     history = es.history
     seconds = [h["seconds"] for h in history[1:]] or [history[0]["seconds"]]

@@ -136,6 +136,12 @@ def test_population_equals_loop_over_individuals():
     assert not np.allclose(got[:batch], got[batch:2 * batch])
 
 
+def test_population_batch_must_divide():
+    layer = keras.layers.RNN(ENUCell(memory=2, channels=2, population=3))
+    with pytest.raises(ValueError, match="multiple of `population`"):
+        layer(np.zeros((4, 2, 1), np.float32))
+
+
 def test_population_initialisation_is_one_draw():
     cell = ENUCell(memory=3, channels=2, population=4)
     cell.build((None, 1))

@@ -220,6 +220,7 @@ class ENUCell(keras.layers.Layer):
         return {name: getattr(self, name) for name in WEIGHT_NAMES}
 
     def call(self, inputs, states, training=False):
+        _check_batch(inputs, self.population)
         h, o = states[0], states[1]
         weights = self._weights_dict()
         if self.population is None:
@@ -269,6 +270,15 @@ class ENUCell(keras.layers.Layer):
             }
         )
         return config
+
+
+def _check_batch(inputs, population):
+    batch = inputs.shape[0]
+    if population is not None and batch is not None and batch % population:
+        raise ValueError(
+            f"In population mode the batch ({batch}) must be a multiple of "
+            f"`population` ({population}): individual i runs rows i*b .. (i+1)*b-1."
+        )
 
 
 def _check_index_array(name, values, upper, upper_name):
@@ -449,6 +459,7 @@ class ENUNetwork(keras.layers.Layer):
         }
 
     def call(self, inputs, states, training=False):
+        _check_batch(inputs, self.population)
         n, s, m, c = self.num_neurons, self.num_synapses, self.memory, self.channels
         lead = (-1,) if self.population is None else (self.population, -1)
         shapes = [(n, m), (n, c), (s, m), (s, c)]
