@@ -50,35 +50,45 @@ THRESHOLD = 0.5
 
 
 def iaf_environments(rng, envs, steps):
-    """Random input currents `(steps, envs, 1)` and IAF target spikes `(steps, envs)`."""
+    """Random input currents `(steps, envs, 1)`, IAF spikes and potentials `(steps, envs)`."""
     mu = rng.uniform(0.04, 0.25, size=(1, envs))
     current = mu * rng.uniform(0.0, 2.0, size=(steps, envs))
     spikes = np.zeros((steps, envs))
+    potential = np.zeros((steps, envs))
     v = np.zeros(envs)
     for t in range(steps):
         v = v + current[t]
         fired = v >= THRESHOLD
         spikes[t] = fired
         v = np.where(fired, 0.0, v)
-    return current[..., None].astype(np.float32), spikes.astype(np.float32)
+        potential[t] = v
+    return (current[..., None].astype(np.float32), spikes.astype(np.float32),
+            potential.astype(np.float32))
 
 
-def make_fitness(memory, channels, envs, steps):
-    """The batched fitness function for `EvolutionStrategy`, compiled once."""
+def make_fitness(memory, channels, envs, steps, potential_weight):
+    """The batched fitness function for `EvolutionStrategy`, compiled once.
 
-    def batched_fitness(genomes, inputs, targets):
+    Fitness: minus the squared error of the spikes (output channel 0) plus
+    `potential_weight` times that of the membrane potential (output channel 1),
+    divided by `1 + potential_weight`.
+    """
+
+    def batched_fitness(genomes, inputs, spikes, potential):
         weights = enu_unflatten(genomes, 1, memory, channels)
         population = ops.shape(genomes)[0]
         x = ops.broadcast_to(inputs[:, None], (steps, population, envs, 1))
         outputs = enu_run(weights, x, memory, channels)  # (T, P, E, C)
-        error = ops.mean(ops.square(outputs[..., 0] - targets[:, None, :]), axis=(0, 2))
-        return -error
+        error = ops.mean(ops.square(outputs[..., 0] - spikes[:, None, :]), axis=(0, 2))
+        if potential_weight:
+            error = error + potential_weight * ops.mean(
+                ops.square(outputs[..., 1] - potential[:, None, :]), axis=(0, 2))
+        return -error / (1.0 + potential_weight)
 
     compiled = compile_batched(batched_fitness)
 
     def fitness(genomes, rng):
-        inputs, targets = iaf_environments(rng, envs, steps)
-        return ops.convert_to_numpy(compiled(genomes, inputs, targets))
+        return ops.convert_to_numpy(compiled(genomes, *iaf_environments(rng, envs, steps)))
 
     return fitness
 
@@ -131,6 +141,8 @@ def main():
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--memory", type=int, help="memory channels (default 8 quick, 32)")
     parser.add_argument("--channels", type=int, help="output channels (default 4 quick, 16)")
+    parser.add_argument("--potential-weight", type=float, default=1.0,
+                        help="weight of the membrane-potential error (0: spikes only)")
     parser.add_argument("--sigma", type=float, default=0.01)
     parser.add_argument("--learning-rate", type=float, default=0.002)
     parser.add_argument("--momentum", type=float, default=0.9)
@@ -154,8 +166,8 @@ def main():
           f"ES: {population} offspring x {envs} environments x {args.steps} steps, "
           f"{generations} generations, backend {keras.backend.backend()}", flush=True)
     es = EvolutionStrategy(
-        make_fitness(memory, channels, envs, args.steps), initial, population=population,
-        sigma=args.sigma, learning_rate=args.learning_rate, momentum=args.momentum,
+        make_fitness(memory, channels, envs, args.steps, args.potential_weight), initial,
+        population=population, sigma=args.sigma, learning_rate=args.learning_rate, momentum=args.momentum,
         seed=args.seed,
     )
     checkpoint = os.path.join(args.out, "checkpoint.json")
@@ -169,7 +181,7 @@ def main():
     sec_per_gen = float(np.median(seconds))
 
     test_rng = np.random.default_rng(10_000 + args.seed)
-    inputs, targets = iaf_environments(test_rng, 64, args.steps)
+    inputs, targets, _ = iaf_environments(test_rng, 64, args.steps)
     outputs = simulate(theta, memory, channels, inputs)
     test_mse = float(np.mean((outputs - targets) ** 2))
     silent_mse = float(np.mean(targets ** 2))

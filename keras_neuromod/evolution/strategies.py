@@ -33,6 +33,7 @@ and ends with exactly the result of an uninterrupted run with the same seed (giv
 deterministic fitness function).
 """
 
+import os
 import time
 
 import keras
@@ -232,8 +233,6 @@ class EvolutionStrategy:
                 f"`generations` must be a non-negative integer, got {generations!r}."
             )
         if checkpoint_path is not None and resume:
-            import os
-
             if os.path.exists(checkpoint_path):
                 self.load_checkpoint(checkpoint_path)
         bar = None
