@@ -167,8 +167,8 @@ def main():
           f"{generations} generations, backend {keras.backend.backend()}", flush=True)
     es = EvolutionStrategy(
         make_fitness(memory, channels, envs, args.steps, args.potential_weight), initial,
-        population=population, sigma=args.sigma, learning_rate=args.learning_rate, momentum=args.momentum,
-        seed=args.seed,
+        population=population, sigma=args.sigma, learning_rate=args.learning_rate,
+        momentum=args.momentum, seed=args.seed,
     )
     checkpoint = os.path.join(args.out, "checkpoint.json")
     start = time.perf_counter()
