@@ -12,8 +12,13 @@ Each environment draws a mean current `mu ~ U(0.04, 0.25)` and, at every step, a
 current `mu * U(0, 2)`, so that firing rates range from about one spike in 13
 steps to one in 2. The paper is silent on the current's distribution; this one
 covers slow and fast firing. The fitness is minus the mean squared error between
-the ENU's first output channel and the target spike train (0 is perfect; a unit
-that never fires scores minus the firing rate, about -0.2).
+the ENU's first output channel and the target spike train, averaged (by default,
+`--potential-weight 1`) with minus the squared error between its second channel
+and the IAF's membrane potential (0 is perfect). The paper does not say how its
+fitness is built; scoring the potential too is a shaping choice made here: with
+spikes alone the search sits for a long time on the trivial answer (output the
+firing rate), with the potential it is at least pulled towards integrating the
+input. `--potential-weight 0` scores spikes alone.
 
 All offspring of a generation run in one compiled batched call: the ENU kernels
 carry a population axis (`keras_neuromod.layers.enu.enu_run`).
@@ -135,27 +140,31 @@ def main():
                         help="reduced sizes (finishes in minutes on 2 cores)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/enu_iaf")
-    parser.add_argument("--generations", type=int, help="default 300 quick, 1000 full")
-    parser.add_argument("--population", type=int, help="offspring (default 64 quick, 512)")
+    parser.add_argument("--generations", type=int, help="default 1000 quick, 3000 full")
+    parser.add_argument("--population", type=int, help="offspring (default 128 quick, 512)")
     parser.add_argument("--envs", type=int, help="environments (default 16 quick, 32)")
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--memory", type=int, help="memory channels (default 8 quick, 32)")
-    parser.add_argument("--channels", type=int, help="output channels (default 4 quick, 16)")
+    parser.add_argument("--memory", type=int, help="memory channels (default 4 quick, 32)")
+    parser.add_argument("--channels", type=int, help="output channels (default 2 quick, 16)")
     parser.add_argument("--potential-weight", type=float, default=1.0,
                         help="weight of the membrane-potential error (0: spikes only)")
-    parser.add_argument("--sigma", type=float, default=0.01)
-    parser.add_argument("--learning-rate", type=float, default=0.002)
+    parser.add_argument("--sigma", type=float,
+                        help="noise std (default 0.02 quick, the paper's 0.01 full)")
+    parser.add_argument("--learning-rate", type=float, default=0.003)
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--restart", action="store_true",
                         help="ignore a checkpoint in --out (by default a run resumes)")
     args = parser.parse_args()
     quick = args.quick
-    generations = args.generations or (300 if quick else 1000)
-    population = args.population or (64 if quick else 512)
+    generations = args.generations or (1000 if quick else 3000)
+    population = args.population or (128 if quick else 512)
     envs = args.envs or (16 if quick else 32)
-    memory = args.memory or (8 if quick else 32)
-    channels = args.channels or (4 if quick else 16)
+    memory = args.memory or (4 if quick else 32)
+    channels = args.channels or (2 if quick else 16)
+    args.sigma = args.sigma or (0.02 if quick else 0.01)
+    if channels < 2 and args.potential_weight:
+        raise ValueError("`--channels` must be >= 2 to score the membrane potential.")
     os.makedirs(args.out, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
 

@@ -155,13 +155,14 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/enu_stdp")
     parser.add_argument("--variant", choices=["both", "plain", "dopamine"], default="both")
-    parser.add_argument("--generations", type=int, help="default 300 quick, 1000 full")
+    parser.add_argument("--generations", type=int, help="default 400 quick, 3000 full")
     parser.add_argument("--population", type=int, help="offspring (default 128 quick, 512)")
     parser.add_argument("--envs", type=int, help="environments (default 32)")
-    parser.add_argument("--memory", type=int, help="memory channels (default 8 quick, 32)")
-    parser.add_argument("--channels", type=int, help="output channels (default 4 quick, 16)")
-    parser.add_argument("--sigma", type=float, default=0.01)
-    parser.add_argument("--learning-rate", type=float, default=0.002)
+    parser.add_argument("--memory", type=int, help="memory channels (default 4 quick, 32)")
+    parser.add_argument("--channels", type=int, help="output channels (default 2 quick, 16)")
+    parser.add_argument("--sigma", type=float,
+                        help="noise std (default 0.02 quick, the paper's 0.01 full)")
+    parser.add_argument("--learning-rate", type=float, default=0.003)
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--restart", action="store_true",
@@ -169,12 +170,13 @@ def main():
     args = parser.parse_args()
     quick = args.quick
     sizes = (
-        args.memory or (8 if quick else 32),
-        args.channels or (4 if quick else 16),
+        args.memory or (4 if quick else 32),
+        args.channels or (2 if quick else 16),
         args.population or (128 if quick else 512),
         args.envs or 32,
-        args.generations or (300 if quick else 1000),
+        args.generations or (400 if quick else 3000),
     )
+    args.sigma = args.sigma or (0.02 if quick else 0.01)
     memory, channels = sizes[0], sizes[1]
     os.makedirs(args.out, exist_ok=True)
     variants = {"plain": False, "dopamine": True}

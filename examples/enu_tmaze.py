@@ -155,8 +155,9 @@ def main():
     parser.add_argument("--channels", type=int)
     parser.add_argument("--density", type=float, default=0.5,
                         help="probability of each node -> neuron synapse")
-    parser.add_argument("--sigma", type=float, default=0.02)
-    parser.add_argument("--learning-rate", type=float, default=0.002)
+    parser.add_argument("--sigma", type=float,
+                        help="noise std (default 0.02 reduced, the paper's 0.01 with --full)")
+    parser.add_argument("--learning-rate", type=float, default=0.003)
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--restart", action="store_true",
@@ -171,6 +172,7 @@ def main():
     hidden = pick(args.hidden, (2, 4, 8))
     memory = pick(args.memory, (6, 8, 32))
     channels = pick(args.channels, (2, 4, 16))
+    args.sigma = args.sigma or (0.01 if args.full else 0.02)
     if args.trials < 6:
         raise ValueError("`--trials` must be at least 6 (the swap needs room).")
     os.makedirs(args.out, exist_ok=True)
