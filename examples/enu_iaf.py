@@ -67,8 +67,10 @@ def iaf_environments(rng, envs, steps):
         spikes[t] = fired
         v = np.where(fired, 0.0, v)
         potential[t] = v
-    return (current[..., None].astype(np.float32), spikes.astype(np.float32),
-            potential.astype(np.float32))
+    # The ENU sees the current, and reports the potential, in units of the
+    # threshold: both then span [0, 1), the range of the ENU's clipped output.
+    return ((current[..., None] / THRESHOLD).astype(np.float32), spikes.astype(np.float32),
+            (potential / THRESHOLD).astype(np.float32))
 
 
 def make_fitness(memory, channels, envs, steps, potential_weight):
