@@ -351,7 +351,9 @@ class ENUNetwork(keras.layers.Layer):
     synapse `s` reads `[output of node pre[s], output of neuron post[s]]` (both from
     the previous step, so the synapse sees pre- and post-synaptic activity and
     spike-timing rules can emerge), then each neuron reads the mean of the outputs
-    of the synapses that feed it (zeros when none does).
+    of the synapses that feed it (zeros when none does). The paper's computation
+    diagram sums them, with the same number of synapses per neuron; the mean is that
+    sum scaled, and keeps a neuron's input in [0, 1] whatever its in-degree.
 
     Input per step: `(batch, num_inputs * channels)`, the sensory nodes' output
     channels, node-major. Output: `(batch, len(output_neurons) * channels)`. State:
