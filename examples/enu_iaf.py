@@ -121,7 +121,7 @@ def plot(history, inputs, targets, outputs, path):
     steps = np.arange(inputs.shape[0])
     for row in range(4):
         ax = fig.add_subplot(grid[row, 1])
-        ax.bar(steps, inputs[:, row, 0], color="0.8", width=1.0, label="input current")
+        ax.bar(steps, inputs[:, row, 0], color="0.8", width=1.0, label="input current / threshold")
         ax.vlines(steps[targets[:, row] > 0.5], 1.05, 1.45, color="k", label="IAF target")
         ax.plot(steps, outputs[:, row], color="tab:red", lw=1.2, label="evolved ENU")
         ax.set_ylim(0, 1.5)
