@@ -1,0 +1,258 @@
+"""Evolve an ENU synapse to mimic spike-timing-dependent plasticity (STDP).
+
+The seed paper's second experiment (Bertens and Lee, 2020, Fig. 3b-c): one ENU
+plays a synapse. It sees the presynaptic spike, the postsynaptic (back-propagating)
+spike and, in the gated variant, a dopamine signal; its first output channel must
+report the synaptic weight. The weight starts at 0.5 and jumps by
+
+    dw = 0.5 * sign(dt) * exp(-|dt| / 10),   dt = t_post - t_pre,
+
+the classic asymmetric STDP window (pre before post potentiates, post before pre
+depresses). Without a gate the jump happens when the second spike of the pair
+arrives. With the dopamine gate, half of the environments deliver a dopamine pulse
+1-5 steps after the pair and the jump happens at the pulse; the other half deliver
+none and the weight must stay at 0.5, so the synapse has to keep an eligibility
+trace of the pair's timing until the reward comes.
+
+Choices where the paper is silent: one spike pair per episode with
+`dt` uniform in [-20, 20] steps, 48 steps per episode, inputs in the order
+`[pre spike, post spike, dopamine]` (the paper's graded input potential is left
+out: the target is the weight itself rather than the weighted potential), fitness
+= minus the mean squared error between the first output channel and the weight
+over all steps (0 is perfect).
+
+    python examples/enu_stdp.py --quick    # both variants at reduced size, minutes
+    python examples/enu_stdp.py            # the paper's 512 offspring x 32 envs
+
+The last line of stdout is a JSON object with the headline figures.
+"""
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import ops  # noqa: E402
+
+from keras_neuromod.evolution.strategies import EvolutionStrategy  # noqa: E402
+from keras_neuromod.evolution.strategies import compile_batched  # noqa: E402
+from keras_neuromod.io import atomic_write_json  # noqa: E402
+from keras_neuromod.layers.enu import ENUCell  # noqa: E402
+from keras_neuromod.layers.enu import enu_run  # noqa: E402
+from keras_neuromod.layers.enu import enu_unflatten  # noqa: E402
+
+STEPS = 48
+MAX_DT = 20
+W0 = 0.5
+INPUTS = 3  # pre spike, post spike, dopamine
+
+
+def stdp_window(dt):
+    return 0.5 * np.sign(dt) * np.exp(-np.abs(dt) / 10.0)
+
+
+def episodes(dts, gated, dopamine):
+    """Inputs `(STEPS, n, 3)` and target weights `(STEPS, n)` for given timings.
+
+    Args:
+        dts: `(n,)` integer spike-timing differences `t_post - t_pre`.
+        gated: whether the weight change waits for dopamine.
+        dopamine: `(n,)` dopamine delay after the pair in steps, 0 for none.
+    """
+    n = len(dts)
+    first = np.full(n, 3)
+    t_pre = np.where(dts >= 0, first, first - dts)
+    t_post = t_pre + dts
+    inputs = np.zeros((STEPS, n, INPUTS), np.float32)
+    inputs[t_pre, np.arange(n), 0] = 1.0
+    inputs[t_post, np.arange(n), 1] = 1.0
+    last = np.maximum(t_pre, t_post)
+    if gated:
+        t_change = np.where(dopamine > 0, last + dopamine, STEPS)
+        has = dopamine > 0
+        inputs[(last + dopamine)[has], np.arange(n)[has], 2] = 1.0
+    else:
+        t_change = last
+    weight = W0 + stdp_window(dts)
+    steps = np.arange(STEPS)[:, None]
+    target = np.where(steps >= t_change[None, :], weight[None, :], W0)
+    return inputs, target.astype(np.float32)
+
+
+def random_episodes(rng, envs, gated):
+    dts = rng.integers(-MAX_DT, MAX_DT + 1, size=envs)
+    # Random start, so that the synapse cannot use the clock.
+    dopamine = np.where(rng.random(envs) < 0.5, rng.integers(1, 6, size=envs), 0) if gated \
+        else np.zeros(envs, int)
+    inputs, target = episodes(dts, gated, dopamine)
+    shift = rng.integers(0, STEPS - MAX_DT - 8, size=envs)  # last event <= 28 + shift
+    rows = (np.arange(STEPS)[:, None] - shift[None, :]) % STEPS
+    cols = np.arange(envs)[None, :]
+    inputs, target = inputs[rows, cols], target[rows, cols]
+    # Before the shifted start the weight is W0 (rolled-in tail is W0 or the final
+    # weight: reset it).
+    before = np.arange(STEPS)[:, None] < shift[None, :]
+    target = np.where(before, W0, target)
+    return inputs, target.astype(np.float32)
+
+
+def make_fitness(memory, channels, envs, gated):
+    def batched_fitness(genomes, inputs, targets):
+        weights = enu_unflatten(genomes, INPUTS, memory, channels)
+        population = ops.shape(genomes)[0]
+        x = ops.broadcast_to(inputs[:, None], (STEPS, population, envs, INPUTS))
+        outputs = enu_run(weights, x, memory, channels)
+        return -ops.mean(ops.square(outputs[..., 0] - targets[:, None, :]), axis=(0, 2))
+
+    compiled = compile_batched(batched_fitness)
+
+    def fitness(genomes, rng):
+        inputs, targets = random_episodes(rng, envs, gated)
+        return ops.convert_to_numpy(compiled(genomes, inputs, targets))
+
+    return fitness
+
+
+def learned_window(theta, memory, channels, gated, dopamine_delay):
+    """Final weight change for every dt in [-MAX_DT, MAX_DT]."""
+    dts = np.arange(-MAX_DT, MAX_DT + 1)
+    inputs, _ = episodes(dts, gated, np.full(dts.size, dopamine_delay))
+    weights = enu_unflatten(theta.astype(np.float32), INPUTS, memory, channels)
+    out = ops.convert_to_numpy(enu_run(weights, ops.convert_to_tensor(inputs), memory,
+                                       channels))
+    return dts, out[-1, :, 0] - W0
+
+
+def evolve(name, gated, args, sizes):
+    memory, channels, population, envs, generations = sizes
+    keras.utils.set_random_seed(args.seed)
+    cell = ENUCell(memory=memory, channels=channels)
+    cell.build((None, INPUTS))
+    es = EvolutionStrategy(
+        make_fitness(memory, channels, envs, gated), cell.get_flat_weights(),
+        population=population, sigma=args.sigma, learning_rate=args.learning_rate,
+        momentum=args.momentum, seed=args.seed,
+    )
+    print(f"[{name}] {es.num_params} evolved parameters, {population} offspring x "
+          f"{envs} environments x {STEPS} steps, {generations} generations", flush=True)
+    theta = es.run(generations, checkpoint_path=os.path.join(args.out, f"{name}.json"),
+                   progress=not args.no_progress,
+                   resume=not args.restart)
+    return theta, es.history
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="reduced sizes, minutes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs/enu_stdp")
+    parser.add_argument("--variant", choices=["both", "plain", "dopamine"], default="both")
+    parser.add_argument("--generations", type=int, help="default 400 quick, 3000 full")
+    parser.add_argument("--population", type=int, help="offspring (default 128 quick, 512)")
+    parser.add_argument("--envs", type=int, help="environments (default 32)")
+    parser.add_argument("--memory", type=int, help="memory channels (default 4 quick, 32)")
+    parser.add_argument("--channels", type=int, help="output channels (default 2 quick, 16)")
+    parser.add_argument("--sigma", type=float,
+                        help="noise std (default 0.02 quick, the paper's 0.01 full)")
+    parser.add_argument("--learning-rate", type=float, default=0.003)
+    parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--restart", action="store_true",
+                        help="ignore a checkpoint in --out (by default a run resumes)")
+    args = parser.parse_args()
+    quick = args.quick
+    sizes = (
+        args.memory or (4 if quick else 32),
+        args.channels or (2 if quick else 16),
+        args.population or (128 if quick else 512),
+        args.envs or 32,
+        args.generations or (400 if quick else 3000),
+    )
+    args.sigma = args.sigma or (0.02 if quick else 0.01)
+    memory, channels = sizes[0], sizes[1]
+    os.makedirs(args.out, exist_ok=True)
+    variants = {"plain": False, "dopamine": True}
+    if args.variant != "both":
+        variants = {args.variant: variants[args.variant]}
+
+    results, windows, histories = {}, {}, {}
+    start = time.perf_counter()
+    for name, gated in variants.items():
+        t0 = time.perf_counter()
+        theta, history = evolve(name, gated, args, sizes)
+        histories[name] = history
+        seconds = [h["seconds"] for h in history[1:]] or [history[0]["seconds"]]
+        dts, with_da = learned_window(theta, memory, channels, gated, 3)
+        target = stdp_window(dts)
+        entry = {
+            "fitness_first": history[0]["mean"],
+            "fitness_last": history[-1]["mean"],
+            "window_error": float(np.sqrt(np.mean((with_da - target) ** 2))),
+            "window_corr": float(np.corrcoef(with_da, target)[0, 1])
+            if np.std(with_da) > 0 else 0.0,
+            "seconds_per_generation": float(np.median(seconds)),
+            "wall_s": time.perf_counter() - t0,
+        }
+        windows[name] = {"dt": dts, "with": with_da, "target": target}
+        if gated:
+            _, without = learned_window(theta, memory, channels, gated, 0)
+            windows[name]["without"] = without
+            entry["no_dopamine_change"] = float(np.sqrt(np.mean(without ** 2)))
+        results[name] = entry
+    wall = time.perf_counter() - start
+
+    fig, axes = plt.subplots(1, len(variants) + 1, figsize=(5 * (len(variants) + 1), 4.2))
+    for name in variants:
+        axes[0].plot([h["generation"] for h in histories[name]],
+                     [h["mean"] for h in histories[name]], label=name)
+    axes[0].set_xlabel("generation")
+    axes[0].set_ylabel("mean fitness (-MSE)")
+    axes[0].set_title("Evolution")
+    axes[0].legend()
+    for ax, name in zip(axes[1:], variants):
+        w = windows[name]
+        ax.plot(w["dt"], w["target"], "k--", label="target STDP window")
+        label = "evolved ENU, dopamine" if name == "dopamine" else "evolved ENU"
+        ax.plot(w["dt"], w["with"], "o-", color="tab:red", ms=3, label=label)
+        if "without" in w:
+            ax.plot(w["dt"], w["without"], "s-", color="tab:blue", ms=3,
+                    label="evolved ENU, no dopamine (target 0)")
+        ax.axhline(0, color="0.7", lw=0.8)
+        ax.axvline(0, color="0.7", lw=0.8)
+        ax.set_xlabel("dt = t_post - t_pre (steps)")
+        ax.set_ylabel("weight change")
+        ax.set_title("STDP" if name == "plain" else "Dopamine-gated STDP")
+        ax.set_ylim(-0.6, 0.6)
+        ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.out, "enu_stdp.png"), dpi=110)
+    plt.close(fig)
+
+    print(f"\n{'variant':<10} {'fit first':>10} {'fit last':>10} {'window RMSE':>12} "
+          f"{'corr':>6} {'no-DA RMS':>10} {'s/gen':>7}")
+    for name, r in results.items():
+        no_da = f"{r['no_dopamine_change']:.4f}" if "no_dopamine_change" in r else "-"
+        print(f"{name:<10} {r['fitness_first']:>10.4f} {r['fitness_last']:>10.4f} "
+              f"{r['window_error']:>12.4f} {r['window_corr']:>6.3f} {no_da:>10} "
+              f"{r['seconds_per_generation']:>7.3f}")
+    summary = {
+        "memory": memory, "channels": channels, "population": sizes[2], "envs": sizes[3],
+        "generations": sizes[4], "wall_s": round(wall, 1),
+    }
+    for name, r in results.items():
+        for key, value in r.items():
+            summary[f"{name}_{key}"] = round(value, 5)
+    atomic_write_json(os.path.join(args.out, "result.json"), summary)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""Evolution strategies over a batched fitness function, seeded and resumable.
+
+`EvolutionStrategy` evolves one flat parameter vector (the centre, `theta`) the way
+Salimans et al. (2017) and the evolvable-neural-unit paper (Bertens and Lee, 2020)
+do it:
+
+* mirrored Gaussian sampling: `population // 2` noise vectors `eps` and their
+  negatives, offspring `theta + sigma * eps`;
+* rank-based fitness shaping: fitnesses are replaced by centred ranks in
+  `[-0.5, 0.5]`, so the update ignores the scale of the fitness and outliers;
+* the gradient estimate `g = sum_i u_i eps_i / (population * sigma)` and a momentum
+  update `v = momentum * v + g`, `theta = theta + learning_rate * v` (optionally with
+  an L2 pull `- weight_decay * theta` added to `g`);
+* environments randomised every generation: the trainer draws one environment seed
+  per generation and hands the fitness function a fresh `numpy.random.Generator`
+  built from it, so all offspring of a generation meet the same environments
+  (common random numbers, which makes the mirrored differences meaningful) and
+  every generation meets new ones. Any unit state is the fitness function's to
+  reset; the ENU evaluators in `keras_neuromod.layers.enu` start every evaluation
+  from zero state.
+
+The fitness function is *batched*: it receives all offspring at once, as an array
+of shape `(population, num_params)` (float32), and returns `population` fitnesses
+(higher is better). That is where the speed comes from: one call evaluates a whole
+generation, e.g. one compiled `keras.ops` computation with a population axis on the
+weights (see `compile_batched`).
+
+Checkpoints are JSON (`keras_neuromod.io.atomic_write_json`), written atomically
+after every generation: the centre and the momentum as lists of floats (float64,
+which JSON round-trips exactly), the numpy generator's `bit_generator.state`, the
+history and the configuration. A run resumed from a checkpoint redoes no generation
+and ends with exactly the result of an uninterrupted run with the same seed (given a
+deterministic fitness function).
+"""
+
+import os
+import time
+
+import keras
+import numpy as np
+
+from keras_neuromod.io import atomic_write_json
+from keras_neuromod.io import read_json
+
+__all__ = ["EvolutionStrategy", "centered_ranks", "compile_batched"]
+
+CHECKPOINT_FORMAT = "keras_neuromod.EvolutionStrategy/1"
+
+
+def centered_ranks(fitness):
+    """Rank-based fitness shaping: centred ranks in `[-0.5, 0.5]`.
+
+    The worst offspring gets -0.5, the best +0.5, the others equally spaced by rank
+    (ties are broken by position, which is deterministic).
+    """
+    fitness = np.asarray(fitness, dtype=np.float64).ravel()
+    if fitness.size < 2:
+        raise ValueError(f"`fitness` needs at least 2 values, got {fitness.size}.")
+    ranks = np.empty(fitness.size, dtype=np.float64)
+    ranks[np.argsort(fitness, kind="stable")] = np.arange(fitness.size)
+    return ranks / (fitness.size - 1) - 0.5
+
+
+def compile_batched(fn):
+    """Compile a `keras.ops` function once with the backend's own compiler.
+
+    TensorFlow: `tf.function` (graph mode; XLA is left off, it is slower on CPU for
+    these small recurrent steps). JAX: `jax.jit`. Other backends: the function as it
+    is. The function's code itself stays backend-agnostic.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn)
+    if backend == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn
+
+
+class EvolutionStrategy:
+    """Evolution strategies with mirrored sampling, rank shaping and momentum.
+
+    Args:
+        fitness_fn: callable `fitness_fn(genomes, rng) -> fitness`; `genomes` is a
+            float32 array of shape `(population, num_params)`, `rng` a
+            `numpy.random.Generator` for this generation's environments; returns
+            `population` fitness values (higher is better, finite).
+        initial: the initial centre, a 1-D array of the parameters.
+        population: number of offspring per generation, even (mirrored pairs).
+            The paper uses 512.
+        sigma: standard deviation of the Gaussian perturbations (paper: 0.01).
+        learning_rate: step size on the momentum buffer.
+        momentum: momentum coefficient (paper: 0.9).
+        weight_decay: L2 coefficient pulling the centre towards zero (0 disables).
+        seed: integer seed of the numpy generator (noise and environment seeds).
+    """
+
+    def __init__(
+        self,
+        fitness_fn,
+        initial,
+        population=512,
+        sigma=0.01,
+        learning_rate=0.01,
+        momentum=0.9,
+        weight_decay=0.0,
+        seed=0,
+    ):
+        if not callable(fitness_fn):
+            raise ValueError("`fitness_fn` must be callable.")
+        initial = np.asarray(initial, dtype=np.float64)
+        if initial.ndim != 1 or initial.size == 0:
+            raise ValueError(
+                f"`initial` must be a non-empty 1-D array, got shape {initial.shape}."
+            )
+        if not np.all(np.isfinite(initial)):
+            raise ValueError("`initial` must be finite.")
+        if int(population) != population or population < 2 or population % 2:
+            raise ValueError(
+                f"`population` must be an even integer >= 2, got {population!r}."
+            )
+        if not sigma > 0:
+            raise ValueError(f"`sigma` must be positive, got {sigma!r}.")
+        if not learning_rate > 0:
+            raise ValueError(f"`learning_rate` must be positive, got {learning_rate!r}.")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"`momentum` must be in [0, 1), got {momentum!r}.")
+        if not weight_decay >= 0:
+            raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay!r}.")
+        if int(seed) != seed:
+            raise ValueError(f"`seed` must be an integer, got {seed!r}.")
+        self.fitness_fn = fitness_fn
+        self.population = int(population)
+        self.sigma = float(sigma)
+        self.learning_rate = float(learning_rate)
+        self.momentum = float(momentum)
+        self.weight_decay = float(weight_decay)
+        self.seed = int(seed)
+        self.theta = initial.copy()
+        self.velocity = np.zeros_like(self.theta)
+        self.rng = np.random.default_rng(self.seed)
+        self.generation = 0
+        self.history = []
+
+    @property
+    def num_params(self):
+        return self.theta.size
+
+    def get_config(self):
+        """The hyperparameters that a checkpoint must agree with to be resumed."""
+        return {
+            "population": self.population,
+            "sigma": self.sigma,
+            "learning_rate": self.learning_rate,
+            "momentum": self.momentum,
+            "weight_decay": self.weight_decay,
+            "seed": self.seed,
+            "num_params": self.num_params,
+        }
+
+    def ask(self):
+        """Draw this generation's noise and environment seed.
+
+        Returns `(genomes, noise, env_seed)`: `genomes` float32 `(population, n)`,
+        `noise` float64 `(population // 2, n)`.
+        """
+        half = self.population // 2
+        noise = self.rng.standard_normal((half, self.num_params))
+        env_seed = int(self.rng.integers(0, 2**63 - 1))
+        offsets = np.concatenate([noise, -noise], axis=0)
+        genomes = (self.theta[None, :] + self.sigma * offsets).astype(np.float32)
+        return genomes, noise, env_seed
+
+    def tell(self, noise, fitness):
+        """Update the centre and momentum from the offspring's fitness."""
+        fitness = np.asarray(fitness, dtype=np.float64).ravel()
+        if fitness.size != self.population:
+            raise ValueError(
+                f"The fitness function returned {fitness.size} values for "
+                f"{self.population} offspring."
+            )
+        if not np.all(np.isfinite(fitness)):
+            raise ValueError("The fitness function returned non-finite values.")
+        shaped = centered_ranks(fitness)
+        half = self.population // 2
+        # Mirrored pairs share one noise vector: offspring i used +eps_i and
+        # offspring half + i used -eps_i.
+        weights = shaped[:half] - shaped[half:]
+        grad = weights @ noise / (self.population * self.sigma)
+        if self.weight_decay:
+            grad = grad - self.weight_decay * self.theta
+        self.velocity = self.momentum * self.velocity + grad
+        self.theta = self.theta + self.learning_rate * self.velocity
+
+    def step(self):
+        """Run one generation and return its history record."""
+        start = time.perf_counter()
+        genomes, noise, env_seed = self.ask()
+        fitness = np.asarray(
+            self.fitness_fn(genomes, np.random.default_rng(env_seed)), dtype=np.float64
+        ).ravel()
+        self.tell(noise, fitness)
+        record = {
+            "generation": self.generation,
+            "mean": float(fitness.mean()),
+            "max": float(fitness.max()),
+            "min": float(fitness.min()),
+            "std": float(fitness.std()),
+            "seconds": time.perf_counter() - start,
+        }
+        self.history.append(record)
+        self.generation += 1
+        return record
+
+    def run(self, generations, checkpoint_path=None, resume=True, progress=True):
+        """Evolve until `generations` generations in total have run.
+
+        Args:
+            generations: the total number of generations (not additional ones).
+            checkpoint_path: JSON file written atomically after every generation.
+            resume: when `checkpoint_path` exists, continue from it (its
+                configuration must match this trainer's).
+            progress: show a tqdm progress bar.
+
+        Returns:
+            The centre `theta` after the last generation (float64 array).
+        """
+        if int(generations) != generations or generations < 0:
+            raise ValueError(
+                f"`generations` must be a non-negative integer, got {generations!r}."
+            )
+        if checkpoint_path is not None and resume:
+            if os.path.exists(checkpoint_path):
+                self.load_checkpoint(checkpoint_path)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(
+                total=int(generations), initial=min(self.generation, generations),
+                desc="ES", unit="gen",
+            )
+        try:
+            while self.generation < generations:
+                record = self.step()
+                if checkpoint_path is not None:
+                    self.save_checkpoint(checkpoint_path)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(mean=f"{record['mean']:.4f}", best=f"{record['max']:.4f}")
+        finally:
+            if bar is not None:
+                bar.close()
+        return self.theta.copy()
+
+    def state_dict(self):
+        """Everything needed to resume, as JSON-ready Python values."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.get_config(),
+            "generation": self.generation,
+            "theta": self.theta.tolist(),
+            "velocity": self.velocity.tolist(),
+            "rng_state": self.rng.bit_generator.state,
+            "history": list(self.history),
+        }
+
+    def load_state_dict(self, state):
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(
+                "The checkpoint is not an EvolutionStrategy checkpoint "
+                f"(expected format {CHECKPOINT_FORMAT!r})."
+            )
+        config = self.get_config()
+        if state["config"] != config:
+            diff = sorted(
+                k for k in set(config) | set(state["config"])
+                if config.get(k) != state["config"].get(k)
+            )
+            raise ValueError(
+                f"The checkpoint was written with other settings ({', '.join(diff)}): "
+                f"checkpoint {state['config']}, trainer {config}."
+            )
+        theta = np.asarray(state["theta"], dtype=np.float64)
+        velocity = np.asarray(state["velocity"], dtype=np.float64)
+        if theta.shape != self.theta.shape or velocity.shape != self.theta.shape:
+            raise ValueError("The checkpoint's parameter vectors have the wrong size.")
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state["rng_state"]
+        self.theta, self.velocity, self.rng = theta, velocity, rng
+        self.generation = int(state["generation"])
+        self.history = list(state["history"])
+
+    def save_checkpoint(self, path):
+        atomic_write_json(path, self.state_dict())
+
+    def load_checkpoint(self, path):
+        self.load_state_dict(read_json(path, "ES checkpoint"))

@@ -1,0 +1,205 @@
+"""Tests of the evolution-strategies trainer."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from keras_neuromod.evolution.strategies import EvolutionStrategy
+from keras_neuromod.evolution.strategies import centered_ranks
+from keras_neuromod.evolution.strategies import compile_batched
+from keras_neuromod.layers.enu import enu_num_params
+from keras_neuromod.layers.enu import enu_run
+from keras_neuromod.layers.enu import enu_unflatten
+
+TARGET = np.linspace(-1.0, 1.0, 12)
+
+
+def sphere(genomes, rng):
+    """Known objective with random environments: a noisy shifted sphere, optimum TARGET."""
+    shift = rng.normal(0.0, 0.01, TARGET.shape)
+    return -np.sum((genomes - (TARGET + shift)) ** 2, axis=1)
+
+
+def comparable(history):
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(-1e6, 1e6, allow_subnormal=False), min_size=2, max_size=40), st.randoms())
+def test_centered_ranks_invariants(values, random):
+    ranks = centered_ranks(values)
+    assert ranks.min() == -0.5 and ranks.max() == 0.5
+    np.testing.assert_allclose(ranks.sum(), 0.0, atol=1e-9)
+    assert len(set(ranks.tolist())) == len(values)
+    # Order preserving: a strictly better fitness never gets a lower rank.
+    values = np.asarray(values)
+    for i in range(len(values)):
+        for j in range(len(values)):
+            if values[i] > values[j]:
+                assert ranks[i] > ranks[j]
+    # Invariant under (exactly representable) increasing transforms of the fitness.
+    np.testing.assert_array_equal(centered_ranks(4.0 * values), ranks)
+
+
+def test_centered_ranks_values():
+    np.testing.assert_allclose(centered_ranks([3.0, -1.0, 10.0]), [0.0, -0.5, 0.5])
+
+
+def test_mirrored_sampling_and_update_by_hand():
+    es = EvolutionStrategy(sphere, np.zeros(3), population=4, sigma=0.1, learning_rate=0.5,
+                           momentum=0.9, seed=7)
+    genomes, noise, _ = es.ask()
+    np.testing.assert_allclose(genomes[:2] + genomes[2:], 0.0, atol=1e-7)
+    np.testing.assert_allclose(genomes[:2], 0.1 * noise, rtol=1e-6)
+    fitness = np.array([1.0, 4.0, 3.0, 2.0])
+    es.tell(noise, fitness)
+    u = np.array([-0.5, 0.5, 1 / 6, -1 / 6])
+    grad = ((u[:2] - u[2:])[:, None] * noise).sum(axis=0) / (4 * 0.1)
+    np.testing.assert_allclose(es.velocity, grad)
+    np.testing.assert_allclose(es.theta, 0.5 * grad)
+    es.tell(noise, fitness)
+    np.testing.assert_allclose(es.velocity, 1.9 * grad)
+    np.testing.assert_allclose(es.theta, 0.5 * grad + 0.5 * 1.9 * grad)
+
+
+def test_converges_on_known_objective():
+    es = EvolutionStrategy(sphere, np.zeros(TARGET.size), population=32, sigma=0.05,
+                           learning_rate=0.005, seed=0)
+    theta = es.run(200, progress=False)
+    assert es.history[0]["mean"] < -4.0
+    assert es.history[-1]["mean"] > -0.1
+    np.testing.assert_allclose(theta, TARGET, atol=0.1)
+
+
+def test_same_seed_same_run_and_other_seed_differs():
+    runs = []
+    for seed in (3, 3, 4):
+        es = EvolutionStrategy(sphere, np.zeros(TARGET.size), population=8, sigma=0.1,
+                               seed=seed)
+        runs.append(es.run(5, progress=False))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    settings_ = dict(population=8, sigma=0.1, learning_rate=0.02, momentum=0.9,
+                     weight_decay=0.001, seed=11)
+    straight = EvolutionStrategy(sphere, np.zeros(TARGET.size), **settings_)
+    straight.run(9, progress=False)
+
+    path = tmp_path / "es.json"
+    first = EvolutionStrategy(sphere, np.zeros(TARGET.size), **settings_)
+    first.run(4, checkpoint_path=path, progress=False)
+    saved = json.loads(path.read_text())
+    assert saved["generation"] == 4 and len(saved["history"]) == 4
+    assert saved["rng_state"]["bit_generator"] == "PCG64"
+
+    calls = []
+
+    def counting(genomes, rng):
+        calls.append(1)
+        return sphere(genomes, rng)
+
+    resumed = EvolutionStrategy(counting, np.zeros(TARGET.size), **settings_)
+    resumed.run(9, checkpoint_path=path, progress=False)
+    assert len(calls) == 5  # no generation redone
+    np.testing.assert_array_equal(resumed.theta, straight.theta)
+    np.testing.assert_array_equal(resumed.velocity, straight.velocity)
+    assert comparable(resumed.history) == comparable(straight.history)
+    assert resumed.rng.bit_generator.state == straight.rng.bit_generator.state
+    # Asking for generations already done runs nothing.
+    again = EvolutionStrategy(counting, np.zeros(TARGET.size), **settings_)
+    again.run(6, checkpoint_path=path, progress=False)
+    assert len(calls) == 5 and again.generation == 9
+
+
+def test_checkpoint_with_other_settings_is_refused(tmp_path):
+    path = tmp_path / "es.json"
+    EvolutionStrategy(sphere, np.zeros(TARGET.size), population=4, seed=1).run(
+        1, checkpoint_path=path, progress=False)
+    other = EvolutionStrategy(sphere, np.zeros(TARGET.size), population=6, seed=1)
+    with pytest.raises(ValueError, match="population"):
+        other.run(2, checkpoint_path=path, progress=False)
+    path.write_text('{"format": "something else"}')
+    with pytest.raises(ValueError, match="not an EvolutionStrategy checkpoint"):
+        EvolutionStrategy(sphere, np.zeros(TARGET.size), population=4, seed=1).load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [({"population": 5}, "population"), ({"population": 0}, "population"),
+     ({"sigma": 0.0}, "sigma"), ({"learning_rate": -1.0}, "learning_rate"),
+     ({"momentum": 1.0}, "momentum"), ({"initial": np.zeros((2, 2))}, "initial"),
+     ({"fitness_fn": 3}, "fitness_fn"), ({"weight_decay": -0.1}, "weight_decay")],
+)
+def test_bad_arguments(kwargs, name):
+    args = {"fitness_fn": sphere, "initial": np.zeros(3)}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        EvolutionStrategy(**args)
+
+
+def test_bad_fitness_output():
+    es = EvolutionStrategy(lambda g, rng: np.zeros(3), np.zeros(2), population=4)
+    with pytest.raises(ValueError, match="returned 3 values"):
+        es.step()
+    es = EvolutionStrategy(lambda g, rng: np.full(4, np.nan), np.zeros(2), population=4)
+    with pytest.raises(ValueError, match="non-finite"):
+        es.step()
+
+
+# ------------------------------------------------- evolving an ENU, batched and compiled
+MEMORY, CHANNELS, STEPS, ENVS = 3, 2, 6, 4
+
+
+def enu_fitness():
+    """Batched ENU task: output channel 0 should track a random level given as input."""
+
+    def batched(genomes, inputs):
+        weights = enu_unflatten(genomes, 1, MEMORY, CHANNELS)
+        population = keras.ops.shape(genomes)[0]
+        x = keras.ops.broadcast_to(inputs[:, None], (STEPS, population, ENVS, 1))
+        out = enu_run(weights, x, MEMORY, CHANNELS)
+        return -keras.ops.mean(keras.ops.square(out[..., 0] - inputs[:, None, :, 0]),
+                               axis=(0, 2))
+
+    compiled = compile_batched(batched)
+
+    def fitness(genomes, rng):
+        levels = rng.uniform(0.1, 0.9, (1, ENVS, 1)) * np.ones((STEPS, 1, 1))
+        return keras.ops.convert_to_numpy(compiled(genomes, levels.astype(np.float32)))
+
+    return fitness, batched
+
+
+def test_batched_enu_fitness_equals_loop():
+    fitness, batched = enu_fitness()
+    rng = np.random.default_rng(0)
+    genomes = rng.normal(0, 0.5, (4, enu_num_params(1, MEMORY, CHANNELS))).astype(np.float32)
+    together = fitness(genomes, np.random.default_rng(9))
+    levels = (np.random.default_rng(9).uniform(0.1, 0.9, (1, ENVS, 1))
+              * np.ones((STEPS, 1, 1))).astype(np.float32)
+    for i in range(4):
+        alone = keras.ops.convert_to_numpy(batched(genomes[i:i + 1], levels))
+        np.testing.assert_allclose(together[i], alone[0], rtol=1e-5, atol=1e-7)
+
+
+def test_evolves_enu_and_resumes_exactly(tmp_path):
+    fitness, _ = enu_fitness()
+    initial = np.random.default_rng(1).normal(0, 0.3, enu_num_params(1, MEMORY, CHANNELS))
+    settings_ = dict(population=16, sigma=0.05, learning_rate=0.01, seed=2)
+    straight = EvolutionStrategy(fitness, initial, **settings_)
+    straight.run(40, progress=False)
+    assert straight.history[-1]["mean"] > straight.history[0]["mean"] + 0.02
+    path = tmp_path / "enu.json"
+    EvolutionStrategy(fitness, initial, **settings_).run(
+        15, checkpoint_path=path, progress=False)
+    resumed = EvolutionStrategy(fitness, initial, **settings_)
+    resumed.run(40, checkpoint_path=path, progress=False)
+    np.testing.assert_array_equal(resumed.theta, straight.theta)
+    assert comparable(resumed.history) == comparable(straight.history)
