@@ -2,6 +2,8 @@
 
 `evolve` runs GRNEAT over real `model.fit` runs, serially, on local processes or
 on a Ray cluster, with a JSON checkpoint after every generation.
+`EvolutionStrategy` evolves the shared weights of evolvable neural units with
+batched, compiled evaluations.
 """
 
 from keras_neuromod.evolution.engine import EvolutionResult
@@ -10,5 +12,14 @@ from keras_neuromod.evolution.engine import evolve
 from keras_neuromod.evolution.fitness import Evaluator
 from keras_neuromod.evolution.fitness import FitnessTask
 from keras_neuromod.evolution.grneat import GRNEATConfig
+from keras_neuromod.evolution.strategies import EvolutionStrategy
 
-__all__ = ["evolve", "EvolutionResult", "Individual", "Evaluator", "FitnessTask", "GRNEATConfig"]
+__all__ = [
+    "evolve",
+    "EvolutionResult",
+    "EvolutionStrategy",
+    "Individual",
+    "Evaluator",
+    "FitnessTask",
+    "GRNEATConfig",
+]
