@@ -77,10 +77,11 @@ class NmAdam(NeuromodulatedOptimizer):
             return ops.ones(variable.shape, variable.dtype)
         return super()._reset_value(variable)
 
-    def _before_updates(self):
-        betas = self._hparams[:, 1:3]
-        self.assign(self._beta_powers, self._beta_powers * betas)
-        self._powers = ops.convert_to_tensor(self._beta_powers)
+    def _step_table(self, hparams):
+        powers = self._beta_powers * hparams[:, 1:3]
+        self.assign(self._beta_powers, powers)
+        table = ops.concatenate([hparams, powers], axis=1)
+        return table, self.HYPERPARAMETERS + ("power_1", "power_2")
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
@@ -88,8 +89,7 @@ class NmAdam(NeuromodulatedOptimizer):
         lr = ops.cast(learning_rate, variable.dtype) * values["learning_rate"]
         gradient = ops.cast(gradient, variable.dtype)
         beta_1, beta_2 = values["beta_1"], values["beta_2"]
-        power_1 = ops.cast(self._powers[index, 0], variable.dtype)
-        power_2 = ops.cast(self._powers[index, 1], variable.dtype)
+        power_1, power_2 = values["power_1"], values["power_2"]
         m = self._momentums[index]
         v = self._velocities[index]
         alpha = lr * ops.sqrt(1 - power_2) / (1 - power_1)

@@ -122,11 +122,26 @@ def _sanitise(value):
     return ops.where(ops.isfinite(value), ops.clip(value, 0.0, 1.0), 1.0)
 
 
-def _abs_stats(tensor):
-    magnitude = ops.abs(ops.cast(tensor, "float32"))
-    mean = ops.mean(magnitude)
-    std = ops.sqrt(ops.maximum(ops.mean(ops.square(magnitude - mean)), 0.0))
-    return _sanitise(mean), _sanitise(std)
+def _abs_stats(tensors, sizes):
+    """Mean and standard deviation of |x| of every tensor, as one [n, 2] tensor.
+
+    All tensors are flattened into one vector and reduced by segment, so the
+    cost in ops does not grow with the number of tensors.
+    """
+    flat = ops.concatenate(
+        [ops.reshape(ops.cast(t, "float32"), (-1,)) for t in tensors], axis=0
+    )
+    magnitude = ops.abs(flat)
+    count = len(tensors)
+    segments = ops.repeat(ops.arange(count, dtype="int32"), sizes)
+    total = ops.segment_sum(magnitude, segments, num_segments=count)
+    squares = ops.segment_sum(
+        ops.square(magnitude), segments, num_segments=count
+    )
+    sizes = ops.convert_to_tensor(np.asarray(sizes, np.float32))
+    mean = total / sizes
+    std = ops.sqrt(ops.maximum(squares / sizes - ops.square(mean), 0.0))
+    return _sanitise(ops.stack([mean, std], axis=1))
 
 
 class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
@@ -207,7 +222,7 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         self._capacity = N_INPUTS + n_outputs + self.max_regulatory
         self._genome = genome
         self._packed = agrn.pack(genome, self._capacity)
-        self._hparams = None
+        self._step_values = None
 
     # -- configuration -----------------------------------------------------
 
@@ -276,6 +291,7 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
             getattr(v, "path", None) or str(v.name) for v in variables
         ]
         self.tensor_kinds = kinds
+        self._sizes = [max(1, int(np.prod(v.shape))) for v in variables]
         self.tensor_layers = [layers[i] for i in layer_of]
         count = len(variables)
         packed = self._packed
@@ -358,16 +374,16 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
 
     def _modulate(self, grads, trainable_variables):
         """Run the AGRN copies once and return the per-tensor hyperparameters."""
-        count = len(self._trainable_variables)
-        stats = [None] * count
-        for grad, variable in zip(grads, trainable_variables):
-            stats[self._get_variable_index(variable)] = _abs_stats(grad)
-        rows = []
-        for i, variable in enumerate(self._trainable_variables):
-            w_mean, w_std = _abs_stats(variable)
-            g_mean, g_std = stats[i] if stats[i] is not None else (0.0, 0.0)
-            rows.append(ops.stack([ops.cast(v, "float32") for v in (w_mean, w_std, g_mean, g_std)]))
-        dynamic = ops.stack(rows)
+        variables = self._trainable_variables
+        count = len(variables)
+        by_index = {self._get_variable_index(v): g for g, v in zip(grads, trainable_variables)}
+        gradients = [
+            by_index[i] if i in by_index else ops.zeros_like(v)  # no gradient: stats 0
+            for i, v in enumerate(variables)
+        ]
+        dynamic = ops.concatenate(
+            [_abs_stats(variables, self._sizes), _abs_stats(gradients, self._sizes)], axis=1
+        )
         own = ops.concatenate([ops.convert_to_tensor(self._static_inputs), dynamic], axis=1)
         has_next = ops.convert_to_tensor((self._next_index >= 0).astype("float32"))[:, None]
         following = ops.take(own, np.maximum(self._next_index, 0), axis=0) * has_next
@@ -400,41 +416,49 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         return hparams
 
     def _outputs_to_hyperparameters(self, outputs):
-        """Map output-protein pairs to hyperparameters, one column each."""
-        columns = []
-        for h, name in enumerate(self.HYPERPARAMETERS):
-            lo, hi = self.ranges[name]
-            if lo == hi:
-                columns.append(ops.full((outputs.shape[0],), lo, "float32"))
-                continue
-            a, b = outputs[:, 2 * h], outputs[:, 2 * h + 1]
-            total = a + b
-            safe = ops.where(total > 0, total, 1.0)
-            d = ops.where(total > 0, (a - b) / safe, 0.0)
-            fraction = ops.clip((d + 1.0) / 2.0, 0.0, 1.0)
-            if name in self.LOG_SCALE:
-                log_lo, log_hi = math.log(lo), math.log(hi)
-                value = ops.exp(log_lo + (log_hi - log_lo) * fraction)
-            else:
-                value = lo + (hi - lo) * fraction
-            columns.append(ops.clip(value, lo, hi))
-        return ops.stack(columns, axis=1)
+        """Map output-protein pairs to hyperparameters, one column each.
+
+        `d = (a - b) / (a + b)` (0 when both are 0) is mapped from [-1, 1] onto
+        [lo, hi], in log space for the names in `LOG_SCALE`.
+        """
+        names = self.HYPERPARAMETERS
+        lo = np.array([self.ranges[n][0] for n in names], np.float32)
+        hi = np.array([self.ranges[n][1] for n in names], np.float32)
+        log = np.array([n in self.LOG_SCALE for n in names])
+        pairs = ops.reshape(outputs, (-1, len(names), 2))
+        a, b = pairs[..., 0], pairs[..., 1]
+        total = a + b
+        d = ops.where(total > 0, (a - b) / ops.where(total > 0, total, 1.0), 0.0)
+        fraction = ops.clip((d + 1.0) / 2.0, 0.0, 1.0)
+        start = np.where(log, np.log(np.maximum(lo, 1e-30)), lo).astype(np.float32)
+        stop = np.where(log, np.log(np.maximum(hi, 1e-30)), hi).astype(np.float32)
+        value = start + (stop - start) * fraction
+        value = ops.where(log, ops.exp(value), value)
+        # a single-valued range gives exactly its value (exp(log(x)) may not)
+        return ops.where(lo == hi, lo, ops.clip(value, lo, hi))
+
+    def _step_table(self, hparams):
+        """Per-tensor values the update rule reads: columns and their names.
+
+        Subclasses extend it with vectorised per-step state (Adam's beta
+        products), so that nothing is computed tensor by tensor.
+        """
+        return hparams, self.HYPERPARAMETERS
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        self._hparams = self._modulate(grads, trainable_variables)
-        self._before_updates()
+        table, names = self._step_table(self._modulate(grads, trainable_variables))
+        self._step_values = [
+            dict(zip(names, ops.unstack(row, num=len(names))))
+            for row in ops.unstack(table, num=len(self._trainable_variables))
+        ]
         try:
             super()._backend_update_step(grads, trainable_variables, learning_rate)
         finally:
-            self._hparams = None
-
-    def _before_updates(self):
-        """Hook for vectorised per-step work of a subclass (e.g. beta powers)."""
+            self._step_values = None
 
     def _modulated(self, variable):
-        """This step's hyperparameters of `variable`, as a dict of scalars."""
-        row = self._hparams[self._get_variable_index(variable)]
-        return {
-            name: ops.cast(row[h], variable.dtype)
-            for h, name in enumerate(self.HYPERPARAMETERS)
-        }
+        """This step's values of `variable` (hyperparameters and more), as scalars."""
+        values = self._step_values[self._get_variable_index(variable)]
+        if keras.backend.standardize_dtype(variable.dtype) == "float32":
+            return values
+        return {name: ops.cast(value, variable.dtype) for name, value in values.items()}
