@@ -210,10 +210,18 @@ class FlatSwitchableMLP(TaskStateMixin, keras.layers.Layer):
             )
         sizes = [int(input_dim)] + self.units
         self._shapes = list(zip(sizes[:-1], sizes[1:]))
-        init = self.kernel_initializer
+        # A seeded initializer gives the same stream at every call: give each
+        # layer's block its own seed (seed + index) so the blocks are independent.
+        inits = []
+        for index in range(len(self._shapes)):
+            config = self.kernel_initializer.get_config()
+            if isinstance(config.get("seed"), int):
+                config["seed"] += index
+            inits.append(type(self.kernel_initializer).from_config(config))
 
         def kernel_init(shape, dtype=None):
-            blocks = [ops.reshape(init(s, dtype=dtype), (-1,)) for s in self._shapes]
+            blocks = [ops.reshape(init(s, dtype=dtype), (-1,))
+                      for init, s in zip(inits, self._shapes)]
             return ops.concatenate(blocks, axis=0)
 
         self.kernel = self.add_weight(name="kernel", shape=(size,), initializer=kernel_init)

@@ -198,6 +198,13 @@ def test_flat_form_matches_an_ordinary_mlp_with_transformed_weights():
     np.testing.assert_allclose(_np(model(x)), mlp(x, w, b), atol=1e-5)
 
 
+def test_flat_form_draws_each_layer_block_independently():
+    flat = FlatSwitchableMLP([3, 3], kernel_initializer=keras.initializers.RandomNormal(seed=1))
+    flat.build((None, 3))
+    first, second = np.split(_np(flat.kernel), 2)
+    assert not np.allclose(first, second)
+
+
 def test_flat_form_refuses_large_models_and_states_the_limit():
     flat = FlatSwitchableMLP([100, 10], max_flat_weights=4096)
     with pytest.raises(ValueError, match=r"79400 x 79400.*max_flat_weights=4096"):
@@ -267,6 +274,10 @@ def test_fit_alternating_switches_tasks_and_learns_both_gates():
     assert history.cycles[-1]["and_eval_accuracy"] == 1.0
     assert history.cycles[-1]["or_eval_accuracy"] == 1.0
     assert history.task_series("and", "loss")[-1] < history.task_series("and", "loss")[0]
+    # Switching reuses the compiled train function: no recompile per switch.
+    compiled = model.train_function
+    fit_alternating(model, [(x, y_and), (x, y_or)], period=1, cycles=1, batch_size=4)
+    assert model.train_function is compiled
 
 
 def test_fit_alternating_rejects_bad_arguments():
