@@ -56,20 +56,20 @@ def parse_args(argv=None):
     parser.add_argument("--dataset", default="digits", choices=["digits", "mnist"],
                         help="digits (bundled, default) or mnist (needs the network "
                         "or keras's cache)")
-    parser.add_argument("--hidden", default="2,4,8,16,32",
-                        help="hidden sizes, comma separated (default 2,4,8,16,32)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per point (default 3)")
+    parser.add_argument("--hidden", default="2,4,8,16,32,64",
+                        help="hidden sizes, comma separated (default 2,4,8,16,32,64)")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per point (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
-    parser.add_argument("--cycles", type=int, default=40, help="switching cycles (default 40)")
+    parser.add_argument("--cycles", type=int, default=60, help="switching cycles (default 60)")
     parser.add_argument("--period", type=int, default=1, help="epochs per task (default 1)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
     parser.add_argument("--quick", action="store_true",
-                        help="hidden 2,4,8,32, 2 seeds, 20 cycles of 2 epochs")
+                        help="hidden 2,4,8,16,32, 3 seeds, 30 cycles")
     parser.add_argument("--out", default="runs/switch_digits", help="output folder")
     args = parser.parse_args(argv)
     if args.quick:
-        args.hidden, args.seeds, args.cycles, args.period = "2,4,8,32", 2, 20, 2
+        args.hidden, args.seeds, args.cycles = "2,4,8,16,32", 3, 30
     try:
         args.hidden = [int(h) for h in args.hidden.split(",")]
     except ValueError:
@@ -107,51 +107,93 @@ def split(x, y):
     return (x[a], y[a]), (x[b], y[b] - 5)
 
 
-def build(method, hidden, input_shape, seed):
-    """conv(h, 3x3) - maxpool 2 - dense(h) - softmax(5), switchable or with a task input."""
+def branch(method, hidden, inputs, seed, name):
+    """conv(h, 3x3) - maxpool 2 - dense(h) - softmax(5), switchable or plain."""
     init = keras.initializers.GlorotUniform
-    inputs = keras.Input(input_shape)
     if method == "switch":
         h = SwitchableConv2D(hidden, 3, activation="relu", modulation_seed=3 * seed,
                              kernel_initializer=init(3 * seed))(inputs)
         h = keras.layers.Flatten()(keras.layers.MaxPooling2D(2)(h))
         h = SwitchableDense(hidden, "relu", modulation_seed=3 * seed + 1,
                             kernel_initializer=init(3 * seed + 1))(h)
-        outputs = SwitchableDense(5, "softmax", modulation_seed=3 * seed + 2,
-                                  kernel_initializer=init(3 * seed + 2))(h)
-    else:
-        h = TaskInput(2)(inputs)
-        h = keras.layers.Conv2D(hidden, 3, activation="relu",
-                                kernel_initializer=init(3 * seed))(h)
-        h = keras.layers.Flatten()(keras.layers.MaxPooling2D(2)(h))
-        h = keras.layers.Dense(hidden, "relu", kernel_initializer=init(3 * seed + 1))(h)
-        outputs = keras.layers.Dense(5, "softmax", kernel_initializer=init(3 * seed + 2))(h)
-    return keras.Model(inputs, outputs, name=f"{method}_{hidden}")
+        return SwitchableDense(5, "softmax", modulation_seed=3 * seed + 2,
+                               kernel_initializer=init(3 * seed + 2), name=name)(h)
+    h = keras.layers.Conv2D(hidden, 3, activation="relu",
+                            kernel_initializer=init(3 * seed))(inputs)
+    h = keras.layers.Flatten()(keras.layers.MaxPooling2D(2)(h))
+    h = keras.layers.Dense(hidden, "relu", kernel_initializer=init(3 * seed + 1))(h)
+    return keras.layers.Dense(5, "softmax", kernel_initializer=init(3 * seed + 2),
+                              name=name)(h)
 
 
-def trainable_count(model):
-    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+def build(runs, input_shape):
+    """Every (method, hidden, seed) run as one independent branch of one model.
+
+    Each branch has its own loss (Keras sums them), so its weights get the
+    gradient of its own loss only, and Adam updates each weight from its own
+    gradient: every branch trains exactly as it would alone, on the same
+    batches. One `fit_alternating` call then trains all runs, which keeps
+    Keras's per-epoch overhead from dominating on a small machine. The
+    extra-input branches share one TaskInput (it has no weights).
+    """
+    inputs = keras.Input(input_shape)
+    with_task = TaskInput(2)(inputs)
+    outputs = {}
+    for method, hidden, seed in runs:
+        name = f"{method}_h{hidden}_s{seed}"
+        source = inputs if method == "switch" else with_task
+        outputs[name] = branch(method, hidden, source, seed, name)
+    return keras.Model(inputs, outputs)
 
 
-def run_one(method, hidden, seed, data, args):
-    keras.utils.set_random_seed(seed)
+def trainable_count(model, name):
+    """Trainable parameters of the branch that ends in layer `name`."""
+    seen, stack, total = set(), [model.get_layer(name)], 0
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen or isinstance(layer, keras.layers.InputLayer):
+            continue
+        seen.add(id(layer))
+        total += int(sum(np.prod(w.shape) for w in layer.trainable_weights))
+        for node in layer._inbound_nodes:
+            stack.extend(t._keras_history[0] for t in node.input_tensors)
+    return total
+
+
+def accuracy(model, task, x, y):
+    set_task(model, task)
+    predicted = model.predict(x, batch_size=512, verbose=0)
+    return {name: float(np.mean(np.argmax(p, -1) == y)) for name, p in predicted.items()}
+
+
+def run_all(runs, data, args):
+    keras.utils.set_random_seed(args.seed)
     (train_a, train_b), (test_a, test_b) = data
-    model = build(method, hidden, train_a[0].shape[1:], seed)
-    model.compile(keras.optimizers.Adam(args.lr), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    fit_alternating(
-        model, [{"x": train_a[0], "y": train_a[1], "name": "A"},
-                {"x": train_b[0], "y": train_b[1], "name": "B"}],
-        period=args.period, cycles=args.cycles, batch_size=args.batch_size,
-    )
-    accuracy = []
-    for task, (x, y) in enumerate((test_a, test_b)):
-        set_task(model, task)
-        accuracy.append(float(model.evaluate(x, y, verbose=0, return_dict=True)["accuracy"]))
-    # The same network in the other state, on task A: how much the switch matters.
-    set_task(model, 1)
-    crossed = float(model.evaluate(*test_a, verbose=0, return_dict=True)["accuracy"])
-    return trainable_count(model), accuracy, crossed
+    model = build(runs, train_a[0].shape[1:])
+    model.compile(keras.optimizers.Adam(args.lr), "sparse_categorical_crossentropy")
+    names = list(model.output_names) if isinstance(model.output, list) else list(model.output)
+    tasks = []
+    for label, (x, y) in (("A", train_a), ("B", train_b)):
+        tasks.append({"x": x, "y": {name: y for name in names}, "name": label})
+    start = time.time()
+
+    def progress(cycle, row):
+        if (cycle + 1) % max(1, args.cycles // 10) == 0:
+            print(f"  cycle {cycle + 1:3d}/{args.cycles}  summed loss A {row['A_loss']:.3f}"
+                  f"  B {row['B_loss']:.3f}  ({time.time() - start:.0f} s)", flush=True)
+
+    fit_alternating(model, tasks, period=args.period, cycles=args.cycles,
+                    batch_size=args.batch_size, on_cycle_end=progress)
+    acc_a = accuracy(model, 0, *test_a)
+    acc_b = accuracy(model, 1, *test_b)
+    crossed = accuracy(model, 1, *test_a)  # task A in B's state: what the switch does
+    results = {}
+    for method, hidden, seed in runs:
+        name = f"{method}_h{hidden}_s{seed}"
+        results[(method, hidden, seed)] = (
+            trainable_count(model, name), [acc_a[name], acc_b[name]], crossed[name]
+        )
+    return results
 
 
 def plot(rows, args, path):
@@ -186,25 +228,24 @@ def main(argv=None):
           f"{args.hidden}, {args.seeds} seeds, {args.cycles} cycles of {args.period} "
           "epoch(s) per task.")
     start = time.time()
+    seeds = [100 * args.seed + index for index in range(args.seeds)]
+    runs = [(m, h, s) for h in args.hidden for m in METHODS for s in seeds]
+    print(f"Training {len(runs)} runs as independent branches of one model.")
+    results = run_all(runs, data, args)
     rows = []
     for hidden in args.hidden:
         for method in METHODS:
-            results = []
-            for index in range(args.seeds):
-                seed = 100 * args.seed + index
-                params, accuracy, crossed = run_one(method, hidden, seed, data, args)
-                results.append((accuracy, crossed))
+            mine = [results[(method, hidden, s)] for s in seeds]
+            for seed, (params, acc, crossed) in zip(seeds, mine):
                 print(f"  hidden {hidden:3d}  {method:11s}  seed {seed:3d}  params {params:6d}  "
-                      f"A {accuracy[0]:.3f}  B {accuracy[1]:.3f}  "
-                      f"(A in B's state {crossed:.3f})  {time.time() - start:.0f} s",
-                      flush=True)
-            means = np.array([np.mean(a) for a, _ in results])
+                      f"A {acc[0]:.3f}  B {acc[1]:.3f}  (A in B's state {crossed:.3f})")
+            means = np.array([np.mean(acc) for _, acc, _ in mine])
             rows.append({
-                "hidden": hidden, "method": method, "params": params,
+                "hidden": hidden, "method": method, "params": mine[0][0],
                 "accuracy": float(means.mean()), "std": float(means.std()),
-                "accuracy_a": float(np.mean([a[0] for a, _ in results])),
-                "accuracy_b": float(np.mean([a[1] for a, _ in results])),
-                "a_in_wrong_state": float(np.mean([c for _, c in results])),
+                "accuracy_a": float(np.mean([acc[0] for _, acc, _ in mine])),
+                "accuracy_b": float(np.mean([acc[1] for _, acc, _ in mine])),
+                "a_in_wrong_state": float(np.mean([c for _, _, c in mine])),
             })
     print()
     print(f"{'hidden':>6}  {'method':<11}  {'params':>6}  {'accuracy':>14}  {'task A':>6}  "
