@@ -202,12 +202,14 @@ def plot(rows, args, path):
               "extra_input": ("s--", "extra task input (baseline)")}
     for method in METHODS:
         mine = [r for r in rows if r["method"] == method]
-        ax.errorbar([r["params"] for r in mine], [100 * r["accuracy"] for r in mine],
+        container = ax.errorbar([r["params"] for r in mine], [100 * r["accuracy"] for r in mine],
                     yerr=[100 * r["std"] for r in mine], fmt=styles[method][0],
                     capsize=3, label=styles[method][1])
+        offset, align = ((-6, 4), "right") if method == "switch" else ((6, -13), "left")
         for r in mine:
             ax.annotate(f"h={r['hidden']}", (r["params"], 100 * r["accuracy"]),
-                        textcoords="offset points", xytext=(4, -12), fontsize=8)
+                        textcoords="offset points", xytext=offset, ha=align, fontsize=8,
+                        color=container[0].get_color())
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters")
     ax.set_ylabel("test accuracy, mean of the two tasks (%)")
