@@ -133,11 +133,13 @@ def build(args):
     return model
 
 
-def per_seed_accuracy(model, gate, task):
+def per_seed_scores(model, gate, task):
+    """Accuracy and binary cross-entropy of every seed's network on one gate."""
     set_task(model, task)
-    predicted = np.asarray(model.predict_on_batch(INPUTS)) > 0.5
-    target = np.array(GATES[gate], bool)[:, None]
-    return (predicted == target).mean(axis=0)
+    p = np.clip(np.asarray(model.predict_on_batch(INPUTS), "float64"), 1e-7, 1 - 1e-7)
+    target = np.array(GATES[gate], float)[:, None]
+    loss = -(target * np.log(p) + (1 - target) * np.log(1 - p)).mean(axis=0)
+    return ((p > 0.5) == target).mean(axis=0), loss
 
 
 def run(args):
@@ -153,18 +155,18 @@ def run(args):
     start = time.time()
 
     def on_cycle_end(cycle, row):
-        acc_a = per_seed_accuracy(model, gate_a, 0)
-        acc_b = per_seed_accuracy(model, gate_b, 1)
+        acc_a, loss_a = per_seed_scores(model, gate_a, 0)
+        acc_b, loss_b = per_seed_scores(model, gate_b, 1)
         curves["acc_a"].append(acc_a)
         curves["acc_b"].append(acc_b)
-        curves["loss_a"].append(row["A_loss"])
-        curves["loss_b"].append(row["B_loss"])
+        curves["loss_a"].append(loss_a)
+        curves["loss_b"].append(loss_b)
         ok = (acc_a == 1.0) & (acc_b == 1.0)
         held[:] = np.where(ok, held + 1, 0)
         if (cycle + 1) % 10 == 0:
             print(f"cycle {cycle + 1:4d}  seeds at 100% on both gates: {int(ok.sum())}/"
-                  f"{args.seeds}  mean loss {gate_a} {row['A_loss']:.4f} {gate_b} "
-                  f"{row['B_loss']:.4f}  ({time.time() - start:.0f} s)", flush=True)
+                  f"{args.seeds}  median loss {gate_a} {np.median(loss_a):.4f} {gate_b} "
+                  f"{np.median(loss_b):.4f}  ({time.time() - start:.0f} s)", flush=True)
         return bool((held >= args.patience).all())
 
     fit_alternating(
@@ -184,12 +186,16 @@ def plot(curves, args, path):
     acc = np.minimum(np.array(curves["acc_a"]), np.array(curves["acc_b"]))
     cycles = np.arange(1, len(acc) + 1)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.plot(cycles, curves["loss_a"], label=f"{args.gates[0].upper()} (state 0, f)")
-    left.plot(cycles, curves["loss_b"], label=f"{args.gates[1].upper()} (state 1, f')")
+    for key, gate, state in (("loss_a", args.gates[0], "state 0, f"),
+                             ("loss_b", args.gates[1], "state 1, f'")):
+        losses = np.array(curves[key])
+        low, mid, high = np.percentile(losses, [25, 50, 75], axis=1)
+        line, = left.plot(cycles, mid, label=f"{gate.upper()} ({state})")
+        left.fill_between(cycles, low, high, color=line.get_color(), alpha=0.2)
     left.set_yscale("log")
     left.set_xlabel("switching cycle")
-    left.set_ylabel(f"training loss, mean of {args.seeds} seeds")
-    left.set_title("Loss of each task at the end of its phase")
+    left.set_ylabel(f"loss at cycle end: median, quartiles of {args.seeds} seeds")
+    left.set_title("Cross-entropy of each gate in its own state")
     left.legend()
     for seed in range(acc.shape[1]):
         right.plot(cycles, acc[:, seed] + 0.01 * seed, lw=1, alpha=0.8)
