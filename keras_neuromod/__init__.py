@@ -6,16 +6,33 @@ The public API:
 * `datasets`: the bundled digits data set and CIFAR through tensorflow-datasets.
 * `NmSGD`, `NmAdam`: the neuromodulated optimizers (`keras_neuromod.optimizers`).
 * `models`: the paper's architectures A, B, C and an MLP, for any input shape.
+* `layers`: switchable, plastic (Backpropamine) and ENU layers; `switching`
+  trains a network on two tasks through a fixed weight-space transform.
+* `evolution` (imported on demand): GRNEAT on DEAP and evolution strategies.
+* `callbacks` (imported on demand): `ModulationTracer`.
 """
 
 __version__ = "0.1.0"
 
 from keras_neuromod import agrn
 from keras_neuromod import datasets
+from keras_neuromod import layers
 from keras_neuromod import models
+from keras_neuromod import switching
 from keras_neuromod.agrn import Genome
 from keras_neuromod.agrn import run
 from keras_neuromod.optimizers import NmAdam
 from keras_neuromod.optimizers import NmSGD
 
-__all__ = ["Genome", "run", "NmAdam", "NmSGD", "agrn", "datasets", "models", "__version__"]
+__all__ = [
+    "Genome",
+    "run",
+    "NmAdam",
+    "NmSGD",
+    "agrn",
+    "datasets",
+    "layers",
+    "models",
+    "switching",
+    "__version__",
+]
