@@ -125,22 +125,19 @@ def _sanitise(value):
 def _abs_stats(tensors, sizes):
     """Mean and standard deviation of |x| of every tensor, as one [n, 2] tensor.
 
-    All tensors are flattened into one vector and reduced by segment, so the
-    cost in ops does not grow with the number of tensors.
+    Two multithreaded full reductions per tensor (sum of |x| and of x^2); the
+    rest is vectorised over tensors. (A single segment sum over all tensors
+    concatenated costs fewer ops but runs single-threaded on the CPU, which
+    doubled the step time of a 2 M-parameter model.)
     """
-    flat = ops.concatenate(
-        [ops.reshape(ops.cast(t, "float32"), (-1,)) for t in tensors], axis=0
-    )
-    magnitude = ops.abs(flat)
-    count = len(tensors)
-    segments = ops.repeat(ops.arange(count, dtype="int32"), sizes)
-    total = ops.segment_sum(magnitude, segments, num_segments=count)
-    squares = ops.segment_sum(
-        ops.square(magnitude), segments, num_segments=count
-    )
+    sums = []
+    for tensor in tensors:
+        tensor = ops.cast(tensor, "float32")
+        sums.append(ops.stack([ops.sum(ops.abs(tensor)), ops.sum(ops.square(tensor))]))
+    sums = ops.stack(sums)
     sizes = ops.convert_to_tensor(np.asarray(sizes, np.float32))
-    mean = total / sizes
-    std = ops.sqrt(ops.maximum(squares / sizes - ops.square(mean), 0.0))
+    mean = sums[:, 0] / sizes
+    std = ops.sqrt(ops.maximum(sums[:, 1] / sizes - ops.square(mean), 0.0))
     return _sanitise(ops.stack([mean, std], axis=1))
 
 
