@@ -64,6 +64,11 @@ def flaky_fitness(genome, architecture, seed):
     return toy_fitness(genome, architecture, seed)
 
 
+def pid_fitness(genome, architecture, seed):
+    """The worker's process id: shows which process ran a job."""
+    return float(os.getpid())
+
+
 def raising_fitness(genome, architecture, seed):
     raise RuntimeError("this fitness always fails")
 
@@ -188,6 +193,20 @@ def test_crashing_workers_lose_only_their_individual(tmp_path, monkeypatch):
     assert any(crashing) and not all(crashing)
     for crashed, got, want in zip(crashing, results, expected):
         assert got == (0.0 if crashed else want)
+
+
+def test_workers_are_recycled_when_their_memory_grows():
+    jobs = [{"genome": {}, "architecture": "A", "seed": s} for s in range(3)]
+    backend = ProcessBackend(pid_fitness, workers=1, threads=1)
+    try:
+        assert len(set(backend.map(jobs))) == 1  # one worker kept its process
+    finally:
+        backend.close()
+    backend = ProcessBackend(pid_fitness, workers=1, threads=1, max_worker_memory=1)
+    try:
+        assert len(set(backend.map(jobs))) == 3  # every job grew it past 1 MiB
+    finally:
+        backend.close()
 
 
 def test_evolution_goes_on_when_workers_crash():

@@ -11,6 +11,7 @@ finish in, so the evolution is the same on every backend.
 
 import multiprocessing
 import os
+import resource
 import traceback
 import warnings
 
@@ -99,7 +100,10 @@ def _worker_main(connection, fitness, threads):
             return
         index, job = message
         try:
-            connection.send((index, "ok", evaluate_job(fitness, job)))
+            value = evaluate_job(fitness, job)
+            # peak resident memory in MiB (Linux reports KiB)
+            memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            connection.send((index, "ok", (value, memory)))
         except Exception:  # noqa: BLE001 - reported to the parent
             connection.send((index, "error", traceback.format_exc(limit=3)))
 
@@ -109,25 +113,30 @@ class ProcessBackend:
 
     Each worker keeps its compiled models between jobs. A worker that dies
     loses only the job it was running (which is run once more, then scored
-    worst); a fresh worker replaces it. Workers are recycled after
-    `max_jobs_per_worker` jobs to bound TensorFlow's memory growth.
+    worst); a fresh worker replaces it. Fitting many models in one process
+    grows TensorFlow's memory, so a worker is recycled once its peak memory
+    passes `max_worker_memory` MiB or after `max_jobs_per_worker` jobs.
 
     Args:
         fitness: a `FitnessTask` or a picklable fitness function.
         workers: number of processes (default: the CPU count).
         threads: TensorFlow threads per worker (default: CPUs / workers).
         max_jobs_per_worker: recycle a worker after this many jobs.
+        max_worker_memory: recycle a worker whose peak resident memory
+            passed this many MiB.
     """
 
     name = "process"
 
-    def __init__(self, fitness, workers=None, threads=None, max_jobs_per_worker=200):
+    def __init__(self, fitness, workers=None, threads=None, max_jobs_per_worker=500,
+                 max_worker_memory=4096):
         self.fitness = fitness
         self.workers = int(workers or os.cpu_count() or 1)
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers!r}.")
         self.threads = threads or max(1, (os.cpu_count() or 1) // self.workers)
         self.max_jobs_per_worker = max_jobs_per_worker
+        self.max_worker_memory = max_worker_memory
         self._context = multiprocessing.get_context("spawn")
         self._pool = [None] * self.workers
 
@@ -190,13 +199,14 @@ class ProcessBackend:
                         status = "died"
                         value = f"worker exited with code {worker['process'].exitcode}"
                     if status == "ok":
-                        results[index] = value
+                        results[index], memory = value
                         worker["busy"] = None
                         worker["jobs"] += 1
                         done += 1
                         if progress:
                             progress(1)
-                        if worker["jobs"] >= self.max_jobs_per_worker:
+                        if (worker["jobs"] >= self.max_jobs_per_worker
+                                or memory > self.max_worker_memory):
                             self._stop(slot)
                         continue
                     failure = value
