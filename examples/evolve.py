@@ -31,14 +31,14 @@ from keras_neuromod import datasets  # noqa: E402
 from keras_neuromod.evolution import evolve  # noqa: E402
 from keras_neuromod.io import atomic_write_json  # noqa: E402
 
-QUICK = {"population": 10, "generations": 3, "epochs": 1, "models": "mlp,A", "width": 0.25,
-         "train_subset": 640}
+QUICK = {"population": 20, "generations": 8, "epochs": 3, "models": "mlp,A", "width": 0.5,
+         "train_subset": None}
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Evolve a neuromodulatory agent with GRNEAT.",
-        epilog="With no flags: a quick evolution on digits (population 10, 3 generations, 1 epoch).",
+        epilog="With no flags: a quick evolution on digits (population 20, 8 generations, 3 epochs).",
     )
     parser.add_argument("--task", default="digits", choices=datasets.NAMES)
     parser.add_argument("--base", default="adam", choices=("sgd", "adam"))
