@@ -12,10 +12,12 @@ continues with `--resume` and ends exactly where an uninterrupted one would.
         --models A,B,C --task cifar10 --out runs/cifar # the paper's setting
     python examples/evolve.py --backend ray --ray-address auto   # on a Ray cluster
 
-Writes into `--out`: `checkpoint.json`, the best agent (`best_agent.json`, a
-genome JSON that `NmAdam(agent=...)` loads), the logbook (`logbook.csv`) and a
-PNG of best and mean fitness per generation. The last line on stdout is one JSON
-object: best_fitness, generations, evaluations, evaluated_now, agent.
+Writes into `--out`: `checkpoint.json`, the best agent (`best_agent.json`), the
+logbook (`logbook.csv`) and a PNG of best and mean fitness per generation. `best_agent.json` is an agent file in
+the zoo's format (genome, settings, provenance with the reproducing command), so
+`NmAdam(agent="runs/evolve/best_agent.json")` uses it and it can be shared as is.
+The last line on stdout is one JSON object: best_fitness, generations,
+evaluations, evaluated_now, agent.
 """
 
 import argparse
@@ -27,9 +29,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras_neuromod  # noqa: E402
 from keras_neuromod import datasets  # noqa: E402
+from keras_neuromod import zoo  # noqa: E402
 from keras_neuromod.evolution import evolve  # noqa: E402
-from keras_neuromod.io import atomic_write_json  # noqa: E402
 
 QUICK = {"population": 20, "generations": 8, "epochs": 3, "models": "mlp,A", "width": 0.5,
          "train_subset": None}
@@ -57,6 +60,7 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/evolve")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.json")
+    parser.add_argument("--name", default=None, help="the agent's name (default nm_BASE_TASK)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     full_scale = args.task != "digits"
@@ -66,7 +70,22 @@ def parse_args(argv=None):
         if getattr(args, name) is None:
             setattr(args, name, value)
     args.models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    args.name = args.name or f"nm_{args.base}_{args.task}"
     return args
+
+
+def reproducing_command(args):
+    """The command that reproduces this evolution from its seed, every setting explicit."""
+    parts = ["python examples/evolve.py", f"--task {args.task}", f"--base {args.base}",
+             f"--population {args.population}", f"--generations {args.generations}",
+             f"--epochs {args.epochs}", f"--models {','.join(args.models)}", f"--width {args.width}",
+             f"--batch-size {args.batch_size}", f"--metric {args.metric}", f"--backend {args.backend}",
+             f"--seed {args.seed}"]
+    if args.train_subset:
+        parts.append(f"--train-subset {args.train_subset}")
+    if args.workers:
+        parts.append(f"--workers {args.workers}")
+    return " ".join(parts)
 
 
 def write_logbook(logbook, path):
@@ -127,7 +146,19 @@ def main(argv=None):
         sys.exit(f"{error}\n(use --resume, or another --out)")
     best = result.best
     agent_path = os.path.join(args.out, "best_agent.json")
-    atomic_write_json(agent_path, best.genome.to_dict())
+    agent = zoo.Agent(
+        name=args.name, base=args.base, genome=best.genome,
+        settings={"warmup_steps": 25, "grn_steps_per_update": 1},
+        provenance={
+            "task": args.task, "architectures": list(args.models), "width": args.width,
+            "population": args.population, "generations": result.generations,
+            "epochs": args.epochs, "batch_size": args.batch_size, "metric": args.metric,
+            "seed": args.seed, "final_fitness": best.fitness.values[0],
+            "evaluations": result.evaluations, "library_version": keras_neuromod.__version__,
+            "command": reproducing_command(args),
+        },
+    )
+    zoo.save(agent, agent_path)
     write_logbook(result.logbook, os.path.join(args.out, "logbook.csv"))
     figure = os.path.join(args.out, "fitness.png")
     plot_fitness(result.logbook, figure, f"GRNEAT on {args.task} (seed {args.seed})")

@@ -8,6 +8,7 @@ The public API:
 * `models`: the paper's architectures A, B, C and an MLP, for any input shape.
 * `layers`: switchable, plastic (Backpropamine) and ENU layers; `switching`
   trains a network on two tasks through a fixed weight-space transform.
+* `zoo`: evolved agents shared as JSON files, loaded by name.
 * `evolution` (imported on demand): GRNEAT on DEAP and evolution strategies.
 * `callbacks` (imported on demand): `ModulationTracer`.
 """
@@ -19,6 +20,7 @@ from keras_neuromod import datasets
 from keras_neuromod import layers
 from keras_neuromod import models
 from keras_neuromod import switching
+from keras_neuromod import zoo
 from keras_neuromod.agrn import Genome
 from keras_neuromod.agrn import run
 from keras_neuromod.optimizers import NmAdam
@@ -34,5 +36,6 @@ __all__ = [
     "layers",
     "models",
     "switching",
+    "zoo",
     "__version__",
 ]

@@ -24,6 +24,7 @@ import keras
 from keras import ops
 
 from keras_neuromod import agrn
+from keras_neuromod import zoo
 from keras_neuromod.agrn import Genome
 
 __all__ = ["NeuromodulatedOptimizer", "N_INPUTS", "INPUT_NAMES", "resolve_agent"]
@@ -40,42 +41,44 @@ N_INPUTS = 2 * len(INPUT_NAMES) + 1
 
 
 def resolve_agent(agent):
-    """Turn what a user passes as `agent` into a `Genome`.
+    """Turn what a user passes as `agent` into `(genome, settings)`.
 
-    Accepts a `Genome`, a genome dict, an agent dict (with a ``"genome"`` key,
-    as agent files store it), or a path to a JSON file holding either. Zoo
-    names are resolved by `keras_neuromod.zoo` when it is installed.
+    Accepts a `Genome`, a genome dict, a zoo `Agent` or agent dict (as agent
+    files store it), the path of a JSON file holding a genome or an agent, or
+    the name of a zoo agent. `settings` holds the ranges and AGRN settings an
+    agent was evolved with (empty for a bare genome).
     """
     if isinstance(agent, Genome):
-        return agent
+        return agent, {}
     if isinstance(agent, dict):
-        if "genome" in agent:
-            return Genome.from_dict(agent["genome"])
-        return Genome.from_dict(agent)
+        if "format" in agent:
+            agent = zoo.Agent.from_dict(agent)
+        elif "genome" in agent:
+            return Genome.from_dict(agent["genome"]), {}
+        else:
+            return Genome.from_dict(agent), {}
+    if isinstance(agent, zoo.Agent):
+        settings = dict(agent.settings)
+        if agent.ranges is not None:
+            settings["ranges"] = {k: tuple(v) for k, v in agent.ranges.items()}
+        return agent.genome, settings
     if isinstance(agent, (str, os.PathLike)):
         path = os.fspath(agent)
         if os.path.isfile(path):
             from keras_neuromod.io import read_json
 
             return resolve_agent(read_json(path, what="agent file"))
-        zoo_lookup = _zoo_lookup()
-        if zoo_lookup is not None:
-            return zoo_lookup(path)
-        raise ValueError(
-            f"agent={path!r} is neither a genome JSON file nor a known agent name."
-        )
+        try:
+            found = zoo.load(path)
+        except ValueError as error:
+            raise ValueError(
+                f"agent={path!r} is neither a genome JSON file nor a usable zoo agent: {error}"
+            ) from None
+        return resolve_agent(found)
     raise TypeError(
-        "agent must be a Genome, a genome dict, or the path of a genome JSON "
-        f"file; got {type(agent).__name__}."
+        "agent must be a Genome, a genome dict, an Agent, the path of a genome or "
+        f"agent JSON file, or a zoo agent name; got {type(agent).__name__}."
     )
-
-
-def _zoo_lookup():
-    try:
-        from keras_neuromod import zoo
-    except ImportError:
-        return None
-    return getattr(zoo, "genome_by_name", None)
 
 
 def _tensor_kind(path, shape):
@@ -153,10 +156,12 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         agent: the AGRN genome: a `Genome`, a genome or agent dict, the path of a
             genome or agent JSON file, or the name of a zoo agent.
         ranges: dict mapping hyperparameter names to `(lo, hi)`; the ones left
-            out keep their defaults. `lo == hi` fixes a hyperparameter.
-        warmup_steps: AGRN steps run with inputs at 0 before the first update.
+            out keep their defaults. `lo == hi` fixes a hyperparameter. None
+            takes a zoo agent's own ranges, or the defaults.
+        warmup_steps: AGRN steps run with inputs at 0 before the first update
+            (None: the agent's setting, or 25).
         grn_steps_per_update: AGRN steps run at every update after the inputs
-            are written.
+            are written (None: the agent's setting, or 1).
         max_regulatory: pad the genome to this many regulatory proteins, so
             that genomes up to that size can be swapped in with `set_genome`
             without a retrace. Defaults to the agent's own count.
@@ -176,15 +181,22 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         self,
         agent,
         ranges=None,
-        warmup_steps=25,
-        grn_steps_per_update=1,
+        warmup_steps=None,
+        grn_steps_per_update=None,
         max_regulatory=None,
         learning_rate=1.0,
         name=None,
         **kwargs,
     ):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        genome = resolve_agent(agent)
+        genome, evolved_with = resolve_agent(agent)
+        # an agent's own ranges and settings apply unless given here
+        if ranges is None:
+            ranges = evolved_with.get("ranges")
+        if warmup_steps is None:
+            warmup_steps = evolved_with.get("warmup_steps", 25)
+        if grn_steps_per_update is None:
+            grn_steps_per_update = evolved_with.get("grn_steps_per_update", 1)
         n_outputs = 2 * len(self.HYPERPARAMETERS)
         if genome.n_inputs != N_INPUTS or genome.n_outputs != n_outputs:
             raise ValueError(
@@ -333,7 +345,7 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
             reset: also reset the optimizer state (`reset_state`), as for a
                 fresh training run.
         """
-        genome = resolve_agent(agent)
+        genome, _ = resolve_agent(agent)
         if (genome.n_inputs, genome.n_outputs) != (
             self._genome.n_inputs,
             self._genome.n_outputs,

@@ -1,0 +1,116 @@
+"""The agent zoo: the JSON format, the integrity check, loading by name."""
+
+import json
+
+import numpy as np
+import pytest
+import keras
+
+from keras_neuromod import Genome
+from keras_neuromod import NmAdam
+from keras_neuromod import NmSGD
+from keras_neuromod import zoo
+
+
+def make_agent(name="nm_adam_test", base="adam", seed=0, ranges=None):
+    genome = Genome.random(13, 8 if base == "adam" else 4, 2, rng=seed)
+    return zoo.Agent(
+        name=name, base=base, genome=genome, ranges=ranges,
+        settings={"warmup_steps": 7, "grn_steps_per_update": 2},
+        provenance={"task": "digits", "seed": seed, "command": "python examples/evolve.py --seed 0"},
+        benchmark={"note": "made in a test"},
+    )
+
+
+@pytest.fixture
+def zoo_folder(tmp_path, monkeypatch):
+    zoo.save(make_agent(), tmp_path / "nm_adam_test.json")
+    zoo.save(make_agent("nm_sgd_test", "sgd", 1), tmp_path / "nm_sgd_test.json")
+    (tmp_path / "notes.json").write_text('{"not": "an agent"}')
+    zoo.write_index(tmp_path, summaries={"nm_adam_test": "a test agent"})
+    monkeypatch.setenv("KERAS_NEUROMOD_ZOO", str(tmp_path))
+    return tmp_path
+
+
+def test_agent_json_round_trip(tmp_path):
+    agent = make_agent(ranges={"learning_rate": (1e-4, 1e-2)})
+    path = zoo.save(agent, tmp_path / "a.json")
+    again = zoo.load(path)
+    assert again == agent
+    data = json.loads((tmp_path / "a.json").read_text())
+    assert data["format"] == zoo.AGENT_FORMAT and data["genome"]["n_outputs"] == 8
+    assert again.card["provenance"]["command"].startswith("python examples/evolve.py")
+
+
+def test_list_and_load_by_name(zoo_folder):
+    listed = zoo.list_agents()
+    assert [a["name"] for a in listed] == ["nm_adam_test", "nm_sgd_test"]
+    assert listed[0]["summary"] == "a test agent" and listed[1]["base"] == "sgd"
+    agent = zoo.load("nm_adam_test")
+    assert agent.base == "adam" and agent.genome == make_agent().genome
+
+
+def test_optimizers_load_zoo_agents_by_name_with_their_settings(zoo_folder):
+    optimizer = NmAdam(agent="nm_adam_test")
+    assert optimizer.genome == make_agent().genome
+    assert (optimizer.warmup_steps, optimizer.grn_steps_per_update) == (7, 2)
+    assert NmAdam(agent="nm_adam_test", warmup_steps=3).warmup_steps == 3
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer=NmSGD(agent="nm_sgd_test"), loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    history = model.fit(rng.random((32, 4)), rng.integers(0, 3, 32), epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+    with pytest.raises(ValueError, match="made for NmSGD"):
+        NmAdam(agent="nm_sgd_test")
+    with pytest.raises(ValueError, match="known agents: nm_adam_test, nm_sgd_test"):
+        NmAdam(agent="nm_adam_missing")
+
+
+def test_modified_or_truncated_agent_is_refused(zoo_folder):
+    path = zoo_folder / "nm_adam_test.json"
+    text = path.read_text()
+    path.write_text(text.replace('"digits"', '"cifar10"'))
+    with pytest.raises(ValueError, match="sha256"):
+        zoo.load("nm_adam_test")
+    path.write_text(text[: len(text) // 2])
+    with pytest.raises(ValueError, match="modified or truncated"):
+        NmAdam(agent="nm_adam_test")
+    path.write_text(text)
+    assert zoo.load("nm_adam_test").name == "nm_adam_test"
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match="missing"):
+        zoo.load("nm_adam_test")
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"format": "other/9"}, "format"),
+        ({"base": "rmsprop"}, "base"),
+        ({"extra": 1}, "Unknown agent field"),
+        ({"name": ""}, "name"),
+        ({"ranges": {"lr": [0.1, 0.2]}}, "Unknown hyperparameter"),
+        ({"settings": {"warmup": 3}}, "settings"),
+        ({"genome": {"n_inputs": 13}}, "missing"),
+    ],
+)
+def test_malformed_agents_are_refused(tmp_path, change, match):
+    data = make_agent().to_dict()
+    data.update(change)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=match):
+        zoo.load(str(path))
+
+
+def test_sgd_genome_in_an_adam_agent_is_refused():
+    with pytest.raises(ValueError, match="needs 13 and 8"):
+        zoo.Agent(name="x", base="adam", genome=Genome.random(13, 4, 1, rng=0))
+    with pytest.raises(TypeError):
+        zoo.save(make_agent().to_dict(), "unused.json")
+
+
+def test_shipped_index_is_valid():
+    # the source tree's zoo: every listed agent passes its integrity check
+    for entry in zoo.list_agents(zoo.directory()):
+        assert zoo.load(entry["name"], zoo_dir=zoo.directory()).name == entry["name"]
