@@ -294,8 +294,10 @@ def test_set_genome_swaps_agents_without_retracing(digits_small):
     if hasattr(train_function, "experimental_get_tracing_count"):
         assert train_function.experimental_get_tracing_count() == 1
     fresh, _ = fit_weights(NmAdam(agent=second, max_regulatory=8), digits_small, epochs=1)
+    # equal up to float reassociation between two compiled functions (XLA under
+    # JAX reorders sums differently in the two programs)
     for a, b in zip(model.get_weights(), fresh):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="capacity"):
         optimizer.set_genome(adam_agent(9, n_regulatory=9))
 
