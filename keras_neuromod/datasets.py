@@ -6,6 +6,8 @@ channels) and labels as int32 class indices.
 
 * `digits`: scikit-learn's bundled 8x8 digits (1,797 images, 10 classes). It needs
   no network, so it is the default of the examples and the data of the tests.
+* `wine`: scikit-learn's bundled wine recognition data (178 samples, 13
+  features, 3 classes), a tabular task for the MLP that no agent evolves on.
 * `cifar10`, `cifar100`: the paper's tasks, through tensorflow-datasets. They
   download on a machine with a network; where the data are neither prepared nor
   reachable, the error says at once what to do instead of retrying for minutes.
@@ -22,12 +24,13 @@ __all__ = [
     "DatasetUnavailableError",
     "NAMES",
     "digits",
+    "wine",
     "cifar10",
     "cifar100",
     "load",
 ]
 
-NAMES = ("digits", "cifar10", "cifar100")
+NAMES = ("digits", "wine", "cifar10", "cifar100")
 
 # Where tensorflow-datasets fetches CIFAR from; only used to fail fast offline.
 _CIFAR_HOST = ("www.cs.toronto.edu", 443)
@@ -77,6 +80,13 @@ def digits(test_fraction=0.2, seed=0):
     bunch = load_digits()
     x = (bunch.images / 16.0).astype("float32")[..., None]
     y = bunch.target.astype("int32")
+    train_order, test_order = _stratified_split(y, test_fraction, seed)
+    return Dataset(
+        (x[train_order], y[train_order]), (x[test_order], y[test_order]), 10
+    )
+
+
+def _stratified_split(y, test_fraction, seed):
     rng = np.random.default_rng(seed)
     test_index = []
     for label in np.unique(y):
@@ -85,11 +95,29 @@ def digits(test_fraction=0.2, seed=0):
         test_index.extend(members[: int(round(len(members) * test_fraction))])
     test_mask = np.zeros(len(y), bool)
     test_mask[test_index] = True
-    train_order = rng.permutation(np.flatnonzero(~test_mask))
-    test_order = np.sort(np.flatnonzero(test_mask))
-    return Dataset(
-        (x[train_order], y[train_order]), (x[test_order], y[test_order]), 10
-    )
+    return rng.permutation(np.flatnonzero(~test_mask)), np.sort(np.flatnonzero(test_mask))
+
+
+def wine(test_fraction=0.3, seed=0):
+    """scikit-learn's wine recognition data, standardised with the train split's statistics.
+
+    Returns:
+        A `Dataset` with 13 float32 features per sample and 3 classes.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}.")
+    try:
+        from sklearn.datasets import load_wine
+    except ImportError:
+        raise ImportError(
+            "The wine data set comes with scikit-learn: `pip install keras_neuromod[examples]`."
+        ) from None
+    bunch = load_wine()
+    x, y = bunch.data.astype("float64"), bunch.target.astype("int32")
+    train, test = _stratified_split(y, test_fraction, seed)
+    mean, std = x[train].mean(0), x[train].std(0)
+    x = ((x - mean) / np.where(std > 0, std, 1.0)).astype("float32")
+    return Dataset((x[train], y[train]), (x[test], y[test]), 3)
 
 
 def _network_reachable(address=_CIFAR_HOST, timeout=3.0):
@@ -193,8 +221,8 @@ def cifar100(data_dir=None, download=True):
 
 
 def load(name, **kwargs):
-    """Load a data set by name: ``"digits"``, ``"cifar10"`` or ``"cifar100"``."""
-    loaders = {"digits": digits, "cifar10": cifar10, "cifar100": cifar100}
+    """Load a data set by name: ``"digits"``, ``"wine"``, ``"cifar10"`` or ``"cifar100"``."""
+    loaders = {"digits": digits, "wine": wine, "cifar10": cifar10, "cifar100": cifar100}
     if name not in loaders:
         raise ValueError(f"Unknown data set {name!r}; choose one of {list(NAMES)}.")
     return loaders[name](**kwargs)

@@ -125,3 +125,14 @@ def test_bad_model_arguments():
         models.build("mlp", (64,), 1)
     with pytest.raises(ValueError, match="width"):
         models.build("mlp", (64,), 10, width=0)
+
+
+def test_wine_is_standardised_on_the_train_split():
+    (x_train, y_train), (x_test, y_test), num_classes = datasets.load("wine")
+    assert num_classes == 3 and x_train.shape[1:] == (13,) and x_train.dtype == np.float32
+    assert len(x_train) + len(x_test) == 178
+    np.testing.assert_allclose(x_train.mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(x_train.std(0), 1.0, atol=1e-4)
+    assert set(np.unique(y_test)) == {0, 1, 2}
+    model = models.build("mlp", (13,), 3, seed=0)
+    assert model.output_shape == (None, 3)
