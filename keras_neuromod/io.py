@@ -54,12 +54,20 @@ def atomic_write_json(path, data, indent=2):
             stream.write("\n")
             stream.flush()
             os.fsync(stream.fileno())
+        # mkstemp makes the file private (0600); give it the usual permissions
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
     return path
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_json(path, what="file"):

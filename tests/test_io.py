@@ -17,6 +17,9 @@ def test_write_replaces_atomically_and_converts_numpy(tmp_path):
     atomic_write_json(path, {"nan": float("nan"), "inf": -np.inf})
     assert json.loads(path.read_text()) == {"nan": "nan", "inf": "-inf"}
     assert os.listdir(tmp_path / "sub") == ["state.json"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's private 0600
 
 
 def test_failed_write_keeps_the_old_file(tmp_path):
