@@ -24,11 +24,10 @@ from keras import ops
 from keras_neuromod.layers.switching import MODES
 from keras_neuromod.layers.switching import MODULATIONS
 from keras_neuromod.layers.switching import TaskStateMixin
+from keras_neuromod.layers.switching import _add_modulation_weights
 from keras_neuromod.layers.switching import _check_choice
 from keras_neuromod.layers.switching import _check_nonnegative
 from keras_neuromod.layers.switching import _check_seed
-from keras_neuromod.layers.switching import _constant
-from keras_neuromod.layers.switching import draw_modulation
 
 __all__ = [
     "DEFAULT_MAX_FLAT_WEIGHTS",
@@ -231,20 +230,7 @@ class FlatSwitchableMLP(TaskStateMixin, keras.layers.Layer):
             self.bias = self.add_weight(
                 name="bias", shape=(bias_size,), initializer=self.bias_initializer
             )
-        matrix, vector = draw_modulation(
-            size, self.modulation, self.modulation_scale, bias_size=bias_size,
-            bias_scale=self.bias_modulation_scale, seed=self.modulation_seed,
-        )
-        self.modulation_matrix = self.add_weight(
-            name="modulation_matrix", shape=matrix.shape, initializer=_constant(matrix),
-            trainable=False,
-        )
-        self.modulation_bias = None
-        if self.use_bias:
-            self.modulation_bias = self.add_weight(
-                name="modulation_bias", shape=vector.shape, initializer=_constant(vector),
-                trainable=False,
-            )
+        _add_modulation_weights(self, size, bias_size)
         self._add_task_variable()
 
     def effective_weights(self):

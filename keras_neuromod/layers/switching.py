@@ -169,6 +169,29 @@ def _check_task(task):
     return int(task)
 
 
+def _add_modulation_weights(layer, size, bias_size):
+    """Add the fixed, non-trainable M (size x size) and v (bias_size) to `layer`.
+
+    Drawn from the layer's `modulation*` settings and seed. Values go in through
+    initializers, never `assign` in build: TensorFlow discards assignments made
+    while `fit` traces the first build.
+    """
+    matrix, vector = draw_modulation(
+        size, layer.modulation, layer.modulation_scale, bias_size=bias_size,
+        bias_scale=layer.bias_modulation_scale, seed=layer.modulation_seed,
+    )
+    layer.modulation_matrix = layer.add_weight(
+        name="modulation_matrix", shape=matrix.shape, initializer=_constant(matrix),
+        trainable=False,
+    )
+    layer.modulation_bias = None
+    if layer.use_bias:
+        layer.modulation_bias = layer.add_weight(
+            name="modulation_bias", shape=vector.shape, initializer=_constant(vector),
+            trainable=False,
+        )
+
+
 class TaskStateMixin:
     """The task state shared by every switchable layer.
 
@@ -256,23 +279,7 @@ class _ModulatedLayer(TaskStateMixin, keras.layers.Layer):
                 name="bias", shape=(self.units,), initializer=self.bias_initializer,
                 regularizer=self.bias_regularizer,
             )
-        matrix, vector = draw_modulation(
-            self.units, self.modulation, self.modulation_scale,
-            bias_size=self.units if self.use_bias else 0,
-            bias_scale=self.bias_modulation_scale, seed=self.modulation_seed,
-        )
-        # Values go in through initializers, never `assign` in build: TensorFlow
-        # discards assignments made while `fit` traces the first build.
-        self.modulation_matrix = self.add_weight(
-            name="modulation_matrix", shape=matrix.shape, initializer=_constant(matrix),
-            trainable=False,
-        )
-        self.modulation_bias = None
-        if self.use_bias:
-            self.modulation_bias = self.add_weight(
-                name="modulation_bias", shape=vector.shape,
-                initializer=_constant(vector), trainable=False,
-            )
+        _add_modulation_weights(self, self.units, self.units if self.use_bias else 0)
         self._add_task_variable()
 
     def effective_weights(self):
