@@ -162,6 +162,21 @@ def _population_initializer(initializer, population):
     return init
 
 
+def _concatenate_flat(parts, population):
+    """Weights as one genome `(n,)`, or `(population, n)` in population mode."""
+    if population is None:
+        return np.concatenate([p.ravel() for p in parts])
+    return np.concatenate([p.reshape(population, -1) for p in parts], axis=1)
+
+
+def _checked_flat(flat, num_params, population):
+    flat = np.asarray(flat, dtype=np.float32)
+    expected = (num_params,) if population is None else (population, num_params)
+    if flat.shape != expected:
+        raise ValueError(f"`flat` must have shape {expected}, got {flat.shape}.")
+    return flat
+
+
 @keras.saving.register_keras_serializable(package="keras_neuromod")
 class ENUCell(keras.layers.Layer):
     """Evolvable neural unit as a Keras RNN cell (use it in `keras.layers.RNN`).
@@ -245,17 +260,11 @@ class ENUCell(keras.layers.Layer):
     def get_flat_weights(self):
         """The genome(s): `(num_params,)`, or `(population, num_params)`."""
         parts = [ops.convert_to_numpy(getattr(self, n)) for n in WEIGHT_NAMES]
-        if self.population is None:
-            return np.concatenate([p.ravel() for p in parts])
-        return np.concatenate([p.reshape(self.population, -1) for p in parts], axis=1)
+        return _concatenate_flat(parts, self.population)
 
     def set_flat_weights(self, flat):
         """Load genome(s) of the shape `get_flat_weights` returns."""
-        flat = np.asarray(flat, dtype=np.float32)
-        expected = (self.num_params,) if self.population is None else (
-            self.population, self.num_params)
-        if flat.shape != expected:
-            raise ValueError(f"`flat` must have shape {expected}, got {flat.shape}.")
+        flat = _checked_flat(flat, self.num_params, self.population)
         for name, value in enu_unflatten(flat, self.input_dim, self.memory, self.channels).items():
             getattr(self, name).assign(value)
 
@@ -488,16 +497,10 @@ class ENUNetwork(keras.layers.Layer):
     def get_flat_weights(self):
         """The genome(s): neuron kernels then synapse kernels, each in ENU order."""
         parts = [ops.convert_to_numpy(v) for v in self._kernel_list()]
-        if self.population is None:
-            return np.concatenate([p.ravel() for p in parts])
-        return np.concatenate([p.reshape(self.population, -1) for p in parts], axis=1)
+        return _concatenate_flat(parts, self.population)
 
     def set_flat_weights(self, flat):
-        flat = np.asarray(flat, dtype=np.float32)
-        expected = (self.num_params,) if self.population is None else (
-            self.population, self.num_params)
-        if flat.shape != expected:
-            raise ValueError(f"`flat` must have shape {expected}, got {flat.shape}.")
+        flat = _checked_flat(flat, self.num_params, self.population)
         neuron, synapse = self.unflatten(flat)
         for name in WEIGHT_NAMES:
             self.neuron_kernels[name].assign(neuron[name])
