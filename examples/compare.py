@@ -10,13 +10,19 @@ deviation of the final train and test accuracy, saves the learning curves (the
 paper's figures 2 and 3) as PNG and the numbers as JSON, and ends with one JSON
 line of the rows, whatever they show.
 
+Several agents share one set of baselines. Every finished run is recorded in
+OUT as it ends, so `--resume` continues an interrupted comparison without
+redoing any run; `--record` stores the results in each agent's card (and
+refreshes the zoo index for zoo agents).
+
     python examples/compare.py --agent runs/evolve/best_agent.json --quick
-    python examples/compare.py --agent nm_adam_digits                  # a zoo agent
+    python examples/compare.py --agent nm_adam_digits nm_sgd_digits    # zoo agents
     python examples/compare.py --agent nm_adam_digits --dataset wine   # a task never evolved on
     python examples/compare.py --agent my_agent.json --dataset cifar10 --models A,B,C --epochs 50
 """
 
 import argparse
+import hashlib
 import itertools
 import json
 import os
@@ -32,12 +38,14 @@ from keras_neuromod import datasets  # noqa: E402
 from keras_neuromod import models  # noqa: E402
 from keras_neuromod import zoo  # noqa: E402
 from keras_neuromod.io import atomic_write_json  # noqa: E402
+from keras_neuromod.io import read_json  # noqa: E402
 
 GRIDS = {
     "SGD*": {"learning_rate": [0.001, 0.01, 0.1], "momentum": [0.0, 0.5, 0.75, 0.9], "decay": [0.0, 0.001]},
     "Adam*": {"learning_rate": [1e-4, 1e-3, 1e-2, 0.1], "beta_1": [0.9, 0.99], "epsilon": [1e-7, 1e-3, 1.0],
               "decay": [0.0, 0.001]},
 }
+GRID_SEED = 10_000  # the grid search's own initialisation, none of the compared seeds
 QUICK_GRIDS = {
     "SGD*": {"learning_rate": [0.01, 0.1], "momentum": [0.0, 0.9], "decay": [0.0]},
     "Adam*": {"learning_rate": [1e-3, 1e-2], "beta_1": [0.9], "epsilon": [1e-7, 1.0], "decay": [0.0]},
@@ -46,7 +54,9 @@ QUICK_GRIDS = {
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--agent", required=True, help="agent file or zoo name")
+    parser.add_argument("--agent", nargs="*", default=[],
+                        help="agent files or zoo names (several share one set of baselines; "
+                             "none: the baselines alone, with --epochs and --width given)")
     parser.add_argument("--dataset", default="digits", choices=datasets.NAMES)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--models", default=None,
@@ -57,10 +67,16 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--out", default="runs/compare")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the finished runs recorded in OUT (same protocol only)")
+    parser.add_argument("--record", action="store_true",
+                        help="store the results in each agent's card (benchmark[DATASET])")
     parser.add_argument("--quick", action="store_true", help="3 seeds, a small grid, mlp and A")
     args = parser.parse_args(argv)
-    args.agent_object = zoo.load(args.agent)
-    provenance = args.agent_object.provenance
+    args.agents = [zoo.load(a) for a in args.agent]
+    if not args.agents and (args.epochs is None or args.width is None):
+        parser.error("without --agent, give --epochs and --width (the baselines' protocol)")
+    provenance = args.agents[0].provenance if args.agents else {}
     if args.epochs is None:
         args.epochs = max(1, int(round(2.5 * provenance.get("epochs", 4))))
     if args.width is None:
@@ -71,6 +87,38 @@ def parse_args(argv=None):
     if args.quick:
         args.seeds = min(args.seeds, 3)
     return args
+
+
+class RunRecord:
+    """Finished runs kept in a JSON file, so that an interrupted comparison resumes.
+
+    Each run is stored under a key naming what it was (model, method, its
+    settings or agent, seed) as soon as it ends; the file also holds the
+    protocol, and a record made under another protocol is not reused.
+    """
+
+    def __init__(self, path, protocol, resume):
+        self.path, self.protocol, self.runs = path, protocol, {}
+        if resume and os.path.exists(path):
+            saved = read_json(path, what="comparison record")
+            if saved.get("protocol") != protocol:
+                sys.exit(f"{path} was made with another protocol ({saved.get('protocol')}); "
+                         "use another --out, or leave out --resume to start over.")
+            self.runs = saved["runs"]
+            print(f"Resuming: {len(self.runs)} finished run(s) in {path}", flush=True)
+
+    def get(self, key, compute):
+        if key not in self.runs:
+            self.runs[key] = compute()
+            atomic_write_json(self.path, {"protocol": self.protocol, "runs": self.runs})
+        return self.runs[key]
+
+
+def agent_digest(agent):
+    """A short digest of what makes an agent train the way it does."""
+    data = agent.to_dict()
+    text = json.dumps([data["base"], data["genome"], data["ranges"], data["settings"]], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def plain_optimizer(method, params=None):
@@ -95,15 +143,18 @@ def train(data, architecture, width, make_optimizer, seed, epochs, batch_size):
     test_curve = np.nan_to_num(np.array(history.history["val_accuracy"], float))
     # a run stopped on NaN keeps its last values for the remaining epochs
     pad = epochs - len(train_curve)
-    return np.pad(train_curve, (0, pad), mode="edge"), np.pad(test_curve, (0, pad), mode="edge")
+    return [np.pad(curve, (0, pad), mode="edge").tolist() for curve in (train_curve, test_curve)]
 
 
-def grid_search(method, grid, data, architecture, args):
+def grid_search(method, grid, data, architecture, args, record):
+    """The grid point with the best final training accuracy, on a seed of its own."""
     best, best_score = None, -1.0
     for values in itertools.product(*grid.values()):
         params = dict(zip(grid, values))
-        curve, _ = train(data, architecture, args.width, lambda: plain_optimizer(method, params),
-                         10_000, args.epochs, args.batch_size)
+        key = f"grid/{architecture}/{method}/{json.dumps(params, sort_keys=True)}"
+        curve, _ = record.get(key, lambda: train(data, architecture, args.width,
+                                                   lambda: plain_optimizer(method, params),
+                                                   GRID_SEED, args.epochs, args.batch_size))
         if curve[-1] > best_score:
             best, best_score = params, curve[-1]
     return best
@@ -137,7 +188,6 @@ def plot(results, path, title):
 
 def main(argv=None):
     args = parse_args(argv)
-    agent = args.agent_object
     os.makedirs(args.out, exist_ok=True)
     kwargs = {"data_dir": args.data_dir} if args.dataset.startswith("cifar") else {}
     try:
@@ -147,26 +197,34 @@ def main(argv=None):
     if len(data.input_shape) != 3 and any(m != "mlp" for m in args.models):
         print(f"{args.dataset} is tabular: only the mlp applies.")
         args.models = ["mlp"]
-    nm = "Nm-SGD" if agent.base == "sgd" else "Nm-Adam"
     grids = QUICK_GRIDS if args.quick else GRIDS
-    print(f"{nm} agent {agent.name!r} on {args.dataset}, models {','.join(args.models)}, "
-          f"{args.epochs} epochs, {args.seeds} seeds", flush=True)
+    labels = [("Nm-SGD" if a.base == "sgd" else "Nm-Adam") for a in args.agents]
+    labels = [f"{label} {a.name}" if labels.count(label) > 1 else label
+              for label, a in zip(labels, args.agents)]
+    protocol = {"dataset": args.dataset, "epochs": args.epochs, "width": args.width,
+                "batch_size": args.batch_size, "grid_seed": GRID_SEED}
+    record = RunRecord(os.path.join(args.out, f"compare_{args.dataset}.runs.json"), protocol, args.resume)
+    print(f"{', '.join(f'{l} ({a.name})' for l, a in zip(labels, args.agents)) or 'Baselines'} on {args.dataset}, "
+          f"models {','.join(args.models)}, {args.epochs} epochs, {args.seeds} seeds", flush=True)
     start = time.perf_counter()
     results = []
     for architecture in args.models:
-        chosen = {}
-        for method, grid in grids.items():
-            chosen[method] = grid_search(method, grid, data, architecture, args)
-            print(f"  model {architecture}: {method} grid choice {chosen[method]}", flush=True)
-        methods = {
-            nm: lambda: agent.optimizer(),
-            "SGD": lambda: plain_optimizer("SGD"),
-            "Adam": lambda: plain_optimizer("Adam"),
-            "SGD*": lambda: plain_optimizer("SGD*", chosen["SGD*"]),
-            "Adam*": lambda: plain_optimizer("Adam*", chosen["Adam*"]),
-        }
-        for method, make in methods.items():
-            runs = [train(data, architecture, args.width, make, seed, args.epochs, args.batch_size)
+        chosen = {method: grid_search(method, grid, data, architecture, args, record)
+                  for method, grid in grids.items()}
+        for method, params in chosen.items():
+            print(f"  model {architecture}: {method} grid choice {params}", flush=True)
+        methods = {label: (lambda a=a: a.optimizer(), f"agent:{agent_digest(a)}")
+                   for label, a in zip(labels, args.agents)}
+        methods.update({
+            "SGD": (lambda: plain_optimizer("SGD"), "SGD"),
+            "Adam": (lambda: plain_optimizer("Adam"), "Adam"),
+            **{m: (lambda m=m: plain_optimizer(m, chosen[m]), f"{m}:{json.dumps(chosen[m], sort_keys=True)}")
+               for m in chosen},
+        })
+        for method, (make, what) in methods.items():
+            runs = [record.get(f"run/{architecture}/{what}/{seed}",
+                               lambda seed=seed: train(data, architecture, args.width, make, seed,
+                                                       args.epochs, args.batch_size))
                     for seed in range(args.seeds)]
             train_curves = np.array([r[0] for r in runs])
             test_curves = np.array([r[1] for r in runs])
@@ -179,22 +237,39 @@ def main(argv=None):
             print(f"  model {architecture}: {method:8s} train {results[-1]['train_mean']:.4f} "
                   f"+- {results[-1]['train_std']:.4f}  test {results[-1]['test_mean']:.4f} "
                   f"+- {results[-1]['test_std']:.4f}", flush=True)
+    names = ", ".join(a.name for a in args.agents) or "baselines"
     figure = os.path.join(args.out, f"compare_{args.dataset}.png")
-    plot(results, figure, f"{agent.name} on {args.dataset}: mean +- std over {args.seeds} seeds")
-    atomic_write_json(os.path.join(args.out, f"compare_{args.dataset}.json"),
-                      {"agent": agent.name, "dataset": args.dataset, "epochs": args.epochs,
-                       "seeds": args.seeds, "results": results})
-    print()
-    print(f"| model | method | final train accuracy | final test accuracy |")
-    print("|---|---|---|---|")
-    for r in results:
-        print(f"| {r['model']} | {r['method']} | {r['train_mean']:.4f} +- {r['train_std']:.4f} | "
-              f"{r['test_mean']:.4f} +- {r['test_std']:.4f} |")
-    print(f"\nFigure: {figure}; {time.perf_counter() - start:.0f} s")
+    plot(results, figure, f"{names} on {args.dataset}: mean +- std over {args.seeds} seeds")
+    command = "python examples/compare.py " + " ".join(sys.argv[1:] if argv is None else argv)
     rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
              if not k.endswith("_curves")} for r in results]
-    print(json.dumps({"agent": agent.name, "dataset": args.dataset, "epochs": args.epochs,
-                      "seeds": args.seeds, "rows": rows}))
+    summary = {"dataset": args.dataset, "epochs": args.epochs, "seeds": args.seeds,
+               "width": args.width, "command": command, "figure": figure, "rows": rows}
+    atomic_write_json(os.path.join(args.out, f"compare_{args.dataset}.json"),
+                      {**summary, "agents": [a.name for a in args.agents], "results": results})
+    print()
+    print(markdown_table(rows))
+    print(f"\nFigure: {figure}; {time.perf_counter() - start:.0f} s")
+    if args.record:
+        for label, name in zip(labels, args.agent):
+            own = [r for r in rows if r["method"] == label or not r["method"].startswith("Nm-")]
+            zoo.record_benchmark(name, args.dataset, {**summary, "method": label, "rows": own})
+            print(f"Recorded in the card of {name}")
+    print(json.dumps({"agents": [a.name for a in args.agents], **summary}))
+
+
+def markdown_table(rows):
+    """Rows of mean +- std final accuracies as a markdown table, best test mean in bold per model."""
+    lines = ["| model | method | final train accuracy | final test accuracy |", "|---|---|---|---|"]
+    best = {}
+    for r in rows:
+        best[r["model"]] = max(best.get(r["model"], -1.0), r["test_mean"])
+    for r in rows:
+        test = f"{r['test_mean']:.4f} +- {r['test_std']:.4f}"
+        if r["test_mean"] == best[r["model"]]:
+            test = f"**{test}**"
+        lines.append(f"| {r['model']} | {r['method']} | {r['train_mean']:.4f} +- {r['train_std']:.4f} | {test} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from keras_neuromod.io import atomic_write_json
 from keras_neuromod.io import read_json
 
 __all__ = ["Agent", "load", "save", "list_agents", "directory", "write_index",
-           "AGENT_FORMAT", "INDEX_FORMAT"]
+           "record_benchmark", "AGENT_FORMAT", "INDEX_FORMAT"]
 
 AGENT_FORMAT = "keras_neuromod.agent/1"
 INDEX_FORMAT = "keras_neuromod.zoo-index/1"
@@ -217,9 +217,12 @@ def write_index(zoo_dir=None, summaries=None):
     """Rebuild `index.json` from the agent files in the zoo folder.
 
     Every `*.json` file other than the index that holds an agent is listed with
-    its sha256; `summaries` maps names to a short text kept in the index.
+    its sha256; `summaries` maps names to a short text kept in the index (an
+    agent without one keeps the summary the index had).
     """
     folder = directory(zoo_dir)
+    summaries = {**{name: entry["summary"] for name, entry in _index(folder).items()
+                    if "summary" in entry}, **(summaries or {})}
     agents = {}
     for file in sorted(os.listdir(folder)):
         path = os.path.join(folder, file)
@@ -230,7 +233,25 @@ def write_index(zoo_dir=None, summaries=None):
         except ValueError:
             continue
         agents[agent.name] = {"file": file, "base": agent.base, "sha256": _sha256(path)}
-        if summaries and agent.name in summaries:
+        if agent.name in summaries:
             agents[agent.name]["summary"] = summaries[agent.name]
     atomic_write_json(os.path.join(folder, "index.json"), {"format": INDEX_FORMAT, "agents": agents})
     return agents
+
+
+def record_benchmark(name_or_path, key, result, zoo_dir=None):
+    """Store `result` as `benchmark[key]` in an agent's file and return the new agent.
+
+    A zoo agent (named in the index) is integrity-checked first and its index
+    entry refreshed afterwards; a file path is simply rewritten.
+    """
+    folder = directory(zoo_dir)
+    agent = load(name_or_path, zoo_dir=folder)
+    index = _index(folder)
+    in_zoo = os.fspath(name_or_path) in index
+    path = os.path.join(folder, index[agent.name]["file"]) if in_zoo else os.fspath(name_or_path)
+    agent = dataclasses.replace(agent, benchmark={**agent.benchmark, key: result})
+    save(agent, path)
+    if in_zoo:
+        write_index(folder)
+    return agent

@@ -114,3 +114,17 @@ def test_shipped_index_is_valid():
     # the source tree's zoo: every listed agent passes its integrity check
     for entry in zoo.list_agents(zoo.directory()):
         assert zoo.load(entry["name"], zoo_dir=zoo.directory()).name == entry["name"]
+
+
+def test_record_benchmark_updates_the_card_and_the_index(zoo_folder):
+    result = {"dataset": "wine", "rows": [{"model": "mlp", "method": "Nm-Adam", "test_mean": 0.9}]}
+    agent = zoo.record_benchmark("nm_adam_test", "wine", result)
+    assert agent.benchmark["wine"] == result and agent.benchmark["note"] == "made in a test"
+    # the file changed, the index followed it (and kept the summary), so the check still passes
+    assert zoo.load("nm_adam_test").card["benchmark"]["wine"] == result
+    assert zoo.list_agents()[0]["summary"] == "a test agent"
+    # a plain file path is rewritten without an index
+    path = zoo.save(make_agent("loose"), zoo_folder.parent / "loose.json")
+    zoo.record_benchmark(str(path), "digits", {"rows": []})
+    assert zoo.load(str(path)).benchmark["digits"] == {"rows": []}
+    assert "loose" not in [a["name"] for a in zoo.list_agents()]
