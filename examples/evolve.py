@@ -111,13 +111,20 @@ def plot_fitness(logbook, path, title):
     axis.plot(generations, [r["mean"] for r in logbook], "-s", label="mean")
     axis.fill_between(generations, [r["min"] for r in logbook], [r["max"] for r in logbook],
                       alpha=0.15, label="min to max")
-    for r in logbook:
-        axis.annotate(r["architecture"], (r["gen"], r["max"]), textcoords="offset points",
-                      xytext=(0, 6), ha="center", fontsize=8)
+    if len(generations) <= 20:  # label each generation's architecture while they stay legible
+        for r in logbook:
+            axis.annotate(r["architecture"], (r["gen"], r["max"]), textcoords="offset points",
+                          xytext=(0, 6), ha="center", fontsize=8)
+        axis.set_xticks(generations)
+    else:
+        markers = dict(zip(sorted({r["architecture"] for r in logbook}), "^vDPX*"))
+        for architecture, marker in markers.items():
+            own = [r for r in logbook if r["architecture"] == architecture]
+            axis.scatter([r["gen"] for r in own], [r["max"] for r in own], marker=marker, s=40,
+                         zorder=3, label=f"trained: {architecture}")
     axis.set(xlabel="generation", ylabel="fitness (final training accuracy)", title=title)
-    axis.set_xticks(generations)
     axis.grid(alpha=0.3)
-    axis.legend()
+    axis.legend(fontsize=8, ncol=3, loc="lower left")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
