@@ -12,8 +12,9 @@ figures.
     python examples/train_nm_adam.py --agent my.json    # your own evolved agent
     python examples/train_nm_adam.py --dataset cifar10 --model A --epochs 50
 
-Without `--agent`, a random genome drawn from `--seed` is used: it shows the
-mechanism, not a good agent (evolve one with GRNEAT for that).
+Without `--agent`, the zoo's `nm_adam_digits` agent drives the optimizer; with
+`--agent random`, a random genome drawn from `--seed` does (it shows the
+mechanism, not a good agent).
 """
 
 import argparse
@@ -34,6 +35,9 @@ from keras_neuromod import models  # noqa: E402
 from keras_neuromod.callbacks import ModulationTracer  # noqa: E402
 
 
+DEFAULT_AGENT = "nm_adam_digits"
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="digits", choices=datasets.NAMES)
@@ -41,8 +45,8 @@ def parse_args(argv=None):
     parser.add_argument("--model", default="A", choices=models.ARCHITECTURES)
     parser.add_argument("--width", type=float, default=None,
                         help="width factor of the model (default 0.5 on digits, 1 otherwise)")
-    parser.add_argument("--agent", default=None,
-                        help="genome or agent JSON file, or zoo name (default: a random genome)")
+    parser.add_argument("--agent", default=DEFAULT_AGENT,
+                        help=f"genome or agent JSON file, zoo name, or 'random' (default {DEFAULT_AGENT})")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--trace-every", type=int, default=5, help="record the modulation every N steps")
@@ -116,8 +120,10 @@ def main(argv=None):
         data = datasets.load(args.dataset, **({"data_dir": args.data_dir} if args.dataset != "digits" else {}))
     except datasets.DatasetUnavailableError as error:
         sys.exit(str(error))
-    agent = args.agent or Genome.random(13, 8, n_regulatory=4, rng=args.seed)
-    agent_name = args.agent or f"random genome (seed {args.seed})"
+    if args.agent == "random":
+        agent, agent_name = Genome.random(13, 8, n_regulatory=4, rng=args.seed), f"random genome (seed {args.seed})"
+    else:
+        agent, agent_name = args.agent, args.agent  # NmAdam resolves files and zoo names
     print(f"Training model {args.model} (width {args.width}) on {args.dataset} for {args.epochs} epochs, "
           f"agent: {agent_name}")
 

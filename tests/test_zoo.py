@@ -128,3 +128,40 @@ def test_record_benchmark_updates_the_card_and_the_index(zoo_folder):
     zoo.record_benchmark(str(path), "digits", {"rows": []})
     assert zoo.load(str(path)).benchmark["digits"] == {"rows": []}
     assert "loose" not in [a["name"] for a in zoo.list_agents()]
+
+
+SHIPPED = [("nm_adam_digits", "adam", NmAdam), ("nm_sgd_digits", "sgd", NmSGD)]
+
+
+@pytest.mark.parametrize("name,base,optimizer_class", SHIPPED)
+def test_shipped_agents_load_by_name_and_train(name, base, optimizer_class, monkeypatch):
+    monkeypatch.delenv("KERAS_NEUROMOD_ZOO", raising=False)  # the source tree's zoo
+    agent = zoo.load(name)  # integrity-checked against zoo/index.json
+    assert agent.base == base
+    assert agent.provenance["command"].startswith("python examples/evolve.py")
+    assert {"digits", "wine"} <= set(agent.benchmark)  # its evidence, in the card
+    from keras_neuromod import datasets, models
+
+    (x, y), _, classes = datasets.load("digits")
+    model = models.build("mlp", x.shape[1:], classes, width=0.25, seed=0)
+    model.compile(optimizer=optimizer_class(agent=name), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    history = model.fit(x, y, epochs=3, batch_size=32, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert history.history["accuracy"][-1] > 0.5
+
+
+@pytest.mark.parametrize("name", [name for name, _, _ in SHIPPED])
+def test_a_corrupted_shipped_agent_is_refused(name, tmp_path):
+    import shutil
+
+    folder = tmp_path / "zoo"
+    shutil.copytree(zoo.directory(), folder, ignore=shutil.ignore_patterns("runs", "evidence"))
+    path = folder / {a["name"]: a for a in zoo.list_agents(folder)}[name]["file"]
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b'"base"', b'"base" ', 1))  # one byte more, same JSON
+    with pytest.raises(ValueError, match="modified or truncated"):
+        zoo.load(name, zoo_dir=folder)
+    path.write_bytes(data[:-10])
+    with pytest.raises(ValueError, match="sha256"):
+        zoo.load(name, zoo_dir=folder)
