@@ -64,6 +64,14 @@ def flaky_fitness(genome, architecture, seed):
     return toy_fitness(genome, architecture, seed)
 
 
+def late_crash_fitness(genome, architecture, seed):
+    """Seed 0 kills its worker after a short delay; other seeds return at once."""
+    if seed == 0:
+        time.sleep(0.3)
+        os._exit(5)
+    return 1.0
+
+
 def pid_fitness(genome, architecture, seed):
     """The worker's process id: shows which process ran a job."""
     return float(os.getpid())
@@ -205,6 +213,30 @@ def test_workers_are_recycled_when_their_memory_grows():
     backend = ProcessBackend(pid_fitness, workers=1, threads=1, max_worker_memory=1)
     try:
         assert len(set(backend.map(jobs))) == 3  # every job grew it past 1 MiB
+    finally:
+        backend.close()
+
+
+def test_a_worker_dying_while_the_parent_is_busy_loses_nothing():
+    # The parent is busy with one worker's result (the slow progress callback)
+    # while the other worker dies in the middle of its job: that job must be
+    # run again (and scored worst when it dies again), not dropped, which left
+    # the parent waiting on no worker at all.
+    import threading
+
+    jobs = [{"genome": {}, "architecture": "A", "seed": s} for s in (0, 1)]
+    backend = ProcessBackend(late_crash_fitness, workers=2, threads=1)
+    results = []
+    worker = threading.Thread(
+        target=lambda: results.extend(backend.map(jobs, progress=lambda n: time.sleep(1.0))),
+        daemon=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            worker.start()
+            worker.join(timeout=120)
+        assert not worker.is_alive(), "map() hung: a dead worker's job was lost"
+        assert results == [0.0, 1.0]
     finally:
         backend.close()
 

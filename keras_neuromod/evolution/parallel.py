@@ -174,7 +174,9 @@ class ProcessBackend:
         while done < len(jobs):
             for slot in range(self.workers):
                 worker = self._pool[slot]
-                if worker is None or not worker["process"].is_alive():
+                # A dead worker that was running a job is left for `wait` below
+                # (its sentinel is ready): replacing it here would lose the job.
+                if worker is None or (worker["busy"] is None and not worker["process"].is_alive()):
                     if worker is not None:
                         self._stop(slot)
                     self._start(slot)
