@@ -48,6 +48,23 @@ def test_centered_ranks_invariants(values, random):
 
 def test_centered_ranks_values():
     np.testing.assert_allclose(centered_ranks([3.0, -1.0, 10.0]), [0.0, -0.5, 0.5])
+    # ties broken by position
+    np.testing.assert_allclose(centered_ranks([0.0, 2.0, 2.0, 5.0]), [-0.5, -1 / 6, 1 / 6, 0.5])
+
+
+def test_flat_fitness_takes_a_random_step():
+    # On a plateau every mirrored pair ties; its -eps twin wins by position, so the
+    # step is along -sum(eps), a new random direction every generation.
+    es = EvolutionStrategy(lambda g, rng: np.full(len(g), -1.0), np.zeros(5), population=8,
+                           sigma=0.1, learning_rate=1.0, momentum=0.0, seed=3)
+    genomes, noise, _ = es.ask()
+    es.tell(noise, np.full(8, -1.0))
+    np.testing.assert_allclose(es.theta, -(4 / 7) * noise.sum(axis=0) / (8 * 0.1))
+    previous = es.theta.copy()
+    genomes, noise_2, _ = es.ask()
+    es.tell(noise_2, np.full(8, -1.0))
+    np.testing.assert_allclose(es.theta - previous, -(4 / 7) * noise_2.sum(axis=0) / 0.8)
+    assert not np.allclose(noise_2, noise)  # a new direction
 
 
 def test_mirrored_sampling_and_update_by_hand():
@@ -65,6 +82,48 @@ def test_mirrored_sampling_and_update_by_hand():
     es.tell(noise, fitness)
     np.testing.assert_allclose(es.velocity, 1.9 * grad)
     np.testing.assert_allclose(es.theta, 0.5 * grad + 0.5 * 1.9 * grad)
+
+
+def test_adam_update_by_hand():
+    es = EvolutionStrategy(sphere, np.zeros(3), population=4, sigma=0.1, learning_rate=0.01,
+                           momentum=0.8, seed=7, update="adam", beta_2=0.99, epsilon=1e-6)
+    u = np.array([-0.5, 0.5, 1 / 6, -1 / 6])  # centred ranks of the fitness below
+    fitness = np.array([1.0, 4.0, 3.0, 2.0])
+    m = s = theta = np.zeros(3)
+    for step in (1, 2):
+        genomes, noise, _ = es.ask()
+        es.tell(noise, fitness)
+        grad = ((u[:2] - u[2:])[:, None] * noise).sum(axis=0) / (4 * 0.1)
+        m = 0.8 * m + 0.2 * grad
+        s = 0.99 * s + 0.01 * grad**2
+        theta = theta + 0.01 * (m / (1 - 0.8**step)) / (np.sqrt(s / (1 - 0.99**step)) + 1e-6)
+        np.testing.assert_allclose(es.theta, theta, rtol=1e-12)
+        np.testing.assert_allclose(es.second_moment, s, rtol=1e-12)
+    assert es.generation == 2
+    # The first Adam step moves every parameter by about the learning rate.
+    first = EvolutionStrategy(sphere, np.zeros(3), population=4, learning_rate=0.01, seed=7,
+                              update="adam")
+    first.tell(first.ask()[1], fitness)
+    np.testing.assert_allclose(np.abs(first.theta), 0.01, rtol=1e-4)
+
+
+def test_adam_converges_and_resumes_exactly(tmp_path):
+    settings_ = dict(population=32, sigma=0.05, learning_rate=0.05, seed=5, update="adam")
+    straight = EvolutionStrategy(sphere, np.zeros(TARGET.size), **settings_)
+    theta = straight.run(150, progress=False)
+    assert straight.history[0]["mean"] < -4.0 and straight.history[-1]["mean"] > -0.1
+    np.testing.assert_allclose(theta, TARGET, atol=0.1)
+    path = tmp_path / "adam.json"
+    EvolutionStrategy(sphere, np.zeros(TARGET.size), **settings_).run(
+        60, checkpoint_path=path, progress=False)
+    assert len(json.loads(path.read_text())["second_moment"]) == TARGET.size
+    resumed = EvolutionStrategy(sphere, np.zeros(TARGET.size), **settings_)
+    resumed.run(150, checkpoint_path=path, progress=False)
+    np.testing.assert_array_equal(resumed.theta, straight.theta)
+    np.testing.assert_array_equal(resumed.second_moment, straight.second_moment)
+    momentum = EvolutionStrategy(sphere, np.zeros(TARGET.size), population=32, seed=5)
+    with pytest.raises(ValueError, match="update"):
+        momentum.load_checkpoint(path)
 
 
 def test_converges_on_known_objective():
@@ -135,7 +194,8 @@ def test_checkpoint_with_other_settings_is_refused(tmp_path):
     [({"population": 5}, "population"), ({"population": 0}, "population"),
      ({"sigma": 0.0}, "sigma"), ({"learning_rate": -1.0}, "learning_rate"),
      ({"momentum": 1.0}, "momentum"), ({"initial": np.zeros((2, 2))}, "initial"),
-     ({"fitness_fn": 3}, "fitness_fn"), ({"weight_decay": -0.1}, "weight_decay")],
+     ({"fitness_fn": 3}, "fitness_fn"), ({"weight_decay": -0.1}, "weight_decay"),
+     ({"update": "sgd"}, "update"), ({"beta_2": 1.0}, "beta_2"), ({"epsilon": 0.0}, "epsilon")],
 )
 def test_bad_arguments(kwargs, name):
     args = {"fitness_fn": sphere, "initial": np.zeros(3)}

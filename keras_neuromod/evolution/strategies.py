@@ -8,9 +8,15 @@ do it:
   negatives, offspring `theta + sigma * eps`;
 * rank-based fitness shaping: fitnesses are replaced by centred ranks in
   `[-0.5, 0.5]`, so the update ignores the scale of the fitness and outliers;
-* the gradient estimate `g = sum_i u_i eps_i / (population * sigma)` and a momentum
-  update `v = momentum * v + g`, `theta = theta + learning_rate * v` (optionally with
-  an L2 pull `- weight_decay * theta` added to `g`);
+* the gradient estimate `g = sum_i u_i eps_i / (population * sigma)` (optionally with
+  an L2 pull `- weight_decay * theta` added) and, by default, the paper's momentum
+  update `v = momentum * v + g`, `theta = theta + learning_rate * v`; or, with
+  `update="adam"`, the Adam step that Salimans et al. use (`momentum` is then Adam's
+  `beta_1`): `m = b1 m + (1 - b1) g`, `s = b2 s + (1 - b2) g^2`,
+  `theta = theta + learning_rate * m_hat / (sqrt(s_hat) + epsilon)` with the usual
+  bias corrections. Adam moves every parameter by about `learning_rate` per
+  generation whatever the scale of its gradient estimate, which helps where a few
+  weights must grow large (a steep spike threshold, say);
 * environments randomised every generation: the trainer draws one environment seed
   per generation and hands the fitness function a fresh `numpy.random.Generator`
   built from it, so all offspring of a generation meet the same environments
@@ -45,13 +51,21 @@ from keras_neuromod.io import read_json
 __all__ = ["EvolutionStrategy", "centered_ranks", "compile_batched"]
 
 CHECKPOINT_FORMAT = "keras_neuromod.EvolutionStrategy/1"
+UPDATES = ("momentum", "adam")
 
 
 def centered_ranks(fitness):
     """Rank-based fitness shaping: centred ranks in `[-0.5, 0.5]`.
 
-    The worst offspring gets -0.5, the best +0.5, the others equally spaced by rank
-    (ties are broken by position, which is deterministic).
+    The worst offspring gets -0.5, the best +0.5, the others equally spaced by rank.
+    Ties are broken by position (deterministic), as in the reference ES code. With
+    mirrored sampling (offspring `i` at `+eps_i`, offspring `half + i` at `-eps_i`)
+    a tied pair then counts as a win of its `-eps_i` twin, so a generation on a
+    plateau, where all offspring score the same, steps along `-sum_i eps_i`: a
+    random direction, fresh every generation. That random walk is what carries the
+    search off flat regions, which tasks scored by discrete outcomes (the T-maze's
+    rewards, a silent spiking unit) have; with ties given their average rank the
+    centre would never leave them.
     """
     fitness = np.asarray(fitness, dtype=np.float64).ravel()
     if fitness.size < 2:
@@ -93,9 +107,13 @@ class EvolutionStrategy:
             The paper uses 512.
         sigma: standard deviation of the Gaussian perturbations (paper: 0.01).
         learning_rate: step size on the momentum buffer.
-        momentum: momentum coefficient (paper: 0.9).
+        momentum: momentum coefficient (paper: 0.9); Adam's `beta_1` with
+            `update="adam"`.
         weight_decay: L2 coefficient pulling the centre towards zero (0 disables).
         seed: integer seed of the numpy generator (noise and environment seeds).
+        update: `"momentum"` (the paper's) or `"adam"`.
+        beta_2: Adam's second-moment decay (used with `update="adam"`).
+        epsilon: Adam's denominator offset (used with `update="adam"`).
     """
 
     def __init__(
@@ -108,6 +126,9 @@ class EvolutionStrategy:
         momentum=0.9,
         weight_decay=0.0,
         seed=0,
+        update="momentum",
+        beta_2=0.999,
+        epsilon=1e-8,
     ):
         if not callable(fitness_fn):
             raise ValueError("`fitness_fn` must be callable.")
@@ -132,6 +153,12 @@ class EvolutionStrategy:
             raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay!r}.")
         if int(seed) != seed:
             raise ValueError(f"`seed` must be an integer, got {seed!r}.")
+        if update not in UPDATES:
+            raise ValueError(f"`update` must be one of {UPDATES}, got {update!r}.")
+        if not 0 <= beta_2 < 1:
+            raise ValueError(f"`beta_2` must be in [0, 1), got {beta_2!r}.")
+        if not epsilon > 0:
+            raise ValueError(f"`epsilon` must be positive, got {epsilon!r}.")
         self.fitness_fn = fitness_fn
         self.population = int(population)
         self.sigma = float(sigma)
@@ -139,8 +166,13 @@ class EvolutionStrategy:
         self.momentum = float(momentum)
         self.weight_decay = float(weight_decay)
         self.seed = int(seed)
+        self.update = update
+        self.beta_2 = float(beta_2)
+        self.epsilon = float(epsilon)
         self.theta = initial.copy()
+        # The momentum buffer, or Adam's first moment; Adam's second moment.
         self.velocity = np.zeros_like(self.theta)
+        self.second_moment = np.zeros_like(self.theta)
         self.rng = np.random.default_rng(self.seed)
         self.generation = 0
         self.history = []
@@ -159,6 +191,9 @@ class EvolutionStrategy:
             "weight_decay": self.weight_decay,
             "seed": self.seed,
             "num_params": self.num_params,
+            "update": self.update,
+            "beta_2": self.beta_2,
+            "epsilon": self.epsilon,
         }
 
     def ask(self):
@@ -175,7 +210,7 @@ class EvolutionStrategy:
         return genomes, noise, env_seed
 
     def tell(self, noise, fitness):
-        """Update the centre and momentum from the offspring's fitness."""
+        """Update the centre from the offspring's fitness; this ends a generation."""
         fitness = np.asarray(fitness, dtype=np.float64).ravel()
         if fitness.size != self.population:
             raise ValueError(
@@ -192,8 +227,17 @@ class EvolutionStrategy:
         grad = weights @ noise / (self.population * self.sigma)
         if self.weight_decay:
             grad = grad - self.weight_decay * self.theta
-        self.velocity = self.momentum * self.velocity + grad
-        self.theta = self.theta + self.learning_rate * self.velocity
+        self.generation += 1
+        if self.update == "momentum":
+            self.velocity = self.momentum * self.velocity + grad
+            self.theta = self.theta + self.learning_rate * self.velocity
+            return
+        step = self.generation  # Adam's bias corrections count from 1
+        self.velocity = self.momentum * self.velocity + (1.0 - self.momentum) * grad
+        self.second_moment = self.beta_2 * self.second_moment + (1.0 - self.beta_2) * grad**2
+        m_hat = self.velocity / (1.0 - self.momentum**step)
+        s_hat = self.second_moment / (1.0 - self.beta_2**step)
+        self.theta = self.theta + self.learning_rate * m_hat / (np.sqrt(s_hat) + self.epsilon)
 
     def step(self):
         """Run one generation and return its history record."""
@@ -202,17 +246,16 @@ class EvolutionStrategy:
         fitness = np.asarray(
             self.fitness_fn(genomes, np.random.default_rng(env_seed)), dtype=np.float64
         ).ravel()
-        self.tell(noise, fitness)
         record = {
             "generation": self.generation,
             "mean": float(fitness.mean()),
             "max": float(fitness.max()),
             "min": float(fitness.min()),
             "std": float(fitness.std()),
-            "seconds": time.perf_counter() - start,
         }
+        self.tell(noise, fitness)
+        record["seconds"] = time.perf_counter() - start
         self.history.append(record)
-        self.generation += 1
         return record
 
     def run(self, generations, checkpoint_path=None, resume=True, progress=True):
@@ -264,6 +307,7 @@ class EvolutionStrategy:
             "generation": self.generation,
             "theta": self.theta.tolist(),
             "velocity": self.velocity.tolist(),
+            "second_moment": self.second_moment.tolist(),
             "rng_state": self.rng.bit_generator.state,
             "history": list(self.history),
         }
@@ -286,11 +330,13 @@ class EvolutionStrategy:
             )
         theta = np.asarray(state["theta"], dtype=np.float64)
         velocity = np.asarray(state["velocity"], dtype=np.float64)
-        if theta.shape != self.theta.shape or velocity.shape != self.theta.shape:
+        second_moment = np.asarray(state["second_moment"], dtype=np.float64)
+        if any(v.shape != self.theta.shape for v in (theta, velocity, second_moment)):
             raise ValueError("The checkpoint's parameter vectors have the wrong size.")
         rng = np.random.default_rng()
         rng.bit_generator.state = state["rng_state"]
         self.theta, self.velocity, self.rng = theta, velocity, rng
+        self.second_moment = second_moment
         self.generation = int(state["generation"])
         self.history = list(state["history"])
 
