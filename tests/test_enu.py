@@ -338,3 +338,45 @@ def test_network_bad_arguments(kwargs, name):
     args.update(kwargs)
     with pytest.raises(ValueError, match=name):
         ENUNetwork(**args)
+
+
+# ------------------------------------------------------------ spike-train distance
+def np_van_rossum(a, b, tau):
+    """The filtered trains by the recursion f[t] = exp(-1/tau) f[t-1] + x[t]."""
+    decay, fa, fb, total = np.exp(-1.0 / tau), 0.0, 0.0, 0.0
+    for xa, xb in zip(a, b):
+        fa, fb = decay * fa + xa, decay * fb + xb
+        total += (fa - fb) ** 2
+    return total / tau
+
+
+@settings(max_examples=25, deadline=None)
+@given(steps=st.integers(1, 40), tau=st.floats(0.3, 20.0), seed=st.integers(0, 2**16))
+def test_van_rossum_matches_numpy(steps, tau, seed):
+    from keras_neuromod.layers.enu import van_rossum_distance
+
+    rng = np.random.default_rng(seed)
+    a = (rng.random((steps, 3, 2)) < 0.3).astype(np.float32)
+    b = rng.random((steps, 3, 2)).astype(np.float32)  # graded trains too
+    got = keras.ops.convert_to_numpy(van_rossum_distance(a, b, tau))
+    expected = np.array([[np_van_rossum(a[:, i, j], b[:, i, j], tau) for j in range(2)]
+                         for i in range(3)])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(van_rossum_distance(a, a, tau)), 0.0)
+
+
+def test_van_rossum_prices_timing():
+    from keras_neuromod.layers.enu import van_rossum_distance
+
+    target = np.zeros((200, 1), np.float32)
+    target[50] = 1.0
+    costs = []
+    for shift in (1, 3, 10):
+        moved = np.roll(target, shift, axis=0)
+        costs.append(float(keras.ops.convert_to_numpy(van_rossum_distance(moved, target, 5.0))[0]))
+    silent = float(keras.ops.convert_to_numpy(van_rossum_distance(np.zeros_like(target), target,
+                                                                  5.0))[0])
+    np.testing.assert_allclose(silent, 1.0 / (5.0 * (1.0 - np.exp(-2.0 / 5.0))), rtol=1e-5)
+    assert costs[0] < costs[1] < costs[2] < 2 * silent  # nearer misses cost less
+    with pytest.raises(ValueError, match="tau"):
+        van_rossum_distance(target, target, 0.0)

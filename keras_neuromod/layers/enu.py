@@ -48,6 +48,7 @@ __all__ = [
     "enu_step",
     "enu_run",
     "network_step",
+    "van_rossum_distance",
 ]
 
 WEIGHT_NAMES = ("reset_kernel", "update_kernel", "candidate_kernel", "output_kernel")
@@ -144,6 +145,35 @@ def enu_run(weights, inputs, memory, channels):
 
     _, (_, outputs) = ops.scan(body, (h0, o0), inputs)
     return outputs
+
+
+def van_rossum_distance(spikes, target, tau):
+    """Van Rossum distance between spike trains, time on the first axis.
+
+    Each train is filtered with the causal exponential kernel
+    `f[t] = sum_{s <= t} exp(-(t - s) / tau) x[s]` and the distance is
+    `sum_t (f_spikes[t] - f_target[t]) ** 2 / tau`, so that one unmatched spike,
+    far from the others, costs about 1/2 (exactly `1 / (tau (1 - exp(-2 / tau)))`
+    over an unbounded time), and a spike `d` steps from its target costs less the
+    smaller `d` is. Trains may be graded; ENU outputs are usually thresholded into
+    0/1 spikes first (e.g. `ops.cast(output > 0.5, "float32")`).
+
+    Args:
+        spikes, target: `(T, ...)` tensors of the same shape (or broadcastable).
+        tau: the kernel's time constant in steps (> 0).
+
+    Returns:
+        The distances, shaped like the trains without their time axis.
+    """
+    if not tau > 0:
+        raise ValueError(f"`tau` must be positive, got {tau!r}.")
+    diff = spikes - target
+    steps = int(ops.shape(diff)[0])
+    lag = np.arange(steps)[:, None] - np.arange(steps)[None, :]
+    kernel = np.where(lag >= 0, np.exp(-np.maximum(lag, 0) / tau), 0.0)
+    kernel = ops.convert_to_tensor(kernel, dtype=diff.dtype)
+    filtered = ops.tensordot(kernel, diff, axes=1)
+    return ops.sum(ops.square(filtered), axis=0) / tau
 
 
 def _population_initializer(initializer, population):
