@@ -106,7 +106,8 @@ class EvolutionStrategy:
         population: number of offspring per generation, even (mirrored pairs).
             The paper uses 512.
         sigma: standard deviation of the Gaussian perturbations (paper: 0.01).
-        learning_rate: step size on the momentum buffer.
+        learning_rate: step size (on the momentum buffer, or of Adam's normalised
+            step).
         momentum: momentum coefficient (paper: 0.9); Adam's `beta_1` with
             `update="adam"`.
         weight_decay: L2 coefficient pulling the centre towards zero (0 disables).
