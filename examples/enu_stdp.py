@@ -14,15 +14,22 @@ arrives. With the dopamine gate, half of the environments deliver a dopamine pul
 none and the weight must stay at 0.5, so the synapse has to keep an eligibility
 trace of the pair's timing until the reward comes.
 
-Choices where the paper is silent: one spike pair per episode with
-`dt` uniform in [-20, 20] steps, 48 steps per episode, inputs in the order
-`[pre spike, post spike, dopamine]` (the paper's graded input potential is left
-out: the target is the weight itself rather than the weighted potential), fitness
-= minus the mean squared error between the first output channel and the weight
-over all steps (0 is perfect).
+Choices where the paper is silent: one spike pair per episode, every
+`dt` in [-20, 20] steps met once per generation (in random order, at random
+start times, with dopamine in a random half of the episodes), 48 steps per
+episode, inputs in the order `[pre spike, post spike, dopamine]` (the paper's
+graded input potential is left out: the target is the weight itself rather than
+the weighted potential), fitness = minus the mean squared error between the
+first output channel and the weight over all steps (0 is perfect).
+
+The ES takes Adam steps by default (`--update adam`). Measured on the gated
+variant in quick mode: the paper's momentum step, 4000 generations at memory 4,
+learned the window to an RMSE of 0.070 (0.020 change without dopamine); Adam,
+3000 generations at memory 6, to 0.033 (0.010). With timings drawn at random
+rather than stratified, 1500 generations of momentum reached 0.11.
 
     python examples/enu_stdp.py --quick    # both variants at reduced size, minutes
-    python examples/enu_stdp.py            # the paper's 512 offspring x 32 envs
+    python examples/enu_stdp.py            # the paper's 512 offspring, 41 envs
 
 The last line of stdout is a JSON object with the headline figures.
 """
@@ -88,7 +95,14 @@ def episodes(dts, gated, dopamine):
 
 
 def random_episodes(rng, envs, gated):
-    dts = rng.integers(-MAX_DT, MAX_DT + 1, size=envs)
+    """A generation's environments: timings stratified, starts and dopamine random.
+
+    The timings `dt` run through every value of `[-MAX_DT, MAX_DT]` in a random
+    order (repeated when `envs` is larger), so that every generation scores the
+    whole window: with timings drawn independently, some generations miss parts of
+    the window and the noise drowns its shape.
+    """
+    dts = np.resize(rng.permutation(np.arange(-MAX_DT, MAX_DT + 1)), envs)
     # Random start, so that the synapse cannot use the clock.
     dopamine = np.where(rng.random(envs) < 0.5, rng.integers(1, 6, size=envs), 0) if gated \
         else np.zeros(envs, int)
@@ -139,7 +153,7 @@ def evolve(name, gated, args, sizes):
     es = EvolutionStrategy(
         make_fitness(memory, channels, envs, gated), cell.get_flat_weights(),
         population=population, sigma=args.sigma, learning_rate=args.learning_rate,
-        momentum=args.momentum, seed=args.seed,
+        momentum=args.momentum, seed=args.seed, update=args.update,
     )
     print(f"[{name}] {es.num_params} evolved parameters, {population} offspring x "
           f"{envs} environments x {STEPS} steps, {generations} generations", flush=True)
@@ -155,14 +169,18 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/enu_stdp")
     parser.add_argument("--variant", choices=["both", "plain", "dopamine"], default="both")
-    parser.add_argument("--generations", type=int, help="default 400 quick, 3000 full")
+    parser.add_argument("--generations", type=int, help="default 3000")
     parser.add_argument("--population", type=int, help="offspring (default 128 quick, 512)")
-    parser.add_argument("--envs", type=int, help="environments (default 32)")
-    parser.add_argument("--memory", type=int, help="memory channels (default 4 quick, 32)")
+    parser.add_argument("--envs", type=int,
+                        help="environments (default 41: every timing once)")
+    parser.add_argument("--memory", type=int, help="memory channels (default 6 quick, 32)")
     parser.add_argument("--channels", type=int, help="output channels (default 2 quick, 16)")
     parser.add_argument("--sigma", type=float,
                         help="noise std (default 0.02 quick, the paper's 0.01 full)")
-    parser.add_argument("--learning-rate", type=float, default=0.003)
+    parser.add_argument("--update", choices=["adam", "momentum"], default="adam",
+                        help="the ES step: Adam, or the paper's momentum")
+    parser.add_argument("--learning-rate", type=float,
+                        help="default 0.01 with Adam, 0.003 with momentum")
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--restart", action="store_true",
@@ -170,13 +188,14 @@ def main():
     args = parser.parse_args()
     quick = args.quick
     sizes = (
-        args.memory or (4 if quick else 32),
+        args.memory or (6 if quick else 32),
         args.channels or (2 if quick else 16),
         args.population or (128 if quick else 512),
-        args.envs or 32,
-        args.generations or (400 if quick else 3000),
+        args.envs or 2 * MAX_DT + 1,
+        args.generations or 3000,
     )
     args.sigma = args.sigma or (0.02 if quick else 0.01)
+    args.learning_rate = args.learning_rate or (0.01 if args.update == "adam" else 0.003)
     memory, channels = sizes[0], sizes[1]
     os.makedirs(args.out, exist_ok=True)
     variants = {"plain": False, "dopamine": True}
@@ -206,6 +225,9 @@ def main():
             _, without = learned_window(theta, memory, channels, gated, 0)
             windows[name]["without"] = without
             entry["no_dopamine_change"] = float(np.sqrt(np.mean(without ** 2)))
+            # Both halves of the gated rule: the window with dopamine, no change without.
+            entry["gated_error"] = float(np.sqrt(
+                (entry["window_error"] ** 2 + entry["no_dopamine_change"] ** 2) / 2))
         results[name] = entry
     wall = time.perf_counter() - start
 
@@ -237,11 +259,12 @@ def main():
     plt.close(fig)
 
     print(f"\n{'variant':<10} {'fit first':>10} {'fit last':>10} {'window RMSE':>12} "
-          f"{'corr':>6} {'no-DA RMS':>10} {'s/gen':>7}")
+          f"{'corr':>6} {'no-DA RMS':>10} {'both RMSE':>10} {'s/gen':>7}")
     for name, r in results.items():
         no_da = f"{r['no_dopamine_change']:.4f}" if "no_dopamine_change" in r else "-"
+        both = f"{r['gated_error']:.4f}" if "gated_error" in r else "-"
         print(f"{name:<10} {r['fitness_first']:>10.4f} {r['fitness_last']:>10.4f} "
-              f"{r['window_error']:>12.4f} {r['window_corr']:>6.3f} {no_da:>10} "
+              f"{r['window_error']:>12.4f} {r['window_corr']:>6.3f} {no_da:>10} {both:>10} "
               f"{r['seconds_per_generation']:>7.3f}")
     summary = {
         "memory": memory, "channels": channels, "population": sizes[2], "envs": sizes[3],
