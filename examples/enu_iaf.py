@@ -17,7 +17,9 @@ The fitness scores the spike train the ENU emits: its first output channel,
 thresholded at 0.5, against the IAF's, by the van Rossum distance (both trains
 filtered with an exponential kernel of `--tau` steps), summed over the
 environments and divided by the distance of a silent unit: 0 is perfect, -1 is no
-better than silence. The paper does not say how its fitness is built. A squared
+better than silence. A small graded term, `--graded-weight` (0.02) times the squared
+error of the raw output, tells apart offspring that do not spike yet, so that the
+search is not flat at the start. The paper does not say how its fitness is built. A squared
 error on the raw output, tried first, is won by a graded output that tracks the
 firing rate and never spikes (the best guess under timing uncertainty); scoring
 the thresholded train leaves no such way out, and the kernel gives partial credit
@@ -197,7 +199,7 @@ def main():
                         help="reduced sizes (finishes in minutes on 2 cores)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/enu_iaf")
-    parser.add_argument("--generations", type=int, help="default 3000 quick, 3000 full")
+    parser.add_argument("--generations", type=int, help="default 3000")
     parser.add_argument("--population", type=int, help="offspring (default 128 quick, 512)")
     parser.add_argument("--envs", type=int, help="environments (default 16 quick, 32)")
     parser.add_argument("--steps", type=int, default=100)
