@@ -16,7 +16,7 @@ trace of the pair's timing until the reward comes.
 
 Choices where the paper is silent: one spike pair per episode, every
 `dt` in [-20, 20] steps met once per generation (in random order, at random
-start times, with dopamine in a random half of the episodes), 48 steps per
+start times, with dopamine in about half of the episodes), 48 steps per
 episode, inputs in the order `[pre spike, post spike, dopamine]` (the paper's
 graded input potential is left out: the target is the weight itself rather than
 the weighted potential), fitness = minus the mean squared error between the
