@@ -94,6 +94,17 @@ def emitted_spikes(outputs):
     return ops.cast(outputs[..., 0] > 0.5, outputs.dtype)
 
 
+def relative_distance(emitted, target, tau):
+    """Van Rossum distance of emitted trains `(T, [P,] E)` to targets `(T, E)`.
+
+    Summed over the environments and divided by the silent unit's distance: 0 is
+    perfect, 1 no better than silence; one value per individual `P` if given.
+    """
+    distance = van_rossum_distance(emitted, target, tau)
+    silent = van_rossum_distance(ops.zeros_like(target), target, tau)
+    return ops.sum(distance, axis=-1) / ops.sum(silent)
+
+
 def make_fitness(memory, channels, envs, steps, tau, graded_weight):
     """The batched fitness function for `EvolutionStrategy`, compiled once.
 
@@ -107,10 +118,9 @@ def make_fitness(memory, channels, envs, steps, tau, graded_weight):
         population = ops.shape(genomes)[0]
         x = ops.broadcast_to(inputs[:, None], (steps, population, envs, 1))
         outputs = enu_run(weights, x, memory, channels)  # (T, P, E, C)
-        distance = van_rossum_distance(emitted_spikes(outputs), spikes[:, None, :], tau)
-        silent = van_rossum_distance(ops.zeros_like(spikes), spikes, tau)
+        distance = relative_distance(emitted_spikes(outputs), spikes[:, None, :], tau)
         graded = ops.mean(ops.square(outputs[..., 0] - spikes[:, None, :]), axis=(0, 2))
-        return -ops.sum(distance, axis=1) / ops.sum(silent) - graded_weight * graded
+        return -distance - graded_weight * graded
 
     compiled = compile_batched(batched_fitness)
 
@@ -134,11 +144,9 @@ def spike_scores(emitted, target, tau):
     near = emitted.copy()
     near[1:] |= emitted[:-1]
     near[:-1] |= emitted[1:]
-    silent = van_rossum_distance(np.zeros(target.shape, np.float32), target.astype(np.float32),
-                                 tau)
-    distance = van_rossum_distance(emitted.astype(np.float32), target.astype(np.float32), tau)
+    distance = relative_distance(emitted.astype(np.float32), target.astype(np.float32), tau)
     return {
-        "relative_distance": float(ops.sum(distance) / ops.sum(silent)),
+        "relative_distance": float(distance),
         "caught": float((emitted & target).sum() / max(target.sum(), 1)),
         "caught_within_1": float((near & target).sum() / max(target.sum(), 1)),
         "false": float((emitted & ~target).sum() / max(emitted.sum(), 1)),
