@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_neuromod.optimizers.base import NeuromodulatedOptimizer
+from keras_neuromod.optimizers.base import to_dense
 
 
 @keras.saving.register_keras_serializable(package="keras_neuromod")
@@ -61,7 +62,7 @@ class NmAdam(NeuromodulatedOptimizer):
         "epsilon": (0.0, float("inf")),
     }
 
-    def __init__(self, agent, ranges=None, name="nm_adam", **kwargs):
+    def __init__(self, agent, ranges=None, name=None, **kwargs):
         super().__init__(agent, ranges=ranges, name=name, **kwargs)
 
     def _build_update_state(self, variables):
@@ -87,11 +88,15 @@ class NmAdam(NeuromodulatedOptimizer):
         index = self._get_variable_index(variable)
         values = self._modulated(variable)
         lr = ops.cast(learning_rate, variable.dtype) * values["learning_rate"]
-        gradient = ops.cast(gradient, variable.dtype)
+        # Adam's update is dense whatever the gradient (as in Keras's Adam);
+        # densifying first sums repeated rows of a sparse gradient before
+        # they are squared.
+        gradient = ops.cast(to_dense(gradient), variable.dtype)
         beta_1, beta_2 = values["beta_1"], values["beta_2"]
         power_1, power_2 = values["power_1"], values["power_2"]
         m = self._momentums[index]
         v = self._velocities[index]
+        self._decay_weights(variable, lr)
         alpha = lr * ops.sqrt(1 - power_2) / (1 - power_1)
         self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - beta_1))
         self.assign_add(

@@ -125,19 +125,64 @@ def _sanitise(value):
     return ops.where(ops.isfinite(value), ops.clip(value, 0.0, 1.0), 1.0)
 
 
+def _dense_part(tensor):
+    """The nonzero part of a sparse gradient with duplicate indices summed.
+
+    A TensorFlow `IndexedSlices` or a JAX `BCOO` may name a row more than once
+    (an embedding row looked up twice in a batch, or gradients all-reduced
+    across replicas); its dense value is the sum. The statistics need sums of
+    |x| and x^2 of that dense value, which the unique rows alone give, without
+    densifying the whole table. Dense tensors are returned as they are.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if isinstance(tensor, tf.IndexedSlices):
+            unique, position = tf.unique(tensor.indices)
+            return tf.math.unsorted_segment_sum(tensor.values, position, tf.shape(unique)[0])
+    elif backend == "jax":
+        from jax.experimental import sparse
+
+        if isinstance(tensor, sparse.BCOO):
+            return tensor.sum_duplicates(nse=tensor.nse).data
+    return to_dense(tensor)
+
+
+def to_dense(tensor):
+    """The dense value of a sparse gradient (repeated rows summed)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if isinstance(tensor, tf.IndexedSlices):
+            return tf.convert_to_tensor(tensor)
+    elif backend == "jax":
+        from jax.experimental import sparse
+
+        if isinstance(tensor, sparse.JAXSparse):
+            return tensor.todense()
+    return tensor
+
+
+def _abs_sums(tensor):
+    """`[sum |x|, sum x^2]` of one tensor (zeros for a missing gradient)."""
+    if tensor is None:
+        return ops.zeros((2,), "float32")
+    tensor = ops.cast(_dense_part(tensor), "float32")
+    return ops.stack([ops.sum(ops.abs(tensor)), ops.sum(ops.square(tensor))])
+
+
 def _abs_stats(tensors, sizes):
     """Mean and standard deviation of |x| of every tensor, as one [n, 2] tensor.
 
     Two multithreaded full reductions per tensor (sum of |x| and of x^2); the
     rest is vectorised over tensors. (A single segment sum over all tensors
     concatenated costs fewer ops but runs single-threaded on the CPU, which
-    doubled the step time of a 2 M-parameter model.)
+    doubled the step time of a 2 M-parameter model.) A `None` entry (a tensor
+    without a gradient this step) has statistics 0.
     """
-    sums = []
-    for tensor in tensors:
-        tensor = ops.cast(tensor, "float32")
-        sums.append(ops.stack([ops.sum(ops.abs(tensor)), ops.sum(ops.square(tensor))]))
-    sums = ops.stack(sums)
+    sums = ops.stack([_abs_sums(tensor) for tensor in tensors])
     sizes = ops.convert_to_tensor(np.asarray(sizes, np.float32))
     mean = sums[:, 0] / sizes
     std = ops.sqrt(ops.maximum(sums[:, 1] / sizes - ops.square(mean), 0.0))
@@ -213,16 +258,9 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
                 )
             )
         self.ranges = self._check_ranges(ranges)
-        for name_, value in (
-            ("warmup_steps", warmup_steps),
-            ("grn_steps_per_update", grn_steps_per_update),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"{name_} must be a non-negative integer, got {value!r}.")
-        if grn_steps_per_update < 1:
-            raise ValueError("grn_steps_per_update must be at least 1.")
-        self.warmup_steps = int(warmup_steps)
-        self.grn_steps_per_update = int(grn_steps_per_update)
+        self.warmup_steps, self.grn_steps_per_update = self._check_settings(
+            warmup_steps, grn_steps_per_update
+        )
         if max_regulatory is None:
             max_regulatory = genome.n_regulatory
         if isinstance(max_regulatory, bool) or int(max_regulatory) != max_regulatory:
@@ -262,12 +300,25 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
                     f"ranges[{name!r}] = ({lo}, {hi}) leaves the valid interval "
                     f"[{bound_lo}, {bound_hi}] of {name}."
                 )
-            if name in self.LOG_SCALE and lo <= 0:
+            if name in self.LOG_SCALE and lo <= 0 and hi != lo:
                 raise ValueError(
-                    f"ranges[{name!r}] is mapped in log space and needs lo > 0, got {lo}."
+                    f"ranges[{name!r}] is mapped in log space and needs lo > 0 "
+                    f"(or lo == hi to fix the value), got ({lo}, {hi})."
                 )
             checked[name] = (lo, hi)
         return checked
+
+    @staticmethod
+    def _check_settings(warmup_steps, grn_steps_per_update):
+        for name, value in (
+            ("warmup_steps", warmup_steps),
+            ("grn_steps_per_update", grn_steps_per_update),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
+        if grn_steps_per_update < 1:
+            raise ValueError("grn_steps_per_update must be at least 1.")
+        return int(warmup_steps), int(grn_steps_per_update)
 
     @property
     def genome(self):
@@ -340,12 +391,18 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
     def set_genome(self, agent, reset=True):
         """Swap in another agent without rebuilding or retracing.
 
+        An agent that carries its own ranges or AGRN settings (a zoo agent, an
+        agent file) brings them along: before the optimizer is built they
+        replace the current ones; once it is built (its train step is traced
+        with them) an agent whose ranges or settings differ is refused. Pass
+        a bare `Genome` (`agent.genome`) to keep this optimizer's.
+
         Args:
             agent: anything `agent` accepts in the constructor.
             reset: also reset the optimizer state (`reset_state`), as for a
                 fresh training run.
         """
-        genome, _ = resolve_agent(agent)
+        genome, evolved_with = resolve_agent(agent)
         if (genome.n_inputs, genome.n_outputs) != (
             self._genome.n_inputs,
             self._genome.n_outputs,
@@ -356,6 +413,30 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
                 f"{self._genome.n_outputs}."
             )
         packed = agrn.pack(genome, self._capacity)
+        wanted = {
+            "ranges": self._check_ranges(evolved_with.get("ranges", self.ranges)),
+            "warmup_steps": evolved_with.get("warmup_steps", self.warmup_steps),
+            "grn_steps_per_update": evolved_with.get(
+                "grn_steps_per_update", self.grn_steps_per_update
+            ),
+        }
+        current = {name: getattr(self, name) for name in wanted}
+        if wanted != current:
+            if self.built:
+                differing = sorted(name for name in wanted if wanted[name] != current[name])
+                raise ValueError(
+                    f"The agent was evolved with other {', '.join(differing)} than this "
+                    f"{type(self).__name__} uses (agent: "
+                    f"{[wanted[n] for n in differing]}, optimizer: "
+                    f"{[current[n] for n in differing]}), and a built optimizer cannot "
+                    "change them without retracing. Build a new optimizer with "
+                    f"`{type(self).__name__}(agent=...)` to use the agent's, or pass "
+                    "the bare genome (`agent.genome`) to keep this optimizer's."
+                )
+            self.ranges = wanted["ranges"]
+            self.warmup_steps, self.grn_steps_per_update = self._check_settings(
+                wanted["warmup_steps"], wanted["grn_steps_per_update"]
+            )
         self._genome, self._packed = genome, packed
         if self.built:
             self._grn_tags.assign(packed.tags)
@@ -382,14 +463,16 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
     # -- the modulation ----------------------------------------------------
 
     def _modulate(self, grads, trainable_variables):
-        """Run the AGRN copies once and return the per-tensor hyperparameters."""
+        """Run the AGRN copies once and return the per-tensor hyperparameters.
+
+        `grads` are the gradients the update applies (all-reduced across
+        replicas under a distribution strategy); a tensor without one this
+        step (Keras filters those out) has gradient statistics 0.
+        """
         variables = self._trainable_variables
         count = len(variables)
         by_index = {self._get_variable_index(v): g for g, v in zip(grads, trainable_variables)}
-        gradients = [
-            by_index[i] if i in by_index else ops.zeros_like(v)  # no gradient: stats 0
-            for i, v in enumerate(variables)
-        ]
+        gradients = [by_index.get(i) for i in range(count)]
         dynamic = ops.concatenate(
             [_abs_stats(variables, self._sizes), _abs_stats(gradients, self._sizes)], axis=1
         )
@@ -421,7 +504,7 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         self.assign(self._grn_state, state)
         self.assign(self._grn_inputs, inputs)
         self.assign(self._grn_hparams, hparams)
-        self.assign_add(self._grn_updates, ops.ones((), "int64"))
+        self.assign_add(self._grn_updates, ops.ones((), self._grn_updates.dtype))
         return hparams
 
     def _outputs_to_hyperparameters(self, outputs):
@@ -454,16 +537,69 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         """
         return hparams, self.HYPERPARAMETERS
 
-    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+    def _prepare_step(self, grads, trainable_variables):
+        """Modulate once, and keep each tensor's values for `update_step`."""
         table, names = self._step_table(self._modulate(grads, trainable_variables))
         self._step_values = [
             dict(zip(names, ops.unstack(row, num=len(names))))
             for row in ops.unstack(table, num=len(self._trainable_variables))
         ]
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        if keras.backend.backend() == "tensorflow":
+            # TensorFlow's step all-reduces the gradients across replicas and
+            # then applies them in `_distributed_tf_update_step`, where the
+            # modulation reads the reduced gradients.
+            super()._backend_update_step(grads, trainable_variables, learning_rate)
+            return
+        self._prepare_step(grads, trainable_variables)
         try:
             super()._backend_update_step(grads, trainable_variables, learning_rate)
         finally:
             self._step_values = None
+
+    def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
+        """TensorFlow only: modulate from the all-reduced gradients, then update.
+
+        This runs once, in cross-replica context, under a `tf.distribute`
+        strategy (and directly without one). Every replica holds the same
+        reduced gradients and the same mirrored variables, so the first
+        replica's values are modulated; the AGRN state and the per-tensor
+        values are then written to every replica alike, and each replica's
+        update reads the same values.
+        """
+
+        def first_replica(value):
+            if value is None:
+                return None
+            return distribution.experimental_local_results(value)[0]
+
+        self._prepare_step(
+            [first_replica(g) for g, _ in grads_and_vars], [v for _, v in grads_and_vars]
+        )
+        try:
+            super()._distributed_tf_update_step(distribution, grads_and_vars, learning_rate)
+        finally:
+            self._step_values = None
+
+    def _apply_weight_decay(self, variables):
+        # Decoupled weight decay needs each tensor's modulated learning rate,
+        # known only after the modulation: `update_step` applies it through
+        # `_decay_weights`.
+        pass
+
+    def _decay_weights(self, variable, learning_rate):
+        """Decay `variable` by `weight_decay` times its learning rate.
+
+        Keras decays every variable by `weight_decay * learning_rate` before
+        the update; here `learning_rate` is the tensor's modulated rate times
+        the multiplier, so fixed ranges give exactly Keras's decay. Variables
+        excluded with `exclude_from_weight_decay` are left alone.
+        """
+        if self.weight_decay is None or not self._use_weight_decay(variable):
+            return
+        decay = ops.cast(self.weight_decay, variable.dtype) * learning_rate
+        self.assign_sub(variable, ops.multiply(variable, decay))
 
     def _modulated(self, variable):
         """This step's values of `variable` (hyperparameters and more), as scalars."""

@@ -11,7 +11,10 @@ class NmSGD(NeuromodulatedOptimizer):
     """SGD whose learning rate and momentum an AGRN sets per tensor and step.
 
     The update is Keras's `SGD` with momentum, with the values of this tensor
-    at this step: `m <- momentum * m - lr * g`, then `w <- w + m`. The agent's
+    at this step: `m <- momentum * m - lr * g`, then `w <- w + m`. With the
+    momentum range fixed at `(0, 0)` there is no momentum state and the update
+    is `w <- w - lr * g`, sparse for sparse gradients (an `Embedding`'s), as in
+    Keras's `SGD` without momentum. The agent's
     AGRN has 13 inputs and 4 outputs (two output proteins per hyperparameter).
     With every range a single value, `NmSGD` is exactly
     `keras.optimizers.SGD(learning_rate, momentum)`.
@@ -44,16 +47,28 @@ class NmSGD(NeuromodulatedOptimizer):
     LOG_SCALE = ("learning_rate",)
     BOUNDS = {"learning_rate": (0.0, float("inf")), "momentum": (0.0, 1.0)}
 
-    def __init__(self, agent, ranges=None, name="nm_sgd", **kwargs):
+    def __init__(self, agent, ranges=None, name=None, **kwargs):
         super().__init__(agent, ranges=ranges, name=name, **kwargs)
 
+    @property
+    def _uses_momentum(self):
+        return self.ranges["momentum"] != (0.0, 0.0)
+
     def _build_update_state(self, variables):
-        self.momentums = self.add_optimizer_variables(variables, "momentum")
+        # Without momentum (its range fixed at 0) there is no momentum state,
+        # and a sparse gradient updates only its rows, as in Keras's SGD.
+        self.momentums = (
+            self.add_optimizer_variables(variables, "momentum") if self._uses_momentum else []
+        )
 
     def update_step(self, gradient, variable, learning_rate):
         values = self._modulated(variable)
         lr = ops.cast(learning_rate, variable.dtype) * values["learning_rate"]
         gradient = ops.cast(gradient, variable.dtype)
+        self._decay_weights(variable, lr)
+        if not self._uses_momentum:
+            self.assign_sub(variable, ops.multiply(gradient, lr))
+            return
         m = self.momentums[self._get_variable_index(variable)]
         self.assign(
             m,
