@@ -263,8 +263,14 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         )
         if max_regulatory is None:
             max_regulatory = genome.n_regulatory
-        if isinstance(max_regulatory, bool) or int(max_regulatory) != max_regulatory:
-            raise ValueError(f"max_regulatory must be an integer, got {max_regulatory!r}.")
+        if (
+            isinstance(max_regulatory, bool)
+            or not isinstance(max_regulatory, (int, np.integer))
+            or max_regulatory < 0
+        ):
+            raise ValueError(
+                f"max_regulatory must be a non-negative integer, got {max_regulatory!r}."
+            )
         self.max_regulatory = int(max_regulatory)
         self._capacity = N_INPUTS + n_outputs + self.max_regulatory
         self._genome = genome
