@@ -185,7 +185,7 @@ def test_bad_genomes_are_refused_naming_the_field(data, field):
 
 @pytest.mark.parametrize("text", ["", "{", "nul", '{"n_inputs": 1,}'])
 def test_malformed_json_is_refused(text):
-    with pytest.raises(ValueError, match="malformed"):
+    with pytest.raises(ValueError, match="genome JSON is not valid JSON"):
         Genome.from_json(text)
 
 
