@@ -65,3 +65,15 @@ def text(value, where):
     if not isinstance(value, str):
         raise ValueError(f"{where} must be a string, got {value!r:.80}.")
     return value
+
+
+def generator(state, where):
+    """A numpy `Generator` restored from its `bit_generator.state` (a PCG64 state dict)."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{where} must be a JSON object.")
+    rng = np.random.default_rng()
+    try:
+        rng.bit_generator.state = state
+    except (TypeError, ValueError, KeyError, OverflowError, AttributeError) as error:
+        raise ValueError(f"{where} is not a numpy PCG64 generator state: {error!r:.200}") from None
+    return rng

@@ -98,8 +98,8 @@ def sphere(genomes, rng):
 ES_EDITS = [
     (lambda d: d.pop("theta"), r"missing field\(s\) \['theta'\]"),
     (lambda d: d.update(theta=d["theta"][:-1]), "'theta' must have 3 items"),
-    (lambda d: d["velocity"].__setitem__(1, "x"), "'velocity' must hold numbers"),
-    (lambda d: d["second_moment"].__setitem__(0, 1e308 * 10), "'second_moment' must hold finite"),
+    (lambda d: d["velocity"].__setitem__(1, "x"), "'velocity' must be a number"),
+    (lambda d: d["second_moment"].__setitem__(0, 1e308 * 10), "'second_moment' must be a finite number"),
     (lambda d: d.update(generation=None), "'generation' must be an integer"),
     (lambda d: d.update(generation=10**30), "'history' must have"),
     (lambda d: d["history"][0].pop("mean"), r"'history\[0\]' is missing"),

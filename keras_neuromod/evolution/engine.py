@@ -209,13 +209,7 @@ class _Run:
                 f"{where} was made with another GRNEATConfig; resuming would not give the "
                 f"same evolution. Differing: {'; '.join(differing)}."
             )
-        rng = np.random.default_rng()
-        if not isinstance(data["rng_state"], dict):
-            raise ValueError(f"{at('rng_state')} must be a JSON object.")
-        try:
-            rng.bit_generator.state = data["rng_state"]
-        except (TypeError, ValueError, KeyError, OverflowError, AttributeError) as error:
-            raise ValueError(f"{at('rng_state')} is not a numpy PCG64 generator state: {error!r:.200}") from None
+        rng = _fields.generator(data["rng_state"], at("rng_state"))
         n_outputs = FitnessTask.from_dict(settings["task"]).n_outputs
 
         def genome(value, field):

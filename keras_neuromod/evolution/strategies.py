@@ -344,23 +344,8 @@ class EvolutionStrategy:
         vectors = {}
         for name in ("theta", "velocity", "second_moment"):
             values = _fields.items(state[name], at(name), length=self.num_params)
-            for value in values:
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise ValueError(f"{at(name)} must hold numbers, got {value!r:.80}.")
-            try:
-                vector = np.asarray(values, dtype=np.float64)
-            except OverflowError:
-                vector = np.array([np.inf])
-            if not np.all(np.isfinite(vector)):
-                raise ValueError(f"{at(name)} must hold finite numbers.")
-            vectors[name] = vector
-        if not isinstance(state["rng_state"], dict):
-            raise ValueError(f"{at('rng_state')} must be a JSON object.")
-        rng = np.random.default_rng()
-        try:
-            rng.bit_generator.state = state["rng_state"]
-        except (TypeError, ValueError, KeyError, OverflowError, AttributeError) as error:
-            raise ValueError(f"{at('rng_state')} is not a numpy PCG64 generator state: {error!r:.200}") from None
+            vectors[name] = np.array([_fields.number(v, at(name)) for v in values], dtype=np.float64)
+        rng = _fields.generator(state["rng_state"], at("rng_state"))
         generation = _fields.integer(state["generation"], at("generation"))
         history = _fields.items(state["history"], at("history"), length=generation)
         for i, record in enumerate(history):
