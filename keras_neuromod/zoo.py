@@ -272,6 +272,11 @@ def load(name_or_path, zoo_dir=None):
             raise FileNotFoundError(f"The zoo agent {text_path!r} is listed but {path!r} is missing.")
         if not os.path.isfile(path):
             raise ValueError(f"The zoo agent {text_path!r} is listed as {path!r}, which is not a file.")
+        if os.path.getsize(path) > MAX_AGENT_BYTES:
+            raise ValueError(
+                f"The zoo agent file {path!r} has {os.path.getsize(path)} bytes, more than the "
+                f"{MAX_AGENT_BYTES} that are read (keras_neuromod.io.MAX_AGENT_BYTES)."
+            )
         digest = _sha256(path)
         if digest != entry["sha256"]:
             raise ValueError(

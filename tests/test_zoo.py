@@ -260,6 +260,13 @@ def test_oversized_agent_files_are_refused_before_parsing(tmp_path, monkeypatch)
     assert zoo.load(path).name == "nm_adam_test"
 
 
+def test_an_oversized_zoo_agent_is_refused_before_it_is_hashed(zoo_folder, monkeypatch):
+    monkeypatch.setattr(zoo, "_sha256", None)  # hashing it would fail the test
+    monkeypatch.setattr(zoo, "MAX_AGENT_BYTES", 1000)  # more than the index, less than the agent
+    with pytest.raises(ValueError, match="nm_adam_test.json' has .* bytes, more than the 1000"):
+        zoo.load("nm_adam_test")
+
+
 def test_an_agent_too_large_for_the_agrn_is_refused_before_its_tags_are_read(tmp_path):
     from keras_neuromod import agrn
 
