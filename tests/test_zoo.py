@@ -136,7 +136,7 @@ SHIPPED = [("nm_adam_digits", "adam", NmAdam), ("nm_sgd_digits", "sgd", NmSGD)]
 @pytest.mark.parametrize("name,base,optimizer_class", SHIPPED)
 def test_shipped_agents_load_by_name_and_train(name, base, optimizer_class, monkeypatch):
     monkeypatch.delenv("KERAS_NEUROMOD_ZOO", raising=False)  # the source tree's zoo
-    agent = zoo.load(name)  # integrity-checked against zoo/index.json
+    agent = zoo.load(name)  # integrity-checked against keras_neuromod/agents/index.json
     assert agent.base == base
     assert agent.provenance["command"].startswith("python examples/evolve.py")
     assert {"digits", "wine"} <= set(agent.benchmark)  # its evidence, in the card
