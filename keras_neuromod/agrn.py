@@ -9,7 +9,7 @@ the internal dynamics.
 This module holds:
 
 * `Genome`: the plain-data description of one AGRN (numpy arrays, JSON on disk),
-  validated on construction and on load.
+  validated on construction and on load, with at most `MAX_PROTEINS` proteins.
 * The dynamics written with `keras.ops` (`grn_matrices`, `grn_reset`,
   `grn_step`, `grn_warmup`), batched over copies that share one genome and padded
   to a fixed protein count, so that one compiled graph serves genomes of any
@@ -27,6 +27,9 @@ import math
 import numpy as np
 from keras import ops
 
+from keras_neuromod.io import MAX_AGENT_BYTES
+from keras_neuromod.io import parse_json
+
 __all__ = [
     "Genome",
     "PackedGenome",
@@ -38,10 +41,19 @@ __all__ = [
     "run",
     "BETA_RANGE",
     "DELTA_RANGE",
+    "MAX_PROTEINS",
 ]
 
 BETA_RANGE = (0.05, 2.0)
 DELTA_RANGE = (0.05, 2.0)
+
+# The most proteins an AGRN may have (inputs + outputs + regulatory), in a genome
+# and in the padded capacity of the optimizers (`max_regulatory`). The dynamics
+# build [P, P] matrices, so P is bounded before anything is allocated: at 1024 they
+# take 4 MiB each. GRNEAT's default `max_regulatory` is 32 (53 proteins with an
+# Nm-Adam agent's 13 inputs and 8 outputs) and the shipped agents have 18 and 9
+# regulatory proteins, so the cap is about 20 times what evolution uses.
+MAX_PROTEINS = 1024
 
 _COUNT_FIELDS = ("n_inputs", "n_outputs", "n_regulatory")
 _TAG_FIELDS = ("identifiers", "enhancers", "inhibitors")
@@ -65,10 +77,27 @@ def _check_count(name, value, minimum):
     return value
 
 
+def _check_size(n_inputs, n_outputs, n_regulatory):
+    size = n_inputs + n_outputs + n_regulatory
+    if size > MAX_PROTEINS:
+        raise ValueError(
+            f"The genome would have {size} proteins (n_inputs {n_inputs} + n_outputs "
+            f"{n_outputs} + n_regulatory {n_regulatory}), more than the "
+            f"{MAX_PROTEINS} an AGRN may have (keras_neuromod.agrn.MAX_PROTEINS)."
+        )
+    return size
+
+
 def _check_tags(name, value, length):
+    if isinstance(value, (list, tuple)) and len(value) != length:
+        # (before converting: a huge list is refused without copying it)
+        raise ValueError(
+            f"Genome field '{name}' has {len(value)} values but the protein "
+            f"counts (n_inputs + n_outputs + n_regulatory) add up to {length}."
+        )
     try:
         array = np.array(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(
             f"Genome field '{name}' must be a list of numbers, got {value!r:.80}."
         ) from None
@@ -98,7 +127,10 @@ def _check_scalar(name, value, bounds):
         value, (int, float, np.integer, np.floating)
     ):
         raise ValueError(f"Genome field '{name}' must be a number, got {value!r}.")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        raise ValueError(f"Genome field '{name}' is too large for a float.") from None
     if not math.isfinite(value):
         raise ValueError(f"Genome field '{name}' must be finite, got {value!r}.")
     lo, hi = bounds
@@ -114,7 +146,8 @@ class Genome:
 
     Proteins are ordered inputs, then outputs, then regulatory proteins. All
     values are validated on construction: a bad genome raises `ValueError`
-    naming the field; nothing is clipped silently. A `Genome` is immutable
+    naming the field; nothing is clipped silently. A genome has at most
+    `MAX_PROTEINS` proteins; the counts are checked before the tags are read. A `Genome` is immutable
     (its arrays are read-only); the evolution operators build new ones.
 
     Args:
@@ -152,7 +185,7 @@ class Genome:
         set_(self, "n_inputs", _check_count("n_inputs", n_inputs, 0))
         set_(self, "n_outputs", _check_count("n_outputs", n_outputs, 1))
         set_(self, "n_regulatory", _check_count("n_regulatory", n_regulatory, 0))
-        size = self.n_inputs + self.n_outputs + self.n_regulatory
+        size = _check_size(self.n_inputs, self.n_outputs, self.n_regulatory)
         set_(self, "identifiers", _check_tags("identifiers", identifiers, size))
         set_(self, "enhancers", _check_tags("enhancers", enhancers, size))
         set_(self, "inhibitors", _check_tags("inhibitors", inhibitors, size))
@@ -183,8 +216,12 @@ class Genome:
             rng: a `numpy.random.Generator`, or an int seed. `None` draws
                 fresh entropy (not reproducible).
         """
+        size = _check_size(
+            _check_count("n_inputs", n_inputs, 0),
+            _check_count("n_outputs", n_outputs, 1),
+            _check_count("n_regulatory", n_regulatory, 0),
+        )
         rng = np.random.default_rng(rng)
-        size = n_inputs + n_outputs + n_regulatory
         tags = rng.random((3, size))
         beta = rng.uniform(*BETA_RANGE)
         delta = rng.uniform(*DELTA_RANGE)
@@ -229,12 +266,12 @@ class Genome:
 
     @classmethod
     def from_json(cls, text):
-        """Parse and validate a genome from a JSON string."""
-        try:
-            data = json.loads(text)
-        except (TypeError, json.JSONDecodeError) as error:
-            raise ValueError(f"Genome JSON is malformed: {error}") from None
-        return cls.from_dict(data)
+        """Parse and validate a genome from a JSON string.
+
+        A text longer than `keras_neuromod.io.MAX_AGENT_BYTES`, or holding
+        `NaN`, `Infinity` or numbers that overflow a float, is refused.
+        """
+        return cls.from_dict(parse_json(text, what="genome JSON", max_bytes=MAX_AGENT_BYTES))
 
     def __eq__(self, other):
         if not isinstance(other, Genome):
@@ -292,9 +329,22 @@ def pack(genome, capacity=None):
     """Pad a genome to `capacity` proteins (default: its own size).
 
     The input and output proteins keep their positions; regulatory proteins
-    follow; the rest is padding.
+    follow; the rest is padding. The capacity may not exceed `MAX_PROTEINS`
+    (the optimizers ask for `13 + n_outputs + max_regulatory`).
     """
-    capacity = genome.size if capacity is None else int(capacity)
+    if capacity is None:
+        capacity = genome.size
+    elif isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)):
+        raise ValueError(f"The AGRN capacity must be an integer, got {capacity!r:.80}.")
+    capacity = int(capacity)
+    if capacity > MAX_PROTEINS:
+        raise ValueError(
+            f"An AGRN capacity of {capacity} proteins ({genome.n_inputs} inputs + "
+            f"{genome.n_outputs} outputs + max_regulatory "
+            f"{capacity - genome.n_inputs - genome.n_outputs}) exceeds "
+            f"keras_neuromod.agrn.MAX_PROTEINS = {MAX_PROTEINS}: max_regulatory may be "
+            f"at most {MAX_PROTEINS - genome.n_inputs - genome.n_outputs}."
+        )
     if capacity < genome.size:
         raise ValueError(
             f"The genome has {genome.size} proteins ({genome.n_regulatory} "

@@ -185,7 +185,7 @@ def test_bad_genomes_are_refused_naming_the_field(data, field):
 
 @pytest.mark.parametrize("text", ["", "{", "nul", '{"n_inputs": 1,}'])
 def test_malformed_json_is_refused(text):
-    with pytest.raises(ValueError, match="malformed"):
+    with pytest.raises(ValueError, match="genome JSON is not valid JSON"):
         Genome.from_json(text)
 
 
@@ -208,3 +208,56 @@ def test_run_refuses_bad_inputs():
         agrn.run(genome.to_dict(), np.zeros((2, 1, 3)))
     with pytest.raises(ValueError, match="capacity"):
         agrn.run(genome, np.zeros((2, 1, 3)), capacity=3)
+
+
+class _Untouchable:
+    """Fails the test if anything tries to read it as tags."""
+
+    def __len__(self):
+        raise AssertionError("the tags were read")
+
+    def __iter__(self):
+        raise AssertionError("the tags were read")
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("the tags were read")
+
+
+def test_oversized_genomes_are_refused_before_anything_is_allocated():
+    tags = _Untouchable()
+    for counts in [(13, 8, 30000), (10**30, 1, 0), (13, 8, agrn.MAX_PROTEINS - 20)]:
+        with pytest.raises(ValueError, match="MAX_PROTEINS"):
+            Genome(*counts, tags, tags, tags, 1.0, 1.0)
+        with pytest.raises(ValueError, match="MAX_PROTEINS"):
+            Genome.random(*counts, rng=0)
+    # a genome at the cap is fine
+    assert Genome.random(13, 8, agrn.MAX_PROTEINS - 21, rng=0).size == agrn.MAX_PROTEINS
+    # a tag list of the wrong length is refused without being converted
+    with pytest.raises(ValueError, match="'identifiers' has 100000 values"):
+        Genome(1, 1, 0, [_Untouchable()] * 100000, [0.5] * 2, [0.5] * 2, 1.0, 1.0)
+    with pytest.raises(ValueError, match="too large for a float"):
+        Genome(1, 1, 0, [0.5] * 2, [0.5] * 2, [0.5] * 2, 10**400, 1.0)
+    with pytest.raises(ValueError, match="'enhancers' must be a list of numbers"):
+        Genome(1, 1, 0, [0.5] * 2, [10**400, 0.5], [0.5] * 2, 1.0, 1.0)
+
+
+def test_the_padded_capacity_is_capped_naming_max_regulatory():
+    from keras_neuromod import NmAdam
+
+    genome = Genome.random(13, 8, 2, rng=0)
+    assert agrn.pack(genome, agrn.MAX_PROTEINS).capacity == agrn.MAX_PROTEINS
+    with pytest.raises(ValueError, match="max_regulatory may be at most 1003"):
+        agrn.pack(genome, agrn.MAX_PROTEINS + 1)
+    with pytest.raises(ValueError, match="max_regulatory"):
+        NmAdam(agent=genome, max_regulatory=10**8)
+    with pytest.raises(ValueError, match="integer"):
+        agrn.pack(genome, 30.5)
+
+
+def test_genome_json_larger_than_the_cap_is_refused_before_parsing(monkeypatch):
+    with pytest.raises(ValueError, match="nested too deeply"):
+        Genome.from_json("[" * 100000)
+    text = Genome.random(3, 2, 1, rng=0).to_json()
+    monkeypatch.setattr(agrn, "MAX_AGENT_BYTES", len(text) - 1)
+    with pytest.raises(ValueError, match="larger than"):
+        Genome.from_json(text)

@@ -199,7 +199,9 @@ def test_tournament_picks_the_fittest_contestant():
 @pytest.mark.parametrize(
     "field,value",
     [("population", 1), ("crossover_rate", 1.5), ("add_rate", 0.9), ("threshold_bounds", (0.5, 0.1)),
-     ("max_regulatory", -1), ("tournament_size", 0)],
+     ("max_regulatory", -1), ("tournament_size", 0), ("max_regulatory", 1025),
+     ("id_weight", "1"), ("threshold_bounds", (0.1, 10**400)), ("threshold_bounds", 0.3),
+     ("species_threshold", float("nan"))],
 )
 def test_bad_config_is_refused(field, value):
     with pytest.raises(ValueError, match=field.split("_")[0]):
@@ -211,3 +213,18 @@ def test_config_round_trip():
     assert GRNEATConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="Unknown"):
         GRNEATConfig.from_dict({"populaton": 3})
+
+
+def test_max_regulatory_is_capped_by_the_agrn_size():
+    from keras_neuromod.agrn import MAX_PROTEINS
+    from keras_neuromod.evolution import FitnessTask
+
+    assert GRNEATConfig(max_regulatory=MAX_PROTEINS).max_regulatory == MAX_PROTEINS
+    with pytest.raises(ValueError, match="max_regulatory must be at most 1024.*MAX_PROTEINS"):
+        GRNEATConfig(max_regulatory=10**9)
+    # the fitness task knows its outputs: 13 inputs + 8 outputs + max_regulatory <= 1024
+    assert FitnessTask(base="adam", max_regulatory=MAX_PROTEINS - 21).max_regulatory == 1003
+    with pytest.raises(ValueError, match=r"max_regulatory must be an integer in \[0, 1003\]"):
+        FitnessTask(base="adam", max_regulatory=1004)
+    with pytest.raises(ValueError, match=r"max_regulatory must be an integer in \[0, 1007\]"):
+        FitnessTask(base="sgd", max_regulatory=10**30)

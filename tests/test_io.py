@@ -38,3 +38,26 @@ def test_missing_and_malformed_files_name_themselves(tmp_path):
     bad.write_text('{"a": ')
     with pytest.raises(ValueError, match="bad.json.*not valid JSON"):
         read_json(bad)
+
+
+def test_size_cap_and_malformed_bytes_are_refused_naming_the_file(tmp_path):
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"values": list(range(100))}))
+    size = path.stat().st_size
+    assert read_json(path, max_bytes=size)["values"][-1] == 99
+    with pytest.raises(ValueError, match=f"big.json' has {size} bytes, more than the {size - 1}"):
+        read_json(path, max_bytes=size - 1)
+    path.write_bytes(b'{"a": "\xff\xfe"}')
+    with pytest.raises(ValueError, match="big.json.*not UTF-8"):
+        read_json(path)
+    path.write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(ValueError, match="big.json.*nested too deeply"):
+        read_json(path)
+    path.write_text("1" * 5000)
+    with pytest.raises(ValueError, match="big.json.*not valid JSON"):
+        read_json(path)
+    with pytest.raises(ValueError, match="is a folder"):
+        read_json(tmp_path)
+    with pytest.raises(ValueError, match="more than the 10 that loading it allows"):
+        atomic_write_json(tmp_path / "new.json", {"values": list(range(100))}, max_bytes=10)
+    assert not (tmp_path / "new.json").exists()

@@ -136,7 +136,7 @@ SHIPPED = [("nm_adam_digits", "adam", NmAdam), ("nm_sgd_digits", "sgd", NmSGD)]
 @pytest.mark.parametrize("name,base,optimizer_class", SHIPPED)
 def test_shipped_agents_load_by_name_and_train(name, base, optimizer_class, monkeypatch):
     monkeypatch.delenv("KERAS_NEUROMOD_ZOO", raising=False)  # the source tree's zoo
-    agent = zoo.load(name)  # integrity-checked against zoo/index.json
+    agent = zoo.load(name)  # integrity-checked against keras_neuromod/agents/index.json
     assert agent.base == base
     assert agent.provenance["command"].startswith("python examples/evolve.py")
     assert {"digits", "wine"} <= set(agent.benchmark)  # its evidence, in the card
@@ -165,3 +165,135 @@ def test_a_corrupted_shipped_agent_is_refused(name, tmp_path):
     path.write_bytes(data[:-10])
     with pytest.raises(ValueError, match="sha256"):
         zoo.load(name, zoo_dir=folder)
+
+
+def test_the_shipped_zoo_is_package_data(monkeypatch):
+    # the default zoo is inside the installed package (a wheel carries it), and
+    # setup.cfg's package data takes every file of it
+    import configparser
+    import glob
+    import os
+
+    import keras_neuromod
+
+    monkeypatch.delenv("KERAS_NEUROMOD_ZOO", raising=False)
+    package = os.path.dirname(os.path.abspath(keras_neuromod.__file__))
+    folder = zoo.directory()
+    assert os.path.commonpath([package, folder]) == package
+    assert os.path.isfile(os.path.join(folder, "index.json"))
+    setup = configparser.ConfigParser()
+    setup.read(os.path.join(os.path.dirname(package), "setup.cfg"))
+    patterns = setup["options.package_data"]["keras_neuromod"].split()
+    shipped = {os.path.normpath(path) for p in patterns for path in glob.glob(os.path.join(package, p))}
+    listed = {os.path.normpath(os.path.join(folder, a["file"])) for a in zoo.list_agents()}
+    assert os.path.join(folder, "index.json") in shipped and listed and listed <= shipped
+    assert {a["name"] for a in zoo.list_agents()} == {name for name, _, _ in SHIPPED}
+
+
+def _index_with(folder, entry):
+    data = json.loads((folder / "index.json").read_text())
+    data["agents"]["nm_adam_test"] = entry
+    (folder / "index.json").write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (lambda e: e.update(file="../outside.json"), "inside the zoo folder"),
+        (lambda e: e.update(file="sub/../../outside.json"), "inside the zoo folder"),
+        (lambda e: e.update(file="/etc/passwd"), "inside the zoo folder"),
+        (lambda e: e.update(file=""), "inside the zoo folder"),
+        (lambda e: e.update(file="a\0b"), "inside the zoo folder"),
+        (lambda e: e.update(file=3), "'file' must be a string"),
+        (lambda e: e.pop("file"), r"missing field\(s\) \['file'\]"),
+        (lambda e: e.pop("sha256"), r"missing field\(s\) \['sha256'\]"),
+        (lambda e: e.update(sha256=None), "'sha256' must be a string"),
+        (lambda e: e.update(sha256="abc"), "64 lowercase hex"),
+        (lambda e: e.update(base=["adam"]), "'base' must be 'sgd' or 'adam'"),
+        (lambda e: e.update(summary=7), "'summary' must be a string"),
+        (lambda e: e.update(size=1), r"unknown field\(s\) \['size'\]"),
+    ],
+)
+def test_malformed_index_entries_name_the_index_and_the_entry(zoo_folder, change, match):
+    entry = json.loads((zoo_folder / "index.json").read_text())["agents"]["nm_adam_test"]
+    change(entry)
+    _index_with(zoo_folder, entry)
+    for call in (lambda: zoo.load("nm_adam_test"), zoo.list_agents, lambda: NmAdam(agent="nm_sgd_test")):
+        with pytest.raises(ValueError, match=match) as error:
+            call()
+        assert "index.json" in str(error.value) and "'nm_adam_test'" in str(error.value)
+
+
+def test_an_index_entry_that_is_not_a_dict_is_refused(zoo_folder):
+    _index_with(zoo_folder, ["nm_adam_test.json"])
+    with pytest.raises(ValueError, match="entry 'nm_adam_test' must be a JSON object"):
+        zoo.load("nm_adam_test")
+
+
+def test_a_symlink_leading_out_of_the_zoo_is_refused(zoo_folder, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("elsewhere") / "agent.json"
+    zoo.save(make_agent(), outside)
+    (zoo_folder / "link.json").symlink_to(outside)
+    entry = json.loads((zoo_folder / "index.json").read_text())["agents"]["nm_adam_test"]
+    _index_with(zoo_folder, {**entry, "file": "link.json", "sha256": zoo._sha256(outside)})
+    with pytest.raises(ValueError, match="symlink leading out"):
+        zoo.load("nm_adam_test")
+    # a symlink that stays inside the zoo is fine
+    (zoo_folder / "inside.json").symlink_to(zoo_folder / "nm_adam_test.json")
+    _index_with(zoo_folder, {**entry, "file": "inside.json"})
+    assert zoo.load("nm_adam_test").name == "nm_adam_test"
+
+
+def test_oversized_agent_files_are_refused_before_parsing(tmp_path, monkeypatch):
+    from keras_neuromod import io
+
+    path = zoo.save(make_agent(), tmp_path / "a.json")
+    size = len((tmp_path / "a.json").read_bytes())
+    monkeypatch.setattr(io, "MAX_AGENT_BYTES", size - 1)
+    monkeypatch.setattr(zoo, "MAX_AGENT_BYTES", size - 1)
+    with pytest.raises(ValueError, match=f"has {size} bytes, more than the {size - 1}"):
+        zoo.load(path)
+    with pytest.raises(ValueError, match="more than the"):  # and nothing is written that could not load
+        zoo.save(make_agent(), tmp_path / "b.json")
+    assert not (tmp_path / "b.json").exists()
+    monkeypatch.setattr(zoo, "MAX_AGENT_BYTES", size)
+    assert zoo.load(path).name == "nm_adam_test"
+
+
+def test_an_oversized_zoo_agent_is_refused_before_it_is_hashed(zoo_folder, monkeypatch):
+    monkeypatch.setattr(zoo, "_sha256", None)  # hashing it would fail the test
+    monkeypatch.setattr(zoo, "MAX_AGENT_BYTES", 1000)  # more than the index, less than the agent
+    with pytest.raises(ValueError, match="nm_adam_test.json' has .* bytes, more than the 1000"):
+        zoo.load("nm_adam_test")
+
+
+def test_an_agent_too_large_for_the_agrn_is_refused_before_its_tags_are_read(tmp_path):
+    from keras_neuromod import agrn
+
+    data = make_agent().to_dict()
+    data["genome"]["n_regulatory"] = 30000  # the tags still have 23 values each
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=f"more than the {agrn.MAX_PROTEINS}") as error:
+        zoo.load(str(path))
+    assert "huge.json" in str(error.value) and "n_regulatory 30000" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "settings,match",
+    [
+        ({"warmup_steps": 10**9}, r"'warmup_steps' must be an integer in \[0, 1000\]"),
+        ({"grn_steps_per_update": 0}, r"'grn_steps_per_update' must be an integer in \[1, 1000\]"),
+        ({"warmup_steps": 2.5}, "'warmup_steps' must be an integer"),
+        ([1], "'settings' must be a dict"),
+    ],
+)
+def test_agent_settings_are_bounded(settings, match):
+    with pytest.raises(ValueError, match=match):
+        zoo.Agent.from_dict({**make_agent().to_dict(), "settings": settings})
+
+
+@pytest.mark.parametrize("pair", [[1e-3, 10**400], [1e-3], "ab", [float("nan"), 1.0]])
+def test_agent_ranges_must_be_pairs_of_finite_numbers(pair):
+    with pytest.raises(ValueError, match="ranges"):
+        zoo.Agent.from_dict({**make_agent().to_dict(), "ranges": {"learning_rate": pair}})

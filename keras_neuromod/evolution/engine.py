@@ -26,6 +26,7 @@ import numpy as np
 from deap import base
 from deap import tools
 
+from keras_neuromod import _fields
 from keras_neuromod.agrn import Genome
 from keras_neuromod.evolution import grneat
 from keras_neuromod.evolution.fitness import FitnessTask
@@ -158,33 +159,125 @@ class _Run:
         }
 
     @classmethod
-    def from_dict(cls, data, settings, config):
-        if data.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"Not a GRNEAT checkpoint (format {data.get('format')!r}).")
+    def load(cls, path, settings, config):
+        """Resume from the checkpoint file `path` (errors name the file and the field)."""
+        return cls.from_dict(read_json(path, "checkpoint"), settings, config, source=path)
+
+    @classmethod
+    def from_dict(cls, data, settings, config, source=None):
+        """Validate a checkpoint against this run's settings and config, and rebuild the run.
+
+        Anything malformed raises `ValueError` naming the checkpoint (`source`)
+        and the field; a checkpoint made with other settings or another
+        `GRNEATConfig` names the differing fields with both values.
+        """
+        where = "The checkpoint" + (f" {source!r}" if source is not None else "")
+
+        def at(field):
+            return f"{where}, field {field!r}"
+
+        if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ValueError(
+                f"Not a GRNEAT checkpoint: {where[4:]} has format {found!r:.80}, "
+                f"expected {CHECKPOINT_FORMAT!r}."
+            )
+        _fields.fields(data, where, _CHECKPOINT_FIELDS)
         saved = data["settings"]
+        if not isinstance(saved, dict):
+            raise ValueError(f"{at('settings')} must be a JSON object.")
         differing = sorted(k for k in settings if k != "generations" and saved.get(k) != settings[k])
         if differing:
             raise ValueError(
-                "The checkpoint was made with other settings; resuming would not give "
+                f"{where} was made with other settings; resuming would not give "
                 f"the same evolution. Differing: {differing} "
                 f"(checkpoint: {[saved.get(k) for k in differing]}, "
                 f"now: {[settings[k] for k in differing]})."
             )
-        if grneat.GRNEATConfig.from_dict(data["config"]) != config:
-            raise ValueError("The checkpoint was made with another GRNEATConfig.")
-        rng = np.random.default_rng()
-        rng.bit_generator.state = data["rng_state"]
+        try:
+            saved_config = grneat.GRNEATConfig.from_dict(data["config"])
+        except ValueError as error:
+            raise ValueError(f"{at('config')}: {error}") from None
+        if saved_config != config:
+            differing = [
+                f"{field.name} (checkpoint: {getattr(saved_config, field.name)!r}, "
+                f"now: {getattr(config, field.name)!r})"
+                for field in dataclasses.fields(config)
+                if getattr(saved_config, field.name) != getattr(config, field.name)
+            ]
+            raise ValueError(
+                f"{where} was made with another GRNEATConfig; resuming would not give the "
+                f"same evolution. Differing: {'; '.join(differing)}."
+            )
+        rng = _fields.generator(data["rng_state"], at("rng_state"))
+        n_outputs = FitnessTask.from_dict(settings["task"]).n_outputs
+
+        def genome(value, field):
+            try:
+                result = Genome.from_dict(value)
+            except ValueError as error:
+                raise ValueError(f"{at(field)}: {error}") from None
+            if (result.n_inputs, result.n_outputs) != (N_INPUTS, n_outputs):
+                raise ValueError(
+                    f"{at(field)} has {result.n_inputs} inputs and {result.n_outputs} outputs; "
+                    f"this run's agents have {N_INPUTS} and {n_outputs}."
+                )
+            if result.n_regulatory > config.max_regulatory:
+                raise ValueError(
+                    f"{at(field)} has {result.n_regulatory} regulatory proteins, more than "
+                    f"max_regulatory ({config.max_regulatory})."
+                )
+            return result
+
+        def individual(value, field):
+            _fields.fields(value, at(field), ("genome", "fitness", "generation"))
+            fitness = _fields.number(value["fitness"], at(f"{field}.fitness"))
+            generation = _fields.integer(value["generation"], at(f"{field}.generation"))
+            return Individual(genome(value["genome"], f"{field}.genome"), fitness, generation)
+
         run = cls(settings, config, rng)
-        run.generation = int(data["generation"])
-        run.population = [Genome.from_dict(g) for g in data["population"]]
-        run.species = [grneat.Species.from_dict(s) for s in data["species"]]
-        run.fitness_range = data["fitness_range"]
-        for record in data["logbook"]:
+        run.generation = _fields.integer(data["generation"], at("generation"))
+        population = _fields.items(data["population"], at("population"), length=config.population)
+        run.population = [genome(g, f"population[{i}]") for i, g in enumerate(population)]
+        species = _fields.items(data["species"], at("species"), max_length=config.population)
+        lo, hi = config.threshold_bounds
+        for i, value in enumerate(species):
+            _fields.fields(value, at(f"species[{i}]"), ("representative", "threshold"))
+            run.species.append(grneat.Species(
+                genome(value["representative"], f"species[{i}].representative"),
+                _fields.number(value["threshold"], at(f"species[{i}].threshold"), lo, hi),
+            ))
+        if data["fitness_range"] is not None:
+            pair = _fields.items(data["fitness_range"], at("fitness_range"), length=2)
+            pair = [_fields.number(v, at("fitness_range")) for v in pair]
+            if pair[0] > pair[1]:
+                raise ValueError(f"{at('fitness_range')} must be [lo, hi] with lo <= hi, got {pair}.")
+            run.fitness_range = pair
+        logbook = _fields.items(data["logbook"], at("logbook"), length=run.generation)
+        for i, record in enumerate(logbook):
+            _fields.fields(record, at(f"logbook[{i}]"), run.logbook.header)
+            for key in ("gen", "evals", "species"):
+                _fields.integer(record[key], at(f"logbook[{i}].{key}"))
+            _fields.text(record["architecture"], at(f"logbook[{i}].architecture"))
+            for key in ("size", "max", "mean", "min", "std", "seconds"):
+                _fields.number(record[key], at(f"logbook[{i}].{key}"))
             run.logbook.record(**record)
-        run.hall_of_fame.update([Individual.from_dict(i) for i in data["hall_of_fame"]])
-        run.best = Individual.from_dict(data["best"]) if data["best"] else None
-        run.evaluations = int(data["evaluations"])
+        hall = _fields.items(data["hall_of_fame"], at("hall_of_fame"), max_length=run.hall_of_fame.maxsize)
+        hall = [individual(value, f"hall_of_fame[{i}]") for i, value in enumerate(hall)]
+        fitnesses = [ind.fitness.values[0] for ind in hall]
+        if any(a < b for a, b in zip(fitnesses, fitnesses[1:])):
+            raise ValueError(f"{at('hall_of_fame')} must be sorted by fitness, best first.")
+        # Restore DEAP's lists exactly as saved (best first; `keys` ascending): inserting
+        # the entries again would reverse the order of entries with equal fitness.
+        run.hall_of_fame.items = hall
+        run.hall_of_fame.keys = [ind.fitness for ind in reversed(hall)]
+        run.best = None if data["best"] is None else individual(data["best"], "best")
+        run.evaluations = _fields.integer(data["evaluations"], at("evaluations"))
         return run
+
+
+_CHECKPOINT_FIELDS = ("format", "settings", "config", "generation", "population", "species",
+                      "fitness_range", "rng_state", "logbook", "hall_of_fame", "best", "evaluations")
 
 
 def _dissolve_small_species(run, population, fitnesses, species, evaluate):
@@ -335,7 +428,7 @@ def evolve(
     }
     checkpoint = os.path.join(out, "checkpoint.json") if out else None
     if resume and checkpoint and os.path.exists(checkpoint):
-        run = _Run.from_dict(read_json(checkpoint, "checkpoint"), settings, config)
+        run = _Run.load(checkpoint, settings, config)
         run.settings = settings
         if verbose:
             print(f"Resuming from {checkpoint}: {run.generation} generation(s) done.", flush=True)

@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from keras_neuromod.agrn import MAX_PROTEINS
 from keras_neuromod.agrn import Genome
 
 __all__ = ["FitnessTask", "Evaluator", "BASES"]
@@ -41,7 +42,8 @@ class FitnessTask:
         ranges: hyperparameter ranges of the optimizer (None: its defaults).
         warmup_steps, grn_steps_per_update: AGRN settings of the optimizer.
         max_regulatory: padded AGRN capacity; genomes up to this size share
-            one compiled train step.
+            one compiled train step. 13 inputs + the outputs + max_regulatory
+            may not exceed `keras_neuromod.agrn.MAX_PROTEINS`.
         worst_fitness: the fitness of a diverging (NaN or Inf) or failed run.
         data_dir: tensorflow-datasets folder for CIFAR.
     """
@@ -75,6 +77,15 @@ class FitnessTask:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         if not (isinstance(self.width, (int, float)) and self.width > 0):
             raise ValueError(f"width must be positive, got {self.width!r}.")
+        limit = MAX_PROTEINS - 13 - self.n_outputs
+        if isinstance(self.max_regulatory, bool) or not isinstance(self.max_regulatory, int) or not (
+            0 <= self.max_regulatory <= limit
+        ):
+            raise ValueError(
+                f"max_regulatory must be an integer in [0, {limit}] (the AGRN's 13 inputs, "
+                f"{self.n_outputs} outputs and max_regulatory proteins stay within "
+                f"keras_neuromod.agrn.MAX_PROTEINS = {MAX_PROTEINS}), got {self.max_regulatory!r:.80}."
+            )
         if self.train_subset is not None and int(self.train_subset) < self.batch_size:
             raise ValueError("train_subset must be at least one batch.")
         if not math.isfinite(self.worst_fitness):

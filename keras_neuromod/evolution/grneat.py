@@ -21,6 +21,7 @@ import numpy as np
 
 from keras_neuromod.agrn import BETA_RANGE
 from keras_neuromod.agrn import DELTA_RANGE
+from keras_neuromod.agrn import MAX_PROTEINS
 from keras_neuromod.agrn import Genome
 
 __all__ = [
@@ -66,7 +67,9 @@ class GRNEATConfig:
         min_species_size: smaller species are dissolved.
         max_regulatory: the most regulatory proteins a genome may have
             (**ours**: bounds the padded size of the AGRN so that evaluating a
-            new genome never recompiles the training step).
+            new genome never recompiles the training step). At most
+            `keras_neuromod.agrn.MAX_PROTEINS` (1024) less the inputs and
+            outputs; the optimizers refuse a larger padded size.
         id_weight, enh_weight, inh_weight: weights of the protein distance.
     """
 
@@ -103,18 +106,33 @@ class GRNEATConfig:
         positive_int("min_species_size")
         positive_int("initial_regulatory", 0)
         positive_int("max_regulatory", 0)
+        if self.max_regulatory > MAX_PROTEINS:
+            raise ValueError(
+                f"GRNEATConfig.max_regulatory must be at most {MAX_PROTEINS} "
+                f"(keras_neuromod.agrn.MAX_PROTEINS, the most proteins an AGRN may have), "
+                f"got {self.max_regulatory}."
+            )
+
+        def in_range(name, lo, hi):
+            value = getattr(self, name)
+            if not (_finite(value) and lo <= value <= hi):
+                raise ValueError(f"GRNEATConfig.{name} must lie in [{lo}, {hi}], got {value!r:.80}.")
+
         for name in ("crossover_rate", "mutation_rate", "add_rate", "delete_rate",
                      "modify_rate", "crossover_threshold", "species_threshold", "threshold_step"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 1):
-                raise ValueError(f"GRNEATConfig.{name} must lie in [0, 1], got {value!r}.")
+            in_range(name, 0, 1)
+        for name in ("id_weight", "enh_weight", "inh_weight"):
+            in_range(name, 0, math.inf)
         if abs(self.add_rate + self.delete_rate + self.modify_rate - 1.0) > 1e-9:
             raise ValueError("GRNEATConfig: add_rate + delete_rate + modify_rate must be 1.")
         if self.crossover_rate + self.mutation_rate > 1.0 + 1e-9:
             raise ValueError("GRNEATConfig: crossover_rate + mutation_rate must be at most 1.")
-        lo, hi = self.threshold_bounds
-        if not 0 <= lo <= hi:
-            raise ValueError(f"GRNEATConfig.threshold_bounds must be 0 <= lo <= hi, got {self.threshold_bounds!r}.")
+        bounds = self.threshold_bounds
+        if not (isinstance(bounds, (tuple, list)) and len(bounds) == 2 and all(
+            _finite(v) for v in bounds
+        ) and 0 <= bounds[0] <= bounds[1]):
+            raise ValueError(f"GRNEATConfig.threshold_bounds must be 0 <= lo <= hi, got {bounds!r:.80}.")
+        lo, hi = bounds
         if self.initial_regulatory > self.max_regulatory:
             raise ValueError("GRNEATConfig.initial_regulatory exceeds max_regulatory.")
         object.__setattr__(self, "threshold_bounds", (float(lo), float(hi)))
@@ -126,14 +144,23 @@ class GRNEATConfig:
 
     @classmethod
     def from_dict(cls, data):
+        if not isinstance(data, dict):
+            raise ValueError(f"A GRNEATConfig must be a JSON object (dict), got {type(data).__name__}.")
         names = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"Unknown GRNEATConfig field(s) {unknown}.")
         data = dict(data)
-        if "threshold_bounds" in data:
+        if isinstance(data.get("threshold_bounds"), list):
             data["threshold_bounds"] = tuple(data["threshold_bounds"])
         return cls(**data)
+
+
+def _finite(value):
+    """Whether `value` is an int or float (not a bool) with a finite float value."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) if isinstance(value, float) else abs(value) < 2**1000
 
 
 # -- distances ---------------------------------------------------------------

@@ -45,6 +45,7 @@ import time
 import keras
 import numpy as np
 
+from keras_neuromod import _fields
 from keras_neuromod.io import atomic_write_json
 from keras_neuromod.io import read_json
 
@@ -313,36 +314,53 @@ class EvolutionStrategy:
             "history": list(self.history),
         }
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state, source=None):
+        """Resume from `state_dict()` output; anything malformed raises `ValueError`.
+
+        The messages name the checkpoint (`source`, a path) and the field.
+        """
+        where = "The checkpoint" + (f" {source!r}" if source is not None else "")
+
+        def at(field):
+            return f"{where}, field {field!r}"
+
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(
-                "The checkpoint is not an EvolutionStrategy checkpoint "
+                f"{where} is not an EvolutionStrategy checkpoint "
                 f"(expected format {CHECKPOINT_FORMAT!r})."
             )
+        _fields.fields(state, where, ("format", "config", "generation", "theta", "velocity",
+                                      "second_moment", "rng_state", "history"))
         config = self.get_config()
-        if state["config"] != config:
-            diff = sorted(
-                k for k in set(config) | set(state["config"])
-                if config.get(k) != state["config"].get(k)
-            )
+        saved = state["config"]
+        if not isinstance(saved, dict):
+            raise ValueError(f"{at('config')} must be a JSON object.")
+        if saved != config:
+            diff = sorted(k for k in set(config) | set(saved) if config.get(k) != saved.get(k))
             raise ValueError(
-                f"The checkpoint was written with other settings ({', '.join(diff)}): "
-                f"checkpoint {state['config']}, trainer {config}."
+                f"{where} was written with other settings ({', '.join(diff)}): "
+                f"checkpoint {saved}, trainer {config}."
             )
-        theta = np.asarray(state["theta"], dtype=np.float64)
-        velocity = np.asarray(state["velocity"], dtype=np.float64)
-        second_moment = np.asarray(state["second_moment"], dtype=np.float64)
-        if any(v.shape != self.theta.shape for v in (theta, velocity, second_moment)):
-            raise ValueError("The checkpoint's parameter vectors have the wrong size.")
-        rng = np.random.default_rng()
-        rng.bit_generator.state = state["rng_state"]
-        self.theta, self.velocity, self.rng = theta, velocity, rng
-        self.second_moment = second_moment
-        self.generation = int(state["generation"])
-        self.history = list(state["history"])
+        vectors = {}
+        for name in ("theta", "velocity", "second_moment"):
+            values = _fields.items(state[name], at(name), length=self.num_params)
+            vectors[name] = np.array([_fields.number(v, at(name)) for v in values], dtype=np.float64)
+        rng = _fields.generator(state["rng_state"], at("rng_state"))
+        generation = _fields.integer(state["generation"], at("generation"))
+        history = _fields.items(state["history"], at("history"), length=generation)
+        for i, record in enumerate(history):
+            _fields.fields(record, at(f"history[{i}]"),
+                           ("generation", "mean", "max", "min", "std", "seconds"))
+            _fields.integer(record["generation"], at(f"history[{i}].generation"))
+            for key in ("mean", "max", "min", "std", "seconds"):
+                _fields.number(record[key], at(f"history[{i}].{key}"))
+        self.theta, self.velocity, self.rng = vectors["theta"], vectors["velocity"], rng
+        self.second_moment = vectors["second_moment"]
+        self.generation = generation
+        self.history = list(history)
 
     def save_checkpoint(self, path):
         atomic_write_json(path, self.state_dict())
 
     def load_checkpoint(self, path):
-        self.load_state_dict(read_json(path, "ES checkpoint"))
+        self.load_state_dict(read_json(path, "ES checkpoint"), source=os.fspath(path))

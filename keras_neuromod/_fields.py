@@ -1,0 +1,79 @@
+"""Checks of hand-editable JSON fields, raising `ValueError` that names them.
+
+Every loader of a shared file (agents, zoo indexes, GRNEAT and ES checkpoints)
+validates what it reads with these before using it, so that a malformed file
+raises `ValueError` naming the file and the field, never `KeyError` or
+`TypeError`. `where` is the start of the message, e.g.
+``"The checkpoint 'out/checkpoint.json', field 'generation'"``.
+"""
+
+import math
+
+import numpy as np
+
+
+def fields(data, where, required, optional=()):
+    """`data` must be a dict holding every `required` key and no key outside `optional`."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be a JSON object, got {type(data).__name__}.")
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise ValueError(f"{where} is missing field(s) {missing}.")
+    unknown = sorted(set(data) - set(required) - set(optional))
+    if unknown:
+        raise ValueError(f"{where} has unknown field(s) {unknown}; expected {list(required) + list(optional)}.")
+    return data
+
+
+def integer(value, where, minimum=0, maximum=None):
+    """An int (not a bool) in [minimum, maximum]."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{where} must be an integer, got {value!r:.80}.")
+    value = int(value)
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{where} must be an integer {bounds}, got {value!r:.80}.")
+    return value
+
+
+def number(value, where, minimum=-math.inf, maximum=math.inf):
+    """A finite real number (not a bool) in [minimum, maximum], as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{where} must be a number, got {value!r:.80}.")
+    try:
+        value = float(value)
+    except OverflowError:
+        raise ValueError(f"{where} is too large for a float.") from None
+    if not math.isfinite(value) or not minimum <= value <= maximum:
+        raise ValueError(f"{where} must be a finite number in [{minimum}, {maximum}], got {value!r}.")
+    return value
+
+
+def items(value, where, length=None, max_length=None):
+    """A list (of `length` items, or at most `max_length`)."""
+    if not isinstance(value, list):
+        raise ValueError(f"{where} must be a list, got {type(value).__name__}.")
+    if length is not None and len(value) != length:
+        raise ValueError(f"{where} must have {length} items, got {len(value)}.")
+    if max_length is not None and len(value) > max_length:
+        raise ValueError(f"{where} must have at most {max_length} items, got {len(value)}.")
+    return value
+
+
+def text(value, where):
+    """A string."""
+    if not isinstance(value, str):
+        raise ValueError(f"{where} must be a string, got {value!r:.80}.")
+    return value
+
+
+def generator(state, where):
+    """A numpy `Generator` restored from its `bit_generator.state` (a PCG64 state dict)."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{where} must be a JSON object.")
+    rng = np.random.default_rng()
+    try:
+        rng.bit_generator.state = state
+    except (TypeError, ValueError, KeyError, OverflowError, AttributeError) as error:
+        raise ValueError(f"{where} is not a numpy PCG64 generator state: {error!r:.200}") from None
+    return rng

@@ -1,0 +1,119 @@
+"""Resuming GRNEAT and ES checkpoints: exact continuation, clear errors on bad files.
+
+The GRNEAT runs use the cheap fitness functions of `test_evolution` (serial
+backend, no training).
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from keras_neuromod.evolution import EvolutionStrategy
+from keras_neuromod.evolution import GRNEATConfig
+from keras_neuromod.io import read_json
+from test_evolution import run
+from test_evolution import toy_fitness
+
+
+def tied_fitness(genome, architecture, seed):
+    """Coarse (one decimal), so that many individuals tie."""
+    return round(toy_fitness(genome, architecture, seed), 1)
+
+
+def _hall(result):
+    return [(ind.fitness.values[0], ind.generation, ind.genome.to_json()) for ind in result.hall_of_fame]
+
+
+def test_resumed_hall_of_fame_keeps_the_order_of_ties(tmp_path):
+    options = dict(seed=3, population=12, hall_of_fame=8, fitness=tied_fitness, models=("A",))
+    straight = run(generations=5, **options)
+    fitnesses = [f for f, _, _ in _hall(straight)]
+    assert len(fitnesses) == 8 and len(set(fitnesses)) < len(fitnesses), "the test needs ties"
+    run(generations=2, out=str(tmp_path), **options)
+    saved = read_json(tmp_path / "checkpoint.json")["hall_of_fame"]
+    assert len({entry["fitness"] for entry in saved}) < len(saved), "ties in the checkpoint too"
+    resumed = run(generations=5, out=str(tmp_path), resume=True, **options)
+    assert _hall(resumed) == _hall(straight)
+    # and a run resumed where nothing is left to do gives the saved order back unchanged
+    again = run(generations=5, out=str(tmp_path), resume=True, **options)
+    assert _hall(again) == _hall(straight)
+
+
+def test_another_grneat_config_names_the_differing_fields(tmp_path):
+    run(seed=1, generations=1, out=str(tmp_path))
+    with pytest.raises(ValueError, match=r"population \(checkpoint: 12, now: 14\)"):
+        run(seed=1, generations=2, population=14, out=str(tmp_path), resume=True)
+    config = GRNEATConfig(tournament_size=4, max_regulatory=20)
+    with pytest.raises(ValueError) as error:
+        run(seed=1, generations=2, config=config, out=str(tmp_path), resume=True)
+    message = str(error.value)
+    assert "tournament_size (checkpoint: 3, now: 4)" in message
+    assert "max_regulatory (checkpoint: 32, now: 20)" in message
+    assert "checkpoint.json" in message and "population" not in message
+
+
+def _edit(path, change):
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+GRNEAT_EDITS = [
+    (lambda d: d.pop("population"), r"missing field\(s\) \['population'\]"),
+    (lambda d: d.update(extra=1), r"unknown field\(s\) \['extra'\]"),
+    (lambda d: d.update(generation="2"), "'generation' must be an integer"),
+    (lambda d: d.update(population=d["population"][:-1]), "'population' must have 12 items"),
+    (lambda d: d["population"][3].update(beta=None), r"'population\[3\]'.*beta"),
+    (lambda d: d["population"][0].update(n_regulatory=10**30), "MAX_PROTEINS"),
+    (lambda d: d["species"][0].update(threshold=float("nan")), r"'species\[0\].threshold'"),
+    (lambda d: d["species"].append([]), r"'species\[\d+\]' must be a JSON object"),
+    (lambda d: d["hall_of_fame"][0].pop("fitness"), r"'hall_of_fame\[0\]' is missing"),
+    (lambda d: d["hall_of_fame"][0].update(fitness=-1.0), "sorted by fitness"),
+    (lambda d: d["logbook"][1].update(max="high"), r"'logbook\[1\].max' must be a number"),
+    (lambda d: d.update(logbook=d["logbook"][:1]), "'logbook' must have 2 items"),
+    (lambda d: d["rng_state"].pop("state"), "'rng_state'"),
+    (lambda d: d.update(rng_state=[1, 2]), "'rng_state' must be a JSON object"),
+    (lambda d: d.update(best={"genome": {}, "fitness": 1.0, "generation": 0}), r"'best.genome'.*missing"),
+    (lambda d: d.update(fitness_range=[1.0, 0.0]), "lo <= hi"),
+    (lambda d: d.update(config={"population": "12"}), "'config'.*population"),
+    (lambda d: d.update(settings=None), "'settings' must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize("change,match", GRNEAT_EDITS)
+def test_hand_edited_grneat_checkpoints_name_the_field(tmp_path, change, match):
+    run(seed=1, generations=2, out=str(tmp_path))
+    path = tmp_path / "checkpoint.json"
+    _edit(path, change)
+    with pytest.raises(ValueError, match=match) as error:
+        run(seed=1, generations=3, out=str(tmp_path), resume=True)
+    assert str(path) in str(error.value)
+
+
+def sphere(genomes, rng):
+    return -np.sum((genomes - 1.0) ** 2, axis=1)
+
+
+ES_EDITS = [
+    (lambda d: d.pop("theta"), r"missing field\(s\) \['theta'\]"),
+    (lambda d: d.update(theta=d["theta"][:-1]), "'theta' must have 3 items"),
+    (lambda d: d["velocity"].__setitem__(1, "x"), "'velocity' must be a number"),
+    (lambda d: d["second_moment"].__setitem__(0, 1e308 * 10), "'second_moment' must be a finite number"),
+    (lambda d: d.update(generation=None), "'generation' must be an integer"),
+    (lambda d: d.update(generation=10**30), "'history' must have"),
+    (lambda d: d["history"][0].pop("mean"), r"'history\[0\]' is missing"),
+    (lambda d: d.update(rng_state={"bit_generator": "PCG64"}), "'rng_state'"),
+    (lambda d: d.update(config=[]), "'config' must be a JSON object"),
+    (lambda d: d.update(extra={}), r"unknown field\(s\) \['extra'\]"),
+]
+
+
+@pytest.mark.parametrize("change,match", ES_EDITS)
+def test_hand_edited_es_checkpoints_name_the_field(tmp_path, change, match):
+    path = tmp_path / "es.json"
+    EvolutionStrategy(sphere, np.zeros(3), population=4, seed=0).run(2, checkpoint_path=path, progress=False)
+    _edit(path, change)
+    with pytest.raises(ValueError, match=match) as error:
+        EvolutionStrategy(sphere, np.zeros(3), population=4, seed=0).load_checkpoint(path)
+    assert str(path) in str(error.value)
