@@ -163,17 +163,12 @@ def test_genome_files_and_agent_paths(folder, data):
         _only_allowed(lambda: resolve_agent(str(path)))
 
 
-@pytest.mark.xfail(
-    strict=True, raises=(TypeError, RecursionError),
-    reason="optimizers/base.py: resolve_agent passes a file's non-object JSON on as an agent "
-    "(a list raises TypeError; a string naming the file itself recurses); it should refuse "
-    "it with ValueError naming the file",
-)
 @pytest.mark.parametrize("content", [[1, 2], 3, "SELF"])
 def test_agent_paths_holding_no_json_object(folder, content):
     path = folder / "not_an_object.json"
     path.write_text(json.dumps(str(path) if content == "SELF" else content))
-    _only_allowed(lambda: resolve_agent(str(path)))
+    with pytest.raises(ValueError, match="must hold a JSON object"):
+        resolve_agent(str(path))
 
 
 @pytest.fixture(scope="module")

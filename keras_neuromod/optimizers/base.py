@@ -65,9 +65,19 @@ def resolve_agent(agent):
     if isinstance(agent, (str, os.PathLike)):
         path = os.fspath(agent)
         if os.path.isfile(path):
+            from keras_neuromod.io import MAX_AGENT_BYTES
             from keras_neuromod.io import read_json
 
-            return resolve_agent(read_json(path, what="agent file"))
+            data = read_json(path, what="agent file", max_bytes=MAX_AGENT_BYTES)
+            if not isinstance(data, dict):
+                raise ValueError(
+                    f"The agent file {path!r} must hold a JSON object (a genome or an "
+                    f"agent), not a {type(data).__name__}."
+                )
+            try:
+                return resolve_agent(data)
+            except ValueError as error:
+                raise ValueError(f"The agent file {path!r}: {error}") from None
         try:
             found = zoo.load(path)
         except ValueError as error:
