@@ -116,6 +116,12 @@ def raising_fitness(genome, architecture, seed):
     raise RuntimeError("this fitness always fails")
 
 
+def toy_jobs(genomes, architecture="A", seed=1):
+    """Jobs that evaluate `genomes`, and what `toy_fitness` scores them."""
+    jobs = [{"genome": g, "architecture": architecture, "seed": seed} for g in genomes]
+    return jobs, [toy_fitness(g, architecture, seed) for g in genomes]
+
+
 def _records(result):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in result.logbook]
 
@@ -214,8 +220,7 @@ def test_corrupt_checkpoint_is_refused(tmp_path):
 def test_crashing_workers_lose_only_their_individual(tmp_path, monkeypatch):
     monkeypatch.setenv("KNM_FLAKY_DIR", str(tmp_path))
     genomes = [Genome.random(13, 8, 1, rng=s).to_dict() for s in range(6)]
-    jobs = [{"genome": g, "architecture": "A", "seed": 1} for g in genomes]
-    expected = [toy_fitness(g, "A", 1) for g in genomes]
+    jobs, expected = toy_jobs(genomes)
     backend = ProcessBackend(flaky_fitness, workers=2, threads=1)
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -243,7 +248,7 @@ def test_a_stopped_worker_is_killed_after_the_timeout_and_its_job_run_again():
     genomes = [Genome.random(13, 8, 1, rng=s).to_dict() for s in range(12)]
     stalling = [g for g in genomes if crashes(g)][:1]
     genomes = stalling + [g for g in genomes if not crashes(g)][:2]
-    jobs = [{"genome": g, "architecture": "A", "seed": 1} for g in genomes]
+    jobs, expected = toy_jobs(genomes)
     backend = ProcessBackend(always_stalling_fitness, workers=2, threads=1, timeout=2)
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -251,7 +256,7 @@ def test_a_stopped_worker_is_killed_after_the_timeout_and_its_job_run_again():
             results = backend.map(jobs)
     finally:
         backend.close()
-    assert results == [0.0] + [toy_fitness(g, "A", 1) for g in genomes[1:]]
+    assert results == [0.0] + expected[1:]
     messages = [str(w.message) for w in caught if "no answer within 2 s" in str(w.message)]
     assert len(messages) == 2
     assert "run again" in messages[0] and "scored worst" in messages[1]
@@ -445,7 +450,8 @@ def test_evolve_example_with_no_generation_writes_no_agent(tmp_path, capsys):
     command = read_json(again["agent"])["provenance"]["command"]
     assert "--generations 1 " in command
 
-    for bad in (["--generations", "-1"], ["--timeout", "0"], ["--timeout", "60", "--backend", "serial"]):
+    serial_with_timeout = ["--timeout", "60", "--backend", "serial"]
+    for bad in (["--generations", "-1"], ["--timeout", "0"], serial_with_timeout):
         with pytest.raises(SystemExit) as exit_info:
             example.parse_args(bad)
         assert exit_info.value.code == 2
@@ -504,8 +510,7 @@ def test_ray_backend_kills_a_stopped_actor_and_runs_its_job_again(local_ray, tmp
 
     monkeypatch.setattr(sys.modules[__name__], "MARKER_DIR", str(tmp_path))
     genomes = [Genome.random(13, 8, 1, rng=s).to_dict() for s in range(4)]
-    jobs = [{"genome": g, "architecture": "B", "seed": 2} for g in genomes]
-    expected = [toy_fitness(g, "B", 2) for g in genomes]
+    jobs, expected = toy_jobs(genomes, "B", 2)
     backend = RayBackend(stall_once_fitness, workers=2, timeout=3)
     try:
         with warnings.catch_warnings(record=True) as caught:

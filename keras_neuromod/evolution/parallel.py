@@ -3,11 +3,11 @@
 Every backend runs the same job, `evaluate_job(fitness, job)`, where `fitness` is
 a `FitnessTask` or a picklable function `f(genome, architecture, seed) -> float`
 and `job` is plain data (a genome dict, an architecture, a seed): workers never
-see DEAP classes. A job that raises, whose worker dies, or (with a `timeout`) whose worker gives
-no answer in time (its worker is then killed) is run once more; if that fails
-too, it scores the fitness's worst value and the evolution goes on. Results
-come back in the order of the jobs, whatever order the workers finish in, so
-the evolution is the same on every backend.
+see DEAP classes. A job that raises, whose worker dies, or (with a `timeout`)
+whose worker gives no answer in time (the worker is then killed) is run once
+more; if that fails too, it scores the fitness's worst value and the evolution
+goes on. Results come back in the order of the jobs, whatever order the
+workers finish in, so the evolution is the same on every backend.
 
 Workers start quiet: TensorFlow's start-up notices (oneDNN, CUDA probing) and
 its C++ log lines stay out of the parent's output (`TF_CPP_MIN_LOG_LEVEL=3` in
@@ -60,10 +60,11 @@ def evaluate_job(fitness, job):
     return float(fitness(genome, architecture, seed))
 
 
-def _warn_failure(job, reason, final):
+def _warn_failure(job, reason, final, stacklevel=3):
     what = "scored worst" if final else "run again"
     warnings.warn(
-        f"Evaluating an individual failed ({reason}); it is {what}.", RuntimeWarning, stacklevel=3
+        f"Evaluating an individual failed ({reason}); it is {what}.", RuntimeWarning,
+        stacklevel=stacklevel,
     )
 
 
@@ -402,7 +403,9 @@ class RayBackend:
                 ray.init(address=address, log_to_driver=False)
         self.workers = int(workers or ray.cluster_resources().get("CPU", 1))
         self.fitness = fitness
-        worker_class = _ray_actor_class().options(runtime_env={"env_vars": dict(WORKER_ENVIRONMENT)})
+        worker_class = _ray_actor_class().options(
+            runtime_env={"env_vars": dict(WORKER_ENVIRONMENT)}
+        )
         self._actors = [worker_class.remote(fitness, threads) for _ in range(self.workers)]
         # An actor gets jobs once it answers a ping: after its start, and
         # after each failure (Ray restarts a dead actor).
@@ -447,7 +450,7 @@ class RayBackend:
         def failed(index, reason):
             nonlocal done
             final = attempts[index] >= 2
-            _warn_failure(jobs[index], reason, final)
+            _warn_failure(jobs[index], reason, final, stacklevel=4)
             if not final:
                 pending.insert(0, index)
                 return
