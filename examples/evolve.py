@@ -17,7 +17,13 @@ logbook (`logbook.csv`) and a PNG of best and mean fitness per generation. `best
 the zoo's format (genome, settings, provenance with the reproducing command), so
 `NmAdam(agent="runs/evolve/best_agent.json")` uses it and it can be shared as is.
 The last line on stdout is one JSON object: best_fitness, generations,
-evaluations, evaluated_now, agent.
+evaluations, evaluated_now, agent. `--generations 0` on a new run evolves
+nothing and writes no agent (best_fitness and agent are null); with `--resume`
+it writes the agent of the checkpoint's last generation again.
+
+`--timeout SECONDS` kills a worker that gives no answer for that long on one
+evaluation (a stuck or stopped process): the evaluation is run once more, then
+scored worst, as when a worker crashes. By default there is no limit.
 """
 
 import argparse
@@ -38,6 +44,20 @@ QUICK = {"population": 20, "generations": 8, "epochs": 3, "models": "mlp,A", "wi
          "train_subset": None}
 
 
+def count(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def seconds(text):
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Evolve a neuromodulatory agent with GRNEAT.",
@@ -46,7 +66,7 @@ def parse_args(argv=None):
     parser.add_argument("--task", default="digits", choices=datasets.NAMES)
     parser.add_argument("--base", default="adam", choices=("sgd", "adam"))
     parser.add_argument("--population", type=int, default=None)
-    parser.add_argument("--generations", type=int, default=None)
+    parser.add_argument("--generations", type=count, default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--models", default=None, help="comma-separated architectures (A,B,C,mlp)")
     parser.add_argument("--width", type=float, default=None, help="width factor of the models")
@@ -56,6 +76,10 @@ def parse_args(argv=None):
     parser.add_argument("--backend", default="process", choices=("serial", "process", "ray"))
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--ray-address", default=None)
+    parser.add_argument("--timeout", type=seconds, default=None,
+                        help="seconds one evaluation may take in a worker before the worker is "
+                             "killed and the evaluation run again, then scored worst "
+                             "(process and ray backends; default: no limit)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/evolve")
@@ -63,6 +87,8 @@ def parse_args(argv=None):
     parser.add_argument("--name", default=None, help="the agent's name (default nm_BASE_TASK)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.timeout is not None and args.backend == "serial":
+        parser.error("--timeout needs --backend process or ray (a serial run cannot stop itself)")
     full_scale = args.task != "digits"
     defaults = {"population": 50, "generations": 50, "epochs": 20, "models": "A,B,C", "width": 1.0,
                 "train_subset": None} if full_scale else QUICK
@@ -74,10 +100,10 @@ def parse_args(argv=None):
     return args
 
 
-def reproducing_command(args):
+def reproducing_command(args, generations):
     """The command that reproduces this evolution from its seed, every setting explicit."""
     parts = ["python examples/evolve.py", f"--task {args.task}", f"--base {args.base}",
-             f"--population {args.population}", f"--generations {args.generations}",
+             f"--population {args.population}", f"--generations {generations}",
              f"--epochs {args.epochs}", f"--models {','.join(args.models)}", f"--width {args.width}",
              f"--batch-size {args.batch_size}", f"--metric {args.metric}", f"--backend {args.backend}",
              f"--seed {args.seed}"]
@@ -85,6 +111,8 @@ def reproducing_command(args):
         parts.append(f"--train-subset {args.train_subset}")
     if args.workers:
         parts.append(f"--workers {args.workers}")
+    if args.timeout:
+        parts.append(f"--timeout {args.timeout:.15g}")
     return " ".join(parts)
 
 
@@ -143,7 +171,8 @@ def main(argv=None):
             task=args.task, base=args.base, population=args.population,
             generations=args.generations, epochs=args.epochs, models=args.models,
             backend=args.backend, workers=args.workers, ray_address=args.ray_address,
-            seed=args.seed, out=args.out, resume=args.resume, progress=not args.no_progress,
+            timeout=args.timeout, seed=args.seed, out=args.out, resume=args.resume,
+            progress=not args.no_progress,
             batch_size=args.batch_size, width=args.width, metric=args.metric,
             train_subset=args.train_subset, data_dir=args.data_dir,
         )
@@ -152,6 +181,10 @@ def main(argv=None):
     except FileExistsError as error:
         sys.exit(f"{error}\n(use --resume, or another --out)")
     best = result.best
+    if best is None:
+        print(f"No generation was run (--generations {args.generations}): no agent to write.")
+        print_summary(result, None)
+        return
     agent_path = os.path.join(args.out, "best_agent.json")
     agent = zoo.Agent(
         name=args.name, base=args.base, genome=best.genome,
@@ -162,7 +195,7 @@ def main(argv=None):
             "epochs": args.epochs, "batch_size": args.batch_size, "metric": args.metric,
             "seed": args.seed, "final_fitness": best.fitness.values[0],
             "evaluations": result.evaluations, "library_version": keras_neuromod.__version__,
-            "command": reproducing_command(args),
+            "command": reproducing_command(args, result.generations),
         },
     )
     zoo.save(agent, agent_path)
@@ -178,8 +211,14 @@ def main(argv=None):
           f"{best.genome.n_regulatory} regulatory proteins -> {agent_path}")
     print(f"Figure: {figure}; {result.evaluated_now} evaluations in {time.perf_counter() - start:.0f} s "
           f"(command: {command.strip()})")
+    print_summary(result, agent_path)
+
+
+def print_summary(result, agent_path):
+    """The last line on stdout: one JSON object (null fitness and agent without a run)."""
+    best = result.best
     print(json.dumps({
-        "best_fitness": round(best.fitness.values[0], 4),
+        "best_fitness": None if best is None else round(best.fitness.values[0], 4),
         "generations": result.generations,
         "evaluations": result.evaluations,
         "evaluated_now": result.evaluated_now,

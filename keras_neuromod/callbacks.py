@@ -7,6 +7,7 @@ paper's figures 4 and 5 (inputs and hyperparameters per layer over iterations).
 
 import csv
 import os
+import weakref
 
 import numpy as np
 import keras
@@ -37,7 +38,19 @@ class ModulationTracer(keras.callbacks.Callback):
             tensorboard`); the check comes at the start of training.
         csv_path: if given, write one CSV row per recorded step and tensor
             (step, tensor, the 13 inputs, the hyperparameters), rewritten at
-            the end of each epoch.
+            the end of each epoch. Checked at the start of training: a folder,
+            or a path that cannot be written, stops `fit` before any step.
+
+    One record per model: `fit` again on the same model (and optimizer)
+    appends to the record, with the optimizer's steps going on, while `fit` on
+    another model, or on the same model compiled with another optimizer,
+    starts a fresh record (`csv_path` is then rewritten with the new record
+    only, as `CSVLogger` rewrites its file). `reset()` forgets the record by
+    hand.
+
+    A model whose optimizer Keras wrapped (a `LossScaleOptimizer` under the
+    `"mixed_float16"` policy, or any wrapper with an `inner_optimizer`) is
+    traced through the wrapped optimizer.
 
     Attributes:
         steps: numpy array [S] of the optimizer steps recorded.
@@ -70,7 +83,10 @@ class ModulationTracer(keras.callbacks.Callback):
         self._steps, self._inputs, self._hparams = [], [], []
         self._batches = 0
         self._written_to_tensorboard = 0
+        if getattr(self, "_writer", None) is not None:
+            self._writer.close()
         self._writer = None
+        self._traced = None  # weak references to the traced model and optimizer
         self.tensor_paths = []
         self.hyperparameter_names = []
 
@@ -79,6 +95,11 @@ class ModulationTracer(keras.callbacks.Callback):
 
     def _optimizer(self):
         optimizer = self.model.optimizer
+        # Keras wraps the optimizer under mixed precision (LossScaleOptimizer)
+        while not isinstance(optimizer, NeuromodulatedOptimizer) and hasattr(
+            optimizer, "inner_optimizer"
+        ):
+            optimizer = optimizer.inner_optimizer
         if not isinstance(optimizer, NeuromodulatedOptimizer):
             raise ValueError(
                 "ModulationTracer needs a model compiled with a neuromodulated "
@@ -86,8 +107,19 @@ class ModulationTracer(keras.callbacks.Callback):
             )
         return optimizer
 
+    def _is_traced(self, model, optimizer):
+        if self._traced is None:
+            return False
+        traced_model, traced_optimizer = (reference() for reference in self._traced)
+        return traced_model is model and traced_optimizer is optimizer
+
     def on_train_begin(self, logs=None):
-        self._optimizer()
+        optimizer = self._optimizer()
+        if not self._is_traced(self.model, optimizer):
+            self.reset()
+            self._traced = (weakref.ref(self.model), weakref.ref(optimizer))
+        if self.csv_path:
+            _check_writable(self.csv_path)
         if self.log_dir:
             try:
                 import tensorboard  # noqa: F401  (tf.summary needs it)
@@ -158,21 +190,23 @@ class ModulationTracer(keras.callbacks.Callback):
         """Write the trace as CSV: one row per recorded step and tensor."""
         input_columns = [f"input_{name}" for name in INPUT_NAMES]
         input_columns += [f"input_next_{name}" for name in INPUT_NAMES] + ["input_constant"]
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        temporary = f"{path}.tmp"
+        temporary = _check_writable(path)
         inputs, hparams = self.inputs, self.hyperparameters
-        with open(temporary, "w", newline="") as stream:
-            writer = csv.writer(stream)
-            writer.writerow(["step", "tensor"] + input_columns + self.hyperparameter_names)
-            for s, step in enumerate(self.steps):
-                for t, tensor in enumerate(self.tensor_paths):
-                    writer.writerow(
-                        [int(step), tensor]
-                        + [f"{v:.7g}" for v in inputs[s, t]]
-                        + [f"{v:.7g}" for v in hparams[s, t]]
-                    )
-        os.replace(temporary, path)
+        try:
+            with open(temporary, "w", newline="") as stream:
+                writer = csv.writer(stream)
+                writer.writerow(["step", "tensor"] + input_columns + self.hyperparameter_names)
+                for s, step in enumerate(self.steps):
+                    for t, tensor in enumerate(self.tensor_paths):
+                        writer.writerow(
+                            [int(step), tensor]
+                            + [f"{v:.7g}" for v in inputs[s, t]]
+                            + [f"{v:.7g}" for v in hparams[s, t]]
+                        )
+            os.replace(temporary, path)
+        except BaseException:
+            _remove(temporary)
+            raise
         return path
 
     def _write_tensorboard(self):
@@ -246,3 +280,36 @@ class ModulationTracer(keras.callbacks.Callback):
         figure.savefig(path, dpi=110)
         plt.close(figure)
         return path
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _check_writable(path):
+    """Check that the CSV file `path` can be written; return its temporary's path.
+
+    Creates the missing folders, and tries the temporary file the CSV is
+    written to before it replaces `path` (removed again).
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            f"ModulationTracer's csv_path {path!r} is a folder: give a file path, "
+            f"such as {os.path.join(path, 'trace.csv')!r}."
+        )
+    temporary = f"{path}.tmp"
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(temporary, "w"):
+            pass
+    except OSError as error:
+        raise OSError(
+            f"ModulationTracer cannot write its csv_path {path!r}: {error}"
+        ) from error
+    finally:
+        _remove(temporary)
+    return temporary

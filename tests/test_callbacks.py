@@ -22,11 +22,17 @@ def data():
     return x[:320], y[:320]
 
 
-def fit(data, optimizer, tracer, epochs=1):
-    model = models.build("mlp", (8, 8, 1), 10, hidden=(16,), seed=0)
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+def fit(data, optimizer, tracer, epochs=1, hidden=(16,), model=None):
+    if model is None:
+        model = models.build("mlp", (8, 8, 1), 10, hidden=hidden, seed=0)
+    if optimizer is not None:
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
     model.fit(*data, epochs=epochs, batch_size=10, shuffle=False, verbose=0, callbacks=[tracer])
     return model
+
+
+def agent():
+    return Genome.random(13, 8, 2, rng=0)
 
 
 def test_records_every_n_steps_and_writes_files(data, tmp_path):
@@ -87,3 +93,96 @@ def test_config_round_trip():
     tracer = ModulationTracer(every=5, csv_path="a.csv", log_dir="logs")
     again = ModulationTracer(**tracer.get_config())
     assert again.get_config() == tracer.get_config()
+
+
+@pytest.fixture
+def mixed_float16():
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+
+
+def test_traces_through_the_loss_scale_optimizer_of_mixed_precision(data, mixed_float16):
+    tracer = ModulationTracer(every=1)
+    optimizer = NmAdam(agent=agent())
+    model = fit(data, optimizer, tracer)
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert model.optimizer.inner_optimizer is optimizer
+    updates = int(ops.convert_to_numpy(optimizer._grn_updates))
+    assert updates > 0  # steps whose scaled gradients overflowed are skipped
+    np.testing.assert_array_equal(tracer.steps, np.arange(1, updates + 1))
+    assert tracer.tensor_paths == optimizer.tensor_paths
+    assert np.all(np.isfinite(tracer.hyperparameters))
+    np.testing.assert_array_equal(
+        tracer.hyperparameters[-1], ops.convert_to_numpy(optimizer._grn_hparams)
+    )
+
+
+def test_a_second_fit_appends_and_another_model_starts_a_fresh_record(data, tmp_path):
+    csv_path = tmp_path / "trace.csv"
+    tracer = ModulationTracer(every=1, csv_path=str(csv_path))
+    first = fit(data, NmAdam(agent=agent()), tracer)
+    fit(data, None, tracer, model=first)  # the same model goes on training
+    np.testing.assert_array_equal(tracer.steps, np.arange(1, 65))
+    assert tracer.inputs.shape == (64, 4, 13)
+
+    # another model of the same layout: a fresh record, not a mix of both
+    optimizer = NmAdam(agent=agent())
+    second = fit(data, optimizer, tracer)
+    np.testing.assert_array_equal(tracer.steps, np.arange(1, 33))
+    np.testing.assert_array_equal(
+        tracer.hyperparameters[-1], ops.convert_to_numpy(optimizer._grn_hparams)
+    )
+
+    # the same model compiled with another optimizer, of another base: fresh
+    sgd = NmSGD(agent=Genome.random(13, 4, 1, rng=1))
+    fit(data, sgd, tracer, model=second)
+    assert tracer.hyperparameter_names == ["learning_rate", "momentum"]
+    assert tracer.hyperparameters.shape == (32, 4, 2)
+
+    # another layout (three layers): its own tensors only
+    optimizer = NmAdam(agent=agent())
+    fit(data, optimizer, tracer, hidden=(8, 8))
+    assert tracer.tensor_paths == optimizer.tensor_paths and len(optimizer.tensor_paths) == 6
+    assert tracer.inputs.shape == (32, 6, 13) and tracer.hyperparameters.shape == (32, 6, 4)
+    assert list(tracer.trace) == optimizer.tensor_paths
+    with open(csv_path) as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == 32 * 6 and {row["tensor"] for row in rows} == set(optimizer.tensor_paths)
+
+
+def test_an_unwritable_csv_path_stops_fit_before_training(data, tmp_path):
+    model = models.build("mlp", (8, 8, 1), 10, hidden=(16,), seed=0)
+    model.compile(optimizer=NmAdam(agent=agent()), loss="sparse_categorical_crossentropy")
+    folder = tmp_path / "traces"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        fit(data, None, ModulationTracer(csv_path=str(folder)), model=model)
+    not_a_folder = tmp_path / "notes.txt"
+    not_a_folder.write_text("a file, not a folder")
+    with pytest.raises(OSError, match="cannot write its csv_path"):
+        fit(data, None, ModulationTracer(csv_path=str(not_a_folder / "trace.csv")), model=model)
+    assert int(ops.convert_to_numpy(model.optimizer.iterations)) == 0
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt", "traces"]
+    assert os.listdir(folder) == []
+
+
+def test_a_failed_csv_write_leaves_no_temporary(data, tmp_path, monkeypatch):
+    tracer = ModulationTracer(every=8)
+    fit(data, NmAdam(agent=agent()), tracer)
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        tracer.to_csv(str(tmp_path))
+    assert os.listdir(tmp_path) == []
+
+    def failing_replace(source, target):
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk went away"):
+        tracer.to_csv(str(tmp_path / "trace.csv"))
+    assert os.listdir(tmp_path) == []
+    monkeypatch.undo()
+    assert tracer.to_csv(str(tmp_path / "trace.csv")) == str(tmp_path / "trace.csv")
+    assert os.listdir(tmp_path) == ["trace.csv"]

@@ -22,6 +22,8 @@ from keras_neuromod.evolution import FitnessTask
 from keras_neuromod.evolution import evolve
 from keras_neuromod.evolution.parallel import ProcessBackend
 from keras_neuromod.evolution.parallel import SerialBackend
+from keras_neuromod.evolution.parallel import evaluate_job
+from keras_neuromod.evolution.parallel import make_backend
 from keras_neuromod.io import read_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -54,13 +56,46 @@ def crashing_fitness(genome, architecture, seed):
     return toy_fitness(genome, architecture, seed)
 
 
+# Where the flaky fitness functions leave their markers: KNM_FLAKY_DIR for
+# process workers (they inherit the environment); Ray's workers, started
+# before the test, get this module by value, with this global as it is then.
+MARKER_DIR = None
+
+
+def first_time(name):
+    """True the first time any worker asks about `name` (a marker file)."""
+    marker = os.path.join(MARKER_DIR or os.environ["KNM_FLAKY_DIR"], name)
+    if os.path.exists(marker):
+        return False
+    open(marker, "w").close()
+    return True
+
+
 def flaky_fitness(genome, architecture, seed):
     """Kills its worker the first time it sees a genome, succeeds the second."""
-    key = _key(genome)
-    marker = os.path.join(os.environ["KNM_FLAKY_DIR"], key)
-    if not os.path.exists(marker):
-        open(marker, "w").close()
+    if first_time(_key(genome)):
         os._exit(4)
+    return toy_fitness(genome, architecture, seed)
+
+
+def stalling_fitness(genome, architecture, seed):
+    """Stops its worker (SIGSTOP) the first time it sees a third of the genomes."""
+    if crashes(genome) and first_time("stalled-" + _key(genome)):
+        os.kill(os.getpid(), signal.SIGSTOP)
+    return toy_fitness(genome, architecture, seed)
+
+
+def always_stalling_fitness(genome, architecture, seed):
+    """Stops its worker (SIGSTOP) for a third of the genomes, every time."""
+    if crashes(genome):
+        os.kill(os.getpid(), signal.SIGSTOP)
+    return toy_fitness(genome, architecture, seed)
+
+
+def stall_once_fitness(genome, architecture, seed):
+    """Stops its worker (SIGSTOP) on the first job of the run only."""
+    if first_time("stalled"):
+        os.kill(os.getpid(), signal.SIGSTOP)
     return toy_fitness(genome, architecture, seed)
 
 
@@ -79,6 +114,12 @@ def pid_fitness(genome, architecture, seed):
 
 def raising_fitness(genome, architecture, seed):
     raise RuntimeError("this fitness always fails")
+
+
+def toy_jobs(genomes, architecture="A", seed=1):
+    """Jobs that evaluate `genomes`, and what `toy_fitness` scores them."""
+    jobs = [{"genome": g, "architecture": architecture, "seed": seed} for g in genomes]
+    return jobs, [toy_fitness(g, architecture, seed) for g in genomes]
 
 
 def _records(result):
@@ -179,8 +220,7 @@ def test_corrupt_checkpoint_is_refused(tmp_path):
 def test_crashing_workers_lose_only_their_individual(tmp_path, monkeypatch):
     monkeypatch.setenv("KNM_FLAKY_DIR", str(tmp_path))
     genomes = [Genome.random(13, 8, 1, rng=s).to_dict() for s in range(6)]
-    jobs = [{"genome": g, "architecture": "A", "seed": 1} for g in genomes]
-    expected = [toy_fitness(g, "A", 1) for g in genomes]
+    jobs, expected = toy_jobs(genomes)
     backend = ProcessBackend(flaky_fitness, workers=2, threads=1)
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -201,6 +241,67 @@ def test_crashing_workers_lose_only_their_individual(tmp_path, monkeypatch):
     assert any(crashing) and not all(crashing)
     for crashed, got, want in zip(crashing, results, expected):
         assert got == (0.0 if crashed else want)
+
+
+def test_a_stopped_worker_is_killed_after_the_timeout_and_its_job_run_again():
+    # one genome that stops its worker every time, two that do not
+    genomes = [Genome.random(13, 8, 1, rng=s).to_dict() for s in range(12)]
+    stalling = [g for g in genomes if crashes(g)][:1]
+    genomes = stalling + [g for g in genomes if not crashes(g)][:2]
+    jobs, expected = toy_jobs(genomes)
+    backend = ProcessBackend(always_stalling_fitness, workers=2, threads=1, timeout=2)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results = backend.map(jobs)
+    finally:
+        backend.close()
+    assert results == [0.0] + expected[1:]
+    messages = [str(w.message) for w in caught if "no answer within 2 s" in str(w.message)]
+    assert len(messages) == 2
+    assert "run again" in messages[0] and "scored worst" in messages[1]
+
+
+def test_evolution_goes_on_past_a_stopped_worker(tmp_path, monkeypatch):
+    monkeypatch.setenv("KNM_FLAKY_DIR", str(tmp_path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stalled = run(seed=3, generations=2, population=8, backend="process", workers=2,
+                      fitness=stall_once_fitness, timeout=2)
+    assert any("no answer within 2 s" in str(w.message) for w in caught)
+    assert _records(stalled) == _records(run(seed=3, generations=2, population=8))
+
+
+def test_timeout_needs_a_worker_backend_and_a_positive_number():
+    with pytest.raises(ValueError, match="serial backend cannot stop"):
+        make_backend("serial", toy_fitness, timeout=10)
+    for bad in (0, -1, float("nan"), True, "60"):
+        with pytest.raises(ValueError, match="timeout must be a positive number"):
+            ProcessBackend(toy_fitness, workers=1, timeout=bad)
+
+
+def talking_fitness(genome, architecture, seed):
+    """Real training (TINY), then a line on the worker's stderr."""
+    value = evaluate_job(FitnessTask(**TINY), {"genome": genome, "architecture": architecture,
+                                               "seed": seed})
+    print(f"evaluated on {architecture}, TF_CPP_MIN_LOG_LEVEL={os.environ['TF_CPP_MIN_LOG_LEVEL']}",
+          file=sys.stderr, flush=True)
+    return value
+
+
+def test_workers_start_quiet_but_keep_their_stderr(capfd):
+    # TensorFlow's start-up notices in every worker (oneDNN, CUDA probing)
+    # flooded the parent's output; what a worker writes once started stays.
+    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    capfd.readouterr()
+    result = evolve(population=2, generations=1, models=("mlp",), backend="process", workers=1,
+                    fitness=talking_fitness, progress=False, verbose=False)
+    out, err = capfd.readouterr()
+    assert 0.0 <= result.best.fitness.values[0] <= 1.0
+    assert err.count("evaluated on mlp, TF_CPP_MIN_LOG_LEVEL=3") == result.evaluations
+    for noise in ("oneDNN", "cuInit", "cuda drivers", "absl::InitializeLog", "cpu_feature_guard"):
+        assert noise not in out + err
+    assert os.environ.get("TF_CPP_MIN_LOG_LEVEL") == level  # the parent's own is left alone
 
 
 def test_workers_are_recycled_when_their_memory_grows():
@@ -304,7 +405,9 @@ def test_evolve_with_real_training(tmp_path):
     "kwargs,match",
     [({"task": "mnist"}, "Unknown dataset"), ({"base": "rmsprop"}, "base"),
      ({"models": ("D",)}, "Unknown architecture"), ({"backend": "dask"}, "backend"),
-     ({"generations": -1}, "generations"), ({"epochs": 0}, "epochs")],
+     ({"generations": -1}, "generations"), ({"epochs": 0}, "epochs"),
+     ({"timeout": 60}, "timeout needs the 'process' or the 'ray' backend"),
+     ({"backend": "process", "timeout": -1}, "timeout must be a positive number")],
 )
 def test_bad_arguments(kwargs, match):
     options = dict(population=6, generations=1, backend="serial", progress=False, verbose=False,
@@ -312,6 +415,49 @@ def test_bad_arguments(kwargs, match):
     options.update(kwargs)
     with pytest.raises(ValueError, match=match):
         evolve(**options)
+
+
+# -- examples/evolve.py --------------------------------------------------------
+
+def _evolve_example():
+    import importlib.util
+
+    path = os.path.join(HERE, os.pardir, "examples", "evolve.py")
+    spec = importlib.util.spec_from_file_location("evolve_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_evolve_example_with_no_generation_writes_no_agent(tmp_path, capsys):
+    example = _evolve_example()
+    out = str(tmp_path / "run")
+    tiny = ["--population", "4", "--epochs", "1", "--models", "mlp", "--width", "0.25",
+            "--train-subset", "64", "--backend", "serial", "--no-progress", "--out", out]
+    example.main(tiny + ["--generations", "0"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "No generation was run (--generations 0)" in lines[-2]
+    assert json.loads(lines[-1]) == {"best_fitness": None, "generations": 0, "evaluations": 0,
+                                     "evaluated_now": 0, "agent": None}
+    assert os.listdir(out) == []
+
+    example.main(tiny + ["--generations", "1"])
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # --generations 0 on a finished run writes its agent again, with the command of the run
+    example.main(tiny + ["--generations", "0", "--resume"])
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again == {**first, "evaluated_now": 0}
+    command = read_json(again["agent"])["provenance"]["command"]
+    assert "--generations 1 " in command
+
+    serial_with_timeout = ["--timeout", "60", "--backend", "serial"]
+    for bad in (["--generations", "-1"], ["--timeout", "0"], serial_with_timeout):
+        with pytest.raises(SystemExit) as exit_info:
+            example.parse_args(bad)
+        assert exit_info.value.code == 2
+    assert "--timeout" not in example.reproducing_command(example.parse_args([]), 1)
+    args = example.parse_args(["--timeout", "90", "--workers", "2"])
+    assert example.reproducing_command(args, 8).endswith("--workers 2 --timeout 90")
 
 
 # -- Ray ---------------------------------------------------------------------
@@ -353,3 +499,31 @@ def test_ray_backend_on_a_local_cluster(local_ray):
     local = Evaluator(task)
     expected = [local.evaluate(g, "mlp", 4) for g in genomes]
     np.testing.assert_allclose(results, expected, atol=0.02)
+
+
+def log_level_fitness(genome, architecture, seed):
+    return float(os.environ["TF_CPP_MIN_LOG_LEVEL"])
+
+
+def test_ray_backend_kills_a_stopped_actor_and_runs_its_job_again(local_ray, tmp_path, monkeypatch):
+    from keras_neuromod.evolution.parallel import RayBackend
+
+    monkeypatch.setattr(sys.modules[__name__], "MARKER_DIR", str(tmp_path))
+    genomes = [Genome.random(13, 8, 1, rng=s).to_dict() for s in range(4)]
+    jobs, expected = toy_jobs(genomes, "B", 2)
+    backend = RayBackend(stall_once_fitness, workers=2, timeout=3)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert backend.map(jobs) == expected
+            assert backend.map(jobs) == expected  # the killed actor is back
+        messages = [str(w.message) for w in caught]
+        assert sum("no answer within 3 s" in m and "run again" in m for m in messages) == 1
+        assert len(messages) == 1
+    finally:
+        backend.close()
+    backend = RayBackend(log_level_fitness, workers=1)
+    try:
+        assert backend.map(jobs[:1]) == [3.0]  # TensorFlow starts quiet in the actors
+    finally:
+        backend.close()

@@ -370,6 +370,7 @@ def evolve(
     hall_of_fame=10,
     progress=True,
     verbose=True,
+    timeout=None,
     **task_options,
 ):
     """Evolve an AGRN agent with GRNEAT so that `model.fit` learns better.
@@ -396,6 +397,11 @@ def evolve(
         hall_of_fame: size of the hall of fame.
         progress: show a progress bar (tqdm) over each generation's evaluations.
         verbose: print the logbook line of every generation.
+        timeout: seconds one evaluation may take in a worker (``"process"``
+            and ``"ray"`` backends) before the worker is killed and the
+            evaluation run once more, then scored worst, as a crashed one.
+            A fresh worker's start-up is not counted. None (the default): no
+            limit, since a full-size evaluation can take many minutes.
         **task_options: more `FitnessTask` fields (`batch_size`, `width`,
             `metric`, `train_subset`, `ranges`, ...).
 
@@ -443,7 +449,8 @@ def evolve(
 
     evaluated_now = 0
     if run.generation < generations:
-        engine = make_backend(backend, fitness if fitness is not None else fitness_task, workers, ray_address)
+        engine = make_backend(backend, fitness if fitness is not None else fitness_task, workers,
+                              ray_address, timeout=timeout)
         try:
             while run.generation < generations:
                 evaluated_now += _generation(run, engine, models, progress, verbose)

@@ -3,21 +3,42 @@
 Every backend runs the same job, `evaluate_job(fitness, job)`, where `fitness` is
 a `FitnessTask` or a picklable function `f(genome, architecture, seed) -> float`
 and `job` is plain data (a genome dict, an architecture, a seed): workers never
-see DEAP classes. A job that raises, or whose worker dies, is run once more;
-if that fails too, it scores the fitness's worst value and the evolution goes
-on. Results come back in the order of the jobs, whatever order the workers
-finish in, so the evolution is the same on every backend.
+see DEAP classes. A job that raises, whose worker dies, or (with a `timeout`)
+whose worker gives no answer in time (the worker is then killed) is run once
+more; if that fails too, it scores the fitness's worst value and the evolution
+goes on. Results come back in the order of the jobs, whatever order the
+workers finish in, so the evolution is the same on every backend.
+
+Workers start quiet: TensorFlow's start-up notices (oneDNN, CUDA probing) and
+its C++ log lines stay out of the parent's output (`TF_CPP_MIN_LOG_LEVEL=3` in
+the workers). A failing job's traceback still reaches the parent's warning.
 """
 
+import contextlib
+import math
 import multiprocessing
 import os
 import resource
+import sys
+import time
 import traceback
 import warnings
 
 __all__ = ["make_backend", "evaluate_job", "SerialBackend", "ProcessBackend", "RayBackend"]
 
 _EVALUATORS = {}
+
+# Set in every worker's environment before TensorFlow is imported there.
+WORKER_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def _check_timeout(timeout):
+    if timeout is None:
+        return None
+    if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout) or timeout <= 0):
+        raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}.")
+    return float(timeout)
 
 
 def _worst(fitness):
@@ -39,10 +60,11 @@ def evaluate_job(fitness, job):
     return float(fitness(genome, architecture, seed))
 
 
-def _warn_failure(job, reason, final):
+def _warn_failure(job, reason, final, stacklevel=3):
     what = "scored worst" if final else "run again"
     warnings.warn(
-        f"Evaluating an individual failed ({reason}); it is {what}.", RuntimeWarning, stacklevel=3
+        f"Evaluating an individual failed ({reason}); it is {what}.", RuntimeWarning,
+        stacklevel=stacklevel,
     )
 
 
@@ -88,9 +110,58 @@ def _set_threads(threads):
         pass  # already initialised, or another backend: keep its settings
 
 
-def _worker_main(connection, fitness, threads):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    _set_threads(threads)
+class _InheritedDescriptor:
+    """A file descriptor handed to a spawned worker (duplicated when pickled)."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def __reduce__(self):
+        from multiprocessing import reduction
+
+        return _rebuild_descriptor, (reduction.DupFd(self.fd),)
+
+
+def _rebuild_descriptor(duplicate):
+    return _InheritedDescriptor(duplicate.detach())
+
+
+@contextlib.contextmanager
+def _quiet_start():
+    """Start child processes with `WORKER_ENVIRONMENT` and stderr on the null device.
+
+    TensorFlow writes its start-up notices to file descriptor 2 before any log
+    level applies, while the child imports it (the main module's imports,
+    the job's function): only a child started with its descriptor 2 elsewhere
+    stays quiet. The child puts its real stderr back once started.
+    """
+    environment = {name: os.environ.get(name) for name in WORKER_ENVIRONMENT}
+    os.environ.update(WORKER_ENVIRONMENT)
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+        for name, value in environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _worker_main(connection, fitness, threads, stderr=None):
+    _set_threads(threads)  # imports TensorFlow while stderr is still silenced
+    if stderr is not None:
+        os.dup2(stderr.fd, 2)
+        os.close(stderr.fd)
+    connection.send((None, "ready", None))
     while True:
         try:
             message = connection.recv()
@@ -113,9 +184,11 @@ class ProcessBackend:
 
     Each worker keeps its compiled models between jobs. A worker that dies
     loses only the job it was running (which is run once more, then scored
-    worst); a fresh worker replaces it. Fitting many models in one process
-    grows TensorFlow's memory, so a worker is recycled once its peak memory
-    passes `max_worker_memory` MiB or after `max_jobs_per_worker` jobs.
+    worst); a fresh worker replaces it. So does a worker that gives no answer
+    within `timeout` seconds (stuck, or stopped): it is killed. Fitting many
+    models in one process grows TensorFlow's memory, so a worker is recycled
+    once its peak memory passes `max_worker_memory` MiB or after
+    `max_jobs_per_worker` jobs.
 
     Args:
         fitness: a `FitnessTask` or a picklable fitness function.
@@ -124,16 +197,21 @@ class ProcessBackend:
         max_jobs_per_worker: recycle a worker after this many jobs.
         max_worker_memory: recycle a worker whose peak resident memory
             passed this many MiB.
+        timeout: seconds one job may take in a worker, counted from the
+            moment a started worker has it (a fresh worker's start-up, that
+            is importing TensorFlow, is not counted; building and compiling
+            the job's model is). None (the default): no limit.
     """
 
     name = "process"
 
     def __init__(self, fitness, workers=None, threads=None, max_jobs_per_worker=500,
-                 max_worker_memory=4096):
+                 max_worker_memory=4096, timeout=None):
         self.fitness = fitness
         self.workers = int(workers or os.cpu_count() or 1)
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers!r}.")
+        self.timeout = _check_timeout(timeout)
         self.threads = threads or max(1, (os.cpu_count() or 1) // self.workers)
         self.max_jobs_per_worker = max_jobs_per_worker
         self.max_worker_memory = max_worker_memory
@@ -142,12 +220,25 @@ class ProcessBackend:
 
     def _start(self, slot):
         parent, child = self._context.Pipe()
+        stderr = _InheritedDescriptor(os.dup(2))
         process = self._context.Process(
-            target=_worker_main, args=(child, self.fitness, self.threads), daemon=True
+            target=_worker_main, args=(child, self.fitness, self.threads, stderr), daemon=True
         )
-        process.start()
+        try:
+            with _quiet_start():
+                process.start()
+        finally:
+            os.close(stderr.fd)
         child.close()
-        self._pool[slot] = {"process": process, "connection": parent, "jobs": 0, "busy": None}
+        self._pool[slot] = {"process": process, "connection": parent, "jobs": 0, "busy": None,
+                            "ready": False, "since": None}
+
+    def _time_left(self, busy):
+        """Seconds until the first running job passes the timeout (None: no limit)."""
+        started = [w["since"] for w in busy if w["since"] is not None]
+        if self.timeout is None or not started:
+            return None
+        return max(0.0, min(started) + self.timeout - time.monotonic())
 
     def _stop(self, slot):
         worker = self._pool[slot]
@@ -185,9 +276,12 @@ class ProcessBackend:
                     index = pending.pop(0)
                     attempts[index] += 1
                     worker["busy"] = index
+                    # the clock runs once the worker has started
+                    worker["since"] = time.monotonic() if worker["ready"] else None
                     worker["connection"].send((index, jobs[index]))
             busy = [w for w in self._pool if w is not None and w["busy"] is not None]
-            ready = wait([w["connection"] for w in busy] + [w["process"].sentinel for w in busy])
+            ready = wait([w["connection"] for w in busy] + [w["process"].sentinel for w in busy],
+                         timeout=self._time_left(busy))
             for slot, worker in enumerate(self._pool):
                 if worker is None or worker["busy"] is None:
                     continue
@@ -200,6 +294,10 @@ class ProcessBackend:
                         worker["process"].join(timeout=5)
                         status = "died"
                         value = f"worker exited with code {worker['process'].exitcode}"
+                    if status == "ready":
+                        worker["ready"] = True
+                        worker["since"] = time.monotonic()
+                        continue
                     if status == "ok":
                         results[index], memory = value
                         worker["busy"] = None
@@ -218,6 +316,12 @@ class ProcessBackend:
                 elif worker["process"].sentinel in ready:
                     worker["process"].join()
                     failure = f"worker exited with code {worker['process'].exitcode}"
+                    self._stop(slot)
+                elif (self.timeout is not None and worker["since"] is not None
+                        and time.monotonic() - worker["since"] >= self.timeout):
+                    worker["process"].kill()  # also ends a stopped (SIGSTOP) process
+                    worker["process"].join()
+                    failure = f"no answer within {self.timeout:g} s; its worker was killed"
                     self._stop(slot)
                 else:
                     continue
@@ -243,9 +347,11 @@ def _ray_actor_class():
     @ray.remote(num_cpus=1, max_restarts=-1)
     class Worker:
         def __init__(self, fitness, threads):
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
             _set_threads(threads)
             self.fitness = fitness
+
+        def ready(self):
+            return True
 
         def evaluate(self, job):
             return evaluate_job(self.fitness, job)
@@ -256,17 +362,28 @@ def _ray_actor_class():
 class RayBackend:
     """Evaluate on a Ray cluster: a local one, or one you join.
 
+    An actor that dies loses only the job it was running (which is run once
+    more, then scored worst); Ray restarts it, and it gets jobs again once it
+    answers. An actor that gives no answer within `timeout` seconds is killed
+    (`ray.kill`, restarted by Ray) and its job treated the same way.
+
     Args:
         fitness: a `FitnessTask` or a picklable fitness function.
         workers: number of actors (default: the cluster's CPUs).
         address: None starts a local cluster on this machine; ``"auto"`` or an
             address (``"ray://host:10001"``) joins an existing one.
         threads: TensorFlow threads per actor (default 1).
+        timeout: seconds one job may take on an actor, counted from the
+            moment a started actor has it (an actor's start-up is not
+            counted). None (the default): no limit.
     """
 
     name = "ray"
+    # an actor that fails this many pings in a row is given up
+    MAX_PINGS = 20
 
-    def __init__(self, fitness, workers=None, address=None, threads=1):
+    def __init__(self, fitness, workers=None, address=None, threads=1, timeout=None):
+        self.timeout = _check_timeout(timeout)
         try:
             import ray
         except ImportError:
@@ -286,8 +403,41 @@ class RayBackend:
                 ray.init(address=address, log_to_driver=False)
         self.workers = int(workers or ray.cluster_resources().get("CPU", 1))
         self.fitness = fitness
-        worker_class = _ray_actor_class()
+        worker_class = _ray_actor_class().options(
+            runtime_env={"env_vars": dict(WORKER_ENVIRONMENT)}
+        )
         self._actors = [worker_class.remote(fitness, threads) for _ in range(self.workers)]
+        # An actor gets jobs once it answers a ping: after its start, and
+        # after each failure (Ray restarts a dead actor).
+        self._idle = []
+        self._pinging = {}
+        self._failed_pings = [0] * self.workers
+        for actor in range(self.workers):
+            self._ping(actor)
+
+    def _ping(self, actor):
+        self._pinging[self._actors[actor].ready.remote()] = actor
+
+    def _answered(self, reference):
+        actor = self._pinging.pop(reference)
+        try:
+            self._ray.get(reference)
+        except self._ray.exceptions.RayActorError as error:
+            self._failed_pings[actor] += 1
+            if self._failed_pings[actor] < self.MAX_PINGS:
+                self._ping(actor)  # still restarting
+            else:
+                warnings.warn(f"A Ray worker is gone ({type(error).__name__}); "
+                              "the others go on.", RuntimeWarning, stacklevel=4)
+            return
+        self._failed_pings[actor] = 0
+        self._idle.append(actor)
+
+    def _time_left(self, running):
+        if self.timeout is None or not running:
+            return None
+        first = min(started for _, _, started in running.values())
+        return max(0.0, first + self.timeout - time.monotonic())
 
     def map(self, jobs, progress=None):
         ray = self._ray
@@ -295,29 +445,52 @@ class RayBackend:
         attempts = [0] * len(jobs)
         pending = list(range(len(jobs)))
         running = {}
-        idle = list(range(len(self._actors)))
         done = 0
+
+        def failed(index, reason):
+            nonlocal done
+            final = attempts[index] >= 2
+            _warn_failure(jobs[index], reason, final, stacklevel=4)
+            if not final:
+                pending.insert(0, index)
+                return
+            results[index] = _worst(self.fitness)
+            done += 1
+            if progress:
+                progress(1)
+
         while done < len(jobs):
-            while idle and pending:
-                actor, index = idle.pop(0), pending.pop(0)
+            while self._idle and pending:
+                actor, index = self._idle.pop(0), pending.pop(0)
                 attempts[index] += 1
-                running[self._actors[actor].evaluate.remote(jobs[index])] = (actor, index)
-            finished, _ = ray.wait(list(running), num_returns=1)
+                reference = self._actors[actor].evaluate.remote(jobs[index])
+                running[reference] = (actor, index, time.monotonic())
+            if not running and not self._pinging:
+                raise RuntimeError("No Ray worker is left to evaluate the individuals.")
+            finished, _ = ray.wait(list(running) + list(self._pinging), num_returns=1,
+                                   timeout=self._time_left(running))
             for reference in finished:
-                actor, index = running.pop(reference)
-                idle.append(actor)
+                if reference in self._pinging:
+                    self._answered(reference)
+                    continue
+                actor, index, _ = running.pop(reference)
                 try:
                     results[index] = float(ray.get(reference))
                 except Exception as error:  # noqa: BLE001 - RayActorError, RayTaskError
-                    final = attempts[index] >= 2
-                    _warn_failure(jobs[index], type(error).__name__, final)
-                    if not final:
-                        pending.insert(0, index)
-                        continue
-                    results[index] = _worst(self.fitness)
+                    self._ping(actor)  # a dead actor is back once it answers
+                    failed(index, type(error).__name__)
+                    continue
+                self._idle.append(actor)
                 done += 1
                 if progress:
                     progress(1)
+            now = time.monotonic()
+            for reference, (actor, index, started) in list(running.items()):
+                if self.timeout is not None and now - started >= self.timeout:
+                    del running[reference]
+                    ray.kill(self._actors[actor], no_restart=False)  # Ray restarts it
+                    self._ping(actor)
+                    failed(index, f"no answer within {self.timeout:g} s; its worker was killed")
         return results
 
     def close(self):
@@ -328,12 +501,22 @@ class RayBackend:
             self._ray.shutdown()
 
 
-def make_backend(backend, fitness, workers=None, ray_address=None):
-    """Build the backend named `backend` ('serial', 'process' or 'ray')."""
+def make_backend(backend, fitness, workers=None, ray_address=None, timeout=None):
+    """Build the backend named `backend` ('serial', 'process' or 'ray').
+
+    `timeout` (seconds per job, None for no limit) needs the process or the
+    Ray backend: the serial backend cannot stop a job running in its own
+    process.
+    """
     if backend == "serial":
+        if timeout is not None:
+            raise ValueError(
+                "timeout needs the 'process' or the 'ray' backend: the serial backend "
+                "cannot stop a job running in its own process."
+            )
         return SerialBackend(fitness)
     if backend == "process":
-        return ProcessBackend(fitness, workers=workers)
+        return ProcessBackend(fitness, workers=workers, timeout=timeout)
     if backend == "ray":
-        return RayBackend(fitness, workers=workers, address=ray_address)
+        return RayBackend(fitness, workers=workers, address=ray_address, timeout=timeout)
     raise ValueError(f"backend must be 'serial', 'process' or 'ray', got {backend!r}.")
