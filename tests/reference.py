@@ -1,6 +1,6 @@
 """Independent float64 numpy implementations of the project's equations.
 
-Written protein by protein and tensor by tensor from shared/reference/agrn.md,
+Written protein by protein and tensor by tensor from docs/design.md,
 sharing no code with the package, so that tests compare two implementations.
 """
 
