@@ -105,8 +105,9 @@ class _PlasticCell(keras.layers.Layer, DropoutRNNCell):
         # Each cell's docstring gives its equations; the arguments are shared
         # and written once, above.
         super().__init_subclass__(**kwargs)
-        args = inspect.cleandoc(_PlasticCell.__doc__)
-        cls.__doc__ = inspect.cleandoc(cls.__doc__ or "") + "\n\n" + args[args.index("Args:"):]
+        if cls.__doc__ and _PlasticCell.__doc__:  # none under python -OO
+            args = inspect.cleandoc(_PlasticCell.__doc__)
+            cls.__doc__ = inspect.cleandoc(cls.__doc__) + "\n\n" + args[args.index("Args:"):]
 
     def __init__(
         self,
