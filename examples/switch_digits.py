@@ -42,8 +42,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from keras_neuromod import datasets  # noqa: E402
 from keras_neuromod.io import atomic_write_json  # noqa: E402
-from keras_neuromod.layers.switching import SwitchableConv2D, SwitchableDense  # noqa: E402
-from keras_neuromod.switching import TaskInput, fit_alternating, set_task  # noqa: E402
+from keras_neuromod.switching import (  # noqa: E402
+    SwitchableConv2D, SwitchableDense, TaskInput, fit_alternating, set_task,
+)
 
 METHODS = ("switch", "extra_input")
 

@@ -46,8 +46,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from keras_neuromod.io import atomic_write_json  # noqa: E402
-from keras_neuromod.layers.switching import MODES, MODULATIONS, SwitchableDense  # noqa: E402
-from keras_neuromod.switching import FlatSwitchableMLP, fit_alternating, set_task  # noqa: E402
+from keras_neuromod.switching import (  # noqa: E402
+    MODES, MODULATIONS, FlatSwitchableMLP, SwitchableDense, fit_alternating, set_task,
+)
 
 GATES = {
     "and": [0, 0, 0, 1],

@@ -43,10 +43,16 @@ def _bound(hebb, inc, c, mode):
     return np.clip(new, -c, c)
 
 
-def numpy_run(kind, cfg, weights, x):
-    """Run one sequence batch; return (outputs (B,T,H), hebb, elig, mods)."""
+def numpy_run(kind, cfg, weights, x, input_mask=None, recurrent_mask=None):
+    """Run one sequence batch; return (outputs (B,T,H), hebb, elig, mods).
+
+    `input_mask` (B, D) and `recurrent_mask` (B, H) are dropout masks, the same
+    at every step: they scale x(t) and pre = h(t-1) (all uses of pre).
+    """
     w = dict(weights)
     b, t, _ = x.shape
+    if input_mask is not None:
+        x = x * input_mask[:, None, :]
     units = cfg["units"]
     h = np.zeros((b, units))
     c_state = np.zeros((b, units))
@@ -56,7 +62,7 @@ def numpy_run(kind, cfg, weights, x):
     plastic = cfg["plasticity"] != "none"
     alpha = _alpha_matrix(w["alpha"], units) if plastic else None
     for step in range(t):
-        pre = h
+        pre = h if recurrent_mask is None else h * recurrent_mask
         plastic_in = 0.0
         if plastic:
             # explicit sum_i pre_i (alpha_ij Hebb_ij), one batch element at a time
@@ -102,7 +108,7 @@ def numpy_run(kind, cfg, weights, x):
 CELLS = {"rnn": PlasticRNNCell, "lstm": PlasticLSTMCell}
 
 
-def _rnn(kind, seed=0, **kwargs):
+def _rnn(kind, weight_seed=0, **kwargs):
     """An RNN layer over a built cell whose weights are all set at random."""
     cfg = dict(units=H, plasticity="simple", alpha="per_connection", clip=1.0,
                clip_mode="hard", modulation="scalar")
@@ -110,7 +116,7 @@ def _rnn(kind, seed=0, **kwargs):
     cell = CELLS[kind](**cfg)
     layer = keras.layers.RNN(cell, return_sequences=True, return_state=True)
     layer.build((None, T, D))
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(weight_seed)
     scale = {"alpha": 1.0, "eta": 0.3, "modulation_kernel": 1.0}
     values = {}
     for v in cell.weights:
@@ -199,16 +205,91 @@ def test_trace_changes_the_output():
 
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm"])
-def test_none_equals_keras_cell(kind):
-    """plasticity='none' is exactly Keras's SimpleRNN / LSTM."""
-    layer, cell, _, w = _rnn(kind, plasticity="none")
-    ref = (keras.layers.SimpleRNN(H, return_sequences=True) if kind == "rnn"
-           else keras.layers.LSTM(H, return_sequences=True))
+@pytest.mark.parametrize("dropout", [False, True])
+def test_none_equals_keras_cell(kind, dropout):
+    """plasticity='none' is exactly Keras's SimpleRNN / LSTM, dropout included.
+
+    With the same rates and seed the masks are Keras's own, in training.
+    (Keras's LSTM draws one mask per gate once `recurrent_dropout` is set, so
+    the LSTM is compared with input dropout only.)
+    """
+    rates = {}
+    if dropout:
+        rates = dict(dropout=0.3, seed=7)
+        if kind == "rnn":
+            rates["recurrent_dropout"] = 0.4
+    layer, cell, _, w = _rnn(kind, plasticity="none", **rates)
+    ref = (keras.layers.SimpleRNN(H, return_sequences=True, **rates) if kind == "rnn"
+           else keras.layers.LSTM(H, return_sequences=True, **rates))
     ref.build((None, T, D))
     ref.set_weights([w["kernel"], w["recurrent_kernel"], w["bias"]])
     x = _x()
-    np.testing.assert_allclose(np.asarray(layer(x)[0]), np.asarray(ref(x)),
+    ours = np.asarray(layer(x, training=dropout)[0])
+    np.testing.assert_allclose(ours, np.asarray(ref(x, training=dropout)),
                                rtol=1e-5, atol=1e-6)
+    if dropout:
+        assert np.abs(ours - np.asarray(layer(x)[0])).max() > 1e-3
+
+
+# ----------------------------------------------------------------------------
+# dropout
+# ----------------------------------------------------------------------------
+
+def _masks(seed, rate, recurrent_rate):
+    """The masks a cell seeded with `seed` draws: inputs (B, D), then pre (B, H)."""
+    generator = keras.random.SeedGenerator(seed)
+    input_mask = keras.random.dropout(np.ones((B, D), "float32"), rate, seed=generator)
+    recurrent_mask = keras.random.dropout(np.ones((B, H), "float32"), recurrent_rate,
+                                          seed=generator)
+    return np.asarray(input_mask, "float64"), np.asarray(recurrent_mask, "float64")
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+@pytest.mark.parametrize("rule", ["hebbian", "retroactive"])
+def test_dropout_matches_numpy_with_the_masks(kind, rule):
+    """In training, x(t) and pre = h(t-1) are scaled by one mask per sequence."""
+    layer, _, cfg, w = _rnn(kind, plasticity=rule, dropout=0.3, recurrent_dropout=0.4,
+                            seed=5)
+    x = _x()
+    out, *states = layer(x, training=True)
+    input_mask, recurrent_mask = _masks(5, 0.3, 0.4)
+    assert (input_mask == 0).any() and (recurrent_mask == 0).any()
+    ref_out, ref_hebb, _, _ = numpy_run(kind, cfg, w, x, input_mask, recurrent_mask)
+    np.testing.assert_allclose(np.asarray(out), ref_out, rtol=2e-4, atol=2e-5)
+    hebb = np.asarray(states[1 if kind == "rnn" else 2]).reshape(B, H, H)
+    np.testing.assert_allclose(hebb, ref_hebb, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+def test_dropout_is_active_only_in_training(kind):
+    layer, _, _, w = _rnn(kind, plasticity="retroactive", dropout=0.3,
+                          recurrent_dropout=0.3, seed=1)
+    plain, _, _, _ = _rnn(kind, plasticity="retroactive")
+    for v in plain.cell.weights:
+        v.assign(w[v.path.split("/")[-1]])
+    x = _x()
+    expected = np.asarray(plain(x)[0])
+    np.testing.assert_array_equal(np.asarray(layer(x, training=False)[0]), expected)
+    np.testing.assert_array_equal(np.asarray(layer(x)[0]), expected)
+    trained = np.asarray(layer(x, training=True)[0])
+    assert np.all(np.isfinite(trained))
+    assert np.abs(trained - expected).max() > 1e-3
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+def test_seed_makes_dropout_deterministic(kind):
+    """One seed, one sequence of masks; the masks are drawn again at each call."""
+    def run(seed):
+        layer, _, _, _ = _rnn(kind, plasticity="simple", dropout=0.3,
+                              recurrent_dropout=0.3, seed=seed)
+        x = _x()
+        return [np.asarray(layer(x, training=True)[0]) for _ in range(2)]
+
+    first, again, other = run(3), run(3), run(4)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert np.abs(first[0] - other[0]).max() > 1e-3
+    assert np.abs(first[0] - first[1]).max() > 1e-3
 
 
 # ----------------------------------------------------------------------------
@@ -274,7 +355,7 @@ def test_alpha_gradient_only_through_trace_matches_finite_difference():
     seed=st.integers(0, 1000),
 )
 def test_trace_stays_within_clip(clip, scale, rule, clip_mode, kind, seed):
-    layer, _, _, _ = _rnn(kind, seed=seed, plasticity=rule, clip=clip,
+    layer, _, _, _ = _rnn(kind, weight_seed=seed, plasticity=rule, clip=clip,
                           clip_mode=clip_mode, modulation="per_neuron")
     _, *states = layer(_x(seed=seed, scale=scale, t=8))
     hebb = np.asarray(states[1 if kind == "rnn" else 2])
@@ -314,9 +395,12 @@ def test_stateful_carries_trace_across_batches(kind):
 @pytest.mark.parametrize("kind", ["rnn", "lstm"])
 def test_config_round_trip(kind):
     layer, cell, _, _ = _rnn(kind, plasticity="retroactive", alpha="per_neuron",
-                             clip=2.0, clip_mode="soft", modulation="per_neuron")
+                             clip=2.0, clip_mode="soft", modulation="per_neuron",
+                             dropout=0.25, recurrent_dropout=0.5, seed=11)
     clone = keras.layers.RNN.from_config(layer.get_config())
     assert clone.cell.get_config() == cell.get_config()
+    config = clone.cell.get_config()
+    assert (config["dropout"], config["recurrent_dropout"], config["seed"]) == (0.25, 0.5, 11)
     assert type(clone.cell) is type(cell)
     clone.build((None, T, D))
     clone.set_weights(layer.get_weights())
@@ -325,13 +409,20 @@ def test_config_round_trip(kind):
                                rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("kind,rule", [("rnn", "simple"), ("lstm", "retroactive"),
-                                       ("rnn", "hebbian")])
-def test_model_save_round_trip(kind, rule, tmp_path):
-    cell = CELLS[kind](H, plasticity=rule, alpha="per_connection", modulation="per_neuron")
+@pytest.mark.parametrize("kind,rule,rates", [
+    ("rnn", "simple", {}), ("lstm", "retroactive", {}), ("rnn", "hebbian", {}),
+    ("rnn", "retroactive", dict(dropout=0.2, recurrent_dropout=0.3, seed=9)),
+    ("lstm", "simple", dict(dropout=0.2, recurrent_dropout=0.3)),
+])
+def test_model_save_round_trip(kind, rule, rates, tmp_path):
+    cell = CELLS[kind](H, plasticity=rule, alpha="per_connection", modulation="per_neuron",
+                       **rates)
     inputs = keras.Input((T, D))
     model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.RNN(cell)(inputs)))
     x = _x()
+    if rates:  # a training step with the masks, compiled, before saving
+        model.compile("adam", "mse")
+        model.fit(x, np.ones((B, 2)), epochs=1, verbose=0)
     path = tmp_path / "plastic.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
@@ -361,6 +452,9 @@ def test_compiles_and_fits():
     (dict(plasticity="oja"), "plasticity"), (dict(alpha="diag"), "alpha"),
     (dict(clip=0), "clip"), (dict(clip=-1.0), "clip"), (dict(clip="1"), "clip"),
     (dict(clip_mode="tanh"), "clip_mode"), (dict(modulation="vector"), "modulation"),
+    (dict(dropout=1.0), "dropout"), (dict(dropout=-0.1), "dropout"),
+    (dict(recurrent_dropout="0.1"), "recurrent_dropout"), (dict(seed=-1), "seed"),
+    (dict(seed=1.5), "seed"),
 ])
 def test_bad_arguments_raise(cls, kwargs, name):
     kwargs = {"units": 4, **kwargs}

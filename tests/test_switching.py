@@ -6,12 +6,12 @@ import keras
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keras_neuromod.layers.switching import SwitchableConv2D
-from keras_neuromod.layers.switching import SwitchableDense
-from keras_neuromod.layers.switching import draw_modulation
-from keras_neuromod.layers.switching import inverse_transform
-from keras_neuromod.layers.switching import transform
 from keras_neuromod.switching import FlatSwitchableMLP
+from keras_neuromod.switching import SwitchableConv2D
+from keras_neuromod.switching import SwitchableDense
+from keras_neuromod.switching import draw_modulation
+from keras_neuromod.switching import inverse_transform
+from keras_neuromod.switching import transform
 from keras_neuromod.switching import TaskInput
 from keras_neuromod.switching import fit_alternating
 from keras_neuromod.switching import get_task
@@ -322,7 +322,7 @@ def test_set_task_errors():
         layer.set_task(1)
     layer.build((None, 3))
     for bad in (2, -1, 0.5, True):
-        with pytest.raises(ValueError, match="task must be 0"):
+        with pytest.raises(ValueError, match="task must be an integer"):
             layer.set_task(bad)
 
 
@@ -370,3 +370,63 @@ def test_model_save_round_trip_keeps_transform_and_state(tmp_path, mode):
     set_task(loaded, 0)
     set_task(model, 0)
     np.testing.assert_allclose(_np(loaded(x)), _np(model(x)), atol=1e-5)
+
+
+def test_public_names_keep_their_import_paths_and_registered_names():
+    import keras_neuromod.layers
+    import keras_neuromod.layers.switching
+    import keras_neuromod.switching
+
+    for name in keras_neuromod.layers.switching.__all__:
+        assert getattr(keras_neuromod.layers.switching, name) is getattr(
+            keras_neuromod.switching, name
+        )
+    assert keras_neuromod.layers.SwitchableDense is SwitchableDense
+    assert keras_neuromod.layers.SwitchableConv2D is SwitchableConv2D
+    for cls in (SwitchableDense, SwitchableConv2D, FlatSwitchableMLP, TaskInput):
+        assert keras.saving.get_registered_name(cls) == f"keras_neuromod>{cls.__name__}"
+
+
+def test_model_saved_under_the_earlier_module_paths_loads(tmp_path):
+    """Files written when the layers lived in keras_neuromod.layers.switching and
+    keras_neuromod.switching (modules, not a package) load by registered name."""
+    import json
+    import zipfile
+
+    inputs = keras.Input((4,))
+    h = TaskInput()(inputs)
+    h = FlatSwitchableMLP([3], modulation_seed=1)(h)
+    model = keras.Model(inputs, SwitchableDense(2, mode="in_place", modulation_seed=2)(h))
+    set_task(model, 1)
+    x = np.random.default_rng(6).random((3, 4)).astype("float32")
+    path, old = tmp_path / "new.keras", tmp_path / "old.keras"
+    model.save(path)
+    earlier = {"TaskInput": "keras_neuromod.switching",
+               "FlatSwitchableMLP": "keras_neuromod.switching",
+               "SwitchableDense": "keras_neuromod.layers.switching"}
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(old, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                for layer in config["config"]["layers"]:
+                    if layer["class_name"] in earlier:
+                        assert layer["module"] == "keras_neuromod.switching.layers"
+                        layer["module"] = earlier[layer["class_name"]]
+                data = json.dumps(config).encode()
+            target.writestr(item, data)
+    loaded = keras.models.load_model(old)
+    assert get_task(loaded) == 1
+    np.testing.assert_allclose(_np(loaded(x)), _np(model(x)), atol=1e-6)
+
+
+def test_flat_form_takes_regularizers_like_the_per_layer_form():
+    flat = FlatSwitchableMLP([3, 1], kernel_regularizer=keras.regularizers.L2(0.1),
+                             bias_regularizer=keras.regularizers.L1(0.5))
+    flat.build((None, 2))
+    flat.bias.assign(np.arange(4, dtype="float32") - 1.5)
+    w, b = _np(flat.kernel).astype("float64"), _np(flat.bias).astype("float64")
+    np.testing.assert_allclose(sum(float(_np(loss)) for loss in flat.losses),
+                               0.1 * np.sum(w**2) + 0.5 * np.sum(np.abs(b)), rtol=1e-5)
+    clone = FlatSwitchableMLP.from_config(flat.get_config())
+    assert clone.get_config() == flat.get_config()

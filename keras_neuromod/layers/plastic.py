@@ -18,8 +18,13 @@ plastic path (`h(t)` for the RNN cell, the candidate `g(t)` for the LSTM cell),
 `delta_ij = pre_i * post_j`, `clip` the trace bound `c`.
 """
 
+import inspect
+
 import keras
 from keras import ops
+from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
+
+from keras_neuromod import _fields
 
 __all__ = ["PlasticRNNCell", "PlasticLSTMCell", "PLASTICITY_RULES"]
 
@@ -27,6 +32,7 @@ PLASTICITY_RULES = ("none", "hebbian", "simple", "retroactive")
 _ALPHA_MODES = ("per_connection", "per_neuron", "single")
 _CLIP_MODES = ("hard", "soft")
 _MODULATION_MODES = ("scalar", "per_neuron")
+_TRACES = {"none": 0, "hebbian": 1, "simple": 1, "retroactive": 2}
 
 
 def _check_choice(name, value, choices):
@@ -37,35 +43,100 @@ def _check_choice(name, value, choices):
     return value
 
 
-class _PlasticityMixin:
-    """Trace parameters, trace state and trace update shared by both cells."""
+def _check_rate(name, value):
+    """A dropout rate in [0, 1)."""
+    value = _fields.number(value, f"`{name}`", 0.0, 1.0)
+    if value == 1.0:
+        raise ValueError(f"`{name}` must be below 1 (1 drops everything); received {name}=1.0.")
+    return value
 
-    def _init_plasticity(
+
+class _PlasticCell(keras.layers.Layer, DropoutRNNCell):
+    """The constructor, weights, trace mechanics, dropout and config of the plastic cells.
+
+    A cell defines `_step` (its equations), `_gates` (how many blocks of
+    `units` its kernels hold) and `_carried` (how many states of size `units`
+    it carries besides `h`, before the traces).
+
+    Args:
+        units: positive int, the number of neurons (hidden units).
+        plasticity: one of `"none"` (no trace: a plain cell), `"hebbian"`
+            (trace rate `eta`, one trainable scalar), `"simple"` (the rate is
+            the network's own signal `M(t)`), `"retroactive"` (`M(t)` gates an
+            eligibility trace `E` into the Hebbian trace).
+        alpha: plasticity coefficient shape: `"per_connection"` (H x H),
+            `"per_neuron"` (one per postsynaptic neuron) or `"single"`.
+        clip: bound `c` of the Hebbian trace, which stays in `[-c, c]`.
+        clip_mode: `"hard"` (clip) or `"soft"` (the official code's bounded
+            increment, then clip).
+        modulation: `"scalar"` (one `M(t)` per sequence element) or
+            `"per_neuron"` (the scalar fanned out to each postsynaptic neuron
+            through a trainable linear map).
+        alpha_initializer: initializer of `alpha`; default uniform in
+            [0, 0.1]. Small positive values, as in the official code, let the
+            trace matter from the start without swamping `w`.
+        eta_initializer: initializer of `eta`, the Hebbian rate (default
+            0.01) or, for `"retroactive"`, the eligibility trace rate (default
+            0.1).
+        modulation_initializer: initializer of the modulation head's kernel.
+            Zeros by default, so that M(t) = 0 and the trace starts unsaturated:
+            with tanh activities near +-1 and a random head, the hard-clipped
+            trace saturates within a few steps and then passes no gradient.
+        kernel_initializer: initializer of the input kernel `W`.
+        recurrent_initializer: initializer of the recurrent kernel (the fixed
+            recurrent weights `w` of the RNN cell, `U` of the LSTM cell).
+        bias_initializer: initializer of `b`; the LSTM cell sets its
+            forget-gate bias to one on top of it, as Keras's `unit_forget_bias`.
+        dropout: float in [0, 1), the fraction of the inputs `x(t)` dropped
+            (in training only; one mask per sequence, as Keras's cells).
+        recurrent_dropout: float in [0, 1), the fraction of `pre = h(t-1)`
+            dropped (in training only; one mask per sequence). The dropped
+            `pre` is what the recurrent connections carry, fixed and plastic
+            alike, and what the trace update sees. The LSTM cell uses one
+            mask for its four gates.
+        seed: int or None, the seed of the dropout masks.
+        **kwargs: base `Layer` arguments.
+    """
+
+    _gates = 1
+    _carried = 0
+
+    def __init_subclass__(cls, **kwargs):
+        # Each cell's docstring gives its equations; the arguments are shared
+        # and written once, above.
+        super().__init_subclass__(**kwargs)
+        if cls.__doc__ and _PlasticCell.__doc__:  # none under python -OO
+            args = inspect.cleandoc(_PlasticCell.__doc__)
+            cls.__doc__ = inspect.cleandoc(cls.__doc__) + "\n\n" + args[args.index("Args:"):]
+
+    def __init__(
         self,
         units,
-        plasticity,
-        alpha,
-        clip,
-        clip_mode,
-        modulation,
-        alpha_initializer,
-        eta_initializer,
-        modulation_initializer,
+        plasticity="simple",
+        alpha="per_connection",
+        clip=1.0,
+        clip_mode="hard",
+        modulation="scalar",
+        alpha_initializer=None,
+        eta_initializer=None,
+        modulation_initializer="zeros",
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        seed=None,
+        **kwargs,
     ):
-        if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
-            raise ValueError(
-                f"`units` must be a positive integer; received units={units!r}."
-            )
-        self.units = units
+        super().__init__(**kwargs)
+        self.units = _fields.integer(units, "`units`", 1)
         self.plasticity = _check_choice("plasticity", plasticity, PLASTICITY_RULES)
         self.alpha = _check_choice("alpha", alpha, _ALPHA_MODES)
         self.clip_mode = _check_choice("clip_mode", clip_mode, _CLIP_MODES)
         self.modulation = _check_choice("modulation", modulation, _MODULATION_MODES)
-        if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0:
-            raise ValueError(
-                f"`clip` must be a positive number; received clip={clip!r}."
-            )
-        self.clip = float(clip)
+        self.clip = _fields.number(clip, "`clip`")
+        if not self.clip > 0:
+            raise ValueError(f"`clip` must be a positive number; received clip={clip!r}.")
         if alpha_initializer is None:
             alpha_initializer = keras.initializers.RandomUniform(0.0, 0.1)
         if eta_initializer is None:
@@ -78,19 +149,67 @@ class _PlasticityMixin:
         self.alpha_initializer = keras.initializers.get(alpha_initializer)
         self.eta_initializer = keras.initializers.get(eta_initializer)
         self.modulation_initializer = keras.initializers.get(modulation_initializer)
-        trace = units * units
-        self._num_traces = {"none": 0, "hebbian": 1, "simple": 1, "retroactive": 2}[
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.dropout = _check_rate("dropout", dropout)
+        self.recurrent_dropout = _check_rate("recurrent_dropout", recurrent_dropout)
+        self.seed = None if seed is None else _fields.integer(seed, "`seed`")
+        if self.dropout or self.recurrent_dropout:
+            # Only when a mask is drawn: with seed=None a generator takes its
+            # seed from Python's `random`, which would move the default seeds
+            # (so the initial weights) of every layer made after this cell.
+            self.seed_generator = keras.random.SeedGenerator(self.seed)
+        units = self.units
+        self.state_size = [units] * (1 + self._carried) + [units * units] * _TRACES[
             plasticity
         ]
-        return [trace] * self._num_traces
+        self.output_size = units
 
-    @property
-    def is_plastic(self):
-        return self.plasticity != "none"
+    def build(self, input_shape):
+        super().build(input_shape)
+        width = self._gates * self.units
+        self.kernel = self.add_weight(
+            shape=(input_shape[-1], width),
+            name="kernel",
+            initializer=self.kernel_initializer,
+        )
+        self.recurrent_kernel = self.add_weight(
+            shape=(self.units, width),
+            name="recurrent_kernel",
+            initializer=self.recurrent_initializer,
+        )
+        self.bias = self.add_weight(
+            shape=(width,), name="bias", initializer=self._full_bias_initializer()
+        )
+        self._build_plasticity()
 
-    @property
-    def is_modulated(self):
-        return self.plasticity in ("simple", "retroactive")
+    def _full_bias_initializer(self):
+        return self.bias_initializer
+
+    def call(self, inputs, states, training=False):
+        pre = states[0]
+        carried = list(states[1 : 1 + self._carried])
+        traces = list(states[1 + self._carried :])
+        if training:
+            input_mask = self.get_dropout_mask(inputs)
+            if input_mask is not None:
+                inputs = inputs * input_mask
+            recurrent_mask = self.get_recurrent_dropout_mask(pre)
+            if recurrent_mask is not None:
+                pre = pre * recurrent_mask
+        h, post, carried = self._step(inputs, pre, carried, traces)
+        return h, [h] + carried + self._update_traces(pre, post, h, traces)
+
+    def _step(self, inputs, pre, carried, traces):
+        """One step: returns `h(t)`, the plastic path's `post` and the carried states."""
+        raise NotImplementedError
+
+    def get_initial_state(self, batch_size=None):
+        return [
+            ops.zeros((batch_size, size), dtype=self.compute_dtype)
+            for size in self.state_size
+        ]
 
     def _build_plasticity(self):
         if not self.is_plastic:
@@ -128,6 +247,14 @@ class _PlasticityMixin:
                 self.fanout_bias = self.add_weight(
                     shape=(self.units,), name="fanout_bias", initializer="zeros"
                 )
+
+    @property
+    def is_plastic(self):
+        return self.plasticity != "none"
+
+    @property
+    def is_modulated(self):
+        return self.plasticity in ("simple", "retroactive")
 
     def modulation_signal(self, h):
         """The neuromodulatory signal M(t) computed from hidden states `h(t)`.
@@ -210,14 +337,8 @@ class _PlasticityMixin:
         batch = ops.shape(traces[0])[0]
         return ops.reshape(traces[0], (batch, self.units, self.units))
 
-    def _zeros(self, batch_size):
-        return [
-            ops.zeros((batch_size, size), dtype=self.compute_dtype)
-            for size in self.state_size
-        ]
-
-    def _plasticity_config(self):
-        return {
+    def get_config(self):
+        config = {
             "units": self.units,
             "plasticity": self.plasticity,
             "alpha": self.alpha,
@@ -229,13 +350,20 @@ class _PlasticityMixin:
             "modulation_initializer": keras.initializers.serialize(
                 self.modulation_initializer
             ),
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "recurrent_initializer": keras.initializers.serialize(
+                self.recurrent_initializer
+            ),
+            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            "dropout": self.dropout,
+            "recurrent_dropout": self.recurrent_dropout,
+            "seed": self.seed,
         }
-
-
+        return {**super().get_config(), **config}
 
 
 @keras.saving.register_keras_serializable(package="keras_neuromod")
-class PlasticRNNCell(_PlasticityMixin, keras.layers.Layer):
+class PlasticRNNCell(_PlasticCell):
     """Recurrent tanh cell with (neuromodulated) Hebbian plastic recurrence.
 
     One step, in this exact order (`pre = h(t-1)`, state `Hebb(t)`, `E(t)`):
@@ -256,128 +384,27 @@ class PlasticRNNCell(_PlasticityMixin, keras.layers.Layer):
     `retroactive`), the traces flattened to `units * units` and reset to zero
     at each new sequence. `modulation_signal(h)` reads out `M(t)`.
 
-    Args:
-        units: positive int, the number of recurrent neurons.
-        plasticity: one of `"none"` (no trace: a plain cell), `"hebbian"`
-            (trace rate `eta`, one trainable scalar), `"simple"` (the rate is
-            the network's own signal `M(t)`), `"retroactive"` (`M(t)` gates an
-            eligibility trace `E` into the Hebbian trace).
-        alpha: plasticity coefficient shape: `"per_connection"` (H x H),
-            `"per_neuron"` (one per postsynaptic neuron) or `"single"`.
-        clip: bound `c` of the Hebbian trace, which stays in `[-c, c]`.
-        clip_mode: `"hard"` (clip) or `"soft"` (the official code's bounded
-            increment, then clip).
-        modulation: `"scalar"` (one `M(t)` per sequence element) or
-            `"per_neuron"` (the scalar fanned out to each postsynaptic neuron
-            through a trainable linear map).
-        alpha_initializer: initializer of `alpha`; default uniform in
-            [0, 0.1]. Small positive values, as in the official code, let the
-            trace matter from the start without swamping `w`.
-        eta_initializer: initializer of `eta`, the Hebbian rate (default
-            0.01) or, for `"retroactive"`, the eligibility trace rate (default
-            0.1).
-        modulation_initializer: initializer of the modulation head's kernel.
-            Zeros by default, so that M(t) = 0 and the trace starts unsaturated:
-            with tanh activities near +-1 and a random head, the hard-clipped
-            trace saturates within a few steps and then passes no gradient.
-        kernel_initializer: initializer of the input kernel `W`.
-        recurrent_initializer: initializer of the fixed recurrent weights `w`.
-        bias_initializer: initializer of `b`.
-        **kwargs: base `Layer` arguments.
-
     Example:
 
     ```python
-    cell = PlasticRNNCell(64, plasticity="simple")
+    cell = PlasticRNNCell(64, plasticity="simple", dropout=0.1)
     layer = keras.layers.RNN(cell, return_sequences=True)
     h = layer(x)                     # (batch, time, 64)
     m = cell.modulation_signal(h)    # (batch, time, 1)
     ```
     """
 
-    def __init__(
-        self,
-        units,
-        plasticity="simple",
-        alpha="per_connection",
-        clip=1.0,
-        clip_mode="hard",
-        modulation="scalar",
-        alpha_initializer=None,
-        eta_initializer=None,
-        modulation_initializer="zeros",
-        kernel_initializer="glorot_uniform",
-        recurrent_initializer="orthogonal",
-        bias_initializer="zeros",
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        traces = self._init_plasticity(
-            units,
-            plasticity,
-            alpha,
-            clip,
-            clip_mode,
-            modulation,
-            alpha_initializer,
-            eta_initializer,
-            modulation_initializer,
-        )
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.state_size = [units] + traces
-        self.output_size = units
-
-    def build(self, input_shape):
-        self.kernel = self.add_weight(
-            shape=(input_shape[-1], self.units),
-            name="kernel",
-            initializer=self.kernel_initializer,
-        )
-        self.recurrent_kernel = self.add_weight(
-            shape=(self.units, self.units),
-            name="recurrent_kernel",
-            initializer=self.recurrent_initializer,
-        )
-        self.bias = self.add_weight(
-            shape=(self.units,), name="bias", initializer=self.bias_initializer
-        )
-        self._build_plasticity()
-
-    def call(self, inputs, states, training=False):
-        pre, traces = states[0], list(states[1:])
+    def _step(self, inputs, pre, carried, traces):
         z = ops.matmul(inputs, self.kernel) + self.bias
         z = z + ops.matmul(pre, self.recurrent_kernel)
         if self.is_plastic:
             z = z + self._plastic_input(pre, self._hebb(traces))
         h = ops.tanh(z)
-        new_traces = self._update_traces(pre, h, h, traces)
-        return h, [h] + new_traces
-
-    def get_initial_state(self, batch_size=None):
-        return self._zeros(batch_size)
-
-    def get_config(self):
-        config = self._plasticity_config()
-        config.update(
-            {
-                "kernel_initializer": keras.initializers.serialize(
-                    self.kernel_initializer
-                ),
-                "recurrent_initializer": keras.initializers.serialize(
-                    self.recurrent_initializer
-                ),
-                "bias_initializer": keras.initializers.serialize(
-                    self.bias_initializer
-                ),
-            }
-        )
-        return {**super().get_config(), **config}
+        return h, h, []
 
 
 @keras.saving.register_keras_serializable(package="keras_neuromod")
-class PlasticLSTMCell(_PlasticityMixin, keras.layers.Layer):
+class PlasticLSTMCell(_PlasticCell):
     """LSTM cell whose hidden-to-candidate path is (neuromodulated) plastic.
 
     As in the official Backpropamine LSTM, only the candidate (cell input)
@@ -397,83 +424,12 @@ class PlasticLSTMCell(_PlasticityMixin, keras.layers.Layer):
     scales the alpha gradient down by about the width; that rescaling is left
     to the optimizer here (e.g. a smaller `alpha_initializer` and gradient
     clipping).
-
-    Args:
-        units: positive int, the number of LSTM units.
-        plasticity: one of `"none"` (no trace: a plain cell), `"hebbian"`
-            (trace rate `eta`, one trainable scalar), `"simple"` (the rate is
-            the network's own signal `M(t)`), `"retroactive"` (`M(t)` gates an
-            eligibility trace `E` into the Hebbian trace).
-        alpha: plasticity coefficient shape: `"per_connection"` (H x H),
-            `"per_neuron"` (one per postsynaptic neuron) or `"single"`.
-        clip: bound `c` of the Hebbian trace, which stays in `[-c, c]`.
-        clip_mode: `"hard"` (clip) or `"soft"` (the official code's bounded
-            increment, then clip).
-        modulation: `"scalar"` (one `M(t)` per sequence element) or
-            `"per_neuron"` (the scalar fanned out to each postsynaptic neuron
-            through a trainable linear map).
-        alpha_initializer: initializer of `alpha`; default uniform in
-            [0, 0.1]. Small positive values, as in the official code, let the
-            trace matter from the start without swamping `w`.
-        eta_initializer: initializer of `eta`, the Hebbian rate (default
-            0.01) or, for `"retroactive"`, the eligibility trace rate (default
-            0.1).
-        modulation_initializer: initializer of the modulation head's kernel.
-            Zeros by default, so that M(t) = 0 and the trace starts unsaturated:
-            with tanh activities near +-1 and a random head, the hard-clipped
-            trace saturates within a few steps and then passes no gradient.
-        kernel_initializer: initializer of the input kernel `W`.
-        recurrent_initializer: initializer of the recurrent kernel `U`.
-        bias_initializer: initializer of `b`; the forget-gate bias is set to
-            one on top of it, as Keras's `unit_forget_bias`.
-        **kwargs: base `Layer` arguments.
     """
 
-    def __init__(
-        self,
-        units,
-        plasticity="simple",
-        alpha="per_connection",
-        clip=1.0,
-        clip_mode="hard",
-        modulation="scalar",
-        alpha_initializer=None,
-        eta_initializer=None,
-        modulation_initializer="zeros",
-        kernel_initializer="glorot_uniform",
-        recurrent_initializer="orthogonal",
-        bias_initializer="zeros",
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        traces = self._init_plasticity(
-            units,
-            plasticity,
-            alpha,
-            clip,
-            clip_mode,
-            modulation,
-            alpha_initializer,
-            eta_initializer,
-            modulation_initializer,
-        )
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.state_size = [units, units] + traces
-        self.output_size = units
+    _gates = 4
+    _carried = 1
 
-    def build(self, input_shape):
-        self.kernel = self.add_weight(
-            shape=(input_shape[-1], 4 * self.units),
-            name="kernel",
-            initializer=self.kernel_initializer,
-        )
-        self.recurrent_kernel = self.add_weight(
-            shape=(self.units, 4 * self.units),
-            name="recurrent_kernel",
-            initializer=self.recurrent_initializer,
-        )
+    def _full_bias_initializer(self):
         units, base = self.units, self.bias_initializer
 
         def bias_initializer(shape, dtype=None):
@@ -485,40 +441,15 @@ class PlasticLSTMCell(_PlasticityMixin, keras.layers.Layer):
                 ]
             )
 
-        self.bias = self.add_weight(
-            shape=(4 * units,), name="bias", initializer=bias_initializer
-        )
-        self._build_plasticity()
+        return bias_initializer
 
-    def call(self, inputs, states, training=False):
-        pre, c_prev, traces = states[0], states[1], list(states[2:])
+    def _step(self, inputs, pre, carried, traces):
         z = ops.matmul(inputs, self.kernel) + ops.matmul(pre, self.recurrent_kernel)
         z = z + self.bias
         zi, zf, za, zo = ops.split(z, 4, axis=-1)
         if self.is_plastic:
             za = za + self._plastic_input(pre, self._hebb(traces))
         g = ops.tanh(za)
-        c = ops.sigmoid(zf) * c_prev + ops.sigmoid(zi) * g
+        c = ops.sigmoid(zf) * carried[0] + ops.sigmoid(zi) * g
         h = ops.sigmoid(zo) * ops.tanh(c)
-        new_traces = self._update_traces(pre, g, h, traces)
-        return h, [h, c] + new_traces
-
-    def get_initial_state(self, batch_size=None):
-        return self._zeros(batch_size)
-
-    def get_config(self):
-        config = self._plasticity_config()
-        config.update(
-            {
-                "kernel_initializer": keras.initializers.serialize(
-                    self.kernel_initializer
-                ),
-                "recurrent_initializer": keras.initializers.serialize(
-                    self.recurrent_initializer
-                ),
-                "bias_initializer": keras.initializers.serialize(
-                    self.bias_initializer
-                ),
-            }
-        )
-        return {**super().get_config(), **config}
+        return h, g, [c]
