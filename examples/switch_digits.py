@@ -1,6 +1,7 @@
 """Digits 0-4 versus 5-9: weight-space switching against the extra-input baseline.
 
-The MNIST experiment of seeds/002, on the bundled data: the ten digit classes
+The MNIST experiment of "Neuromodulator-inspired task switching using a fixed
+weight-space transformation" (preprint, 2024 or later), on the bundled data: the ten digit classes
 are split into task A (0-4) and task B (5-9), both answered by one shared 5-way
 softmax head. Two ways to tell the network which task it is doing:
 

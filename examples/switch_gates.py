@@ -1,7 +1,7 @@
 """Switch a tiny network between two logic gates with one fixed weight transform.
 
-The gate experiment of seeds/002 ("Neuromodulator-inspired task switching using
-a fixed weight-space transformation"): a two-layer network f is trained on gate
+The gate experiment of "Neuromodulator-inspired task switching using a fixed
+weight-space transformation" (preprint, 2024 or later): a two-layer network f is trained on gate
 A while its transformed twin f' (``W' = M W``, ``b' = b + v``, M and v random
 and fixed) is trained on gate B, in turn, every `--period` epochs (Algorithm 1).
 A seed succeeds when, at the end, f computes gate A and f' gate B on all four

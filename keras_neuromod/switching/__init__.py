@@ -1,4 +1,7 @@
-"""Weight-space task switching through a fixed random transform (seeds/002).
+"""Weight-space task switching through a fixed random transform.
+
+After "Neuromodulator-inspired task switching using a fixed weight-space
+transformation" (preprint, 2024 or later).
 
 A network f and its twin f' share their parameters through a fixed affine
 transform of the weights, ``W' = M W`` and ``b' = b + v``. M and v are drawn
