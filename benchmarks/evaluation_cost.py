@@ -23,6 +23,7 @@ import keras  # noqa: E402
 
 from keras_neuromod import Genome  # noqa: E402
 from keras_neuromod import models  # noqa: E402
+from keras_neuromod.bases import N_INPUTS  # noqa: E402
 from keras_neuromod.evolution import Evaluator  # noqa: E402
 from keras_neuromod.evolution import FitnessTask  # noqa: E402
 
@@ -59,7 +60,7 @@ def main(argv=None):
         task = FitnessTask(dataset="digits", base="adam", epochs=args.epochs, width=width)
         evaluator = Evaluator(task)
         seed = 3
-        genomes = [Genome.random(13, 8, 4, rng=r) for r in range(rounds + 1)]
+        genomes = [Genome.random(N_INPUTS, task.n_outputs, 4, rng=r) for r in range(rounds + 1)]
         evaluator.evaluate(genomes[-1], architecture, seed)  # trace once
         fit = plain_adam(evaluator, architecture, seed)
         fit()

@@ -18,6 +18,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_neuromod import Genome  # noqa: E402
+from keras_neuromod.bases import N_INPUTS  # noqa: E402
 from keras_neuromod.evolution import FitnessTask  # noqa: E402
 from keras_neuromod.evolution.parallel import ProcessBackend  # noqa: E402
 
@@ -25,7 +26,7 @@ from keras_neuromod.evolution.parallel import ProcessBackend  # noqa: E402
 def throughput(task, jobs, workers, architecture):
     backend = ProcessBackend(task, workers=workers)
     try:
-        warm = [{"genome": Genome.random(13, 8, 1, rng=100 + w).to_dict(), "architecture": architecture,
+        warm = [{"genome": Genome.random(N_INPUTS, task.n_outputs, 1, rng=100 + w).to_dict(), "architecture": architecture,
                  "seed": 1} for w in range(workers)]
         backend.map(warm)
         start = time.perf_counter()
@@ -45,7 +46,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     jobs_count = 8 if args.quick else args.jobs
     task = FitnessTask(dataset="digits", base="adam", epochs=args.epochs, width=0.5)
-    jobs = [{"genome": Genome.random(13, 8, 3, rng=r).to_dict(), "architecture": args.model, "seed": 1}
+    jobs = [{"genome": Genome.random(N_INPUTS, task.n_outputs, 3, rng=r).to_dict(), "architecture": args.model, "seed": 1}
             for r in range(jobs_count)]
     rows = []
     for workers in (1, 2):

@@ -31,13 +31,14 @@ from keras_neuromod import NmAdam  # noqa: E402
 from keras_neuromod import NmSGD  # noqa: E402
 from keras_neuromod import datasets  # noqa: E402
 from keras_neuromod import models  # noqa: E402
+from keras_neuromod import bases  # noqa: E402
 
 TARGETS = {("model A", "Nm-Adam"): 1.10, ("MLP", "Nm-Adam"): 1.5}
 
 
 def optimizers(seed):
-    adam_agent = Genome.random(13, 8, n_regulatory=4, rng=seed)
-    sgd_agent = Genome.random(13, 4, n_regulatory=4, rng=seed)
+    adam_agent = Genome.random(bases.N_INPUTS, bases.get("adam").n_outputs, n_regulatory=4, rng=seed)
+    sgd_agent = Genome.random(bases.N_INPUTS, bases.get("sgd").n_outputs, n_regulatory=4, rng=seed)
     return {
         "Adam": lambda: keras.optimizers.Adam(),
         "Nm-Adam": lambda: NmAdam(agent=adam_agent),

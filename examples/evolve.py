@@ -36,6 +36,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras_neuromod  # noqa: E402
+from keras_neuromod import bases  # noqa: E402
 from keras_neuromod import datasets  # noqa: E402
 from keras_neuromod import zoo  # noqa: E402
 from keras_neuromod.evolution import evolve  # noqa: E402
@@ -64,7 +65,7 @@ def parse_args(argv=None):
         epilog="With no flags: a quick evolution on digits (population 20, 8 generations, 3 epochs).",
     )
     parser.add_argument("--task", default="digits", choices=datasets.NAMES)
-    parser.add_argument("--base", default="adam", choices=("sgd", "adam"))
+    parser.add_argument("--base", default="adam", choices=bases.names())
     parser.add_argument("--population", type=int, default=None)
     parser.add_argument("--generations", type=count, default=None)
     parser.add_argument("--epochs", type=int, default=None)

@@ -30,6 +30,7 @@ import keras  # noqa: E402
 
 from keras_neuromod import Genome  # noqa: E402
 from keras_neuromod import NmAdam  # noqa: E402
+from keras_neuromod import bases  # noqa: E402
 from keras_neuromod import datasets  # noqa: E402
 from keras_neuromod import models  # noqa: E402
 from keras_neuromod.callbacks import ModulationTracer  # noqa: E402
@@ -121,13 +122,13 @@ def main(argv=None):
     except datasets.DatasetUnavailableError as error:
         sys.exit(str(error))
     if args.agent == "random":
-        agent, agent_name = Genome.random(13, 8, n_regulatory=4, rng=args.seed), f"random genome (seed {args.seed})"
+        agent, agent_name = Genome.random(bases.N_INPUTS, bases.get("adam").n_outputs, n_regulatory=4, rng=args.seed), f"random genome (seed {args.seed})"
     else:
         agent, agent_name = args.agent, args.agent  # NmAdam resolves files and zoo names
     print(f"Training model {args.model} (width {args.width}) on {args.dataset} for {args.epochs} epochs, "
           f"agent: {agent_name}")
 
-    tracer = ModulationTracer(every=args.trace_every, csv_path=os.path.join(args.out, "trace.csv"))
+    tracer = ModulationTracer(update_freq=args.trace_every, csv_path=os.path.join(args.out, "trace.csv"))
     histories, seconds = {}, {}
     keras.utils.set_random_seed(args.seed)
     histories["Nm-Adam"], seconds["Nm-Adam"] = train("Nm-Adam", NmAdam(agent=agent), data, args, [tracer])

@@ -8,6 +8,8 @@ The public API:
 * `models`: the paper's architectures A, B, C and an MLP, for any input shape.
 * `layers`: switchable, plastic (Backpropamine) and ENU layers; `switching`
   trains a network on two tasks through a fixed weight-space transform.
+* `agents`: the agent format (`Agent`); `bases`: the registry of the optimizer
+  bases an agent can drive (name -> optimizer class and its hyperparameters).
 * `zoo`: evolved agents shared as JSON files, loaded by name.
 * `evolution` (imported on demand): GRNEAT on DEAP and evolution strategies.
 * `callbacks` (imported on demand): `ModulationTracer`.
@@ -15,7 +17,9 @@ The public API:
 
 __version__ = "0.1.0"
 
+from keras_neuromod import agents
 from keras_neuromod import agrn
+from keras_neuromod import bases
 from keras_neuromod import datasets
 from keras_neuromod import layers
 from keras_neuromod import models
@@ -31,7 +35,9 @@ __all__ = [
     "run",
     "NmAdam",
     "NmSGD",
+    "agents",
     "agrn",
+    "bases",
     "datasets",
     "layers",
     "models",

@@ -25,9 +25,19 @@ def fields(data, where, required, optional=()):
     return data
 
 
+def is_integer(value):
+    """Whether `value` is an integer: a Python or numpy int, not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def is_number(value):
+    """Whether `value` is a real number: a Python or numpy int or float, not a bool."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
 def integer(value, where, minimum=0, maximum=None):
     """An int (not a bool) in [minimum, maximum]."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if not is_integer(value):
         raise ValueError(f"{where} must be an integer, got {value!r:.80}.")
     value = int(value)
     if value < minimum or (maximum is not None and value > maximum):
@@ -38,7 +48,7 @@ def integer(value, where, minimum=0, maximum=None):
 
 def number(value, where, minimum=-math.inf, maximum=math.inf):
     """A finite real number (not a bool) in [minimum, maximum], as a float."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if not is_number(value):
         raise ValueError(f"{where} must be a number, got {value!r:.80}.")
     try:
         value = float(value)

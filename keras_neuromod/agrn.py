@@ -27,6 +27,7 @@ import math
 import numpy as np
 from keras import ops
 
+from keras_neuromod import _fields
 from keras_neuromod.io import MAX_AGENT_BYTES
 from keras_neuromod.io import parse_json
 
@@ -62,7 +63,7 @@ _FIELDS = _COUNT_FIELDS + _TAG_FIELDS + _SCALAR_FIELDS
 
 
 def _check_count(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if not _fields.is_integer(value):
         if isinstance(value, (float, np.floating)) and float(value).is_integer():
             value = int(value)
         else:
@@ -123,9 +124,7 @@ def _check_tags(name, value, length):
 
 
 def _check_scalar(name, value, bounds):
-    if isinstance(value, bool) or not isinstance(
-        value, (int, float, np.integer, np.floating)
-    ):
+    if not _fields.is_number(value):
         raise ValueError(f"Genome field '{name}' must be a number, got {value!r}.")
     try:
         value = float(value)
@@ -334,7 +333,7 @@ def pack(genome, capacity=None):
     """
     if capacity is None:
         capacity = genome.size
-    elif isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)):
+    elif not _fields.is_integer(capacity):
         raise ValueError(f"The AGRN capacity must be an integer, got {capacity!r:.80}.")
     capacity = int(capacity)
     if capacity > MAX_PROTEINS:
@@ -483,9 +482,8 @@ def run(genome, inputs, warmup_steps=25, steps_per_input=1, capacity=None):
         initial=0
     ) > 1:
         raise ValueError("AGRN inputs must be finite and lie in [0, 1].")
-    for name, value in (("warmup_steps", warmup_steps), ("steps_per_input", steps_per_input)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
+    _fields.integer(warmup_steps, "warmup_steps")
+    _fields.integer(steps_per_input, "steps_per_input")
     packed = pack(genome, capacity)
     weights, updatable = grn_matrices(
         packed.tags,

@@ -1,19 +1,22 @@
 """Callbacks that show what the neuromodulation did.
 
-`ModulationTracer` records, for every modulated tensor, the 13 AGRN inputs and
-the hyperparameters its AGRN chose, every `every` training steps, and draws the
-paper's figures 4 and 5 (inputs and hyperparameters per layer over iterations).
+`ModulationTracer` records, for every modulated tensor, the AGRN inputs and
+the hyperparameters its AGRN chose, every `update_freq` training steps, and
+draws the paper's figures 4 and 5 (inputs and hyperparameters per layer over
+iterations).
 """
 
 import csv
 import os
+import warnings
 import weakref
 
 import numpy as np
 import keras
-from keras import ops
 
-from keras_neuromod.optimizers.base import INPUT_NAMES
+from keras_neuromod import _fields
+from keras_neuromod.bases import INPUT_NAMES
+from keras_neuromod.bases import N_INPUTS
 from keras_neuromod.optimizers.base import NeuromodulatedOptimizer
 
 __all__ = ["ModulationTracer"]
@@ -23,30 +26,34 @@ __all__ = ["ModulationTracer"]
 class ModulationTracer(keras.callbacks.Callback):
     """Record the AGRN inputs and the chosen hyperparameters of every tensor.
 
-    The optimizer keeps this step's inputs and hyperparameters of all tensors
-    in two small variables; the tracer reads both in one go every `every`
-    steps (two device reads per recorded step, whatever the model's size), and
-    keeps them in memory. Recording every step of a long run is cheap in
-    memory (13 + 4 floats per tensor per step) but costs a device sync per
-    step: raise `every` for long runs.
+    The tracer reads the optimizer's `modulation()` (this step's inputs and
+    hyperparameters of all tensors, whatever the model's size) every
+    `update_freq` steps, and keeps them in memory. Recording every step of a
+    long run is cheap in memory (13 + 4 floats per tensor per step) but costs
+    a device sync per step: raise `update_freq` for long runs.
 
     Args:
-        every: record every `every` training batches (1 records all).
+        update_freq: `"batch"` or an integer N to record every N training
+            batches (1 records all), or `"epoch"` to record at the end of
+            each epoch. (`every=N`, its former name, is deprecated.)
         log_dir: if given, write TensorBoard scalars
-            (`<tensor path>/<hyperparameter>`) at the end of each epoch.
-            Needs TensorFlow and TensorBoard installed (`pip install
-            tensorboard`); the check comes at the start of training.
-        csv_path: if given, write one CSV row per recorded step and tensor
-            (step, tensor, the 13 inputs, the hyperparameters), rewritten at
-            the end of each epoch. Checked at the start of training: a folder,
-            or a path that cannot be written, stops `fit` before any step.
+            (`<tensor path>/<hyperparameter>`) at the end of each epoch, and
+            close the writer at the end of training. Needs TensorFlow and
+            TensorBoard installed (`pip install tensorboard`); the check comes
+            at the start of training.
+        csv_path: if given, stream the record to this CSV file, as `CSVLogger`
+            does: opened at the start of training (a folder, or a path that
+            cannot be written, stops `fit` before any step), one row per
+            tensor appended and flushed as each step is recorded (step,
+            tensor, the 13 inputs, the hyperparameters), closed at the end of
+            training.
 
     One record per model: `fit` again on the same model (and optimizer)
-    appends to the record, with the optimizer's steps going on, while `fit` on
-    another model, or on the same model compiled with another optimizer,
-    starts a fresh record (`csv_path` is then rewritten with the new record
-    only, as `CSVLogger` rewrites its file). `reset()` forgets the record by
-    hand.
+    appends to the record, and to `csv_path`, with the optimizer's steps going
+    on, while `fit` on another model, or on the same model compiled with
+    another optimizer, starts a fresh record (`csv_path` is then rewritten
+    with the new record only, as `CSVLogger` rewrites its file). `reset()`
+    forgets the record by hand.
 
     A model whose optimizer Keras wrapped (a `LossScaleOptimizer` under the
     `"mixed_float16"` policy, or any wrapper with an `inner_optimizer`) is
@@ -62,36 +69,55 @@ class ModulationTracer(keras.callbacks.Callback):
     Example:
 
     ```python
-    tracer = ModulationTracer(every=10, csv_path="trace.csv")
+    tracer = ModulationTracer(update_freq=10, csv_path="trace.csv")
     model.compile(optimizer=NmAdam(agent=agent), loss=...)
     model.fit(x, y, callbacks=[tracer])
     tracer.plot("modulation.png")
     ```
     """
 
-    def __init__(self, every=1, log_dir=None, csv_path=None):
+    def __init__(self, update_freq=1, log_dir=None, csv_path=None, every=None):
         super().__init__()
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive integer, got {every!r}.")
-        self.every = every
+        if every is not None:
+            warnings.warn(
+                "ModulationTracer(every=...) is deprecated: use update_freq=... (Keras's name).",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            update_freq = every
+        if isinstance(update_freq, str) and update_freq == "batch":
+            update_freq = 1
+        if not (isinstance(update_freq, str) and update_freq == "epoch"):
+            if not _fields.is_integer(update_freq) or update_freq < 1:
+                raise ValueError(
+                    "update_freq must be 'batch', 'epoch' or a positive integer, "
+                    f"got {update_freq!r:.80}."
+                )
+            update_freq = int(update_freq)
+        self.update_freq = update_freq
         self.log_dir = log_dir
         self.csv_path = csv_path
+        self._writer = None
+        self._csv_file = None
         self.reset()
 
     def reset(self):
-        """Forget everything recorded so far."""
+        """Forget everything recorded so far (and empty `csv_path` if it is open)."""
         self._steps, self._inputs, self._hparams = [], [], []
         self._batches = 0
         self._written_to_tensorboard = 0
-        if getattr(self, "_writer", None) is not None:
-            self._writer.close()
-        self._writer = None
+        self._close_tensorboard()
+        if self._csv_file is not None:
+            self._csv_file.seek(0)
+            self._csv_file.truncate()
+        self._csv_written = None  # records in the open CSV file; None: not even the header
+        self._csv_closed = None  # (path, records) of the CSV file the last fit closed
         self._traced = None  # weak references to the traced model and optimizer
         self.tensor_paths = []
         self.hyperparameter_names = []
 
     def get_config(self):
-        return {"every": self.every, "log_dir": self.log_dir, "csv_path": self.csv_path}
+        return {"update_freq": self.update_freq, "log_dir": self.log_dir, "csv_path": self.csv_path}
 
     def _optimizer(self):
         optimizer = self.model.optimizer
@@ -118,8 +144,6 @@ class ModulationTracer(keras.callbacks.Callback):
         if not self._is_traced(self.model, optimizer):
             self.reset()
             self._traced = (weakref.ref(self.model), weakref.ref(optimizer))
-        if self.csv_path:
-            _check_writable(self.csv_path)
         if self.log_dir:
             try:
                 import tensorboard  # noqa: F401  (tf.summary needs it)
@@ -128,34 +152,137 @@ class ModulationTracer(keras.callbacks.Callback):
                     "ModulationTracer(log_dir=...) writes TensorBoard scalars and "
                     "needs TensorBoard: `pip install tensorboard`."
                 ) from None
+        if self.csv_path:
+            self._open_csv()
 
     def on_train_batch_end(self, batch, logs=None):
+        if self.update_freq == "epoch":
+            return
         self._batches += 1
-        if (self._batches - 1) % self.every:
-            return
-        # Reading through self.model syncs JAX's state back to the variables.
-        optimizer = self._optimizer()
-        if not optimizer.built:
-            return
-        if not self.tensor_paths:
-            self.tensor_paths = list(optimizer.tensor_paths)
-            self.hyperparameter_names = list(optimizer.HYPERPARAMETERS)
-        updates = int(ops.convert_to_numpy(optimizer._grn_updates))
-        if updates == 0 or (self._steps and self._steps[-1] == updates):
-            return  # no AGRN update since the last record (gradient accumulation)
-        self._steps.append(updates)
-        self._inputs.append(ops.convert_to_numpy(optimizer._grn_inputs))
-        self._hparams.append(ops.convert_to_numpy(optimizer._grn_hparams))
+        if (self._batches - 1) % self.update_freq == 0:
+            self._record()
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.csv_path:
-            self.to_csv(self.csv_path)
+        if self.update_freq == "epoch":
+            self._record()
         if self.log_dir:
             self._write_tensorboard()
 
     def on_train_end(self, logs=None):
+        self._close_csv()
+        self._close_tensorboard()
+
+    def _record(self):
+        # Reading through self.model syncs JAX's state back to the variables.
+        optimizer = self._optimizer()
+        modulation = optimizer.modulation()
+        if modulation is None:
+            return
+        updates = modulation["updates"]
+        if updates == 0 or (self._steps and self._steps[-1] == updates):
+            return  # no AGRN update since the last record (gradient accumulation)
+        if not self.tensor_paths:
+            self.tensor_paths = list(optimizer.tensor_paths)
+            self.hyperparameter_names = list(optimizer.HYPERPARAMETERS)
+        self._steps.append(updates)
+        self._inputs.append(modulation["inputs"])
+        self._hparams.append(modulation["hyperparameters"])
+        self._stream_csv()
+
+    # -- the CSV file --------------------------------------------------------
+
+    def _open_csv(self):
+        """Open `csv_path` for this fit: appending to a continued record, else rewriting it."""
+        path = _refuse_folder(self.csv_path)
+        self._close_csv()  # (left open by a fit that ended without on_train_end)
+        # the last fit wrote the whole record to this file: go on where it ended
+        append = self._csv_closed == (os.path.abspath(path), len(self._steps)) and os.path.isfile(path)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self._csv_file = open(path, "a" if append else "w", newline="")
+        except OSError as error:
+            raise OSError(f"ModulationTracer cannot write its csv_path {path!r}: {error}") from error
+        self._csv_writer = csv.writer(self._csv_file)
+        self._csv_written = len(self._steps) if append else None
+        self._stream_csv()  # the record so far, when the file was rewritten
+
+    def _close_csv(self):
+        if self._csv_file is not None:
+            self._csv_file.close()
+            self._csv_closed = (os.path.abspath(self._csv_file.name), self._csv_written)
+            self._csv_file = None
+
+    def _stream_csv(self):
+        if self._csv_file is None or not self._steps:
+            return
+        if self._csv_written is None:
+            self._csv_writer.writerow(self._csv_header())
+            self._csv_written = 0
+        self._csv_writer.writerows(self._csv_rows(self._csv_written))
+        self._csv_written = len(self._steps)
+        self._csv_file.flush()
+
+    def _csv_header(self):
+        columns = [f"input_{name}" for name in INPUT_NAMES]
+        columns += [f"input_next_{name}" for name in INPUT_NAMES] + ["input_constant"]
+        return ["step", "tensor"] + columns + list(self.hyperparameter_names)
+
+    def _csv_rows(self, start=0):
+        """One row per tensor of each record from `start` on."""
+        for step, inputs, hparams in zip(
+            self._steps[start:], self._inputs[start:], self._hparams[start:]
+        ):
+            for t, tensor in enumerate(self.tensor_paths):
+                yield (
+                    [int(step), tensor]
+                    + [f"{v:.7g}" for v in inputs[t]]
+                    + [f"{v:.7g}" for v in hparams[t]]
+                )
+
+    def to_csv(self, path):
+        """Write the whole record as CSV, atomically: one row per recorded step and tensor.
+
+        The file is written to `<path>.tmp`, then renamed over `path`; a
+        failed write leaves neither a partial file nor the temporary.
+        """
+        path = _refuse_folder(path)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        temporary = f"{path}.tmp"
+        try:
+            with open(temporary, "w", newline="") as stream:
+                writer = csv.writer(stream)
+                writer.writerow(self._csv_header())
+                writer.writerows(self._csv_rows())
+            os.replace(temporary, path)
+        except BaseException:
+            _remove(temporary)
+            raise
+        return path
+
+    # -- TensorBoard -----------------------------------------------------------
+
+    def _write_tensorboard(self):
+        import tensorflow as tf
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        start = self._written_to_tensorboard
+        with self._writer.as_default():
+            for step, inputs, hparams in zip(
+                self._steps[start:], self._inputs[start:], self._hparams[start:]
+            ):
+                for t, tensor in enumerate(self.tensor_paths):
+                    for h, name in enumerate(self.hyperparameter_names):
+                        tf.summary.scalar(f"{tensor}/{name}", float(hparams[t, h]), step=int(step))
+                    for i, name in enumerate(INPUT_NAMES):
+                        tf.summary.scalar(f"{tensor}/input_{name}", float(inputs[t, i]), step=int(step))
+        self._writer.flush()
+        self._written_to_tensorboard = len(self._steps)
+
+    def _close_tensorboard(self):
         if self._writer is not None:
-            self._writer.flush()
+            self._writer.close()
+            self._writer = None
 
     # -- the recorded data -------------------------------------------------
 
@@ -166,7 +293,7 @@ class ModulationTracer(keras.callbacks.Callback):
     @property
     def inputs(self):
         if not self._inputs:
-            return np.zeros((0, len(self.tensor_paths), 2 * len(INPUT_NAMES) + 1), np.float32)
+            return np.zeros((0, len(self.tensor_paths), N_INPUTS), np.float32)
         return np.stack(self._inputs)
 
     @property
@@ -185,47 +312,6 @@ class ModulationTracer(keras.callbacks.Callback):
                 entry[name] = hparams[:, t, h]
             result[path] = entry
         return result
-
-    def to_csv(self, path):
-        """Write the trace as CSV: one row per recorded step and tensor."""
-        input_columns = [f"input_{name}" for name in INPUT_NAMES]
-        input_columns += [f"input_next_{name}" for name in INPUT_NAMES] + ["input_constant"]
-        temporary = _check_writable(path)
-        inputs, hparams = self.inputs, self.hyperparameters
-        try:
-            with open(temporary, "w", newline="") as stream:
-                writer = csv.writer(stream)
-                writer.writerow(["step", "tensor"] + input_columns + self.hyperparameter_names)
-                for s, step in enumerate(self.steps):
-                    for t, tensor in enumerate(self.tensor_paths):
-                        writer.writerow(
-                            [int(step), tensor]
-                            + [f"{v:.7g}" for v in inputs[s, t]]
-                            + [f"{v:.7g}" for v in hparams[s, t]]
-                        )
-            os.replace(temporary, path)
-        except BaseException:
-            _remove(temporary)
-            raise
-        return path
-
-    def _write_tensorboard(self):
-        import tensorflow as tf
-
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.log_dir)
-        start = self._written_to_tensorboard
-        steps, hparams = self.steps[start:], self.hyperparameters[start:]
-        inputs = self.inputs[start:]
-        with self._writer.as_default():
-            for s, step in enumerate(steps):
-                for t, tensor in enumerate(self.tensor_paths):
-                    for h, name in enumerate(self.hyperparameter_names):
-                        tf.summary.scalar(f"{tensor}/{name}", float(hparams[s, t, h]), step=int(step))
-                    for i, name in enumerate(INPUT_NAMES):
-                        tf.summary.scalar(f"{tensor}/input_{name}", float(inputs[s, t, i]), step=int(step))
-        self._writer.flush()
-        self._written_to_tensorboard = len(self._steps)
 
     # -- the figure --------------------------------------------------------
 
@@ -289,27 +375,12 @@ def _remove(path):
         pass
 
 
-def _check_writable(path):
-    """Check that the CSV file `path` can be written; return its temporary's path.
-
-    Creates the missing folders, and tries the temporary file the CSV is
-    written to before it replaces `path` (removed again).
-    """
+def _refuse_folder(path):
+    """`path` as a string; a folder is refused with an error that says so."""
     path = os.fspath(path)
     if os.path.isdir(path):
         raise IsADirectoryError(
             f"ModulationTracer's csv_path {path!r} is a folder: give a file path, "
             f"such as {os.path.join(path, 'trace.csv')!r}."
         )
-    temporary = f"{path}.tmp"
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(temporary, "w"):
-            pass
-    except OSError as error:
-        raise OSError(
-            f"ModulationTracer cannot write its csv_path {path!r}: {error}"
-        ) from error
-    finally:
-        _remove(temporary)
-    return temporary
+    return path

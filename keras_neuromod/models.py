@@ -21,6 +21,8 @@ import numpy as np
 import keras
 from keras import layers
 
+from keras_neuromod import _fields
+
 __all__ = ["ARCHITECTURES", "build", "layer_plan"]
 
 _PLANS = {
@@ -78,8 +80,7 @@ def build(
     input_shape = tuple(int(d) for d in input_shape)
     if any(d < 1 for d in input_shape):
         raise ValueError(f"input_shape must be positive, got {input_shape}.")
-    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}.")
+    num_classes = _fields.integer(num_classes, "num_classes", minimum=2)
     if not width > 0:
         raise ValueError(f"width must be positive, got {width!r}.")
     convolutional = any(step[0] in "cp" for step in plan)

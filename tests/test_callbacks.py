@@ -38,7 +38,7 @@ def agent():
 def test_records_every_n_steps_and_writes_files(data, tmp_path):
     csv_path = tmp_path / "trace.csv"
     log_dir = tmp_path / "tb"
-    tracer = ModulationTracer(every=3, csv_path=str(csv_path), log_dir=str(log_dir))
+    tracer = ModulationTracer(update_freq=3, csv_path=str(csv_path), log_dir=str(log_dir))
     optimizer = NmAdam(agent=Genome.random(13, 8, 2, rng=0))
     fit(data, optimizer, tracer, epochs=2)
     steps = tracer.steps
@@ -48,9 +48,8 @@ def test_records_every_n_steps_and_writes_files(data, tmp_path):
     assert np.all(tracer.inputs[..., 12] == 1.0)
     assert tracer.inputs.min() >= 0 and tracer.inputs.max() <= 1
     # the last record (step 64) is the optimizer's final state
-    np.testing.assert_array_equal(
-        tracer.hyperparameters[-1], ops.convert_to_numpy(optimizer._grn_hparams)
-    )
+    np.testing.assert_array_equal(tracer.hyperparameters[-1], optimizer.modulation()["hyperparameters"])
+    np.testing.assert_array_equal(tracer.inputs[-1], optimizer.modulation()["inputs"])
     trace = tracer.trace
     assert list(trace) == optimizer.tensor_paths
     kernel = trace[optimizer.tensor_paths[0]]
@@ -73,7 +72,7 @@ def test_records_every_n_steps_and_writes_files(data, tmp_path):
 
 
 def test_no_duplicate_records_with_gradient_accumulation(data):
-    tracer = ModulationTracer(every=1)
+    tracer = ModulationTracer(update_freq=1)
     optimizer = NmSGD(agent=Genome.random(13, 4, 1, rng=0), gradient_accumulation_steps=4)
     fit(data, optimizer, tracer)
     np.testing.assert_array_equal(tracer.steps, np.arange(1, 9))
@@ -81,8 +80,9 @@ def test_no_duplicate_records_with_gradient_accumulation(data):
 
 
 def test_refuses_other_optimizers_and_bad_arguments(data):
-    with pytest.raises(ValueError, match="every"):
-        ModulationTracer(every=0)
+    for update_freq in (0, 2.0, True, "step"):
+        with pytest.raises(ValueError, match="update_freq must be 'batch', 'epoch' or a positive integer"):
+            ModulationTracer(update_freq=update_freq)
     with pytest.raises(ValueError, match="neuromodulated optimizer"):
         fit(data, keras.optimizers.Adam(), ModulationTracer())
     with pytest.raises(ValueError, match="Nothing was recorded"):
@@ -90,7 +90,7 @@ def test_refuses_other_optimizers_and_bad_arguments(data):
 
 
 def test_config_round_trip():
-    tracer = ModulationTracer(every=5, csv_path="a.csv", log_dir="logs")
+    tracer = ModulationTracer(update_freq=5, csv_path="a.csv", log_dir="logs")
     again = ModulationTracer(**tracer.get_config())
     assert again.get_config() == tracer.get_config()
 
@@ -105,36 +105,35 @@ def mixed_float16():
 
 
 def test_traces_through_the_loss_scale_optimizer_of_mixed_precision(data, mixed_float16):
-    tracer = ModulationTracer(every=1)
+    tracer = ModulationTracer(update_freq=1)
     optimizer = NmAdam(agent=agent())
     model = fit(data, optimizer, tracer)
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert model.optimizer.inner_optimizer is optimizer
-    updates = int(ops.convert_to_numpy(optimizer._grn_updates))
+    updates = optimizer.modulation()["updates"]
+    assert updates <= int(ops.convert_to_numpy(optimizer.iterations))
     assert updates > 0  # steps whose scaled gradients overflowed are skipped
     np.testing.assert_array_equal(tracer.steps, np.arange(1, updates + 1))
     assert tracer.tensor_paths == optimizer.tensor_paths
     assert np.all(np.isfinite(tracer.hyperparameters))
-    np.testing.assert_array_equal(
-        tracer.hyperparameters[-1], ops.convert_to_numpy(optimizer._grn_hparams)
-    )
+    np.testing.assert_array_equal(tracer.hyperparameters[-1], optimizer.modulation()["hyperparameters"])
 
 
 def test_a_second_fit_appends_and_another_model_starts_a_fresh_record(data, tmp_path):
     csv_path = tmp_path / "trace.csv"
-    tracer = ModulationTracer(every=1, csv_path=str(csv_path))
+    tracer = ModulationTracer(update_freq=1, csv_path=str(csv_path))
     first = fit(data, NmAdam(agent=agent()), tracer)
     fit(data, None, tracer, model=first)  # the same model goes on training
     np.testing.assert_array_equal(tracer.steps, np.arange(1, 65))
     assert tracer.inputs.shape == (64, 4, 13)
+    with open(csv_path) as stream:  # appended to the first fit's rows
+        assert [int(row["step"]) for row in csv.DictReader(stream)] == list(np.repeat(np.arange(1, 65), 4))
 
     # another model of the same layout: a fresh record, not a mix of both
     optimizer = NmAdam(agent=agent())
     second = fit(data, optimizer, tracer)
     np.testing.assert_array_equal(tracer.steps, np.arange(1, 33))
-    np.testing.assert_array_equal(
-        tracer.hyperparameters[-1], ops.convert_to_numpy(optimizer._grn_hparams)
-    )
+    np.testing.assert_array_equal(tracer.hyperparameters[-1], optimizer.modulation()["hyperparameters"])
 
     # the same model compiled with another optimizer, of another base: fresh
     sgd = NmSGD(agent=Genome.random(13, 4, 1, rng=1))
@@ -170,7 +169,7 @@ def test_an_unwritable_csv_path_stops_fit_before_training(data, tmp_path):
 
 
 def test_a_failed_csv_write_leaves_no_temporary(data, tmp_path, monkeypatch):
-    tracer = ModulationTracer(every=8)
+    tracer = ModulationTracer(update_freq=8)
     fit(data, NmAdam(agent=agent()), tracer)
     with pytest.raises(IsADirectoryError, match="is a folder"):
         tracer.to_csv(str(tmp_path))
@@ -186,3 +185,98 @@ def test_a_failed_csv_write_leaves_no_temporary(data, tmp_path, monkeypatch):
     monkeypatch.undo()
     assert tracer.to_csv(str(tmp_path / "trace.csv")) == str(tmp_path / "trace.csv")
     assert os.listdir(tmp_path) == ["trace.csv"]
+
+
+class _ReadsTheCsvFile(keras.callbacks.Callback):
+    """Reads the tracer's CSV file while training goes on, and stops early."""
+
+    def __init__(self, path, stop_at_batch):
+        super().__init__()
+        self.path, self.stop_at_batch, self.rows_after_epoch = path, stop_at_batch, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        with open(self.path) as stream:
+            self.rows_after_epoch.append(len(list(csv.DictReader(stream))))
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.rows_after_epoch and batch == self.stop_at_batch:
+            self.model.stop_training = True
+
+
+class _SpyWriter:
+    def __init__(self, writer):
+        self.writer, self.closed = writer, False
+
+    def as_default(self):
+        return self.writer.as_default()
+
+    def flush(self):
+        self.writer.flush()
+
+    def close(self):
+        self.closed = True
+        self.writer.close()
+
+
+def _open_files():
+    folder = "/proc/self/fd"
+    names = set()
+    for fd in os.listdir(folder):
+        try:
+            names.add(os.readlink(os.path.join(folder, fd)))
+        except OSError:
+            pass
+    return names
+
+
+def test_csv_rows_stream_as_recorded_and_the_files_close_at_train_end(data, tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    writers = []
+    create = tf.summary.create_file_writer
+    monkeypatch.setattr(
+        tf.summary, "create_file_writer", lambda *a, **k: writers.append(_SpyWriter(create(*a, **k))) or writers[-1]
+    )
+    csv_path = tmp_path / "trace.csv"
+    tracer = ModulationTracer(update_freq=2, csv_path=str(csv_path), log_dir=str(tmp_path / "tb"))
+    reader = _ReadsTheCsvFile(str(csv_path), stop_at_batch=4)
+    model = models.build("mlp", (8, 8, 1), 10, hidden=(16,), seed=0)
+    model.compile(optimizer=NmAdam(agent=agent()), loss="sparse_categorical_crossentropy")
+    x, y = data
+    model.fit(x[:100], y[:100], epochs=3, batch_size=10, shuffle=False, verbose=0, callbacks=[tracer, reader])
+    # 10 steps in the first epoch, recorded every other step: 5 records of 4
+    # tensors, in the file while training goes on; then the second epoch,
+    # stopped after its batch 4 (steps 11 to 15): 3 more records
+    assert reader.rows_after_epoch == [5 * 4, 8 * 4]
+    np.testing.assert_array_equal(tracer.steps, np.arange(1, 16, 2))
+    with open(csv_path) as stream:
+        assert len(list(csv.DictReader(stream))) == 8 * 4
+    # the TensorBoard writer was closed at the end of training
+    assert len(writers) == 1 and writers[0].closed
+    if os.path.isdir("/proc/self/fd"):
+        assert str(csv_path) not in _open_files()
+    # no temporary file is left next to the CSV file
+    assert sorted(os.listdir(tmp_path)) == ["tb", "trace.csv"]
+
+
+def test_update_freq_takes_keras_s_values_and_every_is_its_deprecated_alias(data):
+    with pytest.warns(DeprecationWarning, match="update_freq"):
+        old = ModulationTracer(every=4)
+    assert old.update_freq == 4 and old.get_config()["update_freq"] == 4
+    assert ModulationTracer(update_freq="batch").update_freq == 1
+    tracer = ModulationTracer(update_freq="epoch")
+    fit((data[0][:100], data[1][:100]), NmSGD(agent=Genome.random(13, 4, 1, rng=0)), tracer, epochs=2)
+    np.testing.assert_array_equal(tracer.steps, [10, 20])
+    assert ModulationTracer(**tracer.get_config()).update_freq == "epoch"
+
+
+def test_a_fit_after_the_csv_file_was_removed_writes_the_whole_record(data, tmp_path):
+    csv_path = tmp_path / "trace.csv"
+    tracer = ModulationTracer(update_freq=2, csv_path=str(csv_path))
+    small = (data[0][:100], data[1][:100])
+    model = fit(small, NmAdam(agent=agent()), tracer)
+    csv_path.unlink()
+    fit(small, None, tracer, model=model)
+    with open(csv_path) as stream:
+        steps = [int(row["step"]) for row in csv.DictReader(stream)]
+    assert steps == list(np.repeat(tracer.steps, 4)) and len(tracer.steps) == 10

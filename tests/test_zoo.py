@@ -136,7 +136,7 @@ SHIPPED = [("nm_adam_digits", "adam", NmAdam), ("nm_sgd_digits", "sgd", NmSGD)]
 @pytest.mark.parametrize("name,base,optimizer_class", SHIPPED)
 def test_shipped_agents_load_by_name_and_train(name, base, optimizer_class, monkeypatch):
     monkeypatch.delenv("KERAS_NEUROMOD_ZOO", raising=False)  # the source tree's zoo
-    agent = zoo.load(name)  # integrity-checked against keras_neuromod/agents/index.json
+    agent = zoo.load(name)  # integrity-checked against keras_neuromod/zoo/index.json
     assert agent.base == base
     assert agent.provenance["command"].startswith("python examples/evolve.py")
     assert {"digits", "wine"} <= set(agent.benchmark)  # its evidence, in the card
@@ -156,7 +156,7 @@ def test_a_corrupted_shipped_agent_is_refused(name, tmp_path):
     import shutil
 
     folder = tmp_path / "zoo"
-    shutil.copytree(zoo.directory(), folder, ignore=shutil.ignore_patterns("runs", "evidence"))
+    shutil.copytree(zoo.directory(), folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     path = folder / {a["name"]: a for a in zoo.list_agents(folder)}[name]["file"]
     data = path.read_bytes()
     path.write_bytes(data.replace(b'"base"', b'"base" ', 1))  # one byte more, same JSON
@@ -168,8 +168,8 @@ def test_a_corrupted_shipped_agent_is_refused(name, tmp_path):
 
 
 def test_the_shipped_zoo_is_package_data(monkeypatch):
-    # the default zoo is inside the installed package (a wheel carries it), and
-    # setup.cfg's package data takes every file of it
+    # the default zoo is the keras_neuromod.zoo package's own folder (a wheel
+    # carries it), and setup.cfg's package data takes every file of it
     import configparser
     import glob
     import os
@@ -179,12 +179,14 @@ def test_the_shipped_zoo_is_package_data(monkeypatch):
     monkeypatch.delenv("KERAS_NEUROMOD_ZOO", raising=False)
     package = os.path.dirname(os.path.abspath(keras_neuromod.__file__))
     folder = zoo.directory()
-    assert os.path.commonpath([package, folder]) == package
+    assert folder == os.path.dirname(os.path.abspath(zoo.__file__)) == os.path.join(package, "zoo")
     assert os.path.isfile(os.path.join(folder, "index.json"))
     setup = configparser.ConfigParser()
     setup.read(os.path.join(os.path.dirname(package), "setup.cfg"))
-    patterns = setup["options.package_data"]["keras_neuromod"].split()
-    shipped = {os.path.normpath(path) for p in patterns for path in glob.glob(os.path.join(package, p))}
+    shipped = set()
+    for dotted, patterns in setup["options.package_data"].items():
+        where = os.path.join(os.path.dirname(package), *dotted.split("."))
+        shipped |= {os.path.normpath(path) for p in patterns.split() for path in glob.glob(os.path.join(where, p))}
     listed = {os.path.normpath(os.path.join(folder, a["file"])) for a in zoo.list_agents()}
     assert os.path.join(folder, "index.json") in shipped and listed and listed <= shipped
     assert {a["name"] for a in zoo.list_agents()} == {name for name, _, _ in SHIPPED}
@@ -209,7 +211,7 @@ def _index_with(folder, entry):
         (lambda e: e.pop("sha256"), r"missing field\(s\) \['sha256'\]"),
         (lambda e: e.update(sha256=None), "'sha256' must be a string"),
         (lambda e: e.update(sha256="abc"), "64 lowercase hex"),
-        (lambda e: e.update(base=["adam"]), "'base' must be 'sgd' or 'adam'"),
+        (lambda e: e.update(base=["adam"]), r"'base' must name a registered optimizer base \('adam' or 'sgd'\)"),
         (lambda e: e.update(summary=7), "'summary' must be a string"),
         (lambda e: e.update(size=1), r"unknown field\(s\) \['size'\]"),
     ],

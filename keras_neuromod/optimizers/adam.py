@@ -3,11 +3,13 @@
 import keras
 from keras import ops
 
+from keras_neuromod import bases
 from keras_neuromod.optimizers.base import NeuromodulatedOptimizer
 from keras_neuromod.optimizers.base import to_dense
 
 
 @keras.saving.register_keras_serializable(package="keras_neuromod")
+@bases.register("adam")
 class NmAdam(NeuromodulatedOptimizer):
     """Adam whose learning rate, beta_1, beta_2 and epsilon an AGRN sets.
 
@@ -65,12 +67,15 @@ class NmAdam(NeuromodulatedOptimizer):
     def __init__(self, agent, ranges=None, name=None, **kwargs):
         super().__init__(agent, ranges=ranges, name=name, **kwargs)
 
-    def _build_update_state(self, variables):
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
         self._momentums, self._velocities = self.add_optimizer_variables(
-            variables, ["momentum", "velocity"]
+            var_list, ["momentum", "velocity"]
         )
         self._beta_powers = self.add_variable(
-            (len(variables), 2), initializer="ones", name="beta_powers"
+            (len(var_list), 2), initializer="ones", name="beta_powers"
         )
 
     def _reset_value(self, variable):

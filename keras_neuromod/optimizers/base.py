@@ -16,79 +16,18 @@ parent's, so each backend's own path (TensorFlow's distribution updates, JAX's
 stateless apply, gradient accumulation, EMA) still runs.
 """
 
-import math
-import os
-
 import numpy as np
 import keras
 from keras import ops
 
+from keras_neuromod import _fields
 from keras_neuromod import agrn
-from keras_neuromod import zoo
-from keras_neuromod.agrn import Genome
+from keras_neuromod import bases
+from keras_neuromod.bases import INPUT_NAMES
+from keras_neuromod.bases import N_INPUTS
+from keras_neuromod.zoo import resolve_agent
 
 __all__ = ["NeuromodulatedOptimizer", "N_INPUTS", "INPUT_NAMES", "resolve_agent"]
-
-INPUT_NAMES = (
-    "location",
-    "size",
-    "mean_abs_weight",
-    "std_abs_weight",
-    "mean_abs_gradient",
-    "std_abs_gradient",
-)
-N_INPUTS = 2 * len(INPUT_NAMES) + 1
-
-
-def resolve_agent(agent):
-    """Turn what a user passes as `agent` into `(genome, settings)`.
-
-    Accepts a `Genome`, a genome dict, a zoo `Agent` or agent dict (as agent
-    files store it), the path of a JSON file holding a genome or an agent, or
-    the name of a zoo agent. `settings` holds the ranges and AGRN settings an
-    agent was evolved with (empty for a bare genome).
-    """
-    if isinstance(agent, Genome):
-        return agent, {}
-    if isinstance(agent, dict):
-        if "format" in agent:
-            agent = zoo.Agent.from_dict(agent)
-        elif "genome" in agent:
-            return Genome.from_dict(agent["genome"]), {}
-        else:
-            return Genome.from_dict(agent), {}
-    if isinstance(agent, zoo.Agent):
-        settings = dict(agent.settings)
-        if agent.ranges is not None:
-            settings["ranges"] = {k: tuple(v) for k, v in agent.ranges.items()}
-        return agent.genome, settings
-    if isinstance(agent, (str, os.PathLike)):
-        path = os.fspath(agent)
-        if os.path.isfile(path):
-            from keras_neuromod.io import MAX_AGENT_BYTES
-            from keras_neuromod.io import read_json
-
-            data = read_json(path, what="agent file", max_bytes=MAX_AGENT_BYTES)
-            if not isinstance(data, dict):
-                raise ValueError(
-                    f"The agent file {path!r} must hold a JSON object (a genome or an "
-                    f"agent), not a {type(data).__name__}."
-                )
-            try:
-                return resolve_agent(data)
-            except ValueError as error:
-                raise ValueError(f"The agent file {path!r}: {error}") from None
-        try:
-            found = zoo.load(path)
-        except ValueError as error:
-            raise ValueError(
-                f"agent={path!r} is neither a genome JSON file nor a usable zoo agent: {error}"
-            ) from None
-        return resolve_agent(found)
-    raise TypeError(
-        "agent must be a Genome, a genome dict, an Agent, the path of a genome or "
-        f"agent JSON file, or a zoo agent name; got {type(agent).__name__}."
-    )
 
 
 def _tensor_kind(path, shape):
@@ -203,9 +142,12 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
     """Base class of optimizers whose hyperparameters an AGRN sets per tensor.
 
     Subclasses declare `HYPERPARAMETERS` (names, in output-protein order),
-    `DEFAULT_RANGES`, `LOG_SCALE` (names mapped in log space) and implement
-    `update_step(gradient, variable, learning_rate)` reading
-    `self._modulated(variable)`.
+    `DEFAULT_RANGES`, `BOUNDS` and `LOG_SCALE` (names mapped in log space),
+    create their own state in `build` (after calling the parent's, as Keras's
+    optimizers do) and implement `update_step(gradient, variable,
+    learning_rate)` reading `self._modulated(variable)`. Registered with
+    `keras_neuromod.bases.register(name)`, a subclass is the optimizer of the
+    agents whose base is `name`.
 
     Args:
         agent: the AGRN genome: a `Genome`, a genome or agent dict, the path of a
@@ -254,18 +196,17 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
             grn_steps_per_update = evolved_with.get("grn_steps_per_update", 1)
         n_outputs = 2 * len(self.HYPERPARAMETERS)
         if genome.n_inputs != N_INPUTS or genome.n_outputs != n_outputs:
+            made_for = [
+                base.optimizer.__name__
+                for base in bases.registered().values()
+                if base.n_outputs == genome.n_outputs
+            ]
             raise ValueError(
                 f"{type(self).__name__} needs an agent with {N_INPUTS} inputs and "
                 f"{n_outputs} outputs (two output proteins for each of "
                 f"{list(self.HYPERPARAMETERS)}); this one has {genome.n_inputs} "
                 f"inputs and {genome.n_outputs} outputs"
-                + (
-                    ", so it was made for NmSGD."
-                    if genome.n_outputs == 4
-                    else ", so it was made for NmAdam."
-                    if genome.n_outputs == 8
-                    else "."
-                )
+                + (f", so it was made for {' or '.join(made_for)}." if made_for else ".")
             )
         self.ranges = self._check_ranges(ranges)
         self.warmup_steps, self.grn_steps_per_update = self._check_settings(
@@ -273,15 +214,7 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         )
         if max_regulatory is None:
             max_regulatory = genome.n_regulatory
-        if (
-            isinstance(max_regulatory, bool)
-            or not isinstance(max_regulatory, (int, np.integer))
-            or max_regulatory < 0
-        ):
-            raise ValueError(
-                f"max_regulatory must be a non-negative integer, got {max_regulatory!r}."
-            )
-        self.max_regulatory = int(max_regulatory)
+        self.max_regulatory = _fields.integer(max_regulatory, "max_regulatory")
         self._capacity = N_INPUTS + n_outputs + self.max_regulatory
         self._genome = genome
         self._packed = agrn.pack(genome, self._capacity)
@@ -290,51 +223,14 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
     # -- configuration -----------------------------------------------------
 
     def _check_ranges(self, ranges):
-        ranges = dict(ranges or {})
-        unknown = sorted(set(ranges) - set(self.HYPERPARAMETERS))
-        if unknown:
-            raise ValueError(
-                f"Unknown hyperparameter(s) {unknown} in ranges; "
-                f"{type(self).__name__} modulates {list(self.HYPERPARAMETERS)}."
-            )
-        checked = {}
-        for name in self.HYPERPARAMETERS:
-            pair = ranges.get(name, self.DEFAULT_RANGES[name])
-            try:
-                lo, hi = (float(v) for v in pair)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"ranges[{name!r}] must be a pair (lo, hi) of numbers, got {pair!r}."
-                ) from None
-            if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-                raise ValueError(
-                    f"ranges[{name!r}] must be finite with lo <= hi, got ({lo}, {hi})."
-                )
-            bound_lo, bound_hi = self.BOUNDS.get(name, (-math.inf, math.inf))
-            if lo < bound_lo or hi > bound_hi:
-                raise ValueError(
-                    f"ranges[{name!r}] = ({lo}, {hi}) leaves the valid interval "
-                    f"[{bound_lo}, {bound_hi}] of {name}."
-                )
-            if name in self.LOG_SCALE and lo <= 0 and hi != lo:
-                raise ValueError(
-                    f"ranges[{name!r}] is mapped in log space and needs lo > 0 "
-                    f"(or lo == hi to fix the value), got ({lo}, {hi})."
-                )
-            checked[name] = (lo, hi)
-        return checked
+        return bases.Base.of(type(self)).check_ranges(ranges)
 
     @staticmethod
     def _check_settings(warmup_steps, grn_steps_per_update):
-        for name, value in (
-            ("warmup_steps", warmup_steps),
-            ("grn_steps_per_update", grn_steps_per_update),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
-        if grn_steps_per_update < 1:
-            raise ValueError("grn_steps_per_update must be at least 1.")
-        return int(warmup_steps), int(grn_steps_per_update)
+        return (
+            _fields.integer(warmup_steps, "warmup_steps", 0),
+            _fields.integer(grn_steps_per_update, "grn_steps_per_update", 1),
+        )
 
     @property
     def genome(self):
@@ -398,11 +294,29 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         self._grn_hparams = self.add_variable(
             (count, n_hp), initializer="zeros", name="modulated_hyperparameters"
         )
-        self._build_update_state(variables)
 
-    def _build_update_state(self, variables):
-        """Create the subclass's own state (moments, momentum, ...)."""
-        raise NotImplementedError
+    def modulation(self):
+        """What the AGRN saw and chose at the last update, for every tensor.
+
+        The tensors are those of `tensor_paths`, the hyperparameters those of
+        `HYPERPARAMETERS`, in order. Reads three small variables (a device
+        sync); under JAX, read it through the model (`model.optimizer`) in a
+        callback, so that the training state is synced first.
+
+        Returns:
+            None before the optimizer is built; else a dict with `"updates"`
+            (int: the AGRN updates so far, 0 before the first), `"inputs"`
+            (numpy float32 [tensors, N_INPUTS]: the AGRN inputs of the last
+            update) and `"hyperparameters"` (numpy float32 [tensors,
+            hyperparameters]: the values it chose).
+        """
+        if not self.built:
+            return None
+        return {
+            "updates": int(ops.convert_to_numpy(self._grn_updates)),
+            "inputs": ops.convert_to_numpy(self._grn_inputs),
+            "hyperparameters": ops.convert_to_numpy(self._grn_hparams),
+        }
 
     def set_genome(self, agent, reset=True):
         """Swap in another agent without rebuilding or retracing.

@@ -3,10 +3,12 @@
 import keras
 from keras import ops
 
+from keras_neuromod import bases
 from keras_neuromod.optimizers.base import NeuromodulatedOptimizer
 
 
 @keras.saving.register_keras_serializable(package="keras_neuromod")
+@bases.register("sgd")
 class NmSGD(NeuromodulatedOptimizer):
     """SGD whose learning rate and momentum an AGRN sets per tensor and step.
 
@@ -54,11 +56,14 @@ class NmSGD(NeuromodulatedOptimizer):
     def _uses_momentum(self):
         return self.ranges["momentum"] != (0.0, 0.0)
 
-    def _build_update_state(self, variables):
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
         # Without momentum (its range fixed at 0) there is no momentum state,
         # and a sparse gradient updates only its rows, as in Keras's SGD.
         self.momentums = (
-            self.add_optimizer_variables(variables, "momentum") if self._uses_momentum else []
+            self.add_optimizer_variables(var_list, "momentum") if self._uses_momentum else []
         )
 
     def update_step(self, gradient, variable, learning_rate):

@@ -1,19 +1,16 @@
 """The agent zoo: evolved neuromodulatory agents, shared like trained models.
 
-An agent file is JSON only (loading one never runs code). It holds the format
-version, the agent's name, its base optimizer (``"sgd"`` or ``"adam"``), the
-AGRN genome, the hyperparameter ranges and AGRN settings it was evolved with,
-its provenance (task, architectures, population, generations, epochs, seed,
-final fitness, library version, the exact command that produced it) and its
-benchmark results.
+An agent file is JSON only, in the agent format of `keras_neuromod.agents`
+(loading one never runs code). A zoo is a folder of agent files and an
+`index.json` that lists each agent's file with its sha256.
 
-The shipped agents are package data: they live in `keras_neuromod/agents/`
-(installed with the package, from a wheel as from a source checkout), listed
-in its `index.json` with the sha256 of each file; loading a shipped agent
-checks it and refuses a modified or truncated file. Their cards, evolution
-runs and evidence are in the repository's `zoo/` folder. Another folder can be
-used as a zoo with the `KERAS_NEUROMOD_ZOO` environment variable or the
-`zoo_dir` argument.
+The shipped agents are package data: they live in this package's folder,
+`keras_neuromod/zoo/` (installed with the package, from a wheel as from a
+source checkout), listed in its `index.json`; loading a shipped agent checks
+it and refuses a modified or truncated file. Their cards, evolution runs and
+evidence are in the repository's `zoo/` folder. Another folder can be used as
+a zoo with the `KERAS_NEUROMOD_ZOO` environment variable or the `zoo_dir`
+argument.
 
 Agent files are untrusted input: a file larger than
 `keras_neuromod.io.MAX_AGENT_BYTES` is refused before it is parsed, a genome
@@ -33,160 +30,37 @@ import os
 import re
 
 from keras_neuromod import _fields
+from keras_neuromod import bases
+from keras_neuromod.agents import AGENT_FORMAT
+from keras_neuromod.agents import MAX_AGENT_STEPS
+from keras_neuromod.agents import Agent
 from keras_neuromod.agrn import Genome
 from keras_neuromod.io import MAX_AGENT_BYTES
 from keras_neuromod.io import atomic_write_json
 from keras_neuromod.io import read_json
 
 __all__ = ["Agent", "load", "save", "list_agents", "directory", "write_index",
-           "record_benchmark", "AGENT_FORMAT", "INDEX_FORMAT", "MAX_AGENT_STEPS"]
+           "record_benchmark", "resolve_agent", "AGENT_FORMAT", "INDEX_FORMAT",
+           "MAX_AGENT_STEPS"]
 
-AGENT_FORMAT = "keras_neuromod.agent/1"
 INDEX_FORMAT = "keras_neuromod.zoo-index/1"
-# The most AGRN steps an agent file may ask for (`warmup_steps`,
-# `grn_steps_per_update`): the optimizers unroll these loops in their train step.
-# The shipped agents use 25 and 1.
-MAX_AGENT_STEPS = 1000
-_BASES = {"sgd": 4, "adam": 8}
-_SETTINGS = {"warmup_steps": 0, "grn_steps_per_update": 1}  # name -> smallest value
-_FIELDS = ("format", "name", "base", "genome", "ranges", "settings", "provenance", "benchmark")
 _ENTRY_FIELDS = ("file", "sha256")
 _ENTRY_OPTIONAL = ("base", "summary")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_PACKAGE_ZOO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "agents")
+_PACKAGE_ZOO = os.path.dirname(os.path.abspath(__file__))
 
 
 def directory(zoo_dir=None):
     """The zoo folder: `zoo_dir`, else `$KERAS_NEUROMOD_ZOO`, else the shipped agents.
 
-    The shipped agents are the package's `agents/` folder (package data, so a
-    wheel carries them; in a source checkout, `keras_neuromod/agents/`).
+    The shipped agents are package data in this package's folder (so a wheel
+    carries them; in a source checkout, `keras_neuromod/zoo/`).
     """
     if zoo_dir is not None:
         return os.fspath(zoo_dir)
     if os.environ.get("KERAS_NEUROMOD_ZOO"):
         return os.environ["KERAS_NEUROMOD_ZOO"]
     return _PACKAGE_ZOO
-
-
-@dataclasses.dataclass(frozen=True)
-class Agent:
-    """An evolved agent and its card.
-
-    Attributes:
-        name: the agent's name.
-        base: ``"sgd"`` (for `NmSGD`) or ``"adam"`` (for `NmAdam`).
-        genome: the AGRN `Genome`.
-        ranges: hyperparameter ranges it was evolved with (None: the defaults).
-        settings: AGRN settings (`warmup_steps`, `grn_steps_per_update`).
-        provenance: how it was made (task, architectures, population,
-            generations, epochs, seed, final fitness, library version, command).
-        benchmark: its measured results (free-form JSON).
-    """
-
-    name: str
-    base: str
-    genome: Genome
-    ranges: dict = None
-    settings: dict = dataclasses.field(default_factory=dict)
-    provenance: dict = dataclasses.field(default_factory=dict)
-    benchmark: dict = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self):
-        if not isinstance(self.name, str) or not self.name or "/" in self.name:
-            raise ValueError(f"Agent 'name' must be a non-empty string without '/', got {self.name!r:.80}.")
-        if not isinstance(self.base, str) or self.base not in _BASES:
-            raise ValueError(f"Agent 'base' must be 'sgd' or 'adam', got {self.base!r:.80}.")
-        if not isinstance(self.genome, Genome):
-            raise ValueError("Agent 'genome' must be a Genome.")
-        if self.genome.n_inputs != 13 or self.genome.n_outputs != _BASES[self.base]:
-            raise ValueError(
-                f"Agent 'genome' has {self.genome.n_inputs} inputs and {self.genome.n_outputs} "
-                f"outputs; an Nm-{self.base.upper() if self.base == 'sgd' else 'Adam'} agent needs "
-                f"13 and {_BASES[self.base]}."
-            )
-        if self.ranges is not None:
-            if not isinstance(self.ranges, dict):
-                raise ValueError("Agent 'ranges' must be a dict of name -> [lo, hi].")
-            for key, pair in self.ranges.items():
-                _fields.items(list(pair) if isinstance(pair, tuple) else pair,
-                              f"Agent 'ranges' entry {key!r}", length=2)
-                for value in pair:
-                    _fields.number(value, f"Agent 'ranges' entry {key!r}")
-            self.optimizer_class()(self.genome, ranges=self.ranges)  # validates names and values
-        if not isinstance(self.settings, dict):
-            raise ValueError(f"Agent 'settings' must be a dict, got {type(self.settings).__name__}.")
-        unknown = sorted(set(self.settings) - set(_SETTINGS))
-        if unknown:
-            raise ValueError(f"Agent 'settings' has unknown key(s) {unknown}; known: {list(_SETTINGS)}.")
-        for key, value in self.settings.items():
-            _fields.integer(value, f"Agent 'settings' entry {key!r}", _SETTINGS[key], MAX_AGENT_STEPS)
-        for field in ("provenance", "benchmark"):
-            if not isinstance(getattr(self, field), dict):
-                raise ValueError(f"Agent '{field}' must be a dict.")
-
-    def optimizer_class(self):
-        """`NmSGD` or `NmAdam`, by the agent's base."""
-        from keras_neuromod.optimizers import NmAdam
-        from keras_neuromod.optimizers import NmSGD
-
-        return NmSGD if self.base == "sgd" else NmAdam
-
-    def optimizer(self, **kwargs):
-        """A fresh optimizer driven by this agent, with its ranges and settings."""
-        return self.optimizer_class()(agent=self, **kwargs)
-
-    @property
-    def card(self):
-        """The agent's card: provenance and benchmark results."""
-        return {"name": self.name, "base": self.base, "provenance": self.provenance,
-                "benchmark": self.benchmark}
-
-    def to_dict(self):
-        return {
-            "format": AGENT_FORMAT,
-            "name": self.name,
-            "base": self.base,
-            "genome": self.genome.to_dict(),
-            "ranges": None if self.ranges is None else {k: list(v) for k, v in self.ranges.items()},
-            "settings": dict(self.settings),
-            "provenance": dict(self.provenance),
-            "benchmark": dict(self.benchmark),
-        }
-
-    @classmethod
-    def from_dict(cls, data):
-        """Validate and build an agent from its JSON form."""
-        if not isinstance(data, dict):
-            raise ValueError(f"An agent must be a JSON object, got {type(data).__name__}.")
-        if data.get("format") != AGENT_FORMAT:
-            raise ValueError(
-                f"Not an agent file of this format: 'format' is {data.get('format')!r}, "
-                f"expected {AGENT_FORMAT!r}."
-            )
-        unknown = sorted(set(data) - set(_FIELDS))
-        if unknown:
-            raise ValueError(f"Unknown agent field(s) {unknown}; expected {list(_FIELDS)}.")
-        missing = [f for f in ("name", "base", "genome") if f not in data]
-        if missing:
-            raise ValueError(f"Agent is missing field(s) {missing}.")
-        ranges = data.get("ranges")
-        if ranges is not None and isinstance(ranges, dict):
-            ranges = {k: tuple(v) if isinstance(v, list) else v for k, v in ranges.items()}
-        try:
-            genome = Genome.from_dict(data["genome"])
-        except ValueError as error:
-            raise ValueError(f"Agent 'genome': {error}") from None
-
-        def optional(field):
-            value = data.get(field)
-            return {} if value is None else value
-
-        return cls(
-            name=data["name"], base=data["base"], genome=genome, ranges=ranges,
-            settings=optional("settings"), provenance=optional("provenance"),
-            benchmark=optional("benchmark"),
-        )
 
 
 def _sha256(path):
@@ -237,8 +111,8 @@ def _index(folder):
         digest = _fields.text(entry["sha256"], f"{where}, field 'sha256'")
         if not _SHA256.fullmatch(digest):
             raise ValueError(f"{where}, field 'sha256' must be 64 lowercase hex digits, got {digest!r:.80}.")
-        if "base" in entry and (not isinstance(entry["base"], str) or entry["base"] not in _BASES):
-            raise ValueError(f"{where}, field 'base' must be 'sgd' or 'adam', got {entry['base']!r:.80}.")
+        if "base" in entry:
+            bases.get(entry["base"], where=f"{where}, field 'base'")
         if "summary" in entry:
             _fields.text(entry["summary"], f"{where}, field 'summary'")
     return data["agents"]
@@ -351,3 +225,55 @@ def record_benchmark(name_or_path, key, result, zoo_dir=None):
     if in_zoo:
         write_index(folder)
     return agent
+
+
+def resolve_agent(agent):
+    """Turn what a user passes as `agent=` into `(genome, settings)`.
+
+    Args:
+        agent: a `Genome`, a genome dict, an `Agent` or agent dict (as agent
+            files store it), the path of a JSON file holding a genome or an
+            agent, or the name of an agent of the zoo.
+
+    Returns:
+        The `Genome`, and a dict of the ranges and AGRN settings an agent was
+        evolved with (empty for a bare genome).
+    """
+    if isinstance(agent, Genome):
+        return agent, {}
+    if isinstance(agent, dict):
+        if "format" in agent:
+            agent = Agent.from_dict(agent)
+        elif "genome" in agent:
+            return Genome.from_dict(agent["genome"]), {}
+        else:
+            return Genome.from_dict(agent), {}
+    if isinstance(agent, Agent):
+        settings = dict(agent.settings)
+        if agent.ranges is not None:
+            settings["ranges"] = {k: tuple(v) for k, v in agent.ranges.items()}
+        return agent.genome, settings
+    if isinstance(agent, (str, os.PathLike)):
+        path = os.fspath(agent)
+        if os.path.isfile(path):
+            data = read_json(path, what="agent file", max_bytes=MAX_AGENT_BYTES)
+            if not isinstance(data, dict):
+                raise ValueError(
+                    f"The agent file {path!r} must hold a JSON object (a genome or an "
+                    f"agent), not a {type(data).__name__}."
+                )
+            try:
+                return resolve_agent(data)
+            except ValueError as error:
+                raise ValueError(f"The agent file {path!r}: {error}") from None
+        try:
+            found = load(path)
+        except ValueError as error:
+            raise ValueError(
+                f"agent={path!r} is neither a genome JSON file nor a usable zoo agent: {error}"
+            ) from None
+        return resolve_agent(found)
+    raise TypeError(
+        "agent must be a Genome, a genome dict, an Agent, the path of a genome or "
+        f"agent JSON file, or a zoo agent name; got {type(agent).__name__}."
+    )
