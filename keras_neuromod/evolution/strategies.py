@@ -105,6 +105,12 @@ class EvolutionStrategy:
         update: `"momentum"` (the paper's) or `"adam"`.
         beta_2: Adam's second-moment decay (used with `update="adam"`).
         epsilon: Adam's denominator offset (used with `update="adam"`).
+
+    Attributes:
+        theta: the centre (float64).
+        generation: generations run.
+        logbook: DEAP `tools.Logbook`, one record per generation: `gen`, the
+            offspring's `max`, `mean`, `min` and `std` fitness, and `seconds`.
     """
 
     def __init__(
@@ -169,11 +175,6 @@ class EvolutionStrategy:
     @property
     def num_params(self):
         return self.theta.size
-
-    @property
-    def history(self):
-        """The logbook (its former name)."""
-        return self.logbook
 
     def get_config(self):
         """The hyperparameters that a checkpoint must agree with to be resumed."""
