@@ -30,20 +30,24 @@ share of target spikes caught (at the same step, or within one step) and of
 emitted spikes that are false, and the firing rate against a constant input
 current next to the IAF's (the paper's Extended Data Fig. 2).
 
-All offspring of a generation run in one compiled batched call: the ENU kernels
-carry a population axis (`keras_neuromod.layers.enu.enu_run`). The ES takes Adam
-steps by default (`--update adam`); at memory 4, 1500 generations and no graded
-term, Adam caught 59% of the spikes at the same step, the paper's momentum step 56%.
+All offspring of a generation run in one compiled batched call
+(`keras_neuromod.evolution.enu_fitness`: the ENU kernels carry a population axis).
+The ES takes Adam steps by default (`--update adam`); at memory 4, 1500 generations
+and no graded term, Adam caught 59% of the spikes at the same step, the paper's
+momentum step 56%.
 
     python examples/enu_iaf.py --quick     # reduced sizes, a few minutes on 2 cores
     python examples/enu_iaf.py             # the paper's sizes: 512 offspring x 32 envs
 
-The last line of stdout is a JSON object with the headline figures.
+A run writes its checkpoint to `--out` after every generation; `--resume` continues
+it (an existing checkpoint is never overwritten). The last line of stdout is a JSON
+object with the headline figures.
 """
 
 import argparse
 import json
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -56,12 +60,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
+from keras_neuromod.evolution.enu_fitness import ENUFitness  # noqa: E402
+from keras_neuromod.evolution.enu_fitness import enu_outputs  # noqa: E402
 from keras_neuromod.evolution.strategies import EvolutionStrategy  # noqa: E402
-from keras_neuromod.evolution.strategies import compile_batched  # noqa: E402
 from keras_neuromod.io import atomic_write_json  # noqa: E402
 from keras_neuromod.layers.enu import ENUCell  # noqa: E402
-from keras_neuromod.layers.enu import enu_run  # noqa: E402
-from keras_neuromod.layers.enu import enu_unflatten  # noqa: E402
 from keras_neuromod.layers.enu import van_rossum_distance  # noqa: E402
 
 THRESHOLD = 0.5
@@ -106,35 +109,26 @@ def relative_distance(emitted, target, tau):
 
 
 def make_fitness(memory, channels, envs, steps, tau, graded_weight):
-    """The batched fitness function for `EvolutionStrategy`, compiled once.
+    """The batched fitness for `EvolutionStrategy`, compiled once.
 
     Fitness: minus the van Rossum distance between the emitted and the target
     spike trains, summed over environments, relative to a silent unit's, minus
     `graded_weight` times the mean squared error of the raw first output channel.
     """
 
-    def batched_fitness(genomes, inputs, spikes):
-        weights = enu_unflatten(genomes, 1, memory, channels)
-        population = ops.shape(genomes)[0]
-        x = ops.broadcast_to(inputs[:, None], (steps, population, envs, 1))
-        outputs = enu_run(weights, x, memory, channels)  # (T, P, E, C)
+    def score(genomes, inputs, spikes):
+        outputs = enu_outputs(genomes, inputs, memory, channels)  # (T, P, E, C)
         distance = relative_distance(emitted_spikes(outputs), spikes[:, None, :], tau)
         graded = ops.mean(ops.square(outputs[..., 0] - spikes[:, None, :]), axis=(0, 2))
         return -distance - graded_weight * graded
 
-    compiled = compile_batched(batched_fitness)
-
-    def fitness(genomes, rng):
-        inputs, spikes = iaf_environments(rng, envs, steps)
-        return ops.convert_to_numpy(compiled(genomes, inputs, spikes))
-
-    return fitness
+    return ENUFitness(score, lambda rng: iaf_environments(rng, envs, steps))
 
 
 def simulate(theta, memory, channels, inputs):
     """The spike train `(steps, envs)` the ENU with genome `theta` emits."""
-    weights = enu_unflatten(theta.astype(np.float32), 1, memory, channels)
-    outputs = enu_run(weights, ops.convert_to_tensor(inputs), memory, channels)
+    outputs = enu_outputs(theta.astype(np.float32), ops.convert_to_tensor(inputs), memory,
+                          channels)
     return ops.convert_to_numpy(emitted_spikes(outputs))
 
 
@@ -162,13 +156,13 @@ def rate_curve(theta, memory, channels, levels, steps=200):
             iaf_spikes(inputs[..., 0]).mean(axis=0))
 
 
-def plot(history, inputs, targets, emitted, curve, path):
+def plot(logbook, inputs, targets, emitted, curve, path):
     fig = plt.figure(figsize=(13, 7.5))
     grid = fig.add_gridspec(4, 3, width_ratios=[1, 1, 2.4])
     ax = fig.add_subplot(grid[:2, :2])
-    gens = [h["generation"] for h in history]
-    ax.plot(gens, [h["mean"] for h in history], label="mean of offspring")
-    ax.plot(gens, [h["max"] for h in history], label="best offspring", alpha=0.6)
+    gens = logbook.select("gen")
+    ax.plot(gens, logbook.select("mean"), label="mean of offspring")
+    ax.plot(gens, logbook.select("max"), label="best offspring", alpha=0.6)
     ax.set_xlabel("generation")
     ax.set_ylabel("fitness (-relative spike distance)")
     ax.set_title("Evolution (0: perfect, -1: silent)")
@@ -226,8 +220,8 @@ def main():
                         help="default 0.01 with Adam, 0.003 with momentum")
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--restart", action="store_true",
-                        help="ignore a checkpoint in --out (by default a run resumes)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the checkpoint in --out")
     args = parser.parse_args()
     quick = args.quick
     generations = args.generations or 3000
@@ -253,12 +247,15 @@ def main():
     )
     checkpoint = os.path.join(args.out, "checkpoint.json")
     start = time.perf_counter()
-    theta = es.run(generations, checkpoint_path=checkpoint, progress=not args.no_progress,
-                   resume=not args.restart)
+    try:
+        theta = es.run(generations, checkpoint_path=checkpoint, progress=not args.no_progress,
+                       resume=args.resume)
+    except FileExistsError as error:
+        sys.exit(f"{error}\n(use --resume, or another --out)")
     wall = time.perf_counter() - start
-    history = es.history
+    logbook = es.logbook
     # The first generation includes compiling; time the steady state.
-    seconds = [h["seconds"] for h in history[1:]] or [history[0]["seconds"]]
+    seconds = logbook.select("seconds")[1:] or logbook.select("seconds")
     sec_per_gen = float(np.median(seconds))
 
     inputs, targets = iaf_environments(np.random.default_rng(10_000 + args.seed), 64,
@@ -271,14 +268,14 @@ def main():
     # figure shows the whole curve, up to a current that fires the IAF every step.
     met = levels <= 0.5
     rate_error = float(np.sqrt(np.mean((enu_rate[met] - iaf_rate[met]) ** 2)))
-    plot(history, inputs, targets, emitted, (levels, enu_rate, iaf_rate),
+    plot(logbook, inputs, targets, emitted, (levels, enu_rate, iaf_rate),
          os.path.join(args.out, "enu_iaf.png"))
 
     rows = [
-        ("generations", f"{len(history)}"),
+        ("generations", f"{len(logbook)}"),
         ("offspring x environments x steps", f"{population} x {envs} x {args.steps}"),
-        ("mean fitness, first generation", f"{history[0]['mean']:.4f}"),
-        ("mean fitness, last generation", f"{history[-1]['mean']:.4f}"),
+        ("mean fitness, first generation", f"{logbook[0]['mean']:.4f}"),
+        ("mean fitness, last generation", f"{logbook[-1]['mean']:.4f}"),
         ("spike distance / silent unit's (64 new envs)", f"{scores['relative_distance']:.3f}"),
         ("target spikes caught at the same step", f"{scores['caught']:.1%}"),
         ("target spikes caught within one step", f"{scores['caught_within_1']:.1%}"),
@@ -291,12 +288,12 @@ def main():
     width = max(len(k) for k, _ in rows)
     print("\n" + "\n".join(f"{k:<{width}}  {v}" for k, v in rows))
     result = {
-        "fitness_first": round(history[0]["mean"], 5),
-        "fitness_last": round(history[-1]["mean"], 5),
+        "fitness_first": round(logbook[0]["mean"], 5),
+        "fitness_last": round(logbook[-1]["mean"], 5),
         **{key: round(value, 4) for key, value in scores.items()},
         "rate_curve_rmse": round(rate_error, 4),
         "seconds_per_generation": round(sec_per_gen, 4),
-        "generations": len(history),
+        "generations": len(logbook),
         "population": population,
         "envs": envs,
         "steps": args.steps,

@@ -31,12 +31,15 @@ rather than stratified, 1500 generations of momentum reached 0.11.
     python examples/enu_stdp.py --quick    # both variants at reduced size, minutes
     python examples/enu_stdp.py            # the paper's 512 offspring, 41 envs
 
-The last line of stdout is a JSON object with the headline figures.
+A run writes one checkpoint per variant to `--out` after every generation;
+`--resume` continues them (an existing checkpoint is never overwritten). The last
+line of stdout is a JSON object with the headline figures.
 """
 
 import argparse
 import json
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -49,12 +52,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
+from keras_neuromod.evolution.enu_fitness import ENUFitness  # noqa: E402
+from keras_neuromod.evolution.enu_fitness import enu_outputs  # noqa: E402
 from keras_neuromod.evolution.strategies import EvolutionStrategy  # noqa: E402
-from keras_neuromod.evolution.strategies import compile_batched  # noqa: E402
 from keras_neuromod.io import atomic_write_json  # noqa: E402
 from keras_neuromod.layers.enu import ENUCell  # noqa: E402
-from keras_neuromod.layers.enu import enu_run  # noqa: E402
-from keras_neuromod.layers.enu import enu_unflatten  # noqa: E402
 
 STEPS = 48
 MAX_DT = 20
@@ -119,29 +121,21 @@ def random_episodes(rng, envs, gated):
 
 
 def make_fitness(memory, channels, envs, gated):
-    def batched_fitness(genomes, inputs, targets):
-        weights = enu_unflatten(genomes, INPUTS, memory, channels)
-        population = ops.shape(genomes)[0]
-        x = ops.broadcast_to(inputs[:, None], (STEPS, population, envs, INPUTS))
-        outputs = enu_run(weights, x, memory, channels)
+    """The batched fitness for `EvolutionStrategy`: minus the weight's mean squared error."""
+
+    def score(genomes, inputs, targets):
+        outputs = enu_outputs(genomes, inputs, memory, channels)  # (T, P, E, C)
         return -ops.mean(ops.square(outputs[..., 0] - targets[:, None, :]), axis=(0, 2))
 
-    compiled = compile_batched(batched_fitness)
-
-    def fitness(genomes, rng):
-        inputs, targets = random_episodes(rng, envs, gated)
-        return ops.convert_to_numpy(compiled(genomes, inputs, targets))
-
-    return fitness
+    return ENUFitness(score, lambda rng: random_episodes(rng, envs, gated))
 
 
 def learned_window(theta, memory, channels, gated, dopamine_delay):
     """Final weight change for every dt in [-MAX_DT, MAX_DT]."""
     dts = np.arange(-MAX_DT, MAX_DT + 1)
     inputs, _ = episodes(dts, gated, np.full(dts.size, dopamine_delay))
-    weights = enu_unflatten(theta.astype(np.float32), INPUTS, memory, channels)
-    out = ops.convert_to_numpy(enu_run(weights, ops.convert_to_tensor(inputs), memory,
-                                       channels))
+    out = ops.convert_to_numpy(enu_outputs(theta.astype(np.float32),
+                                           ops.convert_to_tensor(inputs), memory, channels))
     return dts, out[-1, :, 0] - W0
 
 
@@ -157,10 +151,12 @@ def evolve(name, gated, args, sizes):
     )
     print(f"[{name}] {es.num_params} evolved parameters, {population} offspring x "
           f"{envs} environments x {STEPS} steps, {generations} generations", flush=True)
-    theta = es.run(generations, checkpoint_path=os.path.join(args.out, f"{name}.json"),
-                   progress=not args.no_progress,
-                   resume=not args.restart)
-    return theta, es.history
+    try:
+        theta = es.run(generations, checkpoint_path=os.path.join(args.out, f"{name}.json"),
+                       progress=not args.no_progress, resume=args.resume)
+    except FileExistsError as error:
+        sys.exit(f"{error}\n(use --resume, or another --out)")
+    return theta, es.logbook
 
 
 def main():
@@ -183,8 +179,8 @@ def main():
                         help="default 0.01 with Adam, 0.003 with momentum")
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--restart", action="store_true",
-                        help="ignore a checkpoint in --out (by default a run resumes)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the checkpoints in --out")
     args = parser.parse_args()
     quick = args.quick
     sizes = (
@@ -202,18 +198,18 @@ def main():
     if args.variant != "both":
         variants = {args.variant: variants[args.variant]}
 
-    results, windows, histories = {}, {}, {}
+    results, windows, logbooks = {}, {}, {}
     start = time.perf_counter()
     for name, gated in variants.items():
         t0 = time.perf_counter()
-        theta, history = evolve(name, gated, args, sizes)
-        histories[name] = history
-        seconds = [h["seconds"] for h in history[1:]] or [history[0]["seconds"]]
+        theta, logbook = evolve(name, gated, args, sizes)
+        logbooks[name] = logbook
+        seconds = logbook.select("seconds")[1:] or logbook.select("seconds")
         dts, with_da = learned_window(theta, memory, channels, gated, 3)
         target = stdp_window(dts)
         entry = {
-            "fitness_first": history[0]["mean"],
-            "fitness_last": history[-1]["mean"],
+            "fitness_first": logbook[0]["mean"],
+            "fitness_last": logbook[-1]["mean"],
             "window_error": float(np.sqrt(np.mean((with_da - target) ** 2))),
             "window_corr": float(np.corrcoef(with_da, target)[0, 1])
             if np.std(with_da) > 0 else 0.0,
@@ -233,8 +229,7 @@ def main():
 
     fig, axes = plt.subplots(1, len(variants) + 1, figsize=(5 * (len(variants) + 1), 4.2))
     for name in variants:
-        axes[0].plot([h["generation"] for h in histories[name]],
-                     [h["mean"] for h in histories[name]], label=name)
+        axes[0].plot(logbooks[name].select("gen"), logbooks[name].select("mean"), label=name)
     axes[0].set_xlabel("generation")
     axes[0].set_ylabel("mean fitness (-MSE)")
     axes[0].set_title("Evolution")

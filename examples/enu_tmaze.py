@@ -24,13 +24,18 @@ bigger hardware run e.g.
 
     python examples/enu_tmaze.py --full            # 512 offspring, 32 envs, 32/16 ENUs
 
-(`--full` sets the paper's ES sizes; every size also has its own flag). The last
-line of stdout is a JSON object with the headline figures.
+(`--full` sets the paper's ES sizes; every size also has its own flag). All
+offspring of a generation live their lifetimes in one compiled batched call
+(`keras_neuromod.evolution.enu_fitness.ENUFitness`). A run writes its checkpoint to
+`--out` after every generation; `--resume` continues it (an existing checkpoint is
+never overwritten). The last line of stdout is a JSON object with the headline
+figures.
 """
 
 import argparse
 import json
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -43,8 +48,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
+from keras_neuromod.evolution.enu_fitness import ENUFitness  # noqa: E402
 from keras_neuromod.evolution.strategies import EvolutionStrategy  # noqa: E402
-from keras_neuromod.evolution.strategies import compile_batched  # noqa: E402
 from keras_neuromod.io import atomic_write_json  # noqa: E402
 from keras_neuromod.layers.enu import ENUNetwork  # noqa: E402
 from keras_neuromod.layers.enu import network_step  # noqa: E402
@@ -160,8 +165,8 @@ def main():
     parser.add_argument("--learning-rate", type=float, default=0.003)
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--restart", action="store_true",
-                        help="ignore a checkpoint in --out (by default a run resumes)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the checkpoint in --out")
     args = parser.parse_args()
     # (quick, default, full) sizes
     preset = 2 if args.full else (0 if args.quick else 1)
@@ -182,13 +187,9 @@ def main():
         raise ValueError("`--density` must be in (0, 1].")
     network = build_network(hidden, memory, channels, args.density)
     network.build((None, len(SENSES) * channels))
-    lifetime = make_lifetime(network, args.trials)
-    compiled = compile_batched(lifetime)
-
-    def fitness(genomes, rng):
-        food = food_sides(rng, envs, args.trials)
-        reward, _ = compiled(genomes, food)
-        return ops.convert_to_numpy(reward)
+    # The lifetime returns (mean reward, turns): the reward is the fitness.
+    fitness = ENUFitness(make_lifetime(network, args.trials),
+                         lambda rng: food_sides(rng, envs, args.trials))
 
     print(f"ENU network: {len(SENSES)} sensory nodes, {network.num_neurons} neurons, "
           f"{network.num_synapses} synapses, ENUs {memory}/{channels}, "
@@ -198,28 +199,29 @@ def main():
                            sigma=args.sigma, learning_rate=args.learning_rate,
                            momentum=args.momentum, seed=args.seed)
     start = time.perf_counter()
-    theta = es.run(generations, checkpoint_path=os.path.join(args.out, "checkpoint.json"),
-                   progress=not args.no_progress,
-                   resume=not args.restart)
+    try:
+        theta = es.run(generations, checkpoint_path=os.path.join(args.out, "checkpoint.json"),
+                       progress=not args.no_progress, resume=args.resume)
+    except FileExistsError as error:
+        sys.exit(f"{error}\n(use --resume, or another --out)")
     wall = time.perf_counter() - start
-    history = es.history
-    seconds = [h["seconds"] for h in history[1:]] or [history[0]["seconds"]]
+    logbook = es.logbook
+    seconds = logbook.select("seconds")[1:] or logbook.select("seconds")
     sec_per_gen = float(np.median(seconds))
 
     # Test the evolved centre on new environments.
     test_envs = 64
     food = food_sides(np.random.default_rng(10_000 + args.seed), test_envs, args.trials)
-    reward, turns = compiled(theta[None].astype(np.float32), food)
-    reward = float(ops.convert_to_numpy(reward)[0])
-    turns = ops.convert_to_numpy(turns)[:, 0]  # (trials, envs)
+    reward, turns = fitness.evaluate(theta[None].astype(np.float32), food)
+    reward = float(reward[0])
+    turns = turns[:, 0]  # (trials, envs)
     food_trials = food[::len(PHASES)]  # (trials, envs)
     correct = (turns == food_trials).mean(axis=1)
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    axes[0].plot([h["generation"] for h in history], [h["mean"] for h in history],
-                 label="mean of offspring")
-    axes[0].plot([h["generation"] for h in history], [h["max"] for h in history],
-                 alpha=0.6, label="best offspring")
+    axes[0].plot(logbook.select("gen"), logbook.select("mean"), label="mean of offspring")
+    axes[0].plot(logbook.select("gen"), logbook.select("max"), alpha=0.6,
+                 label="best offspring")
     axes[0].set_xlabel("generation")
     axes[0].set_ylabel("mean reward per trial")
     axes[0].set_title("Evolution")
@@ -245,9 +247,9 @@ def main():
                     f"ENU {memory}/{channels}"),
         ("evolved parameters", f"{network.num_params}"),
         ("offspring x environments", f"{population} x {envs}"),
-        ("generations", f"{len(history)}"),
-        ("mean fitness, first generation", f"{history[0]['mean']:.4f}"),
-        ("mean fitness, last generation", f"{history[-1]['mean']:.4f}"),
+        ("generations", f"{len(logbook)}"),
+        ("mean fitness, first generation", f"{logbook[0]['mean']:.4f}"),
+        ("mean fitness, last generation", f"{logbook[-1]['mean']:.4f}"),
         ("test reward per trial (64 mazes)", f"{reward:.4f}"),
         ("test correct turns, first / last trial", f"{correct[0]:.2f} / {correct[-1]:.2f}"),
         ("seconds per generation (median)", f"{sec_per_gen:.3f}"),
@@ -256,11 +258,11 @@ def main():
     width = max(len(k) for k, _ in rows)
     print("\n" + "\n".join(f"{k:<{width}}  {v}" for k, v in rows))
     result = {
-        "fitness_first": round(history[0]["mean"], 5),
-        "fitness_last": round(history[-1]["mean"], 5),
+        "fitness_first": round(logbook[0]["mean"], 5),
+        "fitness_last": round(logbook[-1]["mean"], 5),
         "test_reward": round(reward, 5),
         "seconds_per_generation": round(sec_per_gen, 4),
-        "generations": len(history), "population": population, "envs": envs,
+        "generations": len(logbook), "population": population, "envs": envs,
         "neurons": network.num_neurons, "synapses": network.num_synapses,
         "memory": memory, "channels": channels, "params": network.num_params,
         "wall_s": round(wall, 1),

@@ -1,10 +1,16 @@
 """Resuming GRNEAT and ES checkpoints: exact continuation, clear errors on bad files.
 
 The GRNEAT runs use the cheap fitness functions of `test_evolution` (serial
-backend, no training).
+backend, no training). Two GRNEAT evolutions are pinned by a golden file,
+`tests/data/grneat_golden.json`, which this module writes when run as a script:
+
+    PYTHONPATH=. python tests/test_checkpoints.py --write-golden
 """
 
+import hashlib
 import json
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -14,6 +20,10 @@ from keras_neuromod.evolution import GRNEATConfig
 from keras_neuromod.io import read_json
 from test_evolution import run
 from test_evolution import toy_fitness
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+GOLDEN = os.path.join(HERE, "data", "grneat_golden.json")
 
 
 def tied_fitness(genome, architecture, seed):
@@ -101,8 +111,11 @@ ES_EDITS = [
     (lambda d: d["velocity"].__setitem__(1, "x"), "'velocity' must be a number"),
     (lambda d: d["second_moment"].__setitem__(0, 1e308 * 10), "'second_moment' must be a finite number"),
     (lambda d: d.update(generation=None), "'generation' must be an integer"),
-    (lambda d: d.update(generation=10**30), "'history' must have"),
-    (lambda d: d["history"][0].pop("mean"), r"'history\[0\]' is missing"),
+    (lambda d: d.update(generation=10**30), "'logbook' must have"),
+    (lambda d: d["logbook"][0].pop("mean"), r"'logbook\[0\]' is missing"),
+    (lambda d: d["logbook"][1].update(gen=1.5), r"'logbook\[1\].gen' must be an integer"),
+    (lambda d: d.update(format="keras_neuromod.EvolutionStrategy/1"),
+     r"missing field\(s\) \['history'\]"),
     (lambda d: d.update(rng_state={"bit_generator": "PCG64"}), "'rng_state'"),
     (lambda d: d.update(config=[]), "'config' must be a JSON object"),
     (lambda d: d.update(extra={}), r"unknown field\(s\) \['extra'\]"),
@@ -117,3 +130,86 @@ def test_hand_edited_es_checkpoints_name_the_field(tmp_path, change, match):
     with pytest.raises(ValueError, match=match) as error:
         EvolutionStrategy(sphere, np.zeros(3), population=4, seed=0).load_checkpoint(path)
     assert str(path) in str(error.value)
+
+
+# -- pinned evolutions ----------------------------------------------------------
+
+# The default GRNEAT constants (those of the zoo's agents), and constants under which
+# species are dissolved, mutants found new species and parents may repeat.
+GOLDEN_RUNS = {
+    "default": dict(seed=3, population=12, generations=8),
+    "small_species": dict(seed=4, population=20, generations=8, config=GRNEATConfig(
+        min_species_size=3, max_tries=1, species_threshold=0.04, threshold_bounds=(0.0, 0.05))),
+}
+
+
+def _digest(genome_dict):
+    return hashlib.sha256(json.dumps(genome_dict, sort_keys=True).encode()).hexdigest()
+
+
+def _summary(checkpoint):
+    """What pins an evolution: its logbook (without timings), hall of fame, final
+    population and species, and the generator's state, from its checkpoint."""
+    return {
+        "logbook": [{k: v for k, v in r.items() if k != "seconds"} for r in checkpoint["logbook"]],
+        "hall_of_fame": [[i["fitness"], i["generation"], _digest(i["genome"])]
+                         for i in checkpoint["hall_of_fame"]],
+        "best": checkpoint["best"],
+        "population": [_digest(g) for g in checkpoint["population"]],
+        "species": [[s["threshold"], _digest(s["representative"])] for s in checkpoint["species"]],
+        "fitness_range": checkpoint["fitness_range"],
+        "rng_state": checkpoint["rng_state"],
+        "evaluations": checkpoint["evaluations"],
+    }
+
+
+def _pinned(name, out, **options):
+    run(out=str(out), fitness=toy_fitness, **{**GOLDEN_RUNS[name], **options})
+    return _summary(read_json(os.path.join(out, "checkpoint.json")))
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_RUNS))
+def test_evolution_matches_the_golden_file_serial_resumed_and_on_processes(tmp_path, name):
+    # The file was written by the code of an earlier version (see the module docstring):
+    # the evolution is a function of the seed, whatever the backend or interruptions.
+    golden = read_json(GOLDEN)["runs"][name]
+    assert _pinned(name, tmp_path / "serial") == golden
+    _pinned(name, tmp_path / "resumed", generations=3)
+    assert _pinned(name, tmp_path / "resumed", resume=True) == golden
+    if name == "default":  # (worker processes take a while to start)
+        assert _pinned(name, tmp_path / "process", backend="process", workers=2) == golden
+
+
+@pytest.mark.parametrize("agent", ["nm_adam_digits", "nm_sgd_digits"])
+def test_the_zoo_agents_checkpoints_still_load(agent):
+    # The checkpoints of the evolutions that made the shipped agents load, and give
+    # back exactly what they hold, so that their runs can be continued.
+    from keras_neuromod.evolution.engine import _Run
+
+    path = os.path.join(ROOT, "zoo", "runs", agent, "checkpoint.json")
+    data = read_json(path)
+    loaded = _Run.load(path, data["settings"], GRNEATConfig.from_dict(data["config"]))
+    assert loaded.generation == 50 and len(loaded.population) == 50
+    assert json.loads(json.dumps(loaded.to_dict())) == data
+
+
+def _write_golden():
+    import tempfile
+
+    runs = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for name in sorted(GOLDEN_RUNS):
+            runs[name] = _pinned(name, os.path.join(folder, name))
+    data = {
+        "command": "PYTHONPATH=. python tests/test_checkpoints.py --write-golden",
+        "code": "keras_neuromod at commit eb99d40",
+        "runs": runs,
+    }
+    os.makedirs(os.path.dirname(GOLDEN), exist_ok=True)
+    with open(GOLDEN, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.write("\n")
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--write-golden"]:
+    _write_golden()

@@ -12,6 +12,7 @@ from keras_neuromod.layers.enu import ENUNetwork
 from keras_neuromod.layers.enu import enu_num_params
 from keras_neuromod.layers.enu import enu_run
 from keras_neuromod.layers.enu import enu_unflatten
+from keras_neuromod.layers.enu import network_step
 
 
 # ---------------------------------------------------------------- numpy reference
@@ -115,41 +116,6 @@ def test_orthogonal_initialisation():
     np.testing.assert_allclose(kernel.T @ kernel, np.eye(4), atol=1e-5)
 
 
-def test_population_equals_loop_over_individuals():
-    rng = np.random.default_rng(3)
-    population, batch, steps, input_dim, memory, channels = 3, 2, 5, 2, 4, 3
-    pop_cell = ENUCell(memory=memory, channels=channels, population=population)
-    pop_layer = keras.layers.RNN(pop_cell, return_sequences=True)
-    xs = rng.uniform(-1, 1, (population * batch, steps, input_dim)).astype(np.float32)
-    pop_layer.build(xs.shape)
-    genomes = rng.normal(0, 0.7, (population, pop_cell.num_params)).astype(np.float32)
-    pop_cell.set_flat_weights(genomes)
-    got = keras.ops.convert_to_numpy(pop_layer(xs))
-    for i in range(population):
-        cell = ENUCell(memory=memory, channels=channels)
-        layer = keras.layers.RNN(cell, return_sequences=True)
-        layer.build((batch, steps, input_dim))
-        cell.set_flat_weights(genomes[i])
-        want = keras.ops.convert_to_numpy(layer(xs[i * batch:(i + 1) * batch]))
-        np.testing.assert_allclose(got[i * batch:(i + 1) * batch], want, rtol=1e-5, atol=1e-6)
-    # The individuals really differ.
-    assert not np.allclose(got[:batch], got[batch:2 * batch])
-
-
-def test_population_batch_must_divide():
-    layer = keras.layers.RNN(ENUCell(memory=2, channels=2, population=3))
-    with pytest.raises(ValueError, match="multiple of `population`"):
-        layer(np.zeros((4, 2, 1), np.float32))
-
-
-def test_population_initialisation_is_one_draw():
-    cell = ENUCell(memory=3, channels=2, population=4)
-    cell.build((None, 1))
-    genomes = cell.get_flat_weights()
-    assert genomes.shape == (4, cell.num_params)
-    np.testing.assert_array_equal(genomes, np.broadcast_to(genomes[:1], genomes.shape))
-
-
 def test_functional_run_matches_rnn_layer():
     rng = np.random.default_rng(5)
     population, batch, steps, input_dim, memory, channels = 2, 3, 4, 1, 3, 2
@@ -167,13 +133,13 @@ def test_functional_run_matches_rnn_layer():
 
 
 def test_cell_config_and_model_round_trip(tmp_path):
-    cell = ENUCell(memory=4, channels=3, population=2, name="enu")
+    cell = ENUCell(memory=4, channels=3, name="enu")
     clone = ENUCell.from_config(cell.get_config())
     assert clone.get_config() == cell.get_config()
     inputs = keras.Input((5, 2))
     model = keras.Model(inputs, keras.layers.RNN(cell, return_sequences=True)(inputs))
     rng = np.random.default_rng(0)
-    cell.set_flat_weights(rng.normal(0, 0.5, (2, cell.num_params)))
+    cell.set_flat_weights(rng.normal(0, 0.5, cell.num_params))
     xs = rng.uniform(0, 1, (4, 5, 2)).astype(np.float32)
     path = tmp_path / "enu.keras"
     model.save(path)
@@ -185,11 +151,29 @@ def test_cell_config_and_model_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, name",
     [({"memory": 0}, "memory"), ({"channels": 2.5}, "channels"),
-     ({"population": -1}, "population"), ({"memory": True}, "memory")],
+     ({"memory": True}, "memory"), ({"channels": "2"}, "channels")],
 )
 def test_cell_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=f"`{name}`"):
         ENUCell(**kwargs)
+
+
+@pytest.mark.parametrize("layer", ["cell", "network"])
+def test_configs_of_the_population_mode_load_without_it(layer):
+    # Configs saved while the layers had a population mode hold `population: None`
+    # and load; one with a population is refused with a pointer to the functions
+    # that evaluate populations.
+    if layer == "cell":
+        cls, made = ENUCell, ENUCell(memory=3, channels=2)
+    else:
+        cls, made = ENUNetwork, ENUNetwork(2, 3, pre=PRE, post=POST, memory=3, channels=2)
+    config = made.get_config()
+    assert "population" not in config
+    assert cls.from_config({**config, "population": None}).get_config() == config
+    with pytest.raises(ValueError, match="enu_fitness"):
+        cls.from_config({**config, "population": 4})
+    with pytest.raises(ValueError, match="population"):
+        cls(**{**config, "population": 4})
 
 
 def test_set_flat_weights_checks_shape():
@@ -234,19 +218,23 @@ def np_network_sequence(neuron_flat, synapse_flat, xs, pre, post, num_neurons, m
     return np.array(outputs)
 
 
-def make_network(population=None, memory=3, channels=2, output_neurons=None, seed=0):
-    net = ENUNetwork(2, 3, pre=PRE, post=POST, memory=memory, channels=channels,
-                     population=population, output_neurons=output_neurons)
-    layer = keras.layers.RNN(net, return_sequences=True)
-    layer.build((None, None, 2 * channels))
+def network_genomes(count, memory=3, channels=2, seed=0):
+    """`count` genomes of a network: neuron genome then synapse genome."""
     rng = np.random.default_rng(seed)
-    count = 1 if population is None else population
-    genomes = np.stack([
+    return np.stack([
         np.concatenate([random_genome(rng, channels, memory, channels),
                         random_genome(rng, 2 * channels, memory, channels)])
         for _ in range(count)
     ])
-    net.set_flat_weights(genomes[0] if population is None else genomes)
+
+
+def make_network(memory=3, channels=2, output_neurons=None, seed=0):
+    net = ENUNetwork(2, 3, pre=PRE, post=POST, memory=memory, channels=channels,
+                     output_neurons=output_neurons)
+    layer = keras.layers.RNN(net, return_sequences=True)
+    layer.build((None, None, 2 * channels))
+    genomes = network_genomes(1, memory, channels, seed)
+    net.set_flat_weights(genomes[0])
     return net, layer, genomes
 
 
@@ -298,17 +286,30 @@ def test_network_mean_matrix():
     np.testing.assert_allclose(matrix, want)
 
 
-def test_network_population_equals_loop():
-    channels = 2
-    net, layer, genomes = make_network(population=2, channels=channels)
+def test_network_step_with_a_population_equals_the_layer_per_individual():
+    # `network_step(population=True)`, one weight set per individual, is how a
+    # population of network genomes is evaluated at once (the T-maze example).
+    memory, channels, population, batch, steps = 3, 2, 3, 2, 4
+    net, layer, _ = make_network(memory=memory, channels=channels)
+    genomes = network_genomes(population, memory, channels, seed=7)
     rng = np.random.default_rng(4)
-    xs = rng.uniform(0, 1, (2 * 3, 4, 2 * channels)).astype(np.float32)
-    got = keras.ops.convert_to_numpy(layer(xs))
-    for i in range(2):
-        single, single_layer, _ = make_network(channels=channels)
-        single.set_flat_weights(genomes[i])
-        want = keras.ops.convert_to_numpy(single_layer(xs[3 * i:3 * (i + 1)]))
-        np.testing.assert_allclose(got[3 * i:3 * (i + 1)], want, rtol=1e-5, atol=1e-6)
+    xs = rng.uniform(0, 1, (population, batch, steps, 2, channels)).astype(np.float32)
+    neuron_w, synapse_w = net.unflatten(keras.ops.convert_to_tensor(genomes))
+    n, s = net.num_neurons, net.num_synapses
+    states = tuple(keras.ops.zeros((population, batch, units, size))
+                   for units, size in ((n, memory), (n, channels), (s, memory), (s, channels)))
+    mean_matrix = keras.ops.convert_to_tensor(net.mean_matrix)
+    got = []
+    for t in range(steps):
+        states = network_step(neuron_w, synapse_w, keras.ops.convert_to_tensor(xs[:, :, t]),
+                              states, net.pre, net.post, mean_matrix, population=True)
+        got.append(keras.ops.convert_to_numpy(states[1]))
+    got = np.stack(got, axis=2)  # (population, batch, steps, neurons, channels)
+    for i in range(population):
+        net.set_flat_weights(genomes[i])
+        want = keras.ops.convert_to_numpy(layer(xs[i].reshape(batch, steps, -1)))
+        np.testing.assert_allclose(got[i].reshape(want.shape), want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got[0], got[1])  # the individuals really differ
 
 
 def test_network_output_neurons_and_round_trip(tmp_path):

@@ -187,6 +187,96 @@ def test_offspring_counts_follow_normalised_mean_fitness():
     assert sorted(counts) == [3, 4]
 
 
+
+# -- one generation --------------------------------------------------------------
+
+
+def _two_groups(n_near, n_far):
+    """Genomes in two far-apart groups, and their fitnesses (index / 10)."""
+    near = [genome([0.1 + 0.01 * k]) for k in range(n_near)]
+    far = [genome([0.9 - 0.01 * k], fixed=0.9) for k in range(n_far)]
+    return near + far, [k / 10 for k in range(n_near + n_far)]
+
+
+def test_small_species_are_replaced_by_evaluated_mutants_of_the_survivors():
+    population, fitnesses = _two_groups(6, 2)
+    species = grneat.speciate(population, [], np.random.default_rng(0))
+    assert [len(s.members) for s in species] == [6, 2]
+    calls = []
+
+    def evaluate(genomes):
+        calls.append(list(genomes))
+        return [-1.0] * len(genomes)
+
+    kept, new_population, new_fitnesses = grneat.dissolve_small_species(
+        population, fitnesses, species, evaluate, np.random.default_rng(1), CONFIG)
+    assert len(calls) == 1 and len(calls[0]) == 2  # both mutants scored in one call
+    assert new_population[:6] == population[:6] and new_population[6:] == calls[0]
+    assert new_fitnesses == fitnesses[:6] + [-1.0, -1.0]
+    assert sorted(m for s in kept for m in s.members) == list(range(8))
+    for mutant in calls[0]:  # mutants of the surviving (near) species, not of the far one
+        assert grneat.genome_distance(mutant, population[0]) < grneat.genome_distance(
+            mutant, population[6])
+
+
+def test_when_every_species_is_too_small_they_merge_into_the_largest():
+    population, fitnesses = _two_groups(3, 2)
+    species = grneat.speciate(population, [], np.random.default_rng(0))
+
+    def evaluate(genomes):
+        raise AssertionError("nothing to evaluate")
+
+    kept, new_population, new_fitnesses = grneat.dissolve_small_species(
+        population, fitnesses, species, evaluate, np.random.default_rng(1), CONFIG)
+    assert len(kept) == 1 and kept[0].representative is population[0]
+    assert kept[0].members == list(range(5))
+    assert new_population == population and new_fitnesses == fitnesses
+
+
+def test_breeding_makes_each_species_its_count_and_keeps_its_elite():
+    population, fitnesses = _two_groups(6, 5)
+    species = grneat.speciate(population, [], np.random.default_rng(0))
+    children = grneat.breed(population, fitnesses, species, [7, 3], np.random.default_rng(2),
+                            CONFIG)
+    assert len(children) == 10
+    assert any(child is population[5] for child in children[:7])    # the near group's elite
+    assert any(child is population[10] for child in children[7:])   # the far group's elite
+    # crossover and mutation make new genomes
+    assert sum(all(child is not g for g in population) for child in children) >= 5
+    # a species given no offspring has no descendant
+    children = grneat.breed(population, fitnesses, species, [10, 0], np.random.default_rng(2),
+                            CONFIG)
+    assert len(children) == 10
+    for child in children:
+        assert grneat.genome_distance(child, population[0]) < grneat.genome_distance(
+            child, population[6])
+
+
+def test_the_next_species_keep_their_thresholds_with_a_member_as_representative():
+    population, fitnesses = _two_groups(4, 3)
+    species = grneat.speciate(population, [], np.random.default_rng(0))
+    species[1].threshold = 0.2
+    following = grneat.next_species(population, species, np.random.default_rng(3))
+    assert [s.threshold for s in following] == [0.15, 0.2]
+    assert all(not s.members for s in following)
+    assert any(following[0].representative is population[m] for m in species[0].members)
+    assert any(following[1].representative is population[m] for m in species[1].members)
+
+
+def test_reproduce_keeps_the_population_size():
+    config = dataclasses.replace(CONFIG, population=11)
+    population, fitnesses = _two_groups(6, 5)
+    species = grneat.speciate(population, [], np.random.default_rng(0))
+    children, following = grneat.reproduce(population, fitnesses, species, [0.0, 1.0],
+                                           np.random.default_rng(4), config)
+    assert len(children) == 11 and len(following) == 2
+
+
+def test_the_fitness_range_only_widens():
+    assert grneat.widen_fitness_range(None, [0.5, 0.2, 0.7]) == [0.2, 0.7]
+    assert grneat.widen_fitness_range([0.1, 0.6], [0.5, 0.2, 0.7]) == [0.1, 0.7]
+    assert grneat.widen_fitness_range([0.0, 1.0], [0.5]) == [0.0, 1.0]
+
 def test_tournament_picks_the_fittest_contestant():
     fitnesses = [0.1, 0.9, 0.5]
     rng = np.random.default_rng(0)

@@ -227,4 +227,4 @@ def test_es_checkpoints(folder, es_checkpoint, data):
     path = folder / "es.json"
     path.write_text(corrupt(data.draw, es_checkpoint))
     es = EvolutionStrategy(sphere, np.zeros(3), population=4, seed=0)
-    _only_allowed(lambda: es.run(3, checkpoint_path=path, progress=False))
+    _only_allowed(lambda: es.run(3, checkpoint_path=path, progress=False, resume=True))

@@ -1,21 +1,24 @@
-"""Tests of the evolution-strategies trainer."""
+"""Tests of the evolution-strategies trainer and of the batched ENU fitness."""
 
 import json
+import os
 
 import keras
 import numpy as np
 import pytest
+from deap import tools
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from keras_neuromod.evolution.enu_fitness import ENUFitness
+from keras_neuromod.evolution.enu_fitness import enu_outputs
 from keras_neuromod.evolution.strategies import EvolutionStrategy
 from keras_neuromod.evolution.strategies import centered_ranks
-from keras_neuromod.evolution.strategies import compile_batched
+from keras_neuromod.layers.enu import ENUCell
 from keras_neuromod.layers.enu import enu_num_params
-from keras_neuromod.layers.enu import enu_run
-from keras_neuromod.layers.enu import enu_unflatten
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 TARGET = np.linspace(-1.0, 1.0, 12)
 
 
@@ -25,8 +28,8 @@ def sphere(genomes, rng):
     return -np.sum((genomes - (TARGET + shift)) ** 2, axis=1)
 
 
-def comparable(history):
-    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+def comparable(logbook):
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in logbook]
 
 
 @settings(max_examples=30, deadline=None)
@@ -111,14 +114,14 @@ def test_adam_converges_and_resumes_exactly(tmp_path):
     settings_ = dict(population=32, sigma=0.05, learning_rate=0.05, seed=5, update="adam")
     straight = EvolutionStrategy(sphere, np.zeros(TARGET.size), **settings_)
     theta = straight.run(150, progress=False)
-    assert straight.history[0]["mean"] < -4.0 and straight.history[-1]["mean"] > -0.1
+    assert straight.logbook[0]["mean"] < -4.0 and straight.logbook[-1]["mean"] > -0.1
     np.testing.assert_allclose(theta, TARGET, atol=0.1)
     path = tmp_path / "adam.json"
     EvolutionStrategy(sphere, np.zeros(TARGET.size), **settings_).run(
         60, checkpoint_path=path, progress=False)
     assert len(json.loads(path.read_text())["second_moment"]) == TARGET.size
     resumed = EvolutionStrategy(sphere, np.zeros(TARGET.size), **settings_)
-    resumed.run(150, checkpoint_path=path, progress=False)
+    resumed.run(150, checkpoint_path=path, progress=False, resume=True)
     np.testing.assert_array_equal(resumed.theta, straight.theta)
     np.testing.assert_array_equal(resumed.second_moment, straight.second_moment)
     momentum = EvolutionStrategy(sphere, np.zeros(TARGET.size), population=32, seed=5)
@@ -130,8 +133,8 @@ def test_converges_on_known_objective():
     es = EvolutionStrategy(sphere, np.zeros(TARGET.size), population=32, sigma=0.05,
                            learning_rate=0.005, seed=0)
     theta = es.run(200, progress=False)
-    assert es.history[0]["mean"] < -4.0
-    assert es.history[-1]["mean"] > -0.1
+    assert es.logbook[0]["mean"] < -4.0
+    assert es.logbook[-1]["mean"] > -0.1
     np.testing.assert_allclose(theta, TARGET, atol=0.1)
 
 
@@ -155,7 +158,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     first = EvolutionStrategy(sphere, np.zeros(TARGET.size), **settings_)
     first.run(4, checkpoint_path=path, progress=False)
     saved = json.loads(path.read_text())
-    assert saved["generation"] == 4 and len(saved["history"]) == 4
+    assert saved["generation"] == 4 and saved["logbook"] == json.loads(json.dumps(first.logbook))
     assert saved["rng_state"]["bit_generator"] == "PCG64"
 
     calls = []
@@ -165,16 +168,66 @@ def test_resume_equals_uninterrupted(tmp_path):
         return sphere(genomes, rng)
 
     resumed = EvolutionStrategy(counting, np.zeros(TARGET.size), **settings_)
-    resumed.run(9, checkpoint_path=path, progress=False)
+    resumed.run(9, checkpoint_path=path, progress=False, resume=True)
     assert len(calls) == 5  # no generation redone
     np.testing.assert_array_equal(resumed.theta, straight.theta)
     np.testing.assert_array_equal(resumed.velocity, straight.velocity)
-    assert comparable(resumed.history) == comparable(straight.history)
+    assert comparable(resumed.logbook) == comparable(straight.logbook)
     assert resumed.rng.bit_generator.state == straight.rng.bit_generator.state
     # Asking for generations already done runs nothing.
     again = EvolutionStrategy(counting, np.zeros(TARGET.size), **settings_)
-    again.run(6, checkpoint_path=path, progress=False)
+    again.run(6, checkpoint_path=path, progress=False, resume=True)
     assert len(calls) == 5 and again.generation == 9
+
+
+def test_an_existing_checkpoint_is_continued_only_when_asked(tmp_path):
+    # The convention of `evolve`: resume=False by default, and an existing
+    # checkpoint is then refused, never overwritten.
+    path = tmp_path / "es.json"
+    EvolutionStrategy(sphere, np.zeros(TARGET.size), population=4, seed=0).run(
+        2, checkpoint_path=path, progress=False)
+    saved = path.read_text()
+    fresh = EvolutionStrategy(sphere, np.zeros(TARGET.size), population=4, seed=0)
+    with pytest.raises(FileExistsError, match="resume=True"):
+        fresh.run(3, checkpoint_path=path, progress=False)
+    assert path.read_text() == saved and fresh.generation == 0
+    fresh.run(3, checkpoint_path=path, progress=False, resume=True)
+    assert fresh.generation == 3
+    # resume=True without a checkpoint starts afresh
+    EvolutionStrategy(sphere, np.zeros(TARGET.size), population=4, seed=0).run(
+        1, checkpoint_path=tmp_path / "new.json", progress=False, resume=True)
+    assert json.loads((tmp_path / "new.json").read_text())["generation"] == 1
+
+
+def test_the_logbook_is_deap_s_as_grneat_s():
+    es = EvolutionStrategy(sphere, np.zeros(TARGET.size), population=8, seed=0)
+    es.run(3, progress=False)
+    assert isinstance(es.logbook, tools.Logbook)
+    assert es.logbook.select("gen") == [0, 1, 2]
+    assert set(es.logbook[0]) == {"gen", "max", "mean", "min", "std", "seconds"}
+    assert es.logbook[0]["min"] <= es.logbook[0]["mean"] <= es.logbook[0]["max"]
+    assert "gen" in es.logbook.stream
+
+
+# Written by the code of the first checkpoint format (keras_neuromod at commit eb99d40;
+# its logbook a list of dicts named "history", keyed "generation"), with `sphere`:
+#   EvolutionStrategy(sphere, np.zeros(12), population=4, sigma=0.1, seed=1).run(
+#       3, checkpoint_path="tests/data/es_checkpoint_v1.json", progress=False)
+OLD_CHECKPOINT = os.path.join(HERE, "data", "es_checkpoint_v1.json")
+
+
+def test_a_checkpoint_of_the_first_format_loads_and_continues_exactly(tmp_path):
+    settings_ = dict(population=4, sigma=0.1, seed=1)
+    straight = EvolutionStrategy(sphere, np.zeros(TARGET.size), **settings_)
+    straight.run(5, progress=False)
+    path = tmp_path / "old.json"
+    path.write_text(open(OLD_CHECKPOINT).read())
+    resumed = EvolutionStrategy(sphere, np.zeros(TARGET.size), **settings_)
+    resumed.run(5, checkpoint_path=path, progress=False, resume=True)
+    np.testing.assert_array_equal(resumed.theta, straight.theta)
+    assert comparable(resumed.logbook) == comparable(straight.logbook)
+    saved = json.loads(path.read_text())
+    assert saved["format"] == "keras_neuromod.EvolutionStrategy/2" and "history" not in saved
 
 
 def test_checkpoint_with_other_settings_is_refused(tmp_path):
@@ -183,7 +236,7 @@ def test_checkpoint_with_other_settings_is_refused(tmp_path):
         1, checkpoint_path=path, progress=False)
     other = EvolutionStrategy(sphere, np.zeros(TARGET.size), population=6, seed=1)
     with pytest.raises(ValueError, match="population"):
-        other.run(2, checkpoint_path=path, progress=False)
+        other.run(2, checkpoint_path=path, progress=False, resume=True)
     path.write_text('{"format": "something else"}')
     with pytest.raises(ValueError, match="not an EvolutionStrategy checkpoint"):
         EvolutionStrategy(sphere, np.zeros(TARGET.size), population=4, seed=1).load_checkpoint(path)
@@ -192,6 +245,7 @@ def test_checkpoint_with_other_settings_is_refused(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, name",
     [({"population": 5}, "population"), ({"population": 0}, "population"),
+     ({"population": 4.0}, "population"), ({"seed": True}, "seed"), ({"seed": -1}, "seed"),
      ({"sigma": 0.0}, "sigma"), ({"learning_rate": -1.0}, "learning_rate"),
      ({"momentum": 1.0}, "momentum"), ({"initial": np.zeros((2, 2))}, "initial"),
      ({"fitness_fn": 3}, "fitness_fn"), ({"weight_decay": -0.1}, "weight_decay"),
@@ -217,49 +271,82 @@ def test_bad_fitness_output():
 MEMORY, CHANNELS, STEPS, ENVS = 3, 2, 6, 4
 
 
+def levels(rng):
+    """One generation's environments: a random level per environment, held."""
+    return (rng.uniform(0.1, 0.9, (1, ENVS, 1)) * np.ones((STEPS, 1, 1))).astype(np.float32)
+
+
+def score(genomes, inputs):
+    """Output channel 0 should track the level given as input."""
+    out = enu_outputs(genomes, inputs, MEMORY, CHANNELS)
+    return -keras.ops.mean(keras.ops.square(out[..., 0] - inputs[:, None, :, 0]), axis=(0, 2))
+
+
 def enu_fitness():
-    """Batched ENU task: output channel 0 should track a random level given as input."""
+    return ENUFitness(score, levels)
 
-    def batched(genomes, inputs):
-        weights = enu_unflatten(genomes, 1, MEMORY, CHANNELS)
-        population = keras.ops.shape(genomes)[0]
-        x = keras.ops.broadcast_to(inputs[:, None], (STEPS, population, ENVS, 1))
-        out = enu_run(weights, x, MEMORY, CHANNELS)
-        return -keras.ops.mean(keras.ops.square(out[..., 0] - inputs[:, None, :, 0]),
-                               axis=(0, 2))
 
-    compiled = compile_batched(batched)
-
-    def fitness(genomes, rng):
-        levels = rng.uniform(0.1, 0.9, (1, ENVS, 1)) * np.ones((STEPS, 1, 1))
-        return keras.ops.convert_to_numpy(compiled(genomes, levels.astype(np.float32)))
-
-    return fitness, batched
+def test_enu_outputs_equal_the_rnn_layer_per_individual():
+    # The batched path (one weight set per individual) against Keras's RNN layer
+    # running an ENUCell with each genome in turn.
+    rng = np.random.default_rng(3)
+    population, input_dim = 3, 2
+    genomes = rng.normal(0, 0.7, (population, enu_num_params(input_dim, MEMORY, CHANNELS)))
+    genomes = genomes.astype(np.float32)
+    inputs = rng.uniform(-1, 1, (STEPS, ENVS, input_dim)).astype(np.float32)
+    got = keras.ops.convert_to_numpy(enu_outputs(genomes, inputs, MEMORY, CHANNELS))
+    assert got.shape == (STEPS, population, ENVS, CHANNELS)
+    cell = ENUCell(memory=MEMORY, channels=CHANNELS)
+    layer = keras.layers.RNN(cell, return_sequences=True)
+    layer.build((ENVS, STEPS, input_dim))
+    for i in range(population):
+        cell.set_flat_weights(genomes[i])
+        want = keras.ops.convert_to_numpy(layer(inputs.transpose(1, 0, 2)))  # (E, T, C)
+        np.testing.assert_allclose(got[:, i], want.transpose(1, 0, 2), rtol=1e-5, atol=1e-6)
+        alone = keras.ops.convert_to_numpy(enu_outputs(genomes[i], inputs, MEMORY, CHANNELS))
+        np.testing.assert_allclose(alone, got[:, i], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got[:, 0], got[:, 1])  # the individuals really differ
 
 
 def test_batched_enu_fitness_equals_loop():
-    fitness, batched = enu_fitness()
+    fitness = enu_fitness()
     rng = np.random.default_rng(0)
     genomes = rng.normal(0, 0.5, (4, enu_num_params(1, MEMORY, CHANNELS))).astype(np.float32)
     together = fitness(genomes, np.random.default_rng(9))
-    levels = (np.random.default_rng(9).uniform(0.1, 0.9, (1, ENVS, 1))
-              * np.ones((STEPS, 1, 1))).astype(np.float32)
+    assert isinstance(together, np.ndarray) and together.shape == (4,)
+    inputs = levels(np.random.default_rng(9))
+    np.testing.assert_array_equal(fitness.evaluate(genomes, inputs), together)
     for i in range(4):
-        alone = keras.ops.convert_to_numpy(batched(genomes[i:i + 1], levels))
+        alone = keras.ops.convert_to_numpy(score(genomes[i:i + 1], inputs))
         np.testing.assert_allclose(together[i], alone[0], rtol=1e-5, atol=1e-7)
 
 
+def test_enu_fitness_takes_the_first_of_several_outputs():
+    def score_and_outputs(genomes, inputs):
+        return score(genomes, inputs), enu_outputs(genomes, inputs, MEMORY, CHANNELS)
+
+    fitness = ENUFitness(score_and_outputs, levels)
+    genomes = np.random.default_rng(1).normal(
+        0, 0.5, (2, enu_num_params(1, MEMORY, CHANNELS))).astype(np.float32)
+    np.testing.assert_allclose(fitness(genomes, np.random.default_rng(2)),
+                               enu_fitness()(genomes, np.random.default_rng(2)), rtol=1e-6)
+    values, outputs = fitness.evaluate(genomes, levels(np.random.default_rng(2)))
+    assert values.shape == (2,) and outputs.shape == (STEPS, 2, ENVS, CHANNELS)
+    with pytest.raises(ValueError, match="callable"):
+        ENUFitness(score, None)
+
+
 def test_evolves_enu_and_resumes_exactly(tmp_path):
-    fitness, _ = enu_fitness()
+    fitness = enu_fitness()
     initial = np.random.default_rng(1).normal(0, 0.3, enu_num_params(1, MEMORY, CHANNELS))
     settings_ = dict(population=16, sigma=0.05, learning_rate=0.01, seed=2)
     straight = EvolutionStrategy(fitness, initial, **settings_)
     straight.run(40, progress=False)
-    assert straight.history[-1]["mean"] > straight.history[0]["mean"] + 0.02
+    assert straight.logbook[-1]["mean"] > straight.logbook[0]["mean"] + 0.02
     path = tmp_path / "enu.json"
     EvolutionStrategy(fitness, initial, **settings_).run(
         15, checkpoint_path=path, progress=False)
     resumed = EvolutionStrategy(fitness, initial, **settings_)
-    resumed.run(40, checkpoint_path=path, progress=False)
+    resumed.run(40, checkpoint_path=path, progress=False, resume=True)
     np.testing.assert_array_equal(resumed.theta, straight.theta)
-    assert comparable(resumed.history) == comparable(straight.history)
+    assert comparable(resumed.logbook) == comparable(straight.logbook)

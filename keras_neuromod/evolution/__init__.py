@@ -2,13 +2,14 @@
 
 `evolve` runs GRNEAT over real `model.fit` runs, serially, on local processes or
 on a Ray cluster, with a JSON checkpoint after every generation.
-`EvolutionStrategy` evolves the shared weights of evolvable neural units with
-batched, compiled evaluations.
+`EvolutionStrategy` evolves the shared weights of evolvable neural units;
+`ENUFitness` scores a whole population of ENU genomes in one compiled call.
 """
 
 from keras_neuromod.evolution.engine import EvolutionResult
 from keras_neuromod.evolution.engine import Individual
 from keras_neuromod.evolution.engine import evolve
+from keras_neuromod.evolution.enu_fitness import ENUFitness
 from keras_neuromod.evolution.fitness import Evaluator
 from keras_neuromod.evolution.fitness import FitnessTask
 from keras_neuromod.evolution.grneat import GRNEATConfig
@@ -18,6 +19,7 @@ __all__ = [
     "evolve",
     "EvolutionResult",
     "EvolutionStrategy",
+    "ENUFitness",
     "Individual",
     "Evaluator",
     "FitnessTask",

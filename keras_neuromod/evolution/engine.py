@@ -4,18 +4,18 @@ One generation:
 
 1. draw the generation's architecture and initialisation seed;
 2. evaluate every individual on them (on the chosen backend);
-3. speciate; dissolve species smaller than `min_species_size` and replace their
-   members with mutants from the surviving species, evaluated on the same
-   task before anything is selected;
-4. adapt the species thresholds, record the logbook, the hall of fame and the
-   best individual;
-5. share out offspring between species and breed the next population
-   (crossover, mutation, one elite per species);
+3. form the species (`grneat.form_species`: speciate, dissolve species smaller
+   than `min_species_size` into mutants of the survivors, evaluated on the same
+   task before anything is selected, adapt the thresholds);
+4. record the logbook, the hall of fame and the best individual;
+5. reproduce (`grneat.reproduce`: offspring per species, crossover, mutation,
+   one elite per species, the next representatives);
 6. write `checkpoint.json` atomically.
 
-A single `numpy.random.Generator` seeded by `seed` drives every random choice,
-and its state is in the checkpoint, so a run resumed from a checkpoint ends
-with exactly the result of an uninterrupted one.
+The GRNEAT steps live in `keras_neuromod.evolution.grneat`; this module holds the
+loop, the record and the checkpoint. A single `numpy.random.Generator` seeded by
+`seed` drives every random choice, and its state is in the checkpoint, so a run
+resumed from a checkpoint ends with exactly the result of an uninterrupted one.
 """
 
 import dataclasses
@@ -114,15 +114,6 @@ def _statistics():
     return stats
 
 
-def _toolbox(config, rng):
-    """DEAP's toolbox with the GRNEAT operators bound to this run's config and rng."""
-    toolbox = base.Toolbox()
-    toolbox.register("mate", grneat.crossover, rng=rng, config=config)
-    toolbox.register("mutate", grneat.mutate, rng=rng, config=config)
-    toolbox.register("distance", grneat.genome_distance, config=config)
-    toolbox.register("select", grneat.tournament, rng=rng, size=config.tournament_size)
-    return toolbox
-
 
 class _Run:
     """The state of one evolution, and its JSON checkpoint."""
@@ -131,7 +122,6 @@ class _Run:
         self.settings = settings
         self.config = config
         self.rng = rng
-        self.toolbox = _toolbox(config, rng)
         self.generation = 0
         self.population = []
         self.species = []
@@ -280,78 +270,6 @@ _CHECKPOINT_FIELDS = ("format", "settings", "config", "generation", "population"
                       "fitness_range", "rng_state", "logbook", "hall_of_fame", "best", "evaluations")
 
 
-def _dissolve_small_species(run, population, fitnesses, species, evaluate):
-    """Replace the members of too-small species with evaluated mutants."""
-    config, rng, toolbox = run.config, run.rng, run.toolbox
-    keep = [s for s in species if len(s.members) >= config.min_species_size]
-    if not keep:
-        # Every species is too small: they merge into the largest one.
-        largest = max(species, key=lambda s: len(s.members))
-        largest.members = list(range(len(population)))
-        return [largest], population, fitnesses
-    removed = sum(len(s.members) for s in species) - sum(len(s.members) for s in keep)
-    survivors = [i for s in keep for i in s.members]
-    population = [population[i] for i in survivors]
-    fitnesses = [fitnesses[i] for i in survivors]
-    position = {old: new for new, old in enumerate(survivors)}
-    for s in keep:
-        s.members = [position[i] for i in s.members]
-    new_genomes, homes = [], []
-    for _ in range(removed):
-        target = keep[int(rng.integers(len(keep)))]
-        parent = population[target.members[toolbox.select(fitnesses, target.members)]]
-        home = None
-        for _ in range(config.max_tries):
-            child = toolbox.mutate(parent)
-            if toolbox.distance(child, target.representative) < target.threshold:
-                home = target
-                break
-        new_genomes.append(child)
-        homes.append(home)
-    if new_genomes:
-        new_fitnesses = evaluate(new_genomes)
-        for child, fitness, home in zip(new_genomes, new_fitnesses, homes):
-            population.append(child)
-            fitnesses.append(fitness)
-            if home is None:
-                home = grneat.Species(child, config.species_threshold)
-                keep.append(home)
-            home.members.append(len(population) - 1)
-    return keep, population, fitnesses
-
-
-def _breed(run, population, fitnesses, species, counts):
-    config, rng, toolbox = run.config, run.rng, run.toolbox
-    children = []
-    for s, count in zip(species, counts):
-        if count == 0:
-            continue
-        members = s.members
-        brood = []
-        for _ in range(int(count * config.crossover_rate)):
-            first = toolbox.select(fitnesses, members)
-            second = first
-            for _ in range(config.max_tries):
-                second = toolbox.select(fitnesses, members)
-                if second != first:
-                    break
-            if second != first:
-                brood.append(toolbox.mate(population[members[first]], population[members[second]]))
-        for _ in range(int(count * config.mutation_rate)):
-            parent = population[members[toolbox.select(fitnesses, members)]]
-            brood.append(toolbox.mutate(parent))
-        elite = population[max(members, key=lambda m: fitnesses[m])]
-        if len(brood) >= count:
-            brood = brood[:count]
-            brood[int(rng.integers(count))] = elite
-        else:
-            brood.append(elite)
-        while len(brood) < count:
-            brood.append(population[members[toolbox.select(fitnesses, members)]])
-        children += brood
-    return children
-
-
 def evolve(
     task="digits",
     base="adam",
@@ -422,8 +340,7 @@ def evolve(
 
     for name in models:
         layer_plan(name)
-    if isinstance(generations, bool) or not isinstance(generations, int) or generations < 0:
-        raise ValueError(f"generations must be a non-negative integer, got {generations!r}.")
+    generations = _fields.integer(generations, "generations")
     settings = {
         "task": fitness_task.to_dict(),
         "fitness": None if fitness is None else f"{fitness.__module__}.{fitness.__qualname__}",
@@ -499,18 +416,13 @@ def _generation(run, engine, models, progress, verbose):
         return values
 
     try:
-        population = list(run.population)
-        fitnesses = evaluate(population)
-        species = grneat.speciate(population, run.species, rng, config)
-        species, population, fitnesses = _dissolve_small_species(run, population, fitnesses, species, evaluate)
+        fitnesses = evaluate(run.population)
+        species, population, fitnesses = grneat.form_species(
+            list(run.population), fitnesses, run.species, evaluate, rng, config)
     finally:
         if bar is not None:
             bar.close()
-    grneat.adapt_thresholds(species, config)
-    lo, hi = min(fitnesses), max(fitnesses)
-    if run.fitness_range is not None:
-        lo, hi = min(lo, run.fitness_range[0]), max(hi, run.fitness_range[1])
-    run.fitness_range = [float(lo), float(hi)]
+    run.fitness_range = grneat.widen_fitness_range(run.fitness_range, fitnesses)
 
     individuals = [Individual(g, f, run.generation) for g, f in zip(population, fitnesses)]
     run.hall_of_fame.update(individuals)
@@ -525,10 +437,7 @@ def _generation(run, engine, models, progress, verbose):
     if verbose:
         print(run.logbook.stream, flush=True)
 
-    counts = grneat.offspring_counts(species, fitnesses, run.fitness_range, rng, config.population)
-    run.population = _breed(run, population, fitnesses, species, counts)
-    for s in species:
-        s.representative = population[s.members[int(rng.integers(len(s.members)))]]
-    run.species = [grneat.Species(s.representative, s.threshold) for s in species]
+    run.population, run.species = grneat.reproduce(
+        population, fitnesses, species, run.fitness_range, rng, config)
     run.generation += 1
     return evaluated

@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from keras_neuromod import _fields
 from keras_neuromod.agrn import MAX_PROTEINS
 from keras_neuromod.agrn import Genome
 
@@ -72,20 +73,18 @@ class FitnessTask:
         if self.metric not in ("accuracy", "val_accuracy"):
             raise ValueError(f"metric must be 'accuracy' or 'val_accuracy', got {self.metric!r}.")
         for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+            object.__setattr__(self, name, _fields.integer(getattr(self, name), name, minimum=1))
         if not (isinstance(self.width, (int, float)) and self.width > 0):
             raise ValueError(f"width must be positive, got {self.width!r}.")
         limit = MAX_PROTEINS - 13 - self.n_outputs
-        if isinstance(self.max_regulatory, bool) or not isinstance(self.max_regulatory, int) or not (
-            0 <= self.max_regulatory <= limit
-        ):
+        try:
+            max_regulatory = _fields.integer(self.max_regulatory, "max_regulatory", 0, limit)
+        except ValueError as error:
             raise ValueError(
-                f"max_regulatory must be an integer in [0, {limit}] (the AGRN's 13 inputs, "
-                f"{self.n_outputs} outputs and max_regulatory proteins stay within "
-                f"keras_neuromod.agrn.MAX_PROTEINS = {MAX_PROTEINS}), got {self.max_regulatory!r:.80}."
-            )
+                f"{error} The AGRN's 13 inputs, {self.n_outputs} outputs and max_regulatory "
+                f"proteins stay within keras_neuromod.agrn.MAX_PROTEINS = {MAX_PROTEINS}."
+            ) from None
+        object.__setattr__(self, "max_regulatory", max_regulatory)
         if self.train_subset is not None and int(self.train_subset) < self.batch_size:
             raise ValueError("train_subset must be at least one batch.")
         if not math.isfinite(self.worst_fitness):

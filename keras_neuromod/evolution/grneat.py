@@ -5,9 +5,18 @@ gene regulatory networks: proteins are aligned by their tags for crossover, and
 the population is split into species of similar genomes that reproduce
 separately, so that new structure gets time to be tuned before it competes.
 
-Every function here is pure: it takes the genomes, the `GRNEATConfig` and a
-`numpy.random.Generator`, and returns new genomes. One seeded generator drives a
-whole evolution, which makes it reproducible result for result.
+This module holds all of GRNEAT: the operators, speciation and one generation's
+reproduction (`form_species`, then `reproduce`); `keras_neuromod.evolution.engine`
+only runs the loop, the evaluations and the checkpoint. Every function takes the
+genomes, the `GRNEATConfig` and a `numpy.random.Generator`, and returns new genomes
+(or species); one seeded generator drives a whole evolution, which makes it
+reproducible result for result.
+
+These are plain functions under their own names, not DEAP toolbox operators, whose
+contracts they do not follow: `crossover` makes one child of two parents (GRNEAT's
+aligned crossover), `mutate` returns the new genome, and `tournament` the index of
+the winner. DEAP keeps the parts whose contracts the engine honours: individuals
+carrying a `deap.base.Fitness`, the `HallOfFame`, the `Logbook` and `Statistics`.
 
 Departures from the reference library (shared/reference/agrn.md section 4):
 crossover copies the aligned gene it chose (the reference indexes the wrong one),
@@ -19,6 +28,7 @@ import math
 
 import numpy as np
 
+from keras_neuromod import _fields
 from keras_neuromod.agrn import BETA_RANGE
 from keras_neuromod.agrn import DELTA_RANGE
 from keras_neuromod.agrn import MAX_PROTEINS
@@ -39,6 +49,12 @@ __all__ = [
     "adapt_thresholds",
     "offspring_counts",
     "tournament",
+    "dissolve_small_species",
+    "form_species",
+    "widen_fitness_range",
+    "breed",
+    "next_species",
+    "reproduce",
 ]
 
 
@@ -95,9 +111,8 @@ class GRNEATConfig:
 
     def __post_init__(self):
         def positive_int(name, minimum=1):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"GRNEATConfig.{name} must be an integer >= {minimum}, got {value!r}.")
+            value = _fields.integer(getattr(self, name), f"GRNEATConfig.{name}", minimum)
+            object.__setattr__(self, name, value)
 
         positive_int("population", 2)
         positive_int("tournament_size")
@@ -457,3 +472,152 @@ def offspring_counts(species, fitnesses, fitness_range, rng, population):
         order = np.argsort(-(exact - counts + jitter), kind="stable")
         counts[order[:remainder]] += 1
     return [int(c) for c in counts]
+
+
+# -- one generation ------------------------------------------------------------
+
+
+def dissolve_small_species(population, fitnesses, species, evaluate, rng, config=GRNEATConfig()):
+    """Replace the members of species smaller than `min_species_size` with mutants.
+
+    Each removed member is replaced by a mutant of a tournament winner of a random
+    surviving species; the mutant joins that species if it lies within its
+    threshold (up to `max_tries` mutants are drawn), else it founds a new species.
+    All mutants are scored with one call `evaluate(genomes) -> fitnesses` before
+    anything is selected. When every species is too small they merge into the
+    largest one.
+
+    Returns:
+        `(species, population, fitnesses)`: the surviving and new species (their
+        `members` index the returned population), the survivors followed by the
+        mutants, and their fitnesses.
+    """
+    keep = [s for s in species if len(s.members) >= config.min_species_size]
+    if not keep:
+        largest = max(species, key=lambda s: len(s.members))
+        largest.members = list(range(len(population)))
+        return [largest], population, fitnesses
+    removed = sum(len(s.members) for s in species) - sum(len(s.members) for s in keep)
+    survivors = [i for s in keep for i in s.members]
+    population = [population[i] for i in survivors]
+    fitnesses = [fitnesses[i] for i in survivors]
+    position = {old: new for new, old in enumerate(survivors)}
+    for s in keep:
+        s.members = [position[i] for i in s.members]
+    new_genomes, homes = [], []
+    for _ in range(removed):
+        target = keep[int(rng.integers(len(keep)))]
+        parent = population[target.members[tournament(fitnesses, target.members, rng,
+                                                      config.tournament_size)]]
+        home = None
+        for _ in range(config.max_tries):
+            child = mutate(parent, rng, config)
+            if genome_distance(child, target.representative, config) < target.threshold:
+                home = target
+                break
+        new_genomes.append(child)
+        homes.append(home)
+    if new_genomes:
+        new_fitnesses = evaluate(new_genomes)
+        for child, fitness, home in zip(new_genomes, new_fitnesses, homes):
+            population.append(child)
+            fitnesses.append(fitness)
+            if home is None:
+                home = Species(child, config.species_threshold)
+                keep.append(home)
+            home.members.append(len(population) - 1)
+    return keep, population, fitnesses
+
+
+def form_species(population, fitnesses, species, evaluate, rng, config=GRNEATConfig()):
+    """Split an evaluated population into this generation's species.
+
+    `speciate` against the previous generation's `species`, `dissolve_small_species`
+    (whose mutants `evaluate` scores), then `adapt_thresholds`.
+
+    Returns:
+        `(species, population, fitnesses)`, as `dissolve_small_species`.
+    """
+    species = speciate(population, species, rng, config)
+    species, population, fitnesses = dissolve_small_species(
+        population, fitnesses, species, evaluate, rng, config)
+    adapt_thresholds(species, config)
+    return species, population, fitnesses
+
+
+def widen_fitness_range(fitness_range, fitnesses):
+    """The run's `[lowest, highest]` fitness so far, `fitnesses` included.
+
+    `fitness_range` is the range before (None at the start); `offspring_counts`
+    normalises over it.
+    """
+    lo, hi = min(fitnesses), max(fitnesses)
+    if fitness_range is not None:
+        lo, hi = min(lo, fitness_range[0]), max(hi, fitness_range[1])
+    return [float(lo), float(hi)]
+
+
+def breed(population, fitnesses, species, counts, rng, config=GRNEATConfig()):
+    """The next population: `counts[k]` children of species `k`, species after species.
+
+    A species makes `int(count * crossover_rate)` crossovers of two distinct
+    tournament winners (a crossover is skipped when `max_tries` draws find no
+    second parent), then `int(count * mutation_rate)` mutants of tournament winners,
+    and keeps its fittest member (its elite): when the brood already fills the
+    count the elite replaces a random child, else it is added; tournament winners,
+    unchanged, fill what is left.
+    """
+    size = config.tournament_size
+    children = []
+    for s, count in zip(species, counts):
+        if count == 0:
+            continue
+        members = s.members
+        brood = []
+        for _ in range(int(count * config.crossover_rate)):
+            first = tournament(fitnesses, members, rng, size)
+            second = first
+            for _ in range(config.max_tries):
+                second = tournament(fitnesses, members, rng, size)
+                if second != first:
+                    break
+            if second != first:
+                brood.append(crossover(population[members[first]], population[members[second]],
+                                       rng, config))
+        for _ in range(int(count * config.mutation_rate)):
+            parent = population[members[tournament(fitnesses, members, rng, size)]]
+            brood.append(mutate(parent, rng, config))
+        elite = population[max(members, key=lambda m: fitnesses[m])]
+        if len(brood) >= count:
+            brood = brood[:count]
+            brood[int(rng.integers(count))] = elite
+        else:
+            brood.append(elite)
+        while len(brood) < count:
+            brood.append(population[members[tournament(fitnesses, members, rng, size)]])
+        children += brood
+    return children
+
+
+def next_species(population, species, rng):
+    """The species handed to the next generation: for each, a random member of
+    `population` becomes its representative; thresholds are kept, members emptied."""
+    return [Species(population[s.members[int(rng.integers(len(s.members)))]], s.threshold)
+            for s in species]
+
+
+def reproduce(population, fitnesses, species, fitness_range, rng, config=GRNEATConfig()):
+    """GRNEAT's reproduction: `offspring_counts`, `breed`, then `next_species`.
+
+    Args:
+        population, fitnesses, species: the generation as `form_species` returns it.
+        fitness_range: the run's `[lowest, highest]` fitness so far
+            (`widen_fitness_range`).
+
+    Returns:
+        `(children, species)`: the next population (`config.population` genomes)
+        and the species it will be split against.
+    """
+    counts = offspring_counts(species, fitnesses, fitness_range, rng, config.population)
+    children = breed(population, fitnesses, species, counts, rng, config)
+    return children, next_species(population, species, rng)

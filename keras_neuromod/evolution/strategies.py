@@ -22,36 +22,44 @@ do it:
   built from it, so all offspring of a generation meet the same environments
   (common random numbers, which makes the mirrored differences meaningful) and
   every generation meets new ones. Any unit state is the fitness function's to
-  reset; the ENU evaluators in `keras_neuromod.layers.enu` start every evaluation
-  from zero state.
+  reset; `keras_neuromod.evolution.enu_fitness.ENUFitness`, the fitness of ENU
+  tasks, starts every evaluation from zero state.
 
 The fitness function is *batched*: it receives all offspring at once, as an array
 of shape `(population, num_params)` (float32), and returns `population` fitnesses
 (higher is better). That is where the speed comes from: one call evaluates a whole
 generation, e.g. one compiled `keras.ops` computation with a population axis on the
-weights (see `compile_batched`).
+weights (see `keras_neuromod.evolution.enu_fitness`).
 
-Checkpoints are JSON (`keras_neuromod.io.atomic_write_json`), written atomically
-after every generation: the centre and the momentum as lists of floats (float64,
-which JSON round-trips exactly), the numpy generator's `bit_generator.state`, the
-history and the configuration. A run resumed from a checkpoint redoes no generation
-and ends with exactly the result of an uninterrupted run with the same seed (given a
-deterministic fitness function).
+Every generation is recorded in a DEAP `tools.Logbook` (`logbook`: `gen`, `max`,
+`mean`, `min`, `std` of the offspring's fitness, `seconds`), as GRNEAT's evolution
+records its own. Checkpoints are JSON (`keras_neuromod.io.atomic_write_json`),
+written atomically after every generation: the centre and the momentum as lists of
+floats (float64, which JSON round-trips exactly), the numpy generator's
+`bit_generator.state`, the logbook and the configuration. As with
+`keras_neuromod.evolution.evolve`, `run` continues a checkpoint only when told to
+(`resume=True`) and refuses to overwrite one otherwise. A run resumed from a
+checkpoint redoes no generation and ends with exactly the result of an uninterrupted
+run with the same seed (given a deterministic fitness function).
 """
 
 import os
 import time
 
-import keras
 import numpy as np
+from deap import tools
 
 from keras_neuromod import _fields
 from keras_neuromod.io import atomic_write_json
 from keras_neuromod.io import read_json
 
-__all__ = ["EvolutionStrategy", "centered_ranks", "compile_batched"]
+__all__ = ["EvolutionStrategy", "centered_ranks"]
 
-CHECKPOINT_FORMAT = "keras_neuromod.EvolutionStrategy/1"
+CHECKPOINT_FORMAT = "keras_neuromod.EvolutionStrategy/2"
+# Checkpoints of the first format hold a "history" (records keyed "generation")
+# where the second holds a "logbook" (keyed "gen"); they load the same.
+OLD_CHECKPOINT_FORMATS = ("keras_neuromod.EvolutionStrategy/1",)
+LOGBOOK_HEADER = ("gen", "max", "mean", "min", "std", "seconds")
 UPDATES = ("momentum", "adam")
 
 
@@ -76,25 +84,6 @@ def centered_ranks(fitness):
     return ranks / (fitness.size - 1) - 0.5
 
 
-def compile_batched(fn):
-    """Compile a `keras.ops` function once with the backend's own compiler.
-
-    TensorFlow: `tf.function` (graph mode; XLA is left off, it is slower on CPU for
-    these small recurrent steps). JAX: `jax.jit`. Other backends: the function as it
-    is. The function's code itself stays backend-agnostic.
-    """
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(fn)
-    if backend == "jax":
-        import jax
-
-        return jax.jit(fn)
-    return fn
-
-
 class EvolutionStrategy:
     """Evolution strategies with mirrored sampling, rank shaping and momentum.
 
@@ -116,6 +105,12 @@ class EvolutionStrategy:
         update: `"momentum"` (the paper's) or `"adam"`.
         beta_2: Adam's second-moment decay (used with `update="adam"`).
         epsilon: Adam's denominator offset (used with `update="adam"`).
+
+    Attributes:
+        theta: the centre (float64).
+        generation: generations run.
+        logbook: DEAP `tools.Logbook`, one record per generation: `gen`, the
+            offspring's `max`, `mean`, `min` and `std` fitness, and `seconds`.
     """
 
     def __init__(
@@ -141,10 +136,9 @@ class EvolutionStrategy:
             )
         if not np.all(np.isfinite(initial)):
             raise ValueError("`initial` must be finite.")
-        if int(population) != population or population < 2 or population % 2:
-            raise ValueError(
-                f"`population` must be an even integer >= 2, got {population!r}."
-            )
+        population = _fields.integer(population, "`population`", minimum=2)
+        if population % 2:
+            raise ValueError(f"`population` must be even (mirrored pairs), got {population}.")
         if not sigma > 0:
             raise ValueError(f"`sigma` must be positive, got {sigma!r}.")
         if not learning_rate > 0:
@@ -153,8 +147,7 @@ class EvolutionStrategy:
             raise ValueError(f"`momentum` must be in [0, 1), got {momentum!r}.")
         if not weight_decay >= 0:
             raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay!r}.")
-        if int(seed) != seed:
-            raise ValueError(f"`seed` must be an integer, got {seed!r}.")
+        seed = _fields.integer(seed, "`seed`")
         if update not in UPDATES:
             raise ValueError(f"`update` must be one of {UPDATES}, got {update!r}.")
         if not 0 <= beta_2 < 1:
@@ -177,7 +170,7 @@ class EvolutionStrategy:
         self.second_moment = np.zeros_like(self.theta)
         self.rng = np.random.default_rng(self.seed)
         self.generation = 0
-        self.history = []
+        self.logbook = _logbook()
 
     @property
     def num_params(self):
@@ -242,44 +235,46 @@ class EvolutionStrategy:
         self.theta = self.theta + self.learning_rate * m_hat / (np.sqrt(s_hat) + self.epsilon)
 
     def step(self):
-        """Run one generation and return its history record."""
+        """Run one generation and return its logbook record."""
         start = time.perf_counter()
         genomes, noise, env_seed = self.ask()
         fitness = np.asarray(
             self.fitness_fn(genomes, np.random.default_rng(env_seed)), dtype=np.float64
         ).ravel()
         record = {
-            "generation": self.generation,
-            "mean": float(fitness.mean()),
+            "gen": self.generation,
             "max": float(fitness.max()),
+            "mean": float(fitness.mean()),
             "min": float(fitness.min()),
             "std": float(fitness.std()),
         }
         self.tell(noise, fitness)
         record["seconds"] = time.perf_counter() - start
-        self.history.append(record)
+        self.logbook.record(**record)
         return record
 
-    def run(self, generations, checkpoint_path=None, resume=True, progress=True):
+    def run(self, generations, checkpoint_path=None, resume=False, progress=True):
         """Evolve until `generations` generations in total have run.
 
         Args:
             generations: the total number of generations (not additional ones).
             checkpoint_path: JSON file written atomically after every generation.
-            resume: when `checkpoint_path` exists, continue from it (its
-                configuration must match this trainer's).
+            resume: continue from `checkpoint_path` if it exists (its configuration
+                must match this trainer's). Without it, an existing checkpoint
+                raises `FileExistsError` rather than being overwritten.
             progress: show a tqdm progress bar.
 
         Returns:
             The centre `theta` after the last generation (float64 array).
         """
-        if int(generations) != generations or generations < 0:
-            raise ValueError(
-                f"`generations` must be a non-negative integer, got {generations!r}."
-            )
-        if checkpoint_path is not None and resume:
-            if os.path.exists(checkpoint_path):
-                self.load_checkpoint(checkpoint_path)
+        generations = _fields.integer(generations, "`generations`")
+        if checkpoint_path is not None and os.path.exists(checkpoint_path):
+            if not resume:
+                raise FileExistsError(
+                    f"{os.fspath(checkpoint_path)} exists: pass resume=True to continue it, "
+                    f"or choose another path."
+                )
+            self.load_checkpoint(checkpoint_path)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -311,7 +306,7 @@ class EvolutionStrategy:
             "velocity": self.velocity.tolist(),
             "second_moment": self.second_moment.tolist(),
             "rng_state": self.rng.bit_generator.state,
-            "history": list(self.history),
+            "logbook": list(self.logbook),
         }
 
     def load_state_dict(self, state, source=None):
@@ -324,13 +319,16 @@ class EvolutionStrategy:
         def at(field):
             return f"{where}, field {field!r}"
 
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else None
+        if found not in (CHECKPOINT_FORMAT,) + OLD_CHECKPOINT_FORMATS:
             raise ValueError(
                 f"{where} is not an EvolutionStrategy checkpoint "
                 f"(expected format {CHECKPOINT_FORMAT!r})."
             )
+        old = found != CHECKPOINT_FORMAT
+        records, key = ("history", "generation") if old else ("logbook", "gen")
         _fields.fields(state, where, ("format", "config", "generation", "theta", "velocity",
-                                      "second_moment", "rng_state", "history"))
+                                      "second_moment", "rng_state", records))
         config = self.get_config()
         saved = state["config"]
         if not isinstance(saved, dict):
@@ -347,20 +345,27 @@ class EvolutionStrategy:
             vectors[name] = np.array([_fields.number(v, at(name)) for v in values], dtype=np.float64)
         rng = _fields.generator(state["rng_state"], at("rng_state"))
         generation = _fields.integer(state["generation"], at("generation"))
-        history = _fields.items(state["history"], at("history"), length=generation)
-        for i, record in enumerate(history):
-            _fields.fields(record, at(f"history[{i}]"),
-                           ("generation", "mean", "max", "min", "std", "seconds"))
-            _fields.integer(record["generation"], at(f"history[{i}].generation"))
-            for key in ("mean", "max", "min", "std", "seconds"):
-                _fields.number(record[key], at(f"history[{i}].{key}"))
+        logbook = _logbook()
+        saved_records = _fields.items(state[records], at(records), length=generation)
+        for i, record in enumerate(saved_records):
+            _fields.fields(record, at(f"{records}[{i}]"), (key,) + LOGBOOK_HEADER[1:])
+            values = {"gen": _fields.integer(record[key], at(f"{records}[{i}].{key}"))}
+            for name in LOGBOOK_HEADER[1:]:
+                values[name] = _fields.number(record[name], at(f"{records}[{i}].{name}"))
+            logbook.record(**values)
         self.theta, self.velocity, self.rng = vectors["theta"], vectors["velocity"], rng
         self.second_moment = vectors["second_moment"]
         self.generation = generation
-        self.history = list(history)
+        self.logbook = logbook
 
     def save_checkpoint(self, path):
         atomic_write_json(path, self.state_dict())
 
     def load_checkpoint(self, path):
         self.load_state_dict(read_json(path, "ES checkpoint"), source=os.fspath(path))
+
+
+def _logbook():
+    logbook = tools.Logbook()
+    logbook.header = list(LOGBOOK_HEADER)
+    return logbook

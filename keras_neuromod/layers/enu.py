@@ -2,7 +2,8 @@
 
 An ENU is a gated recurrent unit that stands in for a neuron or a synapse. Its
 weights are shared by all units of a kind and evolved, not trained (see
-`keras_neuromod.evolution.strategies`).
+`keras_neuromod.evolution.strategies`; `keras_neuromod.evolution.enu_fitness`
+scores a whole population of genomes in one compiled call).
 
 The equations, with `u` the unit's input vector, ordered exactly as
 `u = [x, o_prev, h, 1]` (external input `x` of `input_dim` channels, the previous
@@ -29,15 +30,17 @@ flattened in C order, rows indexed by the input vector above):
     candidate_kernel  W_c  (input_dim + channels + memory + 1, memory)
     output_kernel     W_o  (memory + 1, channels)
 
-In population mode every kernel carries a leading population axis, and a batch of
-`population * b` sequences is read population-major (the first `b` rows belong
-to individual 0, and so on), so that all offspring of an evolution strategy run in
-one batched call.
+`ENUCell` and `ENUNetwork` are Keras RNN cells with one set of weights each. The
+functions below (`enu_step`, `enu_run`, `network_step`) are the same computation
+with an optional leading population axis `P` on the kernels, one weight set per
+individual, which is how a population of genomes is evaluated at once.
 """
 
 import keras
 import numpy as np
 from keras import ops
+
+from keras_neuromod import _fields
 
 __all__ = [
     "ENUCell",
@@ -55,15 +58,20 @@ WEIGHT_NAMES = ("reset_kernel", "update_kernel", "candidate_kernel", "output_ker
 
 
 def _check_positive_int(name, value):
-    if isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    return int(value)
+    return _fields.integer(value, f"`{name}`", minimum=1)
 
 
-def _check_population(population):
-    if population is None:
-        return None
-    return _check_positive_int("population", population)
+def _no_population(config):
+    """Configs written before the cells lost their population mode hold
+    `population: None`; a population now lives in the functional kernels."""
+    config = dict(config)
+    if config.pop("population", None) is not None:
+        raise ValueError(
+            "The ENU layers have no population mode any more: evaluate a population of "
+            "genomes with keras_neuromod.evolution.enu_fitness (enu_outputs, ENUFitness) "
+            "or with the functional enu_run / network_step and their population axis."
+        )
+    return config
 
 
 def enu_weight_shapes(input_dim, memory, channels):
@@ -176,34 +184,15 @@ def van_rossum_distance(spikes, target, tau):
     return ops.sum(ops.square(filtered), axis=0) / tau
 
 
-def _population_initializer(initializer, population):
-    """Draw one kernel and repeat it over the population axis.
-
-    All individuals start from one point (the centre of an evolution strategy);
-    offspring are loaded with `set_flat_weights`.
-    """
-
-    def init(shape, dtype=None):
-        kernel = initializer(shape[1:], dtype=dtype)
-        return ops.broadcast_to(kernel[None], shape)
-
-    if population is None:
-        return initializer
-    return init
+def _concatenate_flat(parts):
+    """Weights as one genome `(n,)`."""
+    return np.concatenate([p.ravel() for p in parts])
 
 
-def _concatenate_flat(parts, population):
-    """Weights as one genome `(n,)`, or `(population, n)` in population mode."""
-    if population is None:
-        return np.concatenate([p.ravel() for p in parts])
-    return np.concatenate([p.reshape(population, -1) for p in parts], axis=1)
-
-
-def _checked_flat(flat, num_params, population):
+def _checked_flat(flat, num_params):
     flat = np.asarray(flat, dtype=np.float32)
-    expected = (num_params,) if population is None else (population, num_params)
-    if flat.shape != expected:
-        raise ValueError(f"`flat` must have shape {expected}, got {flat.shape}.")
+    if flat.shape != (num_params,):
+        raise ValueError(f"`flat` must have shape {(num_params,)}, got {flat.shape}.")
     return flat
 
 
@@ -218,12 +207,7 @@ class ENUCell(keras.layers.Layer):
     Args:
         memory: number of memory channels `h` (official code: 32).
         channels: number of output channels `o` (official code: 16).
-        population: `None`, or the number of individuals: every kernel then has a
-            leading population axis and a batch of `population * b` sequences is
-            split population-major, individual `i` running rows
-            `i * b ... (i + 1) * b - 1`.
-        kernel_initializer: initializer of the kernels (official: orthogonal). In
-            population mode one draw is repeated for every individual.
+        kernel_initializer: initializer of the kernels (official: orthogonal).
         **kwargs: base `Layer` arguments.
     """
 
@@ -231,14 +215,12 @@ class ENUCell(keras.layers.Layer):
         self,
         memory=32,
         channels=16,
-        population=None,
         kernel_initializer="orthogonal",
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.memory = _check_positive_int("memory", memory)
         self.channels = _check_positive_int("channels", channels)
-        self.population = _check_population(population)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.state_size = [self.memory, self.channels]
         self.output_size = self.channels
@@ -249,14 +231,13 @@ class ENUCell(keras.layers.Layer):
         if input_dim is None:
             raise ValueError("The last axis of the ENUCell's input must be known.")
         self.input_dim = int(input_dim)
-        lead = () if self.population is None else (self.population,)
-        init = _population_initializer(self.kernel_initializer, self.population)
         for name, shape in enu_weight_shapes(self.input_dim, self.memory, self.channels).items():
-            setattr(self, name, self.add_weight(name=name, shape=lead + shape, initializer=init))
+            setattr(self, name, self.add_weight(name=name, shape=shape,
+                                                initializer=self.kernel_initializer))
 
     @property
     def num_params(self):
-        """Evolved parameters per individual (known once built)."""
+        """Evolved parameters (known once built)."""
         if self.input_dim is None:
             raise ValueError("The ENUCell is not built yet: call it or `build` it first.")
         return enu_num_params(self.input_dim, self.memory, self.channels)
@@ -265,20 +246,7 @@ class ENUCell(keras.layers.Layer):
         return {name: getattr(self, name) for name in WEIGHT_NAMES}
 
     def call(self, inputs, states, training=False):
-        _check_batch(inputs, self.population)
-        h, o = states[0], states[1]
-        weights = self._weights_dict()
-        if self.population is None:
-            h_new, o_new = enu_step(weights, inputs, h, o)
-        else:
-            p = self.population
-
-            def split(t):
-                return ops.reshape(t, (p, -1, ops.shape(t)[-1]))
-
-            h_new, o_new = enu_step(weights, split(inputs), split(h), split(o))
-            h_new = ops.reshape(h_new, (-1, self.memory))
-            o_new = ops.reshape(o_new, (-1, self.channels))
+        h_new, o_new = enu_step(self._weights_dict(), inputs, states[0], states[1])
         return o_new, [h_new, o_new]
 
     def get_initial_state(self, batch_size=None):
@@ -288,13 +256,13 @@ class ENUCell(keras.layers.Layer):
         ]
 
     def get_flat_weights(self):
-        """The genome(s): `(num_params,)`, or `(population, num_params)`."""
+        """The genome `(num_params,)`: the kernels in genome order, flattened."""
         parts = [ops.convert_to_numpy(getattr(self, n)) for n in WEIGHT_NAMES]
-        return _concatenate_flat(parts, self.population)
+        return _concatenate_flat(parts)
 
     def set_flat_weights(self, flat):
-        """Load genome(s) of the shape `get_flat_weights` returns."""
-        flat = _checked_flat(flat, self.num_params, self.population)
+        """Load a genome of the shape `get_flat_weights` returns."""
+        flat = _checked_flat(flat, self.num_params)
         for name, value in enu_unflatten(flat, self.input_dim, self.memory, self.channels).items():
             getattr(self, name).assign(value)
 
@@ -304,20 +272,14 @@ class ENUCell(keras.layers.Layer):
             {
                 "memory": self.memory,
                 "channels": self.channels,
-                "population": self.population,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             }
         )
         return config
 
-
-def _check_batch(inputs, population):
-    batch = inputs.shape[0]
-    if population is not None and batch is not None and batch % population:
-        raise ValueError(
-            f"In population mode the batch ({batch}) must be a multiple of "
-            f"`population` ({population}): individual i runs rows i*b .. (i+1)*b-1."
-        )
+    @classmethod
+    def from_config(cls, config):
+        return super().from_config(_no_population(config))
 
 
 def _check_index_array(name, values, upper, upper_name):
@@ -407,7 +369,6 @@ class ENUNetwork(keras.layers.Layer):
         output_neurons: neurons whose outputs form the layer's output (default all).
         memory, channels: sizes of both kinds of ENU (neurons read `channels`
             inputs, synapses `2 * channels`).
-        population: `None` or the number of individuals, as for `ENUCell`.
         kernel_initializer: initializer of all kernels.
         **kwargs: base `Layer` arguments.
     """
@@ -421,7 +382,6 @@ class ENUNetwork(keras.layers.Layer):
         output_neurons=None,
         memory=32,
         channels=16,
-        population=None,
         kernel_initializer="orthogonal",
         **kwargs,
     ):
@@ -443,7 +403,6 @@ class ENUNetwork(keras.layers.Layer):
         self.num_synapses = int(self.pre.size)
         self.memory = _check_positive_int("memory", memory)
         self.channels = _check_positive_int("channels", channels)
-        self.population = _check_population(population)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.mean_matrix = self.build_mean_matrix(self.post, self.num_neurons)
         n, s, m, c = self.num_neurons, self.num_synapses, self.memory, self.channels
@@ -469,7 +428,7 @@ class ENUNetwork(keras.layers.Layer):
 
     @property
     def num_params(self):
-        """Evolved parameters per individual: neuron genome then synapse genome."""
+        """Evolved parameters: neuron genome then synapse genome."""
         return (enu_num_params(self.channels, self.memory, self.channels)
                 + enu_num_params(2 * self.channels, self.memory, self.channels))
 
@@ -488,28 +447,24 @@ class ENUNetwork(keras.layers.Layer):
                 f"ENUNetwork expects inputs of size num_inputs * channels = {expected}, "
                 f"got {input_shape[-1]}."
             )
-        lead = () if self.population is None else (self.population,)
-        init = _population_initializer(self.kernel_initializer, self.population)
+        init = self.kernel_initializer
         self.neuron_kernels = {
-            name: self.add_weight(name=f"neuron_{name}", shape=lead + shape, initializer=init)
+            name: self.add_weight(name=f"neuron_{name}", shape=shape, initializer=init)
             for name, shape in self.neuron_shapes.items()
         }
         self.synapse_kernels = {
-            name: self.add_weight(name=f"synapse_{name}", shape=lead + shape, initializer=init)
+            name: self.add_weight(name=f"synapse_{name}", shape=shape, initializer=init)
             for name, shape in self.synapse_shapes.items()
         }
 
     def call(self, inputs, states, training=False):
-        _check_batch(inputs, self.population)
         n, s, m, c = self.num_neurons, self.num_synapses, self.memory, self.channels
-        lead = (-1,) if self.population is None else (self.population, -1)
         shapes = [(n, m), (n, c), (s, m), (s, c)]
-        blocks = tuple(ops.reshape(t, lead + shp) for t, shp in zip(states, shapes))
-        x = ops.reshape(inputs, lead + (self.num_inputs, c))
+        blocks = tuple(ops.reshape(t, (-1,) + shp) for t, shp in zip(states, shapes))
+        x = ops.reshape(inputs, (-1, self.num_inputs, c))
         new = network_step(
             self.neuron_kernels, self.synapse_kernels, x, blocks, self.pre, self.post,
             ops.convert_to_tensor(self.mean_matrix, dtype=inputs.dtype),
-            population=self.population is not None,
         )
         flat = [ops.reshape(t, (-1, size)) for t, size in zip(new, self.state_size)]
         output = ops.take(new[1], self.output_neurons, axis=-2)
@@ -525,12 +480,13 @@ class ENUNetwork(keras.layers.Layer):
                 + [self.synapse_kernels[k] for k in WEIGHT_NAMES])
 
     def get_flat_weights(self):
-        """The genome(s): neuron kernels then synapse kernels, each in ENU order."""
+        """The genome: neuron kernels then synapse kernels, each in ENU order."""
         parts = [ops.convert_to_numpy(v) for v in self._kernel_list()]
-        return _concatenate_flat(parts, self.population)
+        return _concatenate_flat(parts)
 
     def set_flat_weights(self, flat):
-        flat = _checked_flat(flat, self.num_params, self.population)
+        """Load a genome of the shape `get_flat_weights` returns."""
+        flat = _checked_flat(flat, self.num_params)
         neuron, synapse = self.unflatten(flat)
         for name in WEIGHT_NAMES:
             self.neuron_kernels[name].assign(neuron[name])
@@ -547,8 +503,11 @@ class ENUNetwork(keras.layers.Layer):
                 "output_neurons": self.output_neurons.tolist(),
                 "memory": self.memory,
                 "channels": self.channels,
-                "population": self.population,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        return super().from_config(_no_population(config))
