@@ -1,6 +1,7 @@
 """Evolve one evolvable neural unit (ENU) to mimic an integrate-and-fire neuron.
 
-The seed paper's first experiment (Bertens and Lee, 2020, Fig. 3a): an ENU
+The first experiment of Bertens and Lee, "Network of evolvable neural units can learn
+synaptic learning rules and spiking dynamics" (2020, Fig. 3a): an ENU
 receives a random graded input current and must output the spike train of an
 integrate-and-fire (IAF) neuron driven by the same current: the membrane
 potential `v` integrates the current, and when it reaches the threshold 0.5 the

@@ -1,6 +1,7 @@
 """Evolve an ENU synapse to mimic spike-timing-dependent plasticity (STDP).
 
-The seed paper's second experiment (Bertens and Lee, 2020, Fig. 3b-c): one ENU
+The second experiment of Bertens and Lee, "Network of evolvable neural units can learn
+synaptic learning rules and spiking dynamics" (2020, Fig. 3b-c): one ENU
 plays a synapse. It sees the presynaptic spike, the postsynaptic (back-propagating)
 spike and, in the gated variant, a dopamine signal; its first output channel must
 report the synaptic weight. The weight starts at 0.5 and jumps by

@@ -1,6 +1,7 @@
 """Evolve a network of ENUs that learns, within its lifetime, where the food is in a T-maze.
 
-The seed paper's third experiment (Bertens and Lee, 2020, Fig. 4-5): an agent
+The third experiment of Bertens and Lee, "Network of evolvable neural units can learn
+synaptic learning rules and spiking dynamics" (2020, Fig. 4-5): an agent
 walks a T-maze over and over. One arm holds food (reward +1), the other poison
 (-1); at a random trial in the middle of the agent's lifetime the two swap. No
 weight changes during the lifetime: the agent can only do well if the state of its

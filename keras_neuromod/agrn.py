@@ -17,8 +17,18 @@ This module holds:
 * `run`: drive an AGRN with a sequence of inputs and read its outputs, through
   the same batched code.
 
-The equations are those of `shared/reference/agrn.md` (sections 1 and 2), with
-the synchronous update: every new concentration is computed from the old state.
+The dynamics, for every output and regulatory protein k at once, from the old
+state (synchronous):
+
+    c'_k = max(0, c_k + (delta / N) sum_j c_j (exp(-beta |enh_j - id_k|)
+                                             - exp(-beta |inh_j - id_k|)))
+
+over the input and regulatory proteins j, followed by dividing the output and
+regulatory concentrations by their sum. This is the AGRN of Wilson,
+Cussat-Blanc, Luga and Harrington, "Neuromodulated Learning in Deep Neural
+Networks" (2018), as the public pyGRN library computes it, less pyGRN's
+in-place (Gauss-Seidel) update; the repository's `docs/design.md` gives the
+constants and their sources.
 """
 
 import json

@@ -1,8 +1,10 @@
 """The small models of the paper, for any input shape and class count.
 
-The paper evolves and tests its agents on three CIFAR-10 architectures
-(shared/reference/agrn.md section 5; conv layers are 3x3 with ReLU and `same`
-padding):
+The paper (Wilson et al., "Neuromodulated Learning in Deep Neural Networks",
+2018) evolves and tests its agents on three CIFAR-10 architectures (conv layers
+are 3x3 with ReLU and `same` padding). Its table of them has lost its column
+headers and has cells shifted between columns; the reading taken, and why, is
+in the repository's `docs/design.md` (section 5):
 
 * ``"A"`` (LeNet-like): conv32, conv32, maxpool, conv64, conv64, maxpool, fc512.
 * ``"B"`` (VGG-like): conv64, maxpool, conv128, maxpool, conv256, maxpool,

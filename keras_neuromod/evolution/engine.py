@@ -28,6 +28,7 @@ from deap import tools
 
 from keras_neuromod import _fields
 from keras_neuromod.agrn import Genome
+from keras_neuromod.bases import N_INPUTS
 from keras_neuromod.evolution import grneat
 from keras_neuromod.evolution.fitness import FitnessTask
 from keras_neuromod.evolution.parallel import make_backend
@@ -37,7 +38,6 @@ from keras_neuromod.io import read_json
 __all__ = ["evolve", "EvolutionResult", "Individual", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "keras_neuromod.grneat-checkpoint/1"
-N_INPUTS = 13
 
 
 class FitnessMax(base.Fitness):

@@ -19,12 +19,12 @@ import math
 import numpy as np
 
 from keras_neuromod import _fields
+from keras_neuromod import bases
 from keras_neuromod.agrn import MAX_PROTEINS
 from keras_neuromod.agrn import Genome
+from keras_neuromod.bases import N_INPUTS
 
-__all__ = ["FitnessTask", "Evaluator", "BASES"]
-
-BASES = ("sgd", "adam")
+__all__ = ["FitnessTask", "Evaluator"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +33,8 @@ class FitnessTask:
 
     Args:
         dataset: ``"digits"``, ``"cifar10"`` or ``"cifar100"``.
-        base: ``"sgd"`` (Nm-SGD) or ``"adam"`` (Nm-Adam).
+        base: the optimizer base, a name registered in `keras_neuromod.bases`
+            (``"sgd"`` for Nm-SGD, ``"adam"`` for Nm-Adam).
         epochs: training epochs per evaluation.
         batch_size: training batch size.
         width: width factor of the models (`keras_neuromod.models.build`).
@@ -43,7 +44,7 @@ class FitnessTask:
         ranges: hyperparameter ranges of the optimizer (None: its defaults).
         warmup_steps, grn_steps_per_update: AGRN settings of the optimizer.
         max_regulatory: padded AGRN capacity; genomes up to this size share
-            one compiled train step. 13 inputs + the outputs + max_regulatory
+            one compiled train step. The AGRN inputs + the outputs + max_regulatory
             may not exceed `keras_neuromod.agrn.MAX_PROTEINS`.
         worst_fitness: the fitness of a diverging (NaN or Inf) or failed run.
         data_dir: tensorflow-datasets folder for CIFAR.
@@ -68,20 +69,19 @@ class FitnessTask:
 
         if self.dataset not in NAMES:
             raise ValueError(f"Unknown dataset {self.dataset!r}; choose one of {list(NAMES)}.")
-        if self.base not in BASES:
-            raise ValueError(f"base must be one of {list(BASES)}, got {self.base!r}.")
+        bases.get(self.base, where="FitnessTask's base")
         if self.metric not in ("accuracy", "val_accuracy"):
             raise ValueError(f"metric must be 'accuracy' or 'val_accuracy', got {self.metric!r}.")
         for name in ("epochs", "batch_size"):
             object.__setattr__(self, name, _fields.integer(getattr(self, name), name, minimum=1))
         if not (isinstance(self.width, (int, float)) and self.width > 0):
             raise ValueError(f"width must be positive, got {self.width!r}.")
-        limit = MAX_PROTEINS - 13 - self.n_outputs
+        limit = MAX_PROTEINS - N_INPUTS - self.n_outputs
         try:
             max_regulatory = _fields.integer(self.max_regulatory, "max_regulatory", 0, limit)
         except ValueError as error:
             raise ValueError(
-                f"{error} The AGRN's 13 inputs, {self.n_outputs} outputs and max_regulatory "
+                f"{error} The AGRN's {N_INPUTS} inputs, {self.n_outputs} outputs and max_regulatory "
                 f"proteins stay within keras_neuromod.agrn.MAX_PROTEINS = {MAX_PROTEINS}."
             ) from None
         object.__setattr__(self, "max_regulatory", max_regulatory)
@@ -92,7 +92,7 @@ class FitnessTask:
 
     @property
     def n_outputs(self):
-        return 4 if self.base == "sgd" else 8
+        return bases.get(self.base).n_outputs
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -132,13 +132,11 @@ class Evaluator:
             import keras
 
             from keras_neuromod import models
-            from keras_neuromod.optimizers import NmAdam
-            from keras_neuromod.optimizers import NmSGD
 
             task = self.task
             model = models.build(architecture, self.input_shape, self.num_classes, width=task.width)
-            placeholder = Genome.random(13, task.n_outputs, 0, rng=0)
-            optimizer = (NmSGD if task.base == "sgd" else NmAdam)(
+            placeholder = Genome.random(N_INPUTS, task.n_outputs, 0, rng=0)
+            optimizer = bases.get(task.base).optimizer(
                 agent=placeholder,
                 ranges=task.ranges,
                 warmup_steps=task.warmup_steps,

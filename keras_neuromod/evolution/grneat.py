@@ -18,7 +18,8 @@ aligned crossover), `mutate` returns the new genome, and `tournament` the index 
 the winner. DEAP keeps the parts whose contracts the engine honours: individuals
 carrying a `deap.base.Fitness`, the `HallOfFame`, the `Logbook` and `Statistics`.
 
-Departures from the reference library (shared/reference/agrn.md section 4):
+Departures from the reference library, pyGRN (constants and details in the
+repository's `docs/design.md`):
 crossover copies the aligned gene it chose (the reference indexes the wrong one),
 the genome distance is symmetric, and there is no global configuration.
 """
@@ -173,9 +174,9 @@ class GRNEATConfig:
 
 def _finite(value):
     """Whether `value` is an int or float (not a bool) with a finite float value."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _fields.is_number(value):
         return False
-    return math.isfinite(value) if isinstance(value, float) else abs(value) < 2**1000
+    return math.isfinite(value) if isinstance(value, (float, np.floating)) else abs(value) < 2**1000
 
 
 # -- distances ---------------------------------------------------------------

@@ -24,6 +24,8 @@ import time
 import traceback
 import warnings
 
+from keras_neuromod import _fields
+
 __all__ = ["make_backend", "evaluate_job", "SerialBackend", "ProcessBackend", "RayBackend"]
 
 _EVALUATORS = {}
@@ -35,8 +37,7 @@ WORKER_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "3"}
 def _check_timeout(timeout):
     if timeout is None:
         return None
-    if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-            or not math.isfinite(timeout) or timeout <= 0):
+    if not _fields.is_number(timeout) or not math.isfinite(timeout) or timeout <= 0:
         raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}.")
     return float(timeout)
 

@@ -70,7 +70,7 @@ def _layer_layout(variables):
 
 
 def _sanitise(value):
-    """Clip to [0, 1]; NaN and Inf become 1 (shared/reference/agrn.md, ours)."""
+    """Clip to [0, 1]; NaN and Inf become 1 (this project's choice: the paper is silent)."""
     return ops.where(ops.isfinite(value), ops.clip(value, 0.0, 1.0), 1.0)
 
 
