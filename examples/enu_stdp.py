@@ -26,7 +26,7 @@ first output channel and the weight over all steps (0 is perfect).
 The ES takes Adam steps by default (`--update adam`). Measured on the gated
 variant in quick mode: the paper's momentum step, 4000 generations at memory 4,
 learned the window to an RMSE of 0.070 (0.020 change without dopamine); Adam,
-3000 generations at memory 6, to 0.033 (0.010). With timings drawn at random
+3000 generations at memory 6, to 0.033 (0.006). With timings drawn at random
 rather than stratified, 1500 generations of momentum reached 0.11.
 
     python examples/enu_stdp.py --quick    # both variants at reduced size, minutes
