@@ -26,7 +26,6 @@ refreshes the zoo index for zoo agents).
     python examples/compare.py --agent my_agent.json --dataset cifar10 --models A,B,C --epochs 50
 """
 
-import argparse
 import hashlib
 import itertools
 import json
@@ -34,7 +33,8 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
 
 import numpy as np  # noqa: E402
 import keras  # noqa: E402
@@ -58,7 +58,9 @@ QUICK_GRIDS = {
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.parser(__doc__, "runs/compare", quick="3 seeds, a small grid, mlp and A",
+                            seed=None,
+                            resume="reuse the finished runs recorded in OUT (same protocol only)")
     parser.add_argument("--agent", nargs="*", default=[],
                         help="agent files or zoo names (several share one set of baselines; "
                              "none: the baselines alone, with --epochs and --width given)")
@@ -71,12 +73,8 @@ def parse_args(argv=None):
                         help="default: 2.5 x the agent's evolution epochs")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--out", default="runs/compare")
-    parser.add_argument("--resume", action="store_true",
-                        help="reuse the finished runs recorded in OUT (same protocol only)")
     parser.add_argument("--record", action="store_true",
                         help="store the results in each agent's card (benchmark[DATASET])")
-    parser.add_argument("--quick", action="store_true", help="3 seeds, a small grid, mlp and A")
     args = parser.parse_args(argv)
     args.agents = [zoo.load(a) for a in args.agent]
     if not args.agents and (args.epochs is None or args.width is None):
@@ -166,13 +164,9 @@ def grid_search(method, grid, data, architecture, args, record):
 
 
 def plot(results, path, title):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     architectures = sorted({r["model"] for r in results})
-    figure, axes = plt.subplots(2, len(architectures), figsize=(5 * len(architectures), 7), squeeze=False)
+    figure, axes = _common.pyplot().subplots(2, len(architectures), figsize=(5 * len(architectures), 7),
+                                             squeeze=False)
     for column, architecture in enumerate(architectures):
         for row, key in enumerate(("train", "test")):
             axis = axes[row][column]
@@ -187,8 +181,7 @@ def plot(results, path, title):
             axis.legend(fontsize=8)
     figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    return _common.save_figure(figure, path)
 
 
 def main(argv=None):
@@ -267,7 +260,7 @@ def main(argv=None):
             zoo.record_benchmark(name, args.dataset,
                                  {**summary, "method": label, "rows": own, "paired": mine})
             print(f"Recorded in the card of {name}")
-    print(json.dumps({"agents": [a.name for a in args.agents], **summary}))
+    _common.print_json_line({"agents": [a.name for a in args.agents], **summary})
 
 
 def paired_differences(results, labels, confidence=0.95):
@@ -302,28 +295,27 @@ def paired_differences(results, labels, confidence=0.95):
 
 def paired_table(paired):
     """The paired differences as a markdown table."""
-    lines = ["| model | agent | minus | mean difference (test) | 95% CI | seeds ahead | verdict |",
-             "|---|---|---|---:|---|---:|---|"]
-    for p in paired:
-        verdict = ("within noise" if p["within_noise"]
-                   else "better" if p["mean_difference"] > 0 else "worse")
-        lines.append(f"| {p['model']} | {p['method']} | {p['baseline']} | {p['mean_difference']:+.4f} | "
-                     f"[{p['ci'][0]:+.4f}, {p['ci'][1]:+.4f}] | {p['ahead']}/{p['seeds']} | {verdict} |")
-    return "\n".join(lines)
+    rows = [(p["model"], p["method"], p["baseline"], f"{p['mean_difference']:+.4f}",
+             f"[{p['ci'][0]:+.4f}, {p['ci'][1]:+.4f}]", f"{p['ahead']}/{p['seeds']}",
+             "within noise" if p["within_noise"] else "better" if p["mean_difference"] > 0 else "worse")
+            for p in paired]
+    return _common.table(rows, ("model", "agent", "minus", "mean difference (test)", "95% CI",
+                                "seeds ahead", "verdict"), align="lllrlrl", markdown=True)
 
 
 def markdown_table(rows):
     """Rows of mean +- std final accuracies as a markdown table, best test mean in bold per model."""
-    lines = ["| model | method | final train accuracy | final test accuracy |", "|---|---|---|---|"]
     best = {}
     for r in rows:
         best[r["model"]] = max(best.get(r["model"], -1.0), r["test_mean"])
+    cells = []
     for r in rows:
         test = f"{r['test_mean']:.4f} +- {r['test_std']:.4f}"
         if r["test_mean"] == best[r["model"]]:
             test = f"**{test}**"
-        lines.append(f"| {r['model']} | {r['method']} | {r['train_mean']:.4f} +- {r['train_std']:.4f} | {test} |")
-    return "\n".join(lines)
+        cells.append((r["model"], r["method"], f"{r['train_mean']:.4f} +- {r['train_std']:.4f}", test))
+    return _common.table(cells, ("model", "method", "final train accuracy", "final test accuracy"),
+                         align="llll", markdown=True)
 
 
 if __name__ == "__main__":

@@ -37,16 +37,14 @@ jax.value_and_grad; the cells themselves are backend-agnostic).
     python examples/cue_reward.py --quick
 """
 
-import argparse
-import json
 import os
 import sys
 import time
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
+import numpy as np  # noqa: E402
 import keras  # noqa: E402
 from keras import ops  # noqa: E402
 
@@ -232,7 +230,7 @@ def train_variant(variant, seed, args, log):
     rng = np.random.default_rng(seed)
     model = build_agent(variant, args.units, args.cue_bits, args.steps, seed,
                         args.clip_mode)
-    optimizer = keras.optimizers.Adam(args.lr, clipnorm=args.clipnorm)
+    optimizer = keras.optimizers.Adam(args.learning_rate, clipnorm=args.clipnorm)
     step = make_train_step(model, optimizer, args)
     curve = []
     start = time.time()
@@ -254,12 +252,7 @@ def smooth(y, window):
 
 
 def plot(curves, path, window):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = _common.pyplot().subplots(figsize=(7, 4.2))
     colors = {"rnn": "tab:gray", "plastic": "tab:blue", "simple": "tab:orange",
               "retroactive": "tab:red"}
     for variant, runs in curves.items():
@@ -273,16 +266,13 @@ def plot(curves, path, window):
     ax.set_title("Cue-reward association: mean over seeds, band = min..max")
     ax.legend(loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _common.save_figure(fig, path, dpi=120)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="reduced run (minutes on 2 cores)")
-    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p = _common.parser(__doc__, "runs/cue_reward", quick="reduced run (minutes on 2 cores)",
+                       seed_help="first seed (default 0)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds per variant")
-    p.add_argument("--out", default="runs/cue_reward")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--units", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
@@ -290,7 +280,7 @@ def main(argv=None):
     p.add_argument("--updates", type=int, default=None)
     p.add_argument("--cues", type=int, default=None)
     p.add_argument("--cue-bits", type=int, default=None)
-    p.add_argument("--lr", type=float, default=3e-3)
+    _common.add_learning_rate(p, 3e-3, "Adam learning rate (default 0.003)")
     p.add_argument("--clip-mode", choices=["hard", "soft"], default="soft",
                    help="trace bound; a saturated hard clip passes no gradient and "
                         "stalled every variant in our runs")
@@ -342,15 +332,13 @@ def main(argv=None):
         "curves": {v: [c.tolist() for c in curves[v]] for v in variants},
         "seconds": times})
 
-    log("")
-    log(f"Final reward per trial (mean of the last {tail} updates; chance 0, perfect 1)")
-    log(f"{'variant':12s} {'plasticity':12s} {'mean':>7s} {'std':>6s}  per seed{'':20s} time")
-    for v in variants:
-        per_seed = " ".join(f"{r:+.3f}" for r in finals[v])
-        log(f"{v:12s} {VARIANTS[v]:12s} {np.mean(finals[v]):+7.3f} {np.std(finals[v]):6.3f}  "
-            f"{per_seed:28s} {times[v]:5.0f} s")
+    _common.print_table(
+        [(v, VARIANTS[v], f"{np.mean(finals[v]):+.3f}", f"{np.std(finals[v]):.3f}",
+          " ".join(f"{r:+.3f}" for r in finals[v]), f"{times[v]:.0f} s") for v in variants],
+        headers=("variant", "plasticity", "mean", "std", "per seed", "time"), align="llrrlr",
+        title=f"Final reward per trial (mean of the last {tail} updates; chance 0, perfect 1)")
     log(f"figure: {os.path.join(args.out, 'reward_curves.png')}")
-    print(json.dumps(summary))
+    _common.print_json_line(summary)
 
 
 if __name__ == "__main__":

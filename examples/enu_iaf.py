@@ -45,19 +45,14 @@ it (an existing checkpoint is never overwritten). The last line of stdout is a J
 object with the headline figures.
 """
 
-import argparse
-import json
 import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
 
 import keras  # noqa: E402
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
@@ -158,7 +153,7 @@ def rate_curve(theta, memory, channels, levels, steps=200):
 
 
 def plot(logbook, inputs, targets, emitted, curve, path):
-    fig = plt.figure(figsize=(13, 7.5))
+    fig = _common.pyplot().figure(figsize=(13, 7.5))
     grid = fig.add_gridspec(4, 3, width_ratios=[1, 1, 2.4])
     ax = fig.add_subplot(grid[:2, :2])
     gens = logbook.select("gen")
@@ -192,16 +187,13 @@ def plot(logbook, inputs, targets, emitted, curve, path):
         if row == 3:
             ax.set_xlabel("step")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _common.save_figure(fig, path)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="reduced sizes (finishes in minutes on 2 cores)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/enu_iaf")
+def main(argv=None):
+    parser = _common.parser(__doc__, "runs/enu_iaf",
+                            quick="reduced sizes (finishes in minutes on 2 cores)",
+                            resume="continue from the checkpoint in --out", progress=True)
     parser.add_argument("--generations", type=int, help="default 3000")
     parser.add_argument("--population", type=int, help="offspring (default 128 quick, 512)")
     parser.add_argument("--envs", type=int, help="environments (default 16 quick, 32)")
@@ -217,13 +209,9 @@ def main():
                         help="the ES step: Adam, or the paper's momentum")
     parser.add_argument("--sigma", type=float,
                         help="noise std (default 0.02 quick, the paper's 0.01 full)")
-    parser.add_argument("--learning-rate", type=float,
-                        help="default 0.01 with Adam, 0.003 with momentum")
+    _common.add_learning_rate(parser, help="default 0.01 with Adam, 0.003 with momentum")
     parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the checkpoint in --out")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     quick = args.quick
     generations = args.generations or 3000
     population = args.population or (128 if quick else 512)
@@ -286,8 +274,7 @@ def main():
         ("seconds per generation (median)", f"{sec_per_gen:.3f}"),
         ("wall time (s)", f"{wall:.1f}"),
     ]
-    width = max(len(k) for k, _ in rows)
-    print("\n" + "\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+    _common.print_table(rows, align="ll")
     result = {
         "fitness_first": round(logbook[0]["mean"], 5),
         "fitness_last": round(logbook[-1]["mean"], 5),
@@ -304,7 +291,7 @@ def main():
         "wall_s": round(wall, 1),
     }
     atomic_write_json(os.path.join(args.out, "result.json"), result)
-    print(json.dumps(result))
+    _common.print_json_line(result)
 
 
 if __name__ == "__main__":

@@ -37,19 +37,14 @@ A run writes one checkpoint per variant to `--out` after every generation;
 line of stdout is a JSON object with the headline figures.
 """
 
-import argparse
-import json
 import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
 
 import keras  # noqa: E402
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
@@ -160,11 +155,9 @@ def evolve(name, gated, args, sizes):
     return theta, es.logbook
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="reduced sizes, minutes")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/enu_stdp")
+def main(argv=None):
+    parser = _common.parser(__doc__, "runs/enu_stdp", quick="reduced sizes, minutes",
+                            resume="continue from the checkpoints in --out", progress=True)
     parser.add_argument("--variant", choices=["both", "plain", "dopamine"], default="both")
     parser.add_argument("--generations", type=int, help="default 3000")
     parser.add_argument("--population", type=int, help="offspring (default 128 quick, 512)")
@@ -176,13 +169,9 @@ def main():
                         help="noise std (default 0.02 quick, the paper's 0.01 full)")
     parser.add_argument("--update", choices=["adam", "momentum"], default="adam",
                         help="the ES step: Adam, or the paper's momentum")
-    parser.add_argument("--learning-rate", type=float,
-                        help="default 0.01 with Adam, 0.003 with momentum")
+    _common.add_learning_rate(parser, help="default 0.01 with Adam, 0.003 with momentum")
     parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the checkpoints in --out")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     quick = args.quick
     sizes = (
         args.memory or (6 if quick else 32),
@@ -228,6 +217,7 @@ def main():
         results[name] = entry
     wall = time.perf_counter() - start
 
+    plt = _common.pyplot()
     fig, axes = plt.subplots(1, len(variants) + 1, figsize=(5 * (len(variants) + 1), 4.2))
     for name in variants:
         axes[0].plot(logbooks[name].select("gen"), logbooks[name].select("mean"), label=name)
@@ -251,17 +241,17 @@ def main():
         ax.set_ylim(-0.6, 0.6)
         ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
-    fig.savefig(os.path.join(args.out, "enu_stdp.png"), dpi=110)
-    plt.close(fig)
+    _common.save_figure(fig, os.path.join(args.out, "enu_stdp.png"))
 
-    print(f"\n{'variant':<10} {'fit first':>10} {'fit last':>10} {'window RMSE':>12} "
-          f"{'corr':>6} {'no-DA RMS':>10} {'both RMSE':>10} {'s/gen':>7}")
-    for name, r in results.items():
-        no_da = f"{r['no_dopamine_change']:.4f}" if "no_dopamine_change" in r else "-"
-        both = f"{r['gated_error']:.4f}" if "gated_error" in r else "-"
-        print(f"{name:<10} {r['fitness_first']:>10.4f} {r['fitness_last']:>10.4f} "
-              f"{r['window_error']:>12.4f} {r['window_corr']:>6.3f} {no_da:>10} {both:>10} "
-              f"{r['seconds_per_generation']:>7.3f}")
+    _common.print_table(
+        [(name, f"{r['fitness_first']:.4f}", f"{r['fitness_last']:.4f}",
+          f"{r['window_error']:.4f}", f"{r['window_corr']:.3f}",
+          f"{r['no_dopamine_change']:.4f}" if "no_dopamine_change" in r else "-",
+          f"{r['gated_error']:.4f}" if "gated_error" in r else "-",
+          f"{r['seconds_per_generation']:.3f}") for name, r in results.items()],
+        headers=("variant", "fit first", "fit last", "window RMSE", "corr", "no-DA RMS",
+                 "both RMSE", "s/gen"),
+        align="lrrrrrrr")
     summary = {
         "memory": memory, "channels": channels, "population": sizes[2], "envs": sizes[3],
         "generations": sizes[4], "wall_s": round(wall, 1),
@@ -270,7 +260,7 @@ def main():
         for key, value in r.items():
             summary[f"{name}_{key}"] = round(value, 5)
     atomic_write_json(os.path.join(args.out, "result.json"), summary)
-    print(json.dumps(summary))
+    _common.print_json_line(summary)
 
 
 if __name__ == "__main__":

@@ -33,19 +33,14 @@ never overwritten). The last line of stdout is a JSON object with the headline
 figures.
 """
 
-import argparse
-import json
 import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
 
 import keras  # noqa: E402
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
@@ -145,13 +140,11 @@ def make_lifetime(network, trials):
     return lifetime
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smallest run, minutes")
+def main(argv=None):
+    parser = _common.parser(__doc__, "runs/enu_tmaze", quick="smallest run, minutes",
+                            resume="continue from the checkpoint in --out", progress=True)
     parser.add_argument("--full", action="store_true",
                         help="the paper's sizes (512 offspring, 32 envs, 32/16 ENUs)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/enu_tmaze")
     parser.add_argument("--generations", type=int)
     parser.add_argument("--population", type=int)
     parser.add_argument("--envs", type=int)
@@ -163,12 +156,9 @@ def main():
                         help="probability of each node -> neuron synapse")
     parser.add_argument("--sigma", type=float,
                         help="noise std (default 0.02 reduced, the paper's 0.01 with --full)")
-    parser.add_argument("--learning-rate", type=float, default=0.003)
+    _common.add_learning_rate(parser, 0.003, "the ES step size (default 0.003)")
     parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the checkpoint in --out")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     # (quick, default, full) sizes
     preset = 2 if args.full else (0 if args.quick else 1)
     pick = lambda value, options: value if value is not None else options[preset]  # noqa: E731
@@ -219,6 +209,7 @@ def main():
     food_trials = food[::len(PHASES)]  # (trials, envs)
     correct = (turns == food_trials).mean(axis=1)
 
+    plt = _common.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     axes[0].plot(logbook.select("gen"), logbook.select("mean"), label="mean of offspring")
     axes[0].plot(logbook.select("gen"), logbook.select("max"), alpha=0.6,
@@ -240,8 +231,7 @@ def main():
     axes[1].set_title(f"Lifetimes in {show} test mazes (food and poison swap once)")
     axes[1].legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(args.out, "enu_tmaze.png"), dpi=110)
-    plt.close(fig)
+    _common.save_figure(fig, os.path.join(args.out, "enu_tmaze.png"))
 
     rows = [
         ("network", f"{network.num_neurons} neurons, {network.num_synapses} synapses, "
@@ -256,8 +246,7 @@ def main():
         ("seconds per generation (median)", f"{sec_per_gen:.3f}"),
         ("wall time (s)", f"{wall:.1f}"),
     ]
-    width = max(len(k) for k, _ in rows)
-    print("\n" + "\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+    _common.print_table(rows, align="ll")
     result = {
         "fitness_first": round(logbook[0]["mean"], 5),
         "fitness_last": round(logbook[-1]["mean"], 5),
@@ -269,7 +258,7 @@ def main():
         "wall_s": round(wall, 1),
     }
     atomic_write_json(os.path.join(args.out, "result.json"), result)
-    print(json.dumps(result))
+    _common.print_json_line(result)
 
 
 if __name__ == "__main__":

@@ -28,12 +28,12 @@ scored worst, as when a worker crashes. By default there is no limit.
 
 import argparse
 import csv
-import json
 import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
 
 import keras_neuromod  # noqa: E402
 from keras_neuromod import bases  # noqa: E402
@@ -60,8 +60,9 @@ def seconds(text):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description="Evolve a neuromodulatory agent with GRNEAT.",
+    parser = _common.parser(
+        "Evolve a neuromodulatory agent with GRNEAT.", "runs/evolve",
+        resume="continue from OUT/checkpoint.json", progress=True,
         epilog="With no flags: a quick evolution on digits (population 20, 8 generations, 3 epochs).",
     )
     parser.add_argument("--task", default="digits", choices=datasets.NAMES)
@@ -82,11 +83,7 @@ def parse_args(argv=None):
                              "killed and the evaluation run again, then scored worst "
                              "(process and ray backends; default: no limit)")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/evolve")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.json")
     parser.add_argument("--name", default=None, help="the agent's name (default nm_BASE_TASK)")
-    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.timeout is not None and args.backend == "serial":
         parser.error("--timeout needs --backend process or ray (a serial run cannot stop itself)")
@@ -129,13 +126,8 @@ def write_logbook(logbook, path):
 
 
 def plot_fitness(logbook, path, title):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     generations = [r["gen"] for r in logbook]
-    figure, axis = plt.subplots(figsize=(7, 4))
+    figure, axis = _common.pyplot().subplots(figsize=(7, 4))
     axis.plot(generations, [r["max"] for r in logbook], "-o", label="best")
     axis.plot(generations, [r["mean"] for r in logbook], "-s", label="mean")
     axis.fill_between(generations, [r["min"] for r in logbook], [r["max"] for r in logbook],
@@ -155,8 +147,7 @@ def plot_fitness(logbook, path, title):
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, ncol=3, loc="lower left")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    return _common.save_figure(figure, path)
 
 
 def main(argv=None):
@@ -203,11 +194,11 @@ def main(argv=None):
     write_logbook(result.logbook, os.path.join(args.out, "logbook.csv"))
     figure = os.path.join(args.out, "fitness.png")
     plot_fitness(result.logbook, figure, f"GRNEAT on {args.task} (seed {args.seed})")
-    print()
-    print(f"{'generation':>10s} {'model':>6s} {'best':>8s} {'mean':>8s} {'species':>8s} {'reg. proteins':>14s}")
-    for r in result.logbook:
-        print(f"{r['gen']:10d} {r['architecture']:>6s} {r['max']:8.4f} {r['mean']:8.4f} "
-              f"{r['species']:8d} {r['size']:14.2f}")
+    _common.print_table(
+        [(r["gen"], r["architecture"], f"{r['max']:.4f}", f"{r['mean']:.4f}", r["species"],
+          f"{r['size']:.2f}") for r in result.logbook],
+        headers=("generation", "model", "best", "mean", "species", "reg. proteins"),
+        align="rrrrrr")
     print(f"\nBest agent of the last generation: fitness {best.fitness.values[0]:.4f}, "
           f"{best.genome.n_regulatory} regulatory proteins -> {agent_path}")
     print(f"Figure: {figure}; {result.evaluated_now} evaluations in {time.perf_counter() - start:.0f} s "
@@ -218,13 +209,13 @@ def main(argv=None):
 def print_summary(result, agent_path):
     """The last line on stdout: one JSON object (null fitness and agent without a run)."""
     best = result.best
-    print(json.dumps({
+    _common.print_json_line({
         "best_fitness": None if best is None else round(best.fitness.values[0], 4),
         "generations": result.generations,
         "evaluations": result.evaluations,
         "evaluated_now": result.evaluated_now,
         "agent": agent_path,
-    }))
+    })
 
 
 if __name__ == "__main__":

@@ -19,16 +19,14 @@ Keras backend.
     python examples/pattern_memory.py --quick
 """
 
-import argparse
-import json
 import os
 import sys
 import time
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
+import numpy as np  # noqa: E402
 import keras  # noqa: E402
 
 from keras_neuromod.io import atomic_write_json  # noqa: E402
@@ -77,16 +75,13 @@ def hidden_bit_accuracy(model, x, target, hidden):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="reduced run (minutes)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/pattern_memory")
+    p = _common.parser(__doc__, "runs/pattern_memory", quick="reduced run (minutes)")
     p.add_argument("--bits", type=int, default=None)
     p.add_argument("--patterns", type=int, default=None)
     p.add_argument("--units", type=int, default=None, help="plastic RNN width")
     p.add_argument("--train", type=int, default=None, help="training sequences")
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--lr", type=float, default=3e-3)
+    _common.add_learning_rate(p, 3e-3, "Adam learning rate (default 0.003)")
     p.add_argument("--models", default="lstm,hebbian,simple")
     args = p.parse_args(argv)
     defaults = (dict(bits=16, patterns=3, units=32, train=4000, epochs=15) if args.quick
@@ -115,7 +110,7 @@ def main(argv=None):
         keras.utils.set_random_seed(args.seed)
         units = lstm_units_for(ref, args.bits) if kind == "lstm" else args.units
         model = build(kind, units, args.bits, steps)
-        model.compile(keras.optimizers.Adam(args.lr, clipnorm=5.0), loss="mse")
+        model.compile(keras.optimizers.Adam(args.learning_rate, clipnorm=5.0), loss="mse")
         start = time.time()
         curve = []
 
@@ -134,11 +129,8 @@ def main(argv=None):
         curves[kind] = curve
         keras.backend.clear_session()
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker  # noqa: F401
+    plt = _common.pyplot()
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for kind, curve in curves.items():
@@ -152,19 +144,17 @@ def main(argv=None):
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.legend(loc="upper left")
     fig.tight_layout()
-    fig.savefig(os.path.join(args.out, "accuracy.png"), dpi=120)
-    plt.close(fig)
+    figure = _common.save_figure(fig, os.path.join(args.out, "accuracy.png"), dpi=120)
     atomic_write_json(os.path.join(args.out, "results.json"),
                       {"args": vars(args), "results": results, "curves": curves})
 
-    print()
-    print(f"Test accuracy on the hidden bits (chance 0.5), {len(xt)} new sequences")
-    print(f"{'model':10s} {'units':>5s} {'params':>7s} {'accuracy':>9s} {'time':>7s}")
-    for kind, r in results.items():
-        print(f"{kind:10s} {r['units']:5d} {r['params']:7d} {r['accuracy']:9.3f} "
-              f"{r['seconds']:6.0f} s")
-    print(f"figure: {os.path.join(args.out, 'accuracy.png')}")
-    print(json.dumps({k: round(r["accuracy"], 4) for k, r in results.items()}))
+    _common.print_table(
+        [(kind, r["units"], r["params"], f"{r['accuracy']:.3f}", f"{r['seconds']:.0f} s")
+         for kind, r in results.items()],
+        headers=("model", "units", "params", "accuracy", "time"), align="lrrrr",
+        title=f"Test accuracy on the hidden bits (chance 0.5), {len(xt)} new sequences")
+    print(f"figure: {figure}")
+    _common.print_json_line({k: round(r["accuracy"], 4) for k, r in results.items()})
 
 
 if __name__ == "__main__":

@@ -27,19 +27,15 @@ Prints progress, a table, saves a PNG of accuracy against parameter count (the
 paper's figure 5) and ends with one JSON line holding the rows.
 """
 
-import argparse
-import json
 import os
+import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
 
 import numpy as np  # noqa: E402
 import keras  # noqa: E402
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 from keras_neuromod import datasets  # noqa: E402
 from keras_neuromod.io import atomic_write_json  # noqa: E402
@@ -51,24 +47,22 @@ METHODS = ("switch", "extra_input")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description="Digits 0-4 vs 5-9: weight-space switching vs an extra task input. "
+    parser = _common.parser(
+        "Digits 0-4 vs 5-9: weight-space switching vs an extra task input. "
         "MNIST is not available offline here: the default data are scikit-learn's "
-        "bundled 8x8 digits (keras_neuromod.datasets.digits()).")
+        "bundled 8x8 digits (keras_neuromod.datasets.digits()).",
+        "runs/switch_digits", quick="hidden 2,4,8,16,32, 3 seeds, 30 cycles",
+        seed_help="base seed (default 0)")
     parser.add_argument("--dataset", default="digits", choices=["digits", "mnist"],
                         help="digits (bundled, default) or mnist (needs the network "
                         "or keras's cache)")
     parser.add_argument("--hidden", default="2,4,8,16,32,64",
                         help="hidden sizes, comma separated (default 2,4,8,16,32,64)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per point (default 5)")
-    parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     parser.add_argument("--cycles", type=int, default=60, help="switching cycles (default 60)")
     parser.add_argument("--period", type=int, default=1, help="epochs per task (default 1)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
-    parser.add_argument("--quick", action="store_true",
-                        help="hidden 2,4,8,16,32, 3 seeds, 30 cycles")
-    parser.add_argument("--out", default="runs/switch_digits", help="output folder")
+    _common.add_learning_rate(parser, 3e-3, "Adam learning rate (default 0.003)")
     args = parser.parse_args(argv)
     if args.quick:
         args.hidden, args.seeds, args.cycles = "2,4,8,16,32", 3, 30
@@ -172,7 +166,7 @@ def run_all(runs, data, args):
     keras.utils.set_random_seed(args.seed)
     (train_a, train_b), (test_a, test_b) = data
     model = build(runs, train_a[0].shape[1:])
-    model.compile(keras.optimizers.Adam(args.lr), "sparse_categorical_crossentropy")
+    model.compile(keras.optimizers.Adam(args.learning_rate), "sparse_categorical_crossentropy")
     names = list(model.output_names) if isinstance(model.output, list) else list(model.output)
     tasks = []
     for label, (x, y) in (("A", train_a), ("B", train_b)):
@@ -199,7 +193,7 @@ def run_all(runs, data, args):
 
 
 def plot(rows, args, path):
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _common.pyplot().subplots(figsize=(7, 4.5))
     styles = {"switch": ("o-", "weight-space switching (fixed M, v)"),
               "extra_input": ("s--", "extra task input (baseline)")}
     for method in METHODS:
@@ -219,8 +213,7 @@ def plot(rows, args, path):
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _common.save_figure(fig, path, dpi=120)
 
 
 def main(argv=None):
@@ -251,14 +244,12 @@ def main(argv=None):
                 "accuracy_b": float(np.mean([acc[1] for _, acc, _ in mine])),
                 "a_in_wrong_state": float(np.mean([c for _, _, c in mine])),
             })
-    print()
-    print(f"{'hidden':>6}  {'method':<11}  {'params':>6}  {'accuracy':>14}  {'task A':>6}  "
-          f"{'task B':>6}  {'A, wrong state':>14}")
-    for r in rows:
-        print(f"{r['hidden']:>6}  {r['method']:<11}  {r['params']:>6}  "
-              f"{100 * r['accuracy']:6.1f} +- {100 * r['std']:4.1f}  "
-              f"{100 * r['accuracy_a']:6.1f}  {100 * r['accuracy_b']:6.1f}  "
-              f"{100 * r['a_in_wrong_state']:14.1f}")
+    _common.print_table(
+        [(r["hidden"], r["method"], r["params"],
+          f"{100 * r['accuracy']:.1f} +- {100 * r['std']:.1f}", f"{100 * r['accuracy_a']:.1f}",
+          f"{100 * r['accuracy_b']:.1f}", f"{100 * r['a_in_wrong_state']:.1f}") for r in rows],
+        headers=("hidden", "method", "params", "accuracy", "task A", "task B", "A, wrong state"),
+        align="rlrrrrr")
     seconds = time.time() - start
     figure = os.path.join(args.out, "switch_digits.png")
     plot(rows, args, figure)
@@ -266,7 +257,7 @@ def main(argv=None):
               "period": args.period, "seconds": round(seconds, 1), "rows": rows}
     atomic_write_json(os.path.join(args.out, "result.json"), dict(result, figure=figure))
     print(f"\n{seconds:.0f} s; figure: {figure}")
-    print(json.dumps(result))
+    _common.print_json_line(result)
 
 
 if __name__ == "__main__":

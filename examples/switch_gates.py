@@ -31,19 +31,15 @@ with one JSON line: pair, seeds, success_rate, cycles_to_success (median over
 the seeds that succeeded).
 """
 
-import argparse
-import json
 import os
+import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
 
 import numpy as np  # noqa: E402
 import keras  # noqa: E402
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 from keras_neuromod.io import atomic_write_json  # noqa: E402
 from keras_neuromod.switching import (  # noqa: E402
@@ -62,11 +58,12 @@ INPUTS = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], "float32")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.parser(__doc__, "runs/switch_gates",
+                            quick="at most 150 cycles (AND/OR settles long before)",
+                            seed_help="base seed (default 0)")
     parser.add_argument("--pair", default="and,or",
                         help=f"two gates, comma separated, from {sorted(GATES)} (default and,or)")
     parser.add_argument("--seeds", type=int, default=10, help="number of seeds (default 10)")
-    parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     parser.add_argument("--cycles", type=int, default=500,
                         help="maximum switching cycles (default 500; --quick: 150)")
     parser.add_argument("--period", type=int, default=10,
@@ -76,15 +73,11 @@ def parse_args(argv=None):
     parser.add_argument("--hidden", type=int, default=8, help="hidden units (default 8)")
     parser.add_argument("--activation", default="tanh", choices=["tanh", "relu"])
     parser.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    parser.add_argument("--lr", type=float, default=None,
-                        help="learning rate (default 0.05 for Adam, 0.5 for SGD)")
+    _common.add_learning_rate(parser, help="default 0.05 for Adam, 0.5 for SGD")
     parser.add_argument("--form", default="per_layer", choices=["per_layer", "flat"],
                         help="one M per layer, or one flat M over all weights (the paper's)")
     parser.add_argument("--mode", default="reparametrize", choices=list(MODES))
     parser.add_argument("--modulation", default="identity_gaussian", choices=list(MODULATIONS))
-    parser.add_argument("--quick", action="store_true",
-                        help="at most 150 cycles (AND/OR settles long before)")
-    parser.add_argument("--out", default="runs/switch_gates", help="output folder")
     args = parser.parse_args(argv)
     gates = [g.strip().lower() for g in args.pair.split(",")]
     if len(gates) != 2 or not all(g in GATES for g in gates):
@@ -94,8 +87,8 @@ def parse_args(argv=None):
             parser.error(f"--{name} must be at least 1")
     if args.quick:
         args.cycles = min(args.cycles, 150)
-    if args.lr is None:
-        args.lr = 0.05 if args.optimizer == "adam" else 0.5
+    if args.learning_rate is None:
+        args.learning_rate = 0.05 if args.optimizer == "adam" else 0.5
     args.gates = gates
     return args
 
@@ -127,9 +120,9 @@ def build(args):
     merged = outputs[0] if len(outputs) == 1 else keras.layers.Concatenate()(outputs)
     model = keras.Model(inputs, merged)
     if args.optimizer == "adam":
-        optimizer = keras.optimizers.Adam(args.lr)
+        optimizer = keras.optimizers.Adam(args.learning_rate)
     else:
-        optimizer = keras.optimizers.SGD(args.lr * args.seeds)
+        optimizer = keras.optimizers.SGD(args.learning_rate * args.seeds)
     model.compile(optimizer, "binary_crossentropy")
     return model
 
@@ -186,7 +179,7 @@ def run(args):
 def plot(curves, args, path):
     acc = np.minimum(np.array(curves["acc_a"]), np.array(curves["acc_b"]))
     cycles = np.arange(1, len(acc) + 1)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = _common.pyplot().subplots(1, 2, figsize=(11, 4))
     for key, gate, state in (("loss_a", args.gates[0], "state 0, f"),
                              ("loss_b", args.gates[1], "state 1, f'")):
         losses = np.array(curves[key])
@@ -210,8 +203,7 @@ def plot(curves, args, path):
     fig.suptitle(f"{pair} switching: {args.form} M, {args.activation}, period {args.period}, "
                  f"{args.optimizer}")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _common.save_figure(fig, path, dpi=120)
 
 
 def main(argv=None):
@@ -222,14 +214,14 @@ def main(argv=None):
           f"2-{args.hidden}-1 {args.activation}, {args.form} M ({args.modulation}, "
           f"{args.mode}), period {args.period} epochs, at most {args.cycles} cycles.")
     curves, success, to_success, cycles_run, seconds = run(args)
-    print()
-    print(f"{'seed':>4}  {'acc ' + args.gates[0]:>9}  {'acc ' + args.gates[1]:>9}  "
-          f"{'success':>7}  {'cycles to success':>17}")
-    for index in range(args.seeds):
-        steps = to_success[index]
-        print(f"{1000 * args.seed + index:>4}  {curves['acc_a'][-1][index]:>9.2f}  "
-              f"{curves['acc_b'][-1][index]:>9.2f}  {str(bool(success[index])):>7}  "
-              f"{'-' if steps is None else steps:>17}")
+    _common.print_table(
+        [(1000 * args.seed + index, f"{curves['acc_a'][-1][index]:.2f}",
+          f"{curves['acc_b'][-1][index]:.2f}", bool(success[index]),
+          "-" if to_success[index] is None else to_success[index])
+         for index in range(args.seeds)],
+        headers=("seed", "acc " + args.gates[0], "acc " + args.gates[1], "success",
+                 "cycles to success"),
+        align="rrrrr")
     done = [c for c in to_success if c is not None]
     median = float(np.median(done)) if done else None
     rate = float(np.mean(success))
@@ -246,7 +238,7 @@ def main(argv=None):
     atomic_write_json(os.path.join(args.out, f"result_{'_'.join(args.gates)}.json"),
                       dict(result, per_seed_cycles_to_success=to_success, figure=figure))
     print(f"figure: {figure}")
-    print(json.dumps(result))
+    _common.print_json_line(result)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,12 @@ Without `--agent`, the zoo's `nm_adam_digits` agent drives the optimizer; with
 mechanism, not a good agent).
 """
 
-import argparse
-import json
 import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
 
 import numpy as np  # noqa: E402
 import keras  # noqa: E402
@@ -40,7 +39,8 @@ DEFAULT_AGENT = "nm_adam_digits"
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.parser(__doc__, "runs/train_nm_adam",
+                            quick="digits, model A at half width, 5 epochs")
     parser.add_argument("--dataset", default="digits", choices=datasets.NAMES)
     parser.add_argument("--data-dir", default=None, help="tensorflow-datasets folder for CIFAR")
     parser.add_argument("--model", default="A", choices=models.ARCHITECTURES)
@@ -51,9 +51,6 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--trace-every", type=int, default=5, help="record the modulation every N steps")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/train_nm_adam")
-    parser.add_argument("--quick", action="store_true", help="digits, model A at half width, 5 epochs")
     args = parser.parse_args(argv)
     if args.quick:
         args.dataset, args.epochs = "digits", min(args.epochs, 5)
@@ -92,12 +89,7 @@ def train(label, optimizer, data, args, callbacks=()):
 
 
 def plot_curves(histories, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    figure, axes = _common.pyplot().subplots(1, 2, figsize=(10, 4))
     for label, history in histories.items():
         epochs = np.arange(1, len(history["loss"]) + 1)
         axes[0].plot(epochs, history["accuracy"], "-o", label=f"{label} train")
@@ -109,8 +101,7 @@ def plot_curves(histories, path):
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    return _common.save_figure(figure, path)
 
 
 def main(argv=None):
@@ -140,16 +131,17 @@ def main(argv=None):
     trace_png = tracer.plot(os.path.join(args.out, "modulation.png"),
                             title=f"Nm-Adam on {args.dataset}, model {args.model}")
 
-    print()
-    print(f"{'optimizer':10s} {'train acc':>10s} {'test acc':>10s} {'final loss':>11s} {'seconds':>8s}")
-    for label, history in histories.items():
-        print(f"{label:10s} {history['accuracy'][-1]:10.4f} {history['val_accuracy'][-1]:10.4f} "
-              f"{history['loss'][-1]:11.4f} {seconds[label]:8.1f}")
-    final = tracer.hyperparameters[-1]
-    print("\nHyperparameters chosen at the last traced step:")
-    print(f"{'tensor':32s} " + " ".join(f"{n:>13s}" for n in tracer.hyperparameter_names))
-    for path, row in zip(tracer.tensor_paths, final):
-        print(f"{path:32s} " + " ".join(f"{v:13.4g}" for v in row))
+    _common.print_table(
+        [(label, f"{history['accuracy'][-1]:.4f}", f"{history['val_accuracy'][-1]:.4f}",
+          f"{history['loss'][-1]:.4f}", f"{seconds[label]:.1f}")
+         for label, history in histories.items()],
+        headers=("optimizer", "train acc", "test acc", "final loss", "seconds"), align="lrrrr")
+    _common.print_table(
+        [(path, *(f"{v:.4g}" for v in row))
+         for path, row in zip(tracer.tensor_paths, tracer.hyperparameters[-1])],
+        headers=("tensor", *tracer.hyperparameter_names),
+        align="l" + "r" * len(tracer.hyperparameter_names),
+        title="Hyperparameters chosen at the last traced step:")
     print(f"\nFigures: {curves}, {trace_png}; trace: {tracer.csv_path}")
     headline = {
         "dataset": args.dataset,
@@ -162,8 +154,7 @@ def main(argv=None):
         "adam_test_accuracy": round(histories["Adam"]["val_accuracy"][-1], 4),
         "figures": [curves, trace_png],
     }
-    print(json.dumps(headline))
-    return headline
+    return _common.print_json_line(headline)
 
 
 if __name__ == "__main__":
