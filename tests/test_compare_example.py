@@ -1,21 +1,13 @@
 """examples/compare.py: the paired differences behind the evidence's verdicts."""
 
-import importlib.util
-import os
-
 import numpy as np
 import pytest
-
-HERE = os.path.dirname(os.path.abspath(__file__))
+from examples_loader import load_example
 
 
 @pytest.fixture(scope="module")
 def compare():
-    path = os.path.join(HERE, os.pardir, "examples", "compare.py")
-    spec = importlib.util.spec_from_file_location("compare_example", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("compare")
 
 
 def _result(model, method, finals):

@@ -420,13 +420,9 @@ def test_bad_arguments(kwargs, match):
 # -- examples/evolve.py --------------------------------------------------------
 
 def _evolve_example():
-    import importlib.util
+    from examples_loader import load_example
 
-    path = os.path.join(HERE, os.pardir, "examples", "evolve.py")
-    spec = importlib.util.spec_from_file_location("evolve_example", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("evolve")
 
 
 def test_evolve_example_with_no_generation_writes_no_agent(tmp_path, capsys):

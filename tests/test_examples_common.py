@@ -1,21 +1,15 @@
 """examples/_common.py: the examples' shared flags, tables, figures and JSON line."""
 
-import importlib.util
 import json
-import os
 
 import numpy as np
 import pytest
+from examples_loader import load_example
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-EXAMPLES = os.path.join(HERE, os.pardir, "examples")
 
 
 def load(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_example", os.path.join(EXAMPLES, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example(name)
 
 
 @pytest.fixture(scope="module")
