@@ -7,7 +7,6 @@ import pytest
 from examples_loader import load_example
 
 
-
 def load(name):
     return load_example(name)
 
