@@ -17,7 +17,7 @@ import tempfile
 
 import numpy as np
 
-__all__ = ["atomic_write_json", "read_json", "parse_json", "to_jsonable", "MAX_AGENT_BYTES"]
+__all__ = ["atomic_write_json", "read_bytes", "read_json", "parse_json", "to_jsonable", "MAX_AGENT_BYTES"]
 
 # The largest agent, genome or zoo index file that is read: 4 MiB. A genome at
 # the protein cap (`agrn.MAX_PROTEINS`) takes about 85 kB of indented JSON and the
@@ -115,8 +115,8 @@ def parse_json(text, what="JSON text", max_bytes=None):
         raise ValueError(f"The {what} is not valid JSON: {error}") from None
 
 
-def read_json(path, what="file", max_bytes=None):
-    """Read a JSON file; a missing or malformed file raises an error naming it.
+def read_bytes(path, what="file", max_bytes=None):
+    """Read a file's bytes; a missing, oversized or folder path raises an error naming it.
 
     Args:
         path: the file.
@@ -126,8 +126,7 @@ def read_json(path, what="file", max_bytes=None):
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: it is a folder, is too large, is not UTF-8, or is not
-            valid JSON.
+        ValueError: it is a folder or is too large.
     """
     path = os.fspath(path)
     if os.path.isdir(path):
@@ -148,4 +147,22 @@ def read_json(path, what="file", max_bytes=None):
         raise FileNotFoundError(f"The {what} {path!r} does not exist.") from None
     if max_bytes is not None and len(data) > max_bytes:
         raise ValueError(f"The {what} {path!r} has more than the {max_bytes} bytes that are read.")
+    return data
+
+
+def read_json(path, what="file", max_bytes=None):
+    """Read a JSON file; a missing or malformed file raises an error naming it.
+
+    Args:
+        path: the file.
+        what: what the file is, for the messages (``"agent file"``).
+        max_bytes: as in `read_bytes`.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: it is a folder, is too large, is not UTF-8, or is not
+            valid JSON.
+    """
+    path = os.fspath(path)
+    data = read_bytes(path, what, max_bytes)
     return parse_json(data, what=f"{what} {path!r}")

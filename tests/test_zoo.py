@@ -237,7 +237,7 @@ def test_a_symlink_leading_out_of_the_zoo_is_refused(zoo_folder, tmp_path_factor
     zoo.save(make_agent(), outside)
     (zoo_folder / "link.json").symlink_to(outside)
     entry = json.loads((zoo_folder / "index.json").read_text())["agents"]["nm_adam_test"]
-    _index_with(zoo_folder, {**entry, "file": "link.json", "sha256": zoo._sha256(outside)})
+    _index_with(zoo_folder, {**entry, "file": "link.json", "sha256": zoo._sha256(outside.read_bytes())})
     with pytest.raises(ValueError, match="symlink leading out"):
         zoo.load("nm_adam_test")
     # a symlink that stays inside the zoo is fine

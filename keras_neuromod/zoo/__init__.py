@@ -37,6 +37,8 @@ from keras_neuromod.agents import Agent
 from keras_neuromod.agrn import Genome
 from keras_neuromod.io import MAX_AGENT_BYTES
 from keras_neuromod.io import atomic_write_json
+from keras_neuromod.io import parse_json
+from keras_neuromod.io import read_bytes
 from keras_neuromod.io import read_json
 
 __all__ = ["Agent", "load", "save", "list_agents", "directory", "write_index",
@@ -63,12 +65,8 @@ def directory(zoo_dir=None):
     return _PACKAGE_ZOO
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 16), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _sha256(data):
+    return hashlib.sha256(data).hexdigest()
 
 
 def _inside(folder, file):
@@ -118,13 +116,21 @@ def _index(folder):
     return data["agents"]
 
 
-def _read_agent(path):
-    """Load and validate the agent file `path`; errors name it."""
-    data = read_json(path, what="agent file", max_bytes=MAX_AGENT_BYTES)
+def _parse_agent(data, path):
+    """Validate the bytes `data` of the agent file `path`; errors name it."""
     try:
-        return Agent.from_dict(data)
+        return Agent.from_dict(parse_json(data, what=f"agent file {path!r}"))
     except ValueError as error:
         raise ValueError(f"The agent file {path!r} is invalid: {error}") from None
+
+
+def _read_agent(path):
+    """Load the agent file `path`: the `Agent` and the sha256 of its bytes.
+
+    One bounded read serves both, so the digest is that of the agent parsed.
+    """
+    data = read_bytes(path, what="agent file", max_bytes=MAX_AGENT_BYTES)
+    return _parse_agent(data, path), _sha256(data)
 
 
 def list_agents(zoo_dir=None):
@@ -146,12 +152,9 @@ def load(name_or_path, zoo_dir=None):
             raise FileNotFoundError(f"The zoo agent {text_path!r} is listed but {path!r} is missing.")
         if not os.path.isfile(path):
             raise ValueError(f"The zoo agent {text_path!r} is listed as {path!r}, which is not a file.")
-        if os.path.getsize(path) > MAX_AGENT_BYTES:
-            raise ValueError(
-                f"The zoo agent file {path!r} has {os.path.getsize(path)} bytes, more than the "
-                f"{MAX_AGENT_BYTES} that are read (keras_neuromod.io.MAX_AGENT_BYTES)."
-            )
-        digest = _sha256(path)
+        # one bounded read: the bytes hashed are the bytes parsed
+        data = read_bytes(path, what="zoo agent file", max_bytes=MAX_AGENT_BYTES)
+        digest = _sha256(data)
         if digest != entry["sha256"]:
             raise ValueError(
                 f"The zoo agent file {path!r} does not match the sha256 in the zoo index "
@@ -159,12 +162,12 @@ def load(name_or_path, zoo_dir=None):
                 "or truncated. Restore it from the source tree, or load it as a plain file path "
                 "if the change is yours."
             )
-        agent = _read_agent(path)
+        agent = _parse_agent(data, path)
         if agent.name != text_path:
             raise ValueError(f"The zoo file for {text_path!r} holds the agent {agent.name!r}.")
         return agent
     if os.path.isfile(text_path):
-        return _read_agent(text_path)
+        return _read_agent(text_path)[0]
     known = ", ".join(sorted(index)) or "none"
     raise ValueError(
         f"{text_path!r} is neither an agent file nor an agent of the zoo in {folder!r} "
@@ -199,10 +202,10 @@ def write_index(zoo_dir=None, summaries=None):
         if file == "index.json" or not file.endswith(".json") or not os.path.isfile(path):
             continue
         try:
-            agent = _read_agent(path)
+            agent, digest = _read_agent(path)
         except ValueError:
             continue
-        agents[agent.name] = {"file": file, "base": agent.base, "sha256": _sha256(path)}
+        agents[agent.name] = {"file": file, "base": agent.base, "sha256": digest}
         if agent.name in summaries:
             agents[agent.name]["summary"] = summaries[agent.name]
     atomic_write_json(os.path.join(folder, "index.json"), {"format": INDEX_FORMAT, "agents": agents})
