@@ -277,7 +277,7 @@ def evolve(
     generations=50,
     epochs=20,
     models=("A", "B", "C"),
-    backend="process",
+    backend=None,
     workers=None,
     ray_address=None,
     seed=0,
@@ -289,6 +289,7 @@ def evolve(
     progress=True,
     verbose=True,
     timeout=None,
+    vectorized=False,
     **task_options,
 ):
     """Evolve an AGRN agent with GRNEAT so that `model.fit` learns better.
@@ -302,8 +303,17 @@ def evolve(
             to this number).
         epochs: training epochs per evaluation.
         models: architectures drawn from, one per generation.
-        backend: ``"serial"``, ``"process"`` (local processes) or ``"ray"``.
-        workers: parallel workers (default: the CPU count).
+        backend: where and how the individuals train. ``"vectorized"`` (the
+            default for a `FitnessTask`): compiled, batched JAX trainings in
+            this process (when it runs Keras on JAX) or in a local JAX
+            worker, the same fitness as `model.fit` many times faster
+            (`keras_neuromod.evolution.vectorized`). ``"process"`` (the
+            default with a `fitness` function): one `model.fit` per
+            individual in local processes; ``"serial"``: in this process;
+            ``"ray"``: on a Ray cluster (with `vectorized=True`, chunks of
+            the population are trained vectorized on the Ray actors).
+        workers: parallel workers (default: 1 for ``"vectorized"``, which
+            gives JAX every core; the CPU count for the others).
         ray_address: with ``backend="ray"``: None starts a local cluster,
             ``"auto"`` or an address joins an existing one.
         seed: one seed for the whole evolution.
@@ -320,6 +330,9 @@ def evolve(
             evaluation run once more, then scored worst, as a crashed one.
             A fresh worker's start-up is not counted. None (the default): no
             limit, since a full-size evaluation can take many minutes.
+            With vectorized evaluation, it limits one chunk of the population.
+        vectorized: with ``backend="ray"``, train chunks of the population
+            vectorized on the actors instead of one `model.fit` each.
         **task_options: more `FitnessTask` fields (`batch_size`, `width`,
             `metric`, `train_subset`, `ranges`, ...).
 
@@ -341,6 +354,8 @@ def evolve(
     for name in models:
         layer_plan(name)
     generations = _fields.integer(generations, "generations")
+    if backend is None:
+        backend = "process" if fitness is not None else "vectorized"
     settings = {
         "task": fitness_task.to_dict(),
         "fitness": None if fitness is None else f"{fitness.__module__}.{fitness.__qualname__}",
@@ -367,7 +382,7 @@ def evolve(
     evaluated_now = 0
     if run.generation < generations:
         engine = make_backend(backend, fitness if fitness is not None else fitness_task, workers,
-                              ray_address, timeout=timeout)
+                              ray_address, timeout=timeout, vectorized=vectorized)
         try:
             while run.generation < generations:
                 evaluated_now += _generation(run, engine, models, progress, verbose)

@@ -24,7 +24,7 @@ from keras_neuromod.agrn import MAX_PROTEINS
 from keras_neuromod.agrn import Genome
 from keras_neuromod.bases import N_INPUTS
 
-__all__ = ["FitnessTask", "Evaluator"]
+__all__ = ["FitnessTask", "TaskData", "Evaluator"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,8 +106,8 @@ class FitnessTask:
         return cls(**data)
 
 
-class Evaluator:
-    """Evaluates genomes on a `FitnessTask`, reusing compiled models.
+class TaskData:
+    """A `FitnessTask`'s data, models and data order, shared by the evaluators.
 
     Args:
         task: the `FitnessTask`.
@@ -124,31 +124,28 @@ class Evaluator:
             x, y = x[: task.train_subset], y[: task.train_subset]
         self.x, self.y, self.x_test, self.y_test = x, y, x_test, y_test
         self.input_shape = data.input_shape
-        self._models = {}
         self._initial = {}
 
-    def _trainer(self, architecture):
-        if architecture not in self._models:
-            import keras
+    def build_trainer(self, architecture):
+        """A compiled model of `architecture` and its built Nm optimizer (placeholder genome)."""
+        from keras_neuromod import models
 
-            from keras_neuromod import models
-
-            task = self.task
-            model = models.build(architecture, self.input_shape, self.num_classes, width=task.width)
-            placeholder = Genome.random(N_INPUTS, task.n_outputs, 0, rng=0)
-            optimizer = bases.get(task.base).optimizer(
-                agent=placeholder,
-                ranges=task.ranges,
-                warmup_steps=task.warmup_steps,
-                grn_steps_per_update=task.grn_steps_per_update,
-                max_regulatory=task.max_regulatory,
-            )
-            model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-            optimizer.build(model.trainable_variables)
-            self._models[architecture] = (model, optimizer, keras.callbacks.TerminateOnNaN())
-        return self._models[architecture]
+        task = self.task
+        model = models.build(architecture, self.input_shape, self.num_classes, width=task.width)
+        placeholder = Genome.random(N_INPUTS, task.n_outputs, 0, rng=0)
+        optimizer = bases.get(task.base).optimizer(
+            agent=placeholder,
+            ranges=task.ranges,
+            warmup_steps=task.warmup_steps,
+            grn_steps_per_update=task.grn_steps_per_update,
+            max_regulatory=task.max_regulatory,
+        )
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        optimizer.build(model.trainable_variables)
+        return model, optimizer
 
     def initial_weights(self, architecture, seed):
+        """The generation's initial weights (`model.get_weights()` order), the same on every backend."""
         key = (architecture, int(seed))
         if key not in self._initial:
             from keras_neuromod import models
@@ -160,6 +157,31 @@ class Evaluator:
             )
             self._initial[key] = reference.get_weights()
         return self._initial[key]
+
+    def data_order(self, seed):
+        """The order of the training examples in each epoch: int array [epochs, examples]."""
+        order = np.random.default_rng(int(seed))
+        return np.stack([order.permutation(len(self.x)) for _ in range(self.task.epochs)])
+
+
+class Evaluator(TaskData):
+    """Evaluates genomes on a `FitnessTask` with `model.fit`, reusing compiled models.
+
+    Args:
+        task: the `FitnessTask`.
+    """
+
+    def __init__(self, task):
+        super().__init__(task)
+        self._models = {}
+
+    def _trainer(self, architecture):
+        if architecture not in self._models:
+            import keras
+
+            model, optimizer = self.build_trainer(architecture)
+            self._models[architecture] = (model, optimizer, keras.callbacks.TerminateOnNaN())
+        return self._models[architecture]
 
     def evaluate(self, genome, architecture, seed):
         """Train the generation's model under `genome`; return the fitness.
@@ -174,10 +196,8 @@ class Evaluator:
         model, optimizer, stop_on_nan = self._trainer(architecture)
         model.set_weights(self.initial_weights(architecture, seed))
         optimizer.set_genome(genome, reset=True)
-        order = np.random.default_rng(int(seed))
         history = None
-        for _ in range(self.task.epochs):
-            permutation = order.permutation(len(self.x))
+        for permutation in self.data_order(seed):
             history = model.fit(
                 self.x[permutation], self.y[permutation],
                 batch_size=self.task.batch_size, epochs=1, shuffle=False, verbose=0,

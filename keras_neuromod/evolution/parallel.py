@@ -26,7 +26,10 @@ import warnings
 
 from keras_neuromod import _fields
 
-__all__ = ["make_backend", "evaluate_job", "SerialBackend", "ProcessBackend", "RayBackend"]
+__all__ = [
+    "make_backend", "evaluate_job", "SerialBackend", "ProcessBackend", "RayBackend",
+    "VectorizedBackend", "BACKENDS",
+]
 
 _EVALUATORS = {}
 
@@ -42,22 +45,58 @@ def _check_timeout(timeout):
     return float(timeout)
 
 
-def _worst(fitness):
-    return float(getattr(fitness, "worst_fitness", 0.0))
+def _worst(fitness, job=None):
+    worst = float(getattr(fitness, "worst_fitness", 0.0))
+    if job is not None and "genomes" in job:
+        return [worst] * len(job["genomes"])
+    return worst
+
+
+def _answer(value):
+    """A job's answer: a float, or a chunk's list of floats."""
+    if isinstance(value, (list, tuple)):
+        return [float(v) for v in value]
+    return float(value)
+
+
+def _size(job):
+    """Individuals in a job: a chunk's genomes, or one."""
+    return len(job["genomes"]) if "genomes" in job else 1
+
+
+def _evaluator(key, make):
+    if key not in _EVALUATORS:
+        _EVALUATORS.clear()
+        _EVALUATORS[key] = make()
+    return _EVALUATORS[key]
 
 
 def evaluate_job(fitness, job):
-    """Evaluate one job in this process (caching one Evaluator per task)."""
+    """Evaluate one job in this process (caching one evaluator per task).
+
+    A job is one individual (`{"genome", "architecture", "seed"}`), evaluated
+    with `model.fit` (`Evaluator`) or by `fitness` itself, or a chunk of the
+    population (`{"genomes", "architecture", "seed", "vmap", "scan",
+    "width"}`), trained by a `VectorizedEvaluator` and answered with a list.
+    """
     from keras_neuromod.evolution.fitness import Evaluator
     from keras_neuromod.evolution.fitness import FitnessTask
 
-    genome, architecture, seed = job["genome"], job["architecture"], job["seed"]
+    architecture, seed = job["architecture"], job["seed"]
+    if "genomes" in job:
+        if not isinstance(fitness, FitnessTask):
+            raise ValueError("Vectorized evaluation trains a FitnessTask; a fitness function "
+                             "needs the 'serial', 'process' or 'ray' backend.")
+        from keras_neuromod.evolution.vectorized import VectorizedEvaluator
+
+        options = {name: job[name] for name in ("vmap", "scan", "width")}
+        evaluator = _evaluator(("vectorized", repr(fitness), repr(sorted(options.items()))),
+                               lambda: VectorizedEvaluator(fitness, **options))
+        return [float(v) for v in evaluator.evaluate_many(job["genomes"], architecture, seed)]
+    genome = job["genome"]
     if isinstance(fitness, FitnessTask):
-        key = repr(fitness)
-        if key not in _EVALUATORS:
-            _EVALUATORS.clear()
-            _EVALUATORS[key] = Evaluator(fitness)
-        return float(_EVALUATORS[key].evaluate(genome, architecture, seed))
+        evaluator = _evaluator(("fit", repr(fitness)), lambda: Evaluator(fitness))
+        return float(evaluator.evaluate(genome, architecture, seed))
     return float(fitness(genome, architecture, seed))
 
 
@@ -89,9 +128,9 @@ class SerialBackend:
                 except Exception as error:  # noqa: BLE001 - a failed job scores worst
                     _warn_failure(job, repr(error), final=attempt == 2)
                     if attempt == 2:
-                        results.append(_worst(self.fitness))
+                        results.append(_worst(self.fitness, job))
             if progress:
-                progress(1)
+                progress(_size(job))
         return results
 
     def close(self):
@@ -99,8 +138,8 @@ class SerialBackend:
 
 
 def _set_threads(threads):
-    if not threads:
-        return
+    if not threads or os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        return  # TensorFlow's threads only (a JAX worker does not import it)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     try:
         import tensorflow as tf
@@ -128,16 +167,17 @@ def _rebuild_descriptor(duplicate):
 
 
 @contextlib.contextmanager
-def _quiet_start():
-    """Start child processes with `WORKER_ENVIRONMENT` and stderr on the null device.
+def _quiet_start(extra=None):
+    """Start child processes with `WORKER_ENVIRONMENT` (and `extra`) and stderr on the null device.
 
     TensorFlow writes its start-up notices to file descriptor 2 before any log
     level applies, while the child imports it (the main module's imports,
     the job's function): only a child started with its descriptor 2 elsewhere
     stays quiet. The child puts its real stderr back once started.
     """
-    environment = {name: os.environ.get(name) for name in WORKER_ENVIRONMENT}
-    os.environ.update(WORKER_ENVIRONMENT)
+    wanted = dict(WORKER_ENVIRONMENT, **(extra or {}))
+    environment = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:
             stream.flush()
@@ -172,7 +212,7 @@ def _worker_main(connection, fitness, threads, stderr=None):
             return
         index, job = message
         try:
-            value = evaluate_job(fitness, job)
+            value = _answer(evaluate_job(fitness, job))
             # peak resident memory in MiB (Linux reports KiB)
             memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             connection.send((index, "ok", (value, memory)))
@@ -202,13 +242,16 @@ class ProcessBackend:
             moment a started worker has it (a fresh worker's start-up, that
             is importing TensorFlow, is not counted; building and compiling
             the job's model is). None (the default): no limit.
+        environment: more environment variables for the workers (e.g.
+            ``{"KERAS_BACKEND": "jax"}``), set before they import anything.
     """
 
     name = "process"
 
     def __init__(self, fitness, workers=None, threads=None, max_jobs_per_worker=500,
-                 max_worker_memory=4096, timeout=None):
+                 max_worker_memory=4096, timeout=None, environment=None):
         self.fitness = fitness
+        self.environment = dict(environment or {})
         self.workers = int(workers or os.cpu_count() or 1)
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers!r}.")
@@ -226,7 +269,7 @@ class ProcessBackend:
             target=_worker_main, args=(child, self.fitness, self.threads, stderr), daemon=True
         )
         try:
-            with _quiet_start():
+            with _quiet_start(self.environment):
                 process.start()
         finally:
             os.close(stderr.fd)
@@ -300,12 +343,12 @@ class ProcessBackend:
                         worker["since"] = time.monotonic()
                         continue
                     if status == "ok":
-                        results[index], memory = value
+                        results[index], memory = _answer(value[0]), value[1]
                         worker["busy"] = None
                         worker["jobs"] += 1
                         done += 1
                         if progress:
-                            progress(1)
+                            progress(_size(jobs[index]))
                         if (worker["jobs"] >= self.max_jobs_per_worker
                                 or memory > self.max_worker_memory):
                             self._stop(slot)
@@ -329,10 +372,10 @@ class ProcessBackend:
                 final = attempts[index] >= 2
                 _warn_failure(jobs[index], failure.strip().splitlines()[-1], final)
                 if final:
-                    results[index] = _worst(self.fitness)
+                    results[index] = _worst(self.fitness, jobs[index])
                     done += 1
                     if progress:
-                        progress(1)
+                        progress(_size(jobs[index]))
                 else:
                     pending.insert(0, index)
         return results
@@ -377,13 +420,16 @@ class RayBackend:
         timeout: seconds one job may take on an actor, counted from the
             moment a started actor has it (an actor's start-up is not
             counted). None (the default): no limit.
+        environment: more environment variables for the actors (e.g.
+            ``{"KERAS_BACKEND": "jax"}``).
     """
 
     name = "ray"
     # an actor that fails this many pings in a row is given up
     MAX_PINGS = 20
 
-    def __init__(self, fitness, workers=None, address=None, threads=1, timeout=None):
+    def __init__(self, fitness, workers=None, address=None, threads=1, timeout=None,
+                 environment=None):
         self.timeout = _check_timeout(timeout)
         try:
             import ray
@@ -405,7 +451,7 @@ class RayBackend:
         self.workers = int(workers or ray.cluster_resources().get("CPU", 1))
         self.fitness = fitness
         worker_class = _ray_actor_class().options(
-            runtime_env={"env_vars": dict(WORKER_ENVIRONMENT)}
+            runtime_env={"env_vars": dict(WORKER_ENVIRONMENT, **(environment or {}))}
         )
         self._actors = [worker_class.remote(fitness, threads) for _ in range(self.workers)]
         # An actor gets jobs once it answers a ping: after its start, and
@@ -455,10 +501,10 @@ class RayBackend:
             if not final:
                 pending.insert(0, index)
                 return
-            results[index] = _worst(self.fitness)
+            results[index] = _worst(self.fitness, jobs[index])
             done += 1
             if progress:
-                progress(1)
+                progress(_size(jobs[index]))
 
         while done < len(jobs):
             while self._idle and pending:
@@ -476,7 +522,7 @@ class RayBackend:
                     continue
                 actor, index, _ = running.pop(reference)
                 try:
-                    results[index] = float(ray.get(reference))
+                    results[index] = _answer(ray.get(reference))
                 except Exception as error:  # noqa: BLE001 - RayActorError, RayTaskError
                     self._ping(actor)  # a dead actor is back once it answers
                     failed(index, type(error).__name__)
@@ -484,7 +530,7 @@ class RayBackend:
                 self._idle.append(actor)
                 done += 1
                 if progress:
-                    progress(1)
+                    progress(_size(jobs[index]))
             now = time.monotonic()
             for reference, (actor, index, started) in list(running.items()):
                 if self.timeout is not None and now - started >= self.timeout:
@@ -502,13 +548,118 @@ class RayBackend:
             self._ray.shutdown()
 
 
-def make_backend(backend, fitness, workers=None, ray_address=None, timeout=None):
-    """Build the backend named `backend` ('serial', 'process' or 'ray').
+class VectorizedBackend:
+    """Train the population in compiled, batched JAX calls, chunk by chunk.
 
-    `timeout` (seconds per job, None for no limit) needs the process or the
-    Ray backend: the serial backend cannot stop a job running in its own
-    process.
+    The jobs of a generation (one architecture, one seed) are cut into chunks,
+    one per worker (a multiple of `width` individuals each); a worker trains
+    its chunk with a `VectorizedEvaluator`. The workers are this process
+    (when it runs Keras on JAX and `workers` is 1), local processes started
+    with `KERAS_BACKEND=jax` (whatever backend this process uses), or Ray
+    actors. A chunk that fails is run once more, then its individuals score
+    worst, as a failed job of the other backends. Every individual's fitness
+    is the same whichever worker trains it and however many there are.
+
+    Args:
+        fitness: the `FitnessTask`.
+        workers: chunks evaluated in parallel (default 1: one process, with
+            every core for JAX's threads).
+        place: ``"local"`` (this process or local processes) or ``"ray"``.
+        vmap, scan, width: the `VectorizedEvaluator`'s options.
+        ray_address: with ``place="ray"``, as `RayBackend`'s `address`.
+        timeout: seconds one chunk may take in a worker (local processes
+            or Ray; None: no limit).
     """
+
+    name = "vectorized"
+
+    def __init__(self, fitness, workers=None, place="local", vmap=None, scan=None, width=None,
+                 ray_address=None, timeout=None):
+        from keras_neuromod.evolution.fitness import FitnessTask
+        from keras_neuromod.evolution.vectorized import DEFAULT_WIDTH
+
+        if not isinstance(fitness, FitnessTask):
+            raise ValueError("The vectorized backend trains a FitnessTask; a fitness function "
+                             "needs the 'serial', 'process' or 'ray' backend.")
+        self.fitness = fitness
+        self.options = {"vmap": vmap, "scan": scan,
+                        "width": _fields.integer(width or DEFAULT_WIDTH, "width", minimum=1)}
+        jax = {"KERAS_BACKEND": "jax"}
+        if place == "ray":
+            self._inner = RayBackend(fitness, workers=workers, address=ray_address,
+                                     threads=None, timeout=timeout, environment=jax)
+        elif place == "local":
+            import keras
+
+            workers = int(workers or 1)
+            if workers == 1 and timeout is None and keras.backend.backend() == "jax":
+                self._inner = SerialBackend(fitness)
+            else:
+                self._inner = ProcessBackend(fitness, workers=workers, timeout=timeout,
+                                             environment=jax)
+        else:
+            raise ValueError(f"place must be 'local' or 'ray', got {place!r}.")
+        self.workers = self._inner.workers
+
+    def chunks(self, jobs):
+        """The chunk jobs for `jobs`, and the slice of `jobs` each covers."""
+        width = self.options["width"]
+        chunks, spans = [], []
+        start = 0
+        while start < len(jobs):
+            key = (jobs[start]["architecture"], jobs[start]["seed"])
+            stop = start
+            while stop < len(jobs) and (jobs[stop]["architecture"], jobs[stop]["seed"]) == key:
+                stop += 1
+            count = stop - start
+            size = -(-count // self.workers)
+            size = -(-size // width) * width  # whole batched calls per worker
+            for first in range(start, stop, size):
+                last = min(first + size, stop)
+                chunks.append(dict(
+                    genomes=[job["genome"] for job in jobs[first:last]],
+                    architecture=key[0], seed=key[1], **self.options,
+                ))
+                spans.append((first, last))
+            start = stop
+        return chunks, spans
+
+    def map(self, jobs, progress=None):
+        chunks, spans = self.chunks(jobs)
+        answers = self._inner.map(chunks, progress=progress)
+        results = [None] * len(jobs)
+        for (first, last), values in zip(spans, answers):
+            results[first:last] = values
+        return results
+
+    def close(self):
+        self._inner.close()
+
+
+BACKENDS = ("vectorized", "process", "serial", "ray")
+
+
+def make_backend(backend, fitness, workers=None, ray_address=None, timeout=None, vectorized=False,
+                 **vectorized_options):
+    """Build the backend named `backend` ('vectorized', 'process', 'serial' or 'ray').
+
+    `timeout` (seconds per job, None for no limit) needs workers in other
+    processes: the serial backend cannot stop a job running in its own
+    process. `vectorized=True` with ``backend="ray"`` trains chunks of the
+    population on the Ray actors with `VectorizedBackend` (``"vectorized"``
+    alone does so in local processes); `vectorized_options` are its `vmap`,
+    `scan` and `width`.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}.")
+    if backend == "vectorized" or vectorized:
+        if backend not in ("vectorized", "ray"):
+            raise ValueError("vectorized=True goes with backend='ray'; use backend='vectorized' "
+                             "for local vectorized evaluation.")
+        return VectorizedBackend(fitness, workers=workers, place="ray" if backend == "ray" else "local",
+                                 ray_address=ray_address, timeout=timeout, **vectorized_options)
+    if vectorized_options:
+        raise ValueError(f"{sorted(vectorized_options)} apply to vectorized evaluation only.")
     if backend == "serial":
         if timeout is not None:
             raise ValueError(
@@ -518,6 +669,4 @@ def make_backend(backend, fitness, workers=None, ray_address=None, timeout=None)
         return SerialBackend(fitness)
     if backend == "process":
         return ProcessBackend(fitness, workers=workers, timeout=timeout)
-    if backend == "ray":
-        return RayBackend(fitness, workers=workers, address=ray_address, timeout=timeout)
-    raise ValueError(f"backend must be 'serial', 'process' or 'ray', got {backend!r}.")
+    return RayBackend(fitness, workers=workers, address=ray_address, timeout=timeout)

@@ -286,7 +286,7 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
             (count, self._capacity), initializer="zeros", name="grn_concentrations"
         )
         self._grn_updates = self.add_variable(
-            (), initializer="zeros", dtype="int64", name="grn_updates"
+            (), initializer="zeros", dtype="int", name="grn_updates"
         )
         self._grn_inputs = self.add_variable(
             (count, N_INPUTS), initializer="zeros", name="grn_inputs"
