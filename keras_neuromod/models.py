@@ -25,7 +25,7 @@ from keras import layers
 
 from keras_neuromod import _fields
 
-__all__ = ["ARCHITECTURES", "build", "layer_plan"]
+__all__ = ["ARCHITECTURES", "build", "layer_plan", "SeededGlorotUniform"]
 
 _PLANS = {
     "A": ["c32", "c32", "p", "c64", "c64", "p", "d512"],
@@ -46,6 +46,39 @@ def layer_plan(architecture, hidden=(128,)):
     raise ValueError(
         f"Unknown architecture {architecture!r}; choose one of {list(ARCHITECTURES)}."
     )
+
+
+@keras.saving.register_keras_serializable(package="keras_neuromod")
+class SeededGlorotUniform(keras.initializers.Initializer):
+    """Glorot-uniform weights drawn by numpy: one seed, the same weights on every backend.
+
+    Keras's seeded initialisers draw with the backend's own generator, so the
+    same seed gives other weights under TensorFlow than under JAX. This one
+    draws `uniform(-limit, limit)` with `limit = sqrt(6 / (fan_in + fan_out))`
+    (Keras's `GlorotUniform`, with Keras's fans) from
+    `numpy.random.default_rng(seed)`, so that a model built with a seed starts
+    from the same weights whichever backend trains it.
+
+    Args:
+        seed: an int.
+    """
+
+    def __init__(self, seed):
+        self.seed = _fields.integer(seed, "seed", minimum=0)
+
+    def __call__(self, shape, dtype=None):
+        shape = tuple(int(d) for d in shape)
+        if len(shape) < 2:
+            fan_in = fan_out = shape[0] if shape else 1
+        else:
+            receptive = int(np.prod(shape[:-2]))
+            fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+        limit = np.sqrt(6.0 / max(1, fan_in + fan_out))
+        values = np.random.default_rng(self.seed).uniform(-limit, limit, size=shape)
+        return keras.ops.convert_to_tensor(values.astype("float32"), dtype=dtype or "float32")
+
+    def get_config(self):
+        return {"seed": self.seed}
 
 
 def _scaled(units, width):
@@ -72,7 +105,8 @@ def build(
         width: factor applied to every hidden layer's filters or units.
         hidden: hidden layer sizes of the MLP (ignored by A, B and C).
         seed: int seed for the weight initialisers; the same seed gives the
-            same initial weights. `None` gives fresh ones.
+            same initial weights on every backend (`SeededGlorotUniform`).
+            `None` gives fresh ones (Keras's `GlorotUniform`).
         name: the model's name (default ``"model_<architecture>"``).
 
     Returns:
@@ -96,7 +130,10 @@ def build(
                  if seed is not None else [None] * 64)
 
     def initializer():
-        return keras.initializers.GlorotUniform(seed=next(seeds))
+        layer_seed = next(seeds)
+        if layer_seed is None:
+            return keras.initializers.GlorotUniform()
+        return SeededGlorotUniform(layer_seed)
 
     inputs = keras.Input(shape=input_shape)
     x = inputs

@@ -7,7 +7,10 @@ once, as flat genomes `(population, num_params)` (the layout of
 function for ENU tasks: it draws the environments with the task's own
 `environments(rng)`, then scores every genome on every environment with the task's
 `score`, written in `keras.ops` with a population axis on the weights and compiled
-once by the backend's compiler (`compile_batched`), so that a generation is one call.
+once by the backend's compiler (`compile_batched`), so that a generation is one call
+(or one call per `width` offspring). The population goes through the same machinery
+as GRNEAT's vectorized training (`keras_neuromod.evolution.batched`): groups of a
+fixed width, and the worst fitness for an offspring whose score is not finite.
 
 For a task where one ENU reads a given input sequence (integrate-and-fire, STDP),
 `enu_outputs` runs each genome's ENU on the shared environments from zero state;
@@ -23,32 +26,16 @@ evaluation starts from zero unit state.
     EvolutionStrategy(fitness, initial, population=128).run(1000)
 """
 
-import keras
+import math
+
 from keras import ops
 
+from keras_neuromod.evolution.batched import compile_batched
+from keras_neuromod.evolution.batched import evaluate_population
 from keras_neuromod.layers.enu import enu_run
 from keras_neuromod.layers.enu import enu_unflatten
 
 __all__ = ["ENUFitness", "enu_outputs", "compile_batched"]
-
-
-def compile_batched(fn):
-    """Compile a `keras.ops` function once with the backend's own compiler.
-
-    TensorFlow: `tf.function` (graph mode; XLA is left off, it is slower on CPU for
-    these small recurrent steps). JAX: `jax.jit`. Other backends: the function as it
-    is. The function's code itself stays backend-agnostic.
-    """
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(fn)
-    if backend == "jax":
-        import jax
-
-        return jax.jit(fn)
-    return fn
 
 
 def enu_outputs(genomes, inputs, memory, channels):
@@ -84,16 +71,22 @@ class ENUFitness:
             `evaluate`). Compiled once with `compile_batched`.
         environments: `environments(rng) -> tuple of arrays`, one generation's
             environments drawn from the generator the ES gives.
+        width: offspring per compiled call (None: the whole population in
+            one call); a smaller width bounds the memory of large populations.
+        worst_fitness: the fitness of an offspring whose score is NaN or Inf
+            (a simulation that blew up).
 
     Calling it, `fitness(genomes, rng)`, is `EvolutionStrategy`'s fitness contract:
     it returns the fitnesses as a numpy array.
     """
 
-    def __init__(self, score, environments):
+    def __init__(self, score, environments, width=None, worst_fitness=-math.inf):
         if not callable(score) or not callable(environments):
             raise ValueError("`score` and `environments` must be callable.")
         self.score = score
         self.environments = environments
+        self.width = width
+        self.worst_fitness = float(worst_fitness)
         self.compiled = compile_batched(score)
 
     def evaluate(self, genomes, *environment):
@@ -107,7 +100,9 @@ class ENUFitness:
         environment = self.environments(rng)
         if not isinstance(environment, tuple):
             environment = (environment,)
-        result = self.compiled(genomes, *environment)
-        if isinstance(result, (tuple, list)):
-            result = result[0]
-        return ops.convert_to_numpy(result)
+
+        def call(group):
+            result = self.compiled(group, *environment)
+            return result[0] if isinstance(result, (tuple, list)) else result
+
+        return evaluate_population(call, genomes, self.width, self.worst_fitness)
