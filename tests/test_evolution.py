@@ -497,6 +497,14 @@ def test_ray_backend_on_a_local_cluster(local_ray):
     np.testing.assert_allclose(results, expected, atol=0.02)
 
 
+def test_ray_actors_train_chunks_vectorized_with_the_local_result(local_ray):
+    options = dict(task="digits", population=6, generations=2, epochs=2, models=("mlp",), seed=3,
+                   progress=False, verbose=False, width=0.5, train_subset=256, max_regulatory=8)
+    on_ray = evolve(backend="ray", vectorized=True, workers=2, **options)
+    assert all(record["std"] > 0 for record in on_ray.logbook)
+    assert _records(on_ray) == _records(evolve(backend="vectorized", **options))
+
+
 def log_level_fitness(genome, architecture, seed):
     return float(os.environ["TF_CPP_MIN_LOG_LEVEL"])
 

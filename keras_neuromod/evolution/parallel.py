@@ -583,7 +583,8 @@ class VectorizedBackend:
                              "needs the 'serial', 'process' or 'ray' backend.")
         self.fitness = fitness
         self.options = {"vmap": vmap, "scan": scan,
-                        "width": _fields.integer(width or DEFAULT_WIDTH, "width", minimum=1)}
+                        "width": _fields.integer(DEFAULT_WIDTH if width is None else width, "width",
+                                                 minimum=1)}
         jax = {"KERAS_BACKEND": "jax"}
         if place == "ray":
             self._inner = RayBackend(fitness, workers=workers, address=ray_address,

@@ -1,0 +1,272 @@
+"""Vectorized evaluation: the fitness of `model.fit`, from compiled, batched JAX trainings.
+
+The JAX-side comparisons run once, in a fresh JAX process (`tests/vectorized_jax.py`),
+whatever backend runs the tests; the backend tests start real JAX worker processes
+from this (TensorFlow) process, and a real local Ray cluster.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+from keras import ops
+
+from keras_neuromod import Genome
+from keras_neuromod.evolution import ENUFitness
+from keras_neuromod.evolution import Evaluator
+from keras_neuromod.evolution import FitnessTask
+from keras_neuromod.evolution import evolve
+from keras_neuromod.evolution.batched import evaluate_population
+from keras_neuromod.evolution.parallel import VectorizedBackend
+from keras_neuromod.evolution.parallel import make_backend
+from keras_neuromod.io import read_json
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TASK = dict(dataset="digits", base="adam", epochs=2, batch_size=32, width=0.25, train_subset=250,
+            max_regulatory=6)
+ONE_EXAMPLE = 1.0 / 250
+
+
+@pytest.fixture(scope="module")
+def jax_run():
+    environment = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, os.path.join(HERE, "vectorized_jax.py")], env=environment,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["backend"] == "jax"
+    return result
+
+
+SCENARIOS = ("adam-mlp", "adam-A", "sgd-val-mlp", "sgd-A")
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_vectorized_training_gives_the_fitness_of_fit(jax_run, name):
+    """The same initial weights, batches, loss, update and metric: the same fitness."""
+    record = jax_run["scenarios"][name]
+    fit, vectorized = np.asarray(record["fit"]), np.asarray(record["vectorized"])
+    assert len(set(np.round(fit, 6))) > 1  # the genomes train differently
+    np.testing.assert_allclose(vectorized, fit, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_every_plan_gives_the_same_fitness(jax_run, name):
+    """Batched or one by one, one loop or a call per batch, any group width."""
+    record = jax_run["scenarios"][name]
+    for plan in record["plans"]:
+        np.testing.assert_allclose(plan["values"], record["fit"], rtol=0, atol=1e-6,
+                                   err_msg=str(plan["plan"]))
+
+
+def test_dense_models_are_batched_and_convolutional_ones_stepped_on_cpu(jax_run):
+    scenarios = jax_run["scenarios"]
+    assert scenarios["adam-mlp"]["plan"] == {"vmap": True, "scan": True}
+    assert scenarios["adam-A"]["plan"] == {"vmap": False, "scan": False}
+
+
+def test_one_compiled_program_serves_every_genome_size_and_seed(jax_run):
+    assert jax_run["mlp_compilations"] == 1
+
+
+def test_a_diverging_individual_scores_worst_and_spares_its_batch(jax_run):
+    record = jax_run["divergence"]
+    together = np.asarray(record["together"])
+    assert (together == -1.0).any() and (together != -1.0).any()
+    np.testing.assert_allclose(together, record["alone"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(together, record["fit"], rtol=0, atol=1e-6)
+
+
+# -- from a TensorFlow process -------------------------------------------------
+
+def _jobs(genomes, architecture, seed):
+    return [{"genome": g.to_dict(), "architecture": architecture, "seed": seed} for g in genomes]
+
+
+def test_vectorized_backend_in_a_jax_worker_matches_tensorflow_fit():
+    """A TensorFlow program's evolution trains in a JAX worker, with the same fitness.
+
+    The seeded models start from the same weights on both backends, and the MLP's
+    dense arithmetic rounds alike; convolutional models may end a chaotic training
+    a little apart, since TensorFlow's and XLA's convolutions round differently.
+    """
+    task = FitnessTask(**TASK)
+    genomes = [Genome.random(13, 8, size, rng=size) for size in range(4)]
+    expected = [Evaluator(task).evaluate(g, "mlp", 5) for g in genomes] if _tensorflow() else None
+    backend = make_backend("vectorized", task)
+    try:
+        values = backend.map(_jobs(genomes, "mlp", 5))
+    finally:
+        backend.close()
+    if expected is not None:
+        np.testing.assert_allclose(values, expected, rtol=0, atol=ONE_EXAMPLE + 1e-6)
+    assert all(0.0 <= v <= 1.0 for v in values)
+
+
+def _tensorflow():
+    return keras.backend.backend() == "tensorflow"
+
+
+def test_chunks_cover_the_jobs_in_order_in_whole_groups():
+    task = FitnessTask(**TASK)
+    backend = VectorizedBackend.__new__(VectorizedBackend)
+    backend.options, backend.workers = {"vmap": None, "scan": None, "width": 4}, 2
+    genomes = [Genome.random(13, 8, 0, rng=i).to_dict() for i in range(11)]
+    jobs = _jobs([Genome.from_dict(g) for g in genomes[:9]], "mlp", 1) + _jobs(
+        [Genome.from_dict(g) for g in genomes[9:]], "A", 2)
+    chunks, spans = backend.chunks(jobs)
+    assert spans == [(0, 8), (8, 9), (9, 11)]
+    assert [len(c["genomes"]) for c in chunks] == [8, 1, 2]
+    assert [(c["architecture"], c["seed"]) for c in chunks] == [("mlp", 1), ("mlp", 1), ("A", 2)]
+    assert [g for c in chunks for g in c["genomes"]] == [j["genome"] for j in jobs]
+    del task
+
+
+def _records(result):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in result.logbook]
+
+
+def _evolve(**kwargs):
+    options = dict(task="digits", population=6, generations=2, epochs=2, models=("mlp",),
+                   backend="vectorized", seed=3, progress=False, verbose=False, width=0.5,
+                   train_subset=256, max_regulatory=8)
+    options.update(kwargs)
+    return evolve(**options)
+
+
+def _checkpoint(folder):
+    data = read_json(folder / "checkpoint.json")
+    for record in data["logbook"]:
+        record.pop("seconds")
+    return data
+
+
+def test_vectorized_evolution_is_deterministic_resumes_and_ignores_the_worker_count(tmp_path):
+    first = _evolve(out=str(tmp_path / "a"))
+    assert first.generations == 2 and first.evaluations >= 12
+    assert all(record["std"] > 0 for record in first.logbook)  # the agents differ
+    assert _records(_evolve(workers=2)) == _records(first)
+    # interrupted after one generation, then resumed: the uninterrupted result
+    _evolve(generations=1, out=str(tmp_path / "b"))
+    resumed = _evolve(out=str(tmp_path / "b"), resume=True)
+    assert _records(resumed) == _records(first)
+    assert resumed.evaluated_now == first.evaluations - first.logbook[0]["evals"]
+    assert _checkpoint(tmp_path / "b") == _checkpoint(tmp_path / "a")
+    assert _records(_evolve(seed=4)) != _records(first)
+
+
+def test_a_failing_chunk_is_run_again_then_scores_worst(tmp_path):
+    task = FitnessTask(dataset="cifar10", data_dir=str(tmp_path / "nothing"), worst_fitness=-2.0)
+    backend = make_backend("vectorized", task, workers=1)
+    genomes = [Genome.random(13, 8, 1, rng=i) for i in range(3)]
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert backend.map(_jobs(genomes, "A", 0)) == [-2.0] * 3
+    finally:
+        backend.close()
+    messages = [str(w.message) for w in caught]
+    assert any("run again" in m for m in messages) and any("scored worst" in m for m in messages)
+
+
+def toy_fitness(genome, architecture, seed):
+    return 1.0
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [(lambda: make_backend("vectorized", toy_fitness), "trains a FitnessTask"),
+     (lambda: make_backend("serial", FitnessTask(**TASK), vectorized=True), "goes with backend='ray'"),
+     (lambda: make_backend("process", FitnessTask(**TASK), vmap=True), "vectorized evaluation only"),
+     (lambda: make_backend("vectorized", FitnessTask(**TASK), width=0), "width"),
+     (lambda: VectorizedBackend(FitnessTask(**TASK), place="moon"), "place")],
+)
+def test_bad_vectorized_arguments(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.skipif(keras.backend.backend() == "jax", reason="checks the refusal outside JAX")
+def test_vectorized_evaluator_needs_jax():
+    from keras_neuromod.evolution.vectorized import VectorizedEvaluator
+
+    with pytest.raises(RuntimeError, match="KERAS_BACKEND=jax"):
+        VectorizedEvaluator(FitnessTask(**TASK))
+
+
+def test_evolve_defaults_to_vectorized_for_tasks_and_process_for_functions(monkeypatch):
+    from keras_neuromod.evolution import engine
+
+    chosen = []
+
+    def spy(backend, *args, **kwargs):
+        chosen.append(backend)
+        raise KeyboardInterrupt  # stop before any worker starts
+
+    monkeypatch.setattr(engine, "make_backend", spy)
+    for kwargs in ({}, {"fitness": toy_fitness}):
+        with pytest.raises(KeyboardInterrupt):
+            _evolve(backend=None, **kwargs)
+    assert chosen == ["vectorized", "process"]
+
+
+# -- the machinery shared with the ENU evolution strategy ----------------------
+
+@settings(max_examples=40, deadline=None)
+@given(size=st.integers(0, 23), width=st.one_of(st.none(), st.integers(1, 9)))
+def test_evaluate_population_scores_each_individual_once_whatever_the_width(size, width):
+    population = np.arange(size * 3, dtype=np.float64).reshape(size, 3)
+    calls = []
+
+    def call(group):
+        calls.append(len(group))
+        return group.sum(axis=1)
+
+    scores = evaluate_population(call, population, width)
+    np.testing.assert_array_equal(scores, population.sum(axis=1))
+    if size:
+        assert set(calls) == {width or size}  # every call sees a full group
+        assert len(calls) == math.ceil(size / (width or size))
+
+
+def test_evaluate_population_gives_non_finite_scores_the_worst_fitness():
+    population = (np.array([1.0, np.nan, 3.0, np.inf, -np.inf]), np.ones(5))
+    scores = evaluate_population(lambda group: group[0] * group[1], population, 2, worst_fitness=-7.0)
+    np.testing.assert_array_equal(scores, [1.0, -7.0, 3.0, -7.0, -7.0])
+
+
+def test_evaluate_population_refuses_mismatched_input_and_output():
+    with pytest.raises(ValueError, match="disagree"):
+        evaluate_population(lambda g: g[0], (np.ones(3), np.ones(4)))
+    with pytest.raises(ValueError, match="returned 1 scores for a group of 2"):
+        evaluate_population(lambda g: g[:1], np.ones(4), width=2)
+    with pytest.raises(ValueError, match="width"):
+        evaluate_population(lambda g: g, np.ones(4), width=0)
+
+
+def test_enu_fitness_scores_the_same_in_groups_and_gives_blown_up_offspring_the_worst():
+    def score(genomes, environment):
+        return ops.sum(genomes * environment, axis=1), genomes  # a tuple: fitness first
+
+    def environments(rng):
+        return rng.normal(size=(4,)).astype("float32")
+
+    genomes = np.random.default_rng(0).normal(size=(7, 4)).astype("float32")
+    genomes[5, 2] = np.inf
+    whole = ENUFitness(score, environments, worst_fitness=-100.0)(genomes, np.random.default_rng(1))
+    grouped = ENUFitness(score, environments, width=3, worst_fitness=-100.0)(
+        genomes, np.random.default_rng(1))
+    environment = environments(np.random.default_rng(1))
+    expected = (genomes.astype(np.float64) * environment).sum(axis=1)
+    expected[5] = -100.0
+    np.testing.assert_allclose(whole, expected, rtol=1e-5)
+    np.testing.assert_allclose(grouped, whole, rtol=0, atol=0)

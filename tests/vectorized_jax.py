@@ -1,0 +1,83 @@
+"""Runs in a fresh process under Keras's JAX backend (see test_vectorized.py).
+
+Trains the same genomes with `Evaluator` (`model.fit`) and with
+`VectorizedEvaluator` in every plan (batched or one by one, one compiled loop
+or one call per batch, several group widths), and prints one JSON object of
+the fitnesses and the facts the tests check.
+
+    KERAS_BACKEND=jax python tests/vectorized_jax.py
+"""
+
+import json
+import os
+import sys
+
+os.environ["KERAS_BACKEND"] = "jax"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+
+from keras_neuromod import Genome  # noqa: E402
+from keras_neuromod.evolution import Evaluator  # noqa: E402
+from keras_neuromod.evolution import FitnessTask  # noqa: E402
+from keras_neuromod.evolution.vectorized import VectorizedEvaluator  # noqa: E402
+
+# 250 examples: 7 full batches of 32 and a last one of 26, as `fit` makes them
+BASE = dict(dataset="digits", epochs=2, batch_size=32, width=0.25, train_subset=250, max_regulatory=6)
+
+# (name, task options, architecture, plans other than the default)
+SCENARIOS = [
+    ("adam-mlp", {"base": "adam"}, "mlp",
+     [{"vmap": True, "scan": False, "width": 2}, {"vmap": False, "scan": True},
+      {"vmap": False, "scan": False}, {"vmap": True, "scan": True, "width": 8}]),
+    ("adam-A", {"base": "adam"}, "A", [{"vmap": True, "scan": True, "width": 4}]),
+    ("sgd-val-mlp", {"base": "sgd", "metric": "val_accuracy"}, "mlp", [{"vmap": False, "scan": False}]),
+    ("sgd-A", {"base": "sgd"}, "A", []),
+]
+
+
+def genomes(n_outputs, count=5):
+    return [Genome.random(13, n_outputs, size % 5, rng=100 + size) for size in range(count)]
+
+
+def main():
+    keras.utils.set_random_seed(0)
+    out = {"backend": keras.backend.backend(), "scenarios": {}}
+    for name, options, architecture, plans in SCENARIOS:
+        task = FitnessTask(**BASE, **options)
+        population = genomes(task.n_outputs)
+        fit = Evaluator(task)
+        default = VectorizedEvaluator(task)
+        record = {
+            "fit": [fit.evaluate(g, architecture, 3) for g in population],
+            "vectorized": default.evaluate_many(population, architecture, 3),
+            "plan": default.plan(architecture),
+            "plans": [],
+        }
+        for plan in plans:
+            evaluator = VectorizedEvaluator(task, **plan)
+            record["plans"].append({"plan": plan,
+                                    "values": evaluator.evaluate_many(population, architecture, 3)})
+        out["scenarios"][name] = record
+
+    # one compiled program for every genome size and every seed
+    task = FitnessTask(**BASE, base="adam")
+    evaluator = VectorizedEvaluator(task, width=4)
+    for seed in (1, 2):
+        evaluator.evaluate_many(genomes(8, 6), "mlp", seed)
+    out["mlp_compilations"] = evaluator._program("mlp").train._cache_size()
+
+    # divergence: learning rates up to 1e38 overflow the weights of some individuals
+    task = FitnessTask(**{**BASE, "epochs": 1}, base="adam", ranges={"learning_rate": (1e-3, 1e38)},
+                       worst_fitness=-1.0)
+    population = [Genome.random(13, 8, 2, rng=s) for s in range(8)]
+    together = VectorizedEvaluator(task, vmap=True, width=8).evaluate_many(population, "mlp", 0)
+    alone = VectorizedEvaluator(task, vmap=True, width=1).evaluate_many(population, "mlp", 0)
+    fit = Evaluator(task)
+    out["divergence"] = {"together": together, "alone": alone,
+                         "fit": [fit.evaluate(g, "mlp", 0) for g in population]}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
