@@ -15,7 +15,7 @@ The public API:
 * `callbacks` (imported on demand): `ModulationTracer`.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from keras_neuromod import agents
 from keras_neuromod import agrn

@@ -1,7 +1,9 @@
 """Evolution of neuromodulatory agents (GRNEAT on DEAP) and of evolvable neural units.
 
-`evolve` runs GRNEAT over real `model.fit` runs, serially, on local processes or
-on a Ray cluster, with a JSON checkpoint after every generation.
+`evolve` runs GRNEAT over real trainings, with a JSON checkpoint after every
+generation: by default as compiled, batched JAX code (`VectorizedEvaluator`, the
+fitness `model.fit` gives, many times faster), or one `model.fit` per individual,
+serially, on local processes or on a Ray cluster.
 `EvolutionStrategy` evolves the shared weights of evolvable neural units;
 `ENUFitness` scores a whole population of ENU genomes in one compiled call.
 """
@@ -14,6 +16,7 @@ from keras_neuromod.evolution.fitness import Evaluator
 from keras_neuromod.evolution.fitness import FitnessTask
 from keras_neuromod.evolution.grneat import GRNEATConfig
 from keras_neuromod.evolution.strategies import EvolutionStrategy
+from keras_neuromod.evolution.vectorized import VectorizedEvaluator
 
 __all__ = [
     "evolve",
@@ -22,6 +25,7 @@ __all__ = [
     "ENUFitness",
     "Individual",
     "Evaluator",
+    "VectorizedEvaluator",
     "FitnessTask",
     "GRNEATConfig",
 ]
