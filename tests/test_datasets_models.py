@@ -2,6 +2,7 @@
 
 import time
 
+import keras
 import numpy as np
 import pytest
 
@@ -114,6 +115,37 @@ def test_seed_fixes_initial_weights():
     assert not np.array_equal(a.get_weights()[0], c.get_weights()[0])
     # distinct layers get distinct initial kernels
     assert not np.array_equal(a.get_weights()[2][:, :, :1, :1], a.get_weights()[0][:, :, :1, :1])
+
+
+def test_seeded_weights_are_glorot_uniform_drawn_by_numpy():
+    """The same draws as an independent numpy computation, hence the same on every backend."""
+    model = models.build("A", (8, 8, 1), 10, width=0.25, seed=3)
+    layer_seeds = np.random.default_rng(3).integers(0, 2**31 - 1, size=64)
+    kernels = [layer.kernel for layer in model.layers if hasattr(layer, "kernel")]
+    for seed, kernel in zip(layer_seeds, kernels):
+        shape = tuple(kernel.shape)
+        receptive = int(np.prod(shape[:-2]))
+        limit = np.sqrt(6.0 / (shape[-2] * receptive + shape[-1] * receptive))
+        expected = np.random.default_rng(int(seed)).uniform(-limit, limit, size=shape)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(kernel), expected.astype("float32"))
+    biases = [layer.bias for layer in model.layers if hasattr(layer, "bias")]
+    assert all(not np.any(keras.ops.convert_to_numpy(b)) for b in biases)
+
+
+def test_seeded_initializer_round_trips_through_config_and_model_save(tmp_path):
+    initializer = models.SeededGlorotUniform(seed=11)
+    again = keras.initializers.deserialize(keras.initializers.serialize(initializer))
+    assert isinstance(again, models.SeededGlorotUniform) and again.seed == 11
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(again((3, 4))),
+                                  keras.ops.convert_to_numpy(initializer((3, 4))))
+    model = models.build("mlp", (5,), 3, seed=2)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert isinstance(loaded.layers[-1].kernel_initializer, models.SeededGlorotUniform)
+    with pytest.raises(ValueError, match="seed"):
+        models.SeededGlorotUniform(seed=-1)
 
 
 def test_bad_model_arguments():
