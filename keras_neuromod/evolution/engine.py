@@ -305,15 +305,14 @@ def evolve(
         models: architectures drawn from, one per generation.
         backend: where and how the individuals train. ``"vectorized"`` (the
             default for a `FitnessTask`): compiled, batched JAX trainings in
-            this process (when it runs Keras on JAX) or in a local JAX
-            worker, the same fitness as `model.fit` many times faster
+            this process (when it runs Keras on JAX and `workers` is 1) or
+            in local JAX workers, the same fitness as `model.fit` many times faster
             (`keras_neuromod.evolution.vectorized`). ``"process"`` (the
             default with a `fitness` function): one `model.fit` per
             individual in local processes; ``"serial"``: in this process;
             ``"ray"``: on a Ray cluster (with `vectorized=True`, chunks of
             the population are trained vectorized on the Ray actors).
-        workers: parallel workers (default: 1 for ``"vectorized"``, which
-            gives JAX every core; the CPU count for the others).
+        workers: parallel workers (default: the CPU count).
         ray_address: with ``backend="ray"``: None starts a local cluster,
             ``"auto"`` or an address joins an existing one.
         seed: one seed for the whole evolution.

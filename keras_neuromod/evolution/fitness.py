@@ -127,7 +127,13 @@ class TaskData:
         self._initial = {}
 
     def build_trainer(self, architecture):
-        """A compiled model of `architecture` and its built Nm optimizer (placeholder genome)."""
+        """A compiled model of `architecture` and its built Nm optimizer (placeholder genome).
+
+        The model outputs logits (its softmax is part of the loss), so that the
+        loss is computed alike on every backend; the accuracy is unchanged.
+        """
+        import keras
+
         from keras_neuromod import models
 
         task = self.task
@@ -140,7 +146,13 @@ class TaskData:
             grn_steps_per_update=task.grn_steps_per_update,
             max_regulatory=task.max_regulatory,
         )
-        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        # Train on the logits: the loss is the log-softmax of the output layer's
+        # logits on every backend (Keras's TensorFlow backend does this for a
+        # softmax output; its JAX backend would clip the probabilities, whose
+        # gradient then vanishes for a saturated example).
+        model.get_layer("output").activation = keras.activations.linear
+        model.compile(optimizer=optimizer, metrics=["accuracy"],
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         optimizer.build(model.trainable_variables)
         return model, optimizer
 

@@ -551,19 +551,21 @@ class RayBackend:
 class VectorizedBackend:
     """Train the population in compiled, batched JAX calls, chunk by chunk.
 
-    The jobs of a generation (one architecture, one seed) are cut into chunks,
-    one per worker (a multiple of `width` individuals each); a worker trains
-    its chunk with a `VectorizedEvaluator`. The workers are this process
-    (when it runs Keras on JAX and `workers` is 1), local processes started
-    with `KERAS_BACKEND=jax` (whatever backend this process uses), or Ray
-    actors. A chunk that fails is run once more, then its individuals score
+    The jobs of a generation (one architecture, one seed) are cut into even
+    chunks, one per worker; a worker trains its chunk with a
+    `VectorizedEvaluator`. The workers are this process (when it runs Keras on
+    JAX and `workers` is 1), local processes started with `KERAS_BACKEND=jax`
+    (whatever backend this process uses), or Ray actors. A chunk that fails is run once more, then its individuals score
     worst, as a failed job of the other backends. Every individual's fitness
     is the same whichever worker trains it and however many there are.
 
     Args:
         fitness: the `FitnessTask`.
-        workers: chunks evaluated in parallel (default 1: one process, with
-            every core for JAX's threads).
+        workers: chunks evaluated in parallel (default: the CPU count for
+            local processes, the cluster's CPUs on Ray). XLA runs much of a
+            small model's training on one thread, so one worker per core is
+            faster than one worker with every core
+            (`benchmarks/evolution_throughput.py`).
         place: ``"local"`` (this process or local processes) or ``"ray"``.
         vmap, scan, width: the `VectorizedEvaluator`'s options.
         ray_address: with ``place="ray"``, as `RayBackend`'s `address`.
@@ -592,7 +594,7 @@ class VectorizedBackend:
         elif place == "local":
             import keras
 
-            workers = int(workers or 1)
+            workers = int(workers or os.cpu_count() or 1)
             if workers == 1 and timeout is None and keras.backend.backend() == "jax":
                 self._inner = SerialBackend(fitness)
             else:
@@ -604,7 +606,6 @@ class VectorizedBackend:
 
     def chunks(self, jobs):
         """The chunk jobs for `jobs`, and the slice of `jobs` each covers."""
-        width = self.options["width"]
         chunks, spans = [], []
         start = 0
         while start < len(jobs):
@@ -612,9 +613,7 @@ class VectorizedBackend:
             stop = start
             while stop < len(jobs) and (jobs[stop]["architecture"], jobs[stop]["seed"]) == key:
                 stop += 1
-            count = stop - start
-            size = -(-count // self.workers)
-            size = -(-size // width) * width  # whole batched calls per worker
+            size = -(-(stop - start) // self.workers)  # an even share per worker
             for first in range(start, stop, size):
                 last = min(first + size, stop)
                 chunks.append(dict(

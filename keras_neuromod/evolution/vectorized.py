@@ -17,13 +17,19 @@ variables) and compiles it once per architecture with `jax.jit`:
 * **one by one** (`vmap=False`): the same compiled training called once per
   individual.
 
+and, independently, `scan=True` compiles the whole training as one loop
+(`jax.lax.scan` over epochs and batches) where `scan=False` calls a compiled
+training step once per batch from Python.
+
 Which is faster depends on the architecture and the device
-(`benchmarks/evolution_throughput.py` measures both). On a CPU, dense models
-gain from batching (small matrix products fill the cores better when stacked)
-and convolutional models lose (a batched convolution runs slower than the
-same convolutions one after another), so `vmap=None` (the default) batches
-dense-only models and runs convolutional ones one by one; on an accelerator it
-batches both. Genomes of different sizes share one program: the optimizer pads
+(`benchmarks/evolution_throughput.py` measures them). On a CPU, dense models
+gain from both (small matrix products fill the cores better when stacked, and
+one loop saves a call per batch); convolutional models lose from both: XLA's
+CPU convolutions run several times slower inside a compiled loop than as
+separate calls, and batched ones somewhat slower than one after another. So
+by default (`vmap=None, scan=None`) dense-only models are batched and scanned
+and convolutional ones trained one by one, a call per batch; on an
+accelerator both are batched and scanned. Genomes of different sizes share one program: the optimizer pads
 every genome to `task.max_regulatory` regulatory proteins.
 
 A diverging individual (a loss that turns NaN or Inf at any step) scores
@@ -39,6 +45,7 @@ import math
 
 import numpy as np
 
+from keras_neuromod import _fields
 from keras_neuromod.evolution.batched import evaluate_population
 from keras_neuromod.evolution.fitness import TaskData
 
@@ -94,15 +101,12 @@ class VectorizedEvaluator(TaskData):
                 f"process (KERAS_BACKEND=jax); this one runs {keras.backend.backend()!r}. "
                 "evolve(..., backend='vectorized') starts JAX workers for you."
             )
-        super().__init__(task)
-        if vmap not in (None, True, False):
-            raise ValueError(f"vmap must be True, False or None, got {vmap!r}.")
-        if scan not in (None, True, False):
-            raise ValueError(f"scan must be True, False or None, got {scan!r}.")
+        for name, value in (("vmap", vmap), ("scan", scan)):
+            if value not in (None, True, False):
+                raise ValueError(f"{name} must be True, False or None, got {value!r}.")
         self.vmap, self.scan = vmap, scan
-        self.width = int(width)
-        if self.width < 1:
-            raise ValueError(f"width must be at least 1, got {width!r}.")
+        self.width = _fields.integer(width, "width", minimum=1)
+        super().__init__(task)
         self._programs = {}
 
     # -- the compiled training ---------------------------------------------
@@ -259,7 +263,8 @@ def _training_functions(model, optimizer, task, genome_slots):
 
     def loss_function(trainable, non_trainable, x, y):
         predictions, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
-        loss = jnp.mean(keras.losses.sparse_categorical_crossentropy(y, predictions))
+        # the model outputs logits (`TaskData.build_trainer`), as in `fit`
+        loss = jnp.mean(keras.losses.sparse_categorical_crossentropy(y, predictions, from_logits=True))
         return loss, (predictions, non_trainable)
 
     gradient = jax.value_and_grad(loss_function, has_aux=True)
