@@ -65,7 +65,7 @@ def main():
     evaluator = VectorizedEvaluator(task, width=4)
     for seed in (1, 2):
         evaluator.evaluate_many(genomes(8, 6), "mlp", seed)
-    out["mlp_compilations"] = evaluator._program("mlp").train._cache_size()
+    out["mlp_compilations"] = evaluator._program("mlp").program.train._cache_size()
 
     # divergence: learning rates up to 1e20 overflow the weights of some individuals
     task = FitnessTask(**{**BASE, "epochs": 1}, base="adam", ranges={"learning_rate": (1e-3, 1e20)},

@@ -20,7 +20,7 @@ import math
 import keras
 import numpy as np
 
-__all__ = ["compile_batched", "evaluate_population"]
+__all__ = ["compile_batched", "evaluate_groups", "evaluate_population"]
 
 
 def compile_batched(fn):
@@ -49,20 +49,20 @@ def _population_size(population):
     return sizes.pop()
 
 
-def evaluate_population(call, population, width=None, worst_fitness=-math.inf):
-    """Score a population group by group; non-finite scores become `worst_fitness`.
+def evaluate_groups(call, population, width=None):
+    """Call `call` on the population group by group; return the results stacked.
 
     Args:
-        call: `call(group) -> scores`: `group` is a tuple of arrays (numpy),
-            each with a leading axis of exactly `width` individuals; returns
-            `width` scores (a tensor or an array).
+        call: `call(group) -> results`: `group` is a tuple of arrays (numpy),
+            each with a leading axis of exactly `width` individuals (the last
+            group padded with copies of its first individual); returns `width`
+            results along its leading axis (a tensor or an array).
         population: an array, or a tuple of arrays, with the individuals along
             the leading axis.
         width: individuals per call (None: the whole population in one call).
-        worst_fitness: the score of an individual whose score is NaN or Inf.
 
     Returns:
-        A float64 numpy array of one score per individual.
+        A float64 numpy array whose leading axis has one entry per individual.
     """
     single = not isinstance(population, tuple)
     parts = (population,) if single else population
@@ -73,17 +73,35 @@ def evaluate_population(call, population, width=None, worst_fitness=-math.inf):
     width = size if width is None else int(width)
     if width < 1:
         raise ValueError(f"width must be at least 1, got {width!r}.")
-    scores = []
+    results = []
     for start in range(0, size, width):
         stop = min(start + width, size)
         index = np.arange(start, start + width)
         index[stop - start:] = start  # pad with copies of the group's first individual
         group = tuple(part[index] for part in parts)
-        result = call(group[0] if single else group)
-        result = np.asarray(keras.ops.convert_to_numpy(result), np.float64).reshape(-1)
-        if result.shape[0] != width:
-            raise ValueError(f"The population's score function returned {result.shape[0]} "
+        result = np.asarray(keras.ops.convert_to_numpy(call(group[0] if single else group)), np.float64)
+        if result.ndim == 0 or result.shape[0] != width:
+            got = 1 if result.ndim == 0 else result.shape[0]
+            raise ValueError(f"The population's score function returned {got} "
                              f"scores for a group of {width}.")
-        scores.append(result[: stop - start])
-    scores = np.concatenate(scores)
+        results.append(result[: stop - start])
+    return np.concatenate(results)
+
+
+def evaluate_population(call, population, width=None, worst_fitness=-math.inf):
+    """Score a population group by group; non-finite scores become `worst_fitness`.
+
+    Args:
+        call: `call(group) -> scores`, as in `evaluate_groups`, with one score
+            per individual.
+        population: an array, or a tuple of arrays, with the individuals along
+            the leading axis.
+        width: individuals per call (None: the whole population in one call).
+        worst_fitness: the score of an individual whose score is NaN or Inf.
+
+    Returns:
+        A float64 numpy array of one score per individual.
+    """
+    scores = evaluate_groups(lambda group: np.reshape(
+        np.asarray(keras.ops.convert_to_numpy(call(group))), (-1,)), population, width)
     return np.where(np.isfinite(scores), scores, float(worst_fitness))

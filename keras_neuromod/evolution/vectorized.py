@@ -42,22 +42,24 @@ processes from a program that uses TensorFlow.
 """
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
 from keras_neuromod import _fields
-from keras_neuromod.evolution.batched import evaluate_population
+from keras_neuromod.evolution.batched import evaluate_groups
 from keras_neuromod.evolution.fitness import TaskData
 
-__all__ = ["VectorizedEvaluator", "DEFAULT_WIDTH", "batches_by_default"]
+__all__ = ["VectorizedEvaluator", "TrainingProgram", "Results", "DEFAULT_WIDTH",
+           "batches_by_default", "scans_by_default"]
 
 # Individuals per batched call. 16 fills a 2-core CPU on the digits MLP
 # (benchmarks/evolution_throughput.py) while padding a population of 20 or 50
 # by little.
 DEFAULT_WIDTH = 16
 
-# Test examples classified per step of the val_accuracy computation.
-_TEST_BATCH = 256
+# Held-out examples measured per step after training.
+_EVAL_BATCH = 256
 
 
 def _convolutional(model):
@@ -137,17 +139,89 @@ class VectorizedEvaluator(TaskData):
 
 
 class _Program:
-    """One architecture's compiled training, and the state it starts from."""
+    """One architecture's `TrainingProgram` for a `FitnessTask`, and its start."""
 
     def __init__(self, evaluator, architecture):
+        self.evaluator = evaluator
+        self.architecture = architecture
+        task = evaluator.task
+        model, optimizer = evaluator.build_trainer(architecture)
+        held_out = task.metric == "val_accuracy"
+        self.program = TrainingProgram(
+            model, optimizer, model.loss, "accuracy",
+            task.epochs, task.batch_size, evaluator.x, evaluator.y,
+            evaluator.x_test if held_out else None, evaluator.y_test if held_out else None,
+            vmap=evaluator.vmap, scan=evaluator.scan, width=evaluator.width,
+        )
+        self.batched, self.scanned = self.program.batched, self.program.scanned
+
+    def run(self, genomes, seed):
+        evaluator = self.evaluator
+        results = self.program.run(
+            genomes, evaluator.initial_weights(self.architecture, seed), evaluator.data_order(seed))
+        fitness = np.where(results.finite, results.metric, np.nan)
+        fitness = np.where(np.isfinite(fitness), fitness, evaluator.task.worst_fitness)
+        return [float(v) for v in fitness]
+
+
+class Results(NamedTuple):
+    """What a `TrainingProgram` measured, one entry per genome (numpy arrays).
+
+    Attributes:
+        metric: the metric on the held-out data after training, or (without
+            held-out data) the running metric of the last epoch, as `fit`
+            reports it: accuracy, or mean squared error.
+        loss: the loss, likewise.
+        finite: False where the training loss was ever NaN or Inf.
+    """
+
+    metric: np.ndarray
+    loss: np.ndarray
+    finite: np.ndarray
+
+
+class TrainingProgram:
+    """One model's training under a neuromodulated optimizer, compiled once for every genome.
+
+    The training is `fit`'s (batches of `batch_size` in the given order, the
+    last one smaller, the loss averaged over each batch), written with Keras's
+    stateless API and compiled with JAX as the plan says (`vmap`, `scan`; see
+    the module's docs). Genomes enter through the optimizer's genome
+    variables, the initial weights and the data order as arguments: neither a
+    new genome nor a new seed compiles anything again.
+
+    Args:
+        model: a built Keras model (a classifier outputs logits).
+        optimizer: a `NeuromodulatedOptimizer` built for `model`'s trainable
+            variables.
+        loss: a Keras loss (a `keras.losses.Loss` or a function of
+            `(y_true, y_pred)` returning one value per example).
+        metric: ``"accuracy"`` (argmax against integer labels) or ``"mse"``.
+        epochs, batch_size: the budget.
+        x, y: the training data.
+        x_eval, y_eval: held-out data on which the loss and the metric are
+            measured after training (None: the last epoch's running values).
+        vmap, scan, width: the plan (None: by model and device).
+
+    Raises:
+        RuntimeError: if Keras does not run on JAX in this process.
+    """
+
+    def __init__(self, model, optimizer, loss, metric, epochs, batch_size, x, y, x_eval=None,
+                 y_eval=None, vmap=None, scan=None, width=DEFAULT_WIDTH):
         import jax
+        import keras
 
         from keras_neuromod.agrn import pack
 
-        self.evaluator = evaluator
-        self.architecture = architecture
-        model, optimizer = evaluator.build_trainer(architecture)
-        self.model = model
+        if keras.backend.backend() != "jax":
+            raise RuntimeError("TrainingProgram needs Keras's JAX backend (KERAS_BACKEND=jax).")
+        if metric not in ("accuracy", "mse"):
+            raise ValueError(f"metric must be 'accuracy' or 'mse', got {metric!r}.")
+        self.model, self.metric = model, metric
+        self.epochs = _fields.integer(epochs, "epochs", minimum=1)
+        self.batch_size = _fields.integer(batch_size, "batch_size", minimum=1)
+        self.width = _fields.integer(width, "width", minimum=1)
         self.pack = lambda genome: pack(genome, optimizer._capacity)
         variables = list(optimizer.variables)
         genome_slots = [
@@ -157,14 +231,15 @@ class _Program:
         optimizer.reset_state()
         self.optimizer_start = [v.value for v in variables]
         platform = jax.default_backend()
-        self.batched = (batches_by_default(model, platform) if evaluator.vmap is None
-                        else bool(evaluator.vmap))
-        self.scanned = (scans_by_default(model, platform) if evaluator.scan is None
-                        else bool(evaluator.scan))
-        self.data = tuple(jax.device_put(a) for a in (evaluator.x, evaluator.y,
-                                                       evaluator.x_test, evaluator.y_test))
-        parts = _training_functions(model, optimizer, evaluator.task, genome_slots)
-        self.start, self.step, self.finish = parts
+        self.batched = batches_by_default(model, platform) if vmap is None else bool(vmap)
+        self.scanned = scans_by_default(model, platform) if scan is None else bool(scan)
+        self.size = len(x)
+        self.held_out = x_eval is not None
+        if not self.held_out:
+            x_eval, y_eval = x[:1], y[:1]  # unused placeholders
+        self.data = tuple(jax.device_put(np.asarray(a)) for a in (x, y, x_eval, y_eval))
+        self.start, self.step, self.finish = _training_functions(
+            model, optimizer, _per_example(loss), metric, self.held_out, genome_slots)
 
         def batch(function, shared):
             return jax.jit(jax.vmap(function, in_axes=(0,) + (None,) * shared)
@@ -181,8 +256,8 @@ class _Program:
         import jax
         import jax.numpy as jnp
 
-        x, y, x_test, y_test = data
-        batch = self.evaluator.task.batch_size
+        x, y, x_eval, y_eval = data
+        batch = self.batch_size
         full, remainder = divmod(orders.shape[1], batch)
         state = self.start(genome, trainable, non_trainable, optimizer_variables)
 
@@ -198,18 +273,29 @@ class _Program:
             return state, None
 
         state, _ = jax.lax.scan(epoch, state, (orders, weights))
-        return self.finish(state, x_test, y_test)
+        return self.finish(state, x_eval, y_eval)
 
-    def run(self, genomes, seed):
+    def run(self, genomes, initial_weights, orders):
+        """Train every genome from `initial_weights` (`model.get_weights()` order).
+
+        Args:
+            genomes: `Genome`s.
+            initial_weights: the model's starting weights.
+            orders: int array [epochs, examples]: each epoch's order of the
+                training examples.
+
+        Returns:
+            `Results`, one entry per genome.
+        """
         import jax.numpy as jnp
 
-        evaluator = self.evaluator
-        task = evaluator.task
-        self.model.set_weights(evaluator.initial_weights(self.architecture, seed))
+        orders = np.asarray(orders)
+        if orders.shape != (self.epochs, self.size):
+            raise ValueError(f"orders must have shape {(self.epochs, self.size)}, got {orders.shape}.")
+        self.model.set_weights(initial_weights)
         trainable = [v.value for v in self.model.trainable_variables]
         non_trainable = [v.value for v in self.model.non_trainable_variables]
-        orders = evaluator.data_order(seed)
-        # the accuracy counted is that of the last epoch (as `fit` reports it)
+        # the metric counted is that of the last epoch (as `fit` reports it)
         weights = np.zeros(len(orders), np.int32)
         weights[-1] = 1
         packed = [self.pack(g) for g in genomes]
@@ -218,8 +304,8 @@ class _Program:
             np.stack([p.active for p in packed]).astype(np.float32),
             np.stack([[p.beta, p.delta] for p in packed]).astype(np.float32),
         )
-        x, y, x_test, y_test = self.data
-        batch = task.batch_size
+        x, y, x_eval, y_eval = self.data
+        batch = self.batch_size
 
         def train(genome):
             if self.scanned:
@@ -229,43 +315,56 @@ class _Program:
             for order, weight in zip(orders, weights):
                 for first in range(0, len(order), batch):
                     state = self.step_compiled(state, order[first:first + batch], weight, x, y)
-            return self.finish_compiled(state, x_test, y_test)
+            return self.finish_compiled(state, x_eval, y_eval)
 
         if self.batched:
-            width = evaluator.width
-            call = train
+            width, call = self.width, train
         else:
             width = 1
 
             def call(group):
-                return jnp.reshape(train(tuple(part[0] for part in group)), (1,))
+                one = train(tuple(part[0] for part in group))
+                return jnp.reshape(one, (1, -1))
 
-        values = evaluate_population(call, population, width, task.worst_fitness)
-        return [float(v) for v in values]
+        values = evaluate_groups(call, population, width)
+        return Results(values[:, 0], values[:, 1], values[:, 2] > 0.5)
 
 
-def _training_functions(model, optimizer, task, genome_slots):
+def _per_example(loss):
+    """`loss` as a function of `(y_true, y_pred)` giving one value per example."""
+    import keras
+
+    if isinstance(loss, keras.losses.Loss):
+        return loss.call
+    return loss
+
+
+def _training_functions(model, optimizer, loss, metric, held_out, genome_slots):
     """`start`, `step` and `finish`: one individual's training as pure functions.
 
     * `start(genome, trainable, non_trainable, optimizer_variables) -> state`
       puts the genome (the packed tags, activity and rates) into the
       optimizer's variables;
     * `step(state, indices, weight, x, y) -> state` trains on the examples
-      `x[indices]` (one batch) and adds `weight` times the number it
-      classified right (before the update, as `fit`'s accuracy does);
-    * `finish(state, x_test, y_test) -> fitness`: the final-epoch training
-      accuracy (or the test accuracy, by `task.metric`), NaN if the loss was
-      ever not finite.
+      `x[indices]` (one batch) and adds `weight` times the batch's summed
+      loss and metric (of the predictions before the update, as `fit`'s
+      running metrics are);
+    * `finish(state, x_eval, y_eval) -> [metric, loss, finite]`: on the
+      held-out data, or the last epoch's running values.
     """
     import jax
     import jax.numpy as jnp
-    import keras
+
+    def measure(predictions, y):
+        """Per-example metric: right (1) or wrong (0), or the squared error."""
+        if metric == "accuracy":
+            return (jnp.argmax(predictions, axis=-1) == y).astype("float32")
+        error = jnp.square(predictions - jnp.reshape(y, predictions.shape))
+        return jnp.mean(jnp.reshape(error, (error.shape[0], -1)), axis=-1)
 
     def loss_function(trainable, non_trainable, x, y):
         predictions, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
-        # the model outputs logits (`TaskData.build_trainer`), as in `fit`
-        loss = jnp.mean(keras.losses.sparse_categorical_crossentropy(y, predictions, from_logits=True))
-        return loss, (predictions, non_trainable)
+        return jnp.mean(loss(y, predictions)), (predictions, non_trainable)
 
     gradient = jax.value_and_grad(loss_function, has_aux=True)
 
@@ -273,44 +372,48 @@ def _training_functions(model, optimizer, task, genome_slots):
         optimizer_variables = list(optimizer_variables)
         for slot, value in zip(genome_slots, genome):
             optimizer_variables[slot] = value
-        counters = (jnp.ones((), bool), jnp.zeros((), "int32"), jnp.zeros((), "int32"))
-        return (trainable, non_trainable, optimizer_variables) + counters
+        zero = jnp.zeros((), "float32")
+        return (trainable, non_trainable, optimizer_variables, jnp.ones((), bool), zero, zero, zero)
 
     def step(state, indices, weight, x, y):
-        trainable, non_trainable, optimizer_variables, finite, correct, seen = state
+        trainable, non_trainable, optimizer_variables, finite, metric_sum, loss_sum, seen = state
         x, y = x[indices], y[indices]
-        (loss, (predictions, non_trainable)), grads = gradient(trainable, non_trainable, x, y)
+        (value, (predictions, non_trainable)), grads = gradient(trainable, non_trainable, x, y)
         trainable, optimizer_variables = optimizer.stateless_apply(optimizer_variables, grads, trainable)
-        right = jnp.sum((jnp.argmax(predictions, axis=-1) == y).astype("int32"))
-        return (trainable, non_trainable, optimizer_variables, finite & jnp.isfinite(loss),
-                correct + weight * right, seen + weight * y.shape[0])
+        count = weight.astype("float32") * y.shape[0]
+        return (trainable, non_trainable, optimizer_variables, finite & jnp.isfinite(value),
+                metric_sum + weight * jnp.sum(measure(predictions, y)), loss_sum + count * value,
+                seen + count)
 
-    def finish(state, x_test, y_test):
-        trainable, non_trainable, _, finite, correct, seen = state
-        if task.metric == "val_accuracy":
-            fitness = _test_accuracy(model, trainable, non_trainable, x_test, y_test)
-        else:
-            fitness = correct / jnp.maximum(seen, 1)
-        return jnp.where(finite, fitness.astype("float32"), jnp.nan)
+    def finish(state, x_eval, y_eval):
+        trainable, non_trainable, _, finite, metric_sum, loss_sum, seen = state
+        if held_out:
+            metric_sum, loss_sum, seen = _held_out_sums(
+                model, trainable, non_trainable, x_eval, y_eval, loss, measure)
+        seen = jnp.maximum(seen, 1.0)
+        return jnp.stack([metric_sum / seen, loss_sum / seen, finite.astype("float32")])
 
     return start, step, finish
 
 
-def _test_accuracy(model, trainable, non_trainable, x_test, y_test):
+def _held_out_sums(model, trainable, non_trainable, x_eval, y_eval, loss, measure):
+    """Summed metric and loss over the held-out data, and its size, in chunks."""
     import jax
     import jax.numpy as jnp
 
-    count = x_test.shape[0]
-    steps = math.ceil(count / _TEST_BATCH)
-    padded = steps * _TEST_BATCH
-    index = jnp.minimum(jnp.arange(padded), count - 1).reshape(steps, _TEST_BATCH)
-    valid = (jnp.arange(padded) < count).reshape(steps, _TEST_BATCH)
+    count = x_eval.shape[0]
+    steps = math.ceil(count / _EVAL_BATCH)
+    padded = steps * _EVAL_BATCH
+    index = jnp.minimum(jnp.arange(padded), count - 1).reshape(steps, _EVAL_BATCH)
+    valid = (jnp.arange(padded) < count).reshape(steps, _EVAL_BATCH).astype("float32")
 
-    def classify(total, batch):
-        indices, keep = batch
-        predictions, _ = model.stateless_call(trainable, non_trainable, x_test[indices], training=False)
-        right = (jnp.argmax(predictions, axis=-1) == y_test[indices]) & keep
-        return total + jnp.sum(right), None
+    def add(totals, chunk):
+        indices, keep = chunk
+        x, y = x_eval[indices], y_eval[indices]
+        predictions, _ = model.stateless_call(trainable, non_trainable, x, training=False)
+        return (totals[0] + jnp.sum(measure(predictions, y) * keep),
+                totals[1] + jnp.sum(loss(y, predictions) * keep)), None
 
-    total, _ = jax.lax.scan(classify, jnp.zeros((), "int32"), (index, valid))
-    return total / count
+    zero = jnp.zeros((), "float32")
+    (metric_sum, loss_sum), _ = jax.lax.scan(add, (zero, zero), (index, valid))
+    return metric_sum, loss_sum, jnp.asarray(count, "float32")
