@@ -6,6 +6,8 @@ The public API:
 * `datasets`: the bundled digits data set and CIFAR through tensorflow-datasets.
 * `NmSGD`, `NmAdam`: the neuromodulated optimizers (`keras_neuromod.optimizers`).
 * `models`: the paper's architectures A, B, C and an MLP, for any input shape.
+* `tasks`: a registry of small offline training tasks in five families (images,
+  tabular, signals, sequences, regression), some held out from evolution.
 * `layers`: switchable, plastic (Backpropamine) and ENU layers; `switching`
   trains a network on two tasks through a fixed weight-space transform.
 * `agents`: the agent format (`Agent`); `bases`: the registry of the optimizer
@@ -24,6 +26,7 @@ from keras_neuromod import datasets
 from keras_neuromod import layers
 from keras_neuromod import models
 from keras_neuromod import switching
+from keras_neuromod import tasks
 from keras_neuromod import zoo
 from keras_neuromod.agrn import Genome
 from keras_neuromod.agrn import run
@@ -42,6 +45,7 @@ __all__ = [
     "layers",
     "models",
     "switching",
+    "tasks",
     "zoo",
     "__version__",
 ]

@@ -25,7 +25,7 @@ from keras import layers
 
 from keras_neuromod import _fields
 
-__all__ = ["ARCHITECTURES", "build", "layer_plan", "SeededGlorotUniform"]
+__all__ = ["ARCHITECTURES", "build", "layer_plan", "SeededGlorotUniform", "SeededOrthogonal"]
 
 _PLANS = {
     "A": ["c32", "c32", "p", "c64", "c64", "p", "d512"],
@@ -79,6 +79,48 @@ class SeededGlorotUniform(keras.initializers.Initializer):
 
     def get_config(self):
         return {"seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="keras_neuromod")
+class SeededOrthogonal(keras.initializers.Initializer):
+    """Orthogonal weights drawn by numpy: one seed, the same weights on every backend.
+
+    The numpy counterpart of Keras's `Orthogonal` (for recurrent kernels): a
+    matrix of shape ``(max(rows, cols), min(rows, cols))``, where ``rows`` is
+    the product of all but the last dimension and ``cols`` the last one, is
+    drawn from a standard normal by `numpy.random.default_rng(seed)`, factored
+    as ``Q R``, and ``Q``'s columns are multiplied by the signs of ``R``'s
+    diagonal (so that ``Q`` is uniformly distributed). With fewer rows than
+    columns ``Q`` is transposed (orthogonal rows); the result is reshaped to
+    `shape` and scaled by `gain`.
+
+    Args:
+        seed: an int.
+        gain: factor applied to the orthogonal matrix.
+    """
+
+    def __init__(self, seed, gain=1.0):
+        self.seed = _fields.integer(seed, "seed", minimum=0)
+        self.gain = _fields.number(gain, "gain")
+
+    def __call__(self, shape, dtype=None):
+        shape = tuple(int(d) for d in shape)
+        if len(shape) < 2:
+            raise ValueError(
+                f"SeededOrthogonal needs a shape of rank 2 or more, got {shape}."
+            )
+        rows, cols = int(np.prod(shape[:-1])), shape[-1]
+        flat = (max(rows, cols), min(rows, cols))
+        a = np.random.default_rng(self.seed).standard_normal(flat)
+        q, r = np.linalg.qr(a)
+        q = q * np.where(np.diag(r) < 0, -1.0, 1.0)
+        if rows < cols:
+            q = q.T
+        values = self.gain * q.reshape(shape)
+        return keras.ops.convert_to_tensor(values.astype("float32"), dtype=dtype or "float32")
+
+    def get_config(self):
+        return {"seed": self.seed, "gain": self.gain}
 
 
 def _scaled(units, width):

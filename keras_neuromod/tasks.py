@@ -1,0 +1,839 @@
+"""A suite of named training tasks: data, models, loss and budget, all offline.
+
+Optimizers (agents) are evolved over many tasks and judged on tasks they never
+saw, so the suite spans five families of training problems:
+
+* ``"images"``: the bundled 8x8 digits (MLP and a small CNN), generated 12x12
+  shapes, and CIFAR-10 where tensorflow-datasets has it prepared.
+* ``"tabular"``: breast cancer and wine (bundled with scikit-learn), a
+  generated ``make_classification`` problem and three interleaved spirals.
+* ``"signals"``: generated 1-D signals, ``[n, length, 1]``: waveform shapes,
+  and the number of bursts in noise.
+* ``"sequences"``: generated ``[n, time, features]`` sequences for recurrent
+  models: the majority symbol, the first symbol, the adding problem.
+* ``"regression"``: diabetes (bundled), Friedman #1 and an ill-conditioned
+  multi-output linear problem, trained on the mean squared error.
+
+Every task's training takes about a second or less with `model.fit` on two CPU
+cores. Tasks marked `held_out` are never used by evolution: they are the
+evidence that an agent generalises. Data are deterministic: bundled data sets
+are always the same, generated ones are drawn from the `seed` given.
+
+    >>> task = tasks.get("digits_mlp")
+    >>> splits = task.splits(seed=0)
+    >>> model = task.build_model("mlp", seed=0)
+    >>> task.compile(model, keras.optimizers.Adam())
+    >>> model.fit(*splits.train, validation_data=splits.val,
+    ...           epochs=task.epochs, batch_size=task.batch_size)
+
+Users add tasks with `register` and model builders with `register_model`.
+"""
+
+import collections
+import dataclasses
+import functools
+from typing import Callable
+from typing import NamedTuple
+
+import keras
+import numpy as np
+from keras import layers
+
+from keras_neuromod import _fields
+from keras_neuromod import datasets
+from keras_neuromod.models import SeededGlorotUniform
+from keras_neuromod.models import SeededOrthogonal
+
+__all__ = [
+    "FAMILIES",
+    "LOSSES",
+    "MODELS",
+    "Splits",
+    "Task",
+    "get",
+    "names",
+    "register",
+    "register_model",
+]
+
+FAMILIES = ("images", "tabular", "signals", "sequences", "regression")
+
+# loss name -> (metric, higher is better)
+LOSSES = {
+    "sparse_categorical_crossentropy": ("accuracy", True),
+    "mean_squared_error": ("mse", False),
+}
+
+
+# --------------------------------------------------------------------------
+# Splits and tasks
+# --------------------------------------------------------------------------
+
+
+class Splits(NamedTuple):
+    """A task's training, validation and test arrays.
+
+    The validation part is carved from the training data (stratified by class
+    for classification), never from the test data.
+
+    Attributes:
+        train: ``(x, y)``, the training data minus the validation part.
+        val: ``(x, y)``, the validation part.
+        test: ``(x, y)``.
+        num_classes: the class count; 0 for regression.
+    """
+
+    train: tuple
+    val: tuple
+    test: tuple
+    num_classes: int
+
+    @property
+    def input_shape(self):
+        """Shape of one example."""
+        return tuple(self.train[0].shape[1:])
+
+    @property
+    def output_dim(self):
+        """Units of the model's output: the class count, or the targets' width."""
+        if self.num_classes:
+            return int(self.num_classes)
+        return int(self.train[1].shape[1])
+
+
+# (task name, seed) -> (task, splits), the most recently used last; a task
+# re-registered under the same name is not equal to the cached one, so its
+# splits are made again. At most _CACHE_SIZE entries are kept.
+_SPLITS_CACHE = collections.OrderedDict()
+_CACHE_SIZE = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A named training problem: data, the models it trains, its loss and budget.
+
+    Args:
+        name: the registry key, e.g. ``"digits_mlp"``.
+        family: one of `FAMILIES`.
+        data: ``data(seed) -> ((x_train, y_train), (x_test, y_test), num_classes)``
+            (a `datasets.Dataset` or a tuple like it): float32 inputs; int32
+            class labels, or float32 targets shaped ``[n, k]`` with
+            ``num_classes = 0`` for regression. `seed` picks generated data's
+            draw (bundled data ignore it); the same seed must give the same arrays.
+        models: names of the model builders in `MODELS` this task may train;
+            the first is its default.
+        loss: ``"sparse_categorical_crossentropy"`` (models output logits) or
+            ``"mean_squared_error"``.
+        epochs: training epochs of the task's budget (at least 1).
+        batch_size: training batch size.
+        validation_fraction: share of the training data carved off for
+            validation, in (0, 1).
+        held_out: True for tasks that evolution never uses (evidence only).
+        description: what the task is, in one sentence.
+    """
+
+    name: str
+    family: str
+    data: Callable
+    models: tuple
+    loss: str
+    epochs: int
+    batch_size: int = 32
+    validation_fraction: float = 0.2
+    held_out: bool = False
+    description: str = ""
+
+    def __post_init__(self):
+        where = f"Task {self.name!r}"
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"Task field 'name' must be a non-empty string, got {self.name!r}.")
+        if self.family not in FAMILIES:
+            raise ValueError(
+                f"{where}, field 'family': unknown family {self.family!r}; "
+                f"choose one of {list(FAMILIES)}."
+            )
+        if not callable(self.data):
+            raise ValueError(f"{where}, field 'data' must be callable: data(seed) -> Dataset.")
+        models = self.models
+        if isinstance(models, str) or not isinstance(models, (tuple, list)) or not models:
+            raise ValueError(
+                f"{where}, field 'models' must be a non-empty tuple of model names, got {models!r}."
+            )
+        if not all(isinstance(model, str) for model in models):
+            raise ValueError(f"{where}, field 'models' must hold model names (strings), got {models!r}.")
+        object.__setattr__(self, "models", tuple(models))
+        if self.loss not in LOSSES:
+            raise ValueError(
+                f"{where}, field 'loss': unknown loss {self.loss!r}; choose one of {list(LOSSES)}."
+            )
+        _fields.integer(self.epochs, f"{where}, field 'epochs'", minimum=1)
+        _fields.integer(self.batch_size, f"{where}, field 'batch_size'", minimum=1)
+        fraction = _fields.number(self.validation_fraction, f"{where}, field 'validation_fraction'")
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(
+                f"{where}, field 'validation_fraction' must lie in (0, 1), got {fraction!r}."
+            )
+        if not isinstance(self.held_out, bool):
+            raise ValueError(f"{where}, field 'held_out' must be a bool, got {self.held_out!r}.")
+        if not isinstance(self.description, str):
+            raise ValueError(f"{where}, field 'description' must be a string.")
+
+    @property
+    def metric(self):
+        """The Keras metric name: ``"accuracy"`` for classification, ``"mse"`` for regression."""
+        return LOSSES[self.loss][0]
+
+    @property
+    def higher_is_better(self):
+        """Whether a larger `metric` is better (accuracy) or worse (mse)."""
+        return LOSSES[self.loss][1]
+
+    def splits(self, seed=0):
+        """The train, validation and test arrays for `seed`, cached in-process.
+
+        `seed` picks the draw of generated data and the validation carve. The
+        splits of the 64 most recently used (task, seed) pairs are kept; their
+        arrays are read-only, as they are shared between callers.
+
+        Args:
+            seed: a non-negative int.
+
+        Returns:
+            A `Splits`.
+        """
+        seed = _fields.integer(seed, "seed", minimum=0)
+        key = (self.name, seed)
+        cached = _SPLITS_CACHE.get(key)
+        if cached is not None and cached[0] == self:
+            _SPLITS_CACHE.move_to_end(key)
+            return cached[1]
+        splits = _make_splits(self, seed)
+        _SPLITS_CACHE[key] = (self, splits)
+        _SPLITS_CACHE.move_to_end(key)
+        while len(_SPLITS_CACHE) > _CACHE_SIZE:
+            _SPLITS_CACHE.popitem(last=False)
+        return splits
+
+    def build_model(self, model, seed=None):
+        """An uncompiled model for this task.
+
+        Classification models output logits (a linear layer of `num_classes`
+        units); regression models output the targets' width in linear units.
+
+        Args:
+            model: one of the task's `models`.
+            seed: None for Keras's fresh initialisation, or an int: numpy-drawn
+                weights, the same on every backend.
+
+        Returns:
+            A `keras.Model`.
+        """
+        if model not in self.models:
+            raise ValueError(
+                f"Task {self.name!r} trains the models {list(self.models)}, not {model!r}."
+            )
+        if model not in MODELS:
+            raise ValueError(f"Unknown model {model!r}; registered models: {sorted(MODELS)}.")
+        if seed is not None:
+            seed = _fields.integer(seed, "seed", minimum=0)
+        splits = self.splits(0)
+        return MODELS[model](splits.input_shape, splits.output_dim, seed)
+
+    def loss_function(self):
+        """The loss: `SparseCategoricalCrossentropy(from_logits=True)` or `MeanSquaredError()`."""
+        if self.loss == "sparse_categorical_crossentropy":
+            return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        return keras.losses.MeanSquaredError()
+
+    def compile(self, model, optimizer, **kwargs):
+        """Compile `model` with `optimizer`, the task's loss and its metric.
+
+        Args:
+            model: a model of this task (`build_model`).
+            optimizer: a Keras optimizer.
+            **kwargs: more arguments of `model.compile` (e.g. ``jit_compile``).
+        """
+        kwargs.setdefault("loss", self.loss_function())
+        kwargs.setdefault("metrics", [self.metric])
+        model.compile(optimizer=optimizer, **kwargs)
+        return model
+
+
+def _make_splits(task, seed):
+    loaded = task.data(seed)
+    try:
+        (x_train, y_train), (x_test, y_test), num_classes = loaded
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"Task {task.name!r}: data(seed) must return "
+            "((x_train, y_train), (x_test, y_test), num_classes)."
+        ) from None
+    num_classes = _fields.integer(num_classes, f"Task {task.name!r}: num_classes")
+    classification = task.loss == "sparse_categorical_crossentropy"
+    if classification and num_classes < 2:
+        raise ValueError(
+            f"Task {task.name!r} is a classification task but has num_classes={num_classes}."
+        )
+    if not classification and num_classes != 0:
+        raise ValueError(
+            f"Task {task.name!r} is a regression task: num_classes must be 0, got {num_classes}."
+        )
+    x_train, x_test = (np.asarray(x, "float32") for x in (x_train, x_test))
+    if classification:
+        y_train, y_test = (np.asarray(y, "int32").reshape(-1) for y in (y_train, y_test))
+    else:
+        y_train, y_test = (np.asarray(y, "float32") for y in (y_train, y_test))
+        y_train, y_test = (y.reshape(len(y), -1) for y in (y_train, y_test))
+    if len(x_train) != len(y_train) or len(x_test) != len(y_test):
+        raise ValueError(f"Task {task.name!r}: inputs and targets differ in length.")
+    if len(y_train) < 2 or len(y_test) < 1:
+        raise ValueError(f"Task {task.name!r}: data(seed) gave too few examples.")
+    if classification:
+        labels = np.concatenate([y_train, y_test])
+        if labels.min() < 0 or labels.max() >= num_classes:
+            raise ValueError(
+                f"Task {task.name!r}: labels must lie in [0, {num_classes}), "
+                f"got [{labels.min()}, {labels.max()}]."
+            )
+    val_index = _validation_index(
+        y_train if classification else None, len(y_train), task.validation_fraction, seed
+    )
+    val_mask = np.zeros(len(y_train), bool)
+    val_mask[val_index] = True
+
+    def frozen(array):  # a copy: the caller's arrays stay writeable
+        array = np.array(array, order="C", copy=True)
+        array.flags.writeable = False
+        return array
+
+    return Splits(
+        train=(frozen(x_train[~val_mask]), frozen(y_train[~val_mask])),
+        val=(frozen(x_train[val_mask]), frozen(y_train[val_mask])),
+        test=(frozen(x_test), frozen(y_test)),
+        num_classes=num_classes,
+    )
+
+
+def _validation_index(labels, n, fraction, seed):
+    """Indices of the validation part: a share of every class (at least one), or of all."""
+    rng = np.random.default_rng([seed, 2718])
+    if labels is None:
+        size = min(n - 1, max(1, int(round(n * fraction))))
+        return rng.permutation(n)[:size]
+    chosen = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        if len(members) >= 2:
+            chosen.extend(members[: min(len(members) - 1, max(1, int(round(len(members) * fraction))))])
+    return np.asarray(chosen, dtype="int64")
+
+
+# --------------------------------------------------------------------------
+# Model builders: builder(input_shape, output_dim, seed) -> keras.Model
+# --------------------------------------------------------------------------
+
+
+class _Initializers:
+    """Kernel initializers of one model: numpy-seeded per layer, or Keras's fresh ones."""
+
+    def __init__(self, seed):
+        self._seeds = (
+            iter(np.random.default_rng(seed).integers(0, 2**31 - 1, size=64).tolist())
+            if seed is not None else None
+        )
+
+    def glorot(self):
+        if self._seeds is None:
+            return keras.initializers.GlorotUniform()
+        return SeededGlorotUniform(next(self._seeds))
+
+    def orthogonal(self):
+        if self._seeds is None:
+            return keras.initializers.Orthogonal()
+        return SeededOrthogonal(next(self._seeds))
+
+
+def _output(x, output_dim, init):
+    return layers.Dense(int(output_dim), kernel_initializer=init.glorot(), name="output")(x)
+
+
+def _rank(input_shape, rank, model):
+    if len(input_shape) != rank:
+        wanted = {2: "(time, features)", 3: "(height, width, channels)"}[rank]
+        raise ValueError(f"The {model!r} model needs an input shape {wanted}, got {input_shape}.")
+
+
+def mlp(input_shape, output_dim, seed=None):
+    """Flatten, two Dense layers of 64 ReLU units, a linear output layer."""
+    init = _Initializers(seed)
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    x = layers.Flatten(name="flatten")(inputs)
+    for i in range(2):
+        x = layers.Dense(64, activation="relu", kernel_initializer=init.glorot(), name=f"dense_{i}")(x)
+    return keras.Model(inputs, _output(x, output_dim, init), name="mlp")
+
+
+def linear(input_shape, output_dim, seed=None):
+    """Flatten and a linear output layer (a linear or logistic regression)."""
+    init = _Initializers(seed)
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    x = layers.Flatten(name="flatten")(inputs)
+    return keras.Model(inputs, _output(x, output_dim, init), name="linear")
+
+
+def conv2d(input_shape, output_dim, seed=None):
+    """Two 3x3 ReLU convolutions (16 and 32 filters), each pooled where the image allows."""
+    input_shape = tuple(input_shape)
+    _rank(input_shape, 3, "conv2d")
+    init = _Initializers(seed)
+    inputs = keras.Input(shape=input_shape, name="input")
+    x, size = inputs, min(input_shape[:2])
+    for i, filters in enumerate((16, 32)):
+        x = layers.Conv2D(filters, 3, padding="same", activation="relu",
+                          kernel_initializer=init.glorot(), name=f"conv_{i}")(x)
+        if size >= 2:
+            x = layers.MaxPooling2D(2, name=f"pool_{i}")(x)
+            size //= 2
+    x = layers.Flatten(name="flatten")(x)
+    return keras.Model(inputs, _output(x, output_dim, init), name="conv2d")
+
+
+def conv1d(input_shape, output_dim, seed=None):
+    """Conv1D 16 (kernel 5), max-pooling, Conv1D 32 (kernel 5), global average pooling."""
+    input_shape = tuple(input_shape)
+    _rank(input_shape, 2, "conv1d")
+    init = _Initializers(seed)
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = layers.Conv1D(16, 5, padding="same", activation="relu",
+                      kernel_initializer=init.glorot(), name="conv_0")(inputs)
+    if input_shape[0] >= 2:
+        x = layers.MaxPooling1D(2, name="pool_0")(x)
+    x = layers.Conv1D(32, 5, padding="same", activation="relu",
+                      kernel_initializer=init.glorot(), name="conv_1")(x)
+    x = layers.GlobalAveragePooling1D(name="average")(x)
+    return keras.Model(inputs, _output(x, output_dim, init), name="conv1d")
+
+
+def _recurrent(layer_class, name):
+    def builder(input_shape, output_dim, seed=None):
+        input_shape = tuple(input_shape)
+        _rank(input_shape, 2, name)
+        init = _Initializers(seed)
+        inputs = keras.Input(shape=input_shape, name="input")
+        x = layer_class(32, kernel_initializer=init.glorot(),
+                        recurrent_initializer=init.orthogonal(), name=name)(inputs)
+        return keras.Model(inputs, _output(x, output_dim, init), name=name)
+
+    builder.__name__ = name
+    builder.__doc__ = (
+        f"One {layer_class.__name__} layer of 32 units on (time, features) input, "
+        "a linear output layer."
+    )
+    return builder
+
+
+simple_rnn = _recurrent(layers.SimpleRNN, "simple_rnn")
+lstm = _recurrent(layers.LSTM, "lstm")
+gru = _recurrent(layers.GRU, "gru")
+
+MODELS = {
+    "mlp": mlp,
+    "conv2d": conv2d,
+    "conv1d": conv1d,
+    "simple_rnn": simple_rnn,
+    "lstm": lstm,
+    "gru": gru,
+    "linear": linear,
+}
+
+
+def register_model(name, builder, overwrite=False):
+    """Add a model builder to `MODELS`.
+
+    Args:
+        name: the model's name, for `Task.models`.
+        builder: ``builder(input_shape, output_dim, seed) -> keras.Model``, an
+            uncompiled model whose output is logits (classification) or the
+            targets (regression); `seed` is None or an int fixing its weights.
+        overwrite: replace a builder of the same name.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"A model's name must be a non-empty string, got {name!r}.")
+    if not callable(builder):
+        raise ValueError(f"The builder of model {name!r} must be callable.")
+    if name in MODELS and not overwrite:
+        raise ValueError(f"A model named {name!r} is already registered; pass overwrite=True to replace it.")
+    MODELS[name] = builder
+    return builder
+
+
+# --------------------------------------------------------------------------
+# The registry
+# --------------------------------------------------------------------------
+
+_REGISTRY = {}
+
+
+def register(task, overwrite=False):
+    """Add a `Task` to the registry.
+
+    Args:
+        task: a `Task`; every name in its `models` must be in `MODELS`.
+        overwrite: replace a task of the same name.
+
+    Returns:
+        The task.
+    """
+    if not isinstance(task, Task):
+        raise ValueError(f"register takes a Task, got {type(task).__name__}.")
+    unknown = [model for model in task.models if model not in MODELS]
+    if unknown:
+        raise ValueError(
+            f"Task {task.name!r}, field 'models': unknown model(s) {unknown}; "
+            f"registered models: {sorted(MODELS)} (add one with register_model)."
+        )
+    if task.name in _REGISTRY and not overwrite:
+        raise ValueError(
+            f"A task named {task.name!r} is already registered; pass overwrite=True to replace it."
+        )
+    _REGISTRY[task.name] = task
+    for key in [key for key in _SPLITS_CACHE if key[0] == task.name]:
+        del _SPLITS_CACHE[key]
+    return task
+
+
+def get(name):
+    """The registered task named `name`."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"Unknown task {name!r}; registered tasks: {sorted(_REGISTRY)}.") from None
+
+
+def names(family=None, held_out=None):
+    """Sorted names of the registered tasks, of one family and held out or not when given."""
+    if family is not None and family not in FAMILIES:
+        raise ValueError(f"Unknown family {family!r}; choose one of {list(FAMILIES)}.")
+    return sorted(
+        name for name, task in _REGISTRY.items()
+        if (family is None or task.family == family)
+        and (held_out is None or task.held_out == bool(held_out))
+    )
+
+
+# --------------------------------------------------------------------------
+# Data of the bundled tasks
+# --------------------------------------------------------------------------
+
+
+def _sklearn(loader):
+    try:
+        import sklearn.datasets
+    except ImportError:
+        raise ImportError(
+            "The bundled tasks use scikit-learn: `pip install keras_neuromod[examples]` "
+            "(or `pip install scikit-learn`)."
+        ) from None
+    return getattr(sklearn.datasets, loader)
+
+
+def _standardised(train, test):
+    mean, std = train.mean(0), train.std(0)
+    std = np.where(std > 0, std, 1.0)
+    return ((train - mean) / std).astype("float32"), ((test - mean) / std).astype("float32")
+
+
+def _split_rows(n, test_fraction, labels=None, seed=0):
+    if labels is not None:
+        return datasets._stratified_split(labels, test_fraction, seed)
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = int(round(n * test_fraction))
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def _digits(seed):
+    """`datasets.digits()`: always the same split."""
+    return datasets.digits()
+
+
+def _wine(seed):
+    """`datasets.wine()`: always the same split."""
+    return datasets.wine()
+
+
+def _breast_cancer(seed):
+    """Breast cancer, a fixed stratified 70/30 split, standardised with the train statistics."""
+    bunch = _sklearn("load_breast_cancer")()
+    x, y = bunch.data.astype("float64"), bunch.target.astype("int32")
+    train, test = _split_rows(len(y), 0.3, labels=y)
+    x_train, x_test = _standardised(x[train], x[test])
+    return datasets.Dataset((x_train, y[train]), (x_test, y[test]), 2)
+
+
+def _diabetes(seed):
+    """Diabetes, a fixed 70/30 split, inputs and target standardised with the train statistics."""
+    bunch = _sklearn("load_diabetes")()
+    x, y = bunch.data.astype("float64"), bunch.target.astype("float64")[:, None]
+    train, test = _split_rows(len(y), 0.3)
+    x_train, x_test = _standardised(x[train], x[test])
+    y_train, y_test = _standardised(y[train], y[test])
+    return datasets.Dataset((x_train, y_train), (x_test, y_test), 0)
+
+
+def _tabular_synthetic(seed, n_train=1000, n_test=500):
+    """make_classification drawn from `seed`, standardised with the train statistics."""
+    x, y = _sklearn("make_classification")(
+        n_samples=n_train + n_test, n_features=10, n_informative=6, n_redundant=2,
+        n_classes=4, n_clusters_per_class=2, class_sep=1.0, random_state=seed,
+    )
+    x_train, x_test = _standardised(x[:n_train], x[n_train:])
+    y = y.astype("int32")
+    return datasets.Dataset((x_train, y[:n_train]), (x_test, y[n_train:]), 4)
+
+
+def _spirals(seed, n_train=900, n_test=450, arms=3, noise=0.08):
+    """Points on `arms` interleaved spiral arms with Gaussian noise; the class is the arm."""
+    rng = np.random.default_rng([seed, 11])
+    n = n_train + n_test
+    y = rng.integers(0, arms, n).astype("int32")
+    radius = rng.uniform(0.15, 1.0, n)
+    angle = 2.5 * np.pi * radius + 2 * np.pi * y / arms
+    x = np.stack([radius * np.cos(angle), radius * np.sin(angle)], 1)
+    x = (x + noise * rng.standard_normal(x.shape)) * 2.0
+    x = x.astype("float32")
+    return datasets.Dataset((x[:n_train], y[:n_train]), (x[n_train:], y[n_train:]), arms)
+
+
+def _shapes(seed, n_train=1200, n_test=400, size=12):
+    """12x12 images of a horizontal bar, a vertical bar, a filled block or a hollow frame."""
+    rng = np.random.default_rng([seed, 12])
+    n = n_train + n_test
+    y = rng.integers(0, 4, n).astype("int32")
+    images = np.zeros((n, size, size), "float64")
+    for i, label in enumerate(y):
+        brightness = rng.uniform(0.6, 1.0)
+        if label in (0, 1):
+            length, thick = rng.integers(5, 10), rng.integers(1, 3)
+            h, w = (thick, length) if label == 0 else (length, thick)
+        else:
+            h = w = rng.integers(4, 8)
+        top, left = rng.integers(0, size - h + 1), rng.integers(0, size - w + 1)
+        images[i, top:top + h, left:left + w] = brightness
+        if label == 3:
+            images[i, top + 1:top + h - 1, left + 1:left + w - 1] = 0.0
+    images += 0.15 * rng.standard_normal(images.shape)
+    x = np.clip(images, 0.0, 1.0).astype("float32")[..., None]
+    return datasets.Dataset((x[:n_train], y[:n_train]), (x[n_train:], y[n_train:]), 4)
+
+
+def _waveforms(seed, n_train=1200, n_test=400, length=64, noise=0.2):
+    """Sine, square, sawtooth or triangle waves of random frequency, phase and amplitude, in noise."""
+    rng = np.random.default_rng([seed, 13])
+    n = n_train + n_test
+    y = rng.integers(0, 4, n).astype("int32")
+    cycles = rng.uniform(1.5, 5.0, (n, 1))
+    phase = rng.uniform(0.0, 1.0, (n, 1))
+    amplitude = rng.uniform(0.7, 1.3, (n, 1))
+    u = np.mod(cycles * np.arange(length)[None] / length + phase, 1.0)
+    waves = np.stack([
+        np.sin(2 * np.pi * u),
+        np.where(u < 0.5, 1.0, -1.0),
+        2 * u - 1,
+        1 - 4 * np.abs(u - 0.5),
+    ])
+    x = amplitude * waves[y, np.arange(n)] + noise * rng.standard_normal((n, length))
+    x = x.astype("float32")[..., None]
+    return datasets.Dataset((x[:n_train], y[:n_train]), (x[n_train:], y[n_train:]), 4)
+
+
+def _signal_bursts(seed, n_train=1200, n_test=400, length=80, burst=10):
+    """The number (0 to 3) of short high-frequency bursts in noise over a slow drift."""
+    rng = np.random.default_rng([seed, 14])
+    n = n_train + n_test
+    y = rng.integers(0, 4, n).astype("int32")
+    t = np.arange(length)
+    drift = rng.uniform(0.2, 0.8, (n, 1)) * np.sin(
+        2 * np.pi * (rng.uniform(0.3, 1.5, (n, 1)) * t / length + rng.uniform(0, 1, (n, 1)))
+    )
+    x = drift + 0.25 * rng.standard_normal((n, length))
+    window = np.hanning(burst)
+    slots = length // burst
+    for i, count in enumerate(y):
+        for slot in rng.choice(slots, size=count, replace=False):
+            start = slot * burst
+            frequency = rng.uniform(0.2, 0.35)
+            x[i, start:start + burst] += rng.uniform(1.0, 1.6) * window * np.sin(
+                2 * np.pi * frequency * np.arange(burst) + rng.uniform(0, 2 * np.pi)
+            )
+    x = x.astype("float32")[..., None]
+    return datasets.Dataset((x[:n_train], y[:n_train]), (x[n_train:], y[n_train:]), 4)
+
+
+def _one_hot(symbols, depth):
+    return np.eye(depth, dtype="float32")[symbols]
+
+
+def _sequence_majority(seed, n_train=1200, n_test=400, steps=12, symbols=4):
+    """One-hot symbol sequences; the class is the symbol that occurs most often (ties redrawn)."""
+    rng = np.random.default_rng([seed, 15])
+    n = n_train + n_test
+    kept = []
+    while sum(len(k) for k in kept) < n:
+        draw = rng.integers(0, symbols, (2 * n, steps))
+        counts = np.stack([(draw == s).sum(1) for s in range(symbols)], 1)
+        top = np.sort(counts, 1)
+        kept.append(draw[top[:, -1] > top[:, -2]])
+    draw = np.concatenate(kept)[:n]
+    counts = np.stack([(draw == s).sum(1) for s in range(symbols)], 1)
+    y = counts.argmax(1).astype("int32")
+    x = _one_hot(draw, symbols)
+    return datasets.Dataset((x[:n_train], y[:n_train]), (x[n_train:], y[n_train:]), symbols)
+
+
+def _sequence_first(seed, n_train=1200, n_test=400, steps=8, symbols=4, p=0.3):
+    """Sparse one-hot symbols after a few blank steps; the class is the first symbol seen."""
+    rng = np.random.default_rng([seed, 16])
+    n = n_train + n_test
+    draw = rng.integers(0, symbols, (n, steps))
+    present = rng.uniform(size=(n, steps)) < p
+    start = rng.integers(0, 3, n)
+    present[np.arange(steps)[None] < start[:, None]] = False
+    present[np.arange(n), start] = True
+    y = draw[np.arange(n), start].astype("int32")
+    x = _one_hot(draw, symbols) * present[..., None]
+    x = x + 0.05 * rng.standard_normal(x.shape)
+    x = x.astype("float32")
+    return datasets.Dataset((x[:n_train], y[:n_train]), (x[n_train:], y[n_train:]), symbols)
+
+
+def _adding_problem(seed, n_train=1200, n_test=400, steps=12):
+    """Random values with two marked steps; the target is the (centred) sum of the marked values."""
+    rng = np.random.default_rng([seed, 17])
+    n = n_train + n_test
+    values = rng.uniform(0.0, 1.0, (n, steps))
+    first = rng.integers(0, steps // 2, n)
+    second = rng.integers(steps // 2, steps, n)
+    markers = np.zeros((n, steps))
+    markers[np.arange(n), first] = 1.0
+    markers[np.arange(n), second] = 1.0
+    target = (values * markers).sum(1, keepdims=True) - 1.0
+    x = np.stack([values, markers], -1).astype("float32")
+    y = (target / np.sqrt(1 / 6)).astype("float32")  # unit variance
+    return datasets.Dataset((x[:n_train], y[:n_train]), (x[n_train:], y[n_train:]), 0)
+
+
+def _friedman1(seed, n_train=1000, n_test=500):
+    """make_friedman1 drawn from `seed`, inputs and target standardised with the train statistics."""
+    x, y = _sklearn("make_friedman1")(
+        n_samples=n_train + n_test, n_features=10, noise=1.0, random_state=seed
+    )
+    x_train, x_test = _standardised(x[:n_train], x[n_train:])
+    y_train, y_test = _standardised(y[:n_train, None], y[n_train:, None])
+    return datasets.Dataset((x_train, y_train), (x_test, y_test), 0)
+
+
+def _linear_ill_conditioned(seed, n_train=1000, n_test=500, n_features=100, effective_rank=10,
+                            n_targets=3):
+    """Correlated features of a decaying spectrum (as make_regression's effective_rank), linear targets."""
+    rng = np.random.default_rng([seed, 18])
+    n = n_train + n_test
+    i = np.arange(n_features)
+    spectrum = 0.7 * np.exp(-((i / effective_rank) ** 2)) + 0.3 * np.exp(-0.1 * i / effective_rank)
+    basis, _ = np.linalg.qr(rng.standard_normal((n_features, n_features)))
+    x = (rng.standard_normal((n, n_features)) * spectrum) @ basis.T
+    informative = rng.uniform(size=(n_features, 1)) < 0.5
+    y = x @ (rng.standard_normal((n_features, n_targets)) * informative)
+    y = y + 0.2 * y.std(0) * rng.standard_normal(y.shape)
+    x_train, x_test = _standardised(x[:n_train], x[n_train:])
+    y_train, y_test = _standardised(y[:n_train], y[n_train:])
+    return datasets.Dataset((x_train, y_train), (x_test, y_test), 0)
+
+
+def _cifar10(seed):
+    return _cifar10_subset()
+
+
+@functools.lru_cache(maxsize=1)
+def _cifar10_subset(n_train=2000, n_test=1000):
+    """A fixed class-balanced subset of CIFAR-10, where tensorflow-datasets has it prepared."""
+    try:
+        full = datasets.cifar10(download=False)
+    except ImportError as error:
+        raise datasets.DatasetUnavailableError(str(error)) from None
+    (x_train, y_train), (x_test, y_test), num_classes = full
+
+    def subset(y, count):
+        rng = np.random.default_rng(0)
+        per_class = count // num_classes
+        index = [rng.permutation(np.flatnonzero(y == c))[:per_class] for c in range(num_classes)]
+        return np.sort(np.concatenate(index))
+
+    train, test = subset(y_train, n_train), subset(y_test, n_test)
+    return datasets.Dataset((x_train[train], y_train[train]), (x_test[test], y_test[test]), num_classes)
+
+
+_CROSSENTROPY = "sparse_categorical_crossentropy"
+_MSE = "mean_squared_error"
+
+_BUNDLED = (
+    # images
+    Task("digits_mlp", "images", _digits, ("mlp",), _CROSSENTROPY, epochs=5,
+         description="scikit-learn's 8x8 handwritten digits (10 classes) with an MLP."),
+    Task("digits_conv", "images", _digits, ("conv2d",), _CROSSENTROPY, epochs=4,
+         description="scikit-learn's 8x8 handwritten digits (10 classes) with a small CNN."),
+    Task("shapes", "images", _shapes, ("conv2d", "mlp"), _CROSSENTROPY, epochs=5, held_out=True,
+         description="Generated noisy 12x12 images of a horizontal bar, a vertical bar, a block "
+                     "or a hollow frame at random places and sizes (4 classes)."),
+    Task("cifar10_conv", "images", _cifar10, ("conv2d",), _CROSSENTROPY, epochs=5, held_out=True,
+         description="A class-balanced 2,000-image subset of CIFAR-10 with a small CNN; needs "
+                     "CIFAR-10 prepared by tensorflow-datasets (DatasetUnavailableError otherwise)."),
+    # tabular
+    Task("breast_cancer", "tabular", _breast_cancer, ("mlp", "linear"), _CROSSENTROPY, epochs=5,
+         batch_size=16,
+         description="scikit-learn's Wisconsin breast cancer data (30 standardised features, "
+                     "2 classes)."),
+    Task("tabular_synthetic", "tabular", _tabular_synthetic, ("mlp",), _CROSSENTROPY,
+         epochs=5, batch_size=16,
+         description="scikit-learn's make_classification: 10 features, 4 classes of 2 clusters each."),
+    Task("spirals", "tabular", _spirals, ("mlp",), _CROSSENTROPY, epochs=10,
+         description="Three interleaved noisy 2-D spiral arms (3 classes)."),
+    Task("wine", "tabular", _wine, ("mlp",), _CROSSENTROPY, epochs=10, batch_size=16,
+         held_out=True,
+         description="scikit-learn's wine recognition data (13 standardised features, 3 classes)."),
+    # signals
+    Task("waveforms", "signals", _waveforms, ("conv1d", "mlp"), _CROSSENTROPY, epochs=8,
+         description="Noisy 64-sample sine, square, sawtooth or triangle waves of random "
+                     "frequency, phase and amplitude (4 classes)."),
+    Task("signal_bursts", "signals", _signal_bursts, ("conv1d",), _CROSSENTROPY, epochs=8,
+         held_out=True,
+         description="The number (0 to 3) of short high-frequency bursts in a noisy, drifting "
+                     "80-sample signal (4 classes)."),
+    # sequences
+    Task("sequence_majority", "sequences", _sequence_majority, ("gru", "lstm", "simple_rnn"),
+         _CROSSENTROPY, epochs=5,
+         description="Which of 4 one-hot symbols occurs most often in a 12-step sequence."),
+    Task("sequence_first", "sequences", _sequence_first, ("gru", "lstm", "simple_rnn"),
+         _CROSSENTROPY, epochs=6,
+         description="Which of 4 symbols comes first in a noisy 8-step sequence of sparse "
+                     "symbols after up to 2 blank steps."),
+    Task("adding_problem", "sequences", _adding_problem, ("gru", "lstm"), _MSE, epochs=8,
+         held_out=True,
+         description="The adding problem: the sum of the two marked values of a 12-step "
+                     "sequence, as a standardised regression."),
+    # regression
+    Task("friedman1", "regression", _friedman1, ("mlp",), _MSE, epochs=6,
+         description="scikit-learn's make_friedman1 (10 features, 5 of them irrelevant, "
+                     "noise 1), standardised."),
+    Task("linear_ill_conditioned", "regression", _linear_ill_conditioned, ("linear", "mlp"), _MSE,
+         epochs=5, batch_size=16,
+         description="An ill-conditioned linear regression: 100 correlated features of effective "
+                     "rank 10 (as make_regression's), 3 noisy linear targets, standardised."),
+    Task("diabetes", "regression", _diabetes, ("mlp", "linear"), _MSE, epochs=8, batch_size=16,
+         held_out=True,
+         description="scikit-learn's diabetes data: disease progression from 10 standardised "
+                     "features, standardised."),
+)
+
+for _task in _BUNDLED:
+    register(_task)
+del _task
