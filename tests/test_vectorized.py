@@ -85,6 +85,22 @@ def test_a_diverging_individual_scores_worst_and_spares_its_batch(jax_run):
     np.testing.assert_allclose(together, record["fit"], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["diabetes/mlp", "sequence_majority/lstm", "waveforms/conv1d"])
+def test_training_program_gives_fit_and_evaluate_values_on_suite_tasks(jax_run, name):
+    """Any model, loss and metric: a regression, a recurrent and a 1-D convolutional task."""
+    record = jax_run["suite"][name]
+    fit = np.asarray(record["fit_loss_metric"])
+    assert all(record["finite"])
+    assert len(set(np.round(fit[:, 0], 5))) > 1  # the genomes train differently
+    # trained one by one, a call per batch: fit's arithmetic, to rounding
+    np.testing.assert_allclose(record["one_by_one"]["loss"], fit[:, 0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(record["one_by_one"]["metric"], fit[:, 1], rtol=1e-5, atol=1e-6)
+    # the default plan: batched matrix products round differently, which a chaotic
+    # training may amplify; most individuals still agree to rounding
+    relative = np.abs(np.asarray(record["loss"]) - fit[:, 0]) / np.abs(fit[:, 0])
+    assert np.median(relative) < 1e-4
+
+
 # -- from a TensorFlow process -------------------------------------------------
 
 def _jobs(genomes, architecture, seed):

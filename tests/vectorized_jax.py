@@ -76,7 +76,56 @@ def main():
     fit = Evaluator(task)
     out["divergence"] = {"together": together, "alone": alone,
                          "fit": [fit.evaluate(g, "mlp", 0) for g in population]}
+    out["suite"] = suite_programs()
     print(json.dumps(out))
+
+
+# (task, model) of the suite: a regression loss, a recurrent model, a 1-D convolution
+SUITE = [("diabetes", "mlp"), ("sequence_majority", "lstm"), ("waveforms", "conv1d")]
+
+
+def suite_programs():
+    """`TrainingProgram` against `fit` + `evaluate` on the validation split of suite tasks."""
+    import numpy as np
+
+    from keras_neuromod import NmAdam
+    from keras_neuromod import tasks
+    from keras_neuromod.evolution.vectorized import TrainingProgram
+
+    results = {}
+    for name, model_name in SUITE:
+        task = tasks.get(name)
+        splits = task.splits(seed=0)
+        (x, y), (x_val, y_val) = splits.train, splits.val
+        model = task.build_model(model_name, seed=1)
+        optimizer = NmAdam(agent=Genome.random(13, 8, 0, rng=0), max_regulatory=6)
+        task.compile(model, optimizer)
+        optimizer.build(model.trainable_variables)
+        start = model.get_weights()
+        order = np.random.default_rng(2)
+        orders = np.stack([order.permutation(len(x)) for _ in range(task.epochs)])
+        population = genomes(8, 3)
+        program = TrainingProgram(model, optimizer, task.loss_function(), task.metric, task.epochs,
+                                  task.batch_size, x, y, x_val, y_val)
+        measured = program.run(population, start, orders)
+        alone = TrainingProgram(model, optimizer, task.loss_function(), task.metric, task.epochs,
+                                task.batch_size, x, y, x_val, y_val, vmap=False, scan=False)
+        one_by_one = alone.run(population, start, orders)
+        fit = []
+        for genome in population:
+            model.set_weights(start)
+            optimizer.set_genome(genome, reset=True)
+            for permutation in orders:
+                model.fit(x[permutation], y[permutation], batch_size=task.batch_size, epochs=1,
+                          shuffle=False, verbose=0)
+            fit.append([float(v) for v in model.evaluate(x_val, y_val, batch_size=64, verbose=0)])
+        results[f"{name}/{model_name}"] = {
+            "metric": measured.metric.tolist(), "loss": measured.loss.tolist(),
+            "finite": measured.finite.tolist(), "fit_loss_metric": fit,
+            "one_by_one": {"metric": one_by_one.metric.tolist(), "loss": one_by_one.loss.tolist()},
+            "plan": {"vmap": program.batched, "scan": program.scanned},
+        }
+    return results
 
 
 if __name__ == "__main__":

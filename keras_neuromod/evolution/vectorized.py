@@ -17,6 +17,12 @@ variables) and compiles it once per architecture with `jax.jit`:
 * **one by one** (`vmap=False`): the same compiled training called once per
   individual.
 
+Batched matrix products round differently from single ones, so a batched
+individual's training equals `fit`'s up to float rounding, which a chaotic
+training (a learning rate near divergence) can amplify into a visibly
+different end; trained one by one with a call per batch, it does `fit`'s
+arithmetic.
+
 and, independently, `scan=True` compiles the whole training as one loop
 (`jax.lax.scan` over epochs and batches) where `scan=False` calls a compiled
 training step once per batch from Python.
