@@ -101,6 +101,61 @@ def test_training_program_gives_fit_and_evaluate_values_on_suite_tasks(jax_run, 
     assert np.median(relative) < 1e-4
 
 
+def test_suite_fitness_scores_against_keras_adam_on_validation_loss(jax_run):
+    record = jax_run["suite_fitness"]
+    table = np.asarray(record["table"])
+    assert table.shape == (4, 2) and np.all(np.abs(table) <= 3.0)
+    np.testing.assert_array_equal(table, record["again"])  # deterministic
+    for column, check in enumerate(record["checks"]):
+        # the baseline is Keras's default Adam trained on the instance as fit trains it
+        assert check["baseline"] == pytest.approx(check["fit_baseline"], rel=1e-4)
+        expected = np.clip(np.log(check["baseline"] / np.asarray(check["agent_loss"])), -3, 3)
+        np.testing.assert_allclose(table[:, column], expected, rtol=1e-6, atol=1e-9)
+    assert len({(name, model) for name, model, _ in record["instances"]}) >= 1
+
+
+def test_suite_task_validates_draws_from_its_seed_and_round_trips():
+    from keras_neuromod.evolution import SuiteTask
+
+    suite = SuiteTask(tasks=("digits_mlp", "sequence_first", "friedman1"), instances=5)
+    assert suite.draw(3) == suite.draw(3) and suite.draw(3) != suite.draw(4)
+    assert all(name in suite.tasks for name, _, _ in suite.draw(3))
+    assert SuiteTask.from_dict(read_json_text(suite.to_dict())) == suite
+    assert suite.worst_fitness == -3.0 and suite.n_outputs == 8
+    assert not set(SuiteTask().tasks) & set(keras_neuromod_tasks().names(held_out=True))
+    for kwargs, match in (({"tasks": ("nope",)}, "nope"), ({"instances": 0}, "instances"),
+                          ({"clip": 0}, "clip"), ({"base": "nope"}, "base"), ({"tasks": ()}, "tasks")):
+        with pytest.raises(ValueError, match=match):
+            SuiteTask(**kwargs)
+    with pytest.raises(ValueError, match="trains vectorized"):
+        make_backend("process", suite)
+
+
+def read_json_text(data):
+    return json.loads(json.dumps(data))
+
+
+def keras_neuromod_tasks():
+    from keras_neuromod import tasks
+
+    return tasks
+
+
+def test_evolution_over_the_suite_is_deterministic_and_resumes(tmp_path):
+    from keras_neuromod.evolution import SuiteTask
+
+    suite = SuiteTask(tasks=("breast_cancer", "friedman1"), instances=2, max_regulatory=8)
+    options = dict(task=suite, population=6, generations=2, backend="vectorized", workers=1, seed=5,
+                   progress=False, verbose=False)
+    first = evolve(out=str(tmp_path / "a"), **options)
+    assert [r["architecture"] for r in first.logbook] == ["suite", "suite"]
+    assert all(-3.0 <= r["min"] <= r["max"] <= 3.0 and r["std"] > 0 for r in first.logbook)
+    evolve(out=str(tmp_path / "b"), **{**options, "generations": 1})
+    resumed = evolve(out=str(tmp_path / "b"), resume=True, **options)
+    assert _records(resumed) == _records(first)
+    assert _checkpoint(tmp_path / "b") == _checkpoint(tmp_path / "a")
+
+
 # -- from a TensorFlow process -------------------------------------------------
 
 def _jobs(genomes, architecture, seed):

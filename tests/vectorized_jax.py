@@ -77,7 +77,38 @@ def main():
     out["divergence"] = {"together": together, "alone": alone,
                          "fit": [fit.evaluate(g, "mlp", 0) for g in population]}
     out["suite"] = suite_programs()
+    out["suite_fitness"] = suite_fitness()
     print(json.dumps(out))
+
+
+def suite_fitness():
+    """SuiteEvaluator: the baseline is Keras's Adam as `fit` trains it; scores are log loss ratios."""
+    import keras
+    import numpy as np
+
+    from keras_neuromod.evolution import SuiteTask
+    from keras_neuromod.evolution.suite import SuiteEvaluator
+
+    suite = SuiteTask(tasks=("breast_cancer", "friedman1"), instances=2, max_regulatory=6)
+    evaluator = SuiteEvaluator(suite)
+    population = genomes(8, 4)
+    table, instances = evaluator.scores(population, 11)
+    checks = []
+    for task_name, model_name, seed in instances:
+        task, (agents, _) = evaluator._programs_for(task_name, model_name)
+        splits, weights, orders = evaluator._instance(task, model_name, seed)
+        model = task.build_model(model_name, seed=seed)
+        task.compile(model, keras.optimizers.Adam())
+        for permutation in orders:
+            model.fit(splits.train[0][permutation], splits.train[1][permutation],
+                      batch_size=task.batch_size, epochs=1, shuffle=False, verbose=0)
+        fit_loss = float(model.evaluate(*splits.val, batch_size=64, verbose=0)[0])
+        agents.use_data(*splits.train, *splits.val)
+        agent_loss = agents.run(population, weights, orders).loss
+        checks.append({"baseline": evaluator._baselines[(task_name, model_name, seed)],
+                       "fit_baseline": fit_loss, "agent_loss": agent_loss.tolist()})
+    return {"table": table.tolist(), "instances": instances, "checks": checks,
+            "again": evaluator.scores(population, 11)[0].tolist()}
 
 
 # (task, model) of the suite: a regression loss, a recurrent model, a 1-D convolution

@@ -16,6 +16,7 @@ from keras_neuromod.evolution.fitness import Evaluator
 from keras_neuromod.evolution.fitness import FitnessTask
 from keras_neuromod.evolution.grneat import GRNEATConfig
 from keras_neuromod.evolution.strategies import EvolutionStrategy
+from keras_neuromod.evolution.suite import SuiteTask
 from keras_neuromod.evolution.vectorized import VectorizedEvaluator
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "VectorizedEvaluator",
     "FitnessTask",
     "GRNEATConfig",
+    "SuiteTask",
 ]

@@ -200,7 +200,7 @@ class _Run:
                 f"same evolution. Differing: {'; '.join(differing)}."
             )
         rng = _fields.generator(data["rng_state"], at("rng_state"))
-        n_outputs = FitnessTask.from_dict(settings["task"]).n_outputs
+        n_outputs = _task_from_dict(settings["task"]).n_outputs
 
         def genome(value, field):
             try:
@@ -266,6 +266,14 @@ class _Run:
         return run
 
 
+def _task_from_dict(data):
+    from keras_neuromod.evolution.suite import SuiteTask
+
+    if isinstance(data, dict) and data.get("kind") == "suite":
+        return SuiteTask.from_dict(data)
+    return FitnessTask.from_dict(data)
+
+
 _CHECKPOINT_FIELDS = ("format", "settings", "config", "generation", "population", "species",
                       "fitness_range", "rng_state", "logbook", "hall_of_fame", "best", "evaluations")
 
@@ -295,8 +303,10 @@ def evolve(
     """Evolve an AGRN agent with GRNEAT so that `model.fit` learns better.
 
     Args:
-        task: the data set (``"digits"``, ``"cifar10"``, ``"cifar100"``), or a
-            ready `FitnessTask`.
+        task: the data set (``"digits"``, ``"cifar10"``, ``"cifar100"``), a
+            ready `FitnessTask`, or a `SuiteTask` (multi-task fitness over
+            `keras_neuromod.tasks`; `models` is then unused: each generation's
+            seed draws its instances; needs vectorized evaluation).
         base: ``"sgd"`` for Nm-SGD agents, ``"adam"`` for Nm-Adam agents.
         population: individuals per generation.
         generations: generations to run in total (a resumed run continues up
@@ -338,7 +348,13 @@ def evolve(
     Returns:
         An `EvolutionResult` (best agent, hall of fame, logbook, counts).
     """
-    if isinstance(task, FitnessTask):
+    from keras_neuromod.evolution.suite import SuiteTask
+
+    suite = isinstance(task, SuiteTask)
+    if suite:
+        # the generation's seed draws the instances (tasks, models, seeds)
+        models = ("suite",)
+    if isinstance(task, (FitnessTask, SuiteTask)):
         fitness_task = task
     else:
         fitness_task = FitnessTask(dataset=task, base=base, epochs=epochs, **task_options)
@@ -350,7 +366,7 @@ def evolve(
         raise ValueError("models must name at least one architecture.")
     from keras_neuromod.models import layer_plan
 
-    for name in models:
+    for name in models if not suite else ():
         layer_plan(name)
     generations = _fields.integer(generations, "generations")
     if backend is None:

@@ -82,17 +82,24 @@ def evaluate_job(fitness, job):
     from keras_neuromod.evolution.fitness import Evaluator
     from keras_neuromod.evolution.fitness import FitnessTask
 
+    from keras_neuromod.evolution.suite import SuiteTask
+
     architecture, seed = job["architecture"], job["seed"]
     if "genomes" in job:
-        if not isinstance(fitness, FitnessTask):
-            raise ValueError("Vectorized evaluation trains a FitnessTask; a fitness function "
-                             "needs the 'serial', 'process' or 'ray' backend.")
+        if not isinstance(fitness, (FitnessTask, SuiteTask)):
+            raise ValueError("Vectorized evaluation trains a FitnessTask or a SuiteTask; a fitness "
+                             "function needs the 'serial', 'process' or 'ray' backend.")
+        from keras_neuromod.evolution.suite import SuiteEvaluator
         from keras_neuromod.evolution.vectorized import VectorizedEvaluator
 
         options = {name: job[name] for name in ("vmap", "scan", "width")}
+        kind = SuiteEvaluator if isinstance(fitness, SuiteTask) else VectorizedEvaluator
         evaluator = _evaluator(("vectorized", repr(fitness), repr(sorted(options.items()))),
-                               lambda: VectorizedEvaluator(fitness, **options))
+                               lambda: kind(fitness, **options))
         return [float(v) for v in evaluator.evaluate_many(job["genomes"], architecture, seed)]
+    if isinstance(fitness, SuiteTask):
+        raise ValueError("A SuiteTask trains vectorized: use backend='vectorized' (or 'ray' with "
+                         "vectorized=True).")
     genome = job["genome"]
     if isinstance(fitness, FitnessTask):
         evaluator = _evaluator(("fit", repr(fitness)), lambda: Evaluator(fitness))
@@ -578,9 +585,10 @@ class VectorizedBackend:
     def __init__(self, fitness, workers=None, place="local", vmap=None, scan=None, width=None,
                  ray_address=None, timeout=None):
         from keras_neuromod.evolution.fitness import FitnessTask
+        from keras_neuromod.evolution.suite import SuiteTask
         from keras_neuromod.evolution.vectorized import DEFAULT_WIDTH
 
-        if not isinstance(fitness, FitnessTask):
+        if not isinstance(fitness, (FitnessTask, SuiteTask)):
             raise ValueError("The vectorized backend trains a FitnessTask; a fitness function "
                              "needs the 'serial', 'process' or 'ray' backend.")
         self.fitness = fitness
@@ -650,8 +658,13 @@ def make_backend(backend, fitness, workers=None, ray_address=None, timeout=None,
     alone does so in local processes); `vectorized_options` are its `vmap`,
     `scan` and `width`.
     """
+    from keras_neuromod.evolution.suite import SuiteTask
+
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}.")
+    if isinstance(fitness, SuiteTask) and not (backend == "vectorized" or vectorized):
+        raise ValueError("A SuiteTask trains vectorized: use backend='vectorized' (or 'ray' with "
+                         "vectorized=True).")
     if backend == "vectorized" or vectorized:
         if backend not in ("vectorized", "ray"):
             raise ValueError("vectorized=True goes with backend='ray'; use backend='vectorized' "

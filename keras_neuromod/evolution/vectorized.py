@@ -199,7 +199,7 @@ class TrainingProgram:
     Args:
         model: a built Keras model (a classifier outputs logits).
         optimizer: a `NeuromodulatedOptimizer` built for `model`'s trainable
-            variables.
+            variables, or a plain Keras optimizer (a baseline, trained once).
         loss: a Keras loss (a `keras.losses.Loss` or a function of
             `(y_true, y_pred)` returning one value per example).
         metric: ``"accuracy"`` (argmax against integer labels) or ``"mse"``.
@@ -228,13 +228,19 @@ class TrainingProgram:
         self.epochs = _fields.integer(epochs, "epochs", minimum=1)
         self.batch_size = _fields.integer(batch_size, "batch_size", minimum=1)
         self.width = _fields.integer(width, "width", minimum=1)
-        self.pack = lambda genome: pack(genome, optimizer._capacity)
         variables = list(optimizer.variables)
-        genome_slots = [
-            next(i for i, v in enumerate(variables) if v is target)
-            for target in (optimizer._grn_tags, optimizer._grn_active, optimizer._grn_rates)
-        ]
-        optimizer.reset_state()
+        # a plain Keras optimizer (a baseline) has no genome: `run` then trains once
+        self.takes_genomes = hasattr(optimizer, "_grn_tags")
+        if self.takes_genomes:
+            self.pack = lambda genome: pack(genome, optimizer._capacity)
+            genome_slots = [
+                next(i for i, v in enumerate(variables) if v is target)
+                for target in (optimizer._grn_tags, optimizer._grn_active, optimizer._grn_rates)
+            ]
+        else:
+            genome_slots = []
+        if hasattr(optimizer, "reset_state"):
+            optimizer.reset_state()
         self.optimizer_start = [v.value for v in variables]
         platform = jax.default_backend()
         self.batched = batches_by_default(model, platform) if vmap is None else bool(vmap)
@@ -257,6 +263,19 @@ class TrainingProgram:
             self.start_compiled = batch(self.start, 3)
             self.step_compiled = batch(self.step, 4)
             self.finish_compiled = batch(self.finish, 2)
+
+    def use_data(self, x, y, x_eval=None, y_eval=None):
+        """Train and measure on other arrays of the same shapes (no compilation)."""
+        import jax
+
+        if not self.held_out:
+            x_eval, y_eval = x[:1], y[:1]
+        arrays = tuple(np.asarray(a) for a in (x, y, x_eval, y_eval))
+        for new, old in zip(arrays, self.data):
+            if new.shape != old.shape:
+                raise ValueError(f"use_data needs arrays shaped as the program's: {new.shape} "
+                                 f"against {old.shape}.")
+        self.data = tuple(jax.device_put(a) for a in arrays)
 
     def _whole_training(self, genome, trainable, non_trainable, optimizer_variables, orders, weights, data):
         import jax
@@ -285,7 +304,7 @@ class TrainingProgram:
         """Train every genome from `initial_weights` (`model.get_weights()` order).
 
         Args:
-            genomes: `Genome`s.
+            genomes: `Genome`s (None with a plain optimizer: one training).
             initial_weights: the model's starting weights.
             orders: int array [epochs, examples]: each epoch's order of the
                 training examples.
@@ -304,12 +323,17 @@ class TrainingProgram:
         # the metric counted is that of the last epoch (as `fit` reports it)
         weights = np.zeros(len(orders), np.int32)
         weights[-1] = 1
-        packed = [self.pack(g) for g in genomes]
-        population = (
-            np.stack([p.tags for p in packed]).astype(np.float32),
-            np.stack([p.active for p in packed]).astype(np.float32),
-            np.stack([[p.beta, p.delta] for p in packed]).astype(np.float32),
-        )
+        if self.takes_genomes:
+            packed = [self.pack(g) for g in genomes]
+            population = (
+                np.stack([p.tags for p in packed]).astype(np.float32),
+                np.stack([p.active for p in packed]).astype(np.float32),
+                np.stack([[p.beta, p.delta] for p in packed]).astype(np.float32),
+            )
+        else:
+            if genomes is not None:
+                raise ValueError("A TrainingProgram with a plain optimizer takes no genomes.")
+            population = (np.zeros((1, 1), np.float32),)  # one training; `start` ignores it
         x, y, x_eval, y_eval = self.data
         batch = self.batch_size
 
@@ -324,7 +348,8 @@ class TrainingProgram:
             return self.finish_compiled(state, x_eval, y_eval)
 
         if self.batched:
-            width, call = self.width, train
+            width = self.width if self.takes_genomes else 1
+            call = train
         else:
             width = 1
 

@@ -1,0 +1,217 @@
+"""Multi-task fitness: an agent scored over the task suite, against Keras's default optimizer.
+
+A `SuiteTask` is what `evolve` evaluates agents on when they should generalise.
+Every generation's seed draws `instances` training instances, each a task of
+`keras_neuromod.tasks` (never a held-out one unless named), one of its models
+and a seed (the initial weights and the data order). On every instance,
+
+* the baseline, Keras's default optimizer of the agent's base (Adam for Nm-Adam,
+  SGD for Nm-SGD, with Keras's default settings), trains the model once;
+* every individual trains the same model from the same weights on the same
+  batches under its modulation;
+* the individual's score is `log(baseline validation loss / its validation
+  loss)`, clipped to `[-clip, clip]`: 0 is as good as the baseline, positive is
+  better, and the scale of the loss (cross-entropy, squared error) cancels, so
+  that tasks of different difficulty and different losses are comparable. A
+  training whose loss turned NaN or Inf scores `-clip`.
+
+The fitness is the mean score over the instances. Selection reads validation
+data only (carved from the training data); the test split is left for evidence.
+Trainings run vectorized (`keras_neuromod.evolution.vectorized.TrainingProgram`),
+so this fitness needs the ``"vectorized"`` backend (or Ray with
+`vectorized=True`).
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+
+from keras_neuromod import _fields
+from keras_neuromod import bases
+from keras_neuromod.agrn import MAX_PROTEINS
+from keras_neuromod.agrn import Genome
+from keras_neuromod.bases import N_INPUTS
+
+__all__ = ["SuiteTask", "SuiteEvaluator", "BASELINES"]
+
+# The Keras optimizer each base is measured against, with Keras's defaults.
+BASELINES = {"adam": "Adam", "sgd": "SGD"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteTask:
+    """What agents are evolved on: instances drawn from the task suite.
+
+    Args:
+        base: the optimizer base (``"adam"`` or ``"sgd"``; one with a Keras
+            baseline in `BASELINES`).
+        tasks: names of `keras_neuromod.tasks` tasks to draw from (None: every
+            task that is not held out).
+        instances: (task, model, seed) instances per generation.
+        clip: the bound of an instance's score (3: a loss 20 times the
+            baseline's, or a 20th of it); a diverging training scores `-clip`.
+            Too tight a bound flattens the fitness of a population whose
+            untrained agents all lose by more.
+        ranges: hyperparameter ranges of the optimizer (None: its defaults).
+        warmup_steps, grn_steps_per_update: AGRN settings of the optimizer.
+        max_regulatory: padded AGRN capacity (genomes up to this size share one
+            compiled program).
+    """
+
+    base: str = "adam"
+    tasks: tuple = None
+    instances: int = 4
+    clip: float = 3.0
+    ranges: dict = None
+    warmup_steps: int = 25
+    grn_steps_per_update: int = 1
+    max_regulatory: int = 32
+
+    def __post_init__(self):
+        from keras_neuromod import tasks as suite
+
+        bases.get(self.base, where="SuiteTask's base")
+        if self.base not in BASELINES:
+            raise ValueError(f"SuiteTask needs a base with a Keras baseline ({sorted(BASELINES)}), "
+                             f"got {self.base!r}.")
+        names = suite.names(held_out=False) if self.tasks is None else self.tasks
+        if isinstance(names, str) or not names:
+            raise ValueError(f"tasks must be a non-empty sequence of task names, got {self.tasks!r}.")
+        for name in names:
+            suite.get(name)
+        object.__setattr__(self, "tasks", tuple(names))
+        object.__setattr__(self, "instances", _fields.integer(self.instances, "instances", minimum=1))
+        clip = _fields.number(self.clip, "clip")
+        if not (math.isfinite(clip) and clip > 0):
+            raise ValueError(f"clip must be a positive number, got {self.clip!r}.")
+        limit = MAX_PROTEINS - N_INPUTS - self.n_outputs
+        object.__setattr__(self, "max_regulatory",
+                           _fields.integer(self.max_regulatory, "max_regulatory", 0, limit))
+
+    @property
+    def n_outputs(self):
+        return bases.get(self.base).n_outputs
+
+    @property
+    def worst_fitness(self):
+        return -float(self.clip)
+
+    def draw(self, seed):
+        """The generation's instances: `[(task name, model name, seed), ...]`."""
+        from keras_neuromod import tasks as suite
+
+        rng = np.random.default_rng(int(seed))
+        drawn = []
+        for _ in range(self.instances):
+            task = suite.get(self.tasks[int(rng.integers(len(self.tasks)))])
+            model = task.models[int(rng.integers(len(task.models)))]
+            drawn.append((task.name, model, int(rng.integers(2**31 - 1))))
+        return drawn
+
+    def to_dict(self):
+        return {"kind": "suite", **dataclasses.asdict(self), "tasks": list(self.tasks)}
+
+    @classmethod
+    def from_dict(cls, data):
+        data = dict(data)
+        if data.pop("kind", None) != "suite":
+            raise ValueError("Not a SuiteTask: its 'kind' must be 'suite'.")
+        names = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"Unknown SuiteTask field(s) {unknown}.")
+        if data.get("tasks") is not None:
+            data["tasks"] = tuple(data["tasks"])
+        return cls(**data)
+
+
+class SuiteEvaluator:
+    """Scores genomes on a `SuiteTask` with vectorized trainings (needs Keras on JAX).
+
+    Args:
+        suite: the `SuiteTask`.
+        vmap, scan, width: the `TrainingProgram` plan.
+    """
+
+    def __init__(self, suite, vmap=None, scan=None, width=None):
+        import keras
+
+        from keras_neuromod.evolution.vectorized import DEFAULT_WIDTH
+
+        if keras.backend.backend() != "jax":
+            raise RuntimeError("SuiteEvaluator trains with JAX (KERAS_BACKEND=jax); "
+                               "evolve(..., backend='vectorized') starts JAX workers for you.")
+        self.suite = suite
+        self.plan = {"vmap": vmap, "scan": scan, "width": DEFAULT_WIDTH if width is None else width}
+        self._programs = {}
+        self._baselines = {}
+
+    def _programs_for(self, task_name, model_name):
+        """The agents' and the baseline's compiled trainings of one (task, model)."""
+        key = (task_name, model_name)
+        if key not in self._programs:
+            import keras
+
+            from keras_neuromod import tasks as suite_tasks
+            from keras_neuromod.evolution.vectorized import TrainingProgram
+
+            suite = self.suite
+            task = suite_tasks.get(task_name)
+            splits = task.splits(0)
+            programs = []
+            for optimizer in (
+                bases.get(suite.base).optimizer(
+                    agent=Genome.random(N_INPUTS, suite.n_outputs, 0, rng=0), ranges=suite.ranges,
+                    warmup_steps=suite.warmup_steps, grn_steps_per_update=suite.grn_steps_per_update,
+                    max_regulatory=suite.max_regulatory),
+                keras.optimizers.get(BASELINES[suite.base]),
+            ):
+                model = task.build_model(model_name, seed=0)
+                task.compile(model, optimizer)
+                optimizer.build(model.trainable_variables)
+                programs.append(TrainingProgram(
+                    model, optimizer, task.loss_function(), task.metric, task.epochs, task.batch_size,
+                    *splits.train, *splits.val, **self.plan))
+            self._programs[key] = (task, programs)
+        return self._programs[key]
+
+    def _instance(self, task, model_name, seed):
+        """The instance's initial weights and data order (on the splits of `seed`)."""
+        splits = task.splits(seed)
+        weights = task.build_model(model_name, seed=seed).get_weights()
+        order = np.random.default_rng(seed)
+        orders = np.stack([order.permutation(len(splits.train[0])) for _ in range(task.epochs)])
+        return splits, weights, orders
+
+    def scores(self, genomes, seed):
+        """Per-instance scores, `[genomes, instances]`, and the instances."""
+        genomes = [g if isinstance(g, Genome) else Genome.from_dict(g) for g in genomes]
+        clip = float(self.suite.clip)
+        instances = self.suite.draw(seed)
+        table = np.zeros((len(genomes), len(instances)))
+        for column, (task_name, model_name, instance_seed) in enumerate(instances):
+            task, (agents, baseline) = self._programs_for(task_name, model_name)
+            splits, weights, orders = self._instance(task, model_name, instance_seed)
+            for program in (agents, baseline):
+                program.use_data(*splits.train, *splits.val)
+            key = (task_name, model_name, instance_seed)
+            if key not in self._baselines:
+                if len(self._baselines) >= 256:
+                    self._baselines.pop(next(iter(self._baselines)))
+                result = baseline.run(None, weights, orders)
+                self._baselines[key] = float(result.loss[0]) if result.finite[0] else math.nan
+            reference = self._baselines[key]
+            result = agents.run(genomes, weights, orders)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                score = np.log(reference / result.loss)
+            score = np.where(result.finite & np.isfinite(score), np.clip(score, -clip, clip), -clip)
+            table[:, column] = score
+        return table, instances
+
+    def evaluate_many(self, genomes, architecture, seed):
+        """The fitness of each genome: its mean score over the generation's instances."""
+        if not genomes:
+            return []
+        table, _ = self.scores(genomes, seed)
+        return [float(v) for v in table.mean(axis=1)]
