@@ -112,6 +112,9 @@ def test_suite_fitness_scores_against_keras_adam_on_validation_loss(jax_run):
         expected = np.clip(np.log(check["baseline"] / np.asarray(check["agent_loss"])), -3, 3)
         np.testing.assert_allclose(table[:, column], expected, rtol=1e-6, atol=1e-9)
     assert len({(name, model) for name, model, _ in record["instances"]}) >= 1
+    # instances whose splits differ in size train too (one program per size)
+    assert len(set(record["varied_sizes"])) > 1
+    assert (np.asarray(record["varied_table"]) > -3.0).all()
 
 
 def test_suite_task_validates_draws_from_its_seed_and_round_trips():

@@ -86,6 +86,7 @@ def suite_fitness():
     import keras
     import numpy as np
 
+    from keras_neuromod import tasks
     from keras_neuromod.evolution import SuiteTask
     from keras_neuromod.evolution.suite import SuiteEvaluator
 
@@ -95,8 +96,9 @@ def suite_fitness():
     table, instances = evaluator.scores(population, 11)
     checks = []
     for task_name, model_name, seed in instances:
-        task, (agents, _) = evaluator._programs_for(task_name, model_name)
+        task = tasks.get(task_name)
         splits, weights, orders = evaluator._instance(task, model_name, seed)
+        _, (agents, _) = evaluator._programs_for(task_name, model_name, splits)
         model = task.build_model(model_name, seed=seed)
         task.compile(model, keras.optimizers.Adam())
         for permutation in orders:
@@ -107,8 +109,13 @@ def suite_fitness():
         agent_loss = agents.run(population, weights, orders).loss
         checks.append({"baseline": evaluator._baselines[(task_name, model_name, seed)],
                        "fit_baseline": fit_loss, "agent_loss": agent_loss.tolist()})
+    # a generated task whose split sizes differ from seed to seed
+    varied = SuiteEvaluator(SuiteTask(tasks=("tabular_synthetic",), instances=6, max_regulatory=6))
+    varied_table, varied_instances = varied.scores(population, 3)
+    sizes = [len(tasks.get(name).splits(seed).train[0]) for name, _, seed in varied_instances]
     return {"table": table.tolist(), "instances": instances, "checks": checks,
-            "again": evaluator.scores(population, 11)[0].tolist()}
+            "again": evaluator.scores(population, 11)[0].tolist(),
+            "varied_sizes": sizes, "varied_table": varied_table.tolist()}
 
 
 # (task, model) of the suite: a regression loss, a recurrent model, a 1-D convolution

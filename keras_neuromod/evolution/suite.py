@@ -147,9 +147,15 @@ class SuiteEvaluator:
         self._programs = {}
         self._baselines = {}
 
-    def _programs_for(self, task_name, model_name):
-        """The agents' and the baseline's compiled trainings of one (task, model)."""
-        key = (task_name, model_name)
+    def _programs_for(self, task_name, model_name, splits):
+        """The agents' and the baseline's compiled trainings of one (task, model, data shapes).
+
+        A generated task's split sizes may differ a little from seed to seed
+        (the stratified validation carve rounds per class); each size has its
+        own program.
+        """
+        shapes = tuple(np.shape(a) for a in (*splits.train, *splits.val))
+        key = (task_name, model_name, shapes)
         if key not in self._programs:
             import keras
 
@@ -158,7 +164,6 @@ class SuiteEvaluator:
 
             suite = self.suite
             task = suite_tasks.get(task_name)
-            splits = task.splits(0)
             programs = []
             for optimizer in (
                 bases.get(suite.base).optimizer(
@@ -186,13 +191,16 @@ class SuiteEvaluator:
 
     def scores(self, genomes, seed):
         """Per-instance scores, `[genomes, instances]`, and the instances."""
+        from keras_neuromod import tasks as suite_tasks
+
         genomes = [g if isinstance(g, Genome) else Genome.from_dict(g) for g in genomes]
         clip = float(self.suite.clip)
         instances = self.suite.draw(seed)
         table = np.zeros((len(genomes), len(instances)))
         for column, (task_name, model_name, instance_seed) in enumerate(instances):
-            task, (agents, baseline) = self._programs_for(task_name, model_name)
+            task = suite_tasks.get(task_name)
             splits, weights, orders = self._instance(task, model_name, instance_seed)
+            _, (agents, baseline) = self._programs_for(task_name, model_name, splits)
             for program in (agents, baseline):
                 program.use_data(*splits.train, *splits.val)
             key = (task_name, model_name, instance_seed)
