@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from keras import ops
 
 from keras_neuromod import Genome
+from keras_neuromod import tasks
 from keras_neuromod.evolution import ENUFitness
 from keras_neuromod.evolution import Evaluator
 from keras_neuromod.evolution import FitnessTask
@@ -123,25 +124,15 @@ def test_suite_task_validates_draws_from_its_seed_and_round_trips():
     suite = SuiteTask(tasks=("digits_mlp", "sequence_first", "friedman1"), instances=5)
     assert suite.draw(3) == suite.draw(3) and suite.draw(3) != suite.draw(4)
     assert all(name in suite.tasks for name, _, _ in suite.draw(3))
-    assert SuiteTask.from_dict(read_json_text(suite.to_dict())) == suite
+    assert SuiteTask.from_dict(json.loads(json.dumps(suite.to_dict()))) == suite
     assert suite.worst_fitness == -3.0 and suite.n_outputs == 8
-    assert not set(SuiteTask().tasks) & set(keras_neuromod_tasks().names(held_out=True))
+    assert not set(SuiteTask().tasks) & set(tasks.names(held_out=True))
     for kwargs, match in (({"tasks": ("nope",)}, "nope"), ({"instances": 0}, "instances"),
                           ({"clip": 0}, "clip"), ({"base": "nope"}, "base"), ({"tasks": ()}, "tasks")):
         with pytest.raises(ValueError, match=match):
             SuiteTask(**kwargs)
     with pytest.raises(ValueError, match="trains vectorized"):
         make_backend("process", suite)
-
-
-def read_json_text(data):
-    return json.loads(json.dumps(data))
-
-
-def keras_neuromod_tasks():
-    from keras_neuromod import tasks
-
-    return tasks
 
 
 def test_evolution_over_the_suite_is_deterministic_and_resumes(tmp_path):

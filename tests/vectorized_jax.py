@@ -84,7 +84,6 @@ def main():
 def suite_fitness():
     """SuiteEvaluator: the baseline is Keras's Adam as `fit` trains it; scores are log loss ratios."""
     import keras
-    import numpy as np
 
     from keras_neuromod import tasks
     from keras_neuromod.evolution import SuiteTask

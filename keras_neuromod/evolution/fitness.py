@@ -106,6 +106,20 @@ class FitnessTask:
         return cls(**data)
 
 
+def placeholder_optimizer(task):
+    """The task's Nm optimizer (its base, ranges, AGRN settings and padded capacity).
+
+    It holds an empty placeholder genome: evaluators swap each individual's in.
+    """
+    return bases.get(task.base).optimizer(
+        agent=Genome.random(N_INPUTS, task.n_outputs, 0, rng=0),
+        ranges=task.ranges,
+        warmup_steps=task.warmup_steps,
+        grn_steps_per_update=task.grn_steps_per_update,
+        max_regulatory=task.max_regulatory,
+    )
+
+
 class TaskData:
     """A `FitnessTask`'s data, models and data order, shared by the evaluators.
 
@@ -138,14 +152,7 @@ class TaskData:
 
         task = self.task
         model = models.build(architecture, self.input_shape, self.num_classes, width=task.width)
-        placeholder = Genome.random(N_INPUTS, task.n_outputs, 0, rng=0)
-        optimizer = bases.get(task.base).optimizer(
-            agent=placeholder,
-            ranges=task.ranges,
-            warmup_steps=task.warmup_steps,
-            grn_steps_per_update=task.grn_steps_per_update,
-            max_regulatory=task.max_regulatory,
-        )
+        optimizer = placeholder_optimizer(task)
         # Train on the logits: the loss is the log-softmax of the output layer's
         # logits on every backend (Keras's TensorFlow backend does this for a
         # softmax output; its JAX backend would clip the probabilities, whose

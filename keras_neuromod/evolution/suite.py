@@ -32,6 +32,7 @@ from keras_neuromod import bases
 from keras_neuromod.agrn import MAX_PROTEINS
 from keras_neuromod.agrn import Genome
 from keras_neuromod.bases import N_INPUTS
+from keras_neuromod.evolution.fitness import placeholder_optimizer
 
 __all__ = ["SuiteTask", "SuiteEvaluator", "BASELINES"]
 
@@ -135,13 +136,10 @@ class SuiteEvaluator:
     """
 
     def __init__(self, suite, vmap=None, scan=None, width=None):
-        import keras
-
         from keras_neuromod.evolution.vectorized import DEFAULT_WIDTH
+        from keras_neuromod.evolution.vectorized import require_jax
 
-        if keras.backend.backend() != "jax":
-            raise RuntimeError("SuiteEvaluator trains with JAX (KERAS_BACKEND=jax); "
-                               "evolve(..., backend='vectorized') starts JAX workers for you.")
+        require_jax("SuiteEvaluator")
         self.suite = suite
         self.plan = {"vmap": vmap, "scan": scan, "width": DEFAULT_WIDTH if width is None else width}
         self._programs = {}
@@ -165,13 +163,8 @@ class SuiteEvaluator:
             suite = self.suite
             task = suite_tasks.get(task_name)
             programs = []
-            for optimizer in (
-                bases.get(suite.base).optimizer(
-                    agent=Genome.random(N_INPUTS, suite.n_outputs, 0, rng=0), ranges=suite.ranges,
-                    warmup_steps=suite.warmup_steps, grn_steps_per_update=suite.grn_steps_per_update,
-                    max_regulatory=suite.max_regulatory),
-                keras.optimizers.get(BASELINES[suite.base]),
-            ):
+            for optimizer in (placeholder_optimizer(suite),
+                              keras.optimizers.get(BASELINES[suite.base])):
                 model = task.build_model(model_name, seed=0)
                 task.compile(model, optimizer)
                 optimizer.build(model.trainable_variables)

@@ -68,6 +68,18 @@ DEFAULT_WIDTH = 16
 _EVAL_BATCH = 256
 
 
+def require_jax(what):
+    """Raise `RuntimeError` unless Keras runs on JAX in this process."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        raise RuntimeError(
+            f"{what} trains with JAX and needs Keras's JAX backend in this process "
+            f"(KERAS_BACKEND=jax); this one runs {keras.backend.backend()!r}. "
+            "evolve(..., backend='vectorized') starts JAX workers for you."
+        )
+
+
 def _convolutional(model):
     return any(len(v.shape) > 2 for v in model.trainable_variables)
 
@@ -101,14 +113,7 @@ class VectorizedEvaluator(TaskData):
     """
 
     def __init__(self, task, vmap=None, scan=None, width=DEFAULT_WIDTH):
-        import keras
-
-        if keras.backend.backend() != "jax":
-            raise RuntimeError(
-                "VectorizedEvaluator trains with JAX and needs Keras's JAX backend in this "
-                f"process (KERAS_BACKEND=jax); this one runs {keras.backend.backend()!r}. "
-                "evolve(..., backend='vectorized') starts JAX workers for you."
-            )
+        require_jax("VectorizedEvaluator")
         for name, value in (("vmap", vmap), ("scan", scan)):
             if value not in (None, True, False):
                 raise ValueError(f"{name} must be True, False or None, got {value!r}.")
@@ -216,12 +221,10 @@ class TrainingProgram:
     def __init__(self, model, optimizer, loss, metric, epochs, batch_size, x, y, x_eval=None,
                  y_eval=None, vmap=None, scan=None, width=DEFAULT_WIDTH):
         import jax
-        import keras
 
         from keras_neuromod.agrn import pack
 
-        if keras.backend.backend() != "jax":
-            raise RuntimeError("TrainingProgram needs Keras's JAX backend (KERAS_BACKEND=jax).")
+        require_jax("TrainingProgram")
         if metric not in ("accuracy", "mse"):
             raise ValueError(f"metric must be 'accuracy' or 'mse', got {metric!r}.")
         self.model, self.metric = model, metric
