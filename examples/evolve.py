@@ -11,6 +11,20 @@ continues with `--resume` and ends exactly where an uninterrupted one would.
     python examples/evolve.py --population 50 --generations 50 --epochs 20 \\
         --models A,B,C --task cifar10 --out runs/cifar # the paper's setting
     python examples/evolve.py --backend ray --vectorized --ray-address auto   # on a Ray cluster
+    python examples/evolve.py --suite --population 64 --generations 200 \
+        --out runs/general               # agents that generalise: the task suite
+
+`--suite` evolves over `keras_neuromod.tasks` instead of one data set
+(`keras_neuromod.evolution.SuiteTask`): every generation draws `--instances`
+(task, model, seed) instances from the tasks that are not held out, and an
+agent's fitness is its mean clipped log ratio of validation loss against Keras's
+default optimizer of its base (Adam, SGD) on them. Since every generation meets
+other instances, the agent written at the end is the candidate (the hall of
+fame and the last generation's best) with the best mean score on a fixed
+validation draw of `--validation-draws` x `--instances` further instances
+(`keras_neuromod.evolution.suite.validate`). `--algorithm random` runs the
+control with the same budget: fresh random genomes every generation, the best
+of them all kept.
 
 The default backend, `vectorized`, trains the population as compiled JAX code
 (in a JAX worker process; batched where that is faster), which gives the same
@@ -40,15 +54,22 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
+import numpy as np  # noqa: E402
+
 import keras_neuromod  # noqa: E402
 from keras_neuromod import bases  # noqa: E402
 from keras_neuromod import datasets  # noqa: E402
 from keras_neuromod import zoo  # noqa: E402
+from keras_neuromod.evolution import SuiteTask  # noqa: E402
 from keras_neuromod.evolution import evolve  # noqa: E402
+from keras_neuromod.evolution.engine import ALGORITHMS  # noqa: E402
+from keras_neuromod.evolution.suite import BASELINES  # noqa: E402
+from keras_neuromod.evolution.suite import validate  # noqa: E402
 from keras_neuromod.evolution.parallel import BACKENDS  # noqa: E402
 
 QUICK = {"population": 20, "generations": 8, "epochs": 3, "models": "mlp,A", "width": 0.5,
          "train_subset": None}
+QUICK_SUITE = {"population": 16, "generations": 4, "instances": 2}
 
 
 def count(text):
@@ -93,12 +114,42 @@ def parse_args(argv=None):
                              "killed and the evaluation run again, then scored worst "
                              "(all backends but serial; default: no limit)")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--name", default=None, help="the agent's name (default nm_BASE_TASK)")
+    parser.add_argument("--name", default=None,
+                        help="the agent's name (default nm_BASE_TASK, nm_BASE_general with --suite)")
+    parser.add_argument("--suite", action="store_true",
+                        help="evolve over the task suite (keras_neuromod.tasks), not one data set")
+    parser.add_argument("--tasks", default=None,
+                        help="with --suite: comma-separated task names (default: every task not "
+                             "held out)")
+    parser.add_argument("--instances", type=int, default=None,
+                        help="with --suite: (task, model, seed) instances per generation")
+    parser.add_argument("--validation-draws", type=count, default=8,
+                        help="with --suite: draws of INSTANCES validation instances that pick the "
+                             "agent among the candidates (0: the last generation's best)")
+    parser.add_argument("--algorithm", default="grneat", choices=ALGORITHMS,
+                        help="grneat (default), or random: the random-search control")
     args = parser.parse_args(argv)
     if args.timeout is not None and args.backend == "serial":
         parser.error("--timeout needs another backend than serial (a serial run cannot stop itself)")
     if args.vectorized and args.backend != "ray":
         parser.error("--vectorized goes with --backend ray (--backend vectorized is local)")
+    if args.suite:
+        for name, value in QUICK_SUITE.items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
+        if args.backend not in ("vectorized", "ray") or (args.backend == "ray" and not args.vectorized):
+            parser.error("--suite trains vectorized: use --backend vectorized, or ray with --vectorized")
+        try:
+            args.tasks = None if args.tasks is None else tuple(
+                t.strip() for t in args.tasks.split(",") if t.strip())
+            args.task_spec = SuiteTask(base=args.base, tasks=args.tasks, instances=args.instances)
+        except (KeyError, ValueError) as error:
+            parser.error(str(error).strip("'\""))
+        args.models = ("suite",)
+        args.name = args.name or f"nm_{args.base}_general"
+        return args
+    if args.tasks is not None or args.instances is not None:
+        parser.error("--tasks and --instances go with --suite")
     full_scale = args.task != "digits"
     defaults = {"population": 50, "generations": 50, "epochs": 20, "models": "A,B,C", "width": 1.0,
                 "train_subset": None} if full_scale else QUICK
@@ -112,11 +163,21 @@ def parse_args(argv=None):
 
 def reproducing_command(args, generations):
     """The command that reproduces this evolution from its seed, every setting explicit."""
-    parts = ["python examples/evolve.py", f"--task {args.task}", f"--base {args.base}",
-             f"--population {args.population}", f"--generations {generations}",
-             f"--epochs {args.epochs}", f"--models {','.join(args.models)}", f"--width {args.width}",
-             f"--batch-size {args.batch_size}", f"--metric {args.metric}", f"--backend {args.backend}",
-             f"--seed {args.seed}"]
+    if args.suite:
+        parts = ["python examples/evolve.py --suite", f"--base {args.base}",
+                 f"--population {args.population}", f"--generations {generations}",
+                 f"--instances {args.instances}", f"--validation-draws {args.validation_draws}",
+                 f"--algorithm {args.algorithm}", f"--backend {args.backend}", f"--seed {args.seed}"]
+        if args.tasks:
+            parts.append(f"--tasks {','.join(args.tasks)}")
+    else:
+        parts = ["python examples/evolve.py", f"--task {args.task}", f"--base {args.base}",
+                 f"--population {args.population}", f"--generations {generations}",
+                 f"--epochs {args.epochs}", f"--models {','.join(args.models)}",
+                 f"--width {args.width}", f"--batch-size {args.batch_size}",
+                 f"--metric {args.metric}", f"--backend {args.backend}", f"--seed {args.seed}"]
+        if args.algorithm != "grneat":
+            parts.append(f"--algorithm {args.algorithm}")
     if args.train_subset:
         parts.append(f"--train-subset {args.train_subset}")
     if args.vectorized:
@@ -139,7 +200,7 @@ def write_logbook(logbook, path):
     os.replace(temporary, path)
 
 
-def plot_fitness(logbook, path, title):
+def plot_fitness(logbook, path, title, ylabel="fitness (final training accuracy)"):
     generations = [r["gen"] for r in logbook]
     figure, axis = _common.pyplot().subplots(figsize=(7, 4))
     axis.plot(generations, [r["max"] for r in logbook], "-o", label="best")
@@ -157,74 +218,143 @@ def plot_fitness(logbook, path, title):
             own = [r for r in logbook if r["architecture"] == architecture]
             axis.scatter([r["gen"] for r in own], [r["max"] for r in own], marker=marker, s=40,
                          zorder=3, label=f"trained: {architecture}")
-    axis.set(xlabel="generation", ylabel="fitness (final training accuracy)", title=title)
+    axis.set(xlabel="generation", ylabel=ylabel, title=title)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, ncol=3, loc="lower left")
     figure.tight_layout()
     return _common.save_figure(figure, path)
 
 
+def select_agent(args, result):
+    """The candidate with the best mean validation score (--suite), and the selection record."""
+    candidates = []
+    for individual in [result.best, *result.hall_of_fame]:
+        if all(individual.genome != c.genome for c in candidates):
+            candidates.append(individual)
+    if not args.suite or args.validation_draws == 0:
+        return result.best, None
+    print(f"Selecting among {len(candidates)} candidates on {args.validation_draws} x "
+          f"{args.instances} validation instances ...", flush=True)
+    scores = validate([c.genome for c in candidates], args.task_spec, draws=args.validation_draws,
+                      workers=args.workers)
+    means = scores.mean(axis=1)
+    _common.print_table(
+        [(i, c.generation, f"{c.fitness.values[0]:.4f}", f"{m:.4f}", c.genome.n_regulatory)
+         for i, (c, m) in enumerate(zip(candidates, means))],
+        headers=("candidate", "generation", "fitness", "validation", "reg. proteins"), align="rrrrr")
+    chosen = int(np.argmax(means))
+    return candidates[chosen], {
+        "candidates": len(candidates), "draws": args.validation_draws,
+        "instances": args.validation_draws * args.instances,
+        # each candidate's trainings and the baseline's, once per validation instance
+        "trainings": (len(candidates) + 1) * args.validation_draws * args.instances,
+        "score": round(float(means[chosen]), 4),
+        "scores": [round(float(m), 4) for m in means],
+    }
+
+
+def provenance(args, result, chosen, selection):
+    """The agent card's provenance: what it evolved on, its budget, the reproducing command."""
+    seconds = sum(r["seconds"] for r in result.logbook)
+    workers = args.workers or os.cpu_count() or 1
+    record = {"population": args.population, "generations": result.generations,
+              "algorithm": args.algorithm, "seed": args.seed,
+              "final_fitness": chosen.fitness.values[0], "evaluations": result.evaluations}
+    if args.suite:
+        spec = args.task_spec
+        record = {"task": "suite", "tasks": list(spec.tasks), "instances": spec.instances,
+                  "clip": spec.clip, "baseline": BASELINES[spec.base], **record,
+                  # one training per evaluation and instance, and the baseline's once per instance
+                  "trainings": result.evaluations * spec.instances + result.generations * spec.instances,
+                  "selection": selection}
+    else:
+        record = {"task": args.task, "architectures": list(args.models), "width": args.width,
+                  "epochs": args.epochs, "batch_size": args.batch_size, "metric": args.metric,
+                  **record}
+    record.update({
+        "evolution_seconds": round(seconds, 1), "workers": workers,
+        "cpu_hours": round(seconds * min(workers, os.cpu_count() or 1) / 3600, 2),
+        "library_version": keras_neuromod.__version__,
+        "command": reproducing_command(args, result.generations),
+    })
+    return record
+
+
 def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     command = "python examples/evolve.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    print(f"GRNEAT on {args.task}: Nm-{args.base.upper() if args.base == 'sgd' else 'Adam'} agents, "
-          f"population {args.population}, {args.generations} generations, {args.epochs} epoch(s), "
-          f"models {','.join(args.models)}, backend {args.backend}, seed {args.seed}", flush=True)
+    optimizer = f"Nm-{'SGD' if args.base == 'sgd' else 'Adam'}"
+    if args.suite:
+        print(f"{'Random search' if args.algorithm == 'random' else 'GRNEAT'} on the task suite "
+              f"({len(args.task_spec.tasks)} tasks, {args.instances} instances per generation): "
+              f"{optimizer} agents against Keras's {BASELINES[args.base]}, population "
+              f"{args.population}, {args.generations} generations, seed {args.seed}", flush=True)
+        options = {}
+    else:
+        print(f"GRNEAT on {args.task}: {optimizer} agents, "
+              f"population {args.population}, {args.generations} generations, {args.epochs} epoch(s), "
+              f"models {','.join(args.models)}, backend {args.backend}, seed {args.seed}", flush=True)
+        options = dict(batch_size=args.batch_size, width=args.width, metric=args.metric,
+                       train_subset=args.train_subset, data_dir=args.data_dir)
     start = time.perf_counter()
     try:
         result = evolve(
-            task=args.task, base=args.base, population=args.population,
-            generations=args.generations, epochs=args.epochs, models=args.models,
-            backend=args.backend, workers=args.workers, ray_address=args.ray_address,
-            timeout=args.timeout, vectorized=args.vectorized, seed=args.seed, out=args.out, resume=args.resume,
-            progress=not args.no_progress,
-            batch_size=args.batch_size, width=args.width, metric=args.metric,
-            train_subset=args.train_subset, data_dir=args.data_dir,
+            task=args.task_spec if args.suite else args.task, base=args.base,
+            population=args.population, generations=args.generations, epochs=args.epochs,
+            models=args.models, backend=args.backend, workers=args.workers,
+            ray_address=args.ray_address, timeout=args.timeout, vectorized=args.vectorized,
+            seed=args.seed, out=args.out, resume=args.resume, progress=not args.no_progress,
+            algorithm=args.algorithm, **options,
         )
     except datasets.DatasetUnavailableError as error:
         sys.exit(str(error))
     except FileExistsError as error:
         sys.exit(f"{error}\n(use --resume, or another --out)")
-    best = result.best
-    if best is None:
+    except ValueError as error:  # a checkpoint made with other settings
+        sys.exit(str(error))
+    if result.best is None:
         print(f"No generation was run (--generations {args.generations}): no agent to write.")
-        print_summary(result, None)
+        print_summary(result, None, None)
         return
+    chosen, selection = select_agent(args, result)
     agent_path = os.path.join(args.out, "best_agent.json")
+    spec = args.task_spec if args.suite else None
     agent = zoo.Agent(
-        name=args.name, base=args.base, genome=best.genome,
-        settings={"warmup_steps": 25, "grn_steps_per_update": 1},
-        provenance={
-            "task": args.task, "architectures": list(args.models), "width": args.width,
-            "population": args.population, "generations": result.generations,
-            "epochs": args.epochs, "batch_size": args.batch_size, "metric": args.metric,
-            "seed": args.seed, "final_fitness": best.fitness.values[0],
-            "evaluations": result.evaluations, "library_version": keras_neuromod.__version__,
-            "command": reproducing_command(args, result.generations),
-        },
+        name=args.name, base=args.base, genome=chosen.genome,
+        ranges=spec.ranges if spec else None,
+        settings={"warmup_steps": spec.warmup_steps if spec else 25,
+                  "grn_steps_per_update": spec.grn_steps_per_update if spec else 1},
+        provenance=provenance(args, result, chosen, selection),
     )
     zoo.save(agent, agent_path)
     write_logbook(result.logbook, os.path.join(args.out, "logbook.csv"))
     figure = os.path.join(args.out, "fitness.png")
-    plot_fitness(result.logbook, figure, f"GRNEAT on {args.task} (seed {args.seed})")
+    if args.suite:
+        plot_fitness(result.logbook, figure, f"{args.algorithm} on the task suite (seed {args.seed})",
+                     f"fitness (mean log loss ratio against {BASELINES[args.base]})")
+    else:
+        plot_fitness(result.logbook, figure, f"GRNEAT on {args.task} (seed {args.seed})")
     _common.print_table(
         [(r["gen"], r["architecture"], f"{r['max']:.4f}", f"{r['mean']:.4f}", r["species"],
           f"{r['size']:.2f}") for r in result.logbook],
         headers=("generation", "model", "best", "mean", "species", "reg. proteins"),
         align="rrrrrr")
-    print(f"\nBest agent of the last generation: fitness {best.fitness.values[0]:.4f}, "
-          f"{best.genome.n_regulatory} regulatory proteins -> {agent_path}")
+    picked = ("the best on the validation draw" if selection
+              else "the best individual of the last generation")
+    print(f"\nAgent ({picked}): fitness {chosen.fitness.values[0]:.4f}, "
+          f"{chosen.genome.n_regulatory} regulatory proteins -> {agent_path}")
     print(f"Figure: {figure}; {result.evaluated_now} evaluations in {time.perf_counter() - start:.0f} s "
           f"(command: {command.strip()})")
-    print_summary(result, agent_path)
+    print_summary(result, agent_path, selection)
 
 
-def print_summary(result, agent_path):
+def print_summary(result, agent_path, selection):
     """The last line on stdout: one JSON object (null fitness and agent without a run)."""
     best = result.best
     _common.print_json_line({
         "best_fitness": None if best is None else round(best.fitness.values[0], 4),
+        "validation_score": None if selection is None else selection["score"],
         "generations": result.generations,
         "evaluations": result.evaluations,
         "evaluated_now": result.evaluated_now,

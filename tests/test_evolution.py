@@ -175,6 +175,42 @@ def test_resume_continues_without_redoing_work(tmp_path):
         run(seed=5, generations=6, out=str(tmp_path))
 
 
+def test_random_search_draws_fresh_genomes_of_every_size_and_keeps_the_best(tmp_path):
+    from keras_neuromod.evolution.grneat import GRNEATConfig
+
+    config = GRNEATConfig(max_regulatory=6)
+    searched = run(seed=5, generations=4, algorithm="random", config=config, out=str(tmp_path))
+    checkpoint = read_json(str(tmp_path / "checkpoint.json"))
+    assert checkpoint["settings"]["algorithm"] == "random" and checkpoint["species"] == []
+    # every generation's individuals are new: no genome is evaluated twice
+    hall = [ind.genome for ind in searched.hall_of_fame]
+    assert len(set(map(repr, hall))) == len(hall)
+    sizes = {Genome.from_dict(g).n_regulatory for g in checkpoint["population"]}
+    assert sizes <= set(range(1, 7)) and len(sizes) > 1
+    assert searched.evaluations == 4 * 12 and all(r["species"] == 0 for r in searched.logbook)
+    best = max(searched.hall_of_fame, key=lambda ind: ind.fitness.values[0])
+    assert best.fitness.values[0] == max(r["max"] for r in searched.logbook)
+    # the same seed gives the same search, resumed or not; GRNEAT differs
+    resumed = run(seed=5, generations=6, algorithm="random", config=config, out=str(tmp_path),
+                  resume=True)
+    straight = run(seed=5, generations=6, algorithm="random", config=config)
+    assert resumed.evaluated_now == 2 * 12 and _records(resumed) == _records(straight)
+    assert _records(run(seed=5, generations=6, config=config)) != _records(straight)
+    with pytest.raises(ValueError, match="algorithm"):
+        run(seed=5, generations=7, config=config, out=str(tmp_path), resume=True)
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        run(algorithm="anneal")
+
+
+def test_checkpoints_without_an_algorithm_resume_as_grneat(tmp_path):
+    run(seed=5, generations=2, out=str(tmp_path))
+    path = tmp_path / "checkpoint.json"
+    data = json.loads(path.read_text())
+    del data["settings"]["algorithm"]
+    path.write_text(json.dumps(data))
+    assert run(seed=5, generations=3, out=str(tmp_path), resume=True).evaluated_now > 0
+
+
 _KILL_SCRIPT = """
 import sys
 sys.path.insert(0, {here!r})
@@ -433,8 +469,8 @@ def test_evolve_example_with_no_generation_writes_no_agent(tmp_path, capsys):
     example.main(tiny + ["--generations", "0"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert "No generation was run (--generations 0)" in lines[-2]
-    assert json.loads(lines[-1]) == {"best_fitness": None, "generations": 0, "evaluations": 0,
-                                     "evaluated_now": 0, "agent": None}
+    assert json.loads(lines[-1]) == {"best_fitness": None, "validation_score": None, "generations": 0,
+                                     "evaluations": 0, "evaluated_now": 0, "agent": None}
     assert os.listdir(out) == []
 
     example.main(tiny + ["--generations", "1"])

@@ -335,3 +335,38 @@ def test_enu_fitness_scores_the_same_in_groups_and_gives_blown_up_offspring_the_
     expected[5] = -100.0
     np.testing.assert_allclose(whole, expected, rtol=1e-5)
     np.testing.assert_allclose(grouped, whole, rtol=0, atol=0)
+
+
+def test_evolve_example_over_the_suite_picks_its_agent_on_a_validation_draw(tmp_path, capsys):
+    from examples_loader import load_example
+
+    from keras_neuromod import zoo
+    from keras_neuromod.evolution import SuiteTask
+    from keras_neuromod.evolution.suite import validate
+
+    example = load_example("evolve")
+    argv = ["--suite", "--population", "4", "--generations", "2", "--instances", "1",
+            "--tasks", "breast_cancer", "--validation-draws", "2", "--workers", "1",
+            "--no-progress", "--out", str(tmp_path)]
+    example.main(argv)
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    agent = zoo.load(summary["agent"])
+    record = agent.provenance
+    selection = record["selection"]
+    assert agent.name == "nm_adam_general" and record["tasks"] == ["breast_cancer"]
+    assert summary["validation_score"] == selection["score"] == max(selection["scores"])
+    assert selection["candidates"] == len(selection["scores"]) >= 2
+    assert record["trainings"] == record["evaluations"] + 2 and selection["instances"] == 2
+    # the same draw scores the chosen agent the same again
+    again = validate([agent.genome], SuiteTask(tasks=("breast_cancer",), instances=1), draws=2,
+                     workers=1)
+    assert round(float(again.mean()), 4) == selection["score"]
+    # the recorded command parses back to the same run
+    replay = example.parse_args(record["command"].split()[2:] + ["--out", str(tmp_path)])
+    assert (replay.task_spec, replay.population, replay.seed) == (
+        SuiteTask(tasks=("breast_cancer",), instances=1), 4, 0)
+    for bad in (["--suite", "--backend", "process"], ["--instances", "3"],
+                ["--suite", "--tasks", "no_such_task"]):
+        with pytest.raises(SystemExit) as exit_info:
+            example.parse_args(bad)
+        assert exit_info.value.code == 2

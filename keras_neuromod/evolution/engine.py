@@ -35,7 +35,7 @@ from keras_neuromod.evolution.parallel import make_backend
 from keras_neuromod.io import atomic_write_json
 from keras_neuromod.io import read_json
 
-__all__ = ["evolve", "EvolutionResult", "Individual", "CHECKPOINT_FORMAT"]
+__all__ = ["evolve", "EvolutionResult", "Individual", "CHECKPOINT_FORMAT", "ALGORITHMS"]
 
 CHECKPOINT_FORMAT = "keras_neuromod.grneat-checkpoint/1"
 
@@ -176,7 +176,8 @@ class _Run:
         saved = data["settings"]
         if not isinstance(saved, dict):
             raise ValueError(f"{at('settings')} must be a JSON object.")
-        differing = sorted(k for k in settings if k != "generations" and saved.get(k) != settings[k])
+        differing = sorted(k for k in settings if k != "generations"
+                           and saved.get(k, _SETTING_DEFAULTS.get(k)) != settings[k])
         if differing:
             raise ValueError(
                 f"{where} was made with other settings; resuming would not give "
@@ -274,6 +275,10 @@ def _task_from_dict(data):
     return FitnessTask.from_dict(data)
 
 
+# Settings added after the first checkpoints: a checkpoint without one was made with this value.
+_SETTING_DEFAULTS = {"algorithm": "grneat"}
+ALGORITHMS = ("grneat", "random")
+
 _CHECKPOINT_FIELDS = ("format", "settings", "config", "generation", "population", "species",
                       "fitness_range", "rng_state", "logbook", "hall_of_fame", "best", "evaluations")
 
@@ -298,6 +303,7 @@ def evolve(
     verbose=True,
     timeout=None,
     vectorized=False,
+    algorithm="grneat",
     **task_options,
 ):
     """Evolve an AGRN agent with GRNEAT so that `model.fit` learns better.
@@ -342,6 +348,11 @@ def evolve(
             With vectorized evaluation, it limits one chunk of the population.
         vectorized: with ``backend="ray"``, train chunks of the population
             vectorized on the actors instead of one `model.fit` each.
+        algorithm: ``"grneat"`` (the default) evolves; ``"random"`` is the
+            control with the same budget: every generation evaluates
+            `population` fresh random genomes (`grneat.random_population`,
+            every size up to `max_regulatory`) on the same draws an
+            evolution meets, and the hall of fame keeps the best of them all.
         **task_options: more `FitnessTask` fields (`batch_size`, `width`,
             `metric`, `train_subset`, `ranges`, ...).
 
@@ -368,6 +379,8 @@ def evolve(
 
     for name in models if not suite else ():
         layer_plan(name)
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}.")
     generations = _fields.integer(generations, "generations")
     if backend is None:
         backend = "process" if fitness is not None else "vectorized"
@@ -378,6 +391,7 @@ def evolve(
         "seed": int(seed),
         "generations": int(generations),
         "hall_of_fame": int(hall_of_fame),
+        "algorithm": algorithm,
     }
     checkpoint = os.path.join(out, "checkpoint.json") if out else None
     if resume and checkpoint and os.path.exists(checkpoint):
@@ -392,7 +406,8 @@ def evolve(
             )
         rng = np.random.default_rng(seed)
         run = _Run(settings, config, rng)
-        run.population = grneat.initial_population(N_INPUTS, fitness_task.n_outputs, rng, config)
+        first = grneat.random_population if algorithm == "random" else grneat.initial_population
+        run.population = first(N_INPUTS, fitness_task.n_outputs, rng, config)
 
     evaluated_now = 0
     if run.generation < generations:
@@ -445,10 +460,14 @@ def _generation(run, engine, models, progress, verbose):
         evaluated += len(jobs)
         return values
 
+    random_search = run.settings.get("algorithm") == "random"
     try:
         fitnesses = evaluate(run.population)
-        species, population, fitnesses = grneat.form_species(
-            list(run.population), fitnesses, run.species, evaluate, rng, config)
+        if random_search:
+            species, population = [], list(run.population)
+        else:
+            species, population, fitnesses = grneat.form_species(
+                list(run.population), fitnesses, run.species, evaluate, rng, config)
     finally:
         if bar is not None:
             bar.close()
@@ -467,7 +486,11 @@ def _generation(run, engine, models, progress, verbose):
     if verbose:
         print(run.logbook.stream, flush=True)
 
-    run.population, run.species = grneat.reproduce(
-        population, fitnesses, species, run.fitness_range, rng, config)
+    if random_search:
+        n_outputs = population[0].n_outputs
+        run.population, run.species = grneat.random_population(N_INPUTS, n_outputs, rng, config), []
+    else:
+        run.population, run.species = grneat.reproduce(
+            population, fitnesses, species, run.fitness_range, rng, config)
     run.generation += 1
     return evaluated

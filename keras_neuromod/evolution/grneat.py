@@ -45,6 +45,7 @@ __all__ = [
     "mutate",
     "crossover",
     "initial_population",
+    "random_population",
     "Species",
     "speciate",
     "adapt_thresholds",
@@ -374,6 +375,18 @@ def initial_population(n_inputs, n_outputs, rng, config=GRNEATConfig()):
         population += [mutate_modify(founder, rng, config) for _ in range(group - 1)]
         population.append(founder)
     return population
+
+
+def random_population(n_inputs, n_outputs, rng, config=GRNEATConfig()):
+    """`config.population` independent random genomes, the random-search control.
+
+    Each genome's regulatory protein count is drawn uniformly from
+    `config.initial_regulatory` to `config.max_regulatory`, the sizes an
+    evolution can reach, so that the control searches the same space.
+    """
+    low, high = config.initial_regulatory, max(config.initial_regulatory, config.max_regulatory)
+    return [Genome.random(n_inputs, n_outputs, int(rng.integers(low, high + 1)), rng=rng)
+            for _ in range(config.population)]
 
 
 # -- selection and speciation ------------------------------------------------
