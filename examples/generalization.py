@@ -34,7 +34,9 @@ pairs of the log ratio of test losses (baseline over agent; positive: the
 agent's loss is lower) with its 95% interval over pairs.
 
 Every finished (task, model, method) is recorded in OUT as it ends, so
-`--resume` continues without redoing one. Figures: the paired differences per
+`--resume` continues without redoing one; agents, controls and ablations can be
+added to a record later (an agent's runs are redone only if its genome or
+settings changed), while the seeds and grids must stay the same. Figures: the paired differences per
 pair against each Keras default (PNG), and the tracer's figure of each agent on
 the first pair of `--trace` (seed 0). The last line is one JSON object of the
 headline figures. `--record` stores the summary in each zoo agent's card.
@@ -45,7 +47,9 @@ headline figures. `--record` stores the summary in each zoo agent's card.
         --ablations --out zoo/evidence/general --resume --record
 """
 
+import hashlib
 import itertools
+import json
 import math
 import os
 import sys
@@ -150,6 +154,13 @@ def label(agent, control=False):
     return f"random search ({agent.base})" if control else agent.name
 
 
+def agent_key(agent):
+    """What identifies an agent's runs in the record: its genome and settings, hashed."""
+    text = json.dumps({"base": agent.base, "genome": agent.genome.to_dict(), "ranges": agent.ranges,
+                       "settings": agent.settings}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def keras_optimizer(name, settings=None):
     return getattr(keras.optimizers, name)(**(settings or {}))
 
@@ -207,8 +218,8 @@ def run_pair(task_name, model_name, args, record, save, out):
     key = f"{task_name}:{model_name}"
     done = record.setdefault(key, {"methods": {}, "grid": {}})
 
-    def finish(method, runs, settings=None):
-        done["methods"][method] = {"runs": runs, "settings": settings}
+    def finish(method, runs, settings=None, agent=None):
+        done["methods"][method] = {"runs": runs, "settings": settings, "agent": agent}
         save()
 
     def log(text):
@@ -227,7 +238,8 @@ def run_pair(task_name, model_name, args, record, save, out):
         name = label(agent, control)
         ablations = [f"{name} / {kind}" for kind in ("frozen", "network mean")]
         wanted = [name] + (ablations if args.ablations and not control else [])
-        if all(m in done["methods"] for m in wanted):
+        genome = agent_key(agent)
+        if all(done["methods"].get(m, {}).get("agent") == genome for m in wanted):
             continue
         runs, frozen, pooled = [], [], []
         for seed in seeds:
@@ -242,10 +254,10 @@ def run_pair(task_name, model_name, args, record, save, out):
                 table = time_average(tracer, optimizer)
                 frozen.append(train(task, model_name, ablate(optimizer, "frozen", table), seed))
                 pooled.append(train(task, model_name, ablate(optimizer, "network_mean"), seed))
-        finish(name, runs)
+        finish(name, runs, agent=genome)
         if args.ablations and not control:
-            finish(ablations[0], frozen)
-            finish(ablations[1], pooled)
+            finish(ablations[0], frozen, agent=genome)
+            finish(ablations[1], pooled, agent=genome)
     # a diverged run counts as the worst outcome
     for method in done["methods"].values():
         for seed, r in zip(seeds, method["runs"]):
@@ -344,16 +356,15 @@ def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "generalization.runs.json")
-    protocol = {"protocol": PROTOCOL, "seeds": args.seeds, "grids": {k: [v[0], v[1]] for k, v in args.grids.items()},
-                "agents": {a.name: a.genome.to_dict() for a in args.agents + args.controls},
-                "ablations": args.ablations}
+    protocol = {"protocol": PROTOCOL, "seeds": args.seeds,
+                "grids": {k: [v[0], v[1]] for k, v in args.grids.items()}}
     record = {}
     if args.resume and os.path.exists(path):
         saved = read_json(path, "generalization record")
         if saved.get("protocol") == protocol:
             record = saved["pairs"]
         else:
-            sys.exit(f"{path} was made with another protocol (seeds, grids, agents or ablations): "
+            sys.exit(f"{path} was made with another protocol (seeds or grids): "
                      "use another --out, or drop --resume.")
 
     def save():

@@ -84,6 +84,15 @@ def test_a_small_comparison_records_resumes_and_stores_its_summary(example, tmp_
     example.main(argv[:-1] + ["--resume"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == headline
     assert os.stat(runs).st_mtime_ns == before
+    # another agent joins the record: only its runs are trained, the others are kept as they were
+    other = str(tmp_path / "other.json")
+    zoo.save(zoo.Agent(name="other", base="adam", genome=Genome.random(13, 8, 2, rng=9)), other)
+    kept = read_json(runs)["pairs"]["diabetes:linear"]["methods"]
+    example.main(argv[:-1] + ["--resume", "--agent", agent, other])
+    capsys.readouterr()
+    saved = read_json(runs)["pairs"]["diabetes:linear"]["methods"]
+    assert {m: saved[m] for m in kept} == kept
+    assert set(saved) - set(kept) == {"other", "other / frozen", "other / network mean"}
     with pytest.raises(SystemExit, match="another protocol"):
         example.main(argv[:-1] + ["--resume", "--seeds", "3"])
     for bad in (["--seeds", "1"], ["--tasks", "wine:lstm"], ["--agent", "no_such_agent"]):
