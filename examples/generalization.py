@@ -21,8 +21,9 @@ regression) from 10 seeds, next to
   the network's mean at each step (`keras_neuromod.optimizers.ablation`).
 
 Every method trains a seed's model from the same initial weights on the same
-batches (the seed sets both), for the task's epochs and batch size, on its
-training split; the figures are the test split's metric (accuracy, or MSE for
+batches (the seed sets both: a permutation of the training split per epoch),
+for the task's epochs and batch size, on its training split (one compiled model
+per method, reset for every seed, as a fresh one would start); the figures are the test split's metric (accuracy, or MSE for
 the regression) and loss. A training whose loss turns NaN or Inf has diverged:
 its metric is then the worst of the row (0 accuracy, or the test MSE of
 predicting 0) and it is counted. For each agent and baseline, the paired
@@ -82,7 +83,7 @@ QUICK_GRIDS = {
 }
 GRID_SEED = 10_000  # the grid's own seed, none of the compared seeds
 QUICK_PAIRS = (("wine", "mlp"), ("diabetes", "linear"))
-PROTOCOL = 1  # bump when a change makes recorded runs incomparable
+PROTOCOL = 2  # bump when a change makes recorded runs incomparable
 
 
 def parse_args(argv=None):
@@ -172,19 +173,53 @@ def agent_optimizer(agent):
 # -- one training ----------------------------------------------------------------
 
 
+class Trainer:
+    """One model compiled with one optimizer, trained from every seed in turn.
+
+    A seed's training starts from the seed's initial weights and the
+    optimizer's state as it was when built (step counters, moments and AGRN
+    state at zero), and visits the training split in the seed's permutation
+    of each epoch, so it is the training a fresh model would have; compiling
+    once spares a trace per seed.
+    """
+
+    def __init__(self, task, model_name, optimizer):
+        self.task, self.model_name, self.optimizer = task, model_name, optimizer
+        self.model = task.build_model(model_name, seed=0)
+        task.compile(self.model, optimizer)
+        optimizer.build(self.model.trainable_variables)
+        self.initial_state = [np.array(keras.ops.convert_to_numpy(v)) for v in optimizer.variables]
+
+    def run(self, seed, split="test", tracer=None):
+        """The split's loss and metric after training from `seed`, and whether it diverged."""
+        task = self.task
+        splits = task.splits(seed)
+        self.model.set_weights(task.build_model(self.model_name, seed=seed).get_weights())
+        for variable, value in zip(self.optimizer.variables, self.initial_state):
+            variable.assign(value)
+        if hasattr(self.optimizer, "set_hyperparameters"):  # a frozen ablation's own values
+            self.optimizer.set_hyperparameters(self.optimizer.frozen_hyperparameters)
+        x, y = splits.train
+        order = np.random.default_rng(seed)
+        losses = []
+        for _ in range(task.epochs):
+            batch = order.permutation(len(x))
+            history = self.model.fit(x[batch], y[batch], epochs=1, batch_size=task.batch_size,
+                                     shuffle=False, verbose=0,
+                                     callbacks=[tracer] if tracer is not None else None)
+            losses += history.history["loss"]
+            if not math.isfinite(losses[-1]):
+                break
+        x, y = splits.test if split == "test" else splits.val
+        result = self.model.evaluate(x, y, batch_size=256, verbose=0, return_dict=True)
+        loss, metric = float(result["loss"]), float(result[task.metric])
+        diverged = not (math.isfinite(loss) and all(math.isfinite(v) for v in losses))
+        return {"loss": loss, "metric": metric, "diverged": diverged}
+
+
 def train(task, model_name, optimizer, seed, split="test", tracer=None):
-    """Fit on the training split from the seed's weights and batches; the split's loss and metric."""
-    splits = task.splits(seed)
-    keras.utils.set_random_seed(seed)
-    model = task.build_model(model_name, seed=seed)
-    task.compile(model, optimizer)
-    history = model.fit(*splits.train, epochs=task.epochs, batch_size=task.batch_size, verbose=0,
-                        callbacks=[tracer] if tracer is not None else None)
-    x, y = splits.test if split == "test" else splits.val
-    result = model.evaluate(x, y, batch_size=256, verbose=0, return_dict=True)
-    loss, metric = float(result["loss"]), float(result[task.metric])
-    diverged = not (math.isfinite(loss) and all(math.isfinite(v) for v in history.history["loss"]))
-    return {"loss": loss, "metric": metric, "diverged": diverged}
+    """One training from a fresh model (what `Trainer` reproduces)."""
+    return Trainer(task, model_name, optimizer).run(seed, split, tracer)
 
 
 def worst_metric(task, model_name, seed):
@@ -201,7 +236,7 @@ def tune(task, model_name, grid, log):
     points = [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
     losses = []
     for point in points:
-        result = train(task, model_name, keras_optimizer(keras_name, point), GRID_SEED, split="val")
+        result = Trainer(task, model_name, keras_optimizer(keras_name, point)).run(GRID_SEED, "val")
         losses.append(result["loss"] if math.isfinite(result["loss"]) else math.inf)
     best = points[int(np.argmin(losses))]
     log(f"  {keras_name} tuned on {len(points)} points: {best}")
@@ -227,37 +262,45 @@ def run_pair(task_name, model_name, args, record, save, out):
 
     for name in DEFAULTS:
         if name not in done["methods"]:
-            finish(name, [train(task, model_name, keras_optimizer(name), s) for s in seeds])
+            trainer = Trainer(task, model_name, keras_optimizer(name))
+            finish(name, [trainer.run(s) for s in seeds])
     for method, grid in args.grids.items():
         if method not in done["methods"]:
             settings, points = tune(task, model_name, grid, log)
             done["grid"][method] = points
-            finish(method, [train(task, model_name, keras_optimizer(grid[0], settings), s)
-                            for s in seeds], settings)
+            trainer = Trainer(task, model_name, keras_optimizer(grid[0], settings))
+            finish(method, [trainer.run(s) for s in seeds], settings)
     for agent, control in [(a, False) for a in args.agents] + [(a, True) for a in args.controls]:
         name = label(agent, control)
         ablations = [f"{name} / {kind}" for kind in ("frozen", "network mean")]
-        wanted = [name] + (ablations if args.ablations and not control else [])
+        ablated = args.ablations and not control
+        wanted = [name] + (ablations if ablated else [])
         genome = agent_key(agent)
         if all(done["methods"].get(m, {}).get("agent") == genome for m in wanted):
             continue
-        runs, frozen, pooled = [], [], []
+        own = Trainer(task, model_name, agent_optimizer(agent))
+        if ablated:
+            count = len(own.model.trainable_variables)
+            placeholder = np.tile([[own.optimizer.ranges[n][0] for n in own.optimizer.HYPERPARAMETERS]],
+                                  (count, 1))
+            frozen = Trainer(task, model_name, ablate(own.optimizer, "frozen", placeholder))
+            pooled = Trainer(task, model_name, ablate(own.optimizer, "network_mean"))
+        runs, frozen_runs, pooled_runs = [], [], []
         for seed in seeds:
-            traced = args.ablations or (seed == 0 and (task_name, model_name) == args.trace_pair)
-            tracer = ModulationTracer(update_freq=1) if traced and not control else None
-            optimizer = agent_optimizer(agent)
-            runs.append(train(task, model_name, optimizer, seed, tracer=tracer))
-            if tracer is not None and seed == 0 and (task_name, model_name) == args.trace_pair:
+            figure = seed == 0 and (task_name, model_name) == args.trace_pair and not control
+            tracer = ModulationTracer(update_freq=1) if ablated or figure else None
+            runs.append(own.run(seed, tracer=tracer))
+            if figure:
                 tracer.plot(os.path.join(out, f"trace_{name}_{task_name}_{model_name}.png"),
                             title=f"{name} on {task_name} ({model_name}), seed 0")
-            if args.ablations and not control:
-                table = time_average(tracer, optimizer)
-                frozen.append(train(task, model_name, ablate(optimizer, "frozen", table), seed))
-                pooled.append(train(task, model_name, ablate(optimizer, "network_mean"), seed))
+            if ablated:
+                frozen.optimizer.set_hyperparameters(time_average(tracer, own.optimizer))
+                frozen_runs.append(frozen.run(seed))
+                pooled_runs.append(pooled.run(seed))
         finish(name, runs, agent=genome)
-        if args.ablations and not control:
-            finish(ablations[0], frozen, agent=genome)
-            finish(ablations[1], pooled, agent=genome)
+        if ablated:
+            finish(ablations[0], frozen_runs, agent=genome)
+            finish(ablations[1], pooled_runs, agent=genome)
     # a diverged run counts as the worst outcome
     for method in done["methods"].values():
         for seed, r in zip(seeds, method["runs"]):

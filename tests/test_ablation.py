@@ -90,6 +90,14 @@ def test_frozen_keeps_each_tensors_values_through_training():
     np.testing.assert_allclose(frozen.modulation()["hyperparameters"], table, rtol=1e-6)
     for got, want in zip(model.get_weights(), _adam(_model().get_weights(), gradients, table)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    # new values without a new optimizer (a variable: no retrace), also after a reset
+    frozen.set_hyperparameters(table[::-1])
+    _apply(frozen, model, gradients[:1])
+    np.testing.assert_allclose(frozen.modulation()["hyperparameters"], table[::-1], rtol=1e-6)
+    frozen.reset_state()
+    np.testing.assert_allclose(ops.convert_to_numpy(frozen._frozen), table[::-1], rtol=1e-6)
+    with pytest.raises(ValueError, match="keep the shape"):
+        frozen.set_hyperparameters(table[:2])
     # values outside the ranges are clipped to them, as the agent's own
     wide = ablate(NmAdam(agent=AGENT), "frozen", hyperparameters=table * [[100, 1, 1, 1]])
     _apply(wide, _model(), gradients[:1])

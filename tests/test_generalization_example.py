@@ -99,3 +99,29 @@ def test_a_small_comparison_records_resumes_and_stores_its_summary(example, tmp_
         with pytest.raises(SystemExit) as exit_info:
             example.parse_args(bad)
         assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("optimizer", ["Adam", "nm_adam_digits", "frozen"])
+def test_a_reused_trainer_trains_each_seed_as_a_fresh_model(example, optimizer):
+    import keras
+
+    from keras_neuromod import NmAdam
+    from keras_neuromod import tasks
+    from keras_neuromod.optimizers.ablation import ablate
+
+    def make():
+        if optimizer == "Adam":
+            return keras.optimizers.Adam()
+        if optimizer == "frozen":
+            return ablate(NmAdam(agent="nm_adam_digits"), "frozen",
+                          hyperparameters=np.tile([[3e-3, 0.8, 0.99, 1e-6]], (2, 1)))
+        return NmAdam(agent=optimizer)
+
+    task = tasks.get("diabetes")
+    trainer = example.Trainer(task, "linear", make())
+    first = trainer.run(1)
+    again = trainer.run(0)  # after another seed's training
+    fresh = example.Trainer(task, "linear", make()).run(0)
+    assert again["loss"] == pytest.approx(fresh["loss"], rel=1e-6)
+    assert again["metric"] == pytest.approx(fresh["metric"], rel=1e-6)
+    assert first["loss"] != pytest.approx(fresh["loss"], rel=1e-3)

@@ -130,7 +130,11 @@ def test_record_benchmark_updates_the_card_and_the_index(zoo_folder):
     assert "loose" not in [a["name"] for a in zoo.list_agents()]
 
 
-SHIPPED = [("nm_adam_digits", "adam", NmAdam), ("nm_sgd_digits", "sgd", NmSGD)]
+SHIPPED = [("nm_adam_digits", "adam", NmAdam), ("nm_sgd_digits", "sgd", NmSGD),
+           ("nm_adam_general", "adam", NmAdam)]
+# the evidence each card holds: the digits agents' comparisons, the general agents' held-out one
+EVIDENCE = {"nm_adam_digits": {"digits", "wine"}, "nm_sgd_digits": {"digits", "wine"},
+            "nm_adam_general": {"held_out"}}
 
 
 @pytest.mark.parametrize("name,base,optimizer_class", SHIPPED)
@@ -139,7 +143,7 @@ def test_shipped_agents_load_by_name_and_train(name, base, optimizer_class, monk
     agent = zoo.load(name)  # integrity-checked against keras_neuromod/zoo/index.json
     assert agent.base == base
     assert agent.provenance["command"].startswith("python examples/evolve.py")
-    assert {"digits", "wine"} <= set(agent.benchmark)  # its evidence, in the card
+    assert EVIDENCE[name] <= set(agent.benchmark)  # its evidence, in the card
     from keras_neuromod import datasets, models
 
     (x, y), _, classes = datasets.load("digits")

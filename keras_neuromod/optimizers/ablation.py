@@ -93,9 +93,28 @@ class _Frozen(_Ablated):
                 f"{None if table is None else table.shape}."
             )
         super().build(variables)
+        # a variable, so that `set_hyperparameters` changes them without a retrace
+        self._frozen = self.add_variable(
+            expected, initializer=lambda shape, dtype=None: ops.convert_to_tensor(table, dtype),
+            name="frozen_hyperparameters")
+
+    def set_hyperparameters(self, hyperparameters):
+        """Replace the fixed values (same shape), also after the optimizer is built."""
+        table = _table(hyperparameters)
+        if self.frozen_hyperparameters is not None and table.shape != self.frozen_hyperparameters.shape:
+            raise ValueError(f"hyperparameters must keep the shape {self.frozen_hyperparameters.shape}, "
+                             f"got {table.shape}.")
+        self.frozen_hyperparameters = table
+        if self.built:
+            self._frozen.assign(table)
+
+    def _reset_value(self, variable):
+        if self.built and variable is self._frozen:
+            return ops.convert_to_tensor(self.frozen_hyperparameters, variable.dtype)
+        return super()._reset_value(variable)
 
     def _ablate(self, chosen):
-        return self._bounded(ops.convert_to_tensor(self.frozen_hyperparameters))
+        return self._bounded(ops.convert_to_tensor(self._frozen))
 
     def get_config(self):
         config = super().get_config()
