@@ -203,11 +203,22 @@ def write_logbook(logbook, path):
 def plot_fitness(logbook, path, title, ylabel="fitness (final training accuracy)"):
     generations = [r["gen"] for r in logbook]
     figure, axis = _common.pyplot().subplots(figsize=(7, 4))
-    axis.plot(generations, [r["max"] for r in logbook], "-o", label="best")
-    axis.plot(generations, [r["mean"] for r in logbook], "-s", label="mean")
+    many = len(generations) > 20
+    thin = {"lw": 0.8, "alpha": 0.5} if many else {}
+    axis.plot(generations, [r["max"] for r in logbook], "-" if many else "-o", label="best", **thin)
+    axis.plot(generations, [r["mean"] for r in logbook], "-" if many else "-s", label="mean", **thin)
     axis.fill_between(generations, [r["min"] for r in logbook], [r["max"] for r in logbook],
                       alpha=0.15, label="min to max")
-    if len(generations) <= 20:  # label each generation's architecture while they stay legible
+    suite = all(r["architecture"] == "suite" for r in logbook)
+    if suite and len(generations) > 20:
+        # every generation meets other instances: the trend is in a moving average
+        window = 10
+        for key, colour in (("max", "C0"), ("mean", "C1")):
+            values = np.array([r[key] for r in logbook])
+            moving = np.convolve(values, np.ones(window) / window, mode="valid")
+            axis.plot(generations[window - 1:], moving, color=colour, lw=2.5,
+                      label=f"{'best' if key == 'max' else 'mean'}, {window}-generation average")
+    elif len(generations) <= 20:  # label each generation's architecture while they stay legible
         for r in logbook:
             axis.annotate(r["architecture"], (r["gen"], r["max"]), textcoords="offset points",
                           xytext=(0, 6), ha="center", fontsize=8)
@@ -331,7 +342,8 @@ def main(argv=None):
     write_logbook(result.logbook, os.path.join(args.out, "logbook.csv"))
     figure = os.path.join(args.out, "fitness.png")
     if args.suite:
-        plot_fitness(result.logbook, figure, f"{args.algorithm} on the task suite (seed {args.seed})",
+        search = "Random search" if args.algorithm == "random" else "GRNEAT"
+        plot_fitness(result.logbook, figure, f"{search} on the task suite (seed {args.seed})",
                      f"fitness (mean log loss ratio against {BASELINES[args.base]})")
     else:
         plot_fitness(result.logbook, figure, f"GRNEAT on {args.task} (seed {args.seed})")
