@@ -301,9 +301,10 @@ def run_pair(task_name, model_name, args, record, save, out):
         if ablated:
             finish(ablations[0], frozen_runs, agent=genome)
             finish(ablations[1], pooled_runs, agent=genome)
-    # a diverged run counts as the worst outcome
+    # a diverged run counts as the worst outcome; the record holds NaN and Inf as text
     for method in done["methods"].values():
         for seed, r in zip(seeds, method["runs"]):
+            r["loss"], r["metric"] = float(r["loss"]), float(r["metric"])
             r["score"] = worst_metric(task, model_name, seed) if r["diverged"] else r["metric"]
     return done
 

@@ -8,6 +8,7 @@ import pytest
 from examples_loader import load_example
 
 from keras_neuromod import Genome
+from keras_neuromod import tasks
 from keras_neuromod import zoo
 from keras_neuromod.io import read_json
 
@@ -93,6 +94,19 @@ def test_a_small_comparison_records_resumes_and_stores_its_summary(example, tmp_
     saved = read_json(runs)["pairs"]["diabetes:linear"]["methods"]
     assert {m: saved[m] for m in kept} == kept
     assert set(saved) - set(kept) == {"other", "other / frozen", "other / network mean"}
+    # a diverged run, as the record holds it (NaN as text), counts as the worst metric
+    data = read_json(runs)
+    data["pairs"]["diabetes:linear"]["methods"]["Lamb"]["runs"][0].update(
+        loss="nan", metric="nan", diverged=True)
+    with open(runs, "w") as stream:
+        json.dump(data, stream)
+    example.main(argv[:-1] + ["--resume"])
+    capsys.readouterr()
+    rows = {r["method"]: r for r in read_json(os.path.join(out, "generalization.json"))["rows"]}
+    worst = float(np.mean(tasks.get("diabetes").splits(0).test[1] ** 2))
+    assert rows["Lamb"]["diverged"] == 1 and rows["Adam"]["diverged"] == 0
+    second = float(data["pairs"]["diabetes:linear"]["methods"]["Lamb"]["runs"][1]["metric"])
+    assert rows["Lamb"]["mean"] == pytest.approx((worst + second) / 2, abs=1e-4)
     with pytest.raises(SystemExit, match="another protocol"):
         example.main(argv[:-1] + ["--resume", "--seeds", "3"])
     for bad in (["--seeds", "1"], ["--tasks", "wine:lstm"], ["--agent", "no_such_agent"]):
