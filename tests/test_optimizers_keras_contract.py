@@ -23,6 +23,7 @@ from keras import ops
 from keras_neuromod import Genome
 from keras_neuromod import NmAdam
 from keras_neuromod import NmSGD
+from keras_neuromod.optimizers import base as optimizer_base
 from keras_neuromod.optimizers.base import _abs_stats
 
 BACKEND = keras.backend.backend()
@@ -176,6 +177,95 @@ def test_gradient_statistics_of_sparse_gradients_equal_the_dense_ones(indices, s
     expected = [magnitude.mean(), np.sqrt(max((dense**2).mean() - magnitude.mean() ** 2, 0))]
     expected = np.clip(expected, 0.0, 1.0)  # AGRN inputs are clipped to [0, 1]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def _numpy_abs_stats(dense):
+    """Mean and standard deviation of |x| in float64, clipped to [0, 1] as AGRN inputs."""
+    magnitude = np.abs(np.asarray(dense, np.float64))
+    mean = magnitude.mean()
+    return np.clip([mean, np.sqrt(max((magnitude**2).mean() - mean**2, 0.0))], 0.0, 1.0)
+
+
+# shapes drawn from a few, so that several tensors share a shape (stacked together)
+_SHAPES = [(), (1,), (3,), (4,), (2, 3), (3, 2), (2, 2, 2), (5, 4), (4, 5), (6, 3)]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    picks=st.lists(
+        st.tuples(st.integers(0, len(_SHAPES) - 1), st.sampled_from(["dense", "none", "sparse"])),
+        min_size=1,
+        max_size=14,
+    ),
+    largest_grouped=st.sampled_from([0, 4, 12, 1 << 16]),
+    seed=st.integers(0, 2**16),
+)
+def test_statistics_of_many_tensors_equal_each_tensors_own(picks, largest_grouped, seed):
+    """Small tensors stacked by shape, large, sparse and missing ones alone: same numbers.
+
+    `largest_grouped` moves the size bound of the stacked tensors, so that
+    the same shapes are reduced in groups, alone, or both in one call.
+    """
+    rng = np.random.default_rng(seed)
+    tensors, expected, sizes = [], [], []
+    for shape_index, kind in picks:
+        shape = _SHAPES[shape_index]
+        size = int(np.prod(shape))
+        sizes.append(size)
+        scale = rng.choice([1e-3, 0.3, 3.0])  # |x| beyond 1 is clipped to 1
+        if kind == "none":
+            tensors.append(None)
+            expected.append([0.0, 0.0])
+        elif kind == "sparse" and len(shape) == 2 and BACKEND in ("tensorflow", "jax"):
+            indices = rng.integers(0, shape[0], 1 + rng.integers(0, 4)).tolist()
+            values = (rng.normal(size=(len(indices), shape[1])) * scale).astype("float32")
+            dense = np.zeros(shape, np.float32)
+            np.add.at(dense, indices, values)
+            tensors.append(_sparse(values, indices, shape))
+            expected.append(_numpy_abs_stats(dense))
+        else:
+            value = (rng.normal(size=shape) * scale).astype("float32")
+            tensors.append(ops.convert_to_tensor(value))
+            expected.append(_numpy_abs_stats(value))
+    bound = optimizer_base.GROUPED_STATISTICS_MAX_SIZE
+    optimizer_base.GROUPED_STATISTICS_MAX_SIZE = largest_grouped
+    try:
+        got = ops.convert_to_numpy(_abs_stats(tensors, sizes))
+    finally:
+        optimizer_base.GROUPED_STATISTICS_MAX_SIZE = bound
+    assert got.shape == (len(tensors), 2)
+    # the standard deviation comes from E[x^2] - E[|x|]^2 in float32: for a
+    # nearly constant |x| it carries an error of about sqrt(eps) * mean
+    np.testing.assert_allclose(got[:, 0], np.asarray(expected)[:, 0], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got[:, 1], np.asarray(expected)[:, 1], rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="counts the operations of a TensorFlow graph")
+def test_the_step_adds_no_more_operations_per_tensor_than_keras_adam():
+    """The modulation's operations do not grow with the number of tensors.
+
+    Keras's Adam dispatches a fixed set of operations per tensor; Nm-Adam's
+    step, with the statistics, the AGRN and the per-tensor values, may add
+    only a fixed number to the whole step, not to each tensor.
+    """
+    import tensorflow as tf
+
+    def operations(make, count):
+        shapes = [(3, 5), (5,), (5, 2), (2,)] * (count // 4)
+        variables = [keras.Variable(np.ones(shape, "float32") / 2) for shape in shapes]
+        grads = [tf.constant(np.full(shape, 0.1, "float32")) for shape in shapes]
+        optimizer = make()
+        optimizer.build(variables)
+        step = tf.function(lambda: optimizer.apply(grads, variables))
+        return len(step.get_concrete_function().graph.get_operations())
+
+    def growth(make):
+        return operations(make, 64) - operations(make, 8)
+
+    assert growth(lambda: NmAdam(agent=adam_agent())) <= growth(keras.optimizers.Adam)
+    assert growth(lambda: NmSGD(agent=sgd_agent())) <= growth(
+        lambda: keras.optimizers.SGD(0.01, momentum=0.9)
+    )
 
 
 class _SparseWrites:

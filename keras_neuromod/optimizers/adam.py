@@ -83,31 +83,42 @@ class NmAdam(NeuromodulatedOptimizer):
             return ops.ones(variable.shape, variable.dtype)
         return super()._reset_value(variable)
 
-    def _step_table(self, hparams):
+    def _step_table(self, hparams, learning_rate):
+        # Everything scalar of the update is computed here for all tensors
+        # at once, in the order the update rule of Keras's Adam computes it.
         powers = self._beta_powers * hparams[:, 1:3]
         self.assign(self._beta_powers, powers)
-        table = ops.concatenate([hparams, powers], axis=1)
-        return table, self.HYPERPARAMETERS + ("power_1", "power_2")
+        lr = self._scaled_learning_rate(hparams, learning_rate)
+        alpha = lr * ops.sqrt(1 - powers[:, 1]) / (1 - powers[:, 0])
+        derived = ops.stack([lr, alpha, 1 - hparams[:, 1], 1 - hparams[:, 2]], axis=1)
+        table = ops.concatenate([hparams, powers, derived], axis=1)
+        return table, self.HYPERPARAMETERS + (
+            "power_1",
+            "power_2",
+            "scaled_learning_rate",
+            "alpha",
+            "one_minus_beta_1",
+            "one_minus_beta_2",
+        )
 
     def update_step(self, gradient, variable, learning_rate):
+        # `learning_rate` (the multiplier) is already in the values' rates
         index = self._get_variable_index(variable)
         values = self._modulated(variable)
-        lr = ops.cast(learning_rate, variable.dtype) * values["learning_rate"]
         # Adam's update is dense whatever the gradient (as in Keras's Adam);
         # densifying first sums repeated rows of a sparse gradient before
         # they are squared.
         gradient = ops.cast(to_dense(gradient), variable.dtype)
-        beta_1, beta_2 = values["beta_1"], values["beta_2"]
-        power_1, power_2 = values["power_1"], values["power_2"]
         m = self._momentums[index]
         v = self._velocities[index]
-        self._decay_weights(variable, lr)
-        alpha = lr * ops.sqrt(1 - power_2) / (1 - power_1)
-        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - beta_1))
+        self._decay_weights(variable, values["scaled_learning_rate"])
+        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), values["one_minus_beta_1"]))
         self.assign_add(
-            v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - beta_2)
+            v, ops.multiply(ops.subtract(ops.square(gradient), v), values["one_minus_beta_2"])
         )
         self.assign_sub(
             variable,
-            ops.divide(ops.multiply(m, alpha), ops.add(ops.sqrt(v), values["epsilon"])),
+            ops.divide(
+                ops.multiply(m, values["alpha"]), ops.add(ops.sqrt(v), values["epsilon"])
+            ),
         )

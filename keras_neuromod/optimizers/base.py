@@ -11,6 +11,12 @@ At every update step a `NeuromodulatedOptimizer`
 3. turns each pair of output proteins into one hyperparameter of that tensor,
 4. and applies the subclass's update rule with those per-tensor values.
 
+Everything but the update rule is done in a number of operations that does
+not grow with the number of tensors (the statistics of tensors of one shape
+are taken together, the per-tensor values are computed as columns), so the
+step costs about what the plain optimizer's does on models of many small
+tensors too.
+
 The work is done once per step in `_backend_update_step`, which then calls the
 parent's, so each backend's own path (TensorFlow's distribution updates, JAX's
 stateless apply, gradient accumulation, EMA) still runs.
@@ -114,24 +120,82 @@ def to_dense(tensor):
     return tensor
 
 
-def _abs_sums(tensor):
-    """`[sum |x|, sum x^2]` of one tensor (zeros for a missing gradient)."""
-    if tensor is None:
-        return ops.zeros((2,), "float32")
-    tensor = ops.cast(_dense_part(tensor), "float32")
-    return ops.stack([ops.sum(ops.abs(tensor)), ops.sum(ops.square(tensor))])
+# Dense tensors with at most this many elements are reduced in groups (see
+# `_abs_sums`); larger ones keep reductions of their own.
+GROUPED_STATISTICS_MAX_SIZE = 1 << 16
+
+
+def _static_shape(tensor):
+    """The shape of a tensor if it is known at trace time, else None."""
+    shape = tuple(tensor.shape)
+    return None if any(dim is None for dim in shape) else shape
+
+
+def _is_sparse(tensor):
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return isinstance(tensor, tf.IndexedSlices)
+    if backend == "jax":
+        from jax.experimental import sparse
+
+        return isinstance(tensor, sparse.JAXSparse)
+    return False
+
+
+def _stacked_sums(stacked):
+    """`[sum |x|, sum x^2]` of every entry along the first axis, as float32 [k, 2]."""
+    axes = tuple(range(1, len(stacked.shape)))
+    return ops.stack(
+        [ops.sum(ops.abs(stacked), axis=axes), ops.sum(ops.square(stacked), axis=axes)], axis=1
+    )
+
+
+def _abs_sums(tensors):
+    """`[sum |x|, sum x^2]` of every tensor, as one float32 [n, 2] tensor.
+
+    The operations dispatched grow with the number of distinct shapes among
+    the tensors, not with the number of tensors: dense tensors of up to
+    `GROUPED_STATISTICS_MAX_SIZE` elements are stacked with the others of the
+    same shape, and each stack is reduced at once (per entry). Larger
+    tensors, sparse gradients (the nonzero part of their dense value,
+    `_dense_part`) and tensors of unknown shape are reduced on their own, so
+    that a large tensor keeps its multithreaded reduction and is not copied.
+    (A single segment sum over all tensors concatenated, which also dispatches
+    few operations, runs single-threaded on the CPU and costs more than the
+    operations it saves.) A `None` entry (a tensor without a gradient this
+    step) has sums 0. The rows are in the order of `tensors`.
+    """
+    groups = {}  # shape -> indices of the tensors stacked together
+    parts, order = [], []
+    for index, tensor in enumerate(tensors):
+        shape = None if tensor is None or _is_sparse(tensor) else _static_shape(tensor)
+        if shape is not None and int(np.prod(shape)) <= GROUPED_STATISTICS_MAX_SIZE:
+            groups.setdefault(shape, []).append(index)
+            continue
+        if tensor is None:
+            parts.append(ops.zeros((1, 2), "float32"))
+        else:
+            parts.append(_stacked_sums(ops.cast(_dense_part(tensor), "float32")[None]))
+        order.append(index)
+    for indices in groups.values():
+        parts.append(_stacked_sums(ops.stack([ops.cast(tensors[i], "float32") for i in indices])))
+        order.extend(indices)
+    sums = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
+    if order == sorted(order):
+        return sums
+    return ops.take(sums, np.argsort(np.asarray(order, np.int64)).astype("int32"), axis=0)
 
 
 def _abs_stats(tensors, sizes):
     """Mean and standard deviation of |x| of every tensor, as one [n, 2] tensor.
 
-    Two multithreaded full reductions per tensor (sum of |x| and of x^2); the
-    rest is vectorised over tensors. (A single segment sum over all tensors
-    concatenated costs fewer ops but runs single-threaded on the CPU, which
-    doubled the step time of a 2 M-parameter model.) A `None` entry (a tensor
+    The sums are taken by `_abs_sums` (in few operations whatever the number
+    of tensors); the rest is vectorised over tensors. A `None` entry (a tensor
     without a gradient this step) has statistics 0.
     """
-    sums = ops.stack([_abs_sums(tensor) for tensor in tensors])
+    sums = _abs_sums(tensors)
     sizes = ops.convert_to_tensor(np.asarray(sizes, np.float32))
     mean = sums[:, 0] / sizes
     std = ops.sqrt(ops.maximum(sums[:, 1] / sizes - ops.square(mean), 0.0))
@@ -145,7 +209,10 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
     `DEFAULT_RANGES`, `BOUNDS` and `LOG_SCALE` (names mapped in log space),
     create their own state in `build` (after calling the parent's, as Keras's
     optimizers do) and implement `update_step(gradient, variable,
-    learning_rate)` reading `self._modulated(variable)`. Registered with
+    learning_rate)` reading `self._modulated(variable)`. A subclass whose
+    update derives scalars from the hyperparameters (a step size, `1 - beta`)
+    computes them for all tensors at once in `_step_table`, so that the step
+    dispatches no operation per tensor beyond the update itself. Registered with
     `keras_neuromod.bases.register(name)`, a subclass is the optimizer of the
     agents whose base is `name`.
 
@@ -459,21 +526,38 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         # a single-valued range gives exactly its value (exp(log(x)) may not)
         return ops.where(lo == hi, lo, ops.clip(value, lo, hi))
 
-    def _step_table(self, hparams):
+    def _step_table(self, hparams, learning_rate):
         """Per-tensor values the update rule reads: columns and their names.
 
-        Subclasses extend it with vectorised per-step state (Adam's beta
-        products), so that nothing is computed tensor by tensor.
+        `hparams` is float32 [tensors, hyperparameters], `learning_rate` the
+        multiplier (the optimizer's learning rate this step). Subclasses extend
+        the table with whatever their update rule derives from these values
+        and from vectorised per-step state (Adam's beta products and step
+        size), so that no scalar is computed tensor by tensor.
         """
         return hparams, self.HYPERPARAMETERS
 
-    def _prepare_step(self, grads, trainable_variables):
-        """Modulate once, and keep each tensor's values for `update_step`."""
-        table, names = self._step_table(self._modulate(grads, trainable_variables))
-        self._step_values = [
-            dict(zip(names, ops.unstack(row, num=len(names))))
-            for row in ops.unstack(table, num=len(self._trainable_variables))
+    def _scaled_learning_rate(self, hparams, learning_rate):
+        """The multiplier times the modulated learning rate of every tensor, [tensors]."""
+        index = self.HYPERPARAMETERS.index("learning_rate")
+        return ops.cast(learning_rate, "float32") * hparams[:, index]
+
+    def _prepare_step(self, grads, trainable_variables, learning_rate):
+        """Modulate once, and keep each tensor's values for `update_step`.
+
+        The table is split column by column: a fixed number of operations
+        (one per column) give every tensor its scalars, however many tensors
+        there are.
+        """
+        table, names = self._step_table(
+            self._modulate(grads, trainable_variables), learning_rate
+        )
+        count = len(self._trainable_variables)
+        columns = [
+            ops.unstack(column, num=count)
+            for column in ops.unstack(table, num=len(names), axis=1)
         ]
+        self._step_values = [dict(zip(names, values)) for values in zip(*columns)]
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         if keras.backend.backend() == "tensorflow":
@@ -482,7 +566,7 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
             # modulation reads the reduced gradients.
             super()._backend_update_step(grads, trainable_variables, learning_rate)
             return
-        self._prepare_step(grads, trainable_variables)
+        self._prepare_step(grads, trainable_variables, learning_rate)
         try:
             super()._backend_update_step(grads, trainable_variables, learning_rate)
         finally:
@@ -505,7 +589,9 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
             return distribution.experimental_local_results(value)[0]
 
         self._prepare_step(
-            [first_replica(g) for g, _ in grads_and_vars], [v for _, v in grads_and_vars]
+            [first_replica(g) for g, _ in grads_and_vars],
+            [v for _, v in grads_and_vars],
+            learning_rate,
         )
         try:
             super()._distributed_tf_update_step(distribution, grads_and_vars, learning_rate)

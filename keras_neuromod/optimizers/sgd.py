@@ -66,9 +66,15 @@ class NmSGD(NeuromodulatedOptimizer):
             self.add_optimizer_variables(var_list, "momentum") if self._uses_momentum else []
         )
 
+    def _step_table(self, hparams, learning_rate):
+        lr = self._scaled_learning_rate(hparams, learning_rate)
+        table = ops.concatenate([hparams, lr[:, None]], axis=1)
+        return table, self.HYPERPARAMETERS + ("scaled_learning_rate",)
+
     def update_step(self, gradient, variable, learning_rate):
+        # `learning_rate` (the multiplier) is already in the values' rates
         values = self._modulated(variable)
-        lr = ops.cast(learning_rate, variable.dtype) * values["learning_rate"]
+        lr = values["scaled_learning_rate"]
         gradient = ops.cast(gradient, variable.dtype)
         self._decay_weights(variable, lr)
         if not self._uses_momentum:
