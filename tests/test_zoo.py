@@ -132,10 +132,9 @@ def test_record_benchmark_updates_the_card_and_the_index(zoo_folder):
 
 SHIPPED = [("nm_adam_digits", "adam", NmAdam), ("nm_sgd_digits", "sgd", NmSGD),
            ("nm_adam_general", "adam", NmAdam), ("nm_sgd_general", "sgd", NmSGD)]
-# the evidence each card holds: the digits agents' comparisons, the general agents' held-out
-# one (nm_sgd_general's held-out comparison is not recorded yet)
+# the evidence each card holds: the digits agents' comparisons, the general agents' held-out one
 EVIDENCE = {"nm_adam_digits": {"digits", "wine"}, "nm_sgd_digits": {"digits", "wine"},
-            "nm_adam_general": {"held_out"}, "nm_sgd_general": set()}
+            "nm_adam_general": {"held_out"}, "nm_sgd_general": {"held_out"}}
 
 
 @pytest.mark.parametrize("name,base,optimizer_class", SHIPPED)
