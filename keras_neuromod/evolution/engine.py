@@ -351,8 +351,10 @@ def evolve(
         algorithm: ``"grneat"`` (the default) evolves; ``"random"`` is the
             control with the same budget: every generation evaluates
             `population` fresh random genomes (`grneat.random_population`,
-            every size up to `max_regulatory`) on the same draws an
-            evolution meets, and the hall of fame keeps the best of them all.
+            every size up to `max_regulatory`) on a draw of its own made
+            as an evolution makes it (one architecture and seed, or one set
+            of suite instances, per generation), and the hall of fame keeps
+            the best of them all.
         **task_options: more `FitnessTask` fields (`batch_size`, `width`,
             `metric`, `train_subset`, `ranges`, ...).
 
