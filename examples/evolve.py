@@ -22,7 +22,7 @@ default optimizer of its base (Adam, SGD) on them. Since every generation meets
 other instances, the agent written at the end is the candidate (the hall of
 fame and the last generation's best) with the best mean score on a fixed
 validation draw of `--validation-draws` x `--instances` further instances
-(`keras_neuromod.evolution.suite.validate`). `--algorithm random` runs the
+(`keras_neuromod.evolution.validate`). `--algorithm random` runs the
 control with the same budget: fresh random genomes every generation, the best
 of them all kept.
 
@@ -64,7 +64,7 @@ from keras_neuromod.evolution import SuiteTask  # noqa: E402
 from keras_neuromod.evolution import evolve  # noqa: E402
 from keras_neuromod.evolution.engine import ALGORITHMS  # noqa: E402
 from keras_neuromod.evolution.suite import BASELINES  # noqa: E402
-from keras_neuromod.evolution.suite import validate  # noqa: E402
+from keras_neuromod.evolution import validate  # noqa: E402
 from keras_neuromod.evolution.parallel import BACKENDS  # noqa: E402
 
 QUICK = {"population": 20, "generations": 8, "epochs": 3, "models": "mlp,A", "width": 0.5,

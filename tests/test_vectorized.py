@@ -342,7 +342,7 @@ def test_evolve_example_over_the_suite_picks_its_agent_on_a_validation_draw(tmp_
 
     from keras_neuromod import zoo
     from keras_neuromod.evolution import SuiteTask
-    from keras_neuromod.evolution.suite import validate
+    from keras_neuromod.evolution import validate
 
     example = load_example("evolve")
     argv = ["--suite", "--population", "4", "--generations", "2", "--instances", "1",

@@ -11,6 +11,7 @@ serially, on local processes or on a Ray cluster.
 from keras_neuromod.evolution.engine import EvolutionResult
 from keras_neuromod.evolution.engine import Individual
 from keras_neuromod.evolution.engine import evolve
+from keras_neuromod.evolution.engine import validate
 from keras_neuromod.evolution.enu_fitness import ENUFitness
 from keras_neuromod.evolution.fitness import Evaluator
 from keras_neuromod.evolution.fitness import FitnessTask
@@ -21,6 +22,7 @@ from keras_neuromod.evolution.vectorized import VectorizedEvaluator
 
 __all__ = [
     "evolve",
+    "validate",
     "EvolutionResult",
     "EvolutionStrategy",
     "ENUFitness",

@@ -35,7 +35,7 @@ from keras_neuromod.evolution.parallel import make_backend
 from keras_neuromod.io import atomic_write_json
 from keras_neuromod.io import read_json
 
-__all__ = ["evolve", "EvolutionResult", "Individual", "CHECKPOINT_FORMAT", "ALGORITHMS"]
+__all__ = ["evolve", "validate", "EvolutionResult", "Individual", "CHECKPOINT_FORMAT", "ALGORITHMS"]
 
 CHECKPOINT_FORMAT = "keras_neuromod.grneat-checkpoint/1"
 
@@ -496,3 +496,42 @@ def _generation(run, engine, models, progress, verbose):
             population, fitnesses, species, run.fitness_range, rng, config)
     run.generation += 1
     return evaluated
+
+
+def validate(genomes, suite, draws=8, workers=None, first_seed=None, timeout=None):
+    """Scores of candidate agents on a fixed validation draw of the suite.
+
+    An evolution's fitnesses come from different instances every generation,
+    so the best fitness of a run is partly the luck of its draw. Candidates (a
+    hall of fame) are compared here on the same `draws * suite.instances`
+    instances, drawn from seeds of their own (`first_seed`, `first_seed + 1`,
+    ...), on validation data as during evolution.
+
+    Args:
+        genomes: `Genome`s or genome dicts.
+        suite: the `SuiteTask`.
+        draws: draws of `suite.instances` instances each.
+        workers: JAX worker processes (`VectorizedBackend`; default: the
+            CPU count).
+        first_seed: the seed of the first draw (None:
+            `suite.VALIDATION_SEEDS`, a stream apart from an evolution's).
+        timeout: seconds a chunk of trainings may take in a worker.
+
+    Returns:
+        numpy float64 `[len(genomes), draws]`: each genome's mean score over
+        each draw's instances (its fitness on that draw).
+    """
+    from keras_neuromod.evolution.suite import VALIDATION_SEEDS
+
+    if first_seed is None:
+        first_seed = VALIDATION_SEEDS
+    genomes = [g.to_dict() if isinstance(g, Genome) else dict(g) for g in genomes]
+    draws = _fields.integer(draws, "draws", minimum=1)
+    seeds = [int(first_seed) + i for i in range(draws)]
+    jobs = [{"genome": g, "architecture": "suite", "seed": s} for s in seeds for g in genomes]
+    engine = make_backend("vectorized", suite, workers, timeout=timeout)
+    try:
+        values = engine.map(jobs)
+    finally:
+        engine.close()
+    return np.asarray(values, np.float64).reshape(draws, len(genomes)).T

@@ -34,7 +34,7 @@ from keras_neuromod.agrn import Genome
 from keras_neuromod.bases import N_INPUTS
 from keras_neuromod.evolution.fitness import placeholder_optimizer
 
-__all__ = ["SuiteTask", "SuiteEvaluator", "BASELINES", "validate", "VALIDATION_SEEDS"]
+__all__ = ["SuiteTask", "SuiteEvaluator", "BASELINES", "VALIDATION_SEEDS"]
 
 # The Keras optimizer each base is measured against, with Keras's defaults.
 BASELINES = {"adam": "Adam", "sgd": "SGD"}
@@ -220,38 +220,3 @@ class SuiteEvaluator:
         table, _ = self.scores(genomes, seed)
         return [float(v) for v in table.mean(axis=1)]
 
-
-def validate(genomes, suite, draws=8, workers=None, first_seed=VALIDATION_SEEDS, timeout=None):
-    """Scores of candidate agents on a fixed validation draw of the suite.
-
-    An evolution's fitnesses come from different instances every generation,
-    so the best fitness of a run is partly the luck of its draw. Candidates (a
-    hall of fame) are compared here on the same `draws * suite.instances`
-    instances, drawn from seeds of their own (`first_seed`, `first_seed + 1`,
-    ...), on validation data as during evolution.
-
-    Args:
-        genomes: `Genome`s or genome dicts.
-        suite: the `SuiteTask`.
-        draws: draws of `suite.instances` instances each.
-        workers: JAX worker processes (`VectorizedBackend`; default: the
-            CPU count).
-        first_seed: the seed of the first draw.
-        timeout: seconds a chunk of trainings may take in a worker.
-
-    Returns:
-        numpy float64 `[len(genomes), draws]`: each genome's mean score over
-        each draw's instances (its fitness on that draw).
-    """
-    from keras_neuromod.evolution.parallel import make_backend
-
-    genomes = [g.to_dict() if isinstance(g, Genome) else dict(g) for g in genomes]
-    draws = _fields.integer(draws, "draws", minimum=1)
-    seeds = [int(first_seed) + i for i in range(draws)]
-    jobs = [{"genome": g, "architecture": "suite", "seed": s} for s in seeds for g in genomes]
-    engine = make_backend("vectorized", suite, workers, timeout=timeout)
-    try:
-        values = engine.map(jobs)
-    finally:
-        engine.close()
-    return np.asarray(values, np.float64).reshape(draws, len(genomes)).T
