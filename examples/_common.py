@@ -35,7 +35,7 @@ if ROOT not in sys.path:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __all__ = ["parser", "add_learning_rate", "table", "print_table", "pyplot", "save_figure",
-           "print_json_line"]
+           "print_json_line", "interval"]
 
 
 def parser(description, out, quick=None, seed=0, seed_help=None, resume=None, progress=False,
@@ -134,6 +134,19 @@ def save_figure(figure, path, dpi=110):
     figure.savefig(path, dpi=dpi)
     pyplot().close(figure)
     return path
+
+
+def interval(values, confidence=0.95):
+    """Mean of `values` and the half-width of its `confidence` interval (Student's t;
+    infinite for a single value)."""
+    import numpy as np
+    from scipy import stats
+
+    values = np.asarray(values, np.float64)
+    n = len(values)
+    half = (float(stats.t.ppf(0.5 + confidence / 2, n - 1) * values.std(ddof=1) / np.sqrt(n))
+            if n > 1 else float("inf"))
+    return float(values.mean()), half
 
 
 def print_json_line(data):

@@ -272,8 +272,6 @@ def paired_differences(results, labels, confidence=0.95):
     seeds - 1 degrees of freedom), the interval, and the seeds on which the
     agent is ahead.
     """
-    from scipy import stats
-
     final = {(r["model"], r["method"]): np.array(r["test_curves"])[:, -1] for r in results}
     baselines = [m for m in dict.fromkeys(r["method"] for r in results) if m not in labels]
     out = []
@@ -282,9 +280,7 @@ def paired_differences(results, labels, confidence=0.95):
             for baseline in baselines:
                 difference = final[(model, label)] - final[(model, baseline)]
                 n = len(difference)
-                mean = float(difference.mean())
-                half = (float(stats.t.ppf(0.5 + confidence / 2, n - 1)
-                              * difference.std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf"))
+                mean, half = _common.interval(difference, confidence)
                 out.append({"method": label, "model": model, "baseline": baseline, "seeds": n,
                             "mean_difference": round(mean, 4), "ci_half_width": round(half, 4),
                             "ci": [round(mean - half, 4), round(mean + half, 4)],

@@ -238,12 +238,12 @@ def plot_fitness(logbook, path, title, ylabel="fitness (final training accuracy)
 
 def select_agent(args, result):
     """The candidate with the best mean validation score (--suite), and the selection record."""
+    if not args.suite or args.validation_draws == 0:
+        return result.best, None
     candidates = []
     for individual in [result.best, *result.hall_of_fame]:
         if all(individual.genome != c.genome for c in candidates):
             candidates.append(individual)
-    if not args.suite or args.validation_draws == 0:
-        return result.best, None
     print(f"Selecting among {len(candidates)} candidates on {args.validation_draws} x "
           f"{args.instances} validation instances ...", flush=True)
     scores = validate([c.genome for c in candidates], args.task_spec, draws=args.validation_draws,

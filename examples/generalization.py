@@ -217,11 +217,6 @@ class Trainer:
         return {"loss": loss, "metric": metric, "diverged": diverged}
 
 
-def train(task, model_name, optimizer, seed, split="test", tracer=None):
-    """One training from a fresh model (what `Trainer` reproduces)."""
-    return Trainer(task, model_name, optimizer).run(seed, split, tracer)
-
-
 def worst_metric(task, model_name, seed):
     """A diverged run's metric: 0 accuracy, or the test MSE of predicting 0."""
     if task.higher_is_better:
@@ -309,17 +304,6 @@ def run_pair(task_name, model_name, args, record, save, out):
     return done
 
 
-def interval(values, confidence=0.95):
-    """Mean and the half-width of its `confidence` interval (Student's t)."""
-    from scipy import stats
-
-    values = np.asarray(values, np.float64)
-    n = len(values)
-    half = (float(stats.t.ppf(0.5 + confidence / 2, n - 1) * values.std(ddof=1) / np.sqrt(n))
-            if n > 1 else math.inf)
-    return float(values.mean()), half
-
-
 def compare(record, pairs, agents, baselines):
     """Paired differences per pair, and each agent's summary across pairs, per baseline."""
     paired, summary = [], []
@@ -333,7 +317,7 @@ def compare(record, pairs, agents, baselines):
                 sign = 1.0 if task.higher_is_better else -1.0
                 difference = sign * (np.array([r["score"] for r in mine])
                                      - np.array([r["score"] for r in theirs]))
-                mean, half = interval(difference)
+                mean, half = _common.interval(difference)
                 wins += mean > 0
                 diverged += sum(r["diverged"] for r in mine)
                 with np.errstate(divide="ignore", invalid="ignore"):
@@ -346,7 +330,7 @@ def compare(record, pairs, agents, baselines):
                                "ci": [round(mean - half, 4), round(mean + half, 4)],
                                "seeds_ahead": int((difference > 0).sum()), "seeds": len(difference),
                                "within_noise": bool(mean - half <= 0 <= mean + half)})
-            mean, half = interval(ratios) if len(ratios) > 1 else (ratios[0], math.inf)
+            mean, half = _common.interval(ratios)
             summary.append({"agent": agent, "baseline": baseline, "pairs": len(pairs),
                             "better_pairs": int(wins), "share_better": round(wins / len(pairs), 3),
                             "log_loss_ratio": round(mean, 4), "ci_half_width": round(half, 4),
