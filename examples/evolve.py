@@ -167,9 +167,9 @@ def reproducing_command(args, generations):
         parts = ["python examples/evolve.py --suite", f"--base {args.base}",
                  f"--population {args.population}", f"--generations {generations}",
                  f"--instances {args.instances}", f"--validation-draws {args.validation_draws}",
-                 f"--algorithm {args.algorithm}", f"--backend {args.backend}", f"--seed {args.seed}"]
-        if args.tasks:
-            parts.append(f"--tasks {','.join(args.tasks)}")
+                 f"--algorithm {args.algorithm}", f"--backend {args.backend}", f"--seed {args.seed}",
+                 # the tasks drawn from, named: the suite's default set may grow
+                 f"--tasks {','.join(args.task_spec.tasks)}"]
     else:
         parts = ["python examples/evolve.py", f"--task {args.task}", f"--base {args.base}",
                  f"--population {args.population}", f"--generations {generations}",

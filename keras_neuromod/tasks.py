@@ -11,8 +11,9 @@ saw, so the suite spans five families of training problems:
   and the number of bursts in noise.
 * ``"sequences"``: generated ``[n, time, features]`` sequences for recurrent
   models: the majority symbol, the first symbol, the adding problem.
-* ``"regression"``: diabetes (bundled), Friedman #1 and an ill-conditioned
-  multi-output linear problem, trained on the mean squared error.
+* ``"regression"``: diabetes (bundled), Friedman #1, an ill-conditioned
+  multi-output linear problem and a small noisy problem of heavy-tailed,
+  correlated features, trained on the mean squared error.
 
 Every task's training takes about a second or less with `model.fit` on two CPU
 cores. Tasks marked `held_out` are never used by evolution: they are the
@@ -772,6 +773,32 @@ def _cifar10_subset(n_train=2000, n_test=1000):
     return datasets.Dataset((x_train[train], y_train[train]), (x_test[test], y_test[test]), num_classes)
 
 
+def _noisy_regression(seed, n_train=360, n_test=240, n_features=10):
+    """A small, noisy tabular regression whose features are heavy-tailed and correlated.
+
+    The draw's seed also draws the data's character: the features' tails (a
+    Student-t of 2.5 to 10 degrees of freedom), how correlated they are (mixed by
+    a matrix whose columns decay at a drawn rate) and the noise (0.3 to 1 times
+    the signal's scale). The target is linear in the features plus an
+    interaction and a saturating term; inputs and target are standardised
+    with the train statistics.
+    """
+    rng = np.random.default_rng([seed, 32])
+    n = n_train + n_test
+    dof = rng.uniform(2.5, 10.0)
+    decay = rng.uniform(1.0, 5.0)
+    noise = rng.uniform(0.3, 1.0)
+    mixing = rng.standard_normal((n_features, n_features)) * np.exp(-np.arange(n_features) / decay)
+    x = rng.standard_t(dof, size=(n, n_features)) @ mixing
+    z = (x - x[:n_train].mean(0)) / x[:n_train].std(0)
+    y = (z @ (rng.standard_normal((n_features, 1)) / np.sqrt(n_features))
+         + 0.5 * np.tanh(z[:, :1] * z[:, 1:2]) + 0.3 * np.tanh(2.0 * z[:, 2:3]))
+    y = y + noise * y[:n_train].std() * rng.standard_t(dof, size=y.shape)
+    x_train, x_test = _standardised(x[:n_train], x[n_train:])
+    y_train, y_test = _standardised(y[:n_train], y[n_train:])
+    return datasets.Dataset((x_train, y_train), (x_test, y_test), 0)
+
+
 _CROSSENTROPY = "sparse_categorical_crossentropy"
 _MSE = "mean_squared_error"
 
@@ -828,6 +855,11 @@ _BUNDLED = (
          epochs=5, batch_size=16,
          description="An ill-conditioned linear regression: 100 correlated features of effective "
                      "rank 10 (as make_regression's), 3 noisy linear targets, standardised."),
+    Task("noisy_regression", "regression", _noisy_regression, ("mlp", "linear"), _MSE, epochs=8,
+         batch_size=16,
+         description="A small noisy tabular regression (360 training rows): 10 heavy-tailed, "
+                     "correlated features, a partly nonlinear target; every seed draws how "
+                     "heavy the tails, how correlated the features and how loud the noise."),
     Task("diabetes", "regression", _diabetes, ("mlp", "linear"), _MSE, epochs=8, batch_size=16,
          held_out=True,
          description="scikit-learn's diabetes data: disease progression from 10 standardised "

@@ -392,3 +392,18 @@ def test_every_task_fits_one_epoch_with_adam(name):
                         batch_size=task.batch_size, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     assert np.isfinite(history.history[f"val_{task.metric}"][0])
+
+
+def test_noisy_regression_has_heavy_tailed_correlated_features_drawn_per_seed():
+    task = tasks.get("noisy_regression")
+    kurtosis, correlation = [], []
+    for seed in range(6):
+        x = task.data(seed).train[0].astype(np.float64)
+        z = (x - x.mean(0)) / x.std(0)
+        kurtosis.append(np.mean(z**4, axis=0).mean())
+        c = np.corrcoef(x, rowvar=False)
+        correlation.append(np.abs(c[~np.eye(len(c), dtype=bool)]).mean())
+    # Gaussian features: kurtosis 3; independent ones: |correlation| about 0.04 at 360 rows
+    assert np.median(kurtosis) > 3.5
+    assert np.median(correlation) > 0.15
+    assert np.ptp(kurtosis) > 0.5 and np.ptp(correlation) > 0.05, "the seed draws the character"

@@ -365,6 +365,11 @@ def test_evolve_example_over_the_suite_picks_its_agent_on_a_validation_draw(tmp_
     replay = example.parse_args(record["command"].split()[2:] + ["--out", str(tmp_path)])
     assert (replay.task_spec, replay.population, replay.seed) == (
         SuiteTask(tasks=("breast_cancer",), instances=1), 4, 0)
+    # a default suite's command names its tasks, so that a grown suite reproduces it still
+    default = example.reproducing_command(example.parse_args(["--suite"]), 1)
+    from keras_neuromod import tasks
+
+    assert f"--tasks {','.join(tasks.names(held_out=False))}" in default
     for bad in (["--suite", "--backend", "process"], ["--instances", "3"],
                 ["--suite", "--tasks", "no_such_task"]):
         with pytest.raises(SystemExit) as exit_info:
