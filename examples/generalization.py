@@ -200,10 +200,8 @@ class Trainer:
         if hasattr(self.optimizer, "set_hyperparameters"):  # a frozen ablation's own values
             self.optimizer.set_hyperparameters(self.optimizer.frozen_hyperparameters)
         x, y = splits.train
-        order = np.random.default_rng(seed)
         losses = []
-        for _ in range(task.epochs):
-            batch = order.permutation(len(x))
+        for batch in task.data_order(seed):
             history = self.model.fit(x[batch], y[batch], epochs=1, batch_size=task.batch_size,
                                      shuffle=False, verbose=0,
                                      callbacks=[tracer] if tracer is not None else None)

@@ -407,3 +407,18 @@ def test_noisy_regression_has_heavy_tailed_correlated_features_drawn_per_seed():
     assert np.median(kurtosis) > 3.5
     assert np.median(correlation) > 0.15
     assert np.ptp(kurtosis) > 0.5 and np.ptp(correlation) > 0.05, "the seed draws the character"
+
+
+@pytest.mark.parametrize("name", ["digits_mlp", "noisy_regression"])
+def test_data_order_is_one_permutation_of_the_training_split_per_epoch(name):
+    task = tasks.get(name)
+    order = task.data_order(3)
+    n = len(task.splits(3).train[0])
+    assert order.shape == (task.epochs, n)
+    for epoch in order:
+        np.testing.assert_array_equal(np.sort(epoch), np.arange(n))
+    assert not np.array_equal(order[0], order[1]), "each epoch its own order"
+    np.testing.assert_array_equal(task.data_order(3), order)
+    assert not np.array_equal(task.data_order(4)[0][: min(n, 50)], order[0][: min(n, 50)])
+    with pytest.raises(ValueError, match="seed"):
+        task.data_order(-1)

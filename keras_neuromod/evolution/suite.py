@@ -181,9 +181,7 @@ class SuiteEvaluator:
         """The instance's initial weights and data order (on the splits of `seed`)."""
         splits = task.splits(seed)
         weights = task.build_model(model_name, seed=seed).get_weights()
-        order = np.random.default_rng(seed)
-        orders = np.stack([order.permutation(len(splits.train[0])) for _ in range(task.epochs)])
-        return splits, weights, orders
+        return splits, weights, task.data_order(seed)
 
     def scores(self, genomes, seed):
         """Per-instance scores, `[genomes, instances]`, and the instances."""
