@@ -16,9 +16,10 @@ regression) from 10 seeds, next to
   --algorithm random`, the best of as many random genomes as the evolution
   evaluated), so that what evolution adds is told from what the search budget
   buys;
-* `--ablations`: every agent with each tensor's hyperparameters frozen at their
-  time average over its own training (same seed), and with every tensor given
-  the network's mean at each step (`keras_neuromod.optimizers.ablation`).
+* `--ablations [AGENT ...]`: every agent (or the agents named) with each
+  tensor's hyperparameters frozen at their time average over its own training
+  (same seed), and with every tensor given the network's mean at each step
+  (`keras_neuromod.optimizers.ablation`).
 
 Every method trains a seed's model from the same initial weights on the same
 batches (the seed sets both: a permutation of the training split per epoch),
@@ -98,9 +99,9 @@ def parse_args(argv=None):
                         help="comma-separated task names, or task:model pairs (default: every "
                              "held-out task that is available, all its models)")
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--ablations", action="store_true",
-                        help="also train each agent frozen at its time average and at the "
-                             "network mean")
+    parser.add_argument("--ablations", nargs="*", default=None, metavar="AGENT",
+                        help="also train each agent (or only the agents named) frozen at its "
+                             "time average and at the network mean")
     parser.add_argument("--trace", default=None,
                         help="task:model whose seed-0 training of each agent is traced "
                              "(default: the first pair)")
@@ -114,6 +115,12 @@ def parse_args(argv=None):
         args.controls = [zoo.load(a) for a in args.control]
     except (OSError, ValueError, KeyError) as error:
         parser.error(str(error).strip("'\""))
+    names = [a.name for a in args.agents]
+    unknown = sorted(set(args.ablations or ()) - set(names))
+    if unknown:
+        parser.error(f"--ablations names {unknown}, which are not among the agents {names}")
+    args.ablated = ([] if args.ablations is None
+                    else [n for n in names if not args.ablations or n in args.ablations])
     if args.quick:
         args.seeds = min(args.seeds, 3)
     args.grids = QUICK_GRIDS if args.quick else GRIDS
@@ -266,7 +273,7 @@ def run_pair(task_name, model_name, args, record, save, out):
     for agent, control in [(a, False) for a in args.agents] + [(a, True) for a in args.controls]:
         name = label(agent, control)
         ablations = [f"{name} / {kind}" for kind in ("frozen", "network mean")]
-        ablated = args.ablations and not control
+        ablated = agent.name in args.ablated and not control
         wanted = [name] + (ablations if ablated else [])
         genome = agent_key(agent)
         if all(done["methods"].get(m, {}).get("agent") == genome for m in wanted):
@@ -400,7 +407,7 @@ def main(argv=None):
     print(f"Held-out evidence for {names}: {len(args.pairs)} (task, model) pairs, {args.seeds} seeds, "
           f"baselines {', '.join(DEFAULTS)}, {', '.join(args.grids)}"
           + (f", {len(args.controls)} random-search control(s)" if args.controls else "")
-          + (", ablations" if args.ablations else ""), flush=True)
+          + (f", ablations of {', '.join(args.ablated)}" if args.ablated else ""), flush=True)
     start = time.perf_counter()
     for task_name, model_name in args.pairs:
         print(f"{task_name} / {model_name} ...", flush=True)
@@ -413,9 +420,7 @@ def main(argv=None):
                  "median test loss", "diverged"), align="llllrrr", title="Test results per method")
 
     labels = [a.name for a in args.agents] + [label(a, True) for a in args.controls]
-    ablated = []
-    if args.ablations:
-        ablated = [f"{a.name} / {kind}" for a in args.agents for kind in ("frozen", "network mean")]
+    ablated = [f"{name} / {kind}" for name in args.ablated for kind in ("frozen", "network mean")]
     baselines = list(DEFAULTS) + list(args.grids)
     paired, summary = compare(record, args.pairs, labels + ablated, baselines)
     # the agents against their own ablations and the random-search control

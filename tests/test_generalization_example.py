@@ -85,15 +85,18 @@ def test_a_small_comparison_records_resumes_and_stores_its_summary(example, tmp_
     example.main(argv[:-1] + ["--resume"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == headline
     assert os.stat(runs).st_mtime_ns == before
-    # another agent joins the record: only its runs are trained, the others are kept as they were
+    # another agent joins the record: only its runs are trained, the others are kept as they
+    # were; ablations only of the agent named
     other = str(tmp_path / "other.json")
     zoo.save(zoo.Agent(name="other", base="adam", genome=Genome.random(13, 8, 2, rng=9)), other)
     kept = read_json(runs)["pairs"]["diabetes:linear"]["methods"]
-    example.main(argv[:-1] + ["--resume", "--agent", agent, other])
+    example.main(argv[:-1] + ["--resume", "--agent", agent, other, "--ablations", "nm_adam_digits"])
     capsys.readouterr()
     saved = read_json(runs)["pairs"]["diabetes:linear"]["methods"]
     assert {m: saved[m] for m in kept} == kept
-    assert set(saved) - set(kept) == {"other", "other / frozen", "other / network mean"}
+    assert set(saved) - set(kept) == {"other"}
+    compared = {s["agent"] for s in read_json(os.path.join(out, "generalization.json"))["summary"]}
+    assert "other / frozen" not in compared and "nm_adam_digits / frozen" in compared
     # a diverged run, as the record holds it (NaN as text), counts as the worst metric
     data = read_json(runs)
     data["pairs"]["diabetes:linear"]["methods"]["Lamb"]["runs"][0].update(
@@ -109,7 +112,8 @@ def test_a_small_comparison_records_resumes_and_stores_its_summary(example, tmp_
     assert rows["Lamb"]["mean"] == pytest.approx((worst + second) / 2, abs=1e-4)
     with pytest.raises(SystemExit, match="another protocol"):
         example.main(argv[:-1] + ["--resume", "--seeds", "3"])
-    for bad in (["--seeds", "1"], ["--tasks", "wine:lstm"], ["--agent", "no_such_agent"]):
+    for bad in (["--seeds", "1"], ["--tasks", "wine:lstm"], ["--agent", "no_such_agent"],
+                ["--agent", "nm_adam_digits", "--ablations", "nm_sgd_digits"]):
         with pytest.raises(SystemExit) as exit_info:
             example.parse_args(bad)
         assert exit_info.value.code == 2
