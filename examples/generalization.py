@@ -44,9 +44,10 @@ the first pair of `--trace` (seed 0). The last line is one JSON object of the
 headline figures. `--record` stores the summary in each zoo agent's card.
 
     python examples/generalization.py --quick
-    python examples/generalization.py --agent nm_adam_general nm_sgd_general \\
+    python examples/generalization.py \\
+        --agent nm_adam_general nm_sgd_general nm_adam_digits nm_sgd_digits \\
         --control zoo/runs/random_adam/best_agent.json zoo/runs/random_sgd/best_agent.json \\
-        --ablations --out zoo/evidence/general --resume --record
+        --ablations nm_adam_general nm_sgd_general --out zoo/evidence/general --resume --record
 """
 
 import hashlib
