@@ -16,25 +16,31 @@ the optimizers rotates each round), on
 The optimizer's overhead per tensor shows in the last two, whose tensors are
 many and mostly small.
 
-Each timing is one `model.fit` epoch over `--steps` batches (the same batches
-for every optimizer). Every optimizer trains `--instances` separately built
-models (3 by default), since a TensorFlow model instance may run all its rounds
-at one of two speeds whatever its optimizer; the table gives, per optimizer, the
-median over its instances of each instance's median milliseconds per step (and
-those medians), and the ratio against the plain optimizer. Targets: Nm-Adam at
-most 1.10x Adam on model A, 1.5x on the MLP and 1.05x on MobileNetV2 and the
+Each timing is one `model.fit` epoch (20 batches for MobileNetV2 and the
+stack, 12 for model A, 200 for the MLP; the same batches for every optimizer),
+timed from the epoch's start to its end by a callback. `fit`'s own setup and
+teardown are left out: on TensorFlow the teardown sometimes waits hundreds of
+milliseconds in native code, whatever the optimizer (a model A epoch of 12
+steps then seems to run at 215 rather than 120 ms a step).
+Every optimizer trains `--instances` separately built models (3 by default).
+The table gives, per optimizer, the median over its instances of each
+instance's median milliseconds per step (and those medians), and the ratio to
+the plain optimizer: the median of the paired ratios, instance k of one
+optimizer against instance k of the other in the same round. Targets: Nm-Adam
+at most 1.10x Adam on model A, 1.5x on the MLP and 1.05x on MobileNetV2 and the
 stack.
 
 A second table times the optimizer step alone, which is all that differs
-between the optimizers: each optimizer applies the same fixed gradients to one
-shared model's variables, `--repeats` times in one `tf.function` (the graph
-mode Keras trains in on TensorFlow; on JAX this table is left out), in
-interleaved rounds. The optimizer's added
-milliseconds over the plain optimizer, divided by the plain optimizer's whole
-train step from the first table, give the overhead free of the model instances'
-speed modes: `1 + added / plain step`.
+between the optimizers: each optimizer applies the same fixed gradients
+(passed in as arguments, so that nothing computed from them is folded into
+constants) to one shared model's variables, `--repeats` times in one
+`tf.function` (the graph mode Keras trains in on TensorFlow; on JAX this table
+is left out), in interleaved rounds. The optimizer's added milliseconds over
+the plain optimizer, divided by the plain optimizer's whole train step from the
+first table, give its overhead apart from the noise of whole train steps:
+`1 + added / plain step`.
 
-    python benchmarks/optimizer_overhead.py            # about 15 minutes on 2 cores
+    python benchmarks/optimizer_overhead.py            # about 40 minutes on 2 cores
     python benchmarks/optimizer_overhead.py --quick    # fewer rounds and steps
     python benchmarks/optimizer_overhead.py --backend jax --cases mobilenet stack
 """
@@ -128,12 +134,30 @@ def cases(steps, seed, names):
     return found
 
 
+class EpochTimer(keras.callbacks.Callback):
+    """Seconds from the start to the end of each epoch: the train steps and
+    their data, without `fit`'s own setup and teardown."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
 def measure(case, rounds, seed, instances=1):
     """Milliseconds per step of each optimizer: `{name: [[per round] per instance]}`.
 
     Each optimizer trains `instances` separately built and compiled models; a
     round times one epoch of every instance of every optimizer, in an order
-    that rotates from round to round.
+    that rotates from round to round. The epoch is timed from its start to its
+    end (`EpochTimer`): `fit`'s teardown after the last epoch, which on
+    TensorFlow sometimes waits hundreds of milliseconds in native code whatever
+    the optimizer, is not part of a train step.
     """
     build, x, y, batch_size = case
     trainers = []
@@ -141,17 +165,18 @@ def measure(case, rounds, seed, instances=1):
         for instance in range(instances):
             model = build()
             model.compile(optimizer=make(), loss="sparse_categorical_crossentropy")
-            model.fit(x[: 2 * batch_size], y[: 2 * batch_size], batch_size=batch_size, verbose=0)  # trace
+            model.fit(x, y, batch_size=batch_size, shuffle=False, verbose=0)  # trace and warm up
             trainers.append((name, instance, model))
     steps = len(x) // batch_size
     times = {}
     for r in range(rounds):
         shift = r % len(trainers)
         for name, instance, model in trainers[shift:] + trainers[:shift]:
-            start = time.perf_counter()
-            model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
+            timer = EpochTimer()
+            model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0,
+                      callbacks=[timer])
             times.setdefault(name, [[] for _ in range(instances)])[instance].append(
-                (time.perf_counter() - start) / steps * 1000)
+                timer.seconds[0] / steps * 1000)
     return times
 
 
@@ -160,6 +185,8 @@ def measure_apply(case, rounds, seed, repeats=10):
 
     Every optimizer applies the same fixed gradients to the variables of one
     model, `repeats` times per call of one compiled function (TensorFlow only).
+    The gradients are the function's argument, not constants of its graph,
+    which TensorFlow would fold together with everything computed from them.
     """
     import tensorflow as tf
 
@@ -173,27 +200,38 @@ def measure_apply(case, rounds, seed, repeats=10):
         optimizer = make()
         optimizer.build(variables)
 
-        @tf.function
-        def step(optimizer=optimizer):
+        @tf.function(autograph=False)  # a Python loop: unrolled `repeats` times
+        def step(gradients, optimizer=optimizer):
             for _ in range(repeats):
                 optimizer.apply(gradients, variables)
 
-        step()  # trace
+        step(gradients)  # trace
         steps[name] = step
     times = {name: [] for name in steps}
     names = list(steps)
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             start = time.perf_counter()
-            steps[name]()
+            steps[name](gradients)
             times[name].append((time.perf_counter() - start) / repeats * 1000)
     return times
 
 
+def paired_ratio(times, name, base):
+    """The median over rounds and instances of `name`'s time over `base`'s.
+
+    Instance k of one optimizer is paired with instance k of the other, round
+    by round, so that the machine's slow drifts cancel within each pair.
+    """
+    return float(np.median([
+        mine / theirs
+        for own, plain in zip(times[name], times[base])
+        for mine, theirs in zip(own, plain)
+    ]))
+
+
 def typical(per_instance):
-    """The median over instances of each instance's median: a model instance that
-    runs all its rounds in a slower mode (as some TensorFlow instances do) moves it
-    only when it is the majority."""
+    """The median over instances of each instance's median milliseconds."""
     return float(np.median([np.median(values) for values in per_instance]))
 
 
@@ -223,6 +261,7 @@ def main(argv=None):
     rows, alone = [], []
     tensorflow = keras.backend.backend() == "tensorflow"
     for label, case in cases(steps, args.seed, args.cases).items():
+        print(f"timing {label} ...", file=sys.stderr, flush=True)
         times = measure(case, rounds, args.seed, args.instances)
         medians = {name: typical(values) for name, values in times.items()}
         if tensorflow:
@@ -238,7 +277,7 @@ def main(argv=None):
                 })
         spread = {name: [round(float(np.median(v)), 1) for v in values] for name, values in times.items()}
         for name, base in (("Adam", "Adam"), ("Nm-Adam", "Adam"), ("SGD", "SGD"), ("Nm-SGD", "SGD")):
-            ratio = medians[name] / medians[base]
+            ratio = paired_ratio(times, name, base)
             rows.append({
                 "case": label, "optimizer": name, "median_ms_per_step": round(medians[name], 3),
                 "ratio": round(ratio, 3), "target": TARGETS.get((label, name)),
