@@ -149,15 +149,18 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
+def rotated(items, shift):
+    """`items` in the order of round `shift`: each round starts one later."""
+    shift %= len(items)
+    return items[shift:] + items[:shift]
+
+
 def measure(case, rounds, seed, instances=1):
     """Milliseconds per step of each optimizer: `{name: [[per round] per instance]}`.
 
     Each optimizer trains `instances` separately built and compiled models; a
     round times one epoch of every instance of every optimizer, in an order
-    that rotates from round to round. The epoch is timed from its start to its
-    end (`EpochTimer`): `fit`'s teardown after the last epoch, which on
-    TensorFlow sometimes waits hundreds of milliseconds in native code whatever
-    the optimizer, is not part of a train step.
+    that rotates from round to round, timed by an `EpochTimer`.
     """
     build, x, y, batch_size = case
     trainers = []
@@ -170,8 +173,7 @@ def measure(case, rounds, seed, instances=1):
     steps = len(x) // batch_size
     times = {}
     for r in range(rounds):
-        shift = r % len(trainers)
-        for name, instance, model in trainers[shift:] + trainers[:shift]:
+        for name, instance, model in rotated(trainers, r):
             timer = EpochTimer()
             model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0,
                       callbacks=[timer])
@@ -208,9 +210,8 @@ def measure_apply(case, rounds, seed, repeats=10):
         step(gradients)  # trace
         steps[name] = step
     times = {name: [] for name in steps}
-    names = list(steps)
     for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in rotated(list(steps), r):
             start = time.perf_counter()
             steps[name](gradients)
             times[name].append((time.perf_counter() - start) / repeats * 1000)
