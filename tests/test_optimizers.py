@@ -15,6 +15,7 @@ from keras_neuromod import NmAdam
 from keras_neuromod import NmSGD
 from keras_neuromod import datasets
 from keras_neuromod import models
+from keras_neuromod.optimizers import base as optimizer_base
 from reference import ReferenceAGRN
 from reference import hyperparameter
 from reference import tensor_inputs
@@ -97,8 +98,12 @@ def _two_layer_model():
     return model
 
 
+@pytest.mark.parametrize("block_size", [1, 2**20], ids=["block-per-layer", "one-block"])
 @pytest.mark.parametrize("optimizer_class", ["sgd", "adam"])
-def test_one_step_matches_numpy(optimizer_class):
+def test_one_step_matches_numpy(optimizer_class, block_size, monkeypatch):
+    # with a block per layer, the hidden layer reads its next layer's
+    # statistics from the other block
+    monkeypatch.setattr(optimizer_base, "MODULATION_BLOCK_SIZE", block_size)
     model = _two_layer_model()
     variables = model.trainable_variables
     rng = np.random.default_rng(1)
@@ -155,6 +160,118 @@ def test_one_step_matches_numpy(optimizer_class):
     )
     for got, want in zip(model.get_weights(), expected_weights):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert len(optimizer._blocks) == (2 if block_size == 1 else 1)
+
+
+@pytest.mark.parametrize("cls,agent", [(NmSGD, sgd_agent), (NmAdam, adam_agent)])
+def test_training_does_not_depend_on_the_blocks(digits_small, monkeypatch, cls, agent):
+    """Blocks of one layer, of two, or one block: the same training."""
+    runs = []
+    for size in (1, 3, 2**20):
+        monkeypatch.setattr(optimizer_base, "MODULATION_BLOCK_SIZE", size)
+        x, y = digits_small
+        model = models.build("mlp", (8, 8, 1), 10, hidden=(16, 16, 16), seed=0)
+        optimizer = cls(agent=agent(3))
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+        model.fit(x, y, epochs=2, batch_size=32, shuffle=False, verbose=0)
+        runs.append((len(optimizer._blocks), model.get_weights(), optimizer.modulation()))
+    assert [blocks for blocks, _, _ in runs] == [4, 2, 1]
+    # equal up to float32 rounding (a reduction or product over fewer rows
+    # may add in another order), within the tolerance of the Keras
+    # equivalence tests after 20 steps
+    (_, weights, modulation), others = runs[0], runs[1:]
+    for _, other_weights, other_modulation in others:
+        for a, b in zip(weights, other_weights):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        for key in ("inputs", "hyperparameters"):
+            np.testing.assert_allclose(
+                modulation[key], other_modulation[key], rtol=1e-5, atol=1e-6
+            )
+        assert modulation["updates"] == other_modulation["updates"] == 20
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 4), max_size=25), st.integers(1, 9))
+def test_blocks_are_whole_layers_of_at_least_the_block_size(layer_sizes, size):
+    layer_of = [layer for layer, count in enumerate(layer_sizes) for _ in range(count)]
+    blocks = optimizer_base._layer_blocks(layer_of, size)
+    if not layer_of:
+        assert blocks == []
+        return
+    # a partition of the tensors into consecutive ranges
+    assert blocks[0][0] == 0 and blocks[-1][1] == len(layer_of)
+    assert all(stop == start for (_, stop), (start, _) in zip(blocks, blocks[1:]))
+    for start, stop in blocks:
+        assert stop > start
+        # whole layers only
+        assert start == 0 or layer_of[start] != layer_of[start - 1]
+    for start, stop in blocks[:-1]:
+        # at least `size` tensors, and closed at the first layer end that allows it
+        last_layer = layer_of[stop - 1]
+        assert stop - start >= size
+        assert stop - start - layer_of[start:stop].count(last_layer) < size
+
+
+@pytest.mark.skipif(
+    BACKEND != "tensorflow", reason="reads the dependencies of a TensorFlow graph"
+)
+@pytest.mark.parametrize("block_size", [2, 2**20])
+def test_a_blocks_updates_wait_only_for_the_gradients_it_reads(monkeypatch, block_size):
+    """The head's update does not wait for the first layer's gradient.
+
+    With a block per layer, the last layer's tensors are updated as soon as
+    their own gradients (and their statistics) are ready, while
+    backpropagation still computes the first layer's gradient, as Keras's
+    Adam does; with one block every update waits for every gradient.
+    """
+    import tensorflow as tf
+
+    monkeypatch.setattr(optimizer_base, "MODULATION_BLOCK_SIZE", block_size)
+    model = keras.Sequential(
+        [keras.Input((5,))] + [keras.layers.Dense(5, activation="tanh") for _ in range(3)]
+        + [keras.layers.Dense(1)]
+    )
+    variables = model.trainable_variables
+    optimizer = NmAdam(agent=adam_agent())
+    optimizer.build(variables)
+    traced = {}
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x) - y))
+        grads = tape.gradient(loss, variables)
+        traced["first"] = grads[0].op
+        optimizer.apply(grads, variables)
+
+    graph = step.get_concrete_function(
+        tf.TensorSpec((8, 5), tf.float32), tf.TensorSpec((8, 1), tf.float32)
+    ).graph
+    handles = {id(external): internal for external, internal in graph.captures}
+
+    def writes(variable):
+        handle = handles[id(variable.value.handle)]
+        return [
+            op for op in graph.get_operations()
+            if op.type.startswith("Assign") and op.inputs and op.inputs[0] is handle
+        ]
+
+    def waits_for_first_gradient(op):
+        seen, todo = set(), [op]
+        while todo:
+            node = todo.pop()
+            for parent in [t.op for t in node.inputs] + list(node.control_inputs):
+                if parent is traced["first"]:
+                    return True
+                if parent not in seen:
+                    seen.add(parent)
+                    todo.append(parent)
+        return False
+
+    head, first = writes(model.layers[-1].kernel), writes(model.layers[0].kernel)
+    assert head and first
+    assert all(waits_for_first_gradient(op) for op in first)
+    assert any(waits_for_first_gradient(op) for op in head) == (block_size > 2**10)
 
 
 def test_inputs_describe_location_size_and_next_layer():

@@ -241,12 +241,14 @@ def test_statistics_of_many_tensors_equal_each_tensors_own(picks, largest_groupe
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="counts the operations of a TensorFlow graph")
-def test_the_step_adds_no_more_operations_per_tensor_than_keras_adam():
+def test_the_step_adds_no_more_operations_per_tensor_than_keras_adam(monkeypatch):
     """The modulation's operations do not grow with the number of tensors.
 
-    Keras's Adam dispatches a fixed set of operations per tensor; Nm-Adam's
-    step, with the statistics, the AGRN and the per-tensor values, may add
-    only a fixed number to the whole step, not to each tensor.
+    Keras's Adam dispatches a fixed set of operations per tensor. Within one
+    block of tensors, Nm-Adam's step (the statistics, the AGRN, the
+    per-tensor values) adds a fixed number to the whole block, not to each
+    tensor; and a block, at least `MODULATION_BLOCK_SIZE` tensors, adds no
+    more than the modulation of a whole small model does.
     """
     import tensorflow as tf
 
@@ -257,15 +259,25 @@ def test_the_step_adds_no_more_operations_per_tensor_than_keras_adam():
         optimizer = make()
         optimizer.build(variables)
         step = tf.function(lambda: optimizer.apply(grads, variables))
-        return len(step.get_concrete_function().graph.get_operations())
+        return len(step.get_concrete_function().graph.get_operations()), optimizer
 
     def growth(make):
-        return operations(make, 64) - operations(make, 8)
+        return operations(make, 64)[0] - operations(make, 8)[0]
 
-    assert growth(lambda: NmAdam(agent=adam_agent())) <= growth(keras.optimizers.Adam)
-    assert growth(lambda: NmSGD(agent=sgd_agent())) <= growth(
-        lambda: keras.optimizers.SGD(0.01, momentum=0.9)
-    )
+    pairs = [
+        (lambda: NmAdam(agent=adam_agent()), keras.optimizers.Adam),
+        (lambda: NmSGD(agent=sgd_agent()), lambda: keras.optimizers.SGD(0.01, momentum=0.9)),
+    ]
+    monkeypatch.setattr(optimizer_base, "MODULATION_BLOCK_SIZE", 2**20)
+    for modulated, plain in pairs:
+        assert growth(modulated) <= growth(plain)
+    monkeypatch.setattr(optimizer_base, "MODULATION_BLOCK_SIZE", 32)
+    for modulated, plain in pairs:
+        small, optimizer = operations(modulated, 8)
+        large, blocked = operations(modulated, 64)
+        assert (len(optimizer._blocks), len(blocked._blocks)) == (1, 2)
+        added_small = small - operations(plain, 8)[0]
+        assert large - operations(plain, 64)[0] <= 2 * added_small
 
 
 class _SparseWrites:

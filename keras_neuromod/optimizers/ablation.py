@@ -53,11 +53,13 @@ class _Ablated:
 
     ablation = None
 
-    def _modulate(self, grads, trainable_variables):
-        chosen = super()._modulate(grads, trainable_variables)
-        used = ops.cast(self._ablate(chosen), chosen.dtype)
-        self.assign(self._grn_hparams, used)
-        return used
+    def _modulation_blocks(self, layer_of):
+        # the ablations read every tensor's values at once
+        return [(0, len(layer_of))] if len(layer_of) else []
+
+    def _modulate(self, block, gradient_stats, shared):
+        chosen, state, inputs = super()._modulate(block, gradient_stats, shared)
+        return ops.cast(self._ablate(chosen), chosen.dtype), state, inputs
 
     def _bounded(self, values):
         names = self.HYPERPARAMETERS

@@ -83,11 +83,10 @@ class NmAdam(NeuromodulatedOptimizer):
             return ops.ones(variable.shape, variable.dtype)
         return super()._reset_value(variable)
 
-    def _step_table(self, hparams, learning_rate):
+    def _step_table(self, hparams, learning_rate, rows):
         # Everything scalar of the update is computed here for all tensors
         # at once, in the order the update rule of Keras's Adam computes it.
-        powers = self._beta_powers * hparams[:, 1:3]
-        self.assign(self._beta_powers, powers)
+        powers = ops.convert_to_tensor(self._beta_powers)[rows] * hparams[:, 1:3]
         lr = self._scaled_learning_rate(hparams, learning_rate)
         alpha = lr * ops.sqrt(1 - powers[:, 1]) / (1 - powers[:, 0])
         derived = ops.stack([lr, alpha, 1 - hparams[:, 1], 1 - hparams[:, 2]], axis=1)
@@ -100,6 +99,10 @@ class NmAdam(NeuromodulatedOptimizer):
             "one_minus_beta_1",
             "one_minus_beta_2",
         )
+
+    def _write_step_state(self, table, names):
+        first = names.index("power_1")
+        self.assign(self._beta_powers, table[:, first : first + 2])
 
     def update_step(self, gradient, variable, learning_rate):
         # `learning_rate` (the multiplier) is already in the values' rates

@@ -11,11 +11,17 @@ At every update step a `NeuromodulatedOptimizer`
 3. turns each pair of output proteins into one hyperparameter of that tensor,
 4. and applies the subclass's update rule with those per-tensor values.
 
-Everything but the update rule is done in a number of operations that does
+A tensor's values depend on its own gradient and on the next layer's only,
+never on the rest of the model. The tensors are therefore modulated in
+blocks of whole consecutive layers (about `MODULATION_BLOCK_SIZE` tensors
+each): backpropagation finishes the last block's gradients first, and that
+block's updates can run while the gradients of the layers before it are
+still being computed, as a plain optimizer's updates do. Within a block,
+everything but the update rule is done in a number of operations that does
 not grow with the number of tensors (the statistics of tensors of one shape
-are taken together, the per-tensor values are computed as columns), so the
-step costs about what the plain optimizer's does on models of many small
-tensors too.
+are taken together, the per-tensor values are computed as columns). The
+values are the same whatever the blocks: every AGRN copy is computed on its
+own row.
 
 The work is done once per step in `_backend_update_step`, which then calls the
 parent's, so each backend's own path (TensorFlow's distribution updates, JAX's
@@ -73,6 +79,62 @@ def _layer_layout(variables):
                 next_index[i] = j
                 break
     return static, next_index, kinds, layers, layer_of
+
+
+# Tensors are modulated in blocks of whole layers holding at least this many
+# tensors (the last block may hold fewer); see the module docstring.
+MODULATION_BLOCK_SIZE = 32
+
+
+def _layer_blocks(layer_of, size):
+    """Contiguous `(start, stop)` index ranges of whole layers, >= `size` tensors each.
+
+    A range ends only where the layer changes, and only once it holds at least
+    `size` tensors; the last range takes what is left. No tensors, no ranges.
+    """
+    blocks, start = [], 0
+    for index in range(1, len(layer_of)):
+        if index - start >= size and layer_of[index] != layer_of[index - 1]:
+            blocks.append((start, index))
+            start = index
+    if len(layer_of):
+        blocks.append((start, len(layer_of)))
+    return blocks
+
+
+def _block_plans(blocks, next_index):
+    """Where each block finds its gradient statistics, as static indices.
+
+    A block's own rows and its tensors' next-layer rows come from the
+    statistics of its own block and of the (later) blocks holding those next
+    tensors, concatenated in block order. Returns one dict per block:
+    `sources` (block numbers to concatenate), `own` (the rows of the block's
+    tensors in that concatenation) and `next` (their next tensors' rows, 0
+    where there is none; `has_next` masks them).
+    """
+    block_of = np.zeros(len(next_index), np.int64)
+    for number, (start, stop) in enumerate(blocks):
+        block_of[start:stop] = number
+    plans = []
+    for number, (start, stop) in enumerate(blocks):
+        following = next_index[start:stop]
+        sources = sorted({number} | {int(block_of[j]) for j in following if j >= 0})
+        offset, first = {}, 0
+        for source in sources:
+            offset[source] = first
+            first += blocks[source][1] - blocks[source][0]
+
+        def row(j):
+            return offset[int(block_of[j])] + j - blocks[int(block_of[j])][0]
+
+        plans.append(
+            {
+                "sources": sources,
+                "own": np.array([row(j) for j in range(start, stop)], np.int64),
+                "next": np.array([row(j) if j >= 0 else 0 for j in following], np.int64),
+            }
+        )
+    return plans
 
 
 def _sanitise(value):
@@ -332,6 +394,8 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         self.tensor_kinds = kinds
         self._sizes = [max(1, int(np.prod(v.shape))) for v in variables]
         self.tensor_layers = [layers[i] for i in layer_of]
+        self._blocks = self._modulation_blocks(layer_of)
+        self._block_plans = _block_plans(self._blocks, next_index)
         count = len(variables)
         packed = self._packed
         n_hp = len(self.HYPERPARAMETERS)
@@ -459,25 +523,30 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
 
     # -- the modulation ----------------------------------------------------
 
-    def _modulate(self, grads, trainable_variables):
-        """Run the AGRN copies once and return the per-tensor hyperparameters.
+    def _modulation_blocks(self, layer_of):
+        """The `(start, stop)` tensor ranges modulated together (see the module docstring).
 
-        `grads` are the gradients the update applies (all-reduced across
-        replicas under a distribution strategy); a tensor without one this
-        step (Keras filters those out) has gradient statistics 0.
+        `layer_of[i]` is the layer number of tensor i. A subclass whose values
+        need every tensor at once (an ablation taking the mean over the
+        network) returns a single range.
         """
-        variables = self._trainable_variables
-        count = len(variables)
-        by_index = {self._get_variable_index(v): g for g, v in zip(grads, trainable_variables)}
-        gradients = [by_index.get(i) for i in range(count)]
-        dynamic = ops.concatenate(
-            [_abs_stats(variables, self._sizes), _abs_stats(gradients, self._sizes)], axis=1
-        )
-        own = ops.concatenate([ops.convert_to_tensor(self._static_inputs), dynamic], axis=1)
-        has_next = ops.convert_to_tensor((self._next_index >= 0).astype("float32"))[:, None]
-        following = ops.take(own, np.maximum(self._next_index, 0), axis=0) * has_next
-        inputs = ops.concatenate([own, following, ops.ones((count, 1))], axis=1)
+        return _layer_blocks(layer_of, MODULATION_BLOCK_SIZE)
 
+    def _step_inputs(self):
+        """What every block of this step shares, computed once per step.
+
+        The weight statistics, the AGRN matrices and the AGRN state before this
+        step's inputs (reset and warmed up at the first update) depend on no
+        gradient, so they are ready before backpropagation ends.
+        """
+        count = len(self._trainable_variables)
+        known = ops.concatenate(
+            [
+                ops.convert_to_tensor(self._static_inputs),
+                _abs_stats(self._trainable_variables, self._sizes),
+            ],
+            axis=1,
+        )
         weights, updatable = agrn.grn_matrices(
             self._grn_tags,
             self._grn_active,
@@ -486,23 +555,59 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
             N_INPUTS,
             2 * len(self.HYPERPARAMETERS),
         )
-        first = ops.equal(self._grn_updates, 0)
         warmup_steps = self.warmup_steps
 
         def warm():
             state = agrn.grn_reset(self._grn_active, N_INPUTS, count)
             return agrn.grn_warmup(state, weights, updatable, warmup_steps)
 
-        state = ops.cond(first, warm, lambda: ops.convert_to_tensor(self._grn_state))
-        state = agrn.grn_set_inputs(state, inputs)
-        state = agrn.grn_warmup(state, weights, updatable, self.grn_steps_per_update)
+        state = ops.cond(
+            ops.equal(self._grn_updates, 0),
+            warm,
+            lambda: ops.convert_to_tensor(self._grn_state),
+        )
+        return {"known": known, "weights": weights, "updatable": updatable, "state": state}
+
+    def _modulate(self, block, gradient_stats, shared):
+        """Run the AGRN copies of one block of tensors.
+
+        Args:
+            block: the block's number in `self._blocks`.
+            gradient_stats: per block, float32 [block tensors, 2]: mean and
+                standard deviation of |g| (0 for a tensor without a gradient
+                this step).
+            shared: what `_step_inputs` computed.
+
+        Returns:
+            `(hyperparameters, state, inputs)` of the block's tensors: the
+            values the update uses, the AGRN state after this step and the
+            inputs it read.
+        """
+        start, stop = self._blocks[block]
+        plan = self._block_plans[block]
+        sources = [gradient_stats[number] for number in plan["sources"]]
+        pool = sources[0] if len(sources) == 1 else ops.concatenate(sources, axis=0)
+        if np.array_equal(plan["own"], np.arange(stop - start)):
+            own_stats = pool[: stop - start]
+        else:
+            own_stats = ops.take(pool, plan["own"], axis=0)
+        following = self._next_index[start:stop]
+        has_next = ops.convert_to_tensor((following >= 0).astype("float32"))[:, None]
+        known = shared["known"]
+        own = ops.concatenate([known[start:stop], own_stats], axis=1)
+        after = ops.concatenate(
+            [ops.take(known, np.maximum(following, 0), axis=0), ops.take(pool, plan["next"], axis=0)],
+            axis=1,
+        )
+        inputs = ops.concatenate(
+            [own, after * has_next, ops.ones((stop - start, 1))], axis=1
+        )
+        state = agrn.grn_set_inputs(shared["state"][start:stop], inputs)
+        state = agrn.grn_warmup(
+            state, shared["weights"], shared["updatable"], self.grn_steps_per_update
+        )
         outputs = state[:, N_INPUTS : N_INPUTS + 2 * len(self.HYPERPARAMETERS)]
-        hparams = self._outputs_to_hyperparameters(outputs)
-        self.assign(self._grn_state, state)
-        self.assign(self._grn_inputs, inputs)
-        self.assign(self._grn_hparams, hparams)
-        self.assign_add(self._grn_updates, ops.ones((), self._grn_updates.dtype))
-        return hparams
+        return self._outputs_to_hyperparameters(outputs), state, inputs
 
     def _outputs_to_hyperparameters(self, outputs):
         """Map output-protein pairs to hyperparameters, one column each.
@@ -526,16 +631,21 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         # a single-valued range gives exactly its value (exp(log(x)) may not)
         return ops.where(lo == hi, lo, ops.clip(value, lo, hi))
 
-    def _step_table(self, hparams, learning_rate):
+    def _step_table(self, hparams, learning_rate, rows):
         """Per-tensor values the update rule reads: columns and their names.
 
-        `hparams` is float32 [tensors, hyperparameters], `learning_rate` the
-        multiplier (the optimizer's learning rate this step). Subclasses extend
-        the table with whatever their update rule derives from these values
-        and from vectorised per-step state (Adam's beta products and step
-        size), so that no scalar is computed tensor by tensor.
+        `hparams` is float32 [block tensors, hyperparameters] for the tensors
+        `rows` (a slice of the tensor indices), `learning_rate` the multiplier
+        (the optimizer's learning rate this step). Subclasses extend the table
+        with whatever their update rule derives from these values and from
+        vectorised per-step state (Adam's beta products and step size), so
+        that no scalar is computed tensor by tensor; state the table updates
+        is written by `_write_step_state`, once for all blocks.
         """
         return hparams, self.HYPERPARAMETERS
+
+    def _write_step_state(self, table, names):
+        """Write per-step state from the whole table (every tensor's row, in order)."""
 
     def _scaled_learning_rate(self, hparams, learning_rate):
         """The multiplier times the modulated learning rate of every tensor, [tensors]."""
@@ -545,32 +655,79 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
     def _prepare_step(self, grads, trainable_variables, learning_rate):
         """Modulate once, and keep each tensor's values for `update_step`.
 
-        The table is split column by column: a fixed number of operations
-        (one per column) give every tensor its scalars, however many tensors
-        there are.
+        Block by block, the table is split column by column: a fixed number
+        of operations (one per column) give every tensor of the block its
+        scalars. The AGRN state, inputs and values of every tensor are then
+        written once.
+
+        `grads` are the gradients the update applies (all-reduced across
+        replicas under a distribution strategy); a tensor without one this
+        step (Keras filters those out) has gradient statistics 0.
         """
-        table, names = self._step_table(
-            self._modulate(grads, trainable_variables), learning_rate
-        )
         count = len(self._trainable_variables)
-        columns = [
-            ops.unstack(column, num=count)
-            for column in ops.unstack(table, num=len(names), axis=1)
+        by_index = {self._get_variable_index(v): g for g, v in zip(grads, trainable_variables)}
+        gradients = [by_index.get(i) for i in range(count)]
+        gradient_stats = [
+            _abs_stats(gradients[start:stop], self._sizes[start:stop])
+            for start, stop in self._blocks
         ]
-        self._step_values = [dict(zip(names, values)) for values in zip(*columns)]
+        shared = self._step_inputs()
+        self._step_values = []
+        done = {"hparams": [], "state": [], "inputs": [], "table": []}
+        for block, (start, stop) in enumerate(self._blocks):
+            hparams, state, inputs = self._modulate(block, gradient_stats, shared)
+            table, names = self._step_table(hparams, learning_rate, slice(start, stop))
+            columns = [
+                ops.unstack(column, num=stop - start)
+                for column in ops.unstack(table, num=len(names), axis=1)
+            ]
+            self._step_values.extend(dict(zip(names, values)) for values in zip(*columns))
+            for key, value in zip(done, (hparams, state, inputs, table)):
+                done[key].append(value)
+        whole = {
+            key: parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
+            for key, parts in done.items()
+        }
+        self.assign(self._grn_state, whole["state"])
+        self.assign(self._grn_inputs, whole["inputs"])
+        self.assign(self._grn_hparams, whole["hparams"])
+        self.assign_add(self._grn_updates, ops.ones((), self._grn_updates.dtype))
+        self._write_step_state(whole["table"], names)
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         if keras.backend.backend() == "tensorflow":
-            # TensorFlow's step all-reduces the gradients across replicas and
-            # then applies them in `_distributed_tf_update_step`, where the
-            # modulation reads the reduced gradients.
-            super()._backend_update_step(grads, trainable_variables, learning_rate)
+            self._tf_update_step(grads, trainable_variables, learning_rate)
             return
         self._prepare_step(grads, trainable_variables, learning_rate)
         try:
             super()._backend_update_step(grads, trainable_variables, learning_rate)
         finally:
             self._step_values = None
+
+    def _tf_update_step(self, grads, trainable_variables, learning_rate):
+        """TensorFlow's `_backend_update_step`, without a needless all-reduce.
+
+        Keras's TensorFlow step all-reduces the gradients across replicas and
+        then applies them in `_distributed_tf_update_step`, where the
+        modulation reads the reduced gradients. With one replica the
+        all-reduce is the identity, but it is built as one operation over
+        every gradient (an `IdentityN`, which TensorFlow's graph optimizer
+        does not always remove), and every update would wait for the last
+        gradient of backpropagation. It is skipped then, so that a block's
+        updates wait only for the gradients they read.
+        """
+        import tensorflow as tf
+
+        if self._distribution_strategy.num_replicas_in_sync > 1:
+            super()._backend_update_step(grads, trainable_variables, learning_rate)
+            return
+        variables = [v.value if isinstance(v, keras.Variable) else v for v in trainable_variables]
+        tf.__internal__.distribute.interim.maybe_merge_call(
+            self._distributed_tf_update_step,
+            self._distribution_strategy,
+            list(zip(grads, variables)),
+            learning_rate,
+        )
 
     def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
         """TensorFlow only: modulate from the all-reduced gradients, then update.

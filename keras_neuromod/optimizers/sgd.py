@@ -66,7 +66,7 @@ class NmSGD(NeuromodulatedOptimizer):
             self.add_optimizer_variables(var_list, "momentum") if self._uses_momentum else []
         )
 
-    def _step_table(self, hparams, learning_rate):
+    def _step_table(self, hparams, learning_rate, rows):
         lr = self._scaled_learning_rate(hparams, learning_rate)
         table = ops.concatenate([hparams, lr[:, None]], axis=1)
         return table, self.HYPERPARAMETERS + ("scaled_learning_rate",)
