@@ -273,8 +273,9 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
     optimizers do) and implement `update_step(gradient, variable,
     learning_rate)` reading `self._modulated(variable)`. A subclass whose
     update derives scalars from the hyperparameters (a step size, `1 - beta`)
-    computes them for all tensors at once in `_step_table`, so that the step
-    dispatches no operation per tensor beyond the update itself. Registered with
+    computes them for a block of tensors at once in `_step_table`, so that
+    the step dispatches no operation per tensor beyond the update itself, and
+    writes state derived there in `_write_step_state`. Registered with
     `keras_neuromod.bases.register(name)`, a subclass is the optimizer of the
     agents whose base is `name`.
 
