@@ -13,7 +13,7 @@ At every update step a `NeuromodulatedOptimizer`
 
 A tensor's values depend on its own gradient and on the next layer's only,
 never on the rest of the model. The tensors are therefore modulated in
-blocks of whole consecutive layers (about `MODULATION_BLOCK_SIZE` tensors
+blocks of whole consecutive layers (at least `MODULATION_BLOCK_SIZE` tensors
 each): backpropagation finishes the last block's gradients first, and that
 block's updates can run while the gradients of the layers before it are
 still being computed, as a plain optimizer's updates do. Within a block,
