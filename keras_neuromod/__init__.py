@@ -15,6 +15,8 @@ The public API:
 * `zoo`: evolved agents shared as JSON files, loaded by name.
 * `evolution` (imported on demand): GRNEAT on DEAP and evolution strategies.
 * `callbacks` (imported on demand): `ModulationTracer`.
+* `evidence` (imported on demand): paired comparisons of optimizers over seeds,
+  tuned baselines, and verdicts with their intervals.
 """
 
 __version__ = "0.2.0"

@@ -1,0 +1,284 @@
+"""keras_neuromod.evidence: paired comparisons, their statistics, tuned baselines, the record."""
+
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from keras_neuromod import datasets
+from keras_neuromod import evidence
+from keras_neuromod import tasks
+from keras_neuromod.evidence import Run
+
+
+def _blobs(seed):
+    """Two Gaussian blobs in 4-D, drawn from `seed`: a tiny, quick classification."""
+    rng = np.random.default_rng([seed, 99])
+    y = rng.integers(0, 2, 160).astype("int32")
+    x = (rng.standard_normal((160, 4)) + 1.5 * y[:, None]).astype("float32")
+    return datasets.Dataset((x[:120], y[:120]), (x[120:], y[120:]), 2)
+
+
+TINY = tasks.Task("tiny_blobs", "tabular", _blobs, ("linear", "mlp"), "sparse_categorical_crossentropy",
+                  epochs=2, batch_size=32, description="Two blobs, for tests.")
+
+
+def _run(seed, metric, loss=None, diverged=False):
+    return Run(seed=seed, metric=math.nan if diverged else metric,
+               loss=math.nan if diverged else (loss if loss is not None else 1.0 - metric),
+               diverged=diverged, steps=10, examples=40)
+
+
+# -- statistics ----------------------------------------------------------------
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(-10, 10, allow_nan=False), min_size=2, max_size=30),
+       st.sampled_from([0.8, 0.9, 0.95, 0.99]))
+def test_interval_matches_scipy(values, confidence):
+    mean, low, high = evidence.interval(values, confidence)
+    values = np.asarray(values)
+    assert mean == pytest.approx(values.mean())
+    if values.std() < 1e-9:
+        assert low == pytest.approx(mean) and high == pytest.approx(mean)
+        return
+    reference = stats.ttest_1samp(values, 0.0).confidence_interval(confidence)
+    assert low == pytest.approx(reference.low, rel=1e-9, abs=1e-9)
+    assert high == pytest.approx(reference.high, rel=1e-9, abs=1e-9)
+
+
+def test_interval_of_one_value_is_infinite():
+    assert evidence.interval([0.3]) == (0.3, -math.inf, math.inf)
+    with pytest.raises(ValueError, match="non-empty"):
+        evidence.interval([])
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1), st.booleans(), st.booleans()),
+                min_size=1, max_size=12),
+       st.booleans())
+def test_a_divergence_never_helps_the_method_that_diverged(rows, higher_is_better):
+    """Paired differences, whichever side diverged, against a plain numpy computation."""
+    mine = [_run(i, a, diverged=da) for i, (a, _, da, _) in enumerate(rows)]
+    theirs = [_run(i, b, diverged=db) for i, (_, b, _, db) in enumerate(rows)]
+    zero = [_run(i, 0.25) for i in range(len(rows))]
+    got = evidence.paired_differences(mine, theirs, zero, higher_is_better)
+    sign = 1.0 if higher_is_better else -1.0
+    for d, (a, b, da, db) in zip(got, rows):
+        if da and db:
+            assert d == 0
+        elif da:
+            assert d <= 0 and d == pytest.approx(min(sign * b, sign * 0.25) - sign * b)
+        elif db:
+            assert d >= 0 and d == pytest.approx(sign * a - min(sign * a, sign * 0.25))
+        else:
+            assert d == pytest.approx(sign * (a - b))
+    # swapping the two sides turns every difference round
+    swapped = evidence.paired_differences(theirs, mine, zero, higher_is_better)
+    np.testing.assert_allclose(swapped, -got, atol=1e-12)
+
+
+def test_loss_and_error_ratios():
+    mine = [_run(0, 0.9, loss=0.2), _run(1, 1.0, loss=0.1)]
+    theirs = [_run(0, 0.8, loss=0.4), _run(1, 0.95, loss=0.3)]
+    zero = [_run(0, 0.5, loss=2.0), _run(1, 0.5, loss=2.0)]
+    loss = evidence.paired_differences(mine, theirs, zero, True, "loss")
+    np.testing.assert_allclose(loss, [math.log(0.4 / 0.2), math.log(0.3 / 0.1)])
+    error = evidence.paired_differences(mine, theirs, zero, True, "error")
+    # a perfect run's error is half an example's share (40 examples), not 0
+    np.testing.assert_allclose(error, [math.log(0.2 / 0.1), math.log(0.05 / (0.5 / 40))])
+    with pytest.raises(ValueError, match="one run per seed"):
+        evidence.paired_differences(mine, theirs[:1], zero, True)
+
+
+# -- compare, on real trainings -----------------------------------------------------
+
+
+def test_a_diverging_method_loses_whichever_side_it_is_on(tmp_path):
+    report = evidence.compare(TINY, {"Adam": lambda: keras.optimizers.Adam(0.05),
+                                     "diverging": lambda: keras.optimizers.SGD(1e12)},
+                              models="mlp", seeds=3)
+    runs = report.runs("mlp", "diverging")
+    assert all(r.diverged for r in runs)
+    assert all(r.steps < 8 for r in runs)  # stopped at the first non-finite loss
+    assert not any(r.diverged for r in report.runs("mlp", "Adam"))
+    assert report.verdict("diverging", "Adam") == "worse"
+    assert report.verdict("Adam", "diverging") == "better"
+    assert report.verdict("Adam", "diverging", on="loss") == "better"
+    row = next(r for r in report.rows() if r["method"] == "diverging")
+    assert row["diverged"] == 3
+    # a diverged run is scored as the untrained model in the table
+    untrained = np.mean([r.metric for r in report.untrained("mlp")])
+    assert row["metric_mean"] == pytest.approx(untrained)
+    assert "worse" in report.table(baseline="Adam")
+    with pytest.raises(ValueError, match="No method 'SGD'"):
+        report.verdict("SGD", "Adam")
+
+
+def test_same_seed_same_start_and_batches():
+    """Two methods with identical settings produce identical runs: the pairing holds."""
+    report = evidence.compare(TINY, {"a": lambda: keras.optimizers.SGD(0.1),
+                                     "b": lambda: keras.optimizers.SGD(0.1)}, seeds=2)
+    for model in TINY.models:
+        assert report.runs(model, "a") == report.runs(model, "b")
+    assert report.verdict("a", "b") == "within noise"
+    p = report.paired("a", "b")
+    assert p["mean"] == 0 and p["ci"] == [0.0, 0.0]
+
+
+def test_interrupted_record_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    methods = {"SGD": lambda: keras.optimizers.SGD(0.05), "Adam": lambda: keras.optimizers.Adam(0.01)}
+    whole = evidence.compare(TINY, methods, models="mlp", seeds=3, record=tmp_path / "whole.json")
+
+    # a crash after 4 trainings (simulated: the 5th raises)
+    real_run, calls = evidence.Trainer.run, []
+
+    def crashing(self, *args, **kwargs):
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(evidence.Trainer, "run", crashing)
+    path = tmp_path / "resumed.json"
+    with pytest.raises(KeyboardInterrupt):
+        evidence.compare(TINY, methods, models="mlp", seeds=3, record=path)
+    saved = json.loads(path.read_text())
+    assert sum(len(m["runs"]) for m in saved["models"]["mlp"]["methods"].values()) == 4
+
+    monkeypatch.setattr(evidence.Trainer, "run", real_run)
+    resumed_calls = []
+    monkeypatch.setattr(evidence.Trainer, "run",
+                        lambda self, *a, **k: resumed_calls.append(1) or real_run(self, *a, **k))
+    resumed = evidence.compare(TINY, methods, models="mlp", seeds=3, record=path)
+    assert len(resumed_calls) == 2  # only the unfinished runs
+    for method in methods:
+        assert resumed.runs("mlp", method) == whole.runs("mlp", method)
+    assert json.loads(path.read_text()) == json.loads((tmp_path / "whole.json").read_text())
+
+
+def test_changed_settings_are_trained_again(tmp_path):
+    path = tmp_path / "record.json"
+    first = evidence.compare(TINY, {"SGD": lambda: keras.optimizers.SGD(0.05)}, models="linear",
+                             seeds=2, record=path)
+    again = evidence.compare(TINY, {"SGD": lambda: keras.optimizers.SGD(0.5)}, models="linear",
+                             seeds=2, record=path)
+    assert first.runs("linear", "SGD") != again.runs("linear", "SGD")
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[]", "not an evidence record"),
+    ('{"format": "keras_neuromod.evidence-record/1", "task": "other", "models": {}}', "holds the task"),
+    ('{"format": "keras_neuromod.evidence-record/1", "task": "tiny_blobs"}', "'models' must be"),
+    ('{"format": "keras_neuromod.evidence-record/1", "task": "tiny_blobs", "models": {"linear": '
+     '{"methods": {"SGD": {"runs": {}}}}}}', "identity"),
+    ('{"format": "keras_neuromod.evidence-record/1", "task": "tiny_blobs", "models": {"linear": '
+     '{"untrained": {"0": {"seed": 0, "metric": 0.5}}}}}', "lacks the field"),
+    ('{"format": "keras_neuromod.evidence-record/1", "task": "tiny_blobs", "models": {"linear": '
+     '{"untrained": {"0": {"seed": "x", "metric": 0.5, "loss": 1, "diverged": false, "steps": 1, '
+     '"examples": 1}}}}}', "wrong type"),
+])
+def test_malformed_records_are_refused(tmp_path, content, message):
+    path = tmp_path / "record.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        evidence.compare(TINY, {"SGD": keras.optimizers.SGD}, models="linear", seeds=2, record=path)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="Unknown task"):
+        evidence.compare("no_such_task", {"SGD": keras.optimizers.SGD})
+    with pytest.raises(ValueError, match="not 'resnet'"):
+        evidence.compare(TINY, {"SGD": keras.optimizers.SGD}, models="resnet")
+    with pytest.raises(ValueError, match="non-empty dict"):
+        evidence.compare(TINY, {})
+    with pytest.raises(ValueError, match="zero-argument factory"):
+        evidence.compare(TINY, {"SGD": "sgd"})
+    with pytest.raises(ValueError, match="not a Keras optimizer"):
+        evidence.compare(TINY, {"x": lambda: 3}, models="linear", seeds=1)
+
+
+# -- aggregate -------------------------------------------------------------------
+
+
+def test_aggregate_takes_its_interval_over_tasks():
+    other = tasks.Task("tiny_blobs_2", "tabular", lambda s: _blobs(s + 50), ("linear",),
+                       "sparse_categorical_crossentropy", epochs=2)
+    methods = {"good": lambda: keras.optimizers.Adam(0.05), "slow": lambda: keras.optimizers.SGD(1e-4)}
+    reports = [evidence.compare(t, methods, seeds=3) for t in (TINY, other)]
+    summary = evidence.aggregate(reports, "good", "slow")
+    assert summary["pairs"] == 3 and summary["tasks"] == 2
+    assert summary["better"] + summary["within_noise"] + summary["worse"] == 3
+    per_task = [r.differences("good", "slow", what="error").mean() for r in reports]
+    reference = stats.ttest_1samp(per_task, 0.0).confidence_interval(0.95)
+    assert summary["log_error_ratio"]["mean"] == pytest.approx(np.mean(per_task))
+    assert summary["log_error_ratio"]["ci"] == pytest.approx([reference.low, reference.high])
+    # an Adam that trains beats an SGD that barely moves the initial weights
+    assert summary["worse"] == 0 and summary["log_error_ratio"]["mean"] > 0
+
+
+# -- tuned baselines -----------------------------------------------------------------
+
+
+def test_a_line_search_extends_its_grid_past_an_edge():
+    axis = evidence.Axis((1e-3, 1e-2, 1e-1), "log", (1e-9, 10.0))
+    tried = []
+
+    def score(point):  # best at 1e-6, far below the grid
+        tried.append(point["learning_rate"])
+        return (math.log10(point["learning_rate"]) + 6) ** 2
+
+    best = evidence.Tuned._line({"learning_rate": 1e-2}, "learning_rate", axis, list(axis.values), score)
+    assert best == pytest.approx(1e-6)
+    assert min(tried) < 1e-6  # it went one step past the best, to see it is not an edge
+    inside = evidence.Tuned._line({"learning_rate": 1e-2}, "learning_rate", axis, list(axis.values),
+                                  lambda p: (math.log10(p["learning_rate"]) + 2) ** 2)
+    assert inside == pytest.approx(1e-2)
+
+
+def test_a_line_search_stops_at_the_axis_limit():
+    axis = evidence.Axis((0.9, 0.99, 0.999), "complement_log", (0.5, 0.9999))
+    best = evidence.Tuned._line({"beta": 0.9}, "beta", axis, list(axis.values), lambda p: -p["beta"])
+    assert best == pytest.approx(0.9999)
+    best = evidence.Tuned._line({"beta": 0.9}, "beta", axis, list(axis.values), lambda p: p["beta"])
+    assert best == pytest.approx(0.5)
+
+
+def test_tuned_searches_on_validation_seeds_and_reports_its_budget(tmp_path):
+    axes = {"learning_rate": evidence.Axis((0.01, 0.1, 1.0), "log", (1e-4, 10.0)),
+            "momentum": evidence.Axis((0.0, 0.9), "complement_log", (0.0, 0.99))}
+    path = tmp_path / "record.json"
+    tuned = evidence.Tuned("SGD", schedule="cosine", axes=axes, seeds=2)
+    report = evidence.compare(TINY, {"SGD*": tuned}, models="linear", seeds=2, record=path)
+    chosen = report.settings[("linear", "SGD*")]
+    search = report.searches[("linear", "SGD*")]
+    candidates = json.loads(path.read_text())["models"]["linear"]["searches"]["SGD*"]["candidates"]
+    assert search == {"candidates": len(candidates), "seeds": 2, "trainings": 2 * len(candidates)}
+    losses = {k: np.mean([float(v) for v in vals]) for k, vals in candidates.items()}
+    assert json.dumps(chosen, sort_keys=True) == min(losses, key=losses.get)
+    # the chosen optimizer has a warm-up and cosine decay over the task's steps
+    optimizer = tuned.make(chosen, total_steps=10)
+    schedule = optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
+    assert float(schedule(0)) == 0.0
+    assert float(schedule(1)) == pytest.approx(chosen["learning_rate"])
+    assert float(schedule(10)) == pytest.approx(0.0, abs=1e-7)
+    # resumed, the search is read back, not run again
+    again = evidence.compare(TINY, {"SGD*": tuned}, models="linear", seeds=2, record=path)
+    assert again.settings == report.settings
+
+
+def test_tuned_arguments():
+    with pytest.raises(ValueError, match="schedule"):
+        evidence.Tuned("Adam", schedule="linear")
+    with pytest.raises(ValueError, match="Give the axes"):
+        evidence.Tuned("RMSprop")
+    with pytest.raises(ValueError, match="Unknown Keras optimizer"):
+        evidence.Tuned("Nope", axes={"learning_rate": evidence.Axis((0.1, 1.0))})
+    assert set(evidence.Tuned("Adam").axes) == {"learning_rate", "beta_1", "beta_2", "epsilon"}
+    assert set(evidence.Tuned("SGD").axes) == {"learning_rate", "momentum", "nesterov"}
