@@ -1,59 +1,52 @@
-"""Do agents generalise? Tasks no agent evolved on, 10 seeds, every baseline, paired.
+"""Do agents generalise? Held-out workloads, 10 seeds, reviewer-grade baselines, paired.
 
 The story: general agents (`nm_adam_general`, `nm_sgd_general`) evolved over the
 task suite's training tasks. Here each trains, with plain `model.fit`, every
 model of every held-out task of `keras_neuromod.tasks` (never drawn during
-evolution: images, tabular, signals, sequences with recurrent models, a
-regression) from 10 seeds, next to
+evolution: new data sets, and models and trainings the suite never shows:
+residual CNNs with batch normalization, a Transformer block, forecasters of
+real time series, an autoencoder, a long training with dropout) from 10
+seeds, next to
 
 * Keras's optimizers with their default settings: SGD, Adam, AdamW,
-  ScheduleFreeAdamW and Lamb (evaluated as `model.evaluate` sees the weights);
-* SGD* and Adam*: Keras's SGD and Adam tuned per (task, model) by a grid
-  (`GRIDS`), each point trained once on a seed of its own and chosen on its
-  validation loss; the grid's size is its budget, printed next to the
-  evolution's;
-* `--control`: agents of the random-search control (`examples/evolve.py --suite
-  --algorithm random`, the best of as many random genomes as the evolution
-  evaluated), so that what evolution adds is told from what the search budget
-  buys;
-* `--ablations [AGENT ...]`: every agent (or the agents named) with each
-  tensor's hyperparameters frozen at their time average over its own training
-  (same seed), and with every tensor given the network's mean at each step
-  (`keras_neuromod.optimizers.ablation`).
+  ScheduleFreeAdamW and Lamb;
+* tuned baselines, searched per (task, model) on the validation split of 3
+  seeds of their own (`keras_neuromod.evidence.Tuned`): Adam* over the
+  learning rate, beta_1, beta_2 and epsilon, SGD* over the learning rate,
+  momentum and Nesterov, each with a constant learning rate and with cosine
+  decay after a warm-up ("cosine"); each grid is extended while its best point
+  is on an edge, and its size (trainings) is printed next to the agents'
+  evolution budgets;
+* `--control`: agents of the controls with the evolution's budget
+  (`examples/evolve.py --suite --algorithm random` or `--algorithm static`:
+  the best random genome, or the best fixed hyperparameters), so that what
+  the evolved modulation adds is told from what the search budget buys;
+* `--ablations [AGENT ...]`: every agent (or those named) with each tensor's
+  hyperparameters frozen at their time average over its own training of the
+  same seed, and with every tensor given the network's mean at each step.
 
-Every method trains a seed's model from the same initial weights on the same
-batches (the seed sets both: a permutation of the training split per epoch),
-for the task's epochs and batch size, on its training split (one compiled model
-per method, reset for every seed, as a fresh one would start); the figures are the test split's metric (accuracy, or MSE for
-the regression) and loss. A training whose loss turns NaN or Inf has diverged:
-its metric is then the worst of the row (0 accuracy, or the test MSE of
-predicting 0) and it is counted. For each agent and baseline, the paired
-differences over seeds (agent minus baseline, in the direction where positive is
-better) give a mean and a 95% confidence interval (Student's t); an interval
-that contains 0 is a difference within noise. Across (task, model) pairs: the
-share of pairs where the agent's mean metric is better, and the mean over
-pairs of the log ratio of test losses (baseline over agent; positive: the
-agent's loss is lower) with its 95% interval over pairs.
+Everything is computed by `keras_neuromod.evidence.compare` (the same initial
+weights, batches and dropout draws for every method of a seed; a divergence
+counts against the method that diverged) and the verdicts by
+`evidence.aggregate`: per (task, model) pair, the paired differences of the
+test metric with their 95% interval (better / within noise / worse); across
+pairs, wins, ties and losses, and the mean log ratio of test errors (1 -
+accuracy, or the MSE) with its interval taken over tasks.
 
-Every finished (task, model, method) is recorded in OUT as it ends, so
-`--resume` continues without redoing one; agents, controls and ablations can be
-added to a record later (an agent's runs are redone only if its genome or
-settings changed), while the seeds and grids must stay the same. Figures: the paired differences per
-pair against each Keras default (PNG), and the tracer's figure of each agent on
-the first pair of `--trace` (seed 0). The last line is one JSON object of the
-headline figures. `--record` stores the summary in each zoo agent's card.
+Every finished run is recorded in OUT/records/TASK.json as it ends, so a
+rerun continues without redoing one (agents, controls and ablations can be
+added later; a method whose settings changed is trained again). The last line
+is one JSON object of the headline figures; `--record` stores the summary in
+each zoo agent's card.
 
     python examples/generalization.py --quick
     python examples/generalization.py \\
         --agent nm_adam_general nm_sgd_general nm_adam_digits nm_sgd_digits \\
         --control zoo/runs/random_adam/best_agent.json zoo/runs/random_sgd/best_agent.json \\
-        --ablations nm_adam_general nm_sgd_general --out zoo/evidence/general --resume --record
+                  zoo/runs/static_adam/best_agent.json zoo/runs/static_sgd/best_agent.json \\
+        --ablations nm_adam_general nm_sgd_general --out zoo/evidence/general --record
 """
 
-import hashlib
-import itertools
-import json
-import math
 import os
 import sys
 import time
@@ -64,38 +57,33 @@ import _common  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_neuromod import bases  # noqa: E402
 from keras_neuromod import datasets  # noqa: E402
+from keras_neuromod import evidence  # noqa: E402
 from keras_neuromod import tasks  # noqa: E402
 from keras_neuromod import zoo  # noqa: E402
 from keras_neuromod.callbacks import ModulationTracer  # noqa: E402
 from keras_neuromod.io import atomic_write_json  # noqa: E402
-from keras_neuromod.io import read_json  # noqa: E402
-from keras_neuromod.optimizers.ablation import ablate  # noqa: E402
-from keras_neuromod.optimizers.ablation import time_average  # noqa: E402
 
 DEFAULTS = ("SGD", "Adam", "AdamW", "ScheduleFreeAdamW", "Lamb")
-GRIDS = {
-    "SGD*": ("SGD", {"learning_rate": [1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3], "momentum": [0.0, 0.9]}),
-    "Adam*": ("Adam", {"learning_rate": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2], "beta_1": [0.9, 0.5]}),
+TUNED = {"SGD*": ("SGD", None), "SGD* cosine": ("SGD", "cosine"),
+         "Adam*": ("Adam", None), "Adam* cosine": ("Adam", "cosine")}
+QUICK_AXES = {
+    "SGD": {"learning_rate": evidence.Axis((1e-2, 1e-1), "log", (1e-4, 1.0)),
+            "momentum": evidence.Axis((0.9,), "complement_log", (0.0, 0.99))},
+    "Adam": {"learning_rate": evidence.Axis((1e-3, 1e-2), "log", (1e-5, 0.1))},
 }
-QUICK_GRIDS = {
-    "SGD*": ("SGD", {"learning_rate": [1e-2, 0.1], "momentum": [0.9]}),
-    "Adam*": ("Adam", {"learning_rate": [1e-3, 1e-2], "beta_1": [0.9]}),
-}
-GRID_SEED = 10_000  # the grid's own seed, none of the compared seeds
-QUICK_PAIRS = (("wine", "mlp"), ("diabetes", "linear"))
-PROTOCOL = 2  # bump when a change makes recorded runs incomparable
+QUICK_PAIRS = "wine,diabetes:linear"
+# the base each Keras default and tuned baseline stands next to
+BASE_OF = {"SGD": "sgd", "Adam": "adam"}
 
 
 def parse_args(argv=None):
     parser = _common.parser(__doc__, "runs/generalization", seed=None,
-                            quick="2 held-out pairs, 3 seeds, a 2-point grid",
-                            resume="reuse the finished runs recorded in OUT (same protocol only)")
+                            quick="2 held-out pairs, 3 seeds, 2-point tuned grids on 1 seed")
     parser.add_argument("--agent", nargs="+", default=["nm_adam_general", "nm_sgd_general"],
                         help="agent files or zoo names")
     parser.add_argument("--control", nargs="*", default=[],
-                        help="agent files of the random-search control (one per base)")
+                        help="agent files of the random-search and static-search controls")
     parser.add_argument("--tasks", default=None,
                         help="comma-separated task names, or task:model pairs (default: every "
                              "held-out task that is available, all its models)")
@@ -124,356 +112,179 @@ def parse_args(argv=None):
                     else [n for n in names if not args.ablations or n in args.ablations])
     if args.quick:
         args.seeds = min(args.seeds, 3)
-    args.grids = QUICK_GRIDS if args.quick else GRIDS
     try:
-        args.pairs = held_out_pairs(args.tasks, QUICK_PAIRS if args.quick else None)
+        args.pairs = held_out_pairs(args.tasks or (QUICK_PAIRS if args.quick else None))
     except (KeyError, ValueError) as error:
         parser.error(str(error).strip("'\""))
-    args.trace_pair = tuple(args.trace.split(":")) if args.trace else args.pairs[0]
+    first = next(iter(args.pairs))
+    args.trace_pair = tuple(args.trace.split(":")) if args.trace else (first, args.pairs[first][0])
     return args
 
 
-def held_out_pairs(spec, default=None):
-    """The (task, model) pairs: from `spec` ("a,b:model"), else `default`, else every held-out one."""
-    if spec is None and default is not None:
-        return list(default)
+def held_out_pairs(spec=None):
+    """`{task: [models]}` from `spec` ("a,b:model"), else every available held-out task's."""
     names = tasks.names(held_out=True) if spec is None else [s.strip() for s in spec.split(",") if s.strip()]
-    pairs = []
+    pairs = {}
     for name in names:
         task_name, _, model = name.partition(":")
         task = tasks.get(task_name)
-        if spec is None:
-            try:
-                task.splits(0)
-            except datasets.DatasetUnavailableError as error:
-                print(f"{task_name}: skipped ({str(error).splitlines()[0]})")
-                continue
         if model and model not in task.models:
             raise ValueError(f"Task {task_name!r} has no model {model!r} (it has {list(task.models)}).")
-        pairs += [(task_name, m) for m in ([model] if model else task.models)]
+        try:
+            task.splits(0)
+        except datasets.DatasetUnavailableError as error:
+            print(f"{task_name}: skipped ({str(error).splitlines()[0]})", flush=True)
+            continue
+        pairs.setdefault(task_name, [])
+        pairs[task_name] += [m for m in ([model] if model else task.models) if m not in pairs[task_name]]
     if not pairs:
         raise ValueError("No (task, model) pair to compare on.")
     return pairs
 
 
-# -- the methods ---------------------------------------------------------------
+def control_label(agent):
+    search = agent.provenance.get("algorithm", "random")
+    return f"{search} search ({agent.base})"
 
 
-def label(agent, control=False):
-    return f"random search ({agent.base})" if control else agent.name
+def methods(args):
+    """Every compared method: name -> factory, `Tuned` or `Ablated`."""
+    out = {name: getattr(keras.optimizers, name) for name in DEFAULTS}
+    for name, (optimizer, schedule) in TUNED.items():
+        axes = QUICK_AXES[optimizer] if args.quick else None
+        out[name] = evidence.Tuned(optimizer, schedule, axes=axes, seeds=1 if args.quick else 3)
+    for agent in args.agents:
+        out[agent.name] = agent.optimizer
+        if agent.name in args.ablated:
+            out[f"{agent.name} / frozen"] = evidence.Ablated(agent.optimizer, "frozen")
+            out[f"{agent.name} / network mean"] = evidence.Ablated(agent.optimizer, "network_mean")
+    for control in args.controls:
+        out[control_label(control)] = control.optimizer
+    return out
 
 
-def agent_key(agent):
-    """What identifies an agent's runs in the record: its genome and settings, hashed."""
-    text = json.dumps({"base": agent.base, "genome": agent.genome.to_dict(), "ranges": agent.ranges,
-                       "settings": agent.settings}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def comparisons(args):
+    """(method, baseline) pairs to summarise: each agent against every baseline of its base,
+    its ablations and its controls; each control against the same baselines."""
+    baselines = list(DEFAULTS) + list(TUNED)
+    pairs = []
+    for agent in args.agents:
+        own = [f"{agent.name} / {kind}" for kind in ("frozen", "network mean") if agent.name in args.ablated]
+        controls = [control_label(c) for c in args.controls if c.base == agent.base]
+        pairs += [(agent.name, b) for b in baselines + own + controls]
+    for control in args.controls:
+        pairs += [(control_label(control), b) for b in baselines]
+    return pairs
 
 
-def keras_optimizer(name, settings=None):
-    return getattr(keras.optimizers, name)(**(settings or {}))
+def trace(args, agent, out):
+    """The tracer's figure of `agent` on the trace pair, seed 0."""
+    task_name, model = args.trace_pair
+    tracer = ModulationTracer(update_freq=1)
+    trainer = evidence.Trainer(tasks.get(task_name), model, agent.optimizer())
+    trainer.run(0, callbacks=[tracer])
+    return tracer.plot(os.path.join(out, f"trace_{agent.name}_{task_name}_{model}.png"),
+                       title=f"{agent.name} on {task_name} ({model}), seed 0")
 
 
-def agent_optimizer(agent):
-    return bases.get(agent.base).optimizer(agent=agent)
-
-
-# -- one training ----------------------------------------------------------------
-
-
-class Trainer:
-    """One model compiled with one optimizer, trained from every seed in turn.
-
-    A seed's training starts from the seed's initial weights and the
-    optimizer's state as it was when built (step counters, moments and AGRN
-    state at zero), and visits the training split in the seed's permutation
-    of each epoch, so it is the training a fresh model would have; compiling
-    once spares a trace per seed.
-    """
-
-    def __init__(self, task, model_name, optimizer):
-        self.task, self.model_name, self.optimizer = task, model_name, optimizer
-        self.model = task.build_model(model_name, seed=0)
-        task.compile(self.model, optimizer)
-        optimizer.build(self.model.trainable_variables)
-        self.initial_state = [np.array(keras.ops.convert_to_numpy(v)) for v in optimizer.variables]
-
-    def run(self, seed, split="test", tracer=None):
-        """The split's loss and metric after training from `seed`, and whether it diverged."""
-        task = self.task
-        splits = task.splits(seed)
-        self.model.set_weights(task.build_model(self.model_name, seed=seed).get_weights())
-        for variable, value in zip(self.optimizer.variables, self.initial_state):
-            variable.assign(value)
-        if hasattr(self.optimizer, "set_hyperparameters"):  # a frozen ablation's own values
-            self.optimizer.set_hyperparameters(self.optimizer.frozen_hyperparameters)
-        x, y = splits.train
-        losses = []
-        for batch in task.data_order(seed):
-            history = self.model.fit(x[batch], y[batch], epochs=1, batch_size=task.batch_size,
-                                     shuffle=False, verbose=0,
-                                     callbacks=[tracer] if tracer is not None else None)
-            losses += history.history["loss"]
-            if not math.isfinite(losses[-1]):
-                break
-        x, y = splits.test if split == "test" else splits.val
-        result = self.model.evaluate(x, y, batch_size=256, verbose=0, return_dict=True)
-        loss, metric = float(result["loss"]), float(result[task.metric])
-        diverged = not (math.isfinite(loss) and all(math.isfinite(v) for v in losses))
-        return {"loss": loss, "metric": metric, "diverged": diverged}
-
-
-def worst_metric(task, model_name, seed):
-    """A diverged run's metric: 0 accuracy, or the test MSE of predicting 0."""
-    if task.higher_is_better:
-        return 0.0
-    y = task.splits(seed).test[1]
-    return float(np.mean(np.asarray(y, np.float64) ** 2))
-
-
-def tune(task, model_name, grid, log):
-    """The grid point with the lowest validation loss on the grid's own seed."""
-    keras_name, axes = grid
-    points = [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
-    losses = []
-    for point in points:
-        result = Trainer(task, model_name, keras_optimizer(keras_name, point)).run(GRID_SEED, "val")
-        losses.append(result["loss"] if math.isfinite(result["loss"]) else math.inf)
-    best = points[int(np.argmin(losses))]
-    log(f"  {keras_name} tuned on {len(points)} points: {best}")
-    return best, len(points)
-
-
-# -- the comparison ------------------------------------------------------------
-
-
-def run_pair(task_name, model_name, args, record, save, out):
-    """Train every method on one (task, model) from every seed; record each method as it ends."""
-    task = tasks.get(task_name)
-    seeds = list(range(args.seeds))
-    key = f"{task_name}:{model_name}"
-    done = record.setdefault(key, {"methods": {}, "grid": {}})
-
-    def finish(method, runs, settings=None, agent=None):
-        done["methods"][method] = {"runs": runs, "settings": settings, "agent": agent}
-        save()
-
-    def log(text):
-        print(text, flush=True)
-
-    for name in DEFAULTS:
-        if name not in done["methods"]:
-            trainer = Trainer(task, model_name, keras_optimizer(name))
-            finish(name, [trainer.run(s) for s in seeds])
-    for method, grid in args.grids.items():
-        if method not in done["methods"]:
-            settings, points = tune(task, model_name, grid, log)
-            done["grid"][method] = points
-            trainer = Trainer(task, model_name, keras_optimizer(grid[0], settings))
-            finish(method, [trainer.run(s) for s in seeds], settings)
-    for agent, control in [(a, False) for a in args.agents] + [(a, True) for a in args.controls]:
-        name = label(agent, control)
-        ablations = [f"{name} / {kind}" for kind in ("frozen", "network mean")]
-        ablated = agent.name in args.ablated and not control
-        wanted = [name] + (ablations if ablated else [])
-        genome = agent_key(agent)
-        if all(done["methods"].get(m, {}).get("agent") == genome for m in wanted):
-            continue
-        own = Trainer(task, model_name, agent_optimizer(agent))
-        if ablated:
-            count = len(own.model.trainable_variables)
-            placeholder = np.tile([[own.optimizer.ranges[n][0] for n in own.optimizer.HYPERPARAMETERS]],
-                                  (count, 1))
-            frozen = Trainer(task, model_name, ablate(own.optimizer, "frozen", placeholder))
-            pooled = Trainer(task, model_name, ablate(own.optimizer, "network_mean"))
-        runs, frozen_runs, pooled_runs = [], [], []
-        for seed in seeds:
-            figure = seed == 0 and (task_name, model_name) == args.trace_pair and not control
-            tracer = ModulationTracer(update_freq=1) if ablated or figure else None
-            runs.append(own.run(seed, tracer=tracer))
-            if figure:
-                tracer.plot(os.path.join(out, f"trace_{name}_{task_name}_{model_name}.png"),
-                            title=f"{name} on {task_name} ({model_name}), seed 0")
-            if ablated:
-                frozen.optimizer.set_hyperparameters(time_average(tracer, own.optimizer))
-                frozen_runs.append(frozen.run(seed))
-                pooled_runs.append(pooled.run(seed))
-        finish(name, runs, agent=genome)
-        if ablated:
-            finish(ablations[0], frozen_runs, agent=genome)
-            finish(ablations[1], pooled_runs, agent=genome)
-    # a diverged run counts as the worst outcome; the record holds NaN and Inf as text
-    for method in done["methods"].values():
-        for seed, r in zip(seeds, method["runs"]):
-            r["loss"], r["metric"] = float(r["loss"]), float(r["metric"])
-            r["score"] = worst_metric(task, model_name, seed) if r["diverged"] else r["metric"]
-    return done
-
-
-def compare(record, pairs, agents, baselines):
-    """Paired differences per pair, and each agent's summary across pairs, per baseline."""
-    paired, summary = [], []
-    for agent in agents:
-        for baseline in baselines:
-            wins, ratios, diverged = 0, [], 0
-            for task_name, model_name in pairs:
-                task = tasks.get(task_name)
-                methods = record[f"{task_name}:{model_name}"]["methods"]
-                mine, theirs = methods[agent]["runs"], methods[baseline]["runs"]
-                sign = 1.0 if task.higher_is_better else -1.0
-                difference = sign * (np.array([r["score"] for r in mine])
-                                     - np.array([r["score"] for r in theirs]))
-                mean, half = _common.interval(difference)
-                wins += mean > 0
-                diverged += sum(r["diverged"] for r in mine)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    ratio = np.log(np.array([r["loss"] for r in theirs]) / np.array([r["loss"] for r in mine]))
-                ratio = np.where(np.isfinite(ratio), ratio, -3.0)
-                ratios.append(float(np.clip(ratio, -3.0, 3.0).mean()))
-                paired.append({"agent": agent, "baseline": baseline, "task": task_name,
-                               "model": model_name, "metric": task.metric,
-                               "mean_difference": round(mean, 4), "ci_half_width": round(half, 4),
-                               "ci": [round(mean - half, 4), round(mean + half, 4)],
-                               "seeds_ahead": int((difference > 0).sum()), "seeds": len(difference),
-                               "within_noise": bool(mean - half <= 0 <= mean + half)})
-            mean, half = _common.interval(ratios)
-            summary.append({"agent": agent, "baseline": baseline, "pairs": len(pairs),
-                            "better_pairs": int(wins), "share_better": round(wins / len(pairs), 3),
-                            "log_loss_ratio": round(mean, 4), "ci_half_width": round(half, 4),
-                            "within_noise": bool(mean - half <= 0 <= mean + half),
-                            "diverged_runs": int(diverged)})
-    return paired, summary
-
-
-def method_rows(record, pairs):
-    rows = []
-    for task_name, model_name in pairs:
-        task = tasks.get(task_name)
-        entry = record[f"{task_name}:{model_name}"]
-        for method, data in entry["methods"].items():
-            scores = np.array([r["score"] for r in data["runs"]])
-            rows.append({"task": task_name, "model": model_name, "method": method,
-                         "metric": task.metric, "mean": round(float(scores.mean()), 4),
-                         "std": round(float(scores.std()), 4),
-                         "test_loss": round(float(np.median([r["loss"] for r in data["runs"]])), 4),
-                         "diverged": int(sum(r["diverged"] for r in data["runs"])),
-                         "settings": data["settings"]})
-    return rows
-
-
-def plot_differences(paired, baselines, path):
-    """One panel per baseline: each agent's mean paired difference per pair, with its 95% CI."""
+def plot(reports, summary, baselines, path):
+    """One panel per baseline: each method's mean log error ratio per pair, with its 95% CI."""
     plt = _common.pyplot()
-    figure, axes = plt.subplots(1, len(baselines), figsize=(3.2 * len(baselines), 4.2), sharey=False,
-                                squeeze=False)
-    agents = list(dict.fromkeys(p["agent"] for p in paired))
+    figure, axes = plt.subplots(1, len(baselines), figsize=(3.4 * len(baselines), 5.0), squeeze=False)
+    pairs = [(r, m) for r in reports for m in r.models]
+    labels = [f"{r.task.name}:{m}" for r, m in pairs]
     for axis, baseline in zip(axes[0], baselines):
-        rows = [p for p in paired if p["baseline"] == baseline]
-        pairs = list(dict.fromkeys(f"{p['task']}:{p['model']}" for p in rows))
-        for a, agent in enumerate(agents):
-            own = [p for p in rows if p["agent"] == agent]
-            y = np.arange(len(pairs)) + (a - (len(agents) - 1) / 2) * 0.8 / max(1, len(agents))
-            axis.errorbar([p["mean_difference"] for p in own], y,
-                          xerr=[p["ci_half_width"] for p in own], fmt="o", capsize=3, label=agent)
+        shown = [s["method"] for s in summary if s["baseline"] == baseline]
+        for k, method in enumerate(shown):
+            y = np.arange(len(pairs)) + (k - (len(shown) - 1) / 2) * 0.8 / max(1, len(shown))
+            stats = [r.paired(method, baseline, m, what="error") for r, m in pairs]
+            mean = np.array([s["mean"] for s in stats])
+            low = np.array([s["ci"][0] for s in stats])
+            high = np.array([s["ci"][1] for s in stats])
+            axis.errorbar(mean, y, xerr=[np.clip(mean - low, 0, 5), np.clip(high - mean, 0, 5)], fmt="o",
+                          capsize=2, label=method, ms=4)
         axis.axvline(0, color="gray", lw=1)
         axis.set_yticks(range(len(pairs)))
-        axis.set_yticklabels(pairs if axis is axes[0][0] else [""] * len(pairs), fontsize=8)
+        axis.set_yticklabels(labels if axis is axes[0][0] else [""] * len(pairs), fontsize=7)
         axis.set_title(f"minus {baseline}", fontsize=9)
-        axis.set_xlabel("paired difference (+: agent better)", fontsize=8)
-        axis.set_xscale("symlog", linthresh=0.01)
-    axes[0][0].legend(fontsize=7, loc="best")
+        axis.set_xlabel("log(baseline's test error / method's)\n(+: the method is better)", fontsize=8)
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="lower left")
     figure.tight_layout()
     return _common.save_figure(figure, path)
 
 
+def budgets(reports, args):
+    """Trainings per (task, model) of each tuned baseline's search, and each agent's evolution."""
+    tuned = {name: {f"{r.task.name}:{m}": r.searches[(m, name)]["trainings"] for r in reports
+                    for m in r.models} for name in TUNED}
+    agents = {a.name: {k: a.provenance.get(k) for k in ("evaluations", "trainings", "cpu_hours", "algorithm")}
+              for a in args.agents + args.controls}
+    return {"tuned_search_trainings": tuned, "agents": agents}
+
+
 def main(argv=None):
     args = parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "generalization.runs.json")
-    protocol = {"protocol": PROTOCOL, "seeds": args.seeds,
-                "grids": {k: [v[0], v[1]] for k, v in args.grids.items()}}
-    record = {}
-    if args.resume and os.path.exists(path):
-        saved = read_json(path, "generalization record")
-        if saved.get("protocol") == protocol:
-            record = saved["pairs"]
-        else:
-            sys.exit(f"{path} was made with another protocol (seeds or grids): "
-                     "use another --out, or drop --resume.")
-
-    def save():
-        atomic_write_json(path, {"protocol": protocol, "pairs": record})
-
-    names = ", ".join(a.name for a in args.agents)
-    print(f"Held-out evidence for {names}: {len(args.pairs)} (task, model) pairs, {args.seeds} seeds, "
-          f"baselines {', '.join(DEFAULTS)}, {', '.join(args.grids)}"
-          + (f", {len(args.controls)} random-search control(s)" if args.controls else "")
-          + (f", ablations of {', '.join(args.ablated)}" if args.ablated else ""), flush=True)
+    records = os.path.join(args.out, "records")
+    os.makedirs(records, exist_ok=True)
+    compared = methods(args)
+    print(f"Held-out evidence for {', '.join(a.name for a in args.agents)}: "
+          f"{sum(len(m) for m in args.pairs.values())} (task, model) pairs of {len(args.pairs)} tasks, "
+          f"{args.seeds} seeds, {len(compared)} methods", flush=True)
     start = time.perf_counter()
-    for task_name, model_name in args.pairs:
-        print(f"{task_name} / {model_name} ...", flush=True)
-        run_pair(task_name, model_name, args, record, save, args.out)
-    rows = method_rows(record, args.pairs)
+    reports = []
+    for task_name, models in args.pairs.items():
+        print(f"{task_name} ({', '.join(models)}) ...", flush=True)
+        reports.append(evidence.compare(task_name, compared, models=models, seeds=args.seeds,
+                                        record=os.path.join(records, f"{task_name}.json"), verbose=True))
+    rows = [row for r in reports for row in r.rows()]
     _common.print_table(
-        [(r["task"], r["model"], r["method"], r["metric"], f"{r['mean']:.4f} +- {r['std']:.4f}",
-          f"{r['test_loss']:.4f}", r["diverged"]) for r in rows],
-        headers=("task", "model", "method", "metric", f"test metric (mean +- std, {args.seeds} seeds)",
-                 "median test loss", "diverged"), align="llllrrr", title="Test results per method")
+        [(r["task"], r["model"], r["method"], f"{r['metric_mean']:.4f} +- {r['metric_std']:.4f}",
+          f"{r['loss_median']:.4f}", r["diverged"]) for r in rows],
+        headers=("task", "model", "method", f"test metric (mean +- std, {args.seeds} seeds)",
+                 "median test loss", "diverged"), align="lllrrr",
+        title="Test results per method (accuracy, or MSE for regression and forecasting)")
 
-    labels = [a.name for a in args.agents] + [label(a, True) for a in args.controls]
-    ablated = [f"{name} / {kind}" for name in args.ablated for kind in ("frozen", "network mean")]
-    baselines = list(DEFAULTS) + list(args.grids)
-    paired, summary = compare(record, args.pairs, labels + ablated, baselines)
-    # the agents against their own ablations and the random-search control
-    for agent in args.agents:
-        others = [m for m in ablated if m.startswith(agent.name + " / ")]
-        others += [label(c, True) for c in args.controls if c.base == agent.base]
-        extra_paired, extra_summary = compare(record, args.pairs, [agent.name], others)
-        paired += extra_paired
-        summary += extra_summary
+    summary = [evidence.aggregate(reports, a, b) for a, b in comparisons(args)]
+    paired = [r.paired(a, b, m) for a, b in comparisons(args) for r in reports for m in r.models]
     _common.print_table(
-        [(p["task"], p["model"], p["agent"], p["baseline"], f"{p['mean_difference']:+.4f}",
-          f"[{p['ci'][0]:+.4f}, {p['ci'][1]:+.4f}]", f"{p['seeds_ahead']}/{p['seeds']}",
-          "within noise" if p["within_noise"] else "better" if p["mean_difference"] > 0 else "worse")
-         for p in paired if p["agent"] in labels],
-        headers=("task", "model", "agent", "minus", "mean difference", "95% CI", "seeds ahead",
+        [(p["task"], p["model"], p["method"], p["baseline"], f"{p['mean']:+.4f}",
+          f"[{p['ci'][0]:+.4f}, {p['ci'][1]:+.4f}]", f"{p['seeds_ahead']}/{p['seeds']}", p["verdict"])
+         for p in paired if p["baseline"] in ("Adam", "SGD", "Adam*", "SGD*")],
+        headers=("task", "model", "method", "minus", "mean difference", "95% CI", "seeds ahead",
                  "verdict"), align="llllrlrl",
-        title="Paired differences of the test metric (+: the agent is better; accuracy, or MSE "
-              "with the sign turned)")
+        title="Paired differences of the test metric (+: the method is better; MSE with the sign turned)")
     _common.print_table(
-        [(s["agent"], s["baseline"], f"{s['better_pairs']}/{s['pairs']}",
-          f"{s['log_loss_ratio']:+.4f}", f"+-{s['ci_half_width']:.4f}",
-          "within noise" if s["within_noise"] else "better" if s["log_loss_ratio"] > 0 else "worse",
-          s["diverged_runs"]) for s in summary],
-        headers=("method", "minus", "pairs better", "mean log loss ratio", "95% CI", "verdict",
-                 "diverged runs"), align="llrrrlr",
-        title="Across pairs: share of pairs with a better mean metric; mean over pairs of "
-              "log(baseline's test loss / the method's), clipped to [-3, 3]")
-    figure = plot_differences([p for p in paired if p["agent"] in labels and p["baseline"] in DEFAULTS],
-                              list(DEFAULTS), os.path.join(args.out, "generalization.png"))
-    result = {"pairs": [f"{t}:{m}" for t, m in args.pairs], "seeds": args.seeds,
-              "grid_trainings_per_pair": {k: int(np.prod([len(v) for v in g[1].values()]))
-                                          for k, g in args.grids.items()},
-              "rows": rows, "paired": paired, "summary": summary, "figure": figure,
-              "command": "python examples/generalization.py " + " ".join(sys.argv[1:] if argv is None
-                                                                         else argv)}
+        [(s["method"], s["baseline"], f"{s['better']}/{s['within_noise']}/{s['worse']}",
+          f"{s['log_error_ratio']['mean']:+.3f} [{s['log_error_ratio']['ci'][0]:+.3f}, "
+          f"{s['log_error_ratio']['ci'][1]:+.3f}]", s["log_error_ratio"]["verdict"],
+          f"{s['diverged'][0]}/{s['diverged'][1]}") for s in summary],
+        headers=("method", "minus", "pairs better/within noise/worse", "log error ratio [95% CI over tasks]",
+                 "verdict", "diverged runs (method/baseline)"), align="llrrlr",
+        title="Across pairs: verdicts on the test metric per pair; mean over tasks of log(baseline's "
+              "test error / the method's)")
+    figure = plot(reports, [s for s in summary if s["method"] in [a.name for a in args.agents]],
+                  ["Adam", "Adam*", "SGD", "SGD*"], os.path.join(args.out, "generalization.png"))
+    traces = [trace(args, a, args.out) for a in args.agents]
+    command = "python examples/generalization.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    result = {"pairs": [f"{r.task.name}:{m}" for r in reports for m in r.models], "tasks": len(reports),
+              "seeds": args.seeds, "budgets": budgets(reports, args), "rows": rows, "paired": paired,
+              "summary": summary, "figure": figure, "traces": traces, "command": command}
     atomic_write_json(os.path.join(args.out, "generalization.json"), result)
     if args.record:
         for name, agent in zip(args.agent, args.agents):
             zoo.record_benchmark(name, "held_out", {
-                **{k: result[k] for k in ("pairs", "seeds", "grid_trainings_per_pair", "command",
-                                          "figure")},
-                "summary": [s for s in summary if s["agent"] == agent.name
-                            or s["agent"].startswith(agent.name + " / ")]})
+                **{k: result[k] for k in ("pairs", "tasks", "seeds", "command", "figure")},
+                "summary": [s for s in summary if s["method"] == agent.name]})
             print(f"Recorded in the card of {name}")
     print(f"\nFigure: {figure}; {time.perf_counter() - start:.0f} s")
-    headline = {}
-    for s in summary:
-        if s["agent"] in labels and s["baseline"] in ("Adam", "SGD", "Adam*", "SGD*"):
-            headline[f"{s['agent']} vs {s['baseline']}"] = {
-                "share_better": s["share_better"], "log_loss_ratio": s["log_loss_ratio"],
-                "ci_half_width": s["ci_half_width"], "diverged_runs": s["diverged_runs"]}
-    _common.print_json_line({"pairs": len(args.pairs), "seeds": args.seeds, **headline})
+    headline = {f"{s['method']} vs {s['baseline']}": {
+        "better": s["better"], "within_noise": s["within_noise"], "worse": s["worse"],
+        "log_error_ratio": round(s["log_error_ratio"]["mean"], 4),
+        "ci": [round(v, 4) for v in s["log_error_ratio"]["ci"]], "diverged": s["diverged"][0]}
+        for s in summary if s["baseline"] in ("Adam", "SGD", "Adam*", "SGD*")}
+    _common.print_json_line({"pairs": len(result["pairs"]), "tasks": len(reports), "seeds": args.seeds,
+                             **headline})
 
 
 if __name__ == "__main__":

@@ -282,3 +282,46 @@ def test_tuned_arguments():
         evidence.Tuned("Nope", axes={"learning_rate": evidence.Axis((0.1, 1.0))})
     assert set(evidence.Tuned("Adam").axes) == {"learning_rate", "beta_1", "beta_2", "epsilon"}
     assert set(evidence.Tuned("SGD").axes) == {"learning_rate", "momentum", "nesterov"}
+
+
+@pytest.mark.parametrize("optimizer", ["Adam", "nm_adam_digits", "frozen"])
+def test_a_reused_trainer_trains_each_seed_as_a_fresh_model(optimizer):
+    from keras_neuromod import NmAdam
+    from keras_neuromod.optimizers.ablation import ablate
+
+    def make():
+        if optimizer == "Adam":
+            return keras.optimizers.Adam()
+        if optimizer == "frozen":
+            return ablate(NmAdam(agent="nm_adam_digits"), "frozen",
+                          hyperparameters=np.tile([[3e-3, 0.8, 0.99, 1e-6]], (2, 1)))
+        return NmAdam(agent=optimizer)
+
+    trainer = evidence.Trainer(TINY, "linear", make())
+    first = trainer.run(1)
+    again = trainer.run(0)  # after another seed's training
+    fresh = evidence.Trainer(TINY, "linear", make()).run(0)
+    assert again.loss == pytest.approx(fresh.loss, rel=1e-6)
+    assert again.metric == pytest.approx(fresh.metric, rel=1e-6)
+    assert first.loss != pytest.approx(fresh.loss, rel=1e-3)
+
+
+def test_dropout_draws_are_the_seeds():
+    """A model with dropout: a seed's training is the same from a fresh trainer or a reused one."""
+    def dropout_mlp(input_shape, output_dim, seed=None):
+        inputs = keras.Input(shape=input_shape)
+        x = keras.layers.Dense(16, activation="relu",
+                               kernel_initializer=keras.initializers.GlorotUniform(seed))(inputs)
+        x = keras.layers.Dropout(0.5)(x)
+        outputs = keras.layers.Dense(output_dim,
+                                     kernel_initializer=keras.initializers.GlorotUniform(seed))(x)
+        return keras.Model(inputs, outputs)
+
+    tasks.register_model("test_dropout_mlp", dropout_mlp, overwrite=True)
+    task = tasks.Task("tiny_dropout", "tabular", _blobs, ("test_dropout_mlp",),
+                      "sparse_categorical_crossentropy", epochs=2)
+    trainer = evidence.Trainer(task, "test_dropout_mlp", keras.optimizers.SGD(0.1))
+    first = trainer.run(3)
+    trainer.run(4)
+    assert trainer.run(3) == first
+    assert evidence.Trainer(task, "test_dropout_mlp", keras.optimizers.SGD(0.1)).run(3) == first
