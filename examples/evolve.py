@@ -24,7 +24,12 @@ fame and the last generation's best) with the best mean score on a fixed
 validation draw of `--validation-draws` x `--instances` further instances
 (`keras_neuromod.evolution.validate`). `--algorithm random` runs the
 control with the same budget: fresh random genomes every generation, the best
-of them all kept.
+of them all kept. `--algorithm static` runs the control without modulation,
+with the same budget, instances, fitness, hall of fame and selection: CMA-ES
+searches the best fixed hyperparameters of the base (one value each, for every
+tensor and step, within the agent's ranges; `keras_neuromod.evolution.static`),
+and `best_agent.json` holds them as collapsed ranges (`{name: [v, v]}`), so
+that `NmAdam(agent=...)` trains as Keras's Adam with those settings.
 
 The default backend, `vectorized`, trains the population as compiled JAX code
 (in a JAX worker process; batched where that is faster), which gives the same
@@ -66,10 +71,12 @@ from keras_neuromod.evolution.engine import ALGORITHMS  # noqa: E402
 from keras_neuromod.evolution.suite import BASELINES  # noqa: E402
 from keras_neuromod.evolution import validate  # noqa: E402
 from keras_neuromod.evolution.parallel import BACKENDS  # noqa: E402
+from keras_neuromod.evolution.static import static_agent  # noqa: E402
 
 QUICK = {"population": 20, "generations": 8, "epochs": 3, "models": "mlp,A", "width": 0.5,
          "train_subset": None}
 QUICK_SUITE = {"population": 16, "generations": 4, "instances": 2}
+SEARCHES = {"grneat": "GRNEAT", "random": "Random search", "static": "Static search"}
 
 
 def count(text):
@@ -127,7 +134,11 @@ def parse_args(argv=None):
                         help="with --suite: draws of INSTANCES validation instances that pick the "
                              "agent among the candidates (0: the last generation's best)")
     parser.add_argument("--algorithm", default="grneat", choices=ALGORITHMS,
-                        help="grneat (default), or random: the random-search control")
+                        help="grneat (default); random: the random-search control (random "
+                             "genomes); static (with --suite): the control without modulation, "
+                             "CMA-ES over fixed hyperparameters, written as an agent with "
+                             "collapsed ranges, on the instances random draws. Both controls "
+                             "have an evolution's budget, fitness and selection")
     args = parser.parse_args(argv)
     if args.timeout is not None and args.backend == "serial":
         parser.error("--timeout needs another backend than serial (a serial run cannot stop itself)")
@@ -146,10 +157,13 @@ def parse_args(argv=None):
         except (KeyError, ValueError) as error:
             parser.error(str(error).strip("'\""))
         args.models = ("suite",)
-        args.name = args.name or f"nm_{args.base}_general"
+        prefix = "static" if args.algorithm == "static" else "nm"
+        args.name = args.name or f"{prefix}_{args.base}_general"
         return args
     if args.tasks is not None or args.instances is not None:
         parser.error("--tasks and --instances go with --suite")
+    if args.algorithm == "static":
+        parser.error("--algorithm static goes with --suite (scored against the Keras baseline)")
     full_scale = args.task != "digits"
     defaults = {"population": 50, "generations": 50, "epochs": 20, "models": "A,B,C", "width": 1.0,
                 "train_subset": None} if full_scale else QUICK
@@ -249,10 +263,14 @@ def select_agent(args, result):
     scores = validate([c.genome for c in candidates], args.task_spec, draws=args.validation_draws,
                       workers=args.workers)
     means = scores.mean(axis=1)
+    static = args.algorithm == "static"
     _common.print_table(
-        [(i, c.generation, f"{c.fitness.values[0]:.4f}", f"{m:.4f}", c.genome.n_regulatory)
+        [(i, c.generation, f"{c.fitness.values[0]:.4f}", f"{m:.4f}",
+          str(c.genome) if static else c.genome.n_regulatory)
          for i, (c, m) in enumerate(zip(candidates, means))],
-        headers=("candidate", "generation", "fitness", "validation", "reg. proteins"), align="rrrrr")
+        headers=("candidate", "generation", "fitness", "validation",
+                 "hyperparameters" if static else "reg. proteins"),
+        align="rrrr" + ("l" if static else "r"))
     chosen = int(np.argmax(means))
     return candidates[chosen], {
         "candidates": len(candidates), "draws": args.validation_draws,
@@ -297,7 +315,7 @@ def main(argv=None):
     command = "python examples/evolve.py " + " ".join(sys.argv[1:] if argv is None else argv)
     optimizer = f"Nm-{'SGD' if args.base == 'sgd' else 'Adam'}"
     if args.suite:
-        print(f"{'Random search' if args.algorithm == 'random' else 'GRNEAT'} on the task suite "
+        print(f"{SEARCHES[args.algorithm]} on the task suite "
               f"({len(args.task_spec.tasks)} tasks, {args.instances} instances per generation): "
               f"{optimizer} agents against Keras's {BASELINES[args.base]}, population "
               f"{args.population}, {args.generations} generations, seed {args.seed}", flush=True)
@@ -331,19 +349,24 @@ def main(argv=None):
     chosen, selection = select_agent(args, result)
     agent_path = os.path.join(args.out, "best_agent.json")
     spec = args.task_spec if args.suite else None
-    agent = zoo.Agent(
-        name=args.name, base=args.base, genome=chosen.genome,
-        ranges=spec.ranges if spec else None,
-        settings={"warmup_steps": spec.warmup_steps if spec else 25,
-                  "grn_steps_per_update": spec.grn_steps_per_update if spec else 1},
-        provenance=provenance(args, result, chosen, selection),
-    )
+    settings = {"warmup_steps": spec.warmup_steps if spec else 25,
+                "grn_steps_per_update": spec.grn_steps_per_update if spec else 1}
+    if args.algorithm == "static":
+        # the fixed values as collapsed ranges: the agent trains as Keras's optimizer with them
+        agent = static_agent(chosen.genome, args.name, settings,
+                             provenance(args, result, chosen, selection))
+    else:
+        agent = zoo.Agent(
+            name=args.name, base=args.base, genome=chosen.genome,
+            ranges=spec.ranges if spec else None, settings=settings,
+            provenance=provenance(args, result, chosen, selection),
+        )
     zoo.save(agent, agent_path)
     write_logbook(result.logbook, os.path.join(args.out, "logbook.csv"))
     figure = os.path.join(args.out, "fitness.png")
     if args.suite:
-        search = "Random search" if args.algorithm == "random" else "GRNEAT"
-        plot_fitness(result.logbook, figure, f"{search} on the task suite (seed {args.seed})",
+        plot_fitness(result.logbook, figure,
+                     f"{SEARCHES[args.algorithm]} on the task suite (seed {args.seed})",
                      f"fitness (mean log loss ratio against {BASELINES[args.base]})")
     else:
         plot_fitness(result.logbook, figure, f"GRNEAT on {args.task} (seed {args.seed})")
@@ -354,8 +377,9 @@ def main(argv=None):
         align="rrrrrr")
     picked = ("the best on the validation draw" if selection
               else "the best individual of the last generation")
-    print(f"\nAgent ({picked}): fitness {chosen.fitness.values[0]:.4f}, "
-          f"{chosen.genome.n_regulatory} regulatory proteins -> {agent_path}")
+    what = (f"fixed {chosen.genome}" if args.algorithm == "static"
+            else f"{chosen.genome.n_regulatory} regulatory proteins")
+    print(f"\nAgent ({picked}): fitness {chosen.fitness.values[0]:.4f}, {what} -> {agent_path}")
     print(f"Figure: {figure}; {result.evaluated_now} evaluations in {time.perf_counter() - start:.0f} s "
           f"(command: {command.strip()})")
     print_summary(result, agent_path, selection)

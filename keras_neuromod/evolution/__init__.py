@@ -4,6 +4,8 @@
 generation: by default as compiled, batched JAX code (`VectorizedEvaluator`, the
 fitness `model.fit` gives, many times faster), or one `model.fit` per individual,
 serially, on local processes or on a Ray cluster.
+`evolve(algorithm="static")` is the control without modulation: CMA-ES over fixed
+hyperparameters (`FixedHyperparameters`, written as agents by `static_agent`).
 `EvolutionStrategy` evolves the shared weights of evolvable neural units;
 `ENUFitness` scores a whole population of ENU genomes in one compiled call.
 """
@@ -16,6 +18,8 @@ from keras_neuromod.evolution.enu_fitness import ENUFitness
 from keras_neuromod.evolution.fitness import Evaluator
 from keras_neuromod.evolution.fitness import FitnessTask
 from keras_neuromod.evolution.grneat import GRNEATConfig
+from keras_neuromod.evolution.static import FixedHyperparameters
+from keras_neuromod.evolution.static import static_agent
 from keras_neuromod.evolution.strategies import EvolutionStrategy
 from keras_neuromod.evolution.suite import SuiteTask
 from keras_neuromod.evolution.vectorized import VectorizedEvaluator
@@ -32,4 +36,6 @@ __all__ = [
     "FitnessTask",
     "GRNEATConfig",
     "SuiteTask",
+    "FixedHyperparameters",
+    "static_agent",
 ]

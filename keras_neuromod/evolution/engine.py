@@ -13,9 +13,13 @@ One generation:
 6. write `checkpoint.json` atomically.
 
 The GRNEAT steps live in `keras_neuromod.evolution.grneat`; this module holds the
-loop, the record and the checkpoint. A single `numpy.random.Generator` seeded by
-`seed` drives every random choice, and its state is in the checkpoint, so a run
-resumed from a checkpoint ends with exactly the result of an uninterrupted one.
+loop, the record and the checkpoint. Two controls share them: ``"random"`` (fresh
+random genomes every generation) and ``"static"`` (CMA-ES over fixed
+hyperparameters, `keras_neuromod.evolution.static`). A single
+`numpy.random.Generator` seeded by `seed` drives every random choice (the static
+search's CMA-ES samples from a second one, on a stream of its own), and its
+state is in the checkpoint, so a run resumed from a checkpoint ends with
+exactly the result of an uninterrupted one.
 """
 
 import dataclasses
@@ -27,11 +31,15 @@ from deap import base
 from deap import tools
 
 from keras_neuromod import _fields
+from keras_neuromod import bases
 from keras_neuromod.agrn import Genome
 from keras_neuromod.bases import N_INPUTS
 from keras_neuromod.evolution import grneat
 from keras_neuromod.evolution.fitness import FitnessTask
 from keras_neuromod.evolution.parallel import make_backend
+from keras_neuromod.evolution.static import FixedHyperparameters
+from keras_neuromod.evolution.static import StaticSearch
+from keras_neuromod.evolution.static import is_candidate
 from keras_neuromod.io import atomic_write_json
 from keras_neuromod.io import read_json
 
@@ -47,7 +55,11 @@ class FitnessMax(base.Fitness):
 
 
 class Individual:
-    """A genome with a DEAP fitness (so that DEAP's tools work on it)."""
+    """A genome with a DEAP fitness (so that DEAP's tools work on it).
+
+    In the static search (`evolve(algorithm="static")`), `genome` holds the
+    candidate's `FixedHyperparameters` instead.
+    """
 
     __slots__ = ("genome", "fitness", "generation")
 
@@ -74,7 +86,8 @@ class Individual:
 
     @classmethod
     def from_dict(cls, data):
-        return cls(Genome.from_dict(data["genome"]), data["fitness"], data["generation"])
+        kind = FixedHyperparameters if is_candidate(data["genome"]) else Genome
+        return cls(kind.from_dict(data["genome"]), data["fitness"], data["generation"])
 
     def __repr__(self):
         fitness = f"{self.fitness.values[0]:.4f}" if self.fitness.valid else "unevaluated"
@@ -131,9 +144,10 @@ class _Run:
         self.hall_of_fame = tools.HallOfFame(settings["hall_of_fame"])
         self.best = None
         self.evaluations = 0
+        self.search = None  # the static search's CMA-ES (algorithm "static")
 
     def to_dict(self):
-        return {
+        data = {
             "format": CHECKPOINT_FORMAT,
             "settings": self.settings,
             "config": self.config.to_dict(),
@@ -147,6 +161,9 @@ class _Run:
             "best": self.best.to_dict() if self.best else None,
             "evaluations": self.evaluations,
         }
+        if self.search is not None:
+            data["search"] = self.search.to_dict()
+        return data
 
     @classmethod
     def load(cls, path, settings, config):
@@ -172,7 +189,7 @@ class _Run:
                 f"Not a GRNEAT checkpoint: {where[4:]} has format {found!r:.80}, "
                 f"expected {CHECKPOINT_FORMAT!r}."
             )
-        _fields.fields(data, where, _CHECKPOINT_FIELDS)
+        _fields.fields(data, where, _CHECKPOINT_FIELDS, ("search",))
         saved = data["settings"]
         if not isinstance(saved, dict):
             raise ValueError(f"{at('settings')} must be a JSON object.")
@@ -201,9 +218,24 @@ class _Run:
                 f"same evolution. Differing: {'; '.join(differing)}."
             )
         rng = _fields.generator(data["rng_state"], at("rng_state"))
-        n_outputs = _task_from_dict(settings["task"]).n_outputs
+        task = _task_from_dict(settings["task"])
+        n_outputs = task.n_outputs
+        static = settings["algorithm"] == "static"
+        if static != ("search" in data):
+            raise ValueError(f"{where} {'lacks' if static else 'has'} the field 'search', which a "
+                             f"{'static' if static else settings['algorithm']} run's checkpoint "
+                             f"{'holds' if static else 'does not hold'}.")
 
         def genome(value, field):
+            if static:
+                try:
+                    candidate = FixedHyperparameters.from_dict(value)
+                except ValueError as error:
+                    raise ValueError(f"{at(field)}: {error}") from None
+                if candidate.base != task.base:
+                    raise ValueError(f"{at(field)} fixes hyperparameters of the {candidate.base!r} "
+                                     f"base; this run searches the {task.base!r} base's.")
+                return candidate
             try:
                 result = Genome.from_dict(value)
             except ValueError as error:
@@ -228,7 +260,9 @@ class _Run:
 
         run = cls(settings, config, rng)
         run.generation = _fields.integer(data["generation"], at("generation"))
-        population = _fields.items(data["population"], at("population"), length=config.population)
+        # the static search keeps no population between generations (CMA-ES draws it)
+        population = _fields.items(data["population"], at("population"),
+                                   length=0 if static else config.population)
         run.population = [genome(g, f"population[{i}]") for i, g in enumerate(population)]
         species = _fields.items(data["species"], at("species"), max_length=config.population)
         lo, hi = config.threshold_bounds
@@ -264,6 +298,9 @@ class _Run:
         run.hall_of_fame.keys = [ind.fitness for ind in reversed(hall)]
         run.best = None if data["best"] is None else individual(data["best"], "best")
         run.evaluations = _fields.integer(data["evaluations"], at("evaluations"))
+        if static:
+            run.search = StaticSearch.from_dict(data["search"], task.base, task.ranges,
+                                                config.population, where=at("search"))
         return run
 
 
@@ -277,7 +314,7 @@ def _task_from_dict(data):
 
 # Settings added after the first checkpoints: a checkpoint without one was made with this value.
 _SETTING_DEFAULTS = {"algorithm": "grneat"}
-ALGORITHMS = ("grneat", "random")
+ALGORITHMS = ("grneat", "random", "static")
 
 _CHECKPOINT_FIELDS = ("format", "settings", "config", "generation", "population", "species",
                       "fitness_range", "rng_state", "logbook", "hall_of_fame", "best", "evaluations")
@@ -354,7 +391,16 @@ def evolve(
             every size up to `max_regulatory`) on a draw of its own made
             as an evolution makes it (one architecture and seed, or one set
             of suite instances, per generation), and the hall of fame keeps
-            the best of them all.
+            the best of them all. ``"static"`` is the control without
+            modulation (a `SuiteTask` only): with the same budget it searches
+            the best fixed hyperparameters of the base (one value each, for
+            every tensor and step, within the task's ranges) with CMA-ES
+            (`keras_neuromod.evolution.static`), `population` candidates per
+            generation, on the very instances the random control with the
+            same seed and population draws, with the same fitness and hall
+            of fame; the individuals' `genome` is then a
+            `FixedHyperparameters`, and `static.static_agent` writes one as
+            an agent with collapsed ranges.
         **task_options: more `FitnessTask` fields (`batch_size`, `width`,
             `metric`, `train_subset`, `ranges`, ...).
 
@@ -383,6 +429,8 @@ def evolve(
         layer_plan(name)
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}.")
+    if algorithm == "static":
+        _check_static(fitness_task, fitness)
     generations = _fields.integer(generations, "generations")
     if backend is None:
         backend = "process" if fitness is not None else "vectorized"
@@ -408,16 +456,24 @@ def evolve(
             )
         rng = np.random.default_rng(seed)
         run = _Run(settings, config, rng)
-        first = grneat.random_population if algorithm == "random" else grneat.initial_population
+        first = grneat.initial_population if algorithm == "grneat" else grneat.random_population
         run.population = first(N_INPUTS, fitness_task.n_outputs, rng, config)
+        if algorithm == "static":
+            # the random control's genomes are drawn and dropped, so that its generator and
+            # so its draws stay those of the random control; CMA-ES has a stream of its own
+            run.population = []
+            stream = np.random.SeedSequence(int(seed)).spawn(1)[0]
+            run.search = StaticSearch(fitness_task.base, fitness_task.ranges, population,
+                                      np.random.default_rng(stream))
 
     evaluated_now = 0
     if run.generation < generations:
         engine = make_backend(backend, fitness if fitness is not None else fitness_task, workers,
                               ray_address, timeout=timeout, vectorized=vectorized)
         try:
+            step = _static_generation if algorithm == "static" else _generation
             while run.generation < generations:
-                evaluated_now += _generation(run, engine, models, progress, verbose)
+                evaluated_now += step(run, engine, models, progress, verbose)
                 if checkpoint:
                     atomic_write_json(checkpoint, run.to_dict())
         finally:
@@ -433,6 +489,16 @@ def evolve(
     )
 
 
+def _check_static(task, fitness):
+    """The static search's needs: a `SuiteTask` and its own fitness."""
+    from keras_neuromod.evolution.suite import SuiteTask
+
+    if not isinstance(task, SuiteTask) or fitness is not None:
+        raise ValueError("algorithm='static' searches fixed hyperparameters on a SuiteTask (its "
+                         "vectorized trainings against the Keras baseline); pass task=SuiteTask(...) "
+                         "and no fitness function.")
+
+
 def _progress_bar(total, generation, enabled):
     if not enabled:
         return None, None
@@ -444,11 +510,33 @@ def _progress_bar(total, generation, enabled):
     return bar, bar.update
 
 
+def _draw(rng, models):
+    """The generation's architecture and seed (which, on a suite, draws its instances)."""
+    architecture = models[int(rng.integers(len(models)))]
+    return architecture, int(rng.integers(2**31 - 1))
+
+
+def _record(run, population, fitnesses, architecture, evaluated, species, start, verbose):
+    """Log the generation; update the fitness range, the hall of fame, the best and the count."""
+    run.fitness_range = grneat.widen_fitness_range(run.fitness_range, fitnesses)
+    individuals = [Individual(g, f, run.generation) for g, f in zip(population, fitnesses)]
+    run.hall_of_fame.update(individuals)
+    run.best = max(individuals, key=lambda ind: ind.fitness.values[0])
+    run.evaluations += evaluated
+    record = _statistics().compile(individuals)
+    run.logbook.record(
+        gen=run.generation, architecture=architecture, evals=evaluated, species=species,
+        size=float(np.mean([g.n_regulatory for g in population])),
+        seconds=round(time.perf_counter() - start, 2), **{k: float(v) for k, v in record.items()},
+    )
+    if verbose:
+        print(run.logbook.stream, flush=True)
+
+
 def _generation(run, engine, models, progress, verbose):
     config, rng = run.config, run.rng
     start = time.perf_counter()
-    architecture = models[int(rng.integers(len(models)))]
-    task_seed = int(rng.integers(2**31 - 1))
+    architecture, task_seed = _draw(rng, models)
     bar, tick = _progress_bar(len(run.population), run.generation, progress)
     evaluated = 0
 
@@ -473,20 +561,7 @@ def _generation(run, engine, models, progress, verbose):
     finally:
         if bar is not None:
             bar.close()
-    run.fitness_range = grneat.widen_fitness_range(run.fitness_range, fitnesses)
-
-    individuals = [Individual(g, f, run.generation) for g, f in zip(population, fitnesses)]
-    run.hall_of_fame.update(individuals)
-    run.best = max(individuals, key=lambda ind: ind.fitness.values[0])
-    run.evaluations += evaluated
-    record = _statistics().compile(individuals)
-    run.logbook.record(
-        gen=run.generation, architecture=architecture, evals=evaluated, species=len(species),
-        size=float(np.mean([g.n_regulatory for g in population])),
-        seconds=round(time.perf_counter() - start, 2), **{k: float(v) for k, v in record.items()},
-    )
-    if verbose:
-        print(run.logbook.stream, flush=True)
+    _record(run, population, fitnesses, architecture, evaluated, len(species), start, verbose)
 
     if random_search:
         n_outputs = population[0].n_outputs
@@ -496,6 +571,32 @@ def _generation(run, engine, models, progress, verbose):
             population, fitnesses, species, run.fitness_range, rng, config)
     run.generation += 1
     return evaluated
+
+
+def _static_generation(run, engine, models, progress, verbose):
+    """One generation of the static search: CMA-ES asks, the suite scores, CMA-ES learns.
+
+    The run's generator draws the generation's instances and then the random
+    control's genomes (dropped), exactly as a ``"random"`` run's does, so both
+    controls meet the same instances generation by generation.
+    """
+    start = time.perf_counter()
+    architecture, task_seed = _draw(run.rng, models)
+    positions = run.search.ask()
+    candidates = [run.search.candidate(p) for p in positions]
+    jobs = [{"genome": c.to_dict(), "architecture": architecture, "seed": task_seed}
+            for c in candidates]
+    bar, tick = _progress_bar(len(jobs), run.generation, progress)
+    try:
+        fitnesses = engine.map(jobs, progress=tick)
+    finally:
+        if bar is not None:
+            bar.close()
+    run.search.tell(positions, fitnesses)
+    _record(run, candidates, fitnesses, architecture, len(jobs), 0, start, verbose)
+    grneat.random_population(N_INPUTS, bases.get(run.search.base).n_outputs, run.rng, run.config)
+    run.generation += 1
+    return len(jobs)
 
 
 def validate(genomes, suite, draws=8, workers=None, first_seed=None, timeout=None):
@@ -508,7 +609,8 @@ def validate(genomes, suite, draws=8, workers=None, first_seed=None, timeout=Non
     ...), on validation data as during evolution.
 
     Args:
-        genomes: `Genome`s or genome dicts.
+        genomes: `Genome`s or genome dicts, or `FixedHyperparameters` (the
+            static search's candidates) or their dicts.
         suite: the `SuiteTask`.
         draws: draws of `suite.instances` instances each.
         workers: JAX worker processes (`VectorizedBackend`; default: the
@@ -525,7 +627,8 @@ def validate(genomes, suite, draws=8, workers=None, first_seed=None, timeout=Non
 
     if first_seed is None:
         first_seed = VALIDATION_SEEDS
-    genomes = [g.to_dict() if isinstance(g, Genome) else dict(g) for g in genomes]
+    genomes = [g.to_dict() if isinstance(g, (Genome, FixedHyperparameters)) else dict(g)
+               for g in genomes]
     draws = _fields.integer(draws, "draws", minimum=1)
     seeds = [int(first_seed) + i for i in range(draws)]
     jobs = [{"genome": g, "architecture": "suite", "seed": s} for s in seeds for g in genomes]

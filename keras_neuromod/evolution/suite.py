@@ -17,6 +17,9 @@ and a seed (the initial weights and the data order). On every instance,
 
 The fitness is the mean score over the instances. Selection reads validation
 data only (carved from the training data); the test split is left for evidence.
+The static-search control's candidates (`static.FixedHyperparameters`: one fixed
+value per hyperparameter) are scored alike, trained through the "frozen"
+ablation of the base's optimizer.
 Trainings run vectorized (`keras_neuromod.evolution.vectorized.TrainingProgram`),
 so this fitness needs the ``"vectorized"`` backend (or Ray with
 `vectorized=True`).
@@ -177,6 +180,47 @@ class SuiteEvaluator:
             self._programs[key] = (task, programs)
         return self._programs[key]
 
+    def _static_program(self, task_name, model_name, splits):
+        """The compiled training of fixed hyperparameters (the static search) on one (task, model, shapes).
+
+        The task's optimizer under the "frozen" ablation (`static.fixed_optimizer`):
+        a population of hyperparameter vectors trains where genomes would.
+        """
+        shapes = tuple(np.shape(a) for a in (*splits.train, *splits.val))
+        key = (task_name, model_name, shapes, "static")
+        if key not in self._programs:
+            from keras_neuromod import tasks as suite_tasks
+            from keras_neuromod.evolution.static import fixed_optimizer
+            from keras_neuromod.evolution.vectorized import TrainingProgram
+
+            task = suite_tasks.get(task_name)
+            model = task.build_model(model_name, seed=0)
+            optimizer = fixed_optimizer(self.suite, len(model.trainable_variables))
+            task.compile(model, optimizer)
+            optimizer.build(model.trainable_variables)
+            self._programs[key] = TrainingProgram(
+                model, optimizer, task.loss_function(), task.metric, task.epochs, task.batch_size,
+                *splits.train, *splits.val, **self.plan)
+        return self._programs[key]
+
+    def _candidates(self, genomes):
+        """Genomes, or fixed hyperparameters of the suite's base (the static search); not both."""
+        from keras_neuromod.evolution.static import FixedHyperparameters
+        from keras_neuromod.evolution.static import is_candidate
+
+        static = [is_candidate(g) for g in genomes]
+        if any(static) and not all(static):
+            raise ValueError("Score genomes and fixed hyperparameters in separate calls.")
+        if not all(static):
+            return [g if isinstance(g, Genome) else Genome.from_dict(g) for g in genomes], False
+        candidates = [g if isinstance(g, FixedHyperparameters) else FixedHyperparameters.from_dict(g)
+                      for g in genomes]
+        for candidate in candidates:
+            if candidate.base != self.suite.base:
+                raise ValueError(f"Fixed hyperparameters of the {candidate.base!r} base cannot be "
+                                 f"scored on a suite of the {self.suite.base!r} base.")
+        return candidates, True
+
     def _instance(self, task, model_name, seed):
         """The instance's initial weights and data order (on the splits of `seed`)."""
         splits = task.splits(seed)
@@ -184,10 +228,17 @@ class SuiteEvaluator:
         return splits, weights, task.data_order(seed)
 
     def scores(self, genomes, seed):
-        """Per-instance scores, `[genomes, instances]`, and the instances."""
+        """Per-instance scores, `[genomes, instances]`, and the instances.
+
+        Args:
+            genomes: `Genome`s or genome dicts, or (the static search)
+                `FixedHyperparameters` or their dicts, trained with those
+                values fixed for every tensor and step.
+            seed: the draw's seed.
+        """
         from keras_neuromod import tasks as suite_tasks
 
-        genomes = [g if isinstance(g, Genome) else Genome.from_dict(g) for g in genomes]
+        genomes, static = self._candidates(genomes)
         clip = float(self.suite.clip)
         instances = self.suite.draw(seed)
         table = np.zeros((len(genomes), len(instances)))
@@ -204,7 +255,12 @@ class SuiteEvaluator:
                 result = baseline.run(None, weights, orders)
                 self._baselines[key] = float(result.loss[0]) if result.finite[0] else math.nan
             reference = self._baselines[key]
-            result = agents.run(genomes, weights, orders)
+            if static:
+                program = self._static_program(task_name, model_name, splits)
+                program.use_data(*splits.train, *splits.val)
+                result = program.run(genomes, weights, orders)
+            else:
+                result = agents.run(genomes, weights, orders)
             with np.errstate(divide="ignore", invalid="ignore"):
                 score = np.log(reference / result.loss)
             score = np.where(result.finite & np.isfinite(score), np.clip(score, -clip, clip), -clip)
@@ -212,7 +268,7 @@ class SuiteEvaluator:
         return table, instances
 
     def evaluate_many(self, genomes, architecture, seed):
-        """The fitness of each genome: its mean score over the generation's instances."""
+        """The fitness of each genome (or fixed hyperparameters): its mean score over the instances."""
         if not genomes:
             return []
         table, _ = self.scores(genomes, seed)

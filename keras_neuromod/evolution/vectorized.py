@@ -204,7 +204,9 @@ class TrainingProgram:
     Args:
         model: a built Keras model (a classifier outputs logits).
         optimizer: a `NeuromodulatedOptimizer` built for `model`'s trainable
-            variables, or a plain Keras optimizer (a baseline, trained once).
+            variables, its "frozen" ablation (`keras_neuromod.optimizers.ablation`,
+            which takes fixed hyperparameter vectors where genomes go: the
+            static search), or a plain Keras optimizer (a baseline, trained once).
         loss: a Keras loss (a `keras.losses.Loss` or a function of
             `(y_true, y_pred)` returning one value per example).
         metric: ``"accuracy"`` (argmax against integer labels) or ``"mse"``.
@@ -222,8 +224,6 @@ class TrainingProgram:
                  y_eval=None, vmap=None, scan=None, width=DEFAULT_WIDTH):
         import jax
 
-        from keras_neuromod.agrn import pack
-
         require_jax("TrainingProgram")
         if metric not in ("accuracy", "mse"):
             raise ValueError(f"metric must be 'accuracy' or 'mse', got {metric!r}.")
@@ -232,16 +232,10 @@ class TrainingProgram:
         self.batch_size = _fields.integer(batch_size, "batch_size", minimum=1)
         self.width = _fields.integer(width, "width", minimum=1)
         variables = list(optimizer.variables)
-        # a plain Keras optimizer (a baseline) has no genome: `run` then trains once
-        self.takes_genomes = hasattr(optimizer, "_grn_tags")
-        if self.takes_genomes:
-            self.pack = lambda genome: pack(genome, optimizer._capacity)
-            genome_slots = [
-                next(i for i, v in enumerate(variables) if v is target)
-                for target in (optimizer._grn_tags, optimizer._grn_active, optimizer._grn_rates)
-            ]
-        else:
-            genome_slots = []
+        self.pack, targets = _candidate_slots(optimizer)
+        # a plain Keras optimizer (a baseline) takes no candidates: `run` then trains once
+        self.takes_genomes = self.pack is not None
+        genome_slots = [next(i for i, v in enumerate(variables) if v is target) for target in targets]
         if hasattr(optimizer, "reset_state"):
             optimizer.reset_state()
         self.optimizer_start = [v.value for v in variables]
@@ -307,7 +301,9 @@ class TrainingProgram:
         """Train every genome from `initial_weights` (`model.get_weights()` order).
 
         Args:
-            genomes: `Genome`s (None with a plain optimizer: one training).
+            genomes: `Genome`s; with a frozen optimizer, hyperparameter vectors
+                (`FixedHyperparameters` or arrays of one value per
+                hyperparameter); None with a plain optimizer (one training).
             initial_weights: the model's starting weights.
             orders: int array [epochs, examples]: each epoch's order of the
                 training examples.
@@ -328,11 +324,7 @@ class TrainingProgram:
         weights[-1] = 1
         if self.takes_genomes:
             packed = [self.pack(g) for g in genomes]
-            population = (
-                np.stack([p.tags for p in packed]).astype(np.float32),
-                np.stack([p.active for p in packed]).astype(np.float32),
-                np.stack([[p.beta, p.delta] for p in packed]).astype(np.float32),
-            )
+            population = tuple(np.stack(parts).astype(np.float32) for parts in zip(*packed))
         else:
             if genomes is not None:
                 raise ValueError("A TrainingProgram with a plain optimizer takes no genomes.")
@@ -364,6 +356,36 @@ class TrainingProgram:
         return Results(values[:, 0], values[:, 1], values[:, 2] > 0.5)
 
 
+def _candidate_slots(optimizer):
+    """How `run` packs a candidate, and the optimizer variables it goes into.
+
+    A neuromodulated optimizer takes genomes (packed tags, activity and rates:
+    three variables); its "frozen" ablation takes fixed hyperparameter vectors
+    (one value per hyperparameter, `start` broadcasts it to every tensor's row
+    of the ablation's table); a plain optimizer takes none (`(None, ())`).
+    """
+    from keras_neuromod.agrn import pack
+
+    if getattr(optimizer, "ablation", None) == "frozen":
+        names = tuple(optimizer.HYPERPARAMETERS)
+
+        def vector(candidate):
+            values = np.asarray(getattr(candidate, "vector", candidate), np.float32)
+            if values.shape != (len(names),):
+                raise ValueError(f"A frozen optimizer's candidates are {len(names)} values "
+                                 f"({list(names)}), got shape {values.shape}.")
+            return (values,)
+
+        return vector, (optimizer._frozen,)
+    if hasattr(optimizer, "_grn_tags"):
+        def packed(genome):
+            p = pack(genome, optimizer._capacity)
+            return p.tags, p.active, np.array([p.beta, p.delta])
+
+        return packed, (optimizer._grn_tags, optimizer._grn_active, optimizer._grn_rates)
+    return None, ()
+
+
 def _per_example(loss):
     """`loss` as a function of `(y_true, y_pred)` giving one value per example."""
     import keras
@@ -377,8 +399,8 @@ def _training_functions(model, optimizer, loss, metric, held_out, genome_slots):
     """`start`, `step` and `finish`: one individual's training as pure functions.
 
     * `start(genome, trainable, non_trainable, optimizer_variables) -> state`
-      puts the genome (the packed tags, activity and rates) into the
-      optimizer's variables;
+      puts the genome (the packed tags, activity and rates), or a fixed
+      hyperparameter vector, into the optimizer's variables;
     * `step(state, indices, weight, x, y) -> state` trains on the examples
       `x[indices]` (one batch) and adds `weight` times the batch's summed
       loss and metric (of the predictions before the update, as `fit`'s
@@ -405,7 +427,8 @@ def _training_functions(model, optimizer, loss, metric, held_out, genome_slots):
     def start(genome, trainable, non_trainable, optimizer_variables):
         optimizer_variables = list(optimizer_variables)
         for slot, value in zip(genome_slots, genome):
-            optimizer_variables[slot] = value
+            # a fixed hyperparameter vector fills every tensor's row; genome parts fit as they are
+            optimizer_variables[slot] = jnp.broadcast_to(value, jnp.shape(optimizer_variables[slot]))
         zero = jnp.zeros((), "float32")
         return (trainable, non_trainable, optimizer_variables, jnp.ones((), bool), zero, zero, zero)
 

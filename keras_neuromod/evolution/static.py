@@ -1,0 +1,309 @@
+"""The static-search control: the best fixed hyperparameters, found with CMA-ES.
+
+Does modulation beat a well-chosen constant? `evolve(..., algorithm="static")`
+answers with the budget, draws, fitness and selection of an agent's evolution
+but no modulation: it searches the best *fixed* hyperparameters of the agent's
+base (Nm-Adam: learning rate, beta_1, beta_2, epsilon; Nm-SGD: learning rate,
+momentum), one value each, the same for every tensor at every step.
+
+* **Where it searches.** A candidate is a position in `[0, 1]^n`, one
+  coordinate per hyperparameter, mapped onto the task's range as the AGRN's
+  outputs are (`NeuromodulatedOptimizer._outputs_to_hyperparameters`): in log
+  space for the base's `LOG_SCALE` names, linearly otherwise; a collapsed range
+  gives its value. The values are rounded to float32 (what the optimizers
+  compute with), inside the range.
+* **How.** CMA-ES (DEAP's `deap.cma.Strategy`, lambda = the population, mu =
+  lambda / 2, superlinear weights) starts at the centre of the box with a step
+  size of `INITIAL_SIGMA`. Samples outside the box are clipped to it and the
+  clipped positions are what is evaluated and what the strategy learns from
+  (repair). The strategy draws from a numpy generator of its own (seeded from
+  the run's seed, on a stream apart from the run's generator), not from numpy's
+  global one; its whole state (mean, step size, paths, covariance and its
+  eigen-decomposition, generator state) is plain JSON in the checkpoint, so
+  that a resumed run ends exactly as an uninterrupted one.
+* **How it is scored.** A candidate trains through the "frozen" ablation of
+  the base's optimizer (`keras_neuromod.optimizers.ablation`), whose per-tensor
+  values are an optimizer variable: the vectorized trainings take a population
+  of hyperparameter vectors where they take genomes, batched as agents are
+  (`TrainingProgram`), on the generation's suite instances, scored against the
+  same baseline (`SuiteEvaluator`).
+* **What it gives.** The chosen candidate is written as an ordinary agent
+  (`static_agent`): its ranges collapsed onto the values, `{name: (v, v)}`, and
+  a minimal genome, so that `NmAdam(agent=...)` / `NmSGD(agent=...)` train with
+  exactly those values, which is Keras's `Adam` / `SGD` with those settings.
+"""
+
+import math
+
+import numpy as np
+from deap import cma
+
+from keras_neuromod import _fields
+from keras_neuromod import bases
+from keras_neuromod.agrn import Genome
+from keras_neuromod.bases import N_INPUTS
+
+__all__ = ["FixedHyperparameters", "StaticSearch", "static_agent", "fixed_optimizer",
+           "is_candidate", "INITIAL_POSITION", "INITIAL_SIGMA"]
+
+# CMA-ES starts at the centre of the box of positions, with a step size of 0.3
+# of its side (Hansen's advice: about a third of the search interval).
+INITIAL_POSITION = 0.5
+INITIAL_SIGMA = 0.3
+_SMALLEST = 1e-30  # as the optimizers take logs of range ends
+_CANDIDATE_FIELDS = ("base", "hyperparameters")
+_SEARCH_FIELDS = ("centroid", "sigma", "pc", "ps", "C", "B", "diagD", "update_count", "rng_state")
+
+
+def _float32_within(value, lo, hi):
+    """`value` as the nearest float32 inside [lo, hi] (a collapsed range: lo itself)."""
+    if lo == hi:
+        return float(lo)
+    rounded = np.float32(min(max(value, lo), hi))
+    if float(rounded) > hi:
+        rounded = np.nextafter(rounded, np.float32(-np.inf))
+    elif float(rounded) < lo:
+        rounded = np.nextafter(rounded, np.float32(np.inf))
+    return float(rounded)
+
+
+class FixedHyperparameters:
+    """Fixed values of a base's hyperparameters: a candidate of the static search.
+
+    Immutable plain data; in JSON ``{"base": "adam", "hyperparameters":
+    {"learning_rate": ..., ...}}`` (the form its jobs, checkpoints and hall of
+    fame hold).
+
+    Args:
+        base: the optimizer base (``"adam"``, ``"sgd"``, ...).
+        values: a mapping of every hyperparameter of the base to a number,
+            within the base's bounds.
+    """
+
+    __slots__ = ("base", "values")
+    n_regulatory = 0  # no AGRN: the evolution's record counts 0 regulatory proteins
+
+    def __init__(self, base, values):
+        spec = bases.get(base, where="FixedHyperparameters' base")
+        if not isinstance(values, dict):
+            raise ValueError(f"hyperparameters must be a dict of names to numbers, got "
+                             f"{type(values).__name__}.")
+        names = spec.hyperparameters
+        if sorted(values) != sorted(names):
+            raise ValueError(f"hyperparameters must give exactly {list(names)} of the {base!r} base, "
+                             f"got {sorted(values, key=str)}.")
+        checked = {name: _fields.number(values[name], f"hyperparameters[{name!r}]") for name in names}
+        spec.check_ranges({name: (value, value) for name, value in checked.items()})
+        object.__setattr__(self, "base", base)
+        object.__setattr__(self, "values", checked)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("FixedHyperparameters is immutable; build a new one instead.")
+
+    @classmethod
+    def at(cls, base, positions, ranges=None):
+        """The values at `positions` in `[0, 1]^n`, mapped onto `ranges` as the AGRN's outputs are.
+
+        Args:
+            base: the optimizer base.
+            positions: one number per hyperparameter, in the base's order
+                (clipped to [0, 1]).
+            ranges: the ranges (None: the base's defaults).
+        """
+        spec = bases.get(base)
+        ranges = spec.check_ranges(ranges)
+        positions = np.clip(np.asarray(positions, np.float64), 0.0, 1.0)
+        if positions.shape != (len(spec.hyperparameters),):
+            raise ValueError(f"positions must be {len(spec.hyperparameters)} numbers "
+                             f"({list(spec.hyperparameters)}), got shape {positions.shape}.")
+        values = {}
+        for name, position in zip(spec.hyperparameters, positions):
+            lo, hi = ranges[name]
+            if name in spec.log_scale:
+                start, stop = math.log(max(lo, _SMALLEST)), math.log(max(hi, _SMALLEST))
+                value = math.exp(start + (stop - start) * position)
+            else:
+                value = lo + (hi - lo) * position
+            values[name] = _float32_within(value, lo, hi)
+        return cls(base, values)
+
+    @property
+    def ranges(self):
+        """The collapsed ranges `{name: (value, value)}` that fix these values in an optimizer."""
+        return {name: (value, value) for name, value in self.values.items()}
+
+    @property
+    def vector(self):
+        """The values as float32, in the base's hyperparameter order."""
+        return np.array(list(self.values.values()), np.float32)
+
+    def to_dict(self):
+        return {"base": self.base, "hyperparameters": dict(self.values)}
+
+    @classmethod
+    def from_dict(cls, data):
+        """Validate and build a candidate from its JSON form (errors name the field)."""
+        _fields.fields(data, "A static candidate", _CANDIDATE_FIELDS)
+        return cls(data["base"], data["hyperparameters"])
+
+    def __eq__(self, other):
+        if not isinstance(other, FixedHyperparameters):
+            return NotImplemented
+        return self.base == other.base and self.values == other.values
+
+    def __hash__(self):
+        return hash((self.base, tuple(self.values.items())))
+
+    def __str__(self):
+        return " ".join(f"{name}={value:.4g}" for name, value in self.values.items())
+
+    def __repr__(self):
+        return f"FixedHyperparameters({self.base!r}, {self.values!r})"
+
+    def __reduce__(self):
+        return (FixedHyperparameters, (self.base, dict(self.values)))
+
+
+def is_candidate(data):
+    """Whether `data` is a static candidate or its JSON form (not a genome)."""
+    return isinstance(data, FixedHyperparameters) or (isinstance(data, dict) and "hyperparameters" in data)
+
+
+def static_agent(candidate, name, settings=None, provenance=None):
+    """The agent file of fixed hyperparameters: collapsed ranges and a minimal genome.
+
+    `NmAdam(agent=...)` (or the base's optimizer) then trains with exactly the
+    candidate's values, which is Keras's `Adam` (`SGD`) with those settings.
+
+    Args:
+        candidate: the `FixedHyperparameters`.
+        name: the agent's name.
+        settings: AGRN settings to record (they change nothing here).
+        provenance: the agent card's provenance.
+
+    Returns:
+        A `keras_neuromod.agents.Agent`.
+    """
+    from keras_neuromod.agents import Agent
+
+    if not isinstance(candidate, FixedHyperparameters):
+        raise TypeError(f"static_agent needs FixedHyperparameters, got {type(candidate).__name__}.")
+    genome = Genome.random(N_INPUTS, bases.get(candidate.base).n_outputs, 0, rng=0)
+    return Agent(name=name, base=candidate.base, genome=genome, ranges=candidate.ranges,
+                 settings=dict(settings or {}), provenance=dict(provenance or {}))
+
+
+def fixed_optimizer(task, tensors):
+    """The task's optimizer under the "frozen" ablation, for `tensors` trainable tensors.
+
+    Its per-tensor values are an optimizer variable (`TrainingProgram` puts a
+    candidate's vector into every row) and are clipped to the task's ranges;
+    its AGRN, whose output it ignores, has no regulatory protein.
+
+    Args:
+        task: a `SuiteTask` (or `FitnessTask`): base, ranges, AGRN settings.
+        tensors: the model's count of trainable variables.
+    """
+    import dataclasses
+
+    from keras_neuromod.evolution.fitness import placeholder_optimizer
+    from keras_neuromod.optimizers.ablation import ablate
+
+    placeholder = placeholder_optimizer(dataclasses.replace(task, max_regulatory=0))
+    table = np.zeros((tensors, len(placeholder.HYPERPARAMETERS)), np.float32)
+    return ablate(placeholder, "frozen", hyperparameters=table)
+
+
+class _Point(list):
+    """A position and its fitness, as DEAP's `cma.Strategy.update` reads them."""
+
+    def __init__(self, position, fitness):
+        super().__init__(float(v) for v in position)
+        self.fitness = float(fitness)
+
+
+class StaticSearch(cma.Strategy):
+    """DEAP's CMA-ES over positions in `[0, 1]^n`, seeded, its whole state in JSON.
+
+    Args:
+        base: the optimizer base (n = its hyperparameter count).
+        ranges: the ranges positions map onto (None: the base's defaults).
+        population: lambda, candidates per generation (at least 2).
+        rng: the `numpy.random.Generator` the samples are drawn from.
+    """
+
+    def __init__(self, base, ranges, population, rng):
+        spec = bases.get(base)
+        population = _fields.integer(population, "population", minimum=2)
+        dim = len(spec.hyperparameters)
+        super().__init__(centroid=[INITIAL_POSITION] * dim, sigma=INITIAL_SIGMA, lambda_=population)
+        self.base, self.ranges, self.rng = base, spec.check_ranges(ranges), rng
+
+    def ask(self):
+        """This generation's positions: float64 `[lambda, n]`, clipped to the box."""
+        z = self.rng.standard_normal((self.lambda_, self.dim))
+        return np.clip(self.centroid + self.sigma * np.dot(z, self.BD.T), 0.0, 1.0)
+
+    def generate(self, ind_init):
+        """DEAP's interface: `ind_init(position)` for each position of `ask`."""
+        return [ind_init(position) for position in self.ask()]
+
+    def tell(self, positions, fitnesses):
+        """Update the strategy from the positions asked and their fitnesses (maximised)."""
+        if len(positions) != self.lambda_ or len(fitnesses) != self.lambda_:
+            raise ValueError(f"tell needs {self.lambda_} positions and fitnesses, got "
+                             f"{len(positions)} and {len(fitnesses)}.")
+        self.update([_Point(p, f) for p, f in zip(positions, fitnesses)])
+
+    def candidate(self, position):
+        """The `FixedHyperparameters` at `position`."""
+        return FixedHyperparameters.at(self.base, position, self.ranges)
+
+    def to_dict(self):
+        return {
+            "centroid": self.centroid.tolist(), "sigma": float(self.sigma),
+            "pc": self.pc.tolist(), "ps": self.ps.tolist(), "C": self.C.tolist(),
+            "B": self.B.tolist(), "diagD": self.diagD.tolist(),
+            "update_count": int(self.update_count), "rng_state": self.rng.bit_generator.state,
+        }
+
+    @classmethod
+    def from_dict(cls, data, base, ranges, population, where="The static search"):
+        """Rebuild a search from `to_dict()`; anything malformed raises `ValueError` naming the field."""
+        _fields.fields(data, where, _SEARCH_FIELDS)
+
+        def at(field):
+            return f"{where}, field {field!r}"
+
+        rng = _fields.generator(data["rng_state"], at("rng_state"))
+        search = cls(base, ranges, population, rng)
+        n = search.dim
+
+        def array(field, shape):
+            value = data[field]
+            try:
+                result = np.array(value, np.float64)
+            except (TypeError, ValueError, OverflowError):
+                raise ValueError(f"{at(field)} must be numbers shaped {list(shape)}.") from None
+            if result.shape != shape:
+                raise ValueError(f"{at(field)} must be numbers shaped {list(shape)}, got shape "
+                                 f"{list(result.shape)}.")
+            if not np.all(np.isfinite(result)):
+                raise ValueError(f"{at(field)} must be finite numbers.")
+            return result
+
+        search.centroid = array("centroid", (n,))
+        search.pc, search.ps = array("pc", (n,)), array("ps", (n,))
+        # B in the memory order DEAP's update leaves it (a column selection: Fortran order),
+        # so that the products with it round exactly as in an uninterrupted run
+        search.C, search.B = array("C", (n, n)), np.asfortranarray(array("B", (n, n)))
+        search.diagD = array("diagD", (n,))
+        if not np.all(search.diagD > 0):
+            raise ValueError(f"{at('diagD')} must be positive (square roots of C's eigenvalues).")
+        search.sigma = _fields.number(data["sigma"], at("sigma"))
+        if not search.sigma > 0:
+            raise ValueError(f"{at('sigma')} must be positive, got {search.sigma!r}.")
+        search.update_count = _fields.integer(data["update_count"], at("update_count"))
+        search.BD = search.B * search.diagD
+        search.cond = float((search.diagD[-1] / search.diagD[0]) ** 2)
+        return search
