@@ -182,6 +182,8 @@ class Run:
         diverged: the training loss or the final loss was not finite.
         steps: the optimizer steps it took.
         examples: the examples it was scored on.
+        curve: the training loss and metric of every epoch (`fit`'s history:
+            ``{"loss": [...], "metric": [...]}``), or None.
     """
 
     seed: int
@@ -190,6 +192,7 @@ class Run:
     diverged: bool
     steps: int = 0
     examples: int = 1
+    curve: dict = None
 
     def error(self, higher_is_better):
         """The test error: 1 - accuracy (at least half an example's share), or the MSE."""
@@ -204,14 +207,17 @@ class Run:
     def from_dict(cls, data, where="run"):
         if not isinstance(data, dict):
             raise ValueError(f"{where} must be an object, got {type(data).__name__}.")
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in data]
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in data and f.name != "curve"]
         if missing:
             raise ValueError(f"{where} lacks the field(s) {missing}.")
         try:
+            curve = data.get("curve")
+            if curve is not None:
+                curve = {key: [float(v) for v in curve[key]] for key in ("loss", "metric")}
             return cls(seed=int(data["seed"]), metric=float(data["metric"]), loss=float(data["loss"]),
                        diverged=bool(data["diverged"]), steps=int(data["steps"]),
-                       examples=int(data["examples"]))
-        except (TypeError, ValueError):
+                       examples=int(data["examples"]), curve=curve)
+        except (TypeError, ValueError, KeyError):
             raise ValueError(f"{where} holds a field of the wrong type: {data!r:.200}.") from None
 
 
@@ -272,13 +278,16 @@ class Trainer:
         x, y = splits.train
         # one `fit` per epoch, on that epoch's order (Keras's own shuffling would
         # draw another order for every method)
+        curve = {"loss": [], "metric": []}
         for epoch, order in enumerate(task.data_order(seed)):
-            self.model.fit(x[order], y[order], batch_size=task.batch_size, epochs=epoch + 1,
-                           initial_epoch=epoch, shuffle=False, verbose=0,
-                           callbacks=[counter, *callbacks])
+            history = self.model.fit(x[order], y[order], batch_size=task.batch_size, epochs=epoch + 1,
+                                     initial_epoch=epoch, shuffle=False, verbose=0,
+                                     callbacks=[counter, *callbacks]).history
             if not counter.finite:
                 break
-        return self.score(seed, split, counter)
+            curve["loss"] += [float(v) for v in history["loss"]]
+            curve["metric"] += [float(v) for v in history[task.metric]]
+        return dataclasses.replace(self.score(seed, split, counter), curve=curve)
 
     def score(self, seed, split="test", counter=None):
         """Score the model as it is on `split` of `seed`'s data (untrained: `counter` None)."""
@@ -640,7 +649,7 @@ class _Context:
     def search_record(self, tuned):
         searches = self.record.model(self.model)["searches"]
         identity = _digest([repr(tuned), {k: dataclasses.asdict(a) for k, a in tuned.axes.items()},
-                            tuned.make(tuned._defaults(), self.total_steps).get_config()])
+                            _identity(tuned.make(tuned._defaults(), self.total_steps))])
         entry = searches.get(self.name)
         if entry is None or entry.get("identity") != identity:
             entry = searches[self.name] = {"identity": identity, "candidates": {}}

@@ -135,6 +135,7 @@ def build(
     hidden=(128,),
     seed=None,
     name=None,
+    output_activation="softmax",
 ):
     """Build one of the paper's models (or an MLP) as a functional Keras model.
 
@@ -150,6 +151,8 @@ def build(
             same initial weights on every backend (`SeededGlorotUniform`).
             `None` gives fresh ones (Keras's `GlorotUniform`).
         name: the model's name (default ``"model_<architecture>"``).
+        output_activation: ``"softmax"`` (class probabilities, the paper's
+            models) or None (logits, for a loss with ``from_logits=True``).
 
     Returns:
         An uncompiled `keras.Model`.
@@ -214,9 +217,11 @@ def build(
             n_dense += 1
     if not flat:
         x = layers.Flatten(name="flatten")(x)
+    if output_activation not in ("softmax", None):
+        raise ValueError(f"output_activation must be 'softmax' or None, got {output_activation!r}.")
     outputs = layers.Dense(
         int(num_classes),
-        activation="softmax",
+        activation=output_activation,
         kernel_initializer=initializer(),
         name="output",
     )(x)

@@ -1,8 +1,13 @@
-"""examples/compare.py: the paired differences behind the evidence's verdicts."""
+"""examples/compare.py: the paper's models, over keras_neuromod.evidence, recorded and resumed."""
 
-import numpy as np
+import json
+import os
+
 import pytest
 from examples_loader import load_example
+
+from keras_neuromod import zoo
+from keras_neuromod.io import read_json
 
 
 @pytest.fixture(scope="module")
@@ -10,27 +15,38 @@ def compare():
     return load_example("compare")
 
 
-def _result(model, method, finals):
-    # two epochs of curves per seed; only the last is compared
-    return {"model": model, "method": method, "test_curves": [[0.0, f] for f in finals]}
+def test_a_quick_comparison_on_wine(compare, tmp_path, capsys):
+    agent = str(tmp_path / "agent.json")
+    zoo.save(zoo.load("nm_sgd_digits"), agent)
+    out = str(tmp_path / "out")
+    argv = ["--quick", "--agent", agent, "--dataset", "wine", "--seeds", "2", "--epochs", "3",
+            "--out", out, "--record"]
+    compare.main(argv)
+    lines = capsys.readouterr().out.strip().splitlines()
+    headline = json.loads(lines[-1])
+    assert headline["dataset"] == "wine" and headline["seeds"] == 2 and headline["epochs"] == 3
+    methods = [r["method"] for r in headline["rows"]]
+    assert methods == ["Nm-SGD", "SGD", "Adam", "SGD*", "Adam*"]
+    assert {r["model"] for r in headline["rows"]} == {"mlp"}
+    assert {(p["method"], p["baseline"]) for p in headline["paired"]} == {
+        ("Nm-SGD", b) for b in ("SGD", "Adam", "SGD*", "Adam*")}
+    assert all(p["verdict"] in ("better", "within noise", "worse") for p in headline["paired"])
+    tuned = {r["method"]: r["settings"] for r in headline["rows"]}
+    assert set(tuned["SGD*"]) == {"learning_rate", "momentum"} and tuned["SGD"] is None  # quick axes
+    assert os.path.exists(headline["figure"])
+    card = zoo.load(agent).benchmark["wine"]
+    assert card["method"] == "Nm-SGD" and card["paired"] == headline["paired"]
+
+    # a rerun trains nothing again
+    record = os.path.join(out, "compare_wine.record.json")
+    before = read_json(record)
+    compare.main(argv[:-1])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"] == headline["rows"]
+    assert read_json(record) == before
 
 
-def test_paired_differences_match_a_hand_computed_interval(compare):
-    agent = [0.9, 0.81, 0.72]
-    baseline = [0.8, 0.7, 0.6]  # differences 0.10, 0.11, 0.12: mean 0.11, sd 0.01
-    results = [_result("mlp", "Nm-Adam", agent), _result("mlp", "Adam", baseline)]
-    (row,) = compare.paired_differences(results, ["Nm-Adam"])
-    # Student's t, 2 degrees of freedom, 97.5%: 4.3027
-    half = 4.302653 * 0.01 / np.sqrt(3)
-    assert row["baseline"] == "Adam" and row["seeds"] == 3 and row["ahead"] == 3
-    assert row["mean_difference"] == pytest.approx(0.11, abs=1e-4)
-    assert row["ci_half_width"] == pytest.approx(half, abs=1e-4)
-    assert row["within_noise"] is False  # [0.085, 0.135]
-    assert "better" in compare.paired_table([row])
-
-def test_an_interval_holding_zero_is_called_noise(compare):
-    results = [_result("A", "Nm-SGD", [0.5, 0.7, 0.6, 0.6]),
-               _result("A", "SGD*", [0.6, 0.6, 0.6, 0.5])]
-    (row,) = compare.paired_differences(results, ["Nm-SGD"])
-    assert row["ci"][0] < 0 < row["ci"][1] and row["within_noise"]
-    assert "within noise" in compare.paired_table([row])
+def test_bad_arguments(compare):
+    for bad in (["--seeds", "1", "--agent", "nm_adam_digits"], ["--agent", "no_such_agent"], []):
+        with pytest.raises(SystemExit) as exit_info:
+            compare.parse_args(bad)
+        assert exit_info.value.code == 2

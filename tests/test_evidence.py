@@ -269,8 +269,10 @@ def test_tuned_searches_on_validation_seeds_and_reports_its_budget(tmp_path):
     assert float(schedule(1)) == pytest.approx(chosen["learning_rate"])
     assert float(schedule(10)) == pytest.approx(0.0, abs=1e-7)
     # resumed, the search is read back, not run again
+    before = path.read_text()
     again = evidence.compare(TINY, {"SGD*": tuned}, models="linear", seeds=2, record=path)
     assert again.settings == report.settings
+    assert path.read_text() == before
 
 
 def test_tuned_arguments():
