@@ -209,7 +209,8 @@ def plot(reports, summary, baselines, path):
         axis.set_title(f"minus {baseline}", fontsize=9)
         axis.set_xlabel("log(baseline's test error / method's)\n(+: the method is better)", fontsize=8)
         axis.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="lower left")
+        axis.invert_yaxis()  # the first pair on top
+    axes[0][0].legend(fontsize=7, loc="best")
     figure.tight_layout()
     return _common.save_figure(figure, path)
 
