@@ -1,7 +1,7 @@
 """A suite of named training tasks: data, models, loss and budget, all offline.
 
 Optimizers (agents) are evolved over many tasks and judged on tasks they never
-saw, so the suite spans five families of training problems:
+saw, so the suite spans six families of training problems:
 
 * ``"images"``: the bundled 8x8 digits (MLP and a small CNN), generated 12x12
   shapes, and CIFAR-10 where tensorflow-datasets has it prepared.
@@ -10,15 +10,28 @@ saw, so the suite spans five families of training problems:
 * ``"signals"``: generated 1-D signals, ``[n, length, 1]``: waveform shapes,
   and the number of bursts in noise.
 * ``"sequences"``: generated ``[n, time, features]`` sequences for recurrent
-  models: the majority symbol, the first symbol, the adding problem.
+  models: the majority symbol, the first symbol, the adding problem; and
+  ``[n, time]`` token ids (as floats) for a Transformer: the symbol after a marker.
 * ``"regression"``: diabetes (bundled), Friedman #1, an ill-conditioned
   multi-output linear problem and a small noisy problem of heavy-tailed,
   correlated features, trained on the mean squared error.
+* ``"forecasting"``: real series shipped with statsmodels (weekly Mauna Loa
+  CO2, yearly sunspots, monthly El Nino temperatures), windows of the past to
+  the next values, split in time, with a GRU and a causal Conv1D forecaster.
+  The whole family is held out (`HELD_OUT_FAMILIES`); without statsmodels its
+  data raise `datasets.DatasetUnavailableError`.
 
-Every task's training takes about a second or less with `model.fit` on two CPU
-cores. Tasks marked `held_out` are never used by evolution: they are the
-evidence that an agent generalises. Data are deterministic: bundled data sets
-are always the same, generated ones are drawn from the `seed` given.
+Tasks marked `held_out` are never used by evolution: they are the evidence that
+an agent generalises. Besides forecasting, they include workloads of kinds the
+suite never shows: a residual CNN with batch normalisation (`shapes_resnet`),
+a Transformer block on token ids (`token_after_marker`), a digits autoencoder
+at batch 256 and a dropout MLP trained over four times the steps of the
+suite's longest training, at batch 8 (`hastie_dropout`).
+
+Most tasks' training takes about a second with `model.fit` on two CPU cores;
+the held-out workloads take up to a few seconds. Data are deterministic:
+bundled data sets are always the same, generated ones are drawn from the
+`seed` given.
 
     >>> task = tasks.get("digits_mlp")
     >>> splits = task.splits(seed=0)
@@ -47,9 +60,12 @@ from keras_neuromod.models import SeededOrthogonal
 
 __all__ = [
     "FAMILIES",
+    "HELD_OUT_FAMILIES",
     "LOSSES",
     "MODELS",
+    "PositionEmbedding",
     "Splits",
+    "TOKENS",
     "Task",
     "get",
     "names",
@@ -57,7 +73,10 @@ __all__ = [
     "register_model",
 ]
 
-FAMILIES = ("images", "tabular", "signals", "sequences", "regression")
+FAMILIES = ("images", "tabular", "signals", "sequences", "regression", "forecasting")
+
+# Families of which every task is held out: evolution never sees their kind of problem.
+HELD_OUT_FAMILIES = ("forecasting",)
 
 # loss name -> (metric, higher is better)
 LOSSES = {
@@ -129,7 +148,8 @@ class Task:
         batch_size: training batch size.
         validation_fraction: share of the training data carved off for
             validation, in (0, 1).
-        held_out: True for tasks that evolution never uses (evidence only).
+        held_out: True for tasks that evolution never uses (evidence only);
+            must be True in a family of `HELD_OUT_FAMILIES`.
         description: what the task is, in one sentence.
     """
 
@@ -176,6 +196,10 @@ class Task:
             )
         if not isinstance(self.held_out, bool):
             raise ValueError(f"{where}, field 'held_out' must be a bool, got {self.held_out!r}.")
+        if self.family in HELD_OUT_FAMILIES and not self.held_out:
+            raise ValueError(
+                f"{where}: every task of the family {self.family!r} is held out; pass held_out=True."
+            )
         if not isinstance(self.description, str):
             raise ValueError(f"{where}, field 'description' must be a string.")
 
@@ -370,6 +394,10 @@ class _Initializers:
             return keras.initializers.Orthogonal()
         return SeededOrthogonal(next(self._seeds))
 
+    def seed(self):
+        """The next int seed (of a dropout layer, say), or None when unseeded."""
+        return None if self._seeds is None else next(self._seeds)
+
 
 def _output(x, output_dim, init):
     return layers.Dense(int(output_dim), kernel_initializer=init.glorot(), name="output")(x)
@@ -454,6 +482,140 @@ simple_rnn = _recurrent(layers.SimpleRNN, "simple_rnn")
 lstm = _recurrent(layers.LSTM, "lstm")
 gru = _recurrent(layers.GRU, "gru")
 
+
+def causal_conv1d(input_shape, output_dim, seed=None):
+    """A forecaster: causal Conv1D 32 (kernel 3) dilated 1, 2, 4 and 8, the last step's features."""
+    input_shape = tuple(input_shape)
+    _rank(input_shape, 2, "causal_conv1d")
+    init = _Initializers(seed)
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = inputs
+    for i, dilation in enumerate((1, 2, 4, 8)):
+        x = layers.Conv1D(32, 3, padding="causal", dilation_rate=dilation, activation="relu",
+                          kernel_initializer=init.glorot(), name=f"conv_{i}")(x)
+    x = layers.Cropping1D((input_shape[0] - 1, 0), name="last_step")(x)
+    x = layers.Flatten(name="flatten")(x)
+    return keras.Model(inputs, _output(x, output_dim, init), name="causal_conv1d")
+
+
+def _conv_bn(x, filters, init, name, strides=1, kernel_size=3):
+    x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
+                      kernel_initializer=init.glorot(), name=f"{name}_conv")(x)
+    return layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+
+
+def resnet_bn(input_shape, output_dim, seed=None):
+    """A residual CNN: a conv-BN-ReLU stem of 16 filters, two residual blocks, global average pooling.
+
+    Each block is conv-BN-ReLU-conv-BN plus its input, then ReLU; the second
+    block has 32 filters and stride 2, its skip a strided 1x1 conv-BN. The
+    batch normalisation's moving statistics follow the batches with momentum
+    0.9, so that short trainings evaluate with settled statistics.
+    """
+    input_shape = tuple(input_shape)
+    _rank(input_shape, 3, "resnet_bn")
+    init = _Initializers(seed)
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = layers.ReLU(name="stem_relu")(_conv_bn(inputs, 16, init, "stem"))
+    for i, (filters, strides) in enumerate(((16, 1), (32, 2))):
+        skip = x
+        x = layers.ReLU(name=f"block_{i}_relu")(_conv_bn(x, filters, init, f"block_{i}_a", strides))
+        x = _conv_bn(x, filters, init, f"block_{i}_b")
+        if strides != 1 or skip.shape[-1] != filters:
+            skip = _conv_bn(skip, filters, init, f"block_{i}_skip", strides, kernel_size=1)
+        x = layers.ReLU(name=f"block_{i}_out")(layers.Add(name=f"block_{i}_add")([x, skip]))
+    x = layers.GlobalAveragePooling2D(name="average")(x)
+    return keras.Model(inputs, _output(x, output_dim, init), name="resnet_bn")
+
+
+@keras.saving.register_keras_serializable(package="keras_neuromod")
+class PositionEmbedding(layers.Layer):
+    """Adds a learned embedding of each position to a `[batch, time, features]` input.
+
+    Args:
+        initializer: the initializer of the `[time, features]` embedding.
+        **kwargs: arguments of `keras.layers.Layer`.
+    """
+
+    def __init__(self, initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.initializer = keras.initializers.get(initializer)
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(
+            shape=tuple(input_shape[-2:]), initializer=self.initializer, name="embeddings"
+        )
+
+    def call(self, inputs):
+        return inputs + keras.ops.cast(self.embeddings, inputs.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config["initializer"] = keras.initializers.serialize(self.initializer)
+        return config
+
+
+TOKENS = 32  # token ids of the `transformer` model lie in [0, TOKENS)
+
+
+def transformer(input_shape, output_dim, seed=None):
+    """One pre-norm Transformer encoder block on token ids, average pooling, a linear output layer.
+
+    Embedding of `TOKENS` ids into 32 features plus a learned position
+    embedding; then, each layer-normalised first and added to its input,
+    2-head self-attention (key size 16) and a feed-forward part (64 ReLU
+    units, 32 linear). The input is `[time]` token ids, as floats or ints.
+    """
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 1:
+        raise ValueError(f"The 'transformer' model needs an input shape (time,) of token ids, "
+                         f"got {input_shape}.")
+    init = _Initializers(seed)
+    width = 32
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = layers.Embedding(TOKENS, width, embeddings_initializer=init.glorot(), name="embedding")(inputs)
+    x = PositionEmbedding(init.glorot(), name="position")(x)
+    normed = layers.LayerNormalization(name="attention_norm")(x)
+    attention = layers.MultiHeadAttention(2, 16, kernel_initializer=init.glorot(), name="attention")
+    attended = attention(normed, normed)
+    for projection in (attention.query_dense, attention.key_dense, attention.value_dense,
+                       attention.output_dense):  # each its own draw, not one seed for all four
+        projection.kernel_initializer = init.glorot()
+        projection.kernel.assign(projection.kernel_initializer(projection.kernel.shape))
+    x = layers.Add(name="attention_add")([x, attended])
+    normed = layers.LayerNormalization(name="feed_norm")(x)
+    hidden = layers.Dense(64, activation="relu", kernel_initializer=init.glorot(), name="feed_0")(normed)
+    hidden = layers.Dense(width, kernel_initializer=init.glorot(), name="feed_1")(hidden)
+    x = layers.Add(name="feed_add")([x, hidden])
+    x = layers.GlobalAveragePooling1D(name="average")(x)
+    return keras.Model(inputs, _output(x, output_dim, init), name="transformer")
+
+
+def autoencoder(input_shape, output_dim, seed=None):
+    """Flatten, Dense 32 ReLU, an 8-unit linear code, Dense 32 ReLU, a linear output (the input again)."""
+    init = _Initializers(seed)
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    x = layers.Flatten(name="flatten")(inputs)
+    x = layers.Dense(32, activation="relu", kernel_initializer=init.glorot(), name="encoder")(x)
+    x = layers.Dense(8, kernel_initializer=init.glorot(), name="code")(x)
+    x = layers.Dense(32, activation="relu", kernel_initializer=init.glorot(), name="decoder")(x)
+    return keras.Model(inputs, _output(x, output_dim, init), name="autoencoder")
+
+
+def dropout_mlp(input_shape, output_dim, seed=None):
+    """Flatten, two Dense layers of 128 ReLU units each followed by Dropout 0.3, a linear output.
+
+    With a `seed`, the dropout masks are seeded from it too (a seed fixes the
+    training, given the batches).
+    """
+    init = _Initializers(seed)
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    x = layers.Flatten(name="flatten")(inputs)
+    for i in range(2):
+        x = layers.Dense(128, activation="relu", kernel_initializer=init.glorot(), name=f"dense_{i}")(x)
+        x = layers.Dropout(0.3, seed=init.seed(), name=f"dropout_{i}")(x)
+    return keras.Model(inputs, _output(x, output_dim, init), name="dropout_mlp")
+
 MODELS = {
     "mlp": mlp,
     "conv2d": conv2d,
@@ -462,6 +624,11 @@ MODELS = {
     "lstm": lstm,
     "gru": gru,
     "linear": linear,
+    "causal_conv1d": causal_conv1d,
+    "resnet_bn": resnet_bn,
+    "transformer": transformer,
+    "autoencoder": autoencoder,
+    "dropout_mlp": dropout_mlp,
 }
 
 
@@ -816,6 +983,115 @@ def _noisy_regression(seed, n_train=360, n_test=240, n_features=10):
     return datasets.Dataset((x_train, y_train), (x_test, y_test), 0)
 
 
+def _hastie(seed, n_train=1000, n_test=500):
+    """make_hastie_10_2 drawn from `seed`: 10 Gaussian features, class 1 where their squares sum past 9.34."""
+    x, y = _sklearn("make_hastie_10_2")(n_samples=n_train + n_test, random_state=seed)
+    x_train, x_test = _standardised(x[:n_train], x[n_train:])
+    y = (y > 0).astype("int32")
+    return datasets.Dataset((x_train, y[:n_train]), (x_test, y[n_train:]), 2)
+
+
+def _digits_reconstruction(seed):
+    """`datasets.digits()` images as inputs, the same pixels flattened to 64 as the targets."""
+    (x_train, _), (x_test, _), _ = datasets.digits()
+    return datasets.Dataset((x_train, x_train.reshape(len(x_train), -1)),
+                            (x_test, x_test.reshape(len(x_test), -1)), 0)
+
+
+def _token_after_marker(seed, n_train=1200, n_test=400, symbols=4, copies=2, marker=1):
+    """Token ids: each of `symbols` symbols `copies` times, shuffled, and one marker not at the end.
+
+    The class is the symbol right after the marker. Every sequence holds every
+    symbol equally often, so that a bag of its tokens says nothing of the class:
+    a model must relate the positions. Symbols have ids 2 to ``symbols + 1``;
+    ids are stored as float32.
+    """
+    rng = np.random.default_rng([seed, 19])
+    n = n_train + n_test
+    tokens = np.tile(np.repeat(np.arange(symbols) + marker + 1, copies), (n, 1))
+    tokens = rng.permuted(tokens, axis=1)
+    where = rng.integers(0, tokens.shape[1], n)  # the marker goes before this symbol
+    x = np.array([np.insert(row, i, marker) for row, i in zip(tokens, where)], "float32")
+    y = (tokens[np.arange(n), where] - marker - 1).astype("int32")
+    return datasets.Dataset((x[:n_train], y[:n_train]), (x[n_train:], y[n_train:]), symbols)
+
+
+@functools.lru_cache(maxsize=None)
+def _statsmodels_series(name):
+    """A statsmodels data set as a float64 array (read-only), from the files inside its wheel."""
+    try:
+        import statsmodels.datasets
+    except ImportError:
+        raise datasets.DatasetUnavailableError(
+            f"The {name!r} time series ships with statsmodels: `pip install keras_neuromod[examples]` "
+            "(or `pip install statsmodels`)."
+        ) from None
+    frame = getattr(statsmodels.datasets, name).load_pandas().data
+    if name == "co2":  # weekly, with gaps: linear interpolation between the neighbours
+        values = frame["co2"].interpolate(method="linear", limit_direction="both").to_numpy()
+    elif name == "sunspots":  # yearly
+        values = frame["SUNACTIVITY"].to_numpy()
+    elif name == "elnino":  # one row a year of 12 monthly sea surface temperatures
+        values = frame.drop(columns="YEAR").to_numpy().reshape(-1)
+    else:
+        raise ValueError(f"Unknown statsmodels series {name!r}; choose 'co2', 'sunspots' or 'elnino'.")
+    values = np.asarray(values, "float64")
+    values.flags.writeable = False
+    return values
+
+
+def _forecast_windows(series, window, horizon, test_fraction, relative=False):
+    """Windows of the past (inputs) and the next values (targets), split in time.
+
+    The last `test_fraction` of the series are the test targets (their
+    windows may reach back into the training part); training windows and
+    targets lie wholly before. With `relative`, inputs and targets are taken
+    less the window's last value (for a trending series). Inputs are
+    standardised with one mean and deviation of the training windows, targets
+    with each column's over the training windows: test data play no part.
+
+    Args:
+        series: a 1-D array.
+        window: steps of the past in each input.
+        horizon: next values to forecast.
+        test_fraction: share of the series whose values are test targets.
+        relative: subtract each window's last value.
+
+    Returns:
+        A `datasets.Dataset`: inputs `[n, window, 1]`, targets `[n, horizon]`.
+    """
+    series = np.asarray(series, "float64")
+    split = len(series) - int(round(len(series) * test_fraction))
+    if not window <= split <= len(series) - horizon:
+        raise ValueError(f"A series of {len(series)} values is too short for windows of {window} "
+                         f"and {horizon} test values.")
+    starts = np.arange(window, len(series) - horizon + 1)
+    past = series[starts[:, None] + np.arange(-window, 0)]
+    future = series[starts[:, None] + np.arange(horizon)]
+    if relative:
+        past, future = past - past[:, -1:], future - past[:, -1:]
+    train, test = starts + horizon <= split, starts >= split
+    mean, std = past[train].mean(), past[train].std()  # one scale for every step of the past
+    x_train, x_test = (((x - mean) / std).astype("float32") for x in (past[train], past[test]))
+    y_train, y_test = _standardised(future[train], future[test])
+    return datasets.Dataset((x_train[..., None], y_train), (x_test[..., None], y_test), 0)
+
+
+def _co2(seed):
+    """Mauna Loa CO2, weekly: the next 4 weeks from the past 26, relative to the last; always the same."""
+    return _forecast_windows(_statsmodels_series("co2"), 26, 4, 0.25, relative=True)
+
+
+def _sunspots(seed):
+    """Yearly sunspot activity: the next year from the past 20; always the same."""
+    return _forecast_windows(_statsmodels_series("sunspots"), 20, 1, 0.3)
+
+
+def _elnino(seed):
+    """Monthly El Nino sea surface temperature: the next 3 months from the past 24; always the same."""
+    return _forecast_windows(_statsmodels_series("elnino"), 24, 3, 0.25)
+
+
 _CROSSENTROPY = "sparse_categorical_crossentropy"
 _MSE = "mean_squared_error"
 
@@ -883,6 +1159,41 @@ _BUNDLED = (
                      "features, standardised."),
 )
 
-for _task in _BUNDLED:
+# Held-out workloads of the kinds users train, unlike anything evolution sees:
+# batch normalisation, attention, forecasting of real series, reconstruction,
+# and a long training with dropout.
+_HELD_OUT_WORKLOADS = (
+    Task("shapes_resnet", "images", _shapes, ("resnet_bn",), _CROSSENTROPY, epochs=4,
+         batch_size=64, held_out=True,
+         description="The generated 12x12 shapes (4 classes) with a residual CNN with batch "
+                     "normalisation."),
+    Task("digits_autoencoder", "images", _digits_reconstruction, ("autoencoder",), _MSE,
+         epochs=30, batch_size=256, held_out=True,
+         description="Reconstruction of scikit-learn's 8x8 digits through an 8-unit code "
+                     "(the target is the input, 64 pixels)."),
+    Task("hastie_dropout", "tabular", _hastie, ("dropout_mlp",), _CROSSENTROPY, epochs=11,
+         batch_size=8, held_out=True,
+         description="scikit-learn's make_hastie_10_2 (10 Gaussian features, 2 classes split by "
+                     "a sphere) with a dropout MLP, trained long: 1,100 steps of 8 examples."),
+    Task("token_after_marker", "sequences", _token_after_marker, ("transformer",), _CROSSENTROPY,
+         epochs=12, batch_size=32, held_out=True,
+         description="Which of 4 symbols follows the marker in a 9-token sequence holding every "
+                     "symbol twice (a bag of its tokens tells nothing), with a Transformer block."),
+    Task("co2_forecast", "forecasting", _co2, ("gru", "causal_conv1d"), _MSE,
+         epochs=4, batch_size=32, held_out=True,
+         description="The next 4 weeks of the Mauna Loa CO2 record (statsmodels, weekly 1958-2001, "
+                     "gaps interpolated) from the past 26, relative to the last week, the last 25% "
+                     "of the weeks as test."),
+    Task("sunspots_forecast", "forecasting", _sunspots,
+         ("causal_conv1d", "gru"), _MSE, epochs=15, batch_size=16, held_out=True,
+         description="The next year's sunspot activity (statsmodels, yearly 1700-2008) from the "
+                     "past 20 years, the last 30% of the years as test."),
+    Task("elnino_forecast", "forecasting", _elnino, ("gru", "causal_conv1d"),
+         _MSE, epochs=10, batch_size=32, held_out=True,
+         description="The next 3 months of El Nino sea surface temperature (statsmodels, monthly "
+                     "1950-2010) from the past 24, the last 25% of the months as test."),
+)
+
+for _task in _BUNDLED + _HELD_OUT_WORKLOADS:
     register(_task)
 del _task
