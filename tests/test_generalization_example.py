@@ -16,6 +16,7 @@ def example():
     return load_example("generalization")
 
 
+@pytest.mark.slow
 def test_a_small_comparison_records_resumes_and_stores_its_summary(example, tmp_path, capsys,
                                                                   monkeypatch):
     # fewer baselines than the real record, to keep the test short: the wiring is the same

@@ -94,6 +94,7 @@ def test_positions_map_onto_the_ranges_as_the_agrn_outputs_do(base):
         FixedHyperparameters(base, {"learning_rate": 0.1})
 
 
+@pytest.mark.slow
 def test_static_agents_train_as_keras_and_score_as_their_agents_under_jax(tmp_path):
     """In a JAX process: Keras's optimizer again; the search's fitness is its agent's fitness."""
     environment = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
@@ -243,6 +244,7 @@ def test_static_search_needs_a_suite_and_a_population_of_two():
 
 # -- real trainings --------------------------------------------------------------
 
+@pytest.mark.slow
 def test_static_search_trains_in_a_jax_worker_deterministically_and_resumes(tmp_path):
     options = dict(population=3, workers=1)
     first = _search(out=str(tmp_path / "a"), generations=2, **options)
@@ -255,6 +257,7 @@ def test_static_search_trains_in_a_jax_worker_deterministically_and_resumes(tmp_
     assert resumed.best.genome == first.best.genome
 
 
+@pytest.mark.slow
 def test_evolve_example_writes_the_static_agent_chosen_on_the_validation_draw(tmp_path, capsys):
     from examples_loader import load_example
 
