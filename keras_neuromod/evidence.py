@@ -829,6 +829,7 @@ class Report:
                    else _verdict(low, high))
         return {"task": self.task.name, "model": model or "all", "method": a, "baseline": b,
                 "what": what, "mean": mean, "ci": [low, high], "seeds": len(difference),
+                "differences": [float(d) for d in difference],
                 "seeds_ahead": int((difference > 0).sum()), "seeds_behind": int((difference < 0).sum()),
                 "diverged_alone": lost, "verdict": verdict}
 
@@ -843,7 +844,8 @@ class Report:
         return self.paired(a, b, model, on)["verdict"]
 
     def rows(self):
-        """Per (model, method): the test metric and loss (mean, std), diverged runs, settings.
+        """Per (model, method): the test metric and loss (mean, std; the loss's median), diverged runs,
+        and a tuned method's settings and search size.
 
         A diverged run counts here as the untrained model's score.
         """
@@ -858,6 +860,7 @@ class Report:
                             "metric_name": self.task.metric, "metric_mean": float(metric.mean()),
                             "metric_std": float(metric.std(ddof=1)) if len(metric) > 1 else 0.0,
                             "loss_mean": float(loss.mean()), "loss_median": float(np.median(loss)),
+                            "loss_std": float(loss.std(ddof=1)) if len(loss) > 1 else 0.0,
                             "diverged": int(sum(r.diverged for r in runs)), "seeds": len(runs),
                             "settings": self.settings.get((model, method)),
                             "search": self.searches.get((model, method))})

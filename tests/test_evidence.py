@@ -117,6 +117,10 @@ def test_a_diverging_method_loses_whichever_side_it_is_on(tmp_path):
     untrained = np.mean([r.metric for r in report.untrained("mlp")])
     assert row["metric_mean"] == pytest.approx(untrained)
     assert "worse" in report.table(baseline="Adam")
+    # the per-seed differences against an independent computation from the runs
+    adam, zero = report.runs("mlp", "Adam"), report.untrained("mlp")
+    expected = [min(z.metric, a.metric) - a.metric for a, z in zip(adam, zero)]
+    assert report.paired("diverging", "Adam")["differences"] == pytest.approx(expected)
     with pytest.raises(ValueError, match="No method 'SGD'"):
         report.verdict("SGD", "Adam")
 
@@ -129,7 +133,7 @@ def test_same_seed_same_start_and_batches():
         assert report.runs(model, "a") == report.runs(model, "b")
     assert report.verdict("a", "b") == "within noise"
     p = report.paired("a", "b")
-    assert p["mean"] == 0 and p["ci"] == [0.0, 0.0]
+    assert p["mean"] == 0 and p["ci"] == [0.0, 0.0] and p["differences"] == [0.0, 0.0]
 
 
 def test_interrupted_record_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
