@@ -269,6 +269,10 @@ class Task:
 
         Returns:
             A `keras.Model`.
+
+        Raises:
+            ValueError: the model is not one of the task's, or not registered.
+            TypeError: its builder returned something other than a `keras.Model`.
         """
         if model not in self.models:
             raise ValueError(
@@ -279,7 +283,7 @@ class Task:
         if seed is not None:
             seed = _fields.integer(seed, "seed", minimum=0)
         splits = self.splits(0)
-        return MODELS[model](splits.input_shape, splits.output_dim, seed)
+        return _checked_model(model, MODELS[model](splits.input_shape, splits.output_dim, seed))
 
     def loss_function(self):
         """The loss: `SparseCategoricalCrossentropy(from_logits=True)` or `MeanSquaredError()`."""
@@ -632,6 +636,24 @@ MODELS = {
 }
 
 
+def _checked_model(name, built):
+    """`built` if it is a `keras.Model`, else a TypeError naming the model.
+
+    Args:
+        name: the model's name in `MODELS`.
+        built: what its builder returned.
+    """
+    if not isinstance(built, keras.Model):
+        builder = getattr(MODELS.get(name), "__qualname__", repr(MODELS.get(name)))
+        raise TypeError(
+            f"The builder {builder} of model {name!r} returned {type(built).__name__} "
+            f"({built!r:.80}); a builder must be "
+            "builder(input_shape, output_dim, seed) -> keras.Model (wrap a layer in "
+            "keras.Model(inputs, outputs))."
+        )
+    return built
+
+
 def register_model(name, builder, overwrite=False):
     """Add a model builder to `MODELS`.
 
@@ -640,6 +662,7 @@ def register_model(name, builder, overwrite=False):
         builder: ``builder(input_shape, output_dim, seed) -> keras.Model``, an
             uncompiled model whose output is logits (classification) or the
             targets (regression); `seed` is None or an int fixing its weights.
+            `Task.build_model` raises a TypeError if it returns anything else.
         overwrite: replace a builder of the same name.
     """
     if not isinstance(name, str) or not name:

@@ -352,6 +352,21 @@ def test_registry_errors(clean_registry):
     assert "user_task" not in tasks.names(), "nothing invalid was registered"
 
 
+@pytest.mark.parametrize("returned", ["layer", "none"])
+def test_a_builder_that_returns_no_model_fails_clearly_at_build_model(clean_registry, returned):
+    def not_a_model(input_shape, output_dim, seed):
+        return keras.layers.Dense(output_dim) if returned == "layer" else None
+
+    tasks.register_model("not_a_model", not_a_model)
+    task = tasks.register(_task(models=("not_a_model",)))
+    with pytest.raises(TypeError) as error:
+        task.build_model("not_a_model", seed=0)
+    message = str(error.value)
+    assert "'not_a_model'" in message and "not_a_model" in message.split("'not_a_model'")[0]
+    assert ("Dense" if returned == "layer" else "NoneType") in message
+    assert "builder(input_shape, output_dim, seed) -> keras.Model" in message
+
+
 def test_user_task_and_model_end_to_end(clean_registry):
     def tiny(input_shape, output_dim, seed):
         init = (models.SeededGlorotUniform(seed) if seed is not None
