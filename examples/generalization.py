@@ -13,10 +13,11 @@ seeds, next to
 * tuned baselines, searched per (task, model) on the validation split of 3
   seeds of their own (`keras_neuromod.evidence.Tuned`): Adam* over the
   learning rate, beta_1, beta_2 and epsilon, SGD* over the learning rate,
-  momentum and Nesterov, each with a constant learning rate and with cosine
-  decay after a warm-up ("cosine"); each grid is extended while its best point
-  is on an edge, and its size (trainings) is printed next to the agents'
-  evolution budgets;
+  momentum and Nesterov, with a constant learning rate; and each with cosine
+  decay after a warm-up ("cosine"), its peak learning rate searched with the
+  other settings of the constant search's choice; each grid is extended while
+  its best point is on an edge, and its size (trainings) is recorded next to
+  the agents' evolution budgets;
 * `--control`: agents of the controls with the evolution's budget
   (`examples/evolve.py --suite --algorithm random` or `--algorithm static`:
   the best random genome, or the best fixed hyperparameters), so that what
@@ -65,8 +66,10 @@ from keras_neuromod.callbacks import ModulationTracer  # noqa: E402
 from keras_neuromod.io import atomic_write_json  # noqa: E402
 
 DEFAULTS = ("SGD", "Adam", "AdamW", "ScheduleFreeAdamW", "Lamb")
-TUNED = {"SGD*": ("SGD", None), "SGD* cosine": ("SGD", "cosine"),
-         "Adam*": ("Adam", None), "Adam* cosine": ("Adam", "cosine")}
+# name -> (Keras optimizer, schedule, the search it starts from: a cosine schedule's peak
+# learning rate is searched with the other settings the constant search chose)
+TUNED = {"SGD*": ("SGD", None, None), "SGD* cosine": ("SGD", "cosine", "SGD*"),
+         "Adam*": ("Adam", None, None), "Adam* cosine": ("Adam", "cosine", "Adam*")}
 QUICK_AXES = {
     "SGD": {"learning_rate": evidence.Axis((1e-2, 1e-1), "log", (1e-4, 1.0)),
             "momentum": evidence.Axis((0.9,), "complement_log", (0.0, 0.99))},
@@ -150,9 +153,12 @@ def control_label(agent):
 def methods(args):
     """Every compared method: name -> factory, `Tuned` or `Ablated`."""
     out = {name: getattr(keras.optimizers, name) for name in DEFAULTS}
-    for name, (optimizer, schedule) in TUNED.items():
-        axes = QUICK_AXES[optimizer] if args.quick else None
-        out[name] = evidence.Tuned(optimizer, schedule, axes=axes, seeds=1 if args.quick else 3)
+    for name, (optimizer, schedule, start) in TUNED.items():
+        axes = QUICK_AXES[optimizer] if args.quick else dict(evidence.TUNED_AXES[optimizer])
+        if start is not None:
+            axes = {"learning_rate": axes["learning_rate"]}
+        out[name] = evidence.Tuned(optimizer, schedule, axes=axes, seeds=1 if args.quick else 3,
+                                   start_from=start)
     for agent in args.agents:
         out[agent.name] = agent.optimizer
         if agent.name in args.ablated:

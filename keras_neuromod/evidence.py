@@ -66,8 +66,11 @@ from keras_neuromod.io import read_json
 __all__ = [
     "Ablated",
     "Axis",
+    "ADAM_AXES",
     "Report",
     "Run",
+    "SGD_AXES",
+    "TUNED_AXES",
     "Tuned",
     "VERDICTS",
     "aggregate",
@@ -423,7 +426,7 @@ SGD_AXES = {
     "momentum": Axis((0.0, 0.5, 0.9, 0.99), "complement_log", (0.0, 0.999)),
     "nesterov": Axis((False, True), "choice"),
 }
-_AXES = {"Adam": ADAM_AXES, "SGD": SGD_AXES}
+TUNED_AXES = {"Adam": ADAM_AXES, "SGD": SGD_AXES}
 
 
 class Tuned:
@@ -446,25 +449,32 @@ class Tuned:
             `WARMUP_FRACTION` of steps (`keras.optimizers.schedules.CosineDecay`).
         axes: settings name -> `Axis` (default: `ADAM_AXES` or `SGD_AXES`).
         seeds: validation seeds each candidate is scored on (at least 1; 3 by default).
+        start_from: None, or the name of another `Tuned` method of the same
+            comparison, listed before this one: the search starts from the
+            settings that one chose for the model and keeps those of the
+            settings this one does not vary (for example a cosine schedule's
+            peak learning rate searched with the constant search's betas).
     """
 
-    def __init__(self, optimizer="Adam", schedule=None, axes=None, seeds=3):
+    def __init__(self, optimizer="Adam", schedule=None, axes=None, seeds=3, start_from=None):
         if schedule not in (None, "cosine"):
             raise ValueError(f"schedule must be None or 'cosine', got {schedule!r}.")
-        if axes is None and optimizer not in _AXES:
-            raise ValueError(f"Give the axes to search for {optimizer!r}; defaults exist for {sorted(_AXES)}.")
+        if axes is None and optimizer not in TUNED_AXES:
+            raise ValueError(f"Give the axes to search for {optimizer!r}; defaults exist for {sorted(TUNED_AXES)}.")
         if not isinstance(getattr(keras.optimizers, optimizer, None), type):
             raise ValueError(f"Unknown Keras optimizer {optimizer!r}.")
         self.optimizer, self.schedule = optimizer, schedule
-        self.axes = dict(_AXES[optimizer] if axes is None else axes)
+        self.axes = dict(TUNED_AXES[optimizer] if axes is None else axes)
         if "learning_rate" not in self.axes:
             raise ValueError("A Tuned search needs a 'learning_rate' axis.")
         self.seeds = int(seeds)
         if self.seeds < 1:
             raise ValueError(f"seeds must be at least 1, got {seeds!r}.")
+        self.start_from = start_from
 
     def __repr__(self):
-        return f"Tuned({self.optimizer!r}, schedule={self.schedule!r}, seeds={self.seeds})"
+        return (f"Tuned({self.optimizer!r}, schedule={self.schedule!r}, seeds={self.seeds}, "
+                f"start_from={self.start_from!r})")
 
     def make(self, settings, total_steps):
         """The optimizer with `settings` (its schedule spread over `total_steps`)."""
@@ -481,10 +491,21 @@ class Tuned:
         defaults = getattr(keras.optimizers, self.optimizer)().get_config()
         return {name: defaults.get(name, axis.values[0]) for name, axis in self.axes.items()}
 
+    def _start(self, context):
+        point = self._defaults()
+        if self.start_from is not None:
+            chosen = context.chosen.get(self.start_from)
+            if chosen is None:
+                raise ValueError(f"{context.name!r} starts from {self.start_from!r}, which must be a "
+                                 "Tuned method listed before it in the same comparison.")
+            point.update(chosen)
+        return point
+
     def plan(self, context):
         total = context.total_steps
         seeds = [VALIDATION_SEEDS + i for i in range(self.seeds)]
-        tried = context.search_record(self)
+        point = self._start(context)
+        tried = context.search_record(self, point)
 
         def score(point):
             key = json.dumps(point, sort_keys=True)
@@ -494,11 +515,11 @@ class Tuned:
                 context.save()
             return float(np.mean([float(v) for v in tried[key]]))
 
-        point = self._defaults()
-        order = ["learning_rate"] + [n for n in self.axes if n != "learning_rate"] + ["learning_rate"]
+        others = [n for n in self.axes if n != "learning_rate"]
+        order = ["learning_rate"] + others + (["learning_rate"] if others else [])
         for step, name in enumerate(order):
             axis = self.axes[name]
-            grid = list(axis.values) if step < len(order) - 1 else axis.around(point[name])
+            grid = axis.around(point[name]) if step and name == "learning_rate" else list(axis.values)
             point[name] = self._line(point, name, axis, grid, score)
         return _Plan(lambda: self.make(point, total), settings=dict(point),
                      search={"candidates": len(tried), "seeds": len(seeds),
@@ -637,6 +658,7 @@ class _Context:
     model: str
     record: Record
     name: str
+    chosen: dict = dataclasses.field(default_factory=dict)  # settings of the methods resolved so far
 
     @property
     def total_steps(self):
@@ -646,10 +668,10 @@ class _Context:
     def trainer(self, optimizer):
         return Trainer(self.task, self.model, optimizer)
 
-    def search_record(self, tuned):
+    def search_record(self, tuned, start):
         searches = self.record.model(self.model)["searches"]
         identity = _digest([repr(tuned), {k: dataclasses.asdict(a) for k, a in tuned.axes.items()},
-                            _identity(tuned.make(tuned._defaults(), self.total_steps))])
+                            _identity(tuned.make(start, self.total_steps))])
         entry = searches.get(self.name)
         if entry is None or entry.get("identity") != identity:
             entry = searches[self.name] = {"identity": identity, "candidates": {}}
@@ -713,9 +735,12 @@ def compare(task, methods, models=None, seeds=10, record=None, first_seed=0, ver
     for model in models:
         entry = store.model(model)
         untrained[model] = _untrained(task, model, seed_list, entry, store)
+        chosen = {}
         for name, spec in specs.items():
             start = time.perf_counter()
-            plan = spec.plan(_Context(task, model, store, name))
+            plan = spec.plan(_Context(task, model, store, name, chosen))
+            if plan.settings is not None:
+                chosen[name] = plan.settings
             runs = _method_runs(task, model, name, plan, seed_list, entry, store)
             results[(model, name)] = runs
             settings[(model, name)] = plan.settings

@@ -331,3 +331,17 @@ def test_dropout_draws_are_the_seeds():
     trainer.run(4)
     assert trainer.run(3) == first
     assert evidence.Trainer(task, "test_dropout_mlp", keras.optimizers.SGD(0.1)).run(3) == first
+
+
+def test_a_search_can_start_from_another_searchs_choice():
+    axes = {"learning_rate": evidence.Axis((0.01, 0.1), "log", (1e-3, 1.0)),
+            "momentum": evidence.Axis((0.0, 0.5, 0.9), "complement_log", (0.0, 0.99))}
+    methods = {"SGD*": evidence.Tuned("SGD", axes=axes, seeds=1),
+               "SGD* cosine": evidence.Tuned("SGD", "cosine", axes={"learning_rate": axes["learning_rate"]},
+                                             seeds=1, start_from="SGD*")}
+    report = evidence.compare(TINY, methods, models="linear", seeds=2)
+    constant = report.settings[("linear", "SGD*")]
+    cosine = report.settings[("linear", "SGD* cosine")]
+    assert cosine["momentum"] == constant["momentum"] and set(cosine) == set(constant)
+    with pytest.raises(ValueError, match="listed before it"):
+        evidence.compare(TINY, {"late": methods["SGD* cosine"]}, models="linear", seeds=2)

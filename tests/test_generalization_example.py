@@ -21,7 +21,8 @@ def test_a_small_comparison_records_resumes_and_stores_its_summary(example, tmp_
                                                                   monkeypatch):
     # fewer baselines than the real record, to keep the test short: the wiring is the same
     monkeypatch.setattr(example, "DEFAULTS", ("SGD", "Adam"))
-    monkeypatch.setattr(example, "TUNED", {"SGD*": ("SGD", None), "Adam*": ("Adam", "cosine")})
+    monkeypatch.setattr(example, "TUNED", {"SGD*": ("SGD", None, None), "Adam*": ("Adam", None, None),
+                                           "Adam* cosine": ("Adam", "cosine", "Adam*")})
     control = str(tmp_path / "control.json")
     zoo.save(zoo.Agent(name="random_adam", base="adam", genome=Genome.random(13, 8, 3, rng=4),
                        provenance={"algorithm": "random"}), control)
@@ -38,10 +39,13 @@ def test_a_small_comparison_records_resumes_and_stores_its_summary(example, tmp_
                              "random search (adam) vs Adam"}
     result = read_json(os.path.join(out, "generalization.json"))
     methods = [r["method"] for r in result["rows"]]
-    assert methods == ["SGD", "Adam", "SGD*", "Adam*", "nm_adam_digits", "nm_adam_digits / frozen",
+    assert methods == ["SGD", "Adam", "SGD*", "Adam*", "Adam* cosine", "nm_adam_digits", "nm_adam_digits / frozen",
                        "nm_adam_digits / network mean", "random search (adam)"]
     tuned = {r["method"]: r["settings"] for r in result["rows"]}
     assert tuned["Adam*"]["learning_rate"] > 0 and tuned["Adam"] is None
+    # the cosine schedule's search starts from the constant search's choice
+    assert {k: v for k, v in tuned["Adam* cosine"].items() if k != "learning_rate"} == {
+        k: v for k, v in tuned["Adam*"].items() if k != "learning_rate"}
     searched = result["budgets"]["tuned_search_trainings"]["Adam*"]["diabetes:linear"]
     assert searched >= 2  # the quick grid, extended where its best point was on an edge
     # the agent is also compared with its ablations and its control
