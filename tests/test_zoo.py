@@ -303,3 +303,46 @@ def test_agent_settings_are_bounded(settings, match):
 def test_agent_ranges_must_be_pairs_of_finite_numbers(pair):
     with pytest.raises(ValueError, match="ranges"):
         zoo.Agent.from_dict({**make_agent().to_dict(), "ranges": {"learning_rate": pair}})
+
+
+def test_a_crash_while_recording_leaves_the_agent_loadable_by_name(zoo_folder, monkeypatch):
+    """`record_benchmark` rewrites the file and the index; a crash between the two loses nothing."""
+    before = zoo.load("nm_adam_test")
+    real_save, real_write_index = zoo.save, zoo.write_index
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    # a crash before the file is rewritten: the old agent loads
+    monkeypatch.setattr(zoo, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        zoo.record_benchmark("nm_adam_test", "wine", {"rows": [1]})
+    assert zoo.load("nm_adam_test") == before
+    # a crash after the file, before the index is final: the new agent loads
+    monkeypatch.setattr(zoo, "save", real_save)
+    monkeypatch.setattr(zoo, "write_index", crash)
+    with pytest.raises(KeyboardInterrupt):
+        zoo.record_benchmark("nm_adam_test", "wine", {"rows": [2]})
+    assert zoo.load("nm_adam_test").benchmark["wine"] == {"rows": [2]}
+    monkeypatch.setattr(zoo, "write_index", real_write_index)
+    # the next rewrite completes, and then only the new file's digest is accepted
+    zoo.record_benchmark("nm_adam_test", "wine", {"rows": [3]})
+    entry = json.loads((zoo_folder / "index.json").read_text())["agents"]["nm_adam_test"]
+    assert "previous_sha256" not in entry
+    path = zoo_folder / "nm_adam_test.json"
+    path.write_text(path.read_text().replace('"rows"', '"Rows"'))
+    with pytest.raises(ValueError, match="does not match the sha256"):
+        zoo.load("nm_adam_test")
+
+
+def test_a_zoo_name_wins_over_a_file_of_that_name(zoo_folder, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    other = make_agent(seed=5)
+    zoo.save(other, work / "nm_adam_test")  # a file named like the zoo agent
+    zoo_agent = zoo.load("nm_adam_test")
+    assert zoo_agent != other
+    assert NmAdam(agent="nm_adam_test").genome == zoo_agent.genome
+    assert NmAdam(agent="./nm_adam_test").genome == other.genome
+    assert zoo.load("./nm_adam_test") == other
