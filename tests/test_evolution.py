@@ -155,8 +155,43 @@ def test_population_size_is_kept_and_genomes_are_valid(tmp_path):
     assert len(checkpoint["population"]) == 12
     for data in checkpoint["population"]:
         Genome.from_dict(data)
-    assert result.best.fitness.values[0] == max(r["max"] for r in result.logbook[-1:])
+    assert result.last_best.fitness.values[0] == result.logbook[-1]["max"]
     assert "pickle" not in (tmp_path / "checkpoint.json").read_text()
+
+
+def test_best_is_the_runs_best_and_last_best_the_last_generations(tmp_path):
+    result = run(seed=4, generations=6, out=str(tmp_path))
+    maxima = [r["max"] for r in result.logbook]
+    assert maxima[-1] < max(maxima), "a late generation is worse than an early one"
+    assert result.best.fitness.values[0] == max(maxima)
+    assert result.best.generation == maxima.index(max(maxima)) < 5
+    assert result.best.genome == result.hall_of_fame[0].genome
+    assert result.last_best.fitness.values[0] == maxima[-1] and result.last_best.generation == 5
+    # a finished run resumed, and a checkpoint of an earlier version (no "run_best"), agree
+    again = run(seed=4, generations=6, out=str(tmp_path), resume=True)
+    assert again.best.genome == result.best.genome and again.last_best.genome == result.last_best.genome
+    path = tmp_path / "checkpoint.json"
+    checkpoint = read_json(path)
+    assert checkpoint["best"]["fitness"] == maxima[-1], "the checkpoint's 'best' stays the last generation's"
+    del checkpoint["run_best"]
+    path.write_text(json.dumps(checkpoint))
+    old = run(seed=4, generations=6, out=str(tmp_path), resume=True)
+    assert old.best.fitness.values[0] == max(maxima) and old.best.genome == result.best.genome
+    assert old.last_best.fitness.values[0] == maxima[-1]
+
+
+def test_the_runs_best_is_a_later_higher_score_of_a_genome_already_in_the_hall_of_fame():
+    from deap import tools
+    from keras_neuromod.evolution.engine import Individual, _run_best
+
+    hall = tools.HallOfFame(3)
+    hall.update([Individual("elite", 0.5, 0), Individual("other", 0.4, 0)])
+    again = Individual("elite", 0.9, 1)
+    hall.update([again])
+    assert hall[0].fitness.values[0] == 0.5, "DEAP keeps the genome's first fitness"
+    assert _run_best(hall, None, again) is again
+    assert _run_best(hall, Individual("old", 0.3, 0)) is hall[0]
+    assert _run_best(tools.HallOfFame(3), None) is None
 
 
 def test_resume_continues_without_redoing_work(tmp_path):
@@ -490,6 +525,19 @@ def test_evolve_example_with_no_generation_writes_no_agent(tmp_path, capsys):
     assert "--timeout" not in example.reproducing_command(example.parse_args([]), 1)
     args = example.parse_args(["--timeout", "90", "--workers", "2"])
     assert example.reproducing_command(args, 8).endswith("--workers 2 --timeout 90")
+
+
+def test_evolve_example_quick_selects_the_small_settings():
+    example = _evolve_example()
+    for argv in (["--quick"], ["--quick", "--task", "cifar10"]):
+        args = example.parse_args(argv)
+        assert {name: getattr(args, name) for name in example.QUICK if name != "models"} == {
+            name: value for name, value in example.QUICK.items() if name != "models"}
+        assert args.models == tuple(example.QUICK["models"].split(","))
+    assert example.parse_args(["--task", "cifar10"]).population == 50, "without --quick: full scale"
+    assert example.parse_args(["--quick", "--population", "6"]).population == 6
+    suite = example.parse_args(["--quick", "--suite"])
+    assert {name: getattr(suite, name) for name in example.QUICK_SUITE} == example.QUICK_SUITE
 
 
 # -- Ray ---------------------------------------------------------------------

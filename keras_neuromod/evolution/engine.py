@@ -7,7 +7,8 @@ One generation:
 3. form the species (`grneat.form_species`: speciate, dissolve species smaller
    than `min_species_size` into mutants of the survivors, evaluated on the same
    task before anything is selected, adapt the thresholds);
-4. record the logbook, the hall of fame and the best individual;
+4. record the logbook, the hall of fame, the generation's best individual and
+   the run's best;
 5. reproduce (`grneat.reproduce`: offspring per species, crossover, mutation,
    one elite per species, the next representatives);
 6. write `checkpoint.json` atomically.
@@ -99,7 +100,13 @@ class EvolutionResult:
     """What `evolve` returns.
 
     Attributes:
-        best: the best `Individual` of the last generation (the paper's pick).
+        best: the best `Individual` of the whole run: the hall of fame's
+            first, the highest fitness any generation recorded; or, in the rare
+            run where a genome already in the hall of fame scored higher on a
+            later generation (DEAP's hall of fame keeps a genome's first
+            fitness), that later evaluation. None before the first generation.
+        last_best: the best `Individual` of the last generation (the paper's
+            pick; fitnesses of different generations come from different tasks).
         hall_of_fame: DEAP `HallOfFame` of the best individuals of the run
             (fitnesses of different generations come from different tasks).
         logbook: DEAP `Logbook`, one record per generation.
@@ -110,6 +117,7 @@ class EvolutionResult:
     """
 
     best: Individual
+    last_best: Individual
     hall_of_fame: tools.HallOfFame
     logbook: tools.Logbook
     generations: int
@@ -142,7 +150,8 @@ class _Run:
         self.logbook = tools.Logbook()
         self.logbook.header = ["gen", "architecture", "evals", "species", "size", "max", "mean", "min", "std", "seconds"]
         self.hall_of_fame = tools.HallOfFame(settings["hall_of_fame"])
-        self.best = None
+        self.last_best = None  # the last generation's best (the checkpoint's "best")
+        self.run_best = None  # the best of all generations (the checkpoint's "run_best")
         self.evaluations = 0
         self.search = None  # the static search's CMA-ES (algorithm "static")
 
@@ -158,7 +167,8 @@ class _Run:
             "rng_state": self.rng.bit_generator.state,
             "logbook": list(self.logbook),
             "hall_of_fame": [ind.to_dict() for ind in self.hall_of_fame],
-            "best": self.best.to_dict() if self.best else None,
+            "best": self.last_best.to_dict() if self.last_best else None,
+            "run_best": self.run_best.to_dict() if self.run_best else None,
             "evaluations": self.evaluations,
         }
         if self.search is not None:
@@ -189,7 +199,7 @@ class _Run:
                 f"Not a GRNEAT checkpoint: {where[4:]} has format {found!r:.80}, "
                 f"expected {CHECKPOINT_FORMAT!r}."
             )
-        _fields.fields(data, where, _CHECKPOINT_FIELDS, ("search",))
+        _fields.fields(data, where, _CHECKPOINT_FIELDS, ("search", "run_best"))
         saved = data["settings"]
         if not isinstance(saved, dict):
             raise ValueError(f"{at('settings')} must be a JSON object.")
@@ -296,7 +306,11 @@ class _Run:
         # the entries again would reverse the order of entries with equal fitness.
         run.hall_of_fame.items = hall
         run.hall_of_fame.keys = [ind.fitness for ind in reversed(hall)]
-        run.best = None if data["best"] is None else individual(data["best"], "best")
+        run.last_best = None if data["best"] is None else individual(data["best"], "best")
+        if data.get("run_best") is not None:
+            run.run_best = individual(data["run_best"], "run_best")
+        else:  # a checkpoint of an earlier version: its hall of fame holds the run's best
+            run.run_best = _run_best(run.hall_of_fame, run.last_best)
         run.evaluations = _fields.integer(data["evaluations"], at("evaluations"))
         if static:
             run.search = StaticSearch.from_dict(data["search"], task.base, task.ranges,
@@ -310,6 +324,34 @@ def _task_from_dict(data):
     if isinstance(data, dict) and data.get("kind") == "suite":
         return SuiteTask.from_dict(data)
     return FitnessTask.from_dict(data)
+
+
+def _best_of(individuals):
+    """The individual of highest fitness (the first of equals), or None.
+
+    Args:
+        individuals: `Individual`s with valid fitnesses, or Nones (skipped).
+    """
+    individuals = [ind for ind in individuals if ind is not None]
+    return max(individuals, key=lambda ind: ind.fitness.values[0]) if individuals else None
+
+
+def _run_best(hall_of_fame, *seen):
+    """The run's best: the hall of fame's first, unless one of `seen` scored higher.
+
+    A genome already in the hall of fame keeps its first fitness there, so its
+    higher score on a later generation is only in `seen`.
+
+    Args:
+        hall_of_fame: the run's DEAP `HallOfFame` (best first).
+        *seen: the best individuals seen so far (the run's best until now and
+            the generation's best), or Nones.
+    """
+    best = _best_of(seen)
+    if len(hall_of_fame) and (best is None or
+                              hall_of_fame[0].fitness.values[0] >= best.fitness.values[0]):
+        return hall_of_fame[0]
+    return best
 
 
 # Settings added after the first checkpoints: a checkpoint without one was made with this value.
@@ -405,7 +447,8 @@ def evolve(
             `metric`, `train_subset`, `ranges`, ...).
 
     Returns:
-        An `EvolutionResult` (best agent, hall of fame, logbook, counts).
+        An `EvolutionResult` (the run's best, the last generation's best, hall of
+        fame, logbook, counts).
     """
     from keras_neuromod.evolution.suite import SuiteTask
 
@@ -479,7 +522,8 @@ def evolve(
         finally:
             engine.close()
     return EvolutionResult(
-        best=run.best,
+        best=run.run_best,
+        last_best=run.last_best,
         hall_of_fame=run.hall_of_fame,
         logbook=run.logbook,
         generations=run.generation,
@@ -517,11 +561,12 @@ def _draw(rng, models):
 
 
 def _record(run, population, fitnesses, architecture, evaluated, species, start, verbose):
-    """Log the generation; update the fitness range, the hall of fame, the best and the count."""
+    """Log the generation; update the fitness range, the hall of fame, the bests and the count."""
     run.fitness_range = grneat.widen_fitness_range(run.fitness_range, fitnesses)
     individuals = [Individual(g, f, run.generation) for g, f in zip(population, fitnesses)]
     run.hall_of_fame.update(individuals)
-    run.best = max(individuals, key=lambda ind: ind.fitness.values[0])
+    run.last_best = _best_of(individuals)
+    run.run_best = _run_best(run.hall_of_fame, run.run_best, run.last_best)
     run.evaluations += evaluated
     record = _statistics().compile(individuals)
     run.logbook.record(
