@@ -412,3 +412,29 @@ def test_a_zero_learning_rate_is_legal_and_changes_nothing():
     np.testing.assert_array_equal(apply(adam, [ops.ones((3,))], [w])[0], np.arange(3.0))
     with pytest.raises(ValueError, match="log space"):
         NmSGD(agent=sgd_agent(), ranges={"learning_rate": (0.0, 0.1)})
+
+
+@pytest.mark.parametrize("weight_decay", [None, 0.05])
+def test_adam_on_a_sparse_gradient_with_repeated_rows_is_adam_on_its_dense_gradient(weight_decay):
+    """An Embedding's gradient repeats rows; Nm-Adam squares the summed gradient, as Adam defines.
+
+    Checked against an independent numpy Adam step on the dense gradient. (Keras's
+    own Adam on TensorFlow squares each repeated row's slice before adding them,
+    `ops.square` of an `IndexedSlices`, so its second moment differs from this
+    where rows repeat; on JAX, whose gradients are dense, Keras's Adam agrees.)
+    """
+    values = np.array([[0.5, -1.0], [0.25, 2.0], [-0.5, 0.5]], "float32")
+    indices = [1, 1, 3]  # row 1 twice
+    table = keras.Variable(np.full((4, 2), 0.3, "float32"))
+    ranges = {"learning_rate": (1e-2, 1e-2), "beta_1": (0.9, 0.9), "beta_2": (0.999, 0.999),
+              "epsilon": (1e-7, 1e-7)}
+    optimizer = NmAdam(agent=Genome.random(13, 8, 2, rng=0), ranges=ranges, weight_decay=weight_decay)
+    optimizer.build([table])
+    optimizer.apply([_sparse(values, indices, (4, 2))], [table])
+    dense = np.zeros((4, 2))
+    np.add.at(dense, indices, values)
+    lr, b1, b2, eps, wd = 1e-2, 0.9, 0.999, 1e-7, weight_decay or 0.0
+    m, v = (1 - b1) * dense, (1 - b2) * dense**2
+    alpha = lr * np.sqrt(1 - b2) / (1 - b1)
+    expected = 0.3 * (1 - wd * lr) - alpha * m / (np.sqrt(v) + eps)
+    np.testing.assert_allclose(ops.convert_to_numpy(table), expected, rtol=1e-5, atol=1e-7)
