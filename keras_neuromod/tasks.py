@@ -332,6 +332,11 @@ def _make_splits(task, seed):
         y_train, y_test = (y.reshape(len(y), -1) for y in (y_train, y_test))
     if len(x_train) != len(y_train) or len(x_test) != len(y_test):
         raise ValueError(f"Task {task.name!r}: inputs and targets differ in length.")
+    for label, array in (("x_train", x_train), ("y_train", y_train), ("x_test", x_test), ("y_test", y_test)):
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise ValueError(f"Task {task.name!r}: data(seed={seed}) gave {bad} NaN or infinite "
+                             f"value(s) in {label}; a training on them cannot be scored.")
     if len(y_train) < 2 or len(y_test) < 1:
         raise ValueError(f"Task {task.name!r}: data(seed) gave too few examples.")
     if classification:

@@ -443,3 +443,18 @@ def test_data_order_is_one_permutation_of_the_training_split_per_epoch(name):
     assert not np.array_equal(task.data_order(4)[0][: min(n, 50)], order[0][: min(n, 50)])
     with pytest.raises(ValueError, match="seed"):
         task.data_order(-1)
+
+
+@pytest.mark.parametrize("where", ["x_train", "y_train", "x_test", "y_test"])
+def test_data_with_nan_or_inf_are_refused_where_the_task_is_built(where):
+    def data(seed):
+        rng = np.random.default_rng(seed)
+        arrays = {"x_train": rng.normal(size=(20, 3)), "y_train": rng.normal(size=(20, 1)),
+                  "x_test": rng.normal(size=(8, 3)), "y_test": rng.normal(size=(8, 1))}
+        arrays[where][1, 0] = np.nan
+        arrays[where][2, 0] = np.inf
+        return ((arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"]), 0)
+
+    task = tasks.Task("with_nan", "regression", data, ("linear",), "mean_squared_error", epochs=1)
+    with pytest.raises(ValueError, match=f"2 NaN or infinite value.* in {where}"):
+        task.splits(0)
