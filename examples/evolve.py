@@ -49,6 +49,9 @@ it writes the agent of the checkpoint's last generation again.
 `--timeout SECONDS` kills a worker that gives no answer for that long on one
 evaluation (a stuck or stopped process): the evaluation is run once more, then
 scored worst, as when a worker crashes. By default there is no limit.
+
+A run holds a lock on `--out` (`OUT/.lock`) while it lasts: a second run on the
+same folder meanwhile exits with an error naming the process that holds it.
 """
 
 import argparse
@@ -73,6 +76,7 @@ from keras_neuromod.evolution.suite import BASELINES  # noqa: E402
 from keras_neuromod.evolution import validate  # noqa: E402
 from keras_neuromod.evolution.parallel import BACKENDS  # noqa: E402
 from keras_neuromod.evolution.static import static_agent  # noqa: E402
+from keras_neuromod.io import FolderLockedError  # noqa: E402
 
 QUICK = {"population": 20, "generations": 8, "epochs": 3, "models": "mlp,A", "width": 0.5,
          "train_subset": None}
@@ -343,6 +347,8 @@ def main(argv=None):
         sys.exit(str(error))
     except FileExistsError as error:
         sys.exit(f"{error}\n(use --resume, or another --out)")
+    except FolderLockedError as error:  # another run writes into --out
+        sys.exit(str(error))
     except ValueError as error:  # a checkpoint made with other settings
         sys.exit(str(error))
     if result.last_best is None:

@@ -8,16 +8,24 @@ before they are parsed, so that loading a shared file can neither run code nor
 exhaust memory. Python's `json` reads `NaN`, `Infinity` and numbers too large
 for a float (as non-finite floats); the loaders refuse them, naming the field,
 wherever a number must be finite.
+
+`folder_lock` keeps two runs from writing into one output folder at once.
 """
 
+import contextlib
+import datetime
 import json
 import math
 import os
+import socket
 import tempfile
+import time
+import warnings
 
 import numpy as np
 
-__all__ = ["atomic_write_json", "read_bytes", "read_json", "parse_json", "to_jsonable", "MAX_AGENT_BYTES"]
+__all__ = ["atomic_write_json", "read_bytes", "read_json", "parse_json", "to_jsonable", "MAX_AGENT_BYTES",
+           "folder_lock", "FolderLockedError"]
 
 # The largest agent, genome or zoo index file that is read: 4 MiB. A genome at
 # the protein cap (`agrn.MAX_PROTEINS`) takes about 85 kB of indented JSON and the
@@ -166,3 +174,170 @@ def read_json(path, what="file", max_bytes=None):
     path = os.fspath(path)
     data = read_bytes(path, what, max_bytes)
     return parse_json(data, what=f"{what} {path!r}")
+
+
+# --------------------------------------------------------------------------
+# Output folder locks
+# --------------------------------------------------------------------------
+
+LOCK_NAME = ".lock"
+
+
+class FolderLockedError(RuntimeError):
+    """Another live process holds the lock of an output folder.
+
+    Attributes:
+        folder: the locked folder.
+        holder: the lock file's record (``pid``, ``host``, ``started``), or
+            None if it could not be read.
+    """
+
+    def __init__(self, folder, holder, message):
+        super().__init__(message)
+        self.folder = folder
+        self.holder = holder
+
+
+@contextlib.contextmanager
+def folder_lock(folder, name=LOCK_NAME):
+    """Hold the lock of an output folder while the block runs.
+
+    The lock is the file `folder/name`, created atomically (``O_CREAT |
+    O_EXCL``) and holding JSON ``{"pid", "host", "started"}``; it is removed
+    when the block ends, also on an exception. A lock whose process is no
+    longer alive on this host is stale: it is taken over with a warning. The
+    folder is created if needed.
+
+    Args:
+        folder: the output folder.
+        name: the lock file's name in it.
+
+    Yields:
+        The lock file's path.
+
+    Raises:
+        FolderLockedError: a live process (or one on another host, which
+            cannot be checked) holds the lock.
+    """
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    record = _acquire_lock(folder, path)
+    try:
+        yield path
+    finally:
+        _release_lock(path, record)
+
+
+def _acquire_lock(folder, path):
+    """Create the lock file `path` with this process's record, taking over a stale one.
+
+    Args:
+        folder: the locked folder, for the messages.
+        path: the lock file.
+
+    Returns:
+        The record written.
+    """
+    record = {"pid": os.getpid(), "host": socket.gethostname(),
+              "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    for _ in range(3):
+        try:
+            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            _take_over_if_stale(folder, path, _lock_holder(path))
+            continue
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(json.dumps(record) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        return record
+    raise FolderLockedError(folder, _lock_holder(path),
+                            f"Could not lock the folder {folder!r}: other processes keep taking "
+                            f"its lock {path!r}.")
+
+
+def _lock_holder(path, tries=10, pause=0.05):
+    """The lock file's record; None if it is gone or stays unreadable (being written, or torn).
+
+    Args:
+        path: the lock file.
+        tries: reads before giving up (a new lock is written just after its creation).
+        pause: seconds between reads.
+    """
+    for attempt in range(tries):
+        try:
+            with open(path, encoding="utf-8") as stream:
+                holder = json.load(stream)
+            if isinstance(holder, dict) and isinstance(holder.get("pid"), int):
+                return holder
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            pass
+        if attempt + 1 < tries:
+            time.sleep(pause)
+    return None
+
+
+def _take_over_if_stale(folder, path, holder):
+    """Remove the lock `path` if its process is dead; else raise `FolderLockedError`.
+
+    The stale file is first renamed to a name of this process's own, then read
+    again: if another process took it over meanwhile, its live lock is put back.
+
+    Args:
+        folder: the locked folder, for the messages.
+        path: the lock file.
+        holder: its record, or None if it is gone or unreadable.
+    """
+    if holder is None:
+        if not os.path.exists(path):
+            return  # released meanwhile: try again
+        raise FolderLockedError(folder, None,
+                                f"The folder {folder!r} is locked by {path!r}, which cannot be read; "
+                                "remove that file if no run uses the folder.")
+    here = holder.get("host") == socket.gethostname()
+    if not here or _process_alive(holder["pid"]):
+        where = "this host" if here else f"host {holder.get('host')!r}"
+        raise FolderLockedError(folder, holder,
+                                f"The folder {folder!r} is in use by another run: process "
+                                f"{holder['pid']} on {where} (started {holder.get('started')}) holds "
+                                f"its lock {path!r}. Wait for it to end, or choose another folder"
+                                + ("." if here else "; remove the lock if that run is over."))
+    aside = f"{path}.stale.{os.getpid()}"
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return  # another process took it over first: try again
+    if _lock_holder(aside, tries=1) != holder:  # a live lock taken over meanwhile: put it back
+        with contextlib.suppress(OSError):
+            os.link(aside, path)
+        os.unlink(aside)
+        return
+    os.unlink(aside)
+    warnings.warn(f"Taking over the stale lock {path!r} of process {holder['pid']} (started "
+                  f"{holder.get('started')}), which is no longer running.", RuntimeWarning,
+                  stacklevel=4)
+
+
+def _process_alive(pid):
+    """Whether process `pid` exists on this host (assumed alive where it cannot be checked)."""
+    if os.name == "nt":
+        return True
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, under another user
+        return True
+    return True
+
+
+def _release_lock(path, record):
+    """Remove the lock `path` if it is still this process's `record`."""
+    if _lock_holder(path, tries=1) == record:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)

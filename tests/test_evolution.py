@@ -194,6 +194,30 @@ def test_the_runs_best_is_a_later_higher_score_of_a_genome_already_in_the_hall_o
     assert _run_best(tools.HallOfFame(3), None) is None
 
 
+def test_a_second_run_on_a_locked_folder_is_refused_and_the_lock_released(tmp_path):
+    from test_io import lock_held_by_another_process
+    from keras_neuromod.io import FolderLockedError
+
+    out = tmp_path / "run"
+    tiny = ["--population", "4", "--epochs", "1", "--models", "mlp", "--width", "0.25",
+            "--train-subset", "64", "--backend", "serial", "--no-progress", "--generations", "1",
+            "--out", str(out)]
+    with lock_held_by_another_process(out) as child:
+        with pytest.raises(FolderLockedError, match=f"in use by another run: process {child.pid}"):
+            run(seed=1, generations=2, out=str(out))
+        with pytest.raises(SystemExit) as exit_info:  # examples/evolve.py exits with the message
+            _evolve_example().main(tiny)
+        assert f"{out}" in str(exit_info.value.code) and f"process {child.pid}" in str(exit_info.value.code)
+        assert os.listdir(out) == [".lock"], "nothing written"
+    # the holder killed, its lock is stale: the next run takes it over and releases it
+    with pytest.warns(RuntimeWarning, match=f"stale lock.*process {child.pid}"):
+        result = run(seed=1, generations=2, out=str(out))
+    assert result.generations == 2 and os.listdir(out) == ["checkpoint.json"]
+    with pytest.raises(ValueError, match="fitness"):  # a failing run releases it too
+        run(seed=1, generations=3, out=str(out), resume=True, fitness=slow_toy_fitness)
+    assert os.listdir(out) == ["checkpoint.json"]
+
+
 def test_resume_continues_without_redoing_work(tmp_path):
     straight = run(seed=5, generations=5)
     first = run(seed=5, generations=2, out=str(tmp_path))
@@ -271,8 +295,10 @@ def test_sigkill_after_a_checkpoint_then_resume_equals_uninterrupted(tmp_path):
     process.wait()
     done = read_json(checkpoint)["generation"]
     assert 1 <= done < 6, "the run should have been killed mid-way"
-    # no temporary file is left as the checkpoint, and it is complete JSON
-    resumed = run(seed=9, generations=6, out=out, resume=True, fitness=slow_toy_fitness)
+    # no temporary file is left as the checkpoint, and it is complete JSON; the killed
+    # run's lock of the folder is stale, and taken over
+    with pytest.warns(RuntimeWarning, match=f"stale lock.*process {process.pid}"):
+        resumed = run(seed=9, generations=6, out=out, resume=True, fitness=slow_toy_fitness)
     straight = run(seed=9, generations=6, fitness=slow_toy_fitness)
     assert _records(resumed) == _records(straight)
     assert resumed.best.genome == straight.best.genome

@@ -23,6 +23,7 @@ state is in the checkpoint, so a run resumed from a checkpoint ends with
 exactly the result of an uninterrupted one.
 """
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -42,6 +43,7 @@ from keras_neuromod.evolution.static import FixedHyperparameters
 from keras_neuromod.evolution.static import StaticSearch
 from keras_neuromod.evolution.static import is_candidate
 from keras_neuromod.io import atomic_write_json
+from keras_neuromod.io import folder_lock
 from keras_neuromod.io import read_json
 
 __all__ = ["evolve", "validate", "EvolutionResult", "Individual", "CHECKPOINT_FORMAT", "ALGORITHMS"]
@@ -412,6 +414,9 @@ def evolve(
             ``"auto"`` or an address joins an existing one.
         seed: one seed for the whole evolution.
         out: folder for `checkpoint.json` (written after every generation).
+            The run holds the folder's lock (`out/.lock`, `io.folder_lock`)
+            while it lasts: a second run on the folder meanwhile raises
+            `io.FolderLockedError`.
         resume: continue from `out/checkpoint.json` if it exists.
         fitness: a picklable function `f(genome_dict, architecture, seed)`
             to evaluate instead of training (the `task` then only names it).
@@ -449,6 +454,10 @@ def evolve(
     Returns:
         An `EvolutionResult` (the run's best, the last generation's best, hall of
         fame, logbook, counts).
+
+    Raises:
+        io.FolderLockedError: another live run holds `out`'s lock.
+        FileExistsError: `out` holds a checkpoint and `resume` is false.
     """
     from keras_neuromod.evolution.suite import SuiteTask
 
@@ -487,40 +496,21 @@ def evolve(
         "algorithm": algorithm,
     }
     checkpoint = os.path.join(out, "checkpoint.json") if out else None
-    if resume and checkpoint and os.path.exists(checkpoint):
-        run = _Run.load(checkpoint, settings, config)
-        run.settings = settings
-        if verbose:
-            print(f"Resuming from {checkpoint}: {run.generation} generation(s) done.", flush=True)
-    else:
-        if out and os.path.exists(checkpoint) and not resume:
-            raise FileExistsError(
-                f"{checkpoint} exists: pass resume=True to continue it, or choose another folder."
-            )
-        rng = np.random.default_rng(seed)
-        run = _Run(settings, config, rng)
-        first = grneat.initial_population if algorithm == "grneat" else grneat.random_population
-        run.population = first(N_INPUTS, fitness_task.n_outputs, rng, config)
-        if algorithm == "static":
-            # the random control's genomes are drawn and dropped, so that its generator and
-            # so its draws stay those of the random control; CMA-ES has a stream of its own
-            run.population = []
-            stream = np.random.SeedSequence(int(seed)).spawn(1)[0]
-            run.search = StaticSearch(fitness_task.base, fitness_task.ranges, population,
-                                      np.random.default_rng(stream))
-
-    evaluated_now = 0
-    if run.generation < generations:
-        engine = make_backend(backend, fitness if fitness is not None else fitness_task, workers,
-                              ray_address, timeout=timeout, vectorized=vectorized)
-        try:
-            step = _static_generation if algorithm == "static" else _generation
-            while run.generation < generations:
-                evaluated_now += step(run, engine, models, progress, verbose)
-                if checkpoint:
-                    atomic_write_json(checkpoint, run.to_dict())
-        finally:
-            engine.close()
+    # the folder's lock, held from reading the checkpoint to writing the last one
+    with folder_lock(out) if out else contextlib.nullcontext():
+        run = _start(settings, config, fitness_task, checkpoint, resume, verbose)
+        evaluated_now = 0
+        if run.generation < generations:
+            engine = make_backend(backend, fitness if fitness is not None else fitness_task, workers,
+                                  ray_address, timeout=timeout, vectorized=vectorized)
+            try:
+                step = _static_generation if algorithm == "static" else _generation
+                while run.generation < generations:
+                    evaluated_now += step(run, engine, models, progress, verbose)
+                    if checkpoint:
+                        atomic_write_json(checkpoint, run.to_dict())
+            finally:
+                engine.close()
     return EvolutionResult(
         best=run.run_best,
         last_best=run.last_best,
@@ -531,6 +521,45 @@ def evolve(
         evaluated_now=evaluated_now,
         out=out,
     )
+
+
+def _start(settings, config, fitness_task, checkpoint, resume, verbose):
+    """The run resumed from `checkpoint`, or a new one (its first population drawn).
+
+    Args:
+        settings: the run's settings (`evolve` builds them).
+        config: its `GRNEATConfig`.
+        fitness_task: its `FitnessTask` or `SuiteTask`.
+        checkpoint: the checkpoint file, or None without an output folder.
+        resume: continue from `checkpoint` if it exists.
+        verbose: say so when resuming.
+
+    Raises:
+        FileExistsError: `checkpoint` exists and `resume` is false.
+    """
+    if resume and checkpoint and os.path.exists(checkpoint):
+        run = _Run.load(checkpoint, settings, config)
+        run.settings = settings
+        if verbose:
+            print(f"Resuming from {checkpoint}: {run.generation} generation(s) done.", flush=True)
+        return run
+    if checkpoint and os.path.exists(checkpoint):
+        raise FileExistsError(
+            f"{checkpoint} exists: pass resume=True to continue it, or choose another folder."
+        )
+    seed, algorithm = settings["seed"], settings["algorithm"]
+    rng = np.random.default_rng(seed)
+    run = _Run(settings, config, rng)
+    first = grneat.initial_population if algorithm == "grneat" else grneat.random_population
+    run.population = first(N_INPUTS, fitness_task.n_outputs, rng, config)
+    if algorithm == "static":
+        # the random control's genomes are drawn and dropped, so that its generator and
+        # so its draws stay those of the random control; CMA-ES has a stream of its own
+        run.population = []
+        stream = np.random.SeedSequence(int(seed)).spawn(1)[0]
+        run.search = StaticSearch(fitness_task.base, fitness_task.ranges, config.population,
+                                  np.random.default_rng(stream))
+    return run
 
 
 def _check_static(task, fitness):
