@@ -232,10 +232,11 @@ class _Run:
         rng = _fields.generator(data["rng_state"], at("rng_state"))
         task = _task_from_dict(settings["task"])
         n_outputs = task.n_outputs
-        static = settings["algorithm"] == "static"
+        algorithm = settings.get("algorithm", _SETTING_DEFAULTS["algorithm"])
+        static = algorithm == "static"
         if static != ("search" in data):
             raise ValueError(f"{where} {'lacks' if static else 'has'} the field 'search', which a "
-                             f"{'static' if static else settings['algorithm']} run's checkpoint "
+                             f"{'static' if static else algorithm} run's checkpoint "
                              f"{'holds' if static else 'does not hold'}.")
 
         def genome(value, field):
