@@ -70,6 +70,7 @@ from keras_neuromod import bases  # noqa: E402
 from keras_neuromod import datasets  # noqa: E402
 from keras_neuromod import zoo  # noqa: E402
 from keras_neuromod.evolution import SuiteTask  # noqa: E402
+from keras_neuromod.evolution import TaskError  # noqa: E402
 from keras_neuromod.evolution import evolve  # noqa: E402
 from keras_neuromod.evolution.engine import ALGORITHMS  # noqa: E402
 from keras_neuromod.evolution.suite import BASELINES  # noqa: E402
@@ -412,4 +413,7 @@ def print_summary(result, agent_path, selection):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except TaskError as error:  # the task is broken: no agent is written
+        sys.exit(f"{type(error).__name__}: {error}")

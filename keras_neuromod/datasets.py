@@ -74,8 +74,8 @@ def digits(test_fraction=0.2, seed=0):
         from sklearn.datasets import load_digits
     except ImportError:
         raise ImportError(
-            "The digits data set comes with scikit-learn: "
-            "`pip install keras_neuromod[examples]` (or `pip install scikit-learn`)."
+            "The digits data set comes with scikit-learn, a dependency of keras_neuromod "
+            "that is missing here: `pip install scikit-learn`."
         ) from None
     bunch = load_digits()
     x = (bunch.images / 16.0).astype("float32")[..., None]
@@ -110,7 +110,8 @@ def wine(test_fraction=0.3, seed=0):
         from sklearn.datasets import load_wine
     except ImportError:
         raise ImportError(
-            "The wine data set comes with scikit-learn: `pip install keras_neuromod[examples]`."
+            "The wine data set comes with scikit-learn, a dependency of keras_neuromod "
+            "that is missing here: `pip install scikit-learn`."
         ) from None
     bunch = load_wine()
     x, y = bunch.data.astype("float64"), bunch.target.astype("int32")

@@ -40,7 +40,9 @@ bundled data sets are always the same, generated ones are drawn from the
     >>> model.fit(*splits.train, validation_data=splits.val,
     ...           epochs=task.epochs, batch_size=task.batch_size)
 
-Users add tasks with `register` and model builders with `register_model`.
+Users add tasks with `register` and model builders with `register_model`,
+anywhere (a module, a script, a notebook): an evolution sends the definitions of
+its suite's tasks to its worker processes (`definitions`, `install`).
 """
 
 import collections
@@ -67,7 +69,9 @@ __all__ = [
     "Splits",
     "TOKENS",
     "Task",
+    "definitions",
     "get",
+    "install",
     "names",
     "register",
     "register_model",
@@ -723,6 +727,34 @@ def get(name):
         raise ValueError(f"Unknown task {name!r}; registered tasks: {sorted(_REGISTRY)}.") from None
 
 
+def definitions(task_names):
+    """The registered definitions of `task_names`: the tasks and the model builders they train.
+
+    What worker processes need to evaluate those tasks when they were
+    registered in this process only (in a notebook, a `python -c` command or
+    inside a script's main guard): evolution backends send it to their
+    workers, which `install` it.
+
+    Args:
+        task_names: names of registered tasks.
+
+    Returns:
+        ``{"tasks": [Task, ...], "models": {name: builder, ...}}``.
+    """
+    found = [get(name) for name in task_names]
+    models = {model: MODELS[model] for task in found for model in task.models if model in MODELS}
+    return {"tasks": found, "models": models}
+
+
+def install(found):
+    """Register `definitions(...)`'s tasks and models here, replacing same-named ones."""
+    for name, builder in found["models"].items():
+        register_model(name, builder, overwrite=True)
+    for task in found["tasks"]:
+        if _REGISTRY.get(task.name) != task:
+            register(task, overwrite=True)
+
+
 def names(family=None, held_out=None):
     """Sorted names of the registered tasks, of one family and held out or not when given."""
     if family is not None and family not in FAMILIES:
@@ -744,8 +776,8 @@ def _sklearn(loader):
         import sklearn.datasets
     except ImportError:
         raise ImportError(
-            "The bundled tasks use scikit-learn: `pip install keras_neuromod[examples]` "
-            "(or `pip install scikit-learn`)."
+            "The bundled tasks use scikit-learn, a dependency of keras_neuromod that is "
+            "missing here: `pip install scikit-learn`."
         ) from None
     return getattr(sklearn.datasets, loader)
 

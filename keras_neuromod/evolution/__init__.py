@@ -17,6 +17,7 @@ from keras_neuromod.evolution.engine import validate
 from keras_neuromod.evolution.enu_fitness import ENUFitness
 from keras_neuromod.evolution.fitness import Evaluator
 from keras_neuromod.evolution.fitness import FitnessTask
+from keras_neuromod.evolution.fitness import TaskError
 from keras_neuromod.evolution.grneat import GRNEATConfig
 from keras_neuromod.evolution.static import FixedHyperparameters
 from keras_neuromod.evolution.static import static_agent
@@ -36,6 +37,7 @@ __all__ = [
     "FitnessTask",
     "GRNEATConfig",
     "SuiteTask",
+    "TaskError",
     "FixedHyperparameters",
     "static_agent",
 ]

@@ -38,6 +38,8 @@ from keras_neuromod.agrn import Genome
 from keras_neuromod.bases import N_INPUTS
 from keras_neuromod.evolution import grneat
 from keras_neuromod.evolution.fitness import FitnessTask
+from keras_neuromod.evolution.parallel import check_not_all_failed
+from keras_neuromod.evolution.parallel import in_spawned_start
 from keras_neuromod.evolution.parallel import make_backend
 from keras_neuromod.evolution.static import FixedHyperparameters
 from keras_neuromod.evolution.static import StaticSearch
@@ -459,8 +461,22 @@ def evolve(
     Raises:
         io.FolderLockedError: another live run holds `out`'s lock.
         FileExistsError: `out` holds a checkpoint and `resume` is false.
+        TaskError: the task cannot be evaluated (its data, its models or the
+            baseline's training fail, a worker process cannot start, or every
+            evaluation of a generation failed); nothing more is evaluated and
+            the last checkpoint stays as it was.
+        RuntimeError: called while a worker process imports the script that
+            started the run (the script lacks an ``if __name__ ==
+            "__main__":`` guard).
     """
     from keras_neuromod.evolution.suite import SuiteTask
+
+    if in_spawned_start():
+        raise RuntimeError(
+            "evolve() was called while a worker process imported the script that started the "
+            "evolution: each worker imports that script, so the code that runs the evolution "
+            'must sit under `if __name__ == "__main__":` (the main guard).'
+        )
 
     suite = isinstance(task, SuiteTask)
     if suite:
@@ -622,6 +638,7 @@ def _generation(run, engine, models, progress, verbose):
             bar.total = evaluated + len(jobs)
             bar.refresh()
         values = engine.map(jobs, progress=tick)
+        check_not_all_failed(engine)
         evaluated += len(jobs)
         return values
 
@@ -664,6 +681,7 @@ def _static_generation(run, engine, models, progress, verbose):
     bar, tick = _progress_bar(len(jobs), run.generation, progress)
     try:
         fitnesses = engine.map(jobs, progress=tick)
+        check_not_all_failed(engine)
     finally:
         if bar is not None:
             bar.close()
@@ -710,6 +728,7 @@ def validate(genomes, suite, draws=8, workers=None, first_seed=None, timeout=Non
     engine = make_backend("vectorized", suite, workers, timeout=timeout)
     try:
         values = engine.map(jobs)
+        check_not_all_failed(engine)
     finally:
         engine.close()
     return np.asarray(values, np.float64).reshape(draws, len(genomes)).T

@@ -11,8 +11,13 @@ An `Evaluator` keeps one compiled model and optimizer per architecture: an
 evaluation resets the weights and the optimizer state, swaps the genome into the
 optimizer's variables and fits, so no model is rebuilt and no train step is
 traced again.
+
+An error of the task itself (its data, its models, the baseline's training) is
+no individual's fault: it is raised as a `TaskError`, which stops an evolution
+(`keras_neuromod.evolution.parallel`) instead of scoring every individual worst.
 """
 
+import contextlib
 import dataclasses
 import math
 
@@ -24,7 +29,30 @@ from keras_neuromod.agrn import MAX_PROTEINS
 from keras_neuromod.agrn import Genome
 from keras_neuromod.bases import N_INPUTS
 
-__all__ = ["FitnessTask", "TaskData", "Evaluator"]
+__all__ = ["FitnessTask", "TaskData", "Evaluator", "TaskError", "task_step"]
+
+
+class TaskError(RuntimeError):
+    """An evaluation failed through its task (data, models, baseline), not through the individual.
+
+    Every individual would fail alike, so an evolution stops at once with this
+    error (a worker's traceback included) instead of scoring them all worst.
+    """
+
+
+@contextlib.contextmanager
+def task_step(what):
+    """Raise what fails inside as a `TaskError` (its cause kept) that says `what` failed.
+
+    Args:
+        what: the step, e.g. ``"loading the data of task 'wine'"``.
+    """
+    try:
+        yield
+    except TaskError:
+        raise
+    except Exception as error:  # noqa: BLE001 - re-raised as the task's
+        raise TaskError(f"{what} failed: {type(error).__name__}: {error}") from error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,8 +240,9 @@ class Evaluator(TaskData):
         """
         if not isinstance(genome, Genome):
             genome = Genome.from_dict(genome)
-        model, optimizer, stop_on_nan = self._trainer(architecture)
-        model.set_weights(self.initial_weights(architecture, seed))
+        with task_step(f"building model {architecture!r} of the {self.task.dataset} task"):
+            model, optimizer, stop_on_nan = self._trainer(architecture)
+            model.set_weights(self.initial_weights(architecture, seed))
         optimizer.set_genome(genome, reset=True)
         history = None
         for permutation in self.data_order(seed):

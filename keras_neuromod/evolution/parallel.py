@@ -9,26 +9,41 @@ more; if that fails too, it scores the fitness's worst value and the evolution
 goes on. Results come back in the order of the jobs, whatever order the
 workers finish in, so the evolution is the same on every backend.
 
+An error of the task itself (`fitness.TaskError`: its data, its models, the
+baseline's training) is not retried: `map` raises it at once, with the worker's
+traceback, and so stops an evolution. So does a worker process that cannot start
+(a script without an ``if __name__ == "__main__":`` guard, a task definition that
+cannot be rebuilt in the worker), with what the worker printed.
+
+Workers get the fitness and the definitions of the suite's tasks and models
+(`tasks.definitions`) serialized with cloudpickle (Ray's own for Ray actors):
+tasks and fitness functions defined in a notebook, a `python -c` command or
+inside a script's main guard evaluate in workers as they do here.
+
 Workers start quiet: TensorFlow's start-up notices (oneDNN, CUDA probing) and
 its C++ log lines stay out of the parent's output (`TF_CPP_MIN_LOG_LEVEL=3` in
-the workers). A failing job's traceback still reaches the parent's warning.
+the workers). A failing job's error reaches the parent's warning, with its
+traceback when it is scored worst.
 """
 
 import contextlib
 import math
 import multiprocessing
 import os
+import pickle
 import resource
 import sys
+import tempfile
 import time
 import traceback
 import warnings
 
 from keras_neuromod import _fields
+from keras_neuromod.evolution.fitness import TaskError
 
 __all__ = [
-    "make_backend", "evaluate_job", "SerialBackend", "ProcessBackend", "RayBackend",
-    "VectorizedBackend", "BACKENDS",
+    "make_backend", "evaluate_job", "check_not_all_failed", "in_spawned_start", "SerialBackend", "ProcessBackend", "RayBackend",
+    "VectorizedBackend", "BACKENDS", "TaskError",
 ]
 
 _EVALUATORS = {}
@@ -65,10 +80,74 @@ def _size(job):
 
 
 def _evaluator(key, make):
+    """The cached evaluator of `key`, made (loading the task's data) on first use."""
     if key not in _EVALUATORS:
+        from keras_neuromod.evolution.fitness import task_step
+
         _EVALUATORS.clear()
-        _EVALUATORS[key] = make()
+        with task_step("preparing the evaluation (loading the task's data)"):
+            _EVALUATORS[key] = make()
     return _EVALUATORS[key]
+
+
+def _definitions(fitness):
+    """What workers need besides the fitness: the definitions of a suite's tasks and models."""
+    from keras_neuromod.evolution.suite import SuiteTask
+
+    if isinstance(fitness, SuiteTask):
+        from keras_neuromod import tasks
+
+        return tasks.definitions(fitness.tasks)
+    return None
+
+
+def _payload(fitness):
+    """The fitness and its task definitions, serialized for the workers (cloudpickle).
+
+    Functions defined where pickle cannot find them again (a notebook, `python
+    -c`, a script's main guard) travel by value.
+    """
+    import cloudpickle
+
+    try:
+        return cloudpickle.dumps((fitness, _definitions(fitness)))
+    except Exception as error:  # noqa: BLE001 - said with what cannot be sent
+        raise TaskError(
+            f"The fitness or the task definitions cannot be sent to the worker processes "
+            f"({type(error).__name__}: {error}). Define the task's data function and model "
+            "builders with plain functions (no open files, locks or generators in their closures)."
+        ) from error
+
+
+def _install(fitness, found):
+    """The worker's side: `found` (task definitions, or None) registered here; the fitness."""
+    if found:
+        from keras_neuromod import tasks
+
+        tasks.install(found)
+    return fitness
+
+
+def _summary(error):
+    """`Type: first line of the message`, without notes (JAX's note on filtered frames)."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _task_failure(where, details):
+    return TaskError(
+        f"The task cannot be evaluated ({where}); this is not an individual's failure, so the "
+        f"run stops.\n{details.rstrip()}"
+    )
+
+
+def in_spawned_start():
+    """True while a spawned worker process imports the parent's main module.
+
+    A script that starts an evolution without an ``if __name__ ==
+    "__main__":`` guard starts it again there.
+    """
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
 
 
 def evaluate_job(fitness, job):
@@ -107,10 +186,24 @@ def evaluate_job(fitness, job):
     return float(fitness(genome, architecture, seed))
 
 
-def _warn_failure(job, reason, final, stacklevel=3):
+def check_not_all_failed(backend, what="evaluation"):
+    """Raise a `TaskError` if every job of `backend`'s last `map` failed (each twice).
+
+    One individual that crashes its worker scores worst and the run goes on;
+    when none could be evaluated at all, the task, the fitness or the
+    environment is broken, and scoring them all worst would hide it.
+    """
+    failures, jobs = getattr(backend, "failures", []), getattr(backend, "mapped", 0)
+    if jobs and len(failures) == jobs:
+        raise _task_failure(f"every {what} failed, twice; the first error follows",
+                            str(failures[0]))
+
+
+def _warn_failure(job, reason, final, details=None, stacklevel=3):
     what = "scored worst" if final else "run again"
+    tail = f"\n{details.rstrip()}" if final and details else ""
     warnings.warn(
-        f"Evaluating an individual failed ({reason}); it is {what}.", RuntimeWarning,
+        f"Evaluating an individual failed ({reason}); it is {what}.{tail}", RuntimeWarning,
         stacklevel=stacklevel,
     )
 
@@ -123,19 +216,25 @@ class SerialBackend:
 
     def __init__(self, fitness, threads=None):
         self.fitness = fitness
+        self.failures, self.mapped = [], 0
         _set_threads(threads)
 
     def map(self, jobs, progress=None):
         results = []
+        self.failures, self.mapped = [], len(jobs)
         for job in jobs:
             for attempt in (1, 2):
                 try:
                     results.append(evaluate_job(self.fitness, job))
                     break
+                except TaskError:
+                    raise
                 except Exception as error:  # noqa: BLE001 - a failed job scores worst
-                    _warn_failure(job, repr(error), final=attempt == 2)
+                    details = traceback.format_exc(limit=-4)
+                    _warn_failure(job, _summary(error), attempt == 2, details)
                     if attempt == 2:
                         results.append(_worst(self.fitness, job))
+                        self.failures.append(details)
             if progress:
                 progress(_size(job))
         return results
@@ -174,13 +273,14 @@ def _rebuild_descriptor(duplicate):
 
 
 @contextlib.contextmanager
-def _quiet_start(extra=None):
-    """Start child processes with `WORKER_ENVIRONMENT` (and `extra`) and stderr on the null device.
+def _quiet_start(start_log, extra=None):
+    """Start child processes with `WORKER_ENVIRONMENT` (and `extra`) and stderr into `start_log`.
 
     TensorFlow writes its start-up notices to file descriptor 2 before any log
     level applies, while the child imports it (the main module's imports,
     the job's function): only a child started with its descriptor 2 elsewhere
-    stays quiet. The child puts its real stderr back once started.
+    stays quiet. The child puts its real stderr back once started; if it dies
+    before, `start_log` (a file) holds what it wrote, its error included.
     """
     wanted = dict(WORKER_ENVIRONMENT, **(extra or {}))
     environment = {name: os.environ.get(name) for name in wanted}
@@ -189,14 +289,12 @@ def _quiet_start(extra=None):
         if stream is not None:
             stream.flush()
     saved = os.dup(2)
-    null = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(null, 2)
+        os.dup2(start_log.fileno(), 2)
         yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-        os.close(null)
         for name, value in environment.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -204,8 +302,13 @@ def _quiet_start(extra=None):
                 os.environ[name] = value
 
 
-def _worker_main(connection, fitness, threads, stderr=None):
-    _set_threads(threads)  # imports TensorFlow while stderr is still silenced
+def _worker_main(connection, payload, threads, stderr=None):
+    try:
+        _set_threads(threads)  # imports TensorFlow while stderr is still silenced
+        fitness = _install(*pickle.loads(payload))
+    except BaseException:  # noqa: BLE001 - the parent raises it
+        connection.send((None, "start_error", traceback.format_exc()))
+        return
     if stderr is not None:
         os.dup2(stderr.fd, 2)
         os.close(stderr.fd)
@@ -223,8 +326,10 @@ def _worker_main(connection, fitness, threads, stderr=None):
             # peak resident memory in MiB (Linux reports KiB)
             memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             connection.send((index, "ok", (value, memory)))
-        except Exception:  # noqa: BLE001 - reported to the parent
-            connection.send((index, "error", traceback.format_exc(limit=3)))
+        except TaskError:
+            connection.send((index, "task_error", traceback.format_exc()))
+        except Exception as error:  # noqa: BLE001 - reported to the parent
+            connection.send((index, "error", (_summary(error), traceback.format_exc(limit=-4))))
 
 
 class ProcessBackend:
@@ -267,22 +372,41 @@ class ProcessBackend:
         self.max_jobs_per_worker = max_jobs_per_worker
         self.max_worker_memory = max_worker_memory
         self._context = multiprocessing.get_context("spawn")
+        self._payload = _payload(fitness)
         self._pool = [None] * self.workers
+        self.failures, self.mapped = [], 0
 
     def _start(self, slot):
         parent, child = self._context.Pipe()
         stderr = _InheritedDescriptor(os.dup(2))
+        start_log = tempfile.TemporaryFile()
         process = self._context.Process(
-            target=_worker_main, args=(child, self.fitness, self.threads, stderr), daemon=True
+            target=_worker_main, args=(child, self._payload, self.threads, stderr), daemon=True
         )
         try:
-            with _quiet_start(self.environment):
+            with _quiet_start(start_log, self.environment):
                 process.start()
         finally:
             os.close(stderr.fd)
         child.close()
         self._pool[slot] = {"process": process, "connection": parent, "jobs": 0, "busy": None,
-                            "ready": False, "since": None}
+                            "ready": False, "since": None, "start_log": start_log}
+
+    def _start_failure(self, worker, details=None):
+        """The `TaskError` of a worker that died (or failed) before it was ready."""
+        if details is None:
+            worker["process"].join(timeout=5)
+            log = worker["start_log"]
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - 16384))
+            lines = log.read().decode(errors="replace").splitlines()[-30:]
+            details = (f"The worker exited with code {worker['process'].exitcode}; the end of "
+                       "its output:\n" + "\n".join(lines))
+        hint = ""
+        if "bootstrapping phase" in details and "main guard" not in details:
+            hint = ("\nEach worker process imports the script that started it: put the code "
+                    "that runs the evolution under `if __name__ == \"__main__\":`.")
+        return _task_failure("a worker process could not start", details + hint)
 
     def _time_left(self, busy):
         """Seconds until the first running job passes the timeout (None: no limit)."""
@@ -304,6 +428,7 @@ class ProcessBackend:
             worker["process"].kill()
             worker["process"].join()
         worker["connection"].close()
+        worker["start_log"].close()
         self._pool[slot] = None
 
     def map(self, jobs, progress=None):
@@ -313,6 +438,7 @@ class ProcessBackend:
         attempts = [0] * len(jobs)
         pending = list(range(len(jobs)))
         done = 0
+        self.failures, self.mapped = [], len(jobs)
         while done < len(jobs):
             for slot in range(self.workers):
                 worker = self._pool[slot]
@@ -338,6 +464,7 @@ class ProcessBackend:
                     continue
                 index = worker["busy"]
                 failure = None
+                details = None
                 if worker["connection"] in ready:
                     try:
                         _, status, value = worker["connection"].recv()
@@ -349,6 +476,10 @@ class ProcessBackend:
                         worker["ready"] = True
                         worker["since"] = time.monotonic()
                         continue
+                    if status == "start_error" or (status == "died" and not worker["ready"]):
+                        raise self._start_failure(worker, value if status == "start_error" else None)
+                    if status == "task_error":
+                        raise _task_failure("its worker's traceback follows", value)
                     if status == "ok":
                         results[index], memory = _answer(value[0]), value[1]
                         worker["busy"] = None
@@ -361,10 +492,14 @@ class ProcessBackend:
                             self._stop(slot)
                         continue
                     failure = value
+                    if status == "error":
+                        failure, details = value
                     worker["busy"] = None
                     if status == "died":
                         self._stop(slot)
                 elif worker["process"].sentinel in ready:
+                    if not worker["ready"]:
+                        raise self._start_failure(worker)
                     worker["process"].join()
                     failure = f"worker exited with code {worker['process'].exitcode}"
                     self._stop(slot)
@@ -377,9 +512,10 @@ class ProcessBackend:
                 else:
                     continue
                 final = attempts[index] >= 2
-                _warn_failure(jobs[index], failure.strip().splitlines()[-1], final)
+                _warn_failure(jobs[index], failure, final, details)
                 if final:
                     results[index] = _worst(self.fitness, jobs[index])
+                    self.failures.append(details or failure)
                     done += 1
                     if progress:
                         progress(_size(jobs[index]))
@@ -397,9 +533,9 @@ def _ray_actor_class():
 
     @ray.remote(num_cpus=1, max_restarts=-1)
     class Worker:
-        def __init__(self, fitness, threads):
+        def __init__(self, fitness, found, threads):
             _set_threads(threads)
-            self.fitness = fitness
+            self.fitness = _install(fitness, found)
 
         def ready(self):
             return True
@@ -460,7 +596,10 @@ class RayBackend:
         worker_class = _ray_actor_class().options(
             runtime_env={"env_vars": dict(WORKER_ENVIRONMENT, **(environment or {}))}
         )
-        self._actors = [worker_class.remote(fitness, threads) for _ in range(self.workers)]
+        # Ray sends them with its cloudpickle (by value from a notebook or `python -c`)
+        found = _definitions(fitness)
+        self.failures, self.mapped = [], 0
+        self._actors = [worker_class.remote(fitness, found, threads) for _ in range(self.workers)]
         # An actor gets jobs once it answers a ping: after its start, and
         # after each failure (Ray restarts a dead actor).
         self._idle = []
@@ -500,15 +639,17 @@ class RayBackend:
         pending = list(range(len(jobs)))
         running = {}
         done = 0
+        self.failures, self.mapped = [], len(jobs)
 
-        def failed(index, reason):
+        def failed(index, reason, details=None):
             nonlocal done
             final = attempts[index] >= 2
-            _warn_failure(jobs[index], reason, final, stacklevel=4)
+            _warn_failure(jobs[index], reason, final, details, stacklevel=4)
             if not final:
                 pending.insert(0, index)
                 return
             results[index] = _worst(self.fitness, jobs[index])
+            self.failures.append(details or reason)
             done += 1
             if progress:
                 progress(_size(jobs[index]))
@@ -530,9 +671,13 @@ class RayBackend:
                 actor, index, _ = running.pop(reference)
                 try:
                     results[index] = _answer(ray.get(reference))
+                except TaskError as error:  # Ray's RayTaskError is also an instance of its cause
+                    raise _task_failure("its worker's traceback follows", str(error)) from None
                 except Exception as error:  # noqa: BLE001 - RayActorError, RayTaskError
                     self._ping(actor)  # a dead actor is back once it answers
-                    failed(index, type(error).__name__)
+                    cause = getattr(error, "cause", None)
+                    failed(index, _summary(cause) if cause is not None else type(error).__name__,
+                           str(error))
                     continue
                 self._idle.append(actor)
                 done += 1
@@ -631,6 +776,16 @@ class VectorizedBackend:
                 spans.append((first, last))
             start = stop
         return chunks, spans
+
+    @property
+    def failures(self):
+        """The errors of the chunks that failed twice in the last `map` (their individuals scored worst)."""
+        return self._inner.failures
+
+    @property
+    def mapped(self):
+        """Chunks in the last `map`."""
+        return self._inner.mapped
 
     def map(self, jobs, progress=None):
         chunks, spans = self.chunks(jobs)

@@ -15,7 +15,9 @@ and a seed (the initial weights and the data order). On every instance,
   that tasks of different difficulty and different losses are comparable. A
   training whose loss turned NaN or Inf scores `-clip`.
 
-The fitness is the mean score over the instances. Selection reads validation
+The fitness is the mean score over the instances. An error in preparing an
+instance or in training its baseline is the task's (`fitness.TaskError`): it
+stops the evolution instead of scoring every individual worst. Selection reads validation
 data only (carved from the training data); the test split is left for evidence.
 The static-search control's candidates (`static.FixedHyperparameters`: one fixed
 value per hyperparameter) are scored alike, trained through the "frozen"
@@ -36,6 +38,7 @@ from keras_neuromod.agrn import MAX_PROTEINS
 from keras_neuromod.agrn import Genome
 from keras_neuromod.bases import N_INPUTS
 from keras_neuromod.evolution.fitness import placeholder_optimizer
+from keras_neuromod.evolution.fitness import task_step
 
 __all__ = ["SuiteTask", "SuiteEvaluator", "BASELINES", "VALIDATION_SEEDS"]
 
@@ -227,6 +230,15 @@ class SuiteEvaluator:
         weights = task.build_model(model_name, seed=seed).get_weights()
         return splits, weights, task.data_order(seed)
 
+    def _baseline(self, program, key, weights, orders):
+        """The baseline's validation loss on instance `key` (NaN if it diverged), trained once."""
+        if key not in self._baselines:
+            if len(self._baselines) >= 256:
+                self._baselines.pop(next(iter(self._baselines)))
+            result = program.run(None, weights, orders)
+            self._baselines[key] = float(result.loss[0]) if result.finite[0] else math.nan
+        return self._baselines[key]
+
     def scores(self, genomes, seed):
         """Per-instance scores, `[genomes, instances]`, and the instances.
 
@@ -243,21 +255,21 @@ class SuiteEvaluator:
         instances = self.suite.draw(seed)
         table = np.zeros((len(genomes), len(instances)))
         for column, (task_name, model_name, instance_seed) in enumerate(instances):
-            task = suite_tasks.get(task_name)
-            splits, weights, orders = self._instance(task, model_name, instance_seed)
-            _, (agents, baseline) = self._programs_for(task_name, model_name, splits)
-            for program in (agents, baseline):
-                program.use_data(*splits.train, *splits.val)
-            key = (task_name, model_name, instance_seed)
-            if key not in self._baselines:
-                if len(self._baselines) >= 256:
-                    self._baselines.pop(next(iter(self._baselines)))
-                result = baseline.run(None, weights, orders)
-                self._baselines[key] = float(result.loss[0]) if result.finite[0] else math.nan
-            reference = self._baselines[key]
+            # everything up to the baseline's training is the task's: its errors stop a run
+            with task_step(f"preparing task {task_name!r} with model {model_name!r} "
+                           f"(seed {instance_seed}) and training its {BASELINES[self.suite.base]} "
+                           "baseline"):
+                task = suite_tasks.get(task_name)
+                splits, weights, orders = self._instance(task, model_name, instance_seed)
+                _, (agents, baseline) = self._programs_for(task_name, model_name, splits)
+                for program in (agents, baseline):
+                    program.use_data(*splits.train, *splits.val)
+                reference = self._baseline(baseline, (task_name, model_name, instance_seed),
+                                           weights, orders)
+                if static:
+                    program = self._static_program(task_name, model_name, splits)
+                    program.use_data(*splits.train, *splits.val)
             if static:
-                program = self._static_program(task_name, model_name, splits)
-                program.use_data(*splits.train, *splits.val)
                 result = program.run(genomes, weights, orders)
             else:
                 result = agents.run(genomes, weights, orders)
