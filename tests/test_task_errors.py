@@ -186,22 +186,29 @@ def test_a_script_without_a_main_guard_stops_with_a_message_that_says_so(tmp_pat
     assert not (tmp_path / "run" / "checkpoint.json").exists()
 
 
-def test_a_task_error_raised_on_a_ray_actor_stops_the_map():
+def test_on_ray_tasks_registered_here_train_and_a_task_error_stops_the_map():
     ray = pytest.importorskip("ray", reason="the Ray backend needs the [ray] extra")
     from keras_neuromod.evolution.parallel import RayBackend
 
     def fitness(genome, architecture, seed):
         raise TaskError("the data are gone")
 
+    suite = _register_local_task("ray_regression")
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    backend = RayBackend(fitness, workers=1)
     try:
-        with pytest.raises(TaskError, match="the data are gone"):
-            backend.map([{"genome": {}, "architecture": "A", "seed": 0}] * 2)
+        backend = RayBackend(fitness, workers=1)
+        try:
+            with pytest.raises(TaskError, match="the data are gone"):
+                backend.map([{"genome": {}, "architecture": "A", "seed": 0}] * 2)
+        finally:
+            backend.close()
+        result = evolve(suite, population=3, generations=1, backend="ray", vectorized=True,
+                        workers=1, seed=0, **QUIET)
+        scores = [ind.fitness.values[0] for ind in result.hall_of_fame]
+        assert all(np.isfinite(scores)) and max(scores) > suite.worst_fitness
     finally:
-        backend.close()
         if started:
             ray.shutdown()
 
