@@ -50,370 +50,43 @@ it writes the agent of the checkpoint's last generation again.
 evaluation (a stuck or stopped process): the evaluation is run once more, then
 scored worst, as when a worker crashes. By default there is no limit.
 
+This script is the `keras-neuromod evolve` command of the installed package
+(`keras_neuromod.cli.evolve`), flag for flag, with its own name in the
+reproducing command the agent records.
+
 A run holds a lock on `--out` (`OUT/.lock`) while it lasts: a second run on the
 same folder meanwhile exits with an error naming the process that holds it.
 """
 
-import argparse
-import csv
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
+import _common  # noqa: E402,F401  (quiets TensorFlow's C++ log before Keras loads)
 
-import numpy as np  # noqa: E402
+from keras_neuromod.cli import evolve as _evolve  # noqa: E402
 
-import keras_neuromod  # noqa: E402
-from keras_neuromod import bases  # noqa: E402
-from keras_neuromod import datasets  # noqa: E402
-from keras_neuromod import zoo  # noqa: E402
-from keras_neuromod.evolution import SuiteTask  # noqa: E402
-from keras_neuromod.evolution import TaskError  # noqa: E402
-from keras_neuromod.evolution import evolve  # noqa: E402
-from keras_neuromod.evolution.engine import ALGORITHMS  # noqa: E402
-from keras_neuromod.evolution.suite import BASELINES  # noqa: E402
-from keras_neuromod.evolution import validate  # noqa: E402
-from keras_neuromod.evolution.parallel import BACKENDS  # noqa: E402
-from keras_neuromod.evolution.static import static_agent  # noqa: E402
-from keras_neuromod.io import FolderLockedError  # noqa: E402
-
-QUICK = {"population": 20, "generations": 8, "epochs": 3, "models": "mlp,A", "width": 0.5,
-         "train_subset": None}
-QUICK_SUITE = {"population": 16, "generations": 4, "instances": 2}
-SEARCHES = {"grneat": "GRNEAT", "random": "Random search", "static": "Static search"}
-
-
-def count(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def seconds(text):
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
+PROG = "python examples/evolve.py"
+QUICK = _evolve.QUICK
+QUICK_SUITE = _evolve.QUICK_SUITE
+SEARCHES = _evolve.SEARCHES
+reproducing_command = _evolve.reproducing_command
+select_agent = _evolve.select_agent
+provenance = _evolve.provenance
+write_logbook = _evolve.write_logbook
+plot_fitness = _evolve.plot_fitness
+print_summary = _evolve.print_summary
 
 
 def parse_args(argv=None):
-    parser = _common.parser(
-        "Evolve a neuromodulatory agent with GRNEAT.", "runs/evolve",
-        resume="continue from OUT/checkpoint.json", progress=True,
-        quick="the small settings whatever the task (population 20, 8 generations, 3 epochs; "
-              "with --suite: population 16, 4 generations, 2 instances); flags given override them",
-        epilog="With no flags: a quick evolution on digits (population 20, 8 generations, 3 epochs).",
-    )
-    parser.add_argument("--task", default="digits", choices=datasets.NAMES)
-    parser.add_argument("--base", default="adam", choices=bases.names())
-    parser.add_argument("--population", type=int, default=None)
-    parser.add_argument("--generations", type=count, default=None)
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--models", default=None, help="comma-separated architectures (A,B,C,mlp)")
-    parser.add_argument("--width", type=float, default=None, help="width factor of the models")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--train-subset", type=int, default=None, help="use only N training examples")
-    parser.add_argument("--metric", default="accuracy", choices=("accuracy", "val_accuracy"))
-    parser.add_argument("--backend", default="vectorized", choices=BACKENDS,
-                        help="vectorized (default): compiled, batched JAX trainings; process: "
-                             "model.fit in local processes; serial: model.fit here; ray: on Ray")
-    parser.add_argument("--vectorized", action="store_true",
-                        help="with --backend ray: train chunks of the population vectorized")
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--ray-address", default=None)
-    parser.add_argument("--timeout", type=seconds, default=None,
-                        help="seconds one evaluation may take in a worker before the worker is "
-                             "killed and the evaluation run again, then scored worst "
-                             "(all backends but serial; default: no limit)")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--name", default=None,
-                        help="the agent's name (default nm_BASE_TASK, nm_BASE_general with --suite)")
-    parser.add_argument("--suite", action="store_true",
-                        help="evolve over the task suite (keras_neuromod.tasks), not one data set")
-    parser.add_argument("--tasks", default=None,
-                        help="with --suite: comma-separated task names (default: every task not "
-                             "held out)")
-    parser.add_argument("--instances", type=int, default=None,
-                        help="with --suite: (task, model, seed) instances per generation")
-    parser.add_argument("--validation-draws", type=count, default=8,
-                        help="with --suite: draws of INSTANCES validation instances that pick the "
-                             "agent among the candidates (0: the last generation's best)")
-    parser.add_argument("--algorithm", default="grneat", choices=ALGORITHMS,
-                        help="grneat (default); random: the random-search control (random "
-                             "genomes); static (with --suite): the control without modulation, "
-                             "CMA-ES over fixed hyperparameters, written as an agent with "
-                             "collapsed ranges, on the instances random draws. Both controls "
-                             "have an evolution's budget, fitness and selection")
-    args = parser.parse_args(argv)
-    if args.timeout is not None and args.backend == "serial":
-        parser.error("--timeout needs another backend than serial (a serial run cannot stop itself)")
-    if args.vectorized and args.backend != "ray":
-        parser.error("--vectorized goes with --backend ray (--backend vectorized is local)")
-    if args.suite:
-        for name, value in QUICK_SUITE.items():
-            if getattr(args, name) is None:
-                setattr(args, name, value)
-        if args.backend not in ("vectorized", "ray") or (args.backend == "ray" and not args.vectorized):
-            parser.error("--suite trains vectorized: use --backend vectorized, or ray with --vectorized")
-        try:
-            args.tasks = None if args.tasks is None else tuple(
-                t.strip() for t in args.tasks.split(",") if t.strip())
-            args.task_spec = SuiteTask(base=args.base, tasks=args.tasks, instances=args.instances)
-        except (KeyError, ValueError) as error:
-            parser.error(str(error).strip("'\""))
-        args.models = ("suite",)
-        prefix = "static" if args.algorithm == "static" else "nm"
-        args.name = args.name or f"{prefix}_{args.base}_general"
-        return args
-    if args.tasks is not None or args.instances is not None:
-        parser.error("--tasks and --instances go with --suite")
-    if args.algorithm == "static":
-        parser.error("--algorithm static goes with --suite (scored against the Keras baseline)")
-    full_scale = args.task != "digits" and not args.quick
-    defaults = {"population": 50, "generations": 50, "epochs": 20, "models": "A,B,C", "width": 1.0,
-                "train_subset": None} if full_scale else QUICK
-    for name, value in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    args.models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    args.name = args.name or f"nm_{args.base}_{args.task}"
-    return args
-
-
-def reproducing_command(args, generations):
-    """The command that reproduces this evolution from its seed, every setting explicit."""
-    if args.suite:
-        parts = ["python examples/evolve.py --suite", f"--base {args.base}",
-                 f"--population {args.population}", f"--generations {generations}",
-                 f"--instances {args.instances}", f"--validation-draws {args.validation_draws}",
-                 f"--algorithm {args.algorithm}", f"--backend {args.backend}", f"--seed {args.seed}",
-                 # the tasks drawn from, named: the suite's default set may grow
-                 f"--tasks {','.join(args.task_spec.tasks)}"]
-    else:
-        parts = ["python examples/evolve.py", f"--task {args.task}", f"--base {args.base}",
-                 f"--population {args.population}", f"--generations {generations}",
-                 f"--epochs {args.epochs}", f"--models {','.join(args.models)}",
-                 f"--width {args.width}", f"--batch-size {args.batch_size}",
-                 f"--metric {args.metric}", f"--backend {args.backend}", f"--seed {args.seed}"]
-        if args.algorithm != "grneat":
-            parts.append(f"--algorithm {args.algorithm}")
-    if args.train_subset:
-        parts.append(f"--train-subset {args.train_subset}")
-    if args.vectorized:
-        parts.append("--vectorized")
-    if args.workers:
-        parts.append(f"--workers {args.workers}")
-    if args.timeout:
-        parts.append(f"--timeout {args.timeout:.15g}")
-    return " ".join(parts)
-
-
-def write_logbook(logbook, path):
-    fields = logbook.header
-    temporary = path + ".tmp"
-    with open(temporary, "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        for record in logbook:
-            writer.writerow(record)
-    os.replace(temporary, path)
-
-
-def plot_fitness(logbook, path, title, ylabel="fitness (final training accuracy)"):
-    generations = [r["gen"] for r in logbook]
-    figure, axis = _common.pyplot().subplots(figsize=(7, 4))
-    many = len(generations) > 20
-    thin = {"lw": 0.8, "alpha": 0.5} if many else {}
-    axis.plot(generations, [r["max"] for r in logbook], "-" if many else "-o", label="best", **thin)
-    axis.plot(generations, [r["mean"] for r in logbook], "-" if many else "-s", label="mean", **thin)
-    axis.fill_between(generations, [r["min"] for r in logbook], [r["max"] for r in logbook],
-                      alpha=0.15, label="min to max")
-    suite = all(r["architecture"] == "suite" for r in logbook)
-    if suite and len(generations) > 20:
-        # every generation meets other instances: the trend is in a moving average
-        window = 10
-        for key, colour in (("max", "C0"), ("mean", "C1")):
-            values = np.array([r[key] for r in logbook])
-            moving = np.convolve(values, np.ones(window) / window, mode="valid")
-            axis.plot(generations[window - 1:], moving, color=colour, lw=2.5,
-                      label=f"{'best' if key == 'max' else 'mean'}, {window}-generation average")
-    elif len(generations) <= 20:  # label each generation's architecture while they stay legible
-        for r in logbook:
-            axis.annotate(r["architecture"], (r["gen"], r["max"]), textcoords="offset points",
-                          xytext=(0, 6), ha="center", fontsize=8)
-        axis.set_xticks(generations)
-    else:
-        markers = dict(zip(sorted({r["architecture"] for r in logbook}), "^vDPX*"))
-        for architecture, marker in markers.items():
-            own = [r for r in logbook if r["architecture"] == architecture]
-            axis.scatter([r["gen"] for r in own], [r["max"] for r in own], marker=marker, s=40,
-                         zorder=3, label=f"trained: {architecture}")
-    axis.set(xlabel="generation", ylabel=ylabel, title=title)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, ncol=3, loc="lower left")
-    figure.tight_layout()
-    return _common.save_figure(figure, path)
-
-
-def select_agent(args, result):
-    """The candidate with the best mean validation score (--suite), and the selection record."""
-    if not args.suite or args.validation_draws == 0:
-        return result.last_best, None
-    candidates = []
-    for individual in [result.last_best, *result.hall_of_fame]:
-        if all(individual.genome != c.genome for c in candidates):
-            candidates.append(individual)
-    print(f"Selecting among {len(candidates)} candidates on {args.validation_draws} x "
-          f"{args.instances} validation instances ...", flush=True)
-    scores = validate([c.genome for c in candidates], args.task_spec, draws=args.validation_draws,
-                      workers=args.workers)
-    means = scores.mean(axis=1)
-    static = args.algorithm == "static"
-    _common.print_table(
-        [(i, c.generation, f"{c.fitness.values[0]:.4f}", f"{m:.4f}",
-          str(c.genome) if static else c.genome.n_regulatory)
-         for i, (c, m) in enumerate(zip(candidates, means))],
-        headers=("candidate", "generation", "fitness", "validation",
-                 "hyperparameters" if static else "reg. proteins"),
-        align="rrrr" + ("l" if static else "r"))
-    chosen = int(np.argmax(means))
-    return candidates[chosen], {
-        "candidates": len(candidates), "draws": args.validation_draws,
-        "instances": args.validation_draws * args.instances,
-        # each candidate's trainings and the baseline's, once per validation instance
-        "trainings": (len(candidates) + 1) * args.validation_draws * args.instances,
-        "score": round(float(means[chosen]), 4),
-        "scores": [round(float(m), 4) for m in means],
-    }
-
-
-def provenance(args, result, chosen, selection):
-    """The agent card's provenance: what it evolved on, its budget, the reproducing command."""
-    seconds = sum(r["seconds"] for r in result.logbook)
-    workers = args.workers or os.cpu_count() or 1
-    record = {"population": args.population, "generations": result.generations,
-              "algorithm": args.algorithm, "seed": args.seed,
-              "final_fitness": chosen.fitness.values[0], "evaluations": result.evaluations}
-    if args.suite:
-        spec = args.task_spec
-        record = {"task": "suite", "tasks": list(spec.tasks), "instances": spec.instances,
-                  "clip": spec.clip, "baseline": BASELINES[spec.base], **record,
-                  # one training per evaluation and instance, and the baseline's once per instance
-                  "trainings": result.evaluations * spec.instances + result.generations * spec.instances,
-                  "selection": selection}
-    else:
-        record = {"task": args.task, "architectures": list(args.models), "width": args.width,
-                  "epochs": args.epochs, "batch_size": args.batch_size, "metric": args.metric,
-                  **record}
-    record.update({
-        "evolution_seconds": round(seconds, 1), "workers": workers,
-        "cpu_hours": round(seconds * min(workers, os.cpu_count() or 1) / 3600, 2),
-        "library_version": keras_neuromod.__version__,
-        "command": reproducing_command(args, result.generations),
-    })
-    return record
+    """The settings from the command line (`keras_neuromod.cli.evolve.parse_args`)."""
+    return _evolve.parse_args(argv, prog=PROG)
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    command = "python examples/evolve.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    optimizer = f"Nm-{'SGD' if args.base == 'sgd' else 'Adam'}"
-    if args.suite:
-        print(f"{SEARCHES[args.algorithm]} on the task suite "
-              f"({len(args.task_spec.tasks)} tasks, {args.instances} instances per generation): "
-              f"{optimizer} agents against Keras's {BASELINES[args.base]}, population "
-              f"{args.population}, {args.generations} generations, seed {args.seed}", flush=True)
-        options = {}
-    else:
-        print(f"GRNEAT on {args.task}: {optimizer} agents, "
-              f"population {args.population}, {args.generations} generations, {args.epochs} epoch(s), "
-              f"models {','.join(args.models)}, backend {args.backend}, seed {args.seed}", flush=True)
-        options = dict(batch_size=args.batch_size, width=args.width, metric=args.metric,
-                       train_subset=args.train_subset, data_dir=args.data_dir)
-    start = time.perf_counter()
-    try:
-        result = evolve(
-            task=args.task_spec if args.suite else args.task, base=args.base,
-            population=args.population, generations=args.generations, epochs=args.epochs,
-            models=args.models, backend=args.backend, workers=args.workers,
-            ray_address=args.ray_address, timeout=args.timeout, vectorized=args.vectorized,
-            seed=args.seed, out=args.out, resume=args.resume, progress=not args.no_progress,
-            algorithm=args.algorithm, **options,
-        )
-    except datasets.DatasetUnavailableError as error:
-        sys.exit(str(error))
-    except FileExistsError as error:
-        sys.exit(f"{error}\n(use --resume, or another --out)")
-    except FolderLockedError as error:  # another run writes into --out
-        sys.exit(str(error))
-    except ValueError as error:  # a checkpoint made with other settings
-        sys.exit(str(error))
-    if result.last_best is None:
-        print(f"No generation was run (--generations {args.generations}): no agent to write.")
-        print_summary(result, None, None)
-        return
-    chosen, selection = select_agent(args, result)
-    agent_path = os.path.join(args.out, "best_agent.json")
-    spec = args.task_spec if args.suite else None
-    settings = {"warmup_steps": spec.warmup_steps if spec else 25,
-                "grn_steps_per_update": spec.grn_steps_per_update if spec else 1}
-    if args.algorithm == "static":
-        # the fixed values as collapsed ranges: the agent trains as Keras's optimizer with them
-        agent = static_agent(chosen.genome, args.name, settings,
-                             provenance(args, result, chosen, selection))
-    else:
-        agent = zoo.Agent(
-            name=args.name, base=args.base, genome=chosen.genome,
-            ranges=spec.ranges if spec else None, settings=settings,
-            provenance=provenance(args, result, chosen, selection),
-        )
-    zoo.save(agent, agent_path)
-    write_logbook(result.logbook, os.path.join(args.out, "logbook.csv"))
-    figure = os.path.join(args.out, "fitness.png")
-    if args.suite:
-        plot_fitness(result.logbook, figure,
-                     f"{SEARCHES[args.algorithm]} on the task suite (seed {args.seed})",
-                     f"fitness (mean log loss ratio against {BASELINES[args.base]})")
-    else:
-        plot_fitness(result.logbook, figure, f"GRNEAT on {args.task} (seed {args.seed})")
-    _common.print_table(
-        [(r["gen"], r["architecture"], f"{r['max']:.4f}", f"{r['mean']:.4f}", r["species"],
-          f"{r['size']:.2f}") for r in result.logbook],
-        headers=("generation", "model", "best", "mean", "species", "reg. proteins"),
-        align="rrrrrr")
-    picked = ("the best on the validation draw" if selection
-              else "the best individual of the last generation")
-    what = (f"fixed {chosen.genome}" if args.algorithm == "static"
-            else f"{chosen.genome.n_regulatory} regulatory proteins")
-    print(f"\nAgent ({picked}): fitness {chosen.fitness.values[0]:.4f}, {what} -> {agent_path}")
-    print(f"Figure: {figure}; {result.evaluated_now} evaluations in {time.perf_counter() - start:.0f} s "
-          f"(command: {command.strip()})")
-    print_summary(result, agent_path, selection)
-
-
-def print_summary(result, agent_path, selection):
-    """The last line on stdout: one JSON object (null fitness and agent without a run).
-
-    best_fitness is the fitness of the last generation's best (the agent's, without
-    a validation selection).
-    """
-    best = result.last_best
-    _common.print_json_line({
-        "best_fitness": None if best is None else round(best.fitness.values[0], 4),
-        "validation_score": None if selection is None else selection["score"],
-        "generations": result.generations,
-        "evaluations": result.evaluations,
-        "evaluated_now": result.evaluated_now,
-        "agent": agent_path,
-    })
+    """Run the evolution (`keras_neuromod.cli.evolve.main`)."""
+    return _evolve.main(argv, prog=PROG)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except TaskError as error:  # the task is broken: no agent is written
-        sys.exit(f"{type(error).__name__}: {error}")
+    sys.exit(_evolve.run(prog=PROG))

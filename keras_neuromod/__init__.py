@@ -11,20 +11,25 @@ The public API:
 * `layers`: switchable, plastic (Backpropamine) and ENU layers; `switching`
   trains a network on two tasks through a fixed weight-space transform.
 * `agents`: the agent format (`Agent`); `bases`: the registry of the optimizer
-  bases an agent can drive (name -> optimizer class and its hyperparameters).
+  bases an agent can drive (name -> optimizer class and its hyperparameters);
+  `inputs`: the input sets an agent reads (the core paper's, and "sensing").
 * `zoo`: evolved agents shared as JSON files, loaded by name.
 * `evolution` (imported on demand): GRNEAT on DEAP and evolution strategies.
-* `callbacks` (imported on demand): `ModulationTracer`.
+* `callbacks` (imported on demand): `ModulationTracer`, `TrainingHorizon`.
 * `evidence` (imported on demand): paired comparisons of optimizers over seeds,
   tuned baselines, and verdicts with their intervals.
 """
 
 __version__ = "0.2.0"
 
+# `keras-neuromod` and `python -m keras_neuromod` load TensorFlow quietly (a library import is left as is)
+from keras_neuromod.cli import _startup as _cli_startup  # noqa: E402,F401  isort: skip
+
 from keras_neuromod import agents
 from keras_neuromod import agrn
 from keras_neuromod import bases
 from keras_neuromod import datasets
+from keras_neuromod import inputs
 from keras_neuromod import layers
 from keras_neuromod import models
 from keras_neuromod import switching
@@ -44,6 +49,7 @@ __all__ = [
     "agrn",
     "bases",
     "datasets",
+    "inputs",
     "layers",
     "models",
     "switching",

@@ -1,0 +1,476 @@
+"""`keras-neuromod evolve`: evolve a neuromodulatory agent with GRNEAT, over real trainings.
+
+`examples/evolve.py` is this command (it passes its own name, so that the
+reproducing command an agent records is the one that was run).
+
+The story: each generation draws one of the paper's architectures and an
+initialisation seed, and every agent of the population trains that model with
+Nm-Adam (or Nm-SGD) from the same start; its fitness is the final training
+accuracy. GRNEAT breeds the next population from the fittest, species by
+species. After every generation the checkpoint is written, so an interrupted run
+continues with `--resume` and ends exactly where an uninterrupted one would.
+
+    keras-neuromod evolve                            # quick: digits, a few minutes on 2 cores
+    keras-neuromod evolve --quick --task cifar10 # the quick settings on another data set
+    keras-neuromod evolve --population 50 --generations 50 --epochs 20 \\
+        --models A,B,C --task cifar10 --out runs/cifar # the paper's setting
+    keras-neuromod evolve --backend ray --vectorized --ray-address auto   # on a Ray cluster
+    keras-neuromod evolve --suite --population 64 --generations 200 \
+        --out runs/general               # agents that generalise: the task suite
+
+`--suite` evolves over `keras_neuromod.tasks` instead of one data set
+(`keras_neuromod.evolution.SuiteTask`): every generation draws `--instances`
+(task, model, seed) instances from the tasks that are not held out, and an
+agent's fitness is its mean clipped log ratio of validation loss against Keras's
+default optimizer of its base (Adam, SGD) on them. Since every generation meets
+other instances, the agent written at the end is the candidate (the hall of
+fame and the last generation's best) with the best mean score on a fixed
+validation draw of `--validation-draws` x `--instances` further instances
+(`keras_neuromod.evolution.validate`). `--algorithm random` runs the
+control with the same budget: fresh random genomes every generation, the best
+of them all kept. `--algorithm static` runs the control without modulation,
+with the same budget, instances, fitness, hall of fame and selection: CMA-ES
+searches the best fixed hyperparameters of the base (one value each, for every
+tensor and step, within the agent's ranges; `keras_neuromod.evolution.static`),
+and `best_agent.json` holds them as collapsed ranges (`{name: [v, v]}`), so
+that `NmAdam(agent=...)` trains as Keras's Adam with those settings.
+
+The default backend, `vectorized`, trains the population as compiled JAX code
+(in a JAX worker process; batched where that is faster), which gives the same
+fitness as `model.fit` many times faster; `--backend process` fits every
+individual with `model.fit` in local processes.
+
+Writes into `--out`: `checkpoint.json`, the best agent (`best_agent.json`), the
+logbook (`logbook.csv`) and a PNG of best and mean fitness per generation. `best_agent.json` is an agent file in
+the zoo's format (genome, settings, provenance with the reproducing command), so
+`NmAdam(agent="runs/evolve/best_agent.json")` uses it and it can be shared as is.
+The last line on stdout is one JSON object: best_fitness, generations,
+evaluations, evaluated_now, agent. `--generations 0` on a new run evolves
+nothing and writes no agent (best_fitness and agent are null); with `--resume`
+it writes the agent of the checkpoint's last generation again.
+
+`--timeout SECONDS` kills a worker that gives no answer for that long on one
+evaluation (a stuck or stopped process): the evaluation is run once more, then
+scored worst, as when a worker crashes. By default there is no limit.
+
+A run holds a lock on `--out` (`OUT/.lock`) while it lasts: a second run on the
+same folder meanwhile exits with an error naming the process that holds it.
+"""
+
+
+import argparse
+import csv
+import os
+import sys
+import time
+
+import numpy as np
+
+import keras_neuromod
+from keras_neuromod import bases
+from keras_neuromod import datasets
+from keras_neuromod import zoo
+from keras_neuromod.cli import _output
+from keras_neuromod.evolution import SuiteTask
+from keras_neuromod.evolution import TaskError
+from keras_neuromod.evolution import evolve
+from keras_neuromod.evolution import validate
+from keras_neuromod.evolution.engine import ALGORITHMS
+from keras_neuromod.evolution.parallel import BACKENDS
+from keras_neuromod.evolution.static import static_agent
+from keras_neuromod.evolution.suite import BASELINES
+from keras_neuromod.io import FolderLockedError
+
+PROG = "keras-neuromod evolve"
+
+QUICK = {"population": 20, "generations": 8, "epochs": 3, "models": "mlp,A", "width": 0.5,
+         "train_subset": None}
+QUICK_SUITE = {"population": 16, "generations": 4, "instances": 2}
+SEARCHES = {"grneat": "GRNEAT", "random": "Random search", "static": "Static search"}
+
+
+def count(text):
+    """An argparse type: an integer of 0 or more."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def seconds(text):
+    """An argparse type: a positive, finite number of seconds."""
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def parse_args(argv=None, prog=PROG):
+    """The evolution's settings from the command line.
+
+    Args:
+        argv: the arguments (`sys.argv[1:]` when None).
+        prog: how the command is spelled (`keras-neuromod evolve`, or
+            `python examples/evolve.py`): the name in `--help` and the start of
+            the reproducing command the agent records.
+
+    Returns:
+        An `argparse.Namespace` with every setting filled in (the quick or the
+        full-scale defaults for what was not given).
+    """
+    parser = _output.parser(
+        "Evolve a neuromodulatory agent with GRNEAT.", "runs/evolve",
+        resume="continue from OUT/checkpoint.json", progress=True,
+        quick="the small settings whatever the task (population 20, 8 generations, 3 epochs; "
+              "with --suite: population 16, 4 generations, 2 instances); flags given override them",
+        epilog="With no flags: a quick evolution on digits (population 20, 8 generations, 3 epochs).",
+        prog=None if prog.startswith("python ") else prog,
+    )
+    parser.add_argument("--task", default="digits", choices=datasets.NAMES)
+    parser.add_argument("--base", default="adam", choices=bases.names())
+    parser.add_argument("--population", type=int, default=None)
+    parser.add_argument("--generations", type=count, default=None)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--models", default=None, help="comma-separated architectures (A,B,C,mlp)")
+    parser.add_argument("--width", type=float, default=None, help="width factor of the models")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--train-subset", type=int, default=None, help="use only N training examples")
+    parser.add_argument("--metric", default="accuracy", choices=("accuracy", "val_accuracy"))
+    parser.add_argument("--backend", default="vectorized", choices=BACKENDS,
+                        help="vectorized (default): compiled, batched JAX trainings; process: "
+                             "model.fit in local processes; serial: model.fit here; ray: on Ray")
+    parser.add_argument("--vectorized", action="store_true",
+                        help="with --backend ray: train chunks of the population vectorized")
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--ray-address", default=None)
+    parser.add_argument("--timeout", type=seconds, default=None,
+                        help="seconds one evaluation may take in a worker before the worker is "
+                             "killed and the evaluation run again, then scored worst "
+                             "(all backends but serial; default: no limit)")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--name", default=None,
+                        help="the agent's name (default nm_BASE_TASK, nm_BASE_general with --suite)")
+    parser.add_argument("--suite", action="store_true",
+                        help="evolve over the task suite (keras_neuromod.tasks), not one data set")
+    parser.add_argument("--tasks", default=None,
+                        help="with --suite: comma-separated task names (default: every task not "
+                             "held out)")
+    parser.add_argument("--instances", type=int, default=None,
+                        help="with --suite: (task, model, seed) instances per generation")
+    parser.add_argument("--validation-draws", type=count, default=8,
+                        help="with --suite: draws of INSTANCES validation instances that pick the "
+                             "agent among the candidates (0: the last generation's best)")
+    parser.add_argument("--algorithm", default="grneat", choices=ALGORITHMS,
+                        help="grneat (default); random: the random-search control (random "
+                             "genomes); static (with --suite): the control without modulation, "
+                             "CMA-ES over fixed hyperparameters, written as an agent with "
+                             "collapsed ranges, on the instances random draws. Both controls "
+                             "have an evolution's budget, fitness and selection")
+    args = parser.parse_args(argv)
+    args.prog = prog
+    if args.timeout is not None and args.backend == "serial":
+        parser.error("--timeout needs another backend than serial (a serial run cannot stop itself)")
+    if args.vectorized and args.backend != "ray":
+        parser.error("--vectorized goes with --backend ray (--backend vectorized is local)")
+    if args.suite:
+        for name, value in QUICK_SUITE.items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
+        if args.backend not in ("vectorized", "ray") or (args.backend == "ray" and not args.vectorized):
+            parser.error("--suite trains vectorized: use --backend vectorized, or ray with --vectorized")
+        try:
+            args.tasks = None if args.tasks is None else tuple(
+                t.strip() for t in args.tasks.split(",") if t.strip())
+            args.task_spec = SuiteTask(base=args.base, tasks=args.tasks, instances=args.instances)
+        except (KeyError, ValueError) as error:
+            parser.error(str(error).strip("'\""))
+        args.models = ("suite",)
+        prefix = "static" if args.algorithm == "static" else "nm"
+        args.name = args.name or f"{prefix}_{args.base}_general"
+        return args
+    if args.tasks is not None or args.instances is not None:
+        parser.error("--tasks and --instances go with --suite")
+    if args.algorithm == "static":
+        parser.error("--algorithm static goes with --suite (scored against the Keras baseline)")
+    full_scale = args.task != "digits" and not args.quick
+    defaults = {"population": 50, "generations": 50, "epochs": 20, "models": "A,B,C", "width": 1.0,
+                "train_subset": None} if full_scale else QUICK
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    args.name = args.name or f"nm_{args.base}_{args.task}"
+    return args
+
+
+def reproducing_command(args, generations):
+    """The command that reproduces this evolution from its seed, every setting explicit.
+
+    Args:
+        args: the settings, from `parse_args`.
+        generations: the generations the run reached.
+    """
+    prog = getattr(args, "prog", PROG)
+    if args.suite:
+        parts = [f"{prog} --suite", f"--base {args.base}",
+                 f"--population {args.population}", f"--generations {generations}",
+                 f"--instances {args.instances}", f"--validation-draws {args.validation_draws}",
+                 f"--algorithm {args.algorithm}", f"--backend {args.backend}", f"--seed {args.seed}",
+                 # the tasks drawn from, named: the suite's default set may grow
+                 f"--tasks {','.join(args.task_spec.tasks)}"]
+    else:
+        parts = [prog, f"--task {args.task}", f"--base {args.base}",
+                 f"--population {args.population}", f"--generations {generations}",
+                 f"--epochs {args.epochs}", f"--models {','.join(args.models)}",
+                 f"--width {args.width}", f"--batch-size {args.batch_size}",
+                 f"--metric {args.metric}", f"--backend {args.backend}", f"--seed {args.seed}"]
+        if args.algorithm != "grneat":
+            parts.append(f"--algorithm {args.algorithm}")
+    if args.train_subset:
+        parts.append(f"--train-subset {args.train_subset}")
+    if args.vectorized:
+        parts.append("--vectorized")
+    if args.workers:
+        parts.append(f"--workers {args.workers}")
+    if args.timeout:
+        parts.append(f"--timeout {args.timeout:.15g}")
+    return " ".join(parts)
+
+
+def write_logbook(logbook, path):
+    """Write DEAP's `logbook` as CSV at `path`, atomically."""
+    fields = logbook.header
+    temporary = path + ".tmp"
+    with open(temporary, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for record in logbook:
+            writer.writerow(record)
+    os.replace(temporary, path)
+
+
+def plot_fitness(logbook, path, title, ylabel="fitness (final training accuracy)"):
+    """Draw the best, mean and range of the fitness per generation as a PNG at `path`.
+
+    Returns:
+        `path`, or None without matplotlib (`pip install "keras_neuromod[examples]"`).
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return None
+    generations = [r["gen"] for r in logbook]
+    figure, axis = _output.pyplot().subplots(figsize=(7, 4))
+    many = len(generations) > 20
+    thin = {"lw": 0.8, "alpha": 0.5} if many else {}
+    axis.plot(generations, [r["max"] for r in logbook], "-" if many else "-o", label="best", **thin)
+    axis.plot(generations, [r["mean"] for r in logbook], "-" if many else "-s", label="mean", **thin)
+    axis.fill_between(generations, [r["min"] for r in logbook], [r["max"] for r in logbook],
+                      alpha=0.15, label="min to max")
+    suite = all(r["architecture"] == "suite" for r in logbook)
+    if suite and len(generations) > 20:
+        # every generation meets other instances: the trend is in a moving average
+        window = 10
+        for key, colour in (("max", "C0"), ("mean", "C1")):
+            values = np.array([r[key] for r in logbook])
+            moving = np.convolve(values, np.ones(window) / window, mode="valid")
+            axis.plot(generations[window - 1:], moving, color=colour, lw=2.5,
+                      label=f"{'best' if key == 'max' else 'mean'}, {window}-generation average")
+    elif len(generations) <= 20:  # label each generation's architecture while they stay legible
+        for r in logbook:
+            axis.annotate(r["architecture"], (r["gen"], r["max"]), textcoords="offset points",
+                          xytext=(0, 6), ha="center", fontsize=8)
+        axis.set_xticks(generations)
+    else:
+        markers = dict(zip(sorted({r["architecture"] for r in logbook}), "^vDPX*"))
+        for architecture, marker in markers.items():
+            own = [r for r in logbook if r["architecture"] == architecture]
+            axis.scatter([r["gen"] for r in own], [r["max"] for r in own], marker=marker, s=40,
+                         zorder=3, label=f"trained: {architecture}")
+    axis.set(xlabel="generation", ylabel=ylabel, title=title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, ncol=3, loc="lower left")
+    figure.tight_layout()
+    return _output.save_figure(figure, path)
+
+
+def select_agent(args, result):
+    """The candidate with the best mean validation score (--suite), and the selection record."""
+    if not args.suite or args.validation_draws == 0:
+        return result.last_best, None
+    candidates = []
+    for individual in [result.last_best, *result.hall_of_fame]:
+        if all(individual.genome != c.genome for c in candidates):
+            candidates.append(individual)
+    print(f"Selecting among {len(candidates)} candidates on {args.validation_draws} x "
+          f"{args.instances} validation instances ...", flush=True)
+    scores = validate([c.genome for c in candidates], args.task_spec, draws=args.validation_draws,
+                      workers=args.workers)
+    means = scores.mean(axis=1)
+    static = args.algorithm == "static"
+    _output.print_table(
+        [(i, c.generation, f"{c.fitness.values[0]:.4f}", f"{m:.4f}",
+          str(c.genome) if static else c.genome.n_regulatory)
+         for i, (c, m) in enumerate(zip(candidates, means))],
+        headers=("candidate", "generation", "fitness", "validation",
+                 "hyperparameters" if static else "reg. proteins"),
+        align="rrrr" + ("l" if static else "r"))
+    chosen = int(np.argmax(means))
+    return candidates[chosen], {
+        "candidates": len(candidates), "draws": args.validation_draws,
+        "instances": args.validation_draws * args.instances,
+        # each candidate's trainings and the baseline's, once per validation instance
+        "trainings": (len(candidates) + 1) * args.validation_draws * args.instances,
+        "score": round(float(means[chosen]), 4),
+        "scores": [round(float(m), 4) for m in means],
+    }
+
+
+def provenance(args, result, chosen, selection):
+    """The agent card's provenance: what it evolved on, its budget, the reproducing command."""
+    seconds = sum(r["seconds"] for r in result.logbook)
+    workers = args.workers or os.cpu_count() or 1
+    record = {"population": args.population, "generations": result.generations,
+              "algorithm": args.algorithm, "seed": args.seed,
+              "final_fitness": chosen.fitness.values[0], "evaluations": result.evaluations}
+    if args.suite:
+        spec = args.task_spec
+        record = {"task": "suite", "tasks": list(spec.tasks), "instances": spec.instances,
+                  "clip": spec.clip, "baseline": BASELINES[spec.base], **record,
+                  # one training per evaluation and instance, and the baseline's once per instance
+                  "trainings": result.evaluations * spec.instances + result.generations * spec.instances,
+                  "selection": selection}
+    else:
+        record = {"task": args.task, "architectures": list(args.models), "width": args.width,
+                  "epochs": args.epochs, "batch_size": args.batch_size, "metric": args.metric,
+                  **record}
+    record.update({
+        "evolution_seconds": round(seconds, 1), "workers": workers,
+        "cpu_hours": round(seconds * min(workers, os.cpu_count() or 1) / 3600, 2),
+        "library_version": keras_neuromod.__version__,
+        "command": reproducing_command(args, result.generations),
+    })
+    return record
+
+
+def main(argv=None, prog=PROG):
+    """Run the evolution, write the agent, the logbook and the figure, and print the summary.
+
+    Args:
+        argv: the arguments (`sys.argv[1:]` when None).
+        prog: how the command is spelled (see `parse_args`).
+
+    Raises:
+        SystemExit: with the message, when the data are unavailable, `--out`
+            holds a run (without `--resume`) or another run holds its lock, or
+            the checkpoint was made with other settings.
+        keras_neuromod.evolution.TaskError: when the task itself fails (no agent is written).
+    """
+    args = parse_args(argv, prog)
+    os.makedirs(args.out, exist_ok=True)
+    command = f"{prog} " + " ".join(sys.argv[1:] if argv is None else argv)
+    optimizer = f"Nm-{'SGD' if args.base == 'sgd' else 'Adam'}"
+    if args.suite:
+        print(f"{SEARCHES[args.algorithm]} on the task suite "
+              f"({len(args.task_spec.tasks)} tasks, {args.instances} instances per generation): "
+              f"{optimizer} agents against Keras's {BASELINES[args.base]}, population "
+              f"{args.population}, {args.generations} generations, seed {args.seed}", flush=True)
+        options = {}
+    else:
+        print(f"GRNEAT on {args.task}: {optimizer} agents, "
+              f"population {args.population}, {args.generations} generations, {args.epochs} epoch(s), "
+              f"models {','.join(args.models)}, backend {args.backend}, seed {args.seed}", flush=True)
+        options = dict(batch_size=args.batch_size, width=args.width, metric=args.metric,
+                       train_subset=args.train_subset, data_dir=args.data_dir)
+    start = time.perf_counter()
+    try:
+        result = evolve(
+            task=args.task_spec if args.suite else args.task, base=args.base,
+            population=args.population, generations=args.generations, epochs=args.epochs,
+            models=args.models, backend=args.backend, workers=args.workers,
+            ray_address=args.ray_address, timeout=args.timeout, vectorized=args.vectorized,
+            seed=args.seed, out=args.out, resume=args.resume, progress=not args.no_progress,
+            algorithm=args.algorithm, **options,
+        )
+    except datasets.DatasetUnavailableError as error:
+        sys.exit(str(error))
+    except FileExistsError as error:
+        sys.exit(f"{error}\n(use --resume, or another --out)")
+    except FolderLockedError as error:  # another run writes into --out
+        sys.exit(str(error))
+    except ValueError as error:  # a checkpoint made with other settings
+        sys.exit(str(error))
+    if result.last_best is None:
+        print(f"No generation was run (--generations {args.generations}): no agent to write.")
+        print_summary(result, None, None)
+        return
+    chosen, selection = select_agent(args, result)
+    agent_path = os.path.join(args.out, "best_agent.json")
+    spec = args.task_spec if args.suite else None
+    settings = {"warmup_steps": spec.warmup_steps if spec else 25,
+                "grn_steps_per_update": spec.grn_steps_per_update if spec else 1}
+    if args.algorithm == "static":
+        # the fixed values as collapsed ranges: the agent trains as Keras's optimizer with them
+        agent = static_agent(chosen.genome, args.name, settings,
+                             provenance(args, result, chosen, selection))
+    else:
+        agent = zoo.Agent(
+            name=args.name, base=args.base, genome=chosen.genome,
+            ranges=spec.ranges if spec else None, settings=settings,
+            provenance=provenance(args, result, chosen, selection),
+        )
+    zoo.save(agent, agent_path)
+    write_logbook(result.logbook, os.path.join(args.out, "logbook.csv"))
+    figure = os.path.join(args.out, "fitness.png")
+    if args.suite:
+        plot = plot_fitness(result.logbook, figure,
+                            f"{SEARCHES[args.algorithm]} on the task suite (seed {args.seed})",
+                            f"fitness (mean log loss ratio against {BASELINES[args.base]})")
+    else:
+        plot = plot_fitness(result.logbook, figure, f"GRNEAT on {args.task} (seed {args.seed})")
+    _output.print_table(
+        [(r["gen"], r["architecture"], f"{r['max']:.4f}", f"{r['mean']:.4f}", r["species"],
+          f"{r['size']:.2f}") for r in result.logbook],
+        headers=("generation", "model", "best", "mean", "species", "reg. proteins"),
+        align="rrrrrr")
+    picked = ("the best on the validation draw" if selection
+              else "the best individual of the last generation")
+    what = (f"fixed {chosen.genome}" if args.algorithm == "static"
+            else f"{chosen.genome.n_regulatory} regulatory proteins")
+    print(f"\nAgent ({picked}): fitness {chosen.fitness.values[0]:.4f}, {what} -> {agent_path}")
+    if plot is None:
+        figure = "not drawn (matplotlib is not installed)"
+    print(f"Figure: {figure}; {result.evaluated_now} evaluations in {time.perf_counter() - start:.0f} s "
+          f"(command: {command.strip()})")
+    print_summary(result, agent_path, selection)
+
+
+def print_summary(result, agent_path, selection):
+    """The last line on stdout: one JSON object (null fitness and agent without a run).
+
+    best_fitness is the fitness of the last generation's best (the agent's, without
+    a validation selection).
+    """
+    best = result.last_best
+    _output.print_json_line({
+        "best_fitness": None if best is None else round(best.fitness.values[0], 4),
+        "validation_score": None if selection is None else selection["score"],
+        "generations": result.generations,
+        "evaluations": result.evaluations,
+        "evaluated_now": result.evaluated_now,
+        "agent": agent_path,
+    })
+
+
+def run(argv=None, prog=PROG):
+    """`main`, with a task's error turned into a non-zero exit and its message (no agent written).
+
+    Args:
+        argv: the arguments (`sys.argv[1:]` when None).
+        prog: how the command is spelled (see `parse_args`).
+    """
+    try:
+        main(argv, prog)
+    except TaskError as error:  # the task is broken: no agent is written
+        sys.exit(f"{type(error).__name__}: {error}")
+    return 0
