@@ -17,6 +17,7 @@ import dataclasses
 
 from keras_neuromod import _fields
 from keras_neuromod import bases
+from keras_neuromod import inputs as input_sets
 from keras_neuromod.agrn import Genome
 
 __all__ = ["Agent", "AGENT_FORMAT", "MAX_AGENT_STEPS"]
@@ -27,6 +28,7 @@ AGENT_FORMAT = "keras_neuromod.agent/1"
 # The shipped agents use 25 and 1.
 MAX_AGENT_STEPS = 1000
 _SETTINGS = {"warmup_steps": 0, "grn_steps_per_update": 1}  # name -> smallest value
+# "inputs" names the agent's input set (`keras_neuromod.inputs`); without it, "paper".
 _FIELDS = ("format", "name", "base", "genome", "ranges", "settings", "provenance", "benchmark")
 
 
@@ -40,7 +42,9 @@ class Agent:
             ``"adam"`` for `NmAdam`; see `keras_neuromod.bases`).
         genome: the AGRN `Genome`.
         ranges: hyperparameter ranges it was evolved with (None: the defaults).
-        settings: AGRN settings (`warmup_steps`, `grn_steps_per_update`).
+        settings: AGRN settings (`warmup_steps`, `grn_steps_per_update`, and
+            `inputs`, the input set of `keras_neuromod.inputs`; without it
+            the agent reads the core paper's 13 inputs).
         provenance: how it was made (task, architectures, population,
             generations, epochs, seed, final fitness, library version, command).
         benchmark: its measured results (free-form JSON).
@@ -60,24 +64,31 @@ class Agent:
         base = bases.get(self.base, where="Agent 'base'")
         if not isinstance(self.genome, Genome):
             raise ValueError("Agent 'genome' must be a Genome.")
-        if (self.genome.n_inputs, self.genome.n_outputs) != (bases.N_INPUTS, base.n_outputs):
+        if not isinstance(self.settings, dict):
+            raise ValueError(f"Agent 'settings' must be a dict, got {type(self.settings).__name__}.")
+        try:
+            input_set = input_sets.get(self.settings.get("inputs", input_sets.LEGACY))
+        except ValueError as error:
+            raise ValueError(f"Agent 'settings' entry 'inputs': {error}") from None
+        if (self.genome.n_inputs, self.genome.n_outputs) != (input_set.size, base.n_outputs):
             raise ValueError(
                 f"Agent 'genome' has {self.genome.n_inputs} inputs and {self.genome.n_outputs} "
-                f"outputs; an {base.optimizer.__name__} agent needs {bases.N_INPUTS} and "
-                f"{base.n_outputs}."
+                f"outputs; an {base.optimizer.__name__} agent of the {input_set.name!r} input "
+                f"set needs {input_set.size} and {base.n_outputs}."
             )
         if self.ranges is not None:
             try:
                 base.check_ranges(self.ranges)
             except ValueError as error:
                 raise ValueError(f"Agent 'ranges': {error}") from None
-        if not isinstance(self.settings, dict):
-            raise ValueError(f"Agent 'settings' must be a dict, got {type(self.settings).__name__}.")
-        unknown = sorted(set(self.settings) - set(_SETTINGS), key=str)
+        known = list(_SETTINGS) + ["inputs"]
+        unknown = sorted(set(self.settings) - set(known), key=str)
         if unknown:
-            raise ValueError(f"Agent 'settings' has unknown key(s) {unknown}; known: {list(_SETTINGS)}.")
+            raise ValueError(f"Agent 'settings' has unknown key(s) {unknown}; known: {known}.")
         for key, value in self.settings.items():
-            _fields.integer(value, f"Agent 'settings' entry {key!r}", _SETTINGS[key], MAX_AGENT_STEPS)
+            if key != "inputs":
+                _fields.integer(value, f"Agent 'settings' entry {key!r}", _SETTINGS[key],
+                                MAX_AGENT_STEPS)
         for field in ("provenance", "benchmark"):
             if not isinstance(getattr(self, field), dict):
                 raise ValueError(f"Agent '{field}' must be a dict.")

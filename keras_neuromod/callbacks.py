@@ -15,11 +15,55 @@ import numpy as np
 import keras
 
 from keras_neuromod import _fields
-from keras_neuromod.bases import INPUT_NAMES
-from keras_neuromod.bases import N_INPUTS
 from keras_neuromod.optimizers.base import NeuromodulatedOptimizer
 
-__all__ = ["ModulationTracer"]
+__all__ = ["ModulationTracer", "TrainingHorizon"]
+
+
+def _neuromodulated(model, who):
+    """The model's neuromodulated optimizer (unwrapping a LossScaleOptimizer)."""
+    optimizer = model.optimizer
+    # Keras wraps the optimizer under mixed precision (LossScaleOptimizer)
+    while not isinstance(optimizer, NeuromodulatedOptimizer) and hasattr(
+        optimizer, "inner_optimizer"
+    ):
+        optimizer = optimizer.inner_optimizer
+    if not isinstance(optimizer, NeuromodulatedOptimizer):
+        raise ValueError(
+            f"{who} needs a model compiled with a neuromodulated "
+            f"optimizer (NmSGD or NmAdam); this one uses {type(optimizer).__name__}."
+        )
+    return optimizer
+
+
+@keras.saving.register_keras_serializable(package="keras_neuromod")
+class TrainingHorizon(keras.callbacks.Callback):
+    """Tell the agent how long `fit` will train, so that it can read its progress.
+
+    At the start of `fit`, the optimizer's horizon is set to the updates the
+    training will make (`epochs * steps` of `fit`'s parameters, less those of
+    an `initial_epoch`), and cleared at its end. Agents of the ``"sensing"``
+    input set read `t / horizon` and a flag that the horizon is known; without
+    this callback (or a horizon set by hand with `set_horizon`) both read 0.
+    Agents of other input sets ignore it.
+
+    >>> model.fit(x, y, epochs=10, callbacks=[TrainingHorizon()])
+    """
+
+    def on_train_begin(self, logs=None):
+        optimizer = _neuromodulated(self.model, "TrainingHorizon")
+        epochs, steps = self.params.get("epochs"), self.params.get("steps")
+        if not epochs or not steps:
+            optimizer.set_horizon(None)  # an unknown length (a generator without steps)
+            return
+        every = optimizer.gradient_accumulation_steps or 1  # batches per update
+        optimizer.set_horizon(optimizer.updates + int(epochs) * int(steps) // every)
+
+    def on_train_end(self, logs=None):
+        _neuromodulated(self.model, "TrainingHorizon").set_horizon(None)
+
+    def get_config(self):
+        return {}
 
 
 @keras.saving.register_keras_serializable(package="keras_neuromod")
@@ -29,7 +73,8 @@ class ModulationTracer(keras.callbacks.Callback):
     The tracer reads the optimizer's `modulation()` (this step's inputs and
     hyperparameters of all tensors, whatever the model's size) every
     `update_freq` steps, and keeps them in memory. Recording every step of a
-    long run is cheap in memory (13 + 4 floats per tensor per step) but costs
+    long run is cheap in memory (inputs and hyperparameters: at most 26 floats per
+    tensor per step) but costs
     a device sync per step: raise `update_freq` for long runs.
 
     Args:
@@ -115,23 +160,13 @@ class ModulationTracer(keras.callbacks.Callback):
         self._traced = None  # weak references to the traced model and optimizer
         self.tensor_paths = []
         self.hyperparameter_names = []
+        self.input_names = []
 
     def get_config(self):
         return {"update_freq": self.update_freq, "log_dir": self.log_dir, "csv_path": self.csv_path}
 
     def _optimizer(self):
-        optimizer = self.model.optimizer
-        # Keras wraps the optimizer under mixed precision (LossScaleOptimizer)
-        while not isinstance(optimizer, NeuromodulatedOptimizer) and hasattr(
-            optimizer, "inner_optimizer"
-        ):
-            optimizer = optimizer.inner_optimizer
-        if not isinstance(optimizer, NeuromodulatedOptimizer):
-            raise ValueError(
-                "ModulationTracer needs a model compiled with a neuromodulated "
-                f"optimizer (NmSGD or NmAdam); this one uses {type(optimizer).__name__}."
-            )
-        return optimizer
+        return _neuromodulated(self.model, "ModulationTracer")
 
     def _is_traced(self, model, optimizer):
         if self._traced is None:
@@ -184,6 +219,7 @@ class ModulationTracer(keras.callbacks.Callback):
         if not self.tensor_paths:
             self.tensor_paths = list(optimizer.tensor_paths)
             self.hyperparameter_names = list(optimizer.HYPERPARAMETERS)
+            self.input_names = list(optimizer.input_names)
         self._steps.append(updates)
         self._inputs.append(modulation["inputs"])
         self._hparams.append(modulation["hyperparameters"])
@@ -223,8 +259,7 @@ class ModulationTracer(keras.callbacks.Callback):
         self._csv_file.flush()
 
     def _csv_header(self):
-        columns = [f"input_{name}" for name in INPUT_NAMES]
-        columns += [f"input_next_{name}" for name in INPUT_NAMES] + ["input_constant"]
+        columns = [f"input_{name}" for name in self.input_names]
         return ["step", "tensor"] + columns + list(self.hyperparameter_names)
 
     def _csv_rows(self, start=0):
@@ -274,7 +309,7 @@ class ModulationTracer(keras.callbacks.Callback):
                 for t, tensor in enumerate(self.tensor_paths):
                     for h, name in enumerate(self.hyperparameter_names):
                         tf.summary.scalar(f"{tensor}/{name}", float(hparams[t, h]), step=int(step))
-                    for i, name in enumerate(INPUT_NAMES):
+                    for i, name in enumerate(self.input_names):
                         tf.summary.scalar(f"{tensor}/input_{name}", float(inputs[t, i]), step=int(step))
         self._writer.flush()
         self._written_to_tensorboard = len(self._steps)
@@ -293,7 +328,7 @@ class ModulationTracer(keras.callbacks.Callback):
     @property
     def inputs(self):
         if not self._inputs:
-            return np.zeros((0, len(self.tensor_paths), N_INPUTS), np.float32)
+            return np.zeros((0, len(self.tensor_paths), len(self.input_names)), np.float32)
         return np.stack(self._inputs)
 
     @property
@@ -318,8 +353,9 @@ class ModulationTracer(keras.callbacks.Callback):
     def plot(self, path, title=None):
         """Draw the inputs and the hyperparameters of every tensor over steps.
 
-        One panel per input (the six of the tensor itself; the next six repeat
-        the following layer's) and one per hyperparameter, one line per tensor,
+        One panel per input that varies (for the core paper's set, the six of
+        the tensor itself; the next six repeat the following layer's) and one
+        per hyperparameter, one line per tensor,
         as the paper's figures 4 and 5. Learning rate and epsilon use a log
         axis. Saved as a PNG at `path`; returns the path.
         """
@@ -330,7 +366,11 @@ class ModulationTracer(keras.callbacks.Callback):
 
         if not self._steps:
             raise ValueError("Nothing was recorded: train with this callback first.")
-        names = [f"input: {n.replace('_', ' ')}" for n in INPUT_NAMES] + list(self.hyperparameter_names)
+        # every input that varies (the core paper's set repeats the next layer's six)
+        shown = [i for i, n in enumerate(self.input_names)
+                 if n != "constant" and not n.startswith("next_")]
+        names = [f"input: {self.input_names[i].replace('_', ' ')}" for i in shown]
+        names += list(self.hyperparameter_names)
         columns = 3
         rows = -(-len(names) // columns)
         figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.2 * rows), squeeze=False)
@@ -339,7 +379,7 @@ class ModulationTracer(keras.callbacks.Callback):
         for k, name in enumerate(names):
             axis = axes[k // columns][k % columns]
             for t, tensor in enumerate(self.tensor_paths):
-                values = inputs[:, t, k] if k < len(INPUT_NAMES) else hparams[:, t, k - len(INPUT_NAMES)]
+                values = inputs[:, t, shown[k]] if k < len(shown) else hparams[:, t, k - len(shown)]
                 style = "-" if "kernel" in tensor.rsplit("/", 1)[-1] else "--"
                 axis.plot(steps, values, style, color=colours[t], lw=1.2, label=tensor)
             if name in ("learning_rate", "epsilon"):

@@ -78,6 +78,9 @@ class NmAdam(NeuromodulatedOptimizer):
             (len(var_list), 2), initializer="ones", name="beta_powers"
         )
 
+    def _momentum_variables(self):
+        return self._momentums
+
     def _reset_value(self, variable):
         if variable is self._beta_powers:
             return ops.ones(variable.shape, variable.dtype)

@@ -2,10 +2,13 @@
 
 At every update step a `NeuromodulatedOptimizer`
 
-1. gathers the 13 AGRN inputs of every trainable tensor (its layer's location
-   and relative size, mean and standard deviation of |w| and |g|, the same six
-   for the same kind of tensor in the next layer with weights, and a constant
-   1.0),
+1. gathers the AGRN inputs of every trainable tensor, as the agent's input
+   set says (`keras_neuromod.inputs`): the core paper's 13 (its layer's
+   location and relative size, mean and standard deviation of |w| and |g|,
+   the same six for the same kind of tensor in the next layer with weights,
+   and a constant 1.0), or the 18 of the sensing set (log-scaled statistics,
+   the gradient-momentum cosine, the gradient's trend, the tensor's kind,
+   time and progress, each tensor on its own),
 2. runs one AGRN copy per tensor, all copies in one batched computation that
    shares the agent's genome (`keras_neuromod.agrn`),
 3. turns each pair of output proteins into one hyperparameter of that tensor,
@@ -35,6 +38,7 @@ from keras import ops
 from keras_neuromod import _fields
 from keras_neuromod import agrn
 from keras_neuromod import bases
+from keras_neuromod import inputs as input_sets
 from keras_neuromod.bases import INPUT_NAMES
 from keras_neuromod.bases import N_INPUTS
 from keras_neuromod.zoo import resolve_agent
@@ -214,6 +218,55 @@ def _stacked_sums(stacked):
     )
 
 
+def _stacked_pair_sums(gradients, momentums):
+    """`[sum |g|, sum g m, sum g^2, sum m^2]` along the first axis, as float32 [k, 4]."""
+    axes = tuple(range(1, len(gradients.shape)))
+    return ops.stack(
+        [
+            ops.sum(ops.abs(gradients), axis=axes),
+            ops.sum(gradients * momentums, axis=axes),
+            ops.sum(ops.square(gradients), axis=axes),
+            ops.sum(ops.square(momentums), axis=axes),
+        ],
+        axis=1,
+    )
+
+
+def _gradient_momentum_sums(gradients, momentums):
+    """`[sum |g|, sum g m, sum g^2, sum m^2]` of every tensor, as one float32 [n, 4] tensor.
+
+    The sensing input set's gradient statistics: `m` is the tensor's momentum
+    before this step (None entries, or no momentums at all, give 0 in its
+    columns). Grouped by shape as `_abs_sums` is; a sparse gradient is
+    densified (its momentum is dense).
+    """
+    if momentums is None:
+        sums = _abs_sums(gradients)
+        zero = ops.zeros_like(sums[:, :1])
+        return ops.concatenate([sums[:, :1], zero, sums[:, 1:], zero], axis=1)
+    groups, parts, order = {}, [], []
+    for index, (gradient, momentum) in enumerate(zip(gradients, momentums)):
+        shape = None if gradient is None or _is_sparse(gradient) else _static_shape(gradient)
+        if shape is not None and int(np.prod(shape)) <= GROUPED_STATISTICS_MAX_SIZE:
+            groups.setdefault(shape, []).append(index)
+            continue
+        if gradient is None:
+            parts.append(ops.zeros((1, 4), "float32"))
+        else:
+            parts.append(_stacked_pair_sums(ops.cast(to_dense(gradient), "float32")[None],
+                                            ops.cast(momentum, "float32")[None]))
+        order.append(index)
+    for indices in groups.values():
+        parts.append(_stacked_pair_sums(
+            ops.stack([ops.cast(gradients[i], "float32") for i in indices]),
+            ops.stack([ops.cast(momentums[i], "float32") for i in indices])))
+        order.extend(indices)
+    sums = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
+    if order == sorted(order):
+        return sums
+    return ops.take(sums, np.argsort(np.asarray(order, np.int64)).astype("int32"), axis=0)
+
+
 def _abs_sums(tensors):
     """`[sum |x|, sum x^2]` of every tensor, as one float32 [n, 2] tensor.
 
@@ -264,6 +317,58 @@ def _abs_stats(tensors, sizes):
     return _sanitise(ops.stack([mean, std], axis=1))
 
 
+def _sensing_gradient_inputs(sums, sizes, weight_mean, trend, first):
+    """The sensing set's gradient inputs of a block, and its new trend state.
+
+    Args:
+        sums: float32 [k, 4] from `_gradient_momentum_sums`.
+        sizes: the tensors' element counts.
+        weight_mean: float32 [k]: mean |w|.
+        trend: float32 [k, 2]: the fast and slow running means of log10
+            mean |g| before this step.
+        first: a boolean scalar, true at the first update (the running means
+            start at this step's value).
+
+    Returns:
+        `(inputs, trend)`: float32 [k, 4] (log mean |g|, log gradient to
+        weight, gradient-momentum cosine, gradient trend) and the new [k, 2]
+        running means.
+    """
+    sizes = ops.convert_to_tensor(np.asarray(sizes, np.float32))
+    gradient_mean = sums[:, 0] / sizes
+    ratio = gradient_mean / ops.maximum(weight_mean, 1e-30)
+    norms = ops.sqrt(sums[:, 2] * sums[:, 3])
+    cosine = ops.where(norms > 0, sums[:, 1] / ops.where(norms > 0, norms, 1.0), 0.0)
+    cosine = ops.where(ops.isfinite(cosine), ops.clip(cosine, -1.0, 1.0), 0.0)
+    logged = ops.clip(ops.log(ops.maximum(gradient_mean, 1e-12)) / np.log(10.0), -12.0, 2.0)
+    logged = ops.where(ops.isfinite(gradient_mean), logged, 2.0)
+    rates = np.asarray(input_sets.TREND_RATES, np.float32)
+    running = trend + rates * (logged[:, None] - trend)
+    running = ops.where(first, ops.broadcast_to(logged[:, None], ops.shape(trend)), running)
+    slope = (running[:, 0] - running[:, 1]) / (2.0 * input_sets.TREND_DECADES)
+    columns = [
+        input_sets.log_unit(gradient_mean, input_sets.GRADIENT_DECADES),
+        input_sets.log_unit(ratio, input_sets.RATIO_DECADES),
+        (cosine + 1.0) / 2.0,
+        ops.clip(0.5 + slope, 0.0, 1.0),
+    ]
+    return ops.stack(columns, axis=1), running
+
+
+def _time_inputs(updates, horizon):
+    """The sensing set's time inputs (the same for every tensor): float32 [7].
+
+    `tanh(t / tau)` for each of `TIME_CONSTANTS`, then the progress `t /
+    horizon` and the flag that a horizon is known (both 0 without one), where
+    `t` is this update's number (1 at the first).
+    """
+    t = ops.cast(updates, "float32") + 1.0
+    known = ops.cast(horizon > 0, "float32")
+    progress = known * ops.clip(t / ops.maximum(horizon, 1.0), 0.0, 1.0)
+    taus = np.asarray(input_sets.TIME_CONSTANTS, np.float32)
+    return ops.concatenate([ops.tanh(t / taus), ops.stack([progress, known])], axis=0)
+
+
 class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
     """Base class of optimizers whose hyperparameters an AGRN sets per tensor.
 
@@ -295,6 +400,10 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         learning_rate: a multiplier (float or schedule) applied to the
             learning rate the agent chooses. Defaults to 1.0, so that
             callbacks such as `ReduceLROnPlateau` still work.
+        inputs: the agent's input set (`keras_neuromod.inputs`: ``"paper"``
+            or ``"sensing"``). None: the agent's own setting, else the set
+            with as many inputs as the genome (an agent file without the
+            setting reads as ``"paper"``).
         **kwargs: Keras's base optimizer options (`clipnorm`, `weight_decay`,
             `gradient_accumulation_steps`, `use_ema`, ...).
     """
@@ -303,6 +412,10 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
     DEFAULT_RANGES = {}
     LOG_SCALE = ()
     BOUNDS = {}
+    # +1 where the momentum follows the gradient (Adam's mean of g), -1 where it is
+    # a velocity against it (SGD's -lr g + momentum m): the cosine input then reads
+    # above 0.5 for a gradient that keeps its direction, whatever the base.
+    MOMENTUM_SIGN = 1.0
 
     def __init__(
         self,
@@ -312,6 +425,7 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         grn_steps_per_update=None,
         max_regulatory=None,
         learning_rate=1.0,
+        inputs=None,
         name=None,
         **kwargs,
     ):
@@ -324,18 +438,21 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
             warmup_steps = evolved_with.get("warmup_steps", 25)
         if grn_steps_per_update is None:
             grn_steps_per_update = evolved_with.get("grn_steps_per_update", 1)
-        n_outputs = 2 * len(self.HYPERPARAMETERS)
-        if genome.n_inputs != N_INPUTS or genome.n_outputs != n_outputs:
+        if inputs is None:
+            inputs = evolved_with.get("inputs") or input_sets.for_genome(genome.n_inputs)
+        self.input_set = input_sets.get(inputs)
+        n_inputs, n_outputs = self.input_set.size, 2 * len(self.HYPERPARAMETERS)
+        if genome.n_inputs != n_inputs or genome.n_outputs != n_outputs:
             made_for = [
                 base.optimizer.__name__
                 for base in bases.registered().values()
                 if base.n_outputs == genome.n_outputs
             ]
             raise ValueError(
-                f"{type(self).__name__} needs an agent with {N_INPUTS} inputs and "
-                f"{n_outputs} outputs (two output proteins for each of "
-                f"{list(self.HYPERPARAMETERS)}); this one has {genome.n_inputs} "
-                f"inputs and {genome.n_outputs} outputs"
+                f"{type(self).__name__} needs an agent with {n_inputs} inputs (the "
+                f"{self.input_set.name!r} input set) and {n_outputs} outputs (two output "
+                f"proteins for each of {list(self.HYPERPARAMETERS)}); this one has "
+                f"{genome.n_inputs} inputs and {genome.n_outputs} outputs"
                 + (f", so it was made for {' or '.join(made_for)}." if made_for else ".")
             )
         self.ranges = self._check_ranges(ranges)
@@ -345,7 +462,9 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         if max_regulatory is None:
             max_regulatory = genome.n_regulatory
         self.max_regulatory = _fields.integer(max_regulatory, "max_regulatory")
-        self._capacity = N_INPUTS + n_outputs + self.max_regulatory
+        self._n_inputs = n_inputs
+        self._sensing = self.input_set.name == "sensing"
+        self._capacity = n_inputs + n_outputs + self.max_regulatory
         self._genome = genome
         self._packed = agrn.pack(genome, self._capacity)
         self._step_values = None
@@ -376,9 +495,36 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
                 "warmup_steps": self.warmup_steps,
                 "grn_steps_per_update": self.grn_steps_per_update,
                 "max_regulatory": self.max_regulatory,
+                "inputs": self.input_set.name,
             }
         )
         return config
+
+    @property
+    def updates(self):
+        """The AGRN updates made so far (0 before the optimizer is built)."""
+        if not self.built:
+            return 0
+        return int(ops.convert_to_numpy(self._grn_updates))
+
+    @property
+    def input_names(self):
+        """The names of the AGRN inputs, in the order of `modulation()["inputs"]`."""
+        return self.input_set.names
+
+    def set_horizon(self, steps):
+        """Tell the agent how many updates the training will make (None or 0: unknown).
+
+        The sensing input set reads the progress `t / steps`; other sets
+        ignore it. `keras_neuromod.callbacks.TrainingHorizon` calls this from
+        `fit`'s epochs and steps; a custom training loop calls it itself.
+        Call it once the optimizer is built (`fit` builds it), or before:
+        the value is kept until then.
+        """
+        steps = 0 if steps is None else _fields.integer(steps, "steps", minimum=0)
+        self._horizon_steps = steps
+        if self.built and self._sensing:
+            self._horizon.assign(float(steps))
 
     # -- variables ---------------------------------------------------------
 
@@ -421,11 +567,25 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
             (), initializer="zeros", dtype="int", name="grn_updates"
         )
         self._grn_inputs = self.add_variable(
-            (count, N_INPUTS), initializer="zeros", name="grn_inputs"
+            (count, self._n_inputs), initializer="zeros", name="grn_inputs"
         )
         self._grn_hparams = self.add_variable(
             (count, n_hp), initializer="zeros", name="modulated_hyperparameters"
         )
+        if self._sensing:
+            rows = [
+                [static[i, 0], input_sets.log_size(self._sizes[i]),
+                 *input_sets.kind_flags(self.tensor_paths[i], tuple(v.shape))]
+                for i, v in enumerate(variables)
+            ]
+            self._sensing_static = np.array(rows, np.float32).reshape(count, 6)
+            self._grn_trend = self.add_variable(
+                (count, 2), initializer="zeros", name="gradient_trend"
+            )
+            self._horizon = self.add_variable(
+                (), initializer=constant(float(getattr(self, "_horizon_steps", 0))),
+                name="horizon",
+            )
 
     def modulation(self):
         """What the AGRN saw and chose at the last update, for every tensor.
@@ -438,8 +598,8 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         Returns:
             None before the optimizer is built; else a dict with `"updates"`
             (int: the AGRN updates so far, 0 before the first), `"inputs"`
-            (numpy float32 [tensors, N_INPUTS]: the AGRN inputs of the last
-            update) and `"hyperparameters"` (numpy float32 [tensors,
+            (numpy float32 [tensors, inputs]: the AGRN inputs of the last
+            update, named by `input_names`) and `"hyperparameters"` (numpy float32 [tensors,
             hyperparameters]: the values it chose).
         """
         if not self.built:
@@ -482,6 +642,12 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
                 "grn_steps_per_update", self.grn_steps_per_update
             ),
         }
+        inputs = evolved_with.get("inputs", self.input_set.name)
+        if inputs != self.input_set.name:
+            raise ValueError(
+                f"The agent reads the {inputs!r} input set; this {type(self).__name__} was "
+                f"made for {self.input_set.name!r}. Build a new optimizer for it."
+            )
         current = {name: getattr(self, name) for name in wanted}
         if wanted != current:
             if self.built:
@@ -515,8 +681,8 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         for variable in self.variables:
             if id(variable) in genome_variables:
                 continue
-            if variable is self._learning_rate:
-                continue
+            if variable is self._learning_rate or variable is getattr(self, "_horizon", None):
+                continue  # the multiplier and the horizon are settings, not state
             variable.assign(self._reset_value(variable))
 
     def _reset_value(self, variable):
@@ -541,25 +707,44 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         gradient, so they are ready before backpropagation ends.
         """
         count = len(self._trainable_variables)
-        known = ops.concatenate(
-            [
-                ops.convert_to_tensor(self._static_inputs),
-                _abs_stats(self._trainable_variables, self._sizes),
-            ],
-            axis=1,
-        )
+        shared = {}
+        if self._sensing:
+            sizes = ops.convert_to_tensor(np.asarray(self._sizes, np.float32))
+            weight_mean = _abs_sums(self._trainable_variables)[:, 0] / sizes
+            known = ops.concatenate(
+                [
+                    ops.convert_to_tensor(self._sensing_static),
+                    input_sets.log_unit(weight_mean, input_sets.WEIGHT_DECADES)[:, None],
+                ],
+                axis=1,
+            )
+            shared.update(
+                weight_mean=weight_mean,
+                time=_time_inputs(self._grn_updates, ops.convert_to_tensor(self._horizon)),
+                first=ops.equal(self._grn_updates, 0),
+                trend=ops.convert_to_tensor(self._grn_trend),
+                new_trend={},
+            )
+        else:
+            known = ops.concatenate(
+                [
+                    ops.convert_to_tensor(self._static_inputs),
+                    _abs_stats(self._trainable_variables, self._sizes),
+                ],
+                axis=1,
+            )
         weights, updatable = agrn.grn_matrices(
             self._grn_tags,
             self._grn_active,
             self._grn_rates[0],
             self._grn_rates[1],
-            N_INPUTS,
+            self._n_inputs,
             2 * len(self.HYPERPARAMETERS),
         )
-        warmup_steps = self.warmup_steps
+        warmup_steps, n_inputs = self.warmup_steps, self._n_inputs
 
         def warm():
-            state = agrn.grn_reset(self._grn_active, N_INPUTS, count)
+            state = agrn.grn_reset(self._grn_active, n_inputs, count)
             return agrn.grn_warmup(state, weights, updatable, warmup_steps)
 
         state = ops.cond(
@@ -567,7 +752,32 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
             warm,
             lambda: ops.convert_to_tensor(self._grn_state),
         )
-        return {"known": known, "weights": weights, "updatable": updatable, "state": state}
+        shared.update(known=known, weights=weights, updatable=updatable, state=state)
+        return shared
+
+    def _momentum_variables(self):
+        """Each trainable tensor's momentum variable (the sensing set's cosine), or None.
+
+        Subclasses with a momentum return the list, in the order of the
+        trainable variables; without one the cosine input reads 0.5.
+        """
+        return None
+
+    def _gradient_statistics(self, gradients):
+        """Per block, what `_block_inputs` reads of the gradients (see `_prepare_step`)."""
+        if not self._sensing:
+            return [
+                _abs_stats(gradients[start:stop], self._sizes[start:stop])
+                for start, stop in self._blocks
+            ]
+        momentums = self._momentum_variables()
+        sign = np.array([1.0, self.MOMENTUM_SIGN, 1.0, 1.0], np.float32)
+        return [
+            _gradient_momentum_sums(
+                gradients[start:stop], None if momentums is None else momentums[start:stop]
+            ) * sign
+            for start, stop in self._blocks
+        ]
 
     def _modulate(self, block, gradient_stats, shared):
         """Run the AGRN copies of one block of tensors.
@@ -585,6 +795,39 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
             inputs it read.
         """
         start, stop = self._blocks[block]
+        inputs = self._block_inputs(block, gradient_stats, shared)
+        state = agrn.grn_set_inputs(shared["state"][start:stop], inputs)
+        state = agrn.grn_warmup(
+            state, shared["weights"], shared["updatable"], self.grn_steps_per_update
+        )
+        n_inputs = self._n_inputs
+        outputs = state[:, n_inputs : n_inputs + 2 * len(self.HYPERPARAMETERS)]
+        return self._outputs_to_hyperparameters(outputs), state, inputs
+
+    def _block_inputs(self, block, gradient_stats, shared):
+        """The AGRN inputs of one block's tensors, float32 [block tensors, inputs]."""
+        if self._sensing:
+            return self._sensing_inputs(block, gradient_stats, shared)
+        return self._paper_inputs(block, gradient_stats, shared)
+
+    def _sensing_inputs(self, block, gradient_stats, shared):
+        start, stop = self._blocks[block]
+        gradients, trend = _sensing_gradient_inputs(
+            gradient_stats[block],
+            self._sizes[start:stop],
+            shared["weight_mean"][start:stop],
+            shared["trend"][start:stop],
+            shared["first"],
+        )
+        shared["new_trend"][block] = trend
+        count = stop - start
+        time = ops.broadcast_to(shared["time"][None, :], (count, 6))
+        return ops.concatenate(
+            [shared["known"][start:stop], gradients, time, ops.ones((count, 1))], axis=1
+        )
+
+    def _paper_inputs(self, block, gradient_stats, shared):
+        start, stop = self._blocks[block]
         plan = self._block_plans[block]
         sources = [gradient_stats[number] for number in plan["sources"]]
         pool = sources[0] if len(sources) == 1 else ops.concatenate(sources, axis=0)
@@ -600,15 +843,9 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
             [ops.take(known, np.maximum(following, 0), axis=0), ops.take(pool, plan["next"], axis=0)],
             axis=1,
         )
-        inputs = ops.concatenate(
+        return ops.concatenate(
             [own, after * has_next, ops.ones((stop - start, 1))], axis=1
         )
-        state = agrn.grn_set_inputs(shared["state"][start:stop], inputs)
-        state = agrn.grn_warmup(
-            state, shared["weights"], shared["updatable"], self.grn_steps_per_update
-        )
-        outputs = state[:, N_INPUTS : N_INPUTS + 2 * len(self.HYPERPARAMETERS)]
-        return self._outputs_to_hyperparameters(outputs), state, inputs
 
     def _outputs_to_hyperparameters(self, outputs):
         """Map output-protein pairs to hyperparameters, one column each.
@@ -668,10 +905,7 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         count = len(self._trainable_variables)
         by_index = {self._get_variable_index(v): g for g, v in zip(grads, trainable_variables)}
         gradients = [by_index.get(i) for i in range(count)]
-        gradient_stats = [
-            _abs_stats(gradients[start:stop], self._sizes[start:stop])
-            for start, stop in self._blocks
-        ]
+        gradient_stats = self._gradient_statistics(gradients)
         shared = self._step_inputs()
         self._step_values = []
         done = {"hparams": [], "state": [], "inputs": [], "table": []}
@@ -691,6 +925,9 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         }
         self.assign(self._grn_state, whole["state"])
         self.assign(self._grn_inputs, whole["inputs"])
+        if self._sensing and self._blocks:
+            trends = [shared["new_trend"][block] for block in range(len(self._blocks))]
+            self.assign(self._grn_trend, trends[0] if len(trends) == 1 else ops.concatenate(trends))
         self.assign(self._grn_hparams, whole["hparams"])
         self.assign_add(self._grn_updates, ops.ones((), self._grn_updates.dtype))
         self._write_step_state(whole["table"], names)

@@ -48,6 +48,7 @@ class NmSGD(NeuromodulatedOptimizer):
     DEFAULT_RANGES = {"learning_rate": (1e-4, 1.0), "momentum": (0.0, 0.99)}
     LOG_SCALE = ("learning_rate",)
     BOUNDS = {"learning_rate": (0.0, float("inf")), "momentum": (0.0, 1.0)}
+    MOMENTUM_SIGN = -1.0  # the buffer is the velocity -lr g + momentum m
 
     def __init__(self, agent, ranges=None, name=None, **kwargs):
         super().__init__(agent, ranges=ranges, name=name, **kwargs)
@@ -65,6 +66,9 @@ class NmSGD(NeuromodulatedOptimizer):
         self.momentums = (
             self.add_optimizer_variables(var_list, "momentum") if self._uses_momentum else []
         )
+
+    def _momentum_variables(self):
+        return self.momentums or None
 
     def _step_table(self, hparams, learning_rate, rows):
         lr = self._scaled_learning_rate(hparams, learning_rate)
