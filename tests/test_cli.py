@@ -94,3 +94,21 @@ def test_python_m_keras_neuromod_starts_without_tensorflow_notices(tmp_path):
     helped = subprocess.run([sys.executable, "-m", "keras_neuromod", "--version"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=300, env=environment)
     assert helped.returncode == 0 and helped.stdout.startswith("keras_neuromod ")
+
+
+def test_compare_is_the_example_flag_for_flag(capsys):
+    from examples_loader import load_example
+
+    from keras_neuromod.cli import compare
+
+    example = load_example("compare")
+    for argv in (["--agent", "nm_adam_digits"], ["--quick", "--agent", "nm_sgd_digits", "--dataset", "wine"]):
+        ours, theirs = vars(compare.parse_args(argv)), vars(example.parse_args(argv))
+        assert ours.keys() == theirs.keys()
+        assert {k: v for k, v in ours.items() if k != "agents"} == {
+            k: v for k, v in theirs.items() if k != "agents"}
+        assert [a.name for a in ours["agents"]] == [a.name for a in theirs["agents"]]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--agent", "no_such_agent"])
+    assert exit_info.value.code == 2
+    assert "keras-neuromod compare" in capsys.readouterr().err

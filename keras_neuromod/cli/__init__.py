@@ -3,8 +3,10 @@
     keras-neuromod evolve [flags]     evolve an agent (`keras-neuromod evolve --help`)
     keras-neuromod zoo list           the agents shipped with the package
     keras-neuromod zoo show NAME      an agent's card: what it is, how it was made, its records
+    keras-neuromod compare [flags]    an agent on the paper's models against SGD, Adam, SGD*, Adam*
 
-`evolve` is `examples/evolve.py`, flag for flag (`keras_neuromod.cli.evolve`).
+`evolve` is `examples/evolve.py` and `compare` is `examples/compare.py`, flag for
+flag (`keras_neuromod.cli.evolve`, `keras_neuromod.cli.compare`).
 The command starts without TensorFlow's start-up notices (`keras_neuromod.cli._startup`)
 and shows a progress bar over each generation where tqdm is installed
 (`pip install "keras_neuromod[examples]"`, which also draws the figures).
@@ -19,6 +21,7 @@ PROG = _startup.COMMAND
 COMMANDS = {
     "evolve": "evolve a neuromodulatory agent with GRNEAT (the main job)",
     "zoo": "list the zoo's agents, or show one agent's card",
+    "compare": "an agent on the paper's models against SGD, Adam and tuned SGD*, Adam*",
 }
 
 
@@ -54,6 +57,11 @@ def main(argv=None):
         from keras_neuromod.cli import zoo
 
         return zoo.main(argv[1:], prog=f"{PROG} zoo")
+    if argv and argv[0] == "compare":
+        from keras_neuromod.cli import compare
+
+        compare.main(argv[1:], prog=f"{PROG} compare")
+        return 0
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
