@@ -43,6 +43,7 @@ first table, give its overhead apart from the noise of whole train steps:
     python benchmarks/optimizer_overhead.py            # about 40 minutes on 2 cores
     python benchmarks/optimizer_overhead.py --quick    # fewer rounds and steps
     python benchmarks/optimizer_overhead.py --backend jax --cases mobilenet stack
+    python benchmarks/optimizer_overhead.py --inputs sensing   # agents of the sensing set
 """
 
 import argparse
@@ -65,6 +66,7 @@ from keras_neuromod import NmSGD  # noqa: E402
 from keras_neuromod import datasets  # noqa: E402
 from keras_neuromod import models  # noqa: E402
 from keras_neuromod import bases  # noqa: E402
+from keras_neuromod import inputs as input_sets  # noqa: E402
 
 TARGETS = {
     ("model A", "Nm-Adam"): 1.10,
@@ -75,14 +77,18 @@ TARGETS = {
 CASES = {"A": "model A", "mlp": "MLP", "mobilenet": "MobileNetV2", "stack": "stack"}
 
 
+INPUTS = "paper"  # the agents' input set (--inputs)
+
+
 def optimizers(seed):
-    adam_agent = Genome.random(bases.N_INPUTS, bases.get("adam").n_outputs, n_regulatory=4, rng=seed)
-    sgd_agent = Genome.random(bases.N_INPUTS, bases.get("sgd").n_outputs, n_regulatory=4, rng=seed)
+    size = input_sets.get(INPUTS).size
+    adam_agent = Genome.random(size, bases.get("adam").n_outputs, n_regulatory=4, rng=seed)
+    sgd_agent = Genome.random(size, bases.get("sgd").n_outputs, n_regulatory=4, rng=seed)
     return {
         "Adam": lambda: keras.optimizers.Adam(),
-        "Nm-Adam": lambda: NmAdam(agent=adam_agent),
+        "Nm-Adam": lambda: NmAdam(agent=adam_agent, inputs=INPUTS),
         "SGD": lambda: keras.optimizers.SGD(0.01, momentum=0.9),
-        "Nm-SGD": lambda: NmSGD(agent=sgd_agent),
+        "Nm-SGD": lambda: NmSGD(agent=sgd_agent, inputs=INPUTS),
     }
 
 
@@ -253,12 +259,16 @@ def main(argv=None):
         "--backend", choices=["tensorflow", "jax"], default=None,
         help="Keras backend (default: KERAS_BACKEND, else TensorFlow)",
     )
+    parser.add_argument("--inputs", choices=sorted(input_sets.INPUT_SETS), default="paper",
+                        help="the agents' input set (default: the core paper's)")
     args = parser.parse_args(argv)
+    global INPUTS
+    INPUTS = args.inputs
     rounds = 3 if args.quick else args.rounds
     steps = {"A": 4, "mlp": 60, "big": 8} if args.quick else {"A": 12, "mlp": 200, "big": 20}
     print(f"keras {keras.__version__}, backend {keras.backend.backend()}, "
           f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}; "
-          f"{rounds} interleaved rounds")
+          f"{rounds} interleaved rounds; agents of the {args.inputs!r} input set")
     rows, alone = [], []
     tensorflow = keras.backend.backend() == "tensorflow"
     for label, case in cases(steps, args.seed, args.cases).items():

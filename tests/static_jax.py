@@ -47,13 +47,14 @@ def like_keras(folder):
 
 def fitness_as_agent():
     """The search's scores of candidates, and the scores of their agents as agents."""
-    suite = SuiteTask(tasks=("friedman1",), instances=2, max_regulatory=4)
+    suite = SuiteTask(tasks=("friedman1",), instances=2, max_regulatory=4, inputs="paper")
     candidates = [FixedHyperparameters.at("adam", p) for p in ([0.5, 0.9, 0.998, 0.125],
                                                               [0.7, 0.5, 0.9, 0.3])]
     searched, _ = SuiteEvaluator(suite).scores(candidates, 11)
     as_agents = []
     for candidate in candidates:
-        fixed = SuiteTask(tasks=suite.tasks, instances=2, max_regulatory=4, ranges=candidate.ranges)
+        fixed = SuiteTask(tasks=suite.tasks, instances=2, max_regulatory=4, ranges=candidate.ranges,
+                          inputs="paper")
         genome = Genome.random(13, 8, 2, rng=0)  # any genome: every range is one value
         as_agents.append(SuiteEvaluator(fixed).scores([genome], 11)[0][0].tolist())
     return {"searched": searched.tolist(), "as_agents": as_agents}

@@ -234,18 +234,31 @@ def test_vectorized_evolution_is_deterministic_resumes_and_ignores_the_worker_co
     assert _records(_evolve(seed=4)) != _records(first)
 
 
-def test_a_failing_chunk_is_run_again_then_scores_worst(tmp_path):
-    task = FitnessTask(dataset="cifar10", data_dir=str(tmp_path / "nothing"), worst_fitness=-2.0)
+def test_a_failing_chunk_is_run_again_then_scores_worst_and_a_missing_data_set_stops(tmp_path):
+    from keras_neuromod.evolution import TaskError
+
+    task = FitnessTask(**TASK, worst_fitness=-2.0)
     backend = make_backend("vectorized", task, workers=1)
-    genomes = [Genome.random(13, 8, 1, rng=i) for i in range(3)]
+    good = Genome.random(13, 8, 1, rng=0).to_dict()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            assert backend.map(_jobs(genomes, "A", 0)) == [-2.0] * 3
+            # a chunk holding a malformed genome fails (an individual's failure)
+            jobs = [{"genome": g, "architecture": "mlp", "seed": 0} for g in ({"tags": []}, good)]
+            assert backend.map(jobs) == [-2.0, -2.0]
     finally:
         backend.close()
     messages = [str(w.message) for w in caught]
     assert any("run again" in m for m in messages) and any("scored worst" in m for m in messages)
+    assert any("ValueError: Unknown genome field(s) ['tags']" in m for m in messages)
+    # data that cannot be loaded are the task's failure: the map stops at once
+    missing = FitnessTask(dataset="cifar10", data_dir=str(tmp_path / "nothing"))
+    backend = make_backend("vectorized", missing, workers=1)
+    try:
+        with pytest.raises(TaskError, match="DatasetUnavailableError"):
+            backend.map(_jobs([Genome.from_dict(good)], "A", 0))
+    finally:
+        backend.close()
 
 
 def toy_fitness(genome, architecture, seed):

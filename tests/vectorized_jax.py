@@ -89,7 +89,8 @@ def suite_fitness():
     from keras_neuromod.evolution import SuiteTask
     from keras_neuromod.evolution.suite import SuiteEvaluator
 
-    suite = SuiteTask(tasks=("breast_cancer", "friedman1"), instances=2, max_regulatory=6)
+    suite = SuiteTask(tasks=("breast_cancer", "friedman1"), instances=2, max_regulatory=6,
+                      inputs="paper")
     evaluator = SuiteEvaluator(suite)
     population = genomes(8, 4)
     table, instances = evaluator.scores(population, 11)
@@ -109,7 +110,8 @@ def suite_fitness():
         checks.append({"baseline": evaluator._baselines[(task_name, model_name, seed)],
                        "fit_baseline": fit_loss, "agent_loss": agent_loss.tolist()})
     # a generated task whose split sizes differ from seed to seed
-    varied = SuiteEvaluator(SuiteTask(tasks=("tabular_synthetic",), instances=6, max_regulatory=6))
+    varied = SuiteEvaluator(SuiteTask(tasks=("tabular_synthetic",), instances=6, max_regulatory=6,
+                                          inputs="paper"))
     varied_table, varied_instances = varied.scores(population, 3)
     sizes = [len(tasks.get(name).splits(seed).train[0]) for name, _, seed in varied_instances]
     return {"table": table.tolist(), "instances": instances, "checks": checks,

@@ -69,6 +69,7 @@ import numpy as np
 import keras_neuromod
 from keras_neuromod import bases
 from keras_neuromod import datasets
+from keras_neuromod import inputs as input_sets
 from keras_neuromod import zoo
 from keras_neuromod.cli import _output
 from keras_neuromod.evolution import SuiteTask
@@ -166,6 +167,9 @@ def parse_args(argv=None, prog=PROG):
                              "CMA-ES over fixed hyperparameters, written as an agent with "
                              "collapsed ranges, on the instances random draws. Both controls "
                              "have an evolution's budget, fitness and selection")
+    parser.add_argument("--inputs", default=None, choices=sorted(input_sets.INPUT_SETS),
+                        help="the agents' input set (keras_neuromod.inputs; default: sensing with "
+                             "--suite, the core paper's on one data set)")
     args = parser.parse_args(argv)
     args.prog = prog
     if args.timeout is not None and args.backend == "serial":
@@ -181,7 +185,9 @@ def parse_args(argv=None, prog=PROG):
         try:
             args.tasks = None if args.tasks is None else tuple(
                 t.strip() for t in args.tasks.split(",") if t.strip())
-            args.task_spec = SuiteTask(base=args.base, tasks=args.tasks, instances=args.instances)
+            args.inputs = args.inputs or input_sets.DEFAULT
+            args.task_spec = SuiteTask(base=args.base, tasks=args.tasks, instances=args.instances,
+                                       inputs=args.inputs)
         except (KeyError, ValueError) as error:
             parser.error(str(error).strip("'\""))
         args.models = ("suite",)
@@ -192,6 +198,7 @@ def parse_args(argv=None, prog=PROG):
         parser.error("--tasks and --instances go with --suite")
     if args.algorithm == "static":
         parser.error("--algorithm static goes with --suite (scored against the Keras baseline)")
+    args.inputs = args.inputs or input_sets.LEGACY
     full_scale = args.task != "digits" and not args.quick
     defaults = {"population": 50, "generations": 50, "epochs": 20, "models": "A,B,C", "width": 1.0,
                 "train_subset": None} if full_scale else QUICK
@@ -215,7 +222,8 @@ def reproducing_command(args, generations):
         parts = [f"{prog} --suite", f"--base {args.base}",
                  f"--population {args.population}", f"--generations {generations}",
                  f"--instances {args.instances}", f"--validation-draws {args.validation_draws}",
-                 f"--algorithm {args.algorithm}", f"--backend {args.backend}", f"--seed {args.seed}",
+                 f"--algorithm {args.algorithm}", f"--inputs {args.inputs}",
+                 f"--backend {args.backend}", f"--seed {args.seed}",
                  # the tasks drawn from, named: the suite's default set may grow
                  f"--tasks {','.join(args.task_spec.tasks)}"]
     else:
@@ -226,6 +234,8 @@ def reproducing_command(args, generations):
                  f"--metric {args.metric}", f"--backend {args.backend}", f"--seed {args.seed}"]
         if args.algorithm != "grneat":
             parts.append(f"--algorithm {args.algorithm}")
+        if args.inputs != input_sets.LEGACY:
+            parts.append(f"--inputs {args.inputs}")
     if args.train_subset:
         parts.append(f"--train-subset {args.train_subset}")
     if args.vectorized:
@@ -381,7 +391,7 @@ def main(argv=None, prog=PROG):
               f"population {args.population}, {args.generations} generations, {args.epochs} epoch(s), "
               f"models {','.join(args.models)}, backend {args.backend}, seed {args.seed}", flush=True)
         options = dict(batch_size=args.batch_size, width=args.width, metric=args.metric,
-                       train_subset=args.train_subset, data_dir=args.data_dir)
+                       train_subset=args.train_subset, data_dir=args.data_dir, inputs=args.inputs)
     start = time.perf_counter()
     try:
         result = evolve(
@@ -411,9 +421,12 @@ def main(argv=None, prog=PROG):
                 "grn_steps_per_update": spec.grn_steps_per_update if spec else 1}
     if args.algorithm == "static":
         # the fixed values as collapsed ranges: the agent trains as Keras's optimizer with them
+        # (its genome reads the core paper's inputs, which change nothing then)
         agent = static_agent(chosen.genome, args.name, settings,
                              provenance(args, result, chosen, selection))
     else:
+        if args.inputs != input_sets.LEGACY:
+            settings["inputs"] = args.inputs
         agent = zoo.Agent(
             name=args.name, base=args.base, genome=chosen.genome,
             ranges=spec.ranges if spec else None, settings=settings,

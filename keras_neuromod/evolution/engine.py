@@ -35,7 +35,6 @@ from deap import tools
 from keras_neuromod import _fields
 from keras_neuromod import bases
 from keras_neuromod.agrn import Genome
-from keras_neuromod.bases import N_INPUTS
 from keras_neuromod.evolution import grneat
 from keras_neuromod.evolution.fitness import FitnessTask
 from keras_neuromod.evolution.parallel import check_not_all_failed
@@ -233,7 +232,7 @@ class _Run:
             )
         rng = _fields.generator(data["rng_state"], at("rng_state"))
         task = _task_from_dict(settings["task"])
-        n_outputs = task.n_outputs
+        n_inputs, n_outputs = task.n_inputs, task.n_outputs
         algorithm = settings.get("algorithm", _SETTING_DEFAULTS["algorithm"])
         static = algorithm == "static"
         if static != ("search" in data):
@@ -255,10 +254,10 @@ class _Run:
                 result = Genome.from_dict(value)
             except ValueError as error:
                 raise ValueError(f"{at(field)}: {error}") from None
-            if (result.n_inputs, result.n_outputs) != (N_INPUTS, n_outputs):
+            if (result.n_inputs, result.n_outputs) != (n_inputs, n_outputs):
                 raise ValueError(
                     f"{at(field)} has {result.n_inputs} inputs and {result.n_outputs} outputs; "
-                    f"this run's agents have {N_INPUTS} and {n_outputs}."
+                    f"this run's agents have {n_inputs} and {n_outputs}."
                 )
             if result.n_regulatory > config.max_regulatory:
                 raise ValueError(
@@ -568,7 +567,7 @@ def _start(settings, config, fitness_task, checkpoint, resume, verbose):
     rng = np.random.default_rng(seed)
     run = _Run(settings, config, rng)
     first = grneat.initial_population if algorithm == "grneat" else grneat.random_population
-    run.population = first(N_INPUTS, fitness_task.n_outputs, rng, config)
+    run.population = first(fitness_task.n_inputs, fitness_task.n_outputs, rng, config)
     if algorithm == "static":
         # the random control's genomes are drawn and dropped, so that its generator and
         # so its draws stay those of the random control; CMA-ES has a stream of its own
@@ -656,8 +655,8 @@ def _generation(run, engine, models, progress, verbose):
     _record(run, population, fitnesses, architecture, evaluated, len(species), start, verbose)
 
     if random_search:
-        n_outputs = population[0].n_outputs
-        run.population, run.species = grneat.random_population(N_INPUTS, n_outputs, rng, config), []
+        n_inputs, n_outputs = population[0].n_inputs, population[0].n_outputs
+        run.population, run.species = grneat.random_population(n_inputs, n_outputs, rng, config), []
     else:
         run.population, run.species = grneat.reproduce(
             population, fitnesses, species, run.fitness_range, rng, config)
@@ -687,7 +686,8 @@ def _static_generation(run, engine, models, progress, verbose):
             bar.close()
     run.search.tell(positions, fitnesses)
     _record(run, candidates, fitnesses, architecture, len(jobs), 0, start, verbose)
-    grneat.random_population(N_INPUTS, bases.get(run.search.base).n_outputs, run.rng, run.config)
+    task = _task_from_dict(run.settings["task"])
+    grneat.random_population(task.n_inputs, task.n_outputs, run.rng, run.config)
     run.generation += 1
     return len(jobs)
 

@@ -27,7 +27,7 @@ from keras_neuromod import _fields
 from keras_neuromod import bases
 from keras_neuromod.agrn import MAX_PROTEINS
 from keras_neuromod.agrn import Genome
-from keras_neuromod.bases import N_INPUTS
+from keras_neuromod import inputs as input_sets
 
 __all__ = ["FitnessTask", "TaskData", "Evaluator", "TaskError", "task_step"]
 
@@ -74,6 +74,8 @@ class FitnessTask:
         max_regulatory: padded AGRN capacity; genomes up to this size share
             one compiled train step. The AGRN inputs + the outputs + max_regulatory
             may not exceed `keras_neuromod.agrn.MAX_PROTEINS`.
+        inputs: the agents' input set (`keras_neuromod.inputs`; the core
+            paper's by default, as this task is the paper's setting).
         worst_fitness: the fitness of a diverging (NaN or Inf) or failed run.
         data_dir: tensorflow-datasets folder for CIFAR.
     """
@@ -91,6 +93,7 @@ class FitnessTask:
     max_regulatory: int = 32
     worst_fitness: float = 0.0
     data_dir: str = None
+    inputs: str = "paper"
 
     def __post_init__(self):
         from keras_neuromod.datasets import NAMES
@@ -104,12 +107,13 @@ class FitnessTask:
             object.__setattr__(self, name, _fields.integer(getattr(self, name), name, minimum=1))
         if not (isinstance(self.width, (int, float)) and self.width > 0):
             raise ValueError(f"width must be positive, got {self.width!r}.")
-        limit = MAX_PROTEINS - N_INPUTS - self.n_outputs
+        input_sets.get(self.inputs)
+        limit = MAX_PROTEINS - self.n_inputs - self.n_outputs
         try:
             max_regulatory = _fields.integer(self.max_regulatory, "max_regulatory", 0, limit)
         except ValueError as error:
             raise ValueError(
-                f"{error} The AGRN's {N_INPUTS} inputs, {self.n_outputs} outputs and max_regulatory "
+                f"{error} The AGRN's {self.n_inputs} inputs, {self.n_outputs} outputs and max_regulatory "
                 f"proteins stay within keras_neuromod.agrn.MAX_PROTEINS = {MAX_PROTEINS}."
             ) from None
         object.__setattr__(self, "max_regulatory", max_regulatory)
@@ -117,6 +121,10 @@ class FitnessTask:
             raise ValueError("train_subset must be at least one batch.")
         if not math.isfinite(self.worst_fitness):
             raise ValueError("worst_fitness must be finite (it is stored in JSON).")
+
+    @property
+    def n_inputs(self):
+        return input_sets.get(self.inputs).size
 
     @property
     def n_outputs(self):
@@ -140,7 +148,8 @@ def placeholder_optimizer(task):
     It holds an empty placeholder genome: evaluators swap each individual's in.
     """
     return bases.get(task.base).optimizer(
-        agent=Genome.random(N_INPUTS, task.n_outputs, 0, rng=0),
+        agent=Genome.random(task.n_inputs, task.n_outputs, 0, rng=0),
+        inputs=task.inputs,
         ranges=task.ranges,
         warmup_steps=task.warmup_steps,
         grn_steps_per_update=task.grn_steps_per_update,

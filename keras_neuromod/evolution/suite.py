@@ -34,9 +34,9 @@ import numpy as np
 
 from keras_neuromod import _fields
 from keras_neuromod import bases
+from keras_neuromod import inputs as input_sets
 from keras_neuromod.agrn import MAX_PROTEINS
 from keras_neuromod.agrn import Genome
-from keras_neuromod.bases import N_INPUTS
 from keras_neuromod.evolution.fitness import placeholder_optimizer
 from keras_neuromod.evolution.fitness import task_step
 
@@ -67,6 +67,10 @@ class SuiteTask:
         warmup_steps, grn_steps_per_update: AGRN settings of the optimizer.
         max_regulatory: padded AGRN capacity (genomes up to this size share one
             compiled program).
+        inputs: the agents' input set (`keras_neuromod.inputs`; default
+            ``"sensing"``). A suite written without it (a checkpoint or
+            record of an earlier run) reads as ``"paper"``, the set its
+            agents were evolved with.
     """
 
     base: str = "adam"
@@ -77,6 +81,7 @@ class SuiteTask:
     warmup_steps: int = 25
     grn_steps_per_update: int = 1
     max_regulatory: int = 32
+    inputs: str = input_sets.DEFAULT
 
     def __post_init__(self):
         from keras_neuromod import tasks as suite
@@ -95,9 +100,14 @@ class SuiteTask:
         clip = _fields.number(self.clip, "clip")
         if not (math.isfinite(clip) and clip > 0):
             raise ValueError(f"clip must be a positive number, got {self.clip!r}.")
-        limit = MAX_PROTEINS - N_INPUTS - self.n_outputs
+        input_sets.get(self.inputs)
+        limit = MAX_PROTEINS - self.n_inputs - self.n_outputs
         object.__setattr__(self, "max_regulatory",
                            _fields.integer(self.max_regulatory, "max_regulatory", 0, limit))
+
+    @property
+    def n_inputs(self):
+        return input_sets.get(self.inputs).size
 
     @property
     def n_outputs(self):
@@ -133,7 +143,18 @@ class SuiteTask:
             raise ValueError(f"Unknown SuiteTask field(s) {unknown}.")
         if data.get("tasks") is not None:
             data["tasks"] = tuple(data["tasks"])
+        data.setdefault("inputs", input_sets.LEGACY)  # written before input sets: the paper's
         return cls(**data)
+
+
+def _horizon(task, splits, seed):
+    """The horizon an instance's agents are told: its updates on even seeds, unknown (0) on odd.
+
+    Users train with and without `callbacks.TrainingHorizon`; agents meet both.
+    """
+    if seed % 2:
+        return 0
+    return task.epochs * math.ceil(len(splits.train[0]) / task.batch_size)
 
 
 class SuiteEvaluator:
@@ -272,7 +293,8 @@ class SuiteEvaluator:
             if static:
                 result = program.run(genomes, weights, orders)
             else:
-                result = agents.run(genomes, weights, orders)
+                result = agents.run(genomes, weights, orders,
+                                    horizon=_horizon(task, splits, instance_seed))
             with np.errstate(divide="ignore", invalid="ignore"):
                 score = np.log(reference / result.loss)
             score = np.where(result.finite & np.isfinite(score), np.clip(score, -clip, clip), -clip)

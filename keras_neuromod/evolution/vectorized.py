@@ -232,6 +232,8 @@ class TrainingProgram:
         self.batch_size = _fields.integer(batch_size, "batch_size", minimum=1)
         self.width = _fields.integer(width, "width", minimum=1)
         variables = list(optimizer.variables)
+        horizon = getattr(optimizer, "_horizon", None)  # the sensing input set's
+        self.horizon_slot = next((i for i, v in enumerate(variables) if v is horizon), None)
         self.pack, targets = _candidate_slots(optimizer)
         # a plain Keras optimizer (a baseline) takes no candidates: `run` then trains once
         self.takes_genomes = self.pack is not None
@@ -297,7 +299,7 @@ class TrainingProgram:
         state, _ = jax.lax.scan(epoch, state, (orders, weights))
         return self.finish(state, x_eval, y_eval)
 
-    def run(self, genomes, initial_weights, orders):
+    def run(self, genomes, initial_weights, orders, horizon=None):
         """Train every genome from `initial_weights` (`model.get_weights()` order).
 
         Args:
@@ -307,6 +309,9 @@ class TrainingProgram:
             initial_weights: the model's starting weights.
             orders: int array [epochs, examples]: each epoch's order of the
                 training examples.
+            horizon: the updates the agents are told the training makes
+                (`NeuromodulatedOptimizer.set_horizon`; the sensing input set
+                reads it), or None to leave it as the optimizer had it.
 
         Returns:
             `Results`, one entry per genome.
@@ -331,12 +336,15 @@ class TrainingProgram:
             population = (np.zeros((1, 1), np.float32),)  # one training; `start` ignores it
         x, y, x_eval, y_eval = self.data
         batch = self.batch_size
+        optimizer_start = list(self.optimizer_start)
+        if horizon is not None and self.horizon_slot is not None:
+            optimizer_start[self.horizon_slot] = jnp.asarray(float(horizon), "float32")
 
         def train(genome):
             if self.scanned:
-                return self.train(genome, trainable, non_trainable, self.optimizer_start,
+                return self.train(genome, trainable, non_trainable, optimizer_start,
                                   jnp.asarray(orders), jnp.asarray(weights), self.data)
-            state = self.start_compiled(genome, trainable, non_trainable, self.optimizer_start)
+            state = self.start_compiled(genome, trainable, non_trainable, optimizer_start)
             for order, weight in zip(orders, weights):
                 for first in range(0, len(order), batch):
                     state = self.step_compiled(state, order[first:first + batch], weight, x, y)
