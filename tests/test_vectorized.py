@@ -91,9 +91,11 @@ def test_a_diverging_individual_scores_worst_and_spares_its_batch(jax_run):
     np.testing.assert_allclose(alone, record["fit"], rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["diabetes/mlp", "sequence_majority/lstm", "waveforms/conv1d"])
+@pytest.mark.parametrize("name", ["diabetes/mlp", "sequence_majority/lstm", "waveforms/conv1d",
+                                  "diabetes/mlp/sensing", "sequence_majority/lstm/sensing"])
 def test_training_program_gives_fit_and_evaluate_values_on_suite_tasks(jax_run, name):
-    """Any model, loss and metric: a regression, a recurrent and a 1-D convolutional task."""
+    """Any model, loss, metric and input set: a regression, a recurrent and a 1-D convolutional
+    task; agents of the sensing set told the horizon, as the suite tells it."""
     record = jax_run["suite"][name]
     fit = np.asarray(record["fit_loss_metric"])
     assert all(record["finite"])

@@ -120,7 +120,10 @@ def suite_fitness():
 
 
 # (task, model) of the suite: a regression loss, a recurrent model, a 1-D convolution
-SUITE = [("diabetes", "mlp"), ("sequence_majority", "lstm"), ("waveforms", "conv1d")]
+SUITE = [("diabetes", "mlp", "paper"), ("sequence_majority", "lstm", "paper"),
+         ("waveforms", "conv1d", "paper"),
+         # the sensing input set, with the horizon told (its progress input)
+         ("diabetes", "mlp", "sensing"), ("sequence_majority", "lstm", "sensing")]
 
 
 def suite_programs():
@@ -132,25 +135,28 @@ def suite_programs():
     from keras_neuromod.evolution.vectorized import TrainingProgram
 
     results = {}
-    for name, model_name in SUITE:
+    for name, model_name, inputs in SUITE:
         task = tasks.get(name)
         splits = task.splits(seed=0)
         (x, y), (x_val, y_val) = splits.train, splits.val
         model = task.build_model(model_name, seed=1)
-        optimizer = NmAdam(agent=Genome.random(13, 8, 0, rng=0), max_regulatory=6)
+        size = 13 if inputs == "paper" else 18
+        optimizer = NmAdam(agent=Genome.random(size, 8, 0, rng=0), max_regulatory=6, inputs=inputs)
         task.compile(model, optimizer)
         optimizer.build(model.trainable_variables)
         start = model.get_weights()
         order = np.random.default_rng(2)
         orders = np.stack([order.permutation(len(x)) for _ in range(task.epochs)])
-        population = genomes(8, 3)
+        population = [Genome.random(size, 8, k % 5, rng=100 + k) for k in range(3)]
+        horizon = task.epochs * -(-len(x) // task.batch_size) if inputs == "sensing" else None
         program = TrainingProgram(model, optimizer, task.loss_function(), task.metric, task.epochs,
                                   task.batch_size, x, y, x_val, y_val)
-        measured = program.run(population, start, orders)
+        measured = program.run(population, start, orders, horizon=horizon)
         alone = TrainingProgram(model, optimizer, task.loss_function(), task.metric, task.epochs,
                                 task.batch_size, x, y, x_val, y_val, vmap=False, scan=False)
-        one_by_one = alone.run(population, start, orders)
+        one_by_one = alone.run(population, start, orders, horizon=horizon)
         fit = []
+        optimizer.set_horizon(horizon)
         for genome in population:
             model.set_weights(start)
             optimizer.set_genome(genome, reset=True)
@@ -158,7 +164,7 @@ def suite_programs():
                 model.fit(x[permutation], y[permutation], batch_size=task.batch_size, epochs=1,
                           shuffle=False, verbose=0)
             fit.append([float(v) for v in model.evaluate(x_val, y_val, batch_size=64, verbose=0)])
-        results[f"{name}/{model_name}"] = {
+        results[f"{name}/{model_name}" + ("" if inputs == "paper" else f"/{inputs}")] = {
             "metric": measured.metric.tolist(), "loss": measured.loss.tolist(),
             "finite": measured.finite.tolist(), "fit_loss_metric": fit,
             "one_by_one": {"metric": one_by_one.metric.tolist(), "loss": one_by_one.loss.tolist()},
