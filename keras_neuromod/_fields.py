@@ -87,3 +87,31 @@ def generator(state, where):
     except (TypeError, ValueError, KeyError, OverflowError, AttributeError) as error:
         raise ValueError(f"{where} is not a numpy PCG64 generator state: {error!r:.200}") from None
     return rng
+
+
+def unit_array(value, where):
+    """A one-dimensional list of finite numbers in [0, 1], as a float64 numpy array.
+
+    The items follow `is_number` (bools and strings are refused); a numpy array of
+    ints or floats is accepted too.
+    """
+    if isinstance(value, np.ndarray):
+        numbers = value.dtype.kind in "iuf"
+    else:
+        numbers = isinstance(value, (list, tuple)) and all(is_number(item) for item in value)
+    if not numbers:
+        raise ValueError(f"{where} must be a list of numbers, got {value!r:.80}.")
+    try:
+        array = np.array(value, dtype=np.float64)
+    except OverflowError:
+        raise ValueError(f"{where} must be a list of numbers, got {value!r:.80}.") from None
+    if array.ndim != 1:
+        raise ValueError(f"{where} must be one-dimensional, got shape {array.shape}.")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{where} contains non-finite values.")
+    bad = np.flatnonzero((array < 0.0) | (array > 1.0))
+    if bad.size:
+        raise ValueError(
+            f"{where} must lie in [0, 1]; value {array[bad[0]]!r} at index {int(bad[0])} does not."
+        )
+    return array

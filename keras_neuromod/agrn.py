@@ -32,7 +32,6 @@ constants and their sources.
 """
 
 import json
-import math
 
 import numpy as np
 from keras import ops
@@ -72,20 +71,13 @@ _SCALAR_FIELDS = ("beta", "delta")
 _FIELDS = _COUNT_FIELDS + _TAG_FIELDS + _SCALAR_FIELDS
 
 
+def _where(name):
+    return f"Genome field '{name}'"
+
+
 def _check_count(name, value, minimum):
-    if not _fields.is_integer(value):
-        if isinstance(value, (float, np.floating)) and float(value).is_integer():
-            value = int(value)
-        else:
-            raise ValueError(
-                f"Genome field '{name}' must be an integer, got {value!r}."
-            )
-    value = int(value)
-    if value < minimum:
-        raise ValueError(
-            f"Genome field '{name}' must be >= {minimum}, got {value}."
-        )
-    return value
+    """A protein count: an int (not a float such as `13.0`, not a bool) >= `minimum`."""
+    return _fields.integer(value, _where(name), minimum=minimum)
 
 
 def _check_size(n_inputs, n_outputs, n_regulatory):
@@ -100,54 +92,26 @@ def _check_size(n_inputs, n_outputs, n_regulatory):
 
 
 def _check_tags(name, value, length):
+    """A list of `length` finite numbers in [0, 1], as a read-only float64 array."""
     if isinstance(value, (list, tuple)) and len(value) != length:
         # (before converting: a huge list is refused without copying it)
         raise ValueError(
-            f"Genome field '{name}' has {len(value)} values but the protein "
+            f"{_where(name)} has {len(value)} values but the protein "
             f"counts (n_inputs + n_outputs + n_regulatory) add up to {length}."
         )
-    try:
-        array = np.array(value, dtype=np.float64)
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(
-            f"Genome field '{name}' must be a list of numbers, got {value!r:.80}."
-        ) from None
-    if array.ndim != 1:
-        raise ValueError(
-            f"Genome field '{name}' must be one-dimensional, got shape {array.shape}."
-        )
+    array = _fields.unit_array(value, _where(name))
     if array.shape[0] != length:
         raise ValueError(
-            f"Genome field '{name}' has {array.shape[0]} values but the protein "
+            f"{_where(name)} has {array.shape[0]} values but the protein "
             f"counts (n_inputs + n_outputs + n_regulatory) add up to {length}."
-        )
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"Genome field '{name}' contains non-finite values.")
-    bad = np.flatnonzero((array < 0.0) | (array > 1.0))
-    if bad.size:
-        raise ValueError(
-            f"Genome field '{name}' must lie in [0, 1]; value {array[bad[0]]!r} "
-            f"at index {int(bad[0])} does not."
         )
     array.setflags(write=False)
     return array
 
 
 def _check_scalar(name, value, bounds):
-    if not _fields.is_number(value):
-        raise ValueError(f"Genome field '{name}' must be a number, got {value!r}.")
-    try:
-        value = float(value)
-    except OverflowError:
-        raise ValueError(f"Genome field '{name}' is too large for a float.") from None
-    if not math.isfinite(value):
-        raise ValueError(f"Genome field '{name}' must be finite, got {value!r}.")
-    lo, hi = bounds
-    if not lo <= value <= hi:
-        raise ValueError(
-            f"Genome field '{name}' must lie in [{lo}, {hi}], got {value!r}."
-        )
-    return value
+    """A finite number within `bounds` (inclusive), as a float."""
+    return _fields.number(value, _where(name), *bounds)
 
 
 class Genome:

@@ -161,16 +161,24 @@ BAD_GENOMES = [
     (_with(n_regulatory=1.5), "n_regulatory"),
     (_with(n_regulatory="1"), "n_regulatory"),
     (_with(n_inputs=True), "n_inputs"),
+    # one rule for integers (keras_neuromod._fields.integer): 2.0 is a float, not a count
+    (_with(n_inputs=2.0), "'n_inputs' must be an integer, got 2.0"),
+    (_with(n_outputs=np.float64(2.0)), "n_outputs"),
     (_with(identifiers=[0.1, 0.2]), "identifiers"),
     (_with(enhancers=[0.1, 0.2, 0.3, 0.4, 1.5]), "enhancers"),
     (_with(inhibitors=[0.1, 0.2, 0.3, 0.4, -0.01]), "inhibitors"),
     (_with(inhibitors=[0.1, 0.2, 0.3, 0.4, float("nan")]), "inhibitors"),
     (_with(identifiers=[0.1, 0.2, "a", 0.4, 0.5]), "identifiers"),
     (_with(identifiers=[[0.1], [0.2], [0.3], [0.4], [0.5]]), "identifiers"),
+    (_with(identifiers=[0.1, 0.2, "0.3", 0.4, 0.5]), "'identifiers' must be a list of numbers"),
+    (_with(enhancers=[0.1, 0.2, True, 0.4, 0.5]), "'enhancers' must be a list of numbers"),
+    (_with(enhancers=np.array(["0.1"] * 5)), "'enhancers' must be a list of numbers"),
+    (_with(inhibitors="0.1 0.2 0.3 0.4 0.5"), "'inhibitors' must be a list of numbers"),
     (_with(beta=0.01), "beta"),
     (_with(beta=float("inf")), "beta"),
     (_with(delta=2.5), "delta"),
     (_with(delta="1"), "delta"),
+    (_with(delta=False), "'delta' must be a number"),
     (_with(extra=1), "extra"),
     ({k: v for k, v in _valid().items() if k != "delta"}, "delta"),
     ([1, 2, 3], "JSON object"),
@@ -181,6 +189,23 @@ BAD_GENOMES = [
 def test_bad_genomes_are_refused_naming_the_field(data, field):
     with pytest.raises(ValueError, match=field):
         Genome.from_dict(data)
+
+
+def test_counts_follow_the_integer_rule_of_the_other_loaders():
+    # the genome's counts accept what `_fields.integer` accepts, and refuse what it refuses
+    from keras_neuromod import _fields
+
+    for value in [2, np.int64(2), 2.0, np.float32(2.0), True, "2", None, 2.5]:
+        try:
+            _fields.integer(value, "x")
+        except ValueError:
+            with pytest.raises(ValueError, match="'n_inputs' must be an integer"):
+                Genome.from_dict(_with(n_inputs=value))
+        else:
+            assert Genome.from_dict(_with(n_inputs=value)).n_inputs == 2
+    # the tags and scalars accept numpy numbers and ints
+    genome = Genome.from_dict(_with(identifiers=[0, 1, np.float32(0.5), 0.25, 1], beta=1))
+    assert genome.identifiers.tolist() == [0.0, 1.0, 0.5, 0.25, 1.0] and genome.beta == 1.0
 
 
 @pytest.mark.parametrize("text", ["", "{", "nul", '{"n_inputs": 1,}'])
