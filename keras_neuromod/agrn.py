@@ -11,7 +11,7 @@ This module holds:
 * `Genome`: the plain-data description of one AGRN (numpy arrays, JSON on disk),
   validated on construction and on load, with at most `MAX_PROTEINS` proteins.
 * The dynamics written with `keras.ops` (`grn_matrices`, `grn_reset`,
-  `grn_step`, `grn_warmup`), batched over copies that share one genome and padded
+  `grn_step`, `grn_run_steps`), batched over copies that share one genome and padded
   to a fixed protein count, so that one compiled graph serves genomes of any
   size. The optimizers run exactly these functions inside their train step.
 * `run`: drive an AGRN with a sequence of inputs and read its outputs, through
@@ -47,7 +47,7 @@ __all__ = [
     "grn_matrices",
     "grn_reset",
     "grn_step",
-    "grn_warmup",
+    "grn_run_steps",
     "run",
     "BETA_RANGE",
     "DELTA_RANGE",
@@ -413,8 +413,11 @@ def grn_step(state, weights, updatable):
     return new * factor
 
 
-def grn_warmup(state, weights, updatable, steps):
-    """Run `steps` steps (a Python int) on `state` and return the new state.
+def grn_run_steps(state, weights, updatable, steps):
+    """Run `steps` AGRN steps (a Python int) on `state` and return the new state.
+
+    Used both for the warm-up after a reset and for the steps run after each
+    input is written.
 
     The loop is unrolled: the step counts used here are small (a few dozen at
     most), and an unrolled loop neither retraces nor recompiles when called
@@ -469,12 +472,12 @@ def run(genome, inputs, warmup_steps=25, steps_per_input=1, capacity=None):
     )
     steps, copies = inputs.shape[0], inputs.shape[1]
     state = grn_reset(packed.active, packed.n_inputs, copies)
-    state = grn_warmup(state, weights, updatable, warmup_steps)
+    state = grn_run_steps(state, weights, updatable, warmup_steps)
     start, stop = genome.n_inputs, genome.n_inputs + genome.n_outputs
     outputs = []
     for t in range(steps):
         state = grn_set_inputs(state, ops.convert_to_tensor(inputs[t], "float32"))
-        state = grn_warmup(state, weights, updatable, steps_per_input)
+        state = grn_run_steps(state, weights, updatable, steps_per_input)
         outputs.append(state[:, start:stop])
     if not outputs:
         return np.zeros((0, copies, genome.n_outputs), np.float32)

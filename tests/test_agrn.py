@@ -23,7 +23,7 @@ def full_state_run(genome, inputs, capacity=None):
         packed.n_inputs, packed.n_outputs,
     )
     state = agrn.grn_reset(packed.active, packed.n_inputs, inputs.shape[1])
-    state = agrn.grn_warmup(state, weights, updatable, 25)
+    state = agrn.grn_run_steps(state, weights, updatable, 25)
     states = []
     for x in inputs:
         state = agrn.grn_set_inputs(state, ops.convert_to_tensor(x, "float32"))

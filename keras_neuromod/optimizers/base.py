@@ -745,7 +745,7 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
 
         def warm():
             state = agrn.grn_reset(self._grn_active, n_inputs, count)
-            return agrn.grn_warmup(state, weights, updatable, warmup_steps)
+            return agrn.grn_run_steps(state, weights, updatable, warmup_steps)
 
         state = ops.cond(
             ops.equal(self._grn_updates, 0),
@@ -797,7 +797,7 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         start, stop = self._blocks[block]
         inputs = self._block_inputs(block, gradient_stats, shared)
         state = agrn.grn_set_inputs(shared["state"][start:stop], inputs)
-        state = agrn.grn_warmup(
+        state = agrn.grn_run_steps(
             state, shared["weights"], shared["updatable"], self.grn_steps_per_update
         )
         n_inputs = self._n_inputs
