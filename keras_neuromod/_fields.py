@@ -59,6 +59,13 @@ def number(value, where, minimum=-math.inf, maximum=math.inf):
     return value
 
 
+def choice(value, where, choices):
+    """One of `choices`, e.g. a layer's mode argument."""
+    if value not in choices:
+        raise ValueError(f"{where} must be one of {list(choices)}, got {value!r:.80}.")
+    return value
+
+
 def items(value, where, length=None, max_length=None):
     """A list (of `length` items, or at most `max_length`)."""
     if not isinstance(value, list):

@@ -159,19 +159,16 @@ def test_cell_bad_arguments(kwargs, name):
 
 
 @pytest.mark.parametrize("layer", ["cell", "network"])
-def test_configs_of_the_population_mode_load_without_it(layer):
-    # Configs saved while the layers had a population mode hold `population: None`
-    # and load; one with a population is refused with a pointer to the functions
-    # that evaluate populations.
+def test_the_layers_take_no_population_argument(layer):
+    # A population of genomes is evaluated with the functional kernels
+    # (enu_run, network_step) or keras_neuromod.evolution.enu_fitness.
     if layer == "cell":
         cls, made = ENUCell, ENUCell(memory=3, channels=2)
     else:
         cls, made = ENUNetwork, ENUNetwork(2, 3, pre=PRE, post=POST, memory=3, channels=2)
     config = made.get_config()
     assert "population" not in config
-    assert cls.from_config({**config, "population": None}).get_config() == config
-    with pytest.raises(ValueError, match="enu_fitness"):
-        cls.from_config({**config, "population": 4})
+    assert cls.from_config(config).get_config() == config
     with pytest.raises(ValueError, match="population"):
         cls(**{**config, "population": 4})
 

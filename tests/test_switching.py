@@ -374,13 +374,7 @@ def test_model_save_round_trip_keeps_transform_and_state(tmp_path, mode):
 
 def test_public_names_keep_their_import_paths_and_registered_names():
     import keras_neuromod.layers
-    import keras_neuromod.layers.switching
-    import keras_neuromod.switching
 
-    for name in keras_neuromod.layers.switching.__all__:
-        assert getattr(keras_neuromod.layers.switching, name) is getattr(
-            keras_neuromod.switching, name
-        )
     assert keras_neuromod.layers.SwitchableDense is SwitchableDense
     assert keras_neuromod.layers.SwitchableConv2D is SwitchableConv2D
     for cls in (SwitchableDense, SwitchableConv2D, FlatSwitchableMLP, TaskInput):
@@ -388,8 +382,9 @@ def test_public_names_keep_their_import_paths_and_registered_names():
 
 
 def test_model_saved_under_the_earlier_module_paths_loads(tmp_path):
-    """Files written when the layers lived in keras_neuromod.layers.switching and
-    keras_neuromod.switching (modules, not a package) load by registered name."""
+    """Files written when the layers lived in keras_neuromod.layers.switching (a
+    module since removed) and keras_neuromod.switching (a module, not a package)
+    load by registered name."""
     import json
     import zipfile
 

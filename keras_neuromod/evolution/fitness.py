@@ -25,9 +25,9 @@ import numpy as np
 
 from keras_neuromod import _fields
 from keras_neuromod import bases
+from keras_neuromod import inputs as input_sets
 from keras_neuromod.agrn import MAX_PROTEINS
 from keras_neuromod.agrn import Genome
-from keras_neuromod import inputs as input_sets
 
 __all__ = ["FitnessTask", "TaskData", "Evaluator", "TaskError", "task_step"]
 
@@ -188,13 +188,13 @@ class TaskData:
         from keras_neuromod import models
 
         task = self.task
-        model = models.build(architecture, self.input_shape, self.num_classes, width=task.width)
-        optimizer = placeholder_optimizer(task)
         # Train on the logits: the loss is the log-softmax of the output layer's
         # logits on every backend (Keras's TensorFlow backend does this for a
         # softmax output; its JAX backend would clip the probabilities, whose
         # gradient then vanishes for a saturated example).
-        model.get_layer("output").activation = keras.activations.linear
+        model = models.build(architecture, self.input_shape, self.num_classes, width=task.width,
+                             output_activation=None)
+        optimizer = placeholder_optimizer(task)
         model.compile(optimizer=optimizer, metrics=["accuracy"],
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         optimizer.build(model.trainable_variables)

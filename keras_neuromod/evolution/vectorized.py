@@ -232,7 +232,7 @@ class TrainingProgram:
         self.batch_size = _fields.integer(batch_size, "batch_size", minimum=1)
         self.width = _fields.integer(width, "width", minimum=1)
         variables = list(optimizer.variables)
-        horizon = getattr(optimizer, "_horizon", None)  # the sensing input set's
+        horizon = getattr(optimizer, "horizon_variable", None)  # the sensing input set's
         self.horizon_slot = next((i for i, v in enumerate(variables) if v is horizon), None)
         self.pack, targets = _candidate_slots(optimizer)
         # a plain Keras optimizer (a baseline) takes no candidates: `run` then trains once
@@ -372,7 +372,7 @@ def _candidate_slots(optimizer):
     (one value per hyperparameter, `start` broadcasts it to every tensor's row
     of the ablation's table); a plain optimizer takes none (`(None, ())`).
     """
-    from keras_neuromod.agrn import pack
+    from keras_neuromod.optimizers.base import NeuromodulatedOptimizer
 
     if getattr(optimizer, "ablation", None) == "frozen":
         names = tuple(optimizer.HYPERPARAMETERS)
@@ -384,13 +384,9 @@ def _candidate_slots(optimizer):
                                  f"({list(names)}), got shape {values.shape}.")
             return (values,)
 
-        return vector, (optimizer._frozen,)
-    if hasattr(optimizer, "_grn_tags"):
-        def packed(genome):
-            p = pack(genome, optimizer._capacity)
-            return p.tags, p.active, np.array([p.beta, p.delta])
-
-        return packed, (optimizer._grn_tags, optimizer._grn_active, optimizer._grn_rates)
+        return vector, (optimizer.frozen_variable,)
+    if isinstance(optimizer, NeuromodulatedOptimizer) and optimizer.built:
+        return optimizer.pack_genome, optimizer.genome_variables()
     return None, ()
 
 

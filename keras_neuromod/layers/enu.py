@@ -61,19 +61,6 @@ def _check_positive_int(name, value):
     return _fields.integer(value, f"`{name}`", minimum=1)
 
 
-def _no_population(config):
-    """Configs written before the cells lost their population mode hold
-    `population: None`; a population now lives in the functional kernels."""
-    config = dict(config)
-    if config.pop("population", None) is not None:
-        raise ValueError(
-            "The ENU layers have no population mode any more: evaluate a population of "
-            "genomes with keras_neuromod.evolution.enu_fitness (enu_outputs, ENUFitness) "
-            "or with the functional enu_run / network_step and their population axis."
-        )
-    return config
-
-
 def enu_weight_shapes(input_dim, memory, channels):
     """The ENU's kernels, in genome order, as a dict name -> shape."""
     rows = input_dim + channels + memory + 1
@@ -276,10 +263,6 @@ class ENUCell(keras.layers.Layer):
             }
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        return super().from_config(_no_population(config))
 
 
 def _check_index_array(name, values, upper, upper_name):
@@ -507,7 +490,3 @@ class ENUNetwork(keras.layers.Layer):
             }
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        return super().from_config(_no_population(config))

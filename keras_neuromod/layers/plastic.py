@@ -22,9 +22,9 @@ import inspect
 
 import keras
 from keras import ops
-from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
 from keras_neuromod import _fields
+from keras_neuromod._keras_compat import DropoutRNNCell
 
 __all__ = ["PlasticRNNCell", "PlasticLSTMCell", "PLASTICITY_RULES"]
 
@@ -33,14 +33,6 @@ _ALPHA_MODES = ("per_connection", "per_neuron", "single")
 _CLIP_MODES = ("hard", "soft")
 _MODULATION_MODES = ("scalar", "per_neuron")
 _TRACES = {"none": 0, "hebbian": 1, "simple": 1, "retroactive": 2}
-
-
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(
-            f"`{name}` must be one of {list(choices)}; received {name}={value!r}."
-        )
-    return value
 
 
 def _check_rate(name, value):
@@ -130,10 +122,10 @@ class _PlasticCell(keras.layers.Layer, DropoutRNNCell):
     ):
         super().__init__(**kwargs)
         self.units = _fields.integer(units, "`units`", 1)
-        self.plasticity = _check_choice("plasticity", plasticity, PLASTICITY_RULES)
-        self.alpha = _check_choice("alpha", alpha, _ALPHA_MODES)
-        self.clip_mode = _check_choice("clip_mode", clip_mode, _CLIP_MODES)
-        self.modulation = _check_choice("modulation", modulation, _MODULATION_MODES)
+        self.plasticity = _fields.choice(plasticity, "`plasticity`", PLASTICITY_RULES)
+        self.alpha = _fields.choice(alpha, "`alpha`", _ALPHA_MODES)
+        self.clip_mode = _fields.choice(clip_mode, "`clip_mode`", _CLIP_MODES)
+        self.modulation = _fields.choice(modulation, "`modulation`", _MODULATION_MODES)
         self.clip = _fields.number(clip, "`clip`")
         if not self.clip > 0:
             raise ValueError(f"`clip` must be a positive number; received clip={clip!r}.")

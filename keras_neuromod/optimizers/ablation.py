@@ -100,6 +100,16 @@ class _Frozen(_Ablated):
             expected, initializer=lambda shape, dtype=None: ops.convert_to_tensor(table, dtype),
             name="frozen_hyperparameters")
 
+    @property
+    def frozen_variable(self):
+        """The optimizer variable holding the fixed table (None before the optimizer is built).
+
+        float32 `[tensors, len(HYPERPARAMETERS)]`, rows in the order of
+        `tensor_paths`; a vectorized evaluation writes candidate tables into
+        its copy of the optimizer state there.
+        """
+        return self._frozen if self.built else None
+
     def set_hyperparameters(self, hyperparameters):
         """Replace the fixed values (same shape), also after the optimizer is built."""
         table = _table(hyperparameters)

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_neuromod import _keras_compat
 from keras_neuromod import bases
 from keras_neuromod.optimizers.base import NeuromodulatedOptimizer
 from keras_neuromod.optimizers.base import to_dense
@@ -109,7 +110,7 @@ class NmAdam(NeuromodulatedOptimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         # `learning_rate` (the multiplier) is already in the values' rates
-        index = self._get_variable_index(variable)
+        index = _keras_compat.variable_index(self, variable)
         values = self._modulated(variable)
         # Adam's update is dense whatever the gradient (as in Keras's Adam);
         # densifying first sums repeated rows of a sparse gradient before

@@ -31,11 +31,12 @@ parent's, so each backend's own path (TensorFlow's distribution updates, JAX's
 stateless apply, gradient accumulation, EMA) still runs.
 """
 
-import numpy as np
 import keras
+import numpy as np
 from keras import ops
 
 from keras_neuromod import _fields
+from keras_neuromod import _keras_compat
 from keras_neuromod import agrn
 from keras_neuromod import bases
 from keras_neuromod import inputs as input_sets
@@ -486,6 +487,44 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         """The agent's `Genome`."""
         return self._genome
 
+    @property
+    def grn_capacity(self):
+        """The number of proteins the packed genome holds room for.
+
+        Inputs, outputs and `max_regulatory` regulatory proteins: the width of
+        the arrays `pack_genome` returns.
+        """
+        return self._capacity
+
+    def pack_genome(self, genome):
+        """`genome` as the values of `genome_variables()`, in their order.
+
+        Writing these values into the variables swaps the agent in, as
+        `set_genome` does; a vectorized evaluation writes them into its copy
+        of the optimizer state instead.
+
+        Args:
+            genome: a `Genome` with this optimizer's inputs and outputs.
+
+        Returns:
+            A tuple of numpy arrays: the tags, float32 `[3, grn_capacity]`;
+            the activity, float32 `[grn_capacity]`; and `[beta, delta]`,
+            float32 `[2]`.
+        """
+        packed = agrn.pack(genome, self._capacity)
+        return packed.tags, packed.active, np.array([packed.beta, packed.delta], np.float32)
+
+    def genome_variables(self):
+        """The optimizer variables that hold the packed genome (see `pack_genome`).
+
+        Returns:
+            A tuple of three variables (tags, activity, beta and delta), or
+            an empty tuple before the optimizer is built.
+        """
+        if not self.built:
+            return ()
+        return (self._grn_tags, self._grn_active, self._grn_rates)
+
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -525,6 +564,15 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         self._horizon_steps = steps
         if self.built and self._sensing:
             self._horizon.assign(float(steps))
+
+    @property
+    def horizon_variable(self):
+        """The optimizer variable holding the horizon `set_horizon` sets, or None.
+
+        Only the sensing input set reads a horizon, and only a built optimizer
+        has the variable; otherwise None.
+        """
+        return getattr(self, "_horizon", None) if self.built else None
 
     # -- variables ---------------------------------------------------------
 
@@ -635,6 +683,16 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
                 f"{self._genome.n_outputs}."
             )
         packed = agrn.pack(genome, self._capacity)
+        self._adopt_settings(evolved_with)
+        self._genome, self._packed = genome, packed
+        if self.built:
+            for variable, value in zip(self.genome_variables(), self.pack_genome(genome)):
+                variable.assign(value)
+            if reset:
+                self.reset_state()
+
+    def _adopt_settings(self, evolved_with):
+        """Take an agent's ranges and AGRN settings (`set_genome`), if allowed."""
         wanted = {
             "ranges": self._check_ranges(evolved_with.get("ranges", self.ranges)),
             "warmup_steps": evolved_with.get("warmup_steps", self.warmup_steps),
@@ -649,39 +707,34 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
                 f"made for {self.input_set.name!r}. Build a new optimizer for it."
             )
         current = {name: getattr(self, name) for name in wanted}
-        if wanted != current:
-            if self.built:
-                differing = sorted(name for name in wanted if wanted[name] != current[name])
-                raise ValueError(
-                    f"The agent was evolved with other {', '.join(differing)} than this "
-                    f"{type(self).__name__} uses (agent: "
-                    f"{[wanted[n] for n in differing]}, optimizer: "
-                    f"{[current[n] for n in differing]}), and a built optimizer cannot "
-                    "change them without retracing. Build a new optimizer with "
-                    f"`{type(self).__name__}(agent=...)` to use the agent's, or pass "
-                    "the bare genome (`agent.genome`) to keep this optimizer's."
-                )
-            self.ranges = wanted["ranges"]
-            self.warmup_steps, self.grn_steps_per_update = self._check_settings(
-                wanted["warmup_steps"], wanted["grn_steps_per_update"]
-            )
-        self._genome, self._packed = genome, packed
+        if wanted == current:
+            return
         if self.built:
-            self._grn_tags.assign(packed.tags)
-            self._grn_active.assign(packed.active)
-            self._grn_rates.assign(np.array([packed.beta, packed.delta], np.float32))
-            if reset:
-                self.reset_state()
+            differing = sorted(name for name in wanted if wanted[name] != current[name])
+            raise ValueError(
+                f"The agent was evolved with other {', '.join(differing)} than this "
+                f"{type(self).__name__} uses (agent: "
+                f"{[wanted[n] for n in differing]}, optimizer: "
+                f"{[current[n] for n in differing]}), and a built optimizer cannot "
+                "change them without retracing. Build a new optimizer with "
+                f"`{type(self).__name__}(agent=...)` to use the agent's, or pass "
+                "the bare genome (`agent.genome`) to keep this optimizer's."
+            )
+        self.ranges = wanted["ranges"]
+        self.warmup_steps, self.grn_steps_per_update = self._check_settings(
+            wanted["warmup_steps"], wanted["grn_steps_per_update"]
+        )
 
     def reset_state(self):
         """Zero the step counters, the AGRN state and the update state (eagerly)."""
         if not self.built:
             return
-        genome_variables = {id(self._grn_tags), id(self._grn_active), id(self._grn_rates)}
+        genome_variables = {id(variable) for variable in self.genome_variables()}
+        settings = (_keras_compat.learning_rate_variable(self), getattr(self, "_horizon", None))
         for variable in self.variables:
             if id(variable) in genome_variables:
                 continue
-            if variable is self._learning_rate or variable is getattr(self, "_horizon", None):
+            if any(variable is setting for setting in settings):
                 continue  # the multiplier and the horizon are settings, not state
             variable.assign(self._reset_value(variable))
 
@@ -706,33 +759,9 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         step's inputs (reset and warmed up at the first update) depend on no
         gradient, so they are ready before backpropagation ends.
         """
-        count = len(self._trainable_variables)
-        shared = {}
-        if self._sensing:
-            sizes = ops.convert_to_tensor(np.asarray(self._sizes, np.float32))
-            weight_mean = _abs_sums(self._trainable_variables)[:, 0] / sizes
-            known = ops.concatenate(
-                [
-                    ops.convert_to_tensor(self._sensing_static),
-                    input_sets.log_unit(weight_mean, input_sets.WEIGHT_DECADES)[:, None],
-                ],
-                axis=1,
-            )
-            shared.update(
-                weight_mean=weight_mean,
-                time=_time_inputs(self._grn_updates, ops.convert_to_tensor(self._horizon)),
-                first=ops.equal(self._grn_updates, 0),
-                trend=ops.convert_to_tensor(self._grn_trend),
-                new_trend={},
-            )
-        else:
-            known = ops.concatenate(
-                [
-                    ops.convert_to_tensor(self._static_inputs),
-                    _abs_stats(self._trainable_variables, self._sizes),
-                ],
-                axis=1,
-            )
+        variables = _keras_compat.tracked_variables(self)
+        count = len(variables)
+        shared = self._known_inputs(variables)
         weights, updatable = agrn.grn_matrices(
             self._grn_tags,
             self._grn_active,
@@ -752,8 +781,34 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
             warm,
             lambda: ops.convert_to_tensor(self._grn_state),
         )
-        shared.update(known=known, weights=weights, updatable=updatable, state=state)
+        shared.update(weights=weights, updatable=updatable, state=state)
         return shared
+
+    def _known_inputs(self, variables):
+        """The inputs known before the gradients (`"known"`), and the sensing set's extras."""
+        if not self._sensing:
+            known = ops.concatenate(
+                [ops.convert_to_tensor(self._static_inputs), _abs_stats(variables, self._sizes)],
+                axis=1,
+            )
+            return {"known": known}
+        sizes = ops.convert_to_tensor(np.asarray(self._sizes, np.float32))
+        weight_mean = _abs_sums(variables)[:, 0] / sizes
+        known = ops.concatenate(
+            [
+                ops.convert_to_tensor(self._sensing_static),
+                input_sets.log_unit(weight_mean, input_sets.WEIGHT_DECADES)[:, None],
+            ],
+            axis=1,
+        )
+        return {
+            "known": known,
+            "weight_mean": weight_mean,
+            "time": _time_inputs(self._grn_updates, ops.convert_to_tensor(self._horizon)),
+            "first": ops.equal(self._grn_updates, 0),
+            "trend": ops.convert_to_tensor(self._grn_trend),
+            "new_trend": {},
+        }
 
     def _momentum_variables(self):
         """Each trainable tensor's momentum variable (the sensing set's cosine), or None.
@@ -902,8 +957,10 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         replicas under a distribution strategy); a tensor without one this
         step (Keras filters those out) has gradient statistics 0.
         """
-        count = len(self._trainable_variables)
-        by_index = {self._get_variable_index(v): g for g, v in zip(grads, trainable_variables)}
+        count = len(_keras_compat.tracked_variables(self))
+        by_index = {
+            _keras_compat.variable_index(self, v): g for g, v in zip(grads, trainable_variables)
+        }
         gradients = [by_index.get(i) for i in range(count)]
         gradient_stats = self._gradient_statistics(gradients)
         shared = self._step_inputs()
@@ -932,7 +989,11 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         self.assign_add(self._grn_updates, ops.ones((), self._grn_updates.dtype))
         self._write_step_state(whole["table"], names)
 
+    # The three overrides below are private hooks of Keras's optimizer (see
+    # `_keras_compat.OPTIMIZER_HOOKS`, which a test checks against Keras).
+
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        """Modulate once from every gradient, then run Keras's update step."""
         if keras.backend.backend() == "tensorflow":
             self._tf_update_step(grads, trainable_variables, learning_rate)
             return
@@ -954,17 +1015,13 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         gradient of backpropagation. It is skipped then, so that a block's
         updates wait only for the gradients they read.
         """
-        import tensorflow as tf
-
-        if self._distribution_strategy.num_replicas_in_sync > 1:
+        strategy = _keras_compat.distribution_strategy(self)
+        if strategy.num_replicas_in_sync > 1:
             super()._backend_update_step(grads, trainable_variables, learning_rate)
             return
         variables = [v.value if isinstance(v, keras.Variable) else v for v in trainable_variables]
-        tf.__internal__.distribute.interim.maybe_merge_call(
-            self._distributed_tf_update_step,
-            self._distribution_strategy,
-            list(zip(grads, variables)),
-            learning_rate,
+        _keras_compat.merge_call(
+            self._distributed_tf_update_step, strategy, list(zip(grads, variables)), learning_rate
         )
 
     def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
@@ -1007,14 +1064,14 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         the multiplier, so fixed ranges give exactly Keras's decay. Variables
         excluded with `exclude_from_weight_decay` are left alone.
         """
-        if self.weight_decay is None or not self._use_weight_decay(variable):
+        if self.weight_decay is None or not _keras_compat.uses_weight_decay(self, variable):
             return
         decay = ops.cast(self.weight_decay, variable.dtype) * learning_rate
         self.assign_sub(variable, ops.multiply(variable, decay))
 
     def _modulated(self, variable):
         """This step's values of `variable` (hyperparameters and more), as scalars."""
-        values = self._step_values[self._get_variable_index(variable)]
+        values = self._step_values[_keras_compat.variable_index(self, variable)]
         if keras.backend.standardize_dtype(variable.dtype) == "float32":
             return values
         return {name: ops.cast(value, variable.dtype) for name, value in values.items()}

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_neuromod import _keras_compat
 from keras_neuromod import bases
 from keras_neuromod.optimizers.base import NeuromodulatedOptimizer
 
@@ -84,7 +85,7 @@ class NmSGD(NeuromodulatedOptimizer):
         if not self._uses_momentum:
             self.assign_sub(variable, ops.multiply(gradient, lr))
             return
-        m = self.momentums[self._get_variable_index(variable)]
+        m = self.momentums[_keras_compat.variable_index(self, variable)]
         self.assign(
             m,
             ops.subtract(

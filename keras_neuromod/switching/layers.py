@@ -32,7 +32,6 @@ from keras import ops
 
 from keras_neuromod import _fields
 from keras_neuromod.switching.transforms import MODULATIONS
-from keras_neuromod.switching.transforms import check_choice
 from keras_neuromod.switching.transforms import check_seed
 from keras_neuromod.switching.transforms import draw_modulation
 from keras_neuromod.switching.transforms import inverse_transform
@@ -121,13 +120,13 @@ class _SwitchableLayer(TaskStateMixin, keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.modulation = check_choice("modulation", modulation, MODULATIONS)
+        self.modulation = _fields.choice(modulation, "modulation", MODULATIONS)
         self.modulation_scale = _fields.number(modulation_scale, "modulation_scale", 0)
         self.bias_modulation_scale = _fields.number(
             bias_modulation_scale, "bias_modulation_scale", 0
         )
         self.modulation_seed = check_seed(modulation_seed)
-        self.mode = check_choice("mode", mode, MODES)
+        self.mode = _fields.choice(mode, "mode", MODES)
 
     def _build_weights(self, kernel_shape, bias_size, kernel_initializer=None):
         """Add the kernel, the bias, the fixed M and v, and the task state.
@@ -355,9 +354,9 @@ class SwitchableConv2D(_SwitchableLayer):
         self.strides = self._pair("strides", strides)
         self.dilation_rate = self._pair("dilation_rate", dilation_rate)
         padding = str(padding).lower()
-        self.padding = check_choice("padding", padding, ("valid", "same"))
-        self.data_format = check_choice(
-            "data_format", data_format or keras.config.image_data_format(),
+        self.padding = _fields.choice(padding, "padding", ("valid", "same"))
+        self.data_format = _fields.choice(
+            data_format or keras.config.image_data_format(), "data_format",
             ("channels_last", "channels_first"),
         )
         self.input_spec = keras.layers.InputSpec(ndim=4)

@@ -13,6 +13,7 @@ import math
 import keras
 
 from keras_neuromod import _fields
+from keras_neuromod import _keras_compat
 from keras_neuromod.switching.layers import TaskStateMixin
 
 __all__ = [
@@ -29,8 +30,7 @@ def task_layers(model):
     if not isinstance(model, keras.layers.Layer):
         raise ValueError(f"model must be a Keras model or layer, got {type(model).__name__}.")
     return [
-        layer for layer in model._flatten_layers(include_self=True, recursive=True)
-        if isinstance(layer, TaskStateMixin)
+        layer for layer in _keras_compat.flatten_layers(model) if isinstance(layer, TaskStateMixin)
     ]
 
 

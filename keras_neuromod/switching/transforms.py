@@ -28,13 +28,6 @@ __all__ = ["MODULATIONS", "draw_modulation", "transform", "inverse_transform"]
 MODULATIONS = ("identity_gaussian", "orthogonal", "gaussian")
 
 
-def check_choice(name, value, choices):
-    """`value` if it is one of `choices`, else a `ValueError` naming `name`."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}.")
-    return value
-
-
 def check_seed(seed):
     """A non-negative int seed; None draws one from numpy's global generator.
 
@@ -63,7 +56,7 @@ def draw_modulation(size, modulation="identity_gaussian", scale=1.0, bias_size=N
         ``(M, v)`` as float32 numpy arrays, shapes (n, n) and (bias_size,).
     """
     size = _fields.integer(size, "size", 1)
-    check_choice("modulation", modulation, MODULATIONS)
+    _fields.choice(modulation, "modulation", MODULATIONS)
     scale = _fields.number(scale, "modulation_scale", 0)
     bias_scale = _fields.number(bias_scale, "bias_modulation_scale", 0)
     bias_size = size if bias_size is None else _fields.integer(bias_size, "bias_size")
