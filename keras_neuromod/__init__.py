@@ -2,7 +2,8 @@
 
 The public API:
 
-* `Genome`, `run`: the artificial gene regulatory network (`keras_neuromod.agrn`).
+* `Genome`: the genome of an artificial gene regulatory network; `agrn` holds
+  its dynamics (`keras_neuromod.agrn.run` drives one AGRN with inputs).
 * `datasets`: the bundled digits data set and CIFAR through tensorflow-datasets.
 * `NmSGD`, `NmAdam`: the neuromodulated optimizers (`keras_neuromod.optimizers`).
 * `models`: the paper's architectures A, B, C and an MLP, for any input shape.
@@ -36,13 +37,11 @@ from keras_neuromod import switching
 from keras_neuromod import tasks
 from keras_neuromod import zoo
 from keras_neuromod.agrn import Genome
-from keras_neuromod.agrn import run
 from keras_neuromod.optimizers import NmAdam
 from keras_neuromod.optimizers import NmSGD
 
 __all__ = [
     "Genome",
-    "run",
     "NmAdam",
     "NmSGD",
     "agents",

@@ -286,3 +286,10 @@ def test_genome_json_larger_than_the_cap_is_refused_before_parsing(monkeypatch):
     monkeypatch.setattr(agrn, "MAX_AGENT_BYTES", len(text) - 1)
     with pytest.raises(ValueError, match="larger than"):
         Genome.from_json(text)
+
+
+def test_run_is_the_agrn_module_s_not_the_package_s():
+    import keras_neuromod
+
+    assert keras_neuromod.agrn.run is agrn.run
+    assert not hasattr(keras_neuromod, "run") and "run" not in keras_neuromod.__all__
