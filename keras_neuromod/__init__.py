@@ -4,11 +4,15 @@ The public API:
 
 * `Genome`: the genome of an artificial gene regulatory network; `agrn` holds
   its dynamics (`keras_neuromod.agrn.run` drives one AGRN with inputs).
-* `datasets`: the bundled digits data set and CIFAR through tensorflow-datasets.
+* `datasets`: the core paper's data sets by name (`datasets.load`: the bundled
+  digits and wine, CIFAR through tensorflow-datasets), as `FitnessTask` stores them.
 * `NmSGD`, `NmAdam`: the neuromodulated optimizers (`keras_neuromod.optimizers`).
-* `models`: the paper's architectures A, B, C and an MLP, for any input shape.
-* `tasks`: a registry of small offline training tasks in five families (images,
-  tabular, signals, sequences, regression), some held out from evolution.
+* `models`: the paper's architectures A, B, C and an MLP, for any input shape
+  (`models.build`, by the names `FitnessTask` stores).
+* `tasks`: the suite of small offline training tasks (`tasks.get`), each with
+  its data, small models of its own and budget, in six families (images,
+  tabular, signals, sequences, regression, forecasting), some held out from
+  evolution.
 * `layers`: switchable, plastic (Backpropamine) and ENU layers; `switching`
   trains a network on two tasks through a fixed weight-space transform.
 * `agents`: the agent format (`Agent`); `bases`: the registry of the optimizer

@@ -1,4 +1,13 @@
-"""Data sets for the examples, the tests and the evolution.
+"""The core paper's data sets, by the names `FitnessTask` stores.
+
+`load` (``"digits"``, ``"wine"``, ``"cifar10"``, ``"cifar100"``) gives the
+image data sets of the core paper's experiments and a tabular one: the data
+that `keras_neuromod.evolution.FitnessTask` evolves on and the
+`keras-neuromod compare` command trains on, split into train and test only.
+The suite of training tasks that agents are evolved over and judged on is
+another registry, `keras_neuromod.tasks.get` (train, validation and test
+splits, a model and a budget per task); its digits and wine tasks read their
+data from here.
 
 Every loader returns a `Dataset`: ``(x_train, y_train), (x_test, y_test),
 num_classes``, with images as float32 in [0, 1] shaped (n, height, width,
@@ -11,6 +20,9 @@ channels) and labels as int32 class indices.
 * `cifar10`, `cifar100`: the paper's tasks, through tensorflow-datasets. They
   download on a machine with a network; where the data are neither prepared nor
   reachable, the error says at once what to do instead of retrying for minutes.
+
+`stratified_split` is the class-stratified split they (and the bundled tasks)
+use.
 """
 
 import os
@@ -28,6 +40,7 @@ __all__ = [
     "cifar10",
     "cifar100",
     "load",
+    "stratified_split",
 ]
 
 NAMES = ("digits", "wine", "cifar10", "cifar100")
@@ -80,13 +93,28 @@ def digits(test_fraction=0.2, seed=0):
     bunch = load_digits()
     x = (bunch.images / 16.0).astype("float32")[..., None]
     y = bunch.target.astype("int32")
-    train_order, test_order = _stratified_split(y, test_fraction, seed)
+    train_order, test_order = stratified_split(y, test_fraction, seed)
     return Dataset(
         (x[train_order], y[train_order]), (x[test_order], y[test_order]), 10
     )
 
 
-def _stratified_split(y, test_fraction, seed):
+def stratified_split(y, test_fraction, seed):
+    """Split sample indices into train and test, the same share of every class in test.
+
+    Of each class, `round(count * test_fraction)` members drawn at random go to
+    the test part. `digits`, `wine` and the bundled tasks of
+    `keras_neuromod.tasks` split their data with it.
+
+    Args:
+        y: int class labels, shape (n,).
+        test_fraction: share of each class held out for testing.
+        seed: seed of the draw; the same seed gives the same split.
+
+    Returns:
+        `(train_index, test_index)`: int arrays of sample indices, the train
+        part shuffled and the test part sorted.
+    """
     rng = np.random.default_rng(seed)
     test_index = []
     for label in np.unique(y):
@@ -115,7 +143,7 @@ def wine(test_fraction=0.3, seed=0):
         ) from None
     bunch = load_wine()
     x, y = bunch.data.astype("float64"), bunch.target.astype("int32")
-    train, test = _stratified_split(y, test_fraction, seed)
+    train, test = stratified_split(y, test_fraction, seed)
     mean, std = x[train].mean(0), x[train].std(0)
     x = ((x - mean) / np.where(std > 0, std, 1.0)).astype("float32")
     return Dataset((x[train], y[train]), (x[test], y[test]), 3)

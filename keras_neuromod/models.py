@@ -1,4 +1,10 @@
-"""The small models of the paper, for any input shape and class count.
+"""The core paper's models, for any input shape and class count.
+
+This module builds the models of the core paper's experiments, by the names
+`keras_neuromod.evolution.FitnessTask` stores (`architecture`) and the
+`keras-neuromod compare` command takes. The task suite (`keras_neuromod.tasks`)
+has its own, smaller model builders, registered by name per task; its ``"mlp"``
+is built here too (see below).
 
 The paper (Wilson et al., "Neuromodulated Learning in Deep Neural Networks",
 2018) evolves and tests its agents on three CIFAR-10 architectures (conv layers
@@ -13,10 +19,22 @@ in the repository's `docs/design.md` (section 5):
   fc4096, fc4096.
 * ``"mlp"``: a multilayer perceptron (default one hidden layer of 128 units).
 
-Every model ends with a softmax layer of `num_classes` units. On small images
-(the bundled 8x8 digits) a pooling layer is left out where it would shrink the
-image below 1x1, and `width` scales every hidden layer so that the big models
-stay affordable on a laptop.
+`build` ends every model with a softmax layer of `num_classes` units, unless
+`output_activation=None` (logits). On small images (the bundled 8x8 digits) a
+pooling layer is left out where it would shrink the image below 1x1, and
+`width` scales every hidden layer so that the big models stay affordable on a
+laptop.
+
+The two "mlp"s: ``build("mlp", ...)`` is the paper's one hidden layer of 128
+units with a softmax output; the task suite's ``"mlp"`` (`tasks.mlp`) is
+``build("mlp", ..., hidden=(64, 64), output_activation=None)``: two hidden
+layers of 64 units and a linear output (logits, or a regression's values).
+
+Seeded weights: with an int `seed`, every layer's kernel initializer gets its
+own seed drawn from it (`LayerInitializers`), and draws its weights with numpy
+(`SeededGlorotUniform`, `SeededOrthogonal`), so that the same seed gives the
+same initial weights on every backend. The task suite's builders use the same
+`LayerInitializers`.
 """
 
 import numpy as np
@@ -25,7 +43,14 @@ from keras import layers
 
 from keras_neuromod import _fields
 
-__all__ = ["ARCHITECTURES", "build", "layer_plan", "SeededGlorotUniform", "SeededOrthogonal"]
+__all__ = [
+    "ARCHITECTURES",
+    "LayerInitializers",
+    "SeededGlorotUniform",
+    "SeededOrthogonal",
+    "build",
+    "layer_plan",
+]
 
 _PLANS = {
     "A": ["c32", "c32", "p", "c64", "c64", "p", "d512"],
@@ -123,6 +148,47 @@ class SeededOrthogonal(keras.initializers.Initializer):
         return {"seed": self.seed, "gain": self.gain}
 
 
+class LayerInitializers:
+    """The kernel initializers of one model's layers, seeded from one model seed.
+
+    Each call returns a new initializer for the next layer. With an int
+    `seed`, the layers' seeds are drawn in order from
+    `numpy.random.default_rng(seed)` (up to 64 of them) and the initializers
+    draw with numpy, so one seed gives the same model on every backend. With
+    `None`, the initializers are Keras's, freshly seeded.
+
+    Args:
+        seed: an int, or `None`.
+
+    Example:
+
+    >>> init = LayerInitializers(0)
+    >>> layer = keras.layers.Dense(4, kernel_initializer=init.glorot())
+    """
+
+    def __init__(self, seed):
+        self._seeds = (
+            iter(np.random.default_rng(seed).integers(0, 2**31 - 1, size=64).tolist())
+            if seed is not None else None
+        )
+
+    def glorot(self):
+        """The next layer's Glorot-uniform initializer (`SeededGlorotUniform` when seeded)."""
+        if self._seeds is None:
+            return keras.initializers.GlorotUniform()
+        return SeededGlorotUniform(next(self._seeds))
+
+    def orthogonal(self):
+        """The next layer's orthogonal initializer (`SeededOrthogonal` when seeded)."""
+        if self._seeds is None:
+            return keras.initializers.Orthogonal()
+        return SeededOrthogonal(next(self._seeds))
+
+    def seed(self):
+        """The next int seed (of a dropout layer, say), or `None` when unseeded."""
+        return None if self._seeds is None else next(self._seeds)
+
+
 def _scaled(units, width):
     return max(1, int(round(units * width)))
 
@@ -144,15 +210,17 @@ def build(
         input_shape: shape of one example, e.g. ``(32, 32, 3)`` or ``(8, 8, 1)``.
             Convolutional models need (height, width, channels); the MLP
             flattens whatever it is given.
-        num_classes: units of the softmax output layer (at least 2).
+        num_classes: units of the output layer: at least 2 with a softmax,
+            at least 1 with logits (a regression's outputs, say).
         width: factor applied to every hidden layer's filters or units.
         hidden: hidden layer sizes of the MLP (ignored by A, B and C).
         seed: int seed for the weight initialisers; the same seed gives the
-            same initial weights on every backend (`SeededGlorotUniform`).
+            same initial weights on every backend (`LayerInitializers`).
             `None` gives fresh ones (Keras's `GlorotUniform`).
         name: the model's name (default ``"model_<architecture>"``).
         output_activation: ``"softmax"`` (class probabilities, the paper's
-            models) or None (logits, for a loss with ``from_logits=True``).
+            models) or None (logits, for a loss with ``from_logits=True``, or
+            a regression's values).
 
     Returns:
         An uncompiled `keras.Model`.
@@ -161,7 +229,10 @@ def build(
     input_shape = tuple(int(d) for d in input_shape)
     if any(d < 1 for d in input_shape):
         raise ValueError(f"input_shape must be positive, got {input_shape}.")
-    num_classes = _fields.integer(num_classes, "num_classes", minimum=2)
+    if output_activation not in ("softmax", None):
+        raise ValueError(f"output_activation must be 'softmax' or None, got {output_activation!r}.")
+    logits = output_activation is None
+    num_classes = _fields.integer(num_classes, "num_classes", minimum=1 if logits else 2)
     if not width > 0:
         raise ValueError(f"width must be positive, got {width!r}.")
     convolutional = any(step[0] in "cp" for step in plan)
@@ -171,16 +242,8 @@ def build(
             f"shape (height, width, channels); got {input_shape}. Use 'mlp' for "
             "flat inputs."
         )
-    seeds = iter(np.random.default_rng(seed).integers(0, 2**31 - 1, size=64).tolist()
-                 if seed is not None else [None] * 64)
-
-    def initializer():
-        layer_seed = next(seeds)
-        if layer_seed is None:
-            return keras.initializers.GlorotUniform()
-        return SeededGlorotUniform(layer_seed)
-
-    inputs = keras.Input(shape=input_shape)
+    initializer = LayerInitializers(seed).glorot
+    inputs = keras.Input(shape=input_shape, name="input")
     x = inputs
     size = list(input_shape[:2])
     n_conv = n_pool = n_dense = 0
@@ -217,8 +280,6 @@ def build(
             n_dense += 1
     if not flat:
         x = layers.Flatten(name="flatten")(x)
-    if output_activation not in ("softmax", None):
-        raise ValueError(f"output_activation must be 'softmax' or None, got {output_activation!r}.")
     outputs = layers.Dense(
         int(num_classes),
         activation=output_activation,

@@ -21,6 +21,15 @@ saw, so the suite spans six families of training problems:
   The whole family is held out (`HELD_OUT_FAMILIES`); without statsmodels its
   data raise `datasets.DatasetUnavailableError`.
 
+This registry (`get`, `names`) is the one to extend with new problems. The
+other, `keras_neuromod.datasets.load`, holds only the core paper's data sets
+by the names `FitnessTask` stores; the suite's digits and wine tasks read their
+data from it. The suite's model builders (`MODELS`) are small models with a
+linear output; its ``"mlp"`` (two hidden layers of 64 units) is not
+``keras_neuromod.models.build("mlp", ...)`` (the paper's, one hidden layer of
+128 units and a softmax) but is built by it, with the same seeded initializers
+(`keras_neuromod.models.LayerInitializers`) as every builder here.
+
 Tasks marked `held_out` are never used by evolution: they are the evidence that
 an agent generalises. Besides forecasting, they include workloads of kinds the
 suite never shows: a residual CNN with batch normalisation (`shapes_resnet`),
@@ -57,8 +66,8 @@ from keras import layers
 
 from keras_neuromod import _fields
 from keras_neuromod import datasets
-from keras_neuromod.models import SeededGlorotUniform
-from keras_neuromod.models import SeededOrthogonal
+from keras_neuromod import models as _models
+from keras_neuromod.models import LayerInitializers
 
 __all__ = [
     "FAMILIES",
@@ -388,30 +397,6 @@ def _validation_index(labels, n, fraction, seed):
 # --------------------------------------------------------------------------
 
 
-class _Initializers:
-    """Kernel initializers of one model: numpy-seeded per layer, or Keras's fresh ones."""
-
-    def __init__(self, seed):
-        self._seeds = (
-            iter(np.random.default_rng(seed).integers(0, 2**31 - 1, size=64).tolist())
-            if seed is not None else None
-        )
-
-    def glorot(self):
-        if self._seeds is None:
-            return keras.initializers.GlorotUniform()
-        return SeededGlorotUniform(next(self._seeds))
-
-    def orthogonal(self):
-        if self._seeds is None:
-            return keras.initializers.Orthogonal()
-        return SeededOrthogonal(next(self._seeds))
-
-    def seed(self):
-        """The next int seed (of a dropout layer, say), or None when unseeded."""
-        return None if self._seeds is None else next(self._seeds)
-
-
 def _output(x, output_dim, init):
     return layers.Dense(int(output_dim), kernel_initializer=init.glorot(), name="output")(x)
 
@@ -423,18 +408,22 @@ def _rank(input_shape, rank, model):
 
 
 def mlp(input_shape, output_dim, seed=None):
-    """Flatten, two Dense layers of 64 ReLU units, a linear output layer."""
-    init = _Initializers(seed)
-    inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = layers.Flatten(name="flatten")(inputs)
-    for i in range(2):
-        x = layers.Dense(64, activation="relu", kernel_initializer=init.glorot(), name=f"dense_{i}")(x)
-    return keras.Model(inputs, _output(x, output_dim, init), name="mlp")
+    """Flatten, two Dense layers of 64 ReLU units, a linear output layer.
+
+    The suite's ``"mlp"``: `keras_neuromod.models.build` ``("mlp", ...,
+    hidden=(64, 64), output_activation=None)``. It differs from
+    ``models.build("mlp", ...)`` (the core paper's, which `FitnessTask` trains:
+    one hidden layer of 128 units and a softmax output) by its layers and its
+    linear output, which the suite's losses read as logits or as a
+    regression's values.
+    """
+    return _models.build("mlp", input_shape, output_dim, hidden=(64, 64), seed=seed,
+                        name="mlp", output_activation=None)
 
 
 def linear(input_shape, output_dim, seed=None):
     """Flatten and a linear output layer (a linear or logistic regression)."""
-    init = _Initializers(seed)
+    init = LayerInitializers(seed)
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = layers.Flatten(name="flatten")(inputs)
     return keras.Model(inputs, _output(x, output_dim, init), name="linear")
@@ -444,7 +433,7 @@ def conv2d(input_shape, output_dim, seed=None):
     """Two 3x3 ReLU convolutions (16 and 32 filters), each pooled where the image allows."""
     input_shape = tuple(input_shape)
     _rank(input_shape, 3, "conv2d")
-    init = _Initializers(seed)
+    init = LayerInitializers(seed)
     inputs = keras.Input(shape=input_shape, name="input")
     x, size = inputs, min(input_shape[:2])
     for i, filters in enumerate((16, 32)):
@@ -461,7 +450,7 @@ def conv1d(input_shape, output_dim, seed=None):
     """Conv1D 16 (kernel 5), max-pooling, Conv1D 32 (kernel 5), global average pooling."""
     input_shape = tuple(input_shape)
     _rank(input_shape, 2, "conv1d")
-    init = _Initializers(seed)
+    init = LayerInitializers(seed)
     inputs = keras.Input(shape=input_shape, name="input")
     x = layers.Conv1D(16, 5, padding="same", activation="relu",
                       kernel_initializer=init.glorot(), name="conv_0")(inputs)
@@ -477,7 +466,7 @@ def _recurrent(layer_class, name):
     def builder(input_shape, output_dim, seed=None):
         input_shape = tuple(input_shape)
         _rank(input_shape, 2, name)
-        init = _Initializers(seed)
+        init = LayerInitializers(seed)
         inputs = keras.Input(shape=input_shape, name="input")
         x = layer_class(32, kernel_initializer=init.glorot(),
                         recurrent_initializer=init.orthogonal(), name=name)(inputs)
@@ -500,7 +489,7 @@ def causal_conv1d(input_shape, output_dim, seed=None):
     """A forecaster: causal Conv1D 32 (kernel 3) dilated 1, 2, 4 and 8, the last step's features."""
     input_shape = tuple(input_shape)
     _rank(input_shape, 2, "causal_conv1d")
-    init = _Initializers(seed)
+    init = LayerInitializers(seed)
     inputs = keras.Input(shape=input_shape, name="input")
     x = inputs
     for i, dilation in enumerate((1, 2, 4, 8)):
@@ -527,7 +516,7 @@ def resnet_bn(input_shape, output_dim, seed=None):
     """
     input_shape = tuple(input_shape)
     _rank(input_shape, 3, "resnet_bn")
-    init = _Initializers(seed)
+    init = LayerInitializers(seed)
     inputs = keras.Input(shape=input_shape, name="input")
     x = layers.ReLU(name="stem_relu")(_conv_bn(inputs, 16, init, "stem"))
     for i, (filters, strides) in enumerate(((16, 1), (32, 2))):
@@ -583,7 +572,7 @@ def transformer(input_shape, output_dim, seed=None):
     if len(input_shape) != 1:
         raise ValueError(f"The 'transformer' model needs an input shape (time,) of token ids, "
                          f"got {input_shape}.")
-    init = _Initializers(seed)
+    init = LayerInitializers(seed)
     width = 32
     inputs = keras.Input(shape=input_shape, name="input")
     x = layers.Embedding(TOKENS, width, embeddings_initializer=init.glorot(), name="embedding")(inputs)
@@ -606,7 +595,7 @@ def transformer(input_shape, output_dim, seed=None):
 
 def autoencoder(input_shape, output_dim, seed=None):
     """Flatten, Dense 32 ReLU, an 8-unit linear code, Dense 32 ReLU, a linear output (the input again)."""
-    init = _Initializers(seed)
+    init = LayerInitializers(seed)
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = layers.Flatten(name="flatten")(inputs)
     x = layers.Dense(32, activation="relu", kernel_initializer=init.glorot(), name="encoder")(x)
@@ -621,7 +610,7 @@ def dropout_mlp(input_shape, output_dim, seed=None):
     With a `seed`, the dropout masks are seeded from it too (a seed fixes the
     training, given the batches).
     """
-    init = _Initializers(seed)
+    init = LayerInitializers(seed)
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = layers.Flatten(name="flatten")(inputs)
     for i in range(2):
@@ -790,7 +779,7 @@ def _standardised(train, test):
 
 def _split_rows(n, test_fraction, labels=None, seed=0):
     if labels is not None:
-        return datasets._stratified_split(labels, test_fraction, seed)
+        return datasets.stratified_split(labels, test_fraction, seed)
     order = np.random.default_rng(seed).permutation(n)
     n_test = int(round(n * test_fraction))
     return np.sort(order[n_test:]), np.sort(order[:n_test])

@@ -168,3 +168,45 @@ def test_wine_is_standardised_on_the_train_split():
     assert set(np.unique(y_test)) == {0, 1, 2}
     model = models.build("mlp", (13,), 3, seed=0)
     assert model.output_shape == (None, 3)
+
+
+def test_stratified_split_holds_out_each_class_s_share():
+    y = np.repeat(np.arange(3), [10, 20, 40]).astype("int32")
+    train, test = datasets.stratified_split(y, 0.25, seed=0)
+    assert sorted(np.concatenate([train, test]).tolist()) == list(range(len(y)))
+    assert np.bincount(y[test]).tolist() == [2, 5, 10]  # round(count * 0.25)
+    assert test.tolist() == sorted(test.tolist())
+    again = datasets.stratified_split(y, 0.25, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip((train, test), again))
+    assert not np.array_equal(test, datasets.stratified_split(y, 0.25, seed=1)[1])
+
+
+def test_the_two_mlps_are_one_builder_with_different_layers_and_outputs():
+    from keras_neuromod import tasks
+
+    paper = models.build("mlp", (8, 8, 1), 10, seed=0)
+    suite = tasks.mlp((8, 8, 1), 10, seed=0)
+    assert [layer.units for layer in paper.layers if hasattr(layer, "units")] == [128, 10]
+    assert [layer.units for layer in suite.layers if hasattr(layer, "units")] == [64, 64, 10]
+    assert paper.layers[-1].activation is keras.activations.softmax
+    assert suite.layers[-1].activation is keras.activations.linear
+    same = models.build("mlp", (8, 8, 1), 10, hidden=(64, 64), seed=0, name="mlp",
+                        output_activation=None)
+    assert suite.name == same.name == "mlp"
+    for a, b in zip(suite.get_weights(), same.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # logits may have one unit (a regression's output); a softmax needs two
+    assert models.build("mlp", (5,), 1, output_activation=None).output_shape == (None, 1)
+    with pytest.raises(ValueError, match="num_classes"):
+        models.build("mlp", (5,), 1)
+
+
+def test_layer_initializers_draw_one_seed_per_layer_from_the_model_seed():
+    init = models.LayerInitializers(7)
+    seeds = np.random.default_rng(7).integers(0, 2**31 - 1, size=64).tolist()
+    drawn = [init.glorot(), init.orthogonal(), init.seed()]
+    assert isinstance(drawn[0], models.SeededGlorotUniform) and drawn[0].seed == seeds[0]
+    assert isinstance(drawn[1], models.SeededOrthogonal) and drawn[1].seed == seeds[1]
+    assert drawn[2] == seeds[2]
+    fresh = models.LayerInitializers(None)
+    assert isinstance(fresh.glorot(), keras.initializers.GlorotUniform) and fresh.seed() is None
