@@ -7,6 +7,7 @@ real worker processes); the fitness tests train real Keras models.
 import hashlib
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -156,7 +157,19 @@ def test_population_size_is_kept_and_genomes_are_valid(tmp_path):
     for data in checkpoint["population"]:
         Genome.from_dict(data)
     assert result.last_best.fitness.values[0] == result.logbook[-1]["max"]
-    assert "pickle" not in (tmp_path / "checkpoint.json").read_text()
+    # the checkpoint is plain JSON written in one step (no temporary file is left
+    # beside it), and resuming reads it with pickle out of reach
+    assert json.loads((tmp_path / "checkpoint.json").read_bytes()) == checkpoint
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("pickle was used")
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("load", "loads", "dump", "dumps", "Pickler", "Unpickler"):
+            patch.setattr(pickle, name, no_pickle)
+        resumed = run(seed=1, generations=5, out=str(tmp_path), resume=True)
+    assert resumed.evaluated_now > 0 and _records(resumed)[:4] == _records(result)
 
 
 def test_best_is_the_runs_best_and_last_best_the_last_generations(tmp_path):
@@ -295,8 +308,8 @@ def test_sigkill_after_a_checkpoint_then_resume_equals_uninterrupted(tmp_path):
     process.wait()
     done = read_json(checkpoint)["generation"]
     assert 1 <= done < 6, "the run should have been killed mid-way"
-    # no temporary file is left as the checkpoint, and it is complete JSON; the killed
-    # run's lock of the folder is stale, and taken over
+    # the checkpoint is complete JSON (it is replaced in one step); the killed run's
+    # lock of the folder is stale, and taken over
     with pytest.warns(RuntimeWarning, match=f"stale lock.*process {process.pid}"):
         resumed = run(seed=9, generations=6, out=out, resume=True, fitness=slow_toy_fitness)
     straight = run(seed=9, generations=6, fitness=slow_toy_fitness)
