@@ -6,7 +6,12 @@ truncated text, values swapped for values of other types, missing and extra
 keys, `NaN`/`Infinity` literals, huge numbers (1e308, 10**30 as counts), huge
 lists and strings, shortened and repeated lists. A loader may refuse a file
 only with `ValueError` (or `FileNotFoundError`); any other exception fails the
-test, and so would an attempt to allocate memory for a huge count.
+test, and so would an attempt to allocate memory for a huge count. What a
+loader accepts must come back unchanged (`to_dict` gives the content read),
+so a loader that validated nothing would fail too.
+
+Besides the fuzzing, each valid file loads back to equal content, and the same
+file with one field spoiled is refused with an error that names that field.
 
 Each test tries a few dozen corruptions; set `KERAS_NEUROMOD_FUZZ_EXAMPLES`
 (e.g. to 2000) for a longer search.
@@ -115,9 +120,49 @@ def corrupt(draw, valid):
 
 def _only_allowed(call):
     try:
-        call()
+        return call()
     except ALLOWED:
-        pass
+        return None
+
+
+def _same(a, b, defaults=False):
+    """Equal JSON content: numbers by value (NaN equals NaN), the rest by type and value.
+
+    With `defaults`, the objects of `a` may hold more keys than those of `b`
+    (optional fields filled in with their defaults).
+    """
+    number = (int, float)
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, number) and isinstance(b, number):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = a.keys() >= b.keys() if defaults else a.keys() == b.keys()
+        return keys and all(_same(a[key], b[key], defaults) for key in b)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y, defaults) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+def _accepted_unchanged(call, value):
+    """Whatever `call` accepts, its `to_dict()` must give back `value` (plus defaults)."""
+    loaded = _only_allowed(call)
+    if loaded is not None:
+        assert _same(loaded.to_dict(), value, defaults=True), "a loader changed what it accepted"
+
+
+def _leaves(value, prefix=()):
+    """Paths of the fields of a JSON object, down to scalars and lists of numbers."""
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            yield from _leaves(item, prefix + (key,))
+    else:
+        yield prefix
+
+
+def _spoiled(valid, path, bad):
+    value = copy.deepcopy(valid)
+    return _set(value, path, bad)
 
 
 @pytest.fixture(scope="module")
@@ -134,12 +179,32 @@ def test_agent_files(folder, data):
     text = corrupt(data.draw, AGENT)
     path = folder / "agent.json"
     path.write_text(text)
-    _only_allowed(lambda: zoo.load(str(path)))
     try:
         value = json.loads(text)
     except ValueError:
+        _only_allowed(lambda: zoo.load(str(path)))
         return
-    _only_allowed(lambda: zoo.Agent.from_dict(value))
+    _accepted_unchanged(lambda: zoo.load(str(path)), value)
+    _accepted_unchanged(lambda: zoo.Agent.from_dict(copy.deepcopy(value)), value)
+
+
+# free-form records: any JSON object is kept as it is
+FREE_FORM = ("provenance", "benchmark")
+
+
+def test_a_valid_agent_file_loads_back_unchanged(folder):
+    path = folder / "valid_agent.json"
+    path.write_text(json.dumps(AGENT))
+    assert zoo.load(str(path)).to_dict() == AGENT
+    assert zoo.Agent.from_dict(copy.deepcopy(AGENT)).to_dict() == AGENT
+
+
+@pytest.mark.parametrize("path", [p for p in _leaves(AGENT) if p[0] not in FREE_FORM],
+                         ids="/".join)
+@pytest.mark.parametrize("bad", [None, {"value": 1}], ids=["null", "object"])
+def test_an_agent_with_one_field_spoiled_is_refused_naming_it(path, bad):
+    with pytest.raises(ValueError, match=f"'{path[-1]}'"):
+        zoo.Agent.from_dict(_spoiled(AGENT, path, bad))
 
 
 GENOME = Genome.random(13, 8, 3, rng=0).to_dict()
@@ -158,9 +223,25 @@ def test_genome_files_and_agent_paths(folder, data):
     except ValueError:
         value = None
     if isinstance(value, dict):
-        _only_allowed(lambda: Genome.from_dict(value))
+        if valid is GENOME:
+            _accepted_unchanged(lambda: Genome.from_dict(value), value)
+            _accepted_unchanged(lambda: Genome.from_json(text), value)
+        else:
+            _only_allowed(lambda: Genome.from_dict(value))
         # (a file holding another JSON value: see the next test)
         _only_allowed(lambda: resolve_agent(str(path)))
+
+
+def test_a_valid_genome_loads_back_unchanged():
+    assert Genome.from_json(json.dumps(GENOME)).to_dict() == GENOME
+    assert Genome.from_dict(copy.deepcopy(GENOME)).to_dict() == GENOME
+
+
+@pytest.mark.parametrize("field", list(GENOME))
+@pytest.mark.parametrize("bad", [None, "0.5", 2.5, [0.5]], ids=["null", "text", "float", "list"])
+def test_a_genome_with_one_field_spoiled_is_refused_naming_it(field, bad):
+    with pytest.raises(ValueError, match=f"'{field}'"):
+        Genome.from_dict(_spoiled(GENOME, (field,), bad))
 
 
 @pytest.mark.parametrize("content", [[1, 2], 3, "SELF"])
@@ -213,6 +294,28 @@ def test_grneat_checkpoints(folder, grneat_checkpoint, data):
                               resume=True))
 
 
+def test_a_valid_grneat_checkpoint_is_resumed_from(folder, grneat_checkpoint):
+    out = folder / "grneat_valid"
+    out.mkdir()
+    (out / "checkpoint.json").write_text(json.dumps(grneat_checkpoint))
+    resumed = run(seed=1, generations=3, population=8, hall_of_fame=4, out=str(out), resume=True)
+    assert resumed.generations == 3 and resumed.evaluated_now > 0
+    assert _same(json.loads(json.dumps(resumed.logbook[:2])), grneat_checkpoint["logbook"])
+
+
+@pytest.mark.parametrize("field", ["format", "settings", "config", "generation", "population",
+                                   "species", "fitness_range", "rng_state", "logbook",
+                                   "hall_of_fame", "best", "run_best", "evaluations"])
+def test_a_grneat_checkpoint_with_one_field_spoiled_is_refused_naming_it(folder, grneat_checkpoint,
+                                                                          field):
+    assert field in grneat_checkpoint
+    out = folder / f"grneat_{field}"
+    out.mkdir()
+    (out / "checkpoint.json").write_text(json.dumps(_spoiled(grneat_checkpoint, (field,), "x")))
+    with pytest.raises(ValueError, match=rf"\b{field}\b"):
+        run(seed=1, generations=3, population=8, hall_of_fame=4, out=str(out), resume=True)
+
+
 @pytest.fixture(scope="module")
 def es_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("es") / "es.json"
@@ -228,3 +331,24 @@ def test_es_checkpoints(folder, es_checkpoint, data):
     path.write_text(corrupt(data.draw, es_checkpoint))
     es = EvolutionStrategy(sphere, np.zeros(3), population=4, seed=0)
     _only_allowed(lambda: es.run(3, checkpoint_path=path, progress=False, resume=True))
+
+
+def test_a_valid_es_checkpoint_is_resumed_from(folder, es_checkpoint):
+    path = folder / "es_valid.json"
+    path.write_text(json.dumps(es_checkpoint))
+    es = EvolutionStrategy(sphere, np.zeros(3), population=4, seed=0)
+    es.run(3, checkpoint_path=path, progress=False, resume=True)
+    resumed = json.loads(path.read_text())
+    assert resumed["generation"] == 3
+    assert _same(resumed["logbook"][:2], es_checkpoint["logbook"])
+
+
+@pytest.mark.parametrize("field", ["format", "config", "generation", "theta", "velocity",
+                                   "second_moment", "rng_state", "logbook"])
+def test_an_es_checkpoint_with_one_field_spoiled_is_refused_naming_it(folder, es_checkpoint, field):
+    assert field in es_checkpoint
+    path = folder / f"es_{field}.json"
+    path.write_text(json.dumps(_spoiled(es_checkpoint, (field,), "x")))
+    es = EvolutionStrategy(sphere, np.zeros(3), population=4, seed=0)
+    with pytest.raises(ValueError, match=rf"\b{field}\b"):
+        es.run(3, checkpoint_path=path, progress=False, resume=True)
