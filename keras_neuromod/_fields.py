@@ -21,7 +21,8 @@ def fields(data, where, required, optional=()):
         raise ValueError(f"{where} is missing field(s) {missing}.")
     unknown = sorted(set(data) - set(required) - set(optional))
     if unknown:
-        raise ValueError(f"{where} has unknown field(s) {unknown}; expected {list(required) + list(optional)}.")
+        expected = list(required) + list(optional)
+        raise ValueError(f"{where} has unknown field(s) {unknown}; expected {expected}.")
     return data
 
 
@@ -55,7 +56,9 @@ def number(value, where, minimum=-math.inf, maximum=math.inf):
     except OverflowError:
         raise ValueError(f"{where} is too large for a float.") from None
     if not math.isfinite(value) or not minimum <= value <= maximum:
-        raise ValueError(f"{where} must be a finite number in [{minimum}, {maximum}], got {value!r}.")
+        raise ValueError(
+            f"{where} must be a finite number in [{minimum}, {maximum}], got {value!r}."
+        )
     return value
 
 

@@ -29,14 +29,17 @@ def _applies(backends):
 
 
 def _built_sgd(**kwargs):
-    variables = [keras.Variable(np.ones((2, 3), "float32"), name="kernel"),
-                 keras.Variable(np.zeros((3,), "float32"), name="bias")]
+    variables = [
+        keras.Variable(np.ones((2, 3), "float32"), name="kernel"),
+        keras.Variable(np.zeros((3,), "float32"), name="bias"),
+    ]
     optimizer = keras.optimizers.SGD(**kwargs)
     optimizer.build(variables)
     return optimizer, variables
 
 
 # -- what Keras must still provide -------------------------------------------
+
 
 @pytest.mark.parametrize("name", sorted(_keras_compat.OPTIMIZER_HOOKS))
 def test_the_optimizer_hooks_exist_in_keras_and_are_overridden(name):
@@ -69,6 +72,7 @@ def test_the_checked_versions_are_those_setup_cfg_allows():
 
 
 # -- each function, on real objects ---------------------------------------------
+
 
 def test_variable_index_and_tracked_variables():
     optimizer, variables = _built_sgd()
@@ -127,6 +131,7 @@ def test_the_plastic_cells_get_their_dropout_masks_reset_by_keras():
 
 # -- the public accessors the package uses itself ---------------------------------
 
+
 def test_the_genome_accessors_match_set_genome():
     optimizer = NmAdam(agent="nm_adam_general")
     assert optimizer.genome_variables() == ()
@@ -148,8 +153,13 @@ ALLOWED_OVERRIDES = {"optimizers/base.py": set(_keras_compat.OPTIMIZER_HOOKS)}
 
 def _keras_private_names():
     names = set(_keras_compat.OPTIMIZER_MEMBERS) | set(_keras_compat.OPTIMIZER_HOOKS)
-    classes = (keras.optimizers.Optimizer, keras.layers.Layer, keras.Model,
-               keras.layers.RNN, keras.Variable)
+    classes = (
+        keras.optimizers.Optimizer,
+        keras.layers.Layer,
+        keras.Model,
+        keras.layers.RNN,
+        keras.Variable,
+    )
     for cls in classes:
         names |= {n for n in dir(cls) if n.startswith("_") and not n.startswith("__")}
     return names
@@ -190,10 +200,12 @@ def test_only_the_compat_module_uses_private_keras_or_tensorflow_api():
             continue
         allowed = ALLOWED_OVERRIDES.get(relative, set())
         tree = ast.parse(path.read_text(), filename=str(path))
-        offenders += [f"{relative}:{line}: {text}"
-                      for line, text in _private_uses(tree, allowed, private)]
+        offenders += [
+            f"{relative}:{line}: {text}" for line, text in _private_uses(tree, allowed, private)
+        ]
     assert not offenders, "private Keras/TensorFlow API outside _keras_compat:\n" + "\n".join(
-        offenders)
+        offenders
+    )
 
 
 def test_the_scan_catches_what_it_looks_for():

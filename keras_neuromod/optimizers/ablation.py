@@ -113,9 +113,11 @@ class _Frozen(_Ablated):
     def set_hyperparameters(self, hyperparameters):
         """Replace the fixed values (same shape), also after the optimizer is built."""
         table = _table(hyperparameters)
-        if self.frozen_hyperparameters is not None and table.shape != self.frozen_hyperparameters.shape:
-            raise ValueError(f"hyperparameters must keep the shape {self.frozen_hyperparameters.shape}, "
-                             f"got {table.shape}.")
+        kept = self.frozen_hyperparameters
+        if kept is not None and table.shape != kept.shape:
+            raise ValueError(
+                f"hyperparameters must keep the shape {kept.shape}, got {table.shape}."
+            )
         self.frozen_hyperparameters = table
         if self.built:
             self._frozen.assign(table)
@@ -210,9 +212,10 @@ def time_average(hyperparameters, optimizer):
     """
     values = getattr(hyperparameters, "hyperparameters", hyperparameters)
     values = np.asarray(values, np.float64)
-    if values.ndim != 3 or values.shape[0] == 0 or values.shape[2] != len(optimizer.HYPERPARAMETERS):
+    count = len(optimizer.HYPERPARAMETERS)
+    if values.ndim != 3 or values.shape[0] == 0 or values.shape[2] != count:
         raise ValueError(
-            f"time_average needs [steps >= 1, tensors, {len(optimizer.HYPERPARAMETERS)}] values, "
+            f"time_average needs [steps >= 1, tensors, {count}] values, "
             f"got shape {values.shape}."
         )
     log = _log_mask(optimizer)

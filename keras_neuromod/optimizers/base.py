@@ -129,7 +129,7 @@ def _block_plans(blocks, next_index):
             offset[source] = first
             first += blocks[source][1] - blocks[source][0]
 
-        def row(j):
+        def row(j, offset=offset):
             return offset[int(block_of[j])] + j - blocks[int(block_of[j])][0]
 
         plans.append(
@@ -895,7 +895,10 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         known = shared["known"]
         own = ops.concatenate([known[start:stop], own_stats], axis=1)
         after = ops.concatenate(
-            [ops.take(known, np.maximum(following, 0), axis=0), ops.take(pool, plan["next"], axis=0)],
+            [
+                ops.take(known, np.maximum(following, 0), axis=0),
+                ops.take(pool, plan["next"], axis=0),
+            ],
             axis=1,
         )
         return ops.concatenate(

@@ -109,7 +109,9 @@ def _normalise_tasks(tasks):
         elif isinstance(task, (tuple, list)) and len(task) == 2:
             spec = {"x": task[0], "y": task[1]}
         else:
-            raise ValueError(f"tasks[{index}] must be an (x, y) pair or a dict, got {type(task).__name__}.")
+            raise ValueError(
+                f"tasks[{index}] must be an (x, y) pair or a dict, got {type(task).__name__}."
+            )
         spec.setdefault("name", f"task{index}")
         spec.setdefault("state", index)
         spec.setdefault("y", None)
