@@ -1,13 +1,17 @@
 """Every Python block of README.md and of the documentation's pages runs as pasted.
 
-Each ```python block runs in a fresh interpreter in an empty temporary folder, so
-it sees only the installed `keras_neuromod`: as a script file (`python
-snippet.py`, the way a script's main guard and spawned workers see it), or, for
-a block titled "In a notebook", as `python -c` (no file for workers to import,
-as in a notebook). A block that is not meant to run is not a ```python block.
+Every block runs in a fresh namespace and an empty folder of its own, so it sees
+only the installed `keras_neuromod` and nothing a block before it defined. A
+block that starts an evolution runs alone in a fresh interpreter: as a script
+file (`python snippet.py`, the way a script's main guard and spawned workers see
+it), or, for a block titled "In a notebook", as `python -c` (no file for workers
+to import, as in a notebook). The other blocks of a page share one interpreter
+(one TensorFlow start per page), each executed as `__main__` in a namespace of
+its own. A block that is not meant to run is not a ```python block.
 """
 
 import glob
+import json
 import os
 import re
 import subprocess
@@ -41,6 +45,38 @@ def python_blocks():
 BLOCKS = python_blocks()
 
 
+def alone(attributes, code):
+    """Whether a block needs an interpreter of its own (it starts workers, or is a notebook's)."""
+    return 'title="In a notebook"' in attributes or "evolve(" in code
+
+
+def runs():
+    """(test id, page, [(label, attributes, code)]): the evolving blocks alone, the others by page."""
+    grouped, found = {}, []
+    for page, number, attributes, code in BLOCKS:
+        label = f"{page}:{number}"
+        if alone(attributes, code):
+            found.append((label, page, [(label, attributes, code)]))
+        else:
+            if page not in grouped:
+                grouped[page] = (page, page, [])
+                found.append(grouped[page])
+            grouped[page][2].append((label, attributes, code))
+    return found
+
+
+# Runs each block of blocks.json as `__main__` in a namespace and a folder of its own.
+RUNNER = """
+import json, os, sys
+for label, code in json.load(open(sys.argv[1], encoding="utf-8")):
+    folder = os.path.abspath(label.replace("/", "_").replace(":", "_"))
+    os.makedirs(folder)
+    os.chdir(folder)
+    print(f"--- {label}", flush=True)
+    exec(compile(code, label, "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+"""
+
+
 def test_the_readme_is_short_and_the_blocks_are_found():
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as stream:
         lines = stream.read().splitlines()
@@ -50,18 +86,22 @@ def test_the_readme_is_short_and_the_blocks_are_found():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("page, number, attributes, code", BLOCKS,
-                         ids=[f"{page}:{number}" for page, number, _, _ in BLOCKS])
-def test_block_runs_as_pasted(page, number, attributes, code, tmp_path):
+@pytest.mark.parametrize("page, blocks", [run[1:] for run in runs()], ids=[run[0] for run in runs()])
+def test_blocks_run_as_pasted(page, blocks, tmp_path):
     environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "KERAS_NEUROMOD_ZOO")}
     environment.update(TF_CPP_MIN_LOG_LEVEL="2", MPLBACKEND="Agg")
+    _, attributes, code = blocks[0]  # a block that runs alone is its run's only one
     if 'title="In a notebook"' in attributes:
         command = [sys.executable, "-c", code]
-    else:
+    elif alone(attributes, code):
         (tmp_path / "snippet.py").write_text(code, encoding="utf-8")
         command = [sys.executable, "snippet.py"]
+    else:
+        (tmp_path / "blocks.json").write_text(json.dumps([(b[0], b[2]) for b in blocks]), encoding="utf-8")
+        command = [sys.executable, "-c", RUNNER, "blocks.json"]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900,
                           env=environment)
+    codes = "\n".join(f"--- {b[0]}\n{b[2]}" for b in blocks)
     assert done.returncode == 0, (
-        f"block {number} of {page} failed:\n{code}\n--- stdout\n{done.stdout[-3000:]}"
+        f"a block of {page} failed:\n{codes}\n--- stdout\n{done.stdout[-3000:]}"
         f"\n--- stderr\n{done.stderr[-5000:]}")
