@@ -33,12 +33,25 @@ from keras_neuromod.cli._output import add_learning_rate  # noqa: E402
 from keras_neuromod.cli._output import parser  # noqa: E402
 from keras_neuromod.cli._output import print_json_line  # noqa: E402
 from keras_neuromod.cli._output import print_table  # noqa: E402
-from keras_neuromod.cli._output import pyplot  # noqa: E402
 from keras_neuromod.cli._output import save_figure  # noqa: E402
 from keras_neuromod.cli._output import table  # noqa: E402
 
 __all__ = ["parser", "add_learning_rate", "table", "print_table", "pyplot", "save_figure",
            "print_json_line", "interval"]
+
+
+def pyplot():
+    """`matplotlib.pyplot` on the Agg backend (files only, no display needed).
+
+    The examples are scripts, the process's entry point: choosing pyplot's
+    backend is theirs (the library draws with `matplotlib.figure.Figure`).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def interval(values, confidence=0.95):

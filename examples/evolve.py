@@ -23,7 +23,7 @@ default optimizer of its base (Adam, SGD) on them. Since every generation meets
 other instances, the agent written at the end is the candidate (the hall of
 fame and the last generation's best) with the best mean score on a fixed
 validation draw of `--validation-draws` x `--instances` further instances
-(`keras_neuromod.evolution.validate`). `--algorithm random` runs the
+(`keras_neuromod.evolution.score_on_validation`). `--algorithm random` runs the
 control with the same budget: fresh random genomes every generation, the best
 of them all kept. `--algorithm static` runs the control without modulation,
 with the same budget, instances, fitness, hall of fame and selection: CMA-ES

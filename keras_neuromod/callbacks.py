@@ -8,13 +8,13 @@ iterations).
 
 import csv
 import os
-import warnings
 import weakref
 
 import numpy as np
 import keras
 
 from keras_neuromod import _fields
+from keras_neuromod.io import atomic_open
 from keras_neuromod.optimizers.base import NeuromodulatedOptimizer
 
 __all__ = ["ModulationTracer", "TrainingHorizon"]
@@ -80,7 +80,7 @@ class ModulationTracer(keras.callbacks.Callback):
     Args:
         update_freq: `"batch"` or an integer N to record every N training
             batches (1 records all), or `"epoch"` to record at the end of
-            each epoch. (`every=N`, its former name, is deprecated.)
+            each epoch.
         log_dir: if given, write TensorBoard scalars
             (`<tensor path>/<hyperparameter>`) at the end of each epoch, and
             close the writer at the end of training. Needs TensorFlow and
@@ -121,15 +121,8 @@ class ModulationTracer(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, update_freq=1, log_dir=None, csv_path=None, every=None):
+    def __init__(self, update_freq=1, log_dir=None, csv_path=None):
         super().__init__()
-        if every is not None:
-            warnings.warn(
-                "ModulationTracer(every=...) is deprecated: use update_freq=... (Keras's name).",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            update_freq = every
         if isinstance(update_freq, str) and update_freq == "batch":
             update_freq = 1
         if not (isinstance(update_freq, str) and update_freq == "epoch"):
@@ -277,21 +270,14 @@ class ModulationTracer(keras.callbacks.Callback):
     def to_csv(self, path):
         """Write the whole record as CSV, atomically: one row per recorded step and tensor.
 
-        The file is written to `<path>.tmp`, then renamed over `path`; a
-        failed write leaves neither a partial file nor the temporary.
+        The file is written through `io.atomic_open`: a failed write leaves
+        neither a partial file nor a temporary one.
         """
         path = _refuse_folder(path)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        temporary = f"{path}.tmp"
-        try:
-            with open(temporary, "w", newline="") as stream:
-                writer = csv.writer(stream)
-                writer.writerow(self._csv_header())
-                writer.writerows(self._csv_rows())
-            os.replace(temporary, path)
-        except BaseException:
-            _remove(temporary)
-            raise
+        with atomic_open(path, newline="") as stream:
+            writer = csv.writer(stream)
+            writer.writerow(self._csv_header())
+            writer.writerows(self._csv_rows())
         return path
 
     # -- TensorBoard -----------------------------------------------------------
@@ -357,12 +343,11 @@ class ModulationTracer(keras.callbacks.Callback):
         the tensor itself; the next six repeat the following layer's) and one
         per hyperparameter, one line per tensor,
         as the paper's figures 4 and 5. Learning rate and epsilon use a log
-        axis. Saved as a PNG at `path`; returns the path.
+        axis. Saved as a PNG at `path`; returns the path. The figure is drawn
+        with matplotlib's object API (`matplotlib.figure.Figure`): pyplot's
+        state and its backend (a notebook's) are left alone.
         """
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
 
         if not self._steps:
             raise ValueError("Nothing was recorded: train with this callback first.")
@@ -373,46 +358,49 @@ class ModulationTracer(keras.callbacks.Callback):
         names += list(self.hyperparameter_names)
         columns = 3
         rows = -(-len(names) // columns)
-        figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.2 * rows), squeeze=False)
-        steps, inputs, hparams = self.steps, self.inputs, self.hyperparameters
-        colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(self.tensor_paths), 1)))
+        figure = Figure(figsize=(5 * columns, 3.2 * rows))
+        axes = figure.subplots(rows, columns, squeeze=False).ravel()
         for k, name in enumerate(names):
-            axis = axes[k // columns][k % columns]
-            for t, tensor in enumerate(self.tensor_paths):
-                values = inputs[:, t, shown[k]] if k < len(shown) else hparams[:, t, k - len(shown)]
-                style = "-" if "kernel" in tensor.rsplit("/", 1)[-1] else "--"
-                axis.plot(steps, values, style, color=colours[t], lw=1.2, label=tensor)
-            if name in ("learning_rate", "epsilon"):
-                axis.set_yscale("log")
-            axis.set_title(name.replace("_", " "))
-            axis.set_xlabel("iteration")
-            axis.grid(alpha=0.3)
-        for k in range(len(names), rows * columns):
-            axes[k // columns][k % columns].axis("off")
-        handles, labels = axes[0][0].get_legend_handles_labels()
-        legend = dict(fontsize=8, title="tensor (solid: kernel, dashed: bias)")
-        if len(names) < rows * columns:  # an empty panel holds the legend
-            spare = axes[-1][len(names) % columns]
-            spare.legend(handles, labels, loc="center", ncol=2, **legend)
-            figure.suptitle(title or "Neuromodulation per tensor")
-            figure.tight_layout(rect=(0, 0, 1, 0.97))
-        else:
-            figure.legend(handles, labels, loc="lower center", ncol=4, **legend)
-            figure.suptitle(title or "Neuromodulation per tensor")
-            legend_rows = -(-len(labels) // 4)
-            figure.tight_layout(rect=(0, 0.03 + 0.025 * legend_rows, 1, 0.97))
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
+            column = shown[k] if k < len(shown) else None
+            self._draw_panel(axes[k], name, column, k - len(shown))
+        for axis in axes[len(names):]:
+            axis.axis("off")
+        _legend(figure, axes, len(names), title or "Neuromodulation per tensor")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         figure.savefig(path, dpi=110)
-        plt.close(figure)
         return path
 
+    def _draw_panel(self, axis, name, column, hyperparameter):
+        """One panel: input `column` (or, when None, `hyperparameter`) of every tensor."""
+        from matplotlib import colormaps
 
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
+        colours = colormaps["viridis"](np.linspace(0, 0.9, max(len(self.tensor_paths), 1)))
+        for t, tensor in enumerate(self.tensor_paths):
+            if column is not None:
+                values = self.inputs[:, t, column]
+            else:
+                values = self.hyperparameters[:, t, hyperparameter]
+            style = "-" if "kernel" in tensor.rsplit("/", 1)[-1] else "--"
+            axis.plot(self.steps, values, style, color=colours[t], lw=1.2, label=tensor)
+        if name in ("learning_rate", "epsilon"):
+            axis.set_yscale("log")
+        axis.set_title(name.replace("_", " "))
+        axis.set_xlabel("iteration")
+        axis.grid(alpha=0.3)
+
+
+def _legend(figure, axes, panels, title):
+    """The tensors' legend, in the first empty panel or below the panels, and the title."""
+    handles, labels = axes[0].get_legend_handles_labels()
+    legend = dict(fontsize=8, title="tensor (solid: kernel, dashed: bias)")
+    figure.suptitle(title)
+    if panels < len(axes):  # an empty panel holds the legend
+        axes[panels].legend(handles, labels, loc="center", ncol=2, **legend)
+        figure.tight_layout(rect=(0, 0, 1, 0.97))
+    else:
+        figure.legend(handles, labels, loc="lower center", ncol=4, **legend)
+        legend_rows = -(-len(labels) // 4)
+        figure.tight_layout(rect=(0, 0.03 + 0.025 * legend_rows, 1, 0.97))
 
 
 def _refuse_folder(path):

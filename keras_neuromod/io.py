@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["atomic_write_json", "read_bytes", "read_json", "parse_json", "to_jsonable", "MAX_AGENT_BYTES",
+__all__ = ["atomic_open", "atomic_write_text", "atomic_write_json", "read_bytes", "read_json", "parse_json", "to_jsonable", "MAX_AGENT_BYTES",
            "folder_lock", "FolderLockedError"]
 
 # The largest agent, genome or zoo index file that is read: 4 MiB. A genome at
@@ -54,31 +54,37 @@ def to_jsonable(value):
     return value
 
 
-def atomic_write_json(path, data, indent=2, max_bytes=None):
-    """Write `data` as JSON to `path` atomically.
+@contextlib.contextmanager
+def atomic_open(path, newline=None):
+    """Open `path` for writing text, atomically: a context manager that yields the stream.
 
-    The text goes to a temporary file in the same folder, is flushed and synced,
-    then renamed over `path`: a reader sees the old file or the new one, never a
-    half-written one. With `max_bytes`, a text longer than that (which
-    `read_json` would refuse with the same limit) raises `ValueError` and
-    nothing is written.
+    The stream writes a temporary file in the same folder (made as needed);
+    when the block ends without an error the file is flushed, synced and
+    renamed over `path`, so a reader sees the old file or the new one, never a
+    half-written one. When the block raises, the temporary file is removed and
+    `path` stays as it was. The library's files (checkpoints, agents, logbooks,
+    traces) are all written through it.
+
+    Args:
+        path: the file to write.
+        newline: as `open`'s (``""`` for the `csv` module).
+
+    Example:
+
+    ```python
+    with atomic_open("logbook.csv", newline="") as stream:
+        csv.writer(stream).writerows(rows)
+    ```
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    text = json.dumps(to_jsonable(data), indent=indent, allow_nan=False)
-    if max_bytes is not None and len(text.encode("utf-8")) + 1 > max_bytes:
-        raise ValueError(
-            f"Not writing {path!r}: its JSON takes {len(text.encode('utf-8')) + 1} bytes, "
-            f"more than the {max_bytes} that loading it allows."
-        )
     os.makedirs(folder, exist_ok=True)
     handle, temporary = tempfile.mkstemp(
         dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
     )
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.write("\n")
+        with os.fdopen(handle, "w", encoding="utf-8", newline=newline) as stream:
+            yield stream
             stream.flush()
             os.fsync(stream.fileno())
         # mkstemp makes the file private (0600); give it the usual permissions
@@ -88,7 +94,30 @@ def atomic_write_json(path, data, indent=2, max_bytes=None):
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
-    return path
+
+
+def atomic_write_text(path, text):
+    """Write the string `text` to `path` atomically (`atomic_open`); return `path`."""
+    with atomic_open(path) as stream:
+        stream.write(text)
+    return os.fspath(path)
+
+
+def atomic_write_json(path, data, indent=2, max_bytes=None):
+    """Write `data` as JSON to `path` atomically (`atomic_open`).
+
+    A reader sees the old file or the new one, never a half-written one. With
+    `max_bytes`, a text longer than that (which `read_json` would refuse with
+    the same limit) raises `ValueError` and nothing is written.
+    """
+    path = os.fspath(path)
+    text = json.dumps(to_jsonable(data), indent=indent, allow_nan=False) + "\n"
+    if max_bytes is not None and len(text.encode("utf-8")) > max_bytes:
+        raise ValueError(
+            f"Not writing {path!r}: its JSON takes {len(text.encode('utf-8'))} bytes, "
+            f"more than the {max_bytes} that loading it allows."
+        )
+    return atomic_write_text(path, text)
 
 
 def _umask():

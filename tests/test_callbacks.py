@@ -35,7 +35,7 @@ def agent():
     return Genome.random(13, 8, 2, rng=0)
 
 
-def test_records_every_n_steps_and_writes_files(data, tmp_path):
+def test_records_every_n_steps_and_writes_files(data, tmp_path, monkeypatch):
     csv_path = tmp_path / "trace.csv"
     log_dir = tmp_path / "tb"
     tracer = ModulationTracer(update_freq=3, csv_path=str(csv_path), log_dir=str(log_dir))
@@ -66,6 +66,12 @@ def test_records_every_n_steps_and_writes_files(data, tmp_path):
     events = [name for name in os.listdir(log_dir) if "tfevents" in name]
     assert events and os.path.getsize(log_dir / events[0]) > 1000
 
+    import matplotlib
+
+    def no_switch(*args, **kwargs):
+        raise AssertionError("the library must leave pyplot's backend alone")
+
+    monkeypatch.setattr(matplotlib, "use", no_switch)
     figure = tracer.plot(str(tmp_path / "trace.png"))
     with open(figure, "rb") as stream:
         assert stream.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -259,10 +265,11 @@ def test_csv_rows_stream_as_recorded_and_the_files_close_at_train_end(data, tmp_
     assert sorted(os.listdir(tmp_path)) == ["tb", "trace.csv"]
 
 
-def test_update_freq_takes_keras_s_values_and_every_is_its_deprecated_alias(data):
-    with pytest.warns(DeprecationWarning, match="update_freq"):
-        old = ModulationTracer(every=4)
-    assert old.update_freq == 4 and old.get_config()["update_freq"] == 4
+def test_update_freq_takes_keras_s_values(data):
+    with pytest.raises(TypeError, match="every"):
+        ModulationTracer(every=4)  # the former name is gone
+    four = ModulationTracer(update_freq=4)
+    assert four.update_freq == 4 and four.get_config()["update_freq"] == 4
     assert ModulationTracer(update_freq="batch").update_freq == 1
     tracer = ModulationTracer(update_freq="epoch")
     fit((data[0][:100], data[1][:100]), NmSGD(agent=Genome.random(13, 4, 1, rng=0)), tracer, epochs=2)

@@ -115,7 +115,7 @@ ES_EDITS = [
     (lambda d: d["logbook"][0].pop("mean"), r"'logbook\[0\]' is missing"),
     (lambda d: d["logbook"][1].update(gen=1.5), r"'logbook\[1\].gen' must be an integer"),
     (lambda d: d.update(format="keras_neuromod.EvolutionStrategy/1"),
-     r"missing field\(s\) \['history'\]"),
+     "format is 'keras_neuromod.EvolutionStrategy/1', expected"),
     (lambda d: d.update(rng_state={"bit_generator": "PCG64"}), "'rng_state'"),
     (lambda d: d.update(config=[]), "'config' must be a JSON object"),
     (lambda d: d.update(extra={}), r"unknown field\(s\) \['extra'\]"),

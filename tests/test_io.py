@@ -12,7 +12,9 @@ import pytest
 
 from keras_neuromod import io
 from keras_neuromod.io import FolderLockedError
+from keras_neuromod.io import atomic_open
 from keras_neuromod.io import atomic_write_json
+from keras_neuromod.io import atomic_write_text
 from keras_neuromod.io import folder_lock
 from keras_neuromod.io import read_json
 
@@ -38,6 +40,21 @@ def test_write_replaces_atomically_and_converts_numpy(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's private 0600
+
+
+def test_atomic_open_replaces_the_file_only_when_the_block_ends_well(tmp_path):
+    path = tmp_path / "new" / "table.csv"
+    with atomic_open(path, newline="") as stream:
+        stream.write("a,b\r\n")
+        assert not path.exists()  # nothing is seen before the block ends
+    assert path.read_bytes() == b"a,b\r\n"
+    with pytest.raises(RuntimeError):
+        with atomic_open(path) as stream:
+            stream.write("half")
+            raise RuntimeError("interrupted")
+    assert path.read_bytes() == b"a,b\r\n"
+    assert os.listdir(tmp_path / "new") == ["table.csv"]
+    assert atomic_write_text(path, "text\n") == str(path) and path.read_text() == "text\n"
 
 
 def test_failed_write_keeps_the_old_file(tmp_path):

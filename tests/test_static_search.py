@@ -261,7 +261,7 @@ def test_static_search_trains_in_a_jax_worker_deterministically_and_resumes(tmp_
 def test_evolve_example_writes_the_static_agent_chosen_on_the_validation_draw(tmp_path, capsys):
     from examples_loader import load_example
 
-    from keras_neuromod.evolution import validate
+    from keras_neuromod.evolution import score_on_validation
 
     example = load_example("evolve")
     argv = ["--suite", "--algorithm", "static", "--population", "3", "--generations", "2",
@@ -279,7 +279,7 @@ def test_evolve_example_writes_the_static_agent_chosen_on_the_validation_draw(tm
     from keras_neuromod.evolution.static import FixedHyperparameters
 
     chosen = FixedHyperparameters("adam", {name: lo for name, (lo, _) in agent.ranges.items()})
-    again = validate([chosen], _suite(max_regulatory=32), draws=1, workers=1)
+    again = score_on_validation([chosen], _suite(max_regulatory=32), draws=1, workers=1)
     assert round(float(again.mean()), 4) == record["selection"]["score"] == summary["validation_score"]
     with pytest.raises(SystemExit) as exit_info:
         example.parse_args(["--algorithm", "static"])  # a control of the suite only

@@ -228,3 +228,32 @@ def test_the_evolve_example_exits_non_zero_and_writes_no_agent_on_a_task_error(t
     assert done.returncode != 0
     assert "TaskError" in done.stderr and "pip install scikit-learn" in done.stderr
     assert not (out / "best_agent.json").exists() and not (out / "checkpoint.json").exists()
+
+
+def _toy_fitness(genome, architecture, seed):
+    return 0.5
+
+
+def test_a_fitness_a_backend_cannot_train_is_refused_with_one_message_everywhere():
+    from keras_neuromod.evolution.parallel import check_trainable
+    from keras_neuromod.evolution.parallel import evaluate_job
+    from keras_neuromod.evolution.parallel import make_backend
+
+    suite = SuiteTask(instances=1)
+    chunk = {"genomes": [], "architecture": "mlp", "seed": 0, "vmap": None, "scan": None, "width": 16}
+    refusals = {
+        "A SuiteTask trains vectorized: use backend='vectorized'": [
+            lambda: make_backend("process", suite), lambda: make_backend("serial", suite),
+            lambda: evaluate_job(suite, {"genome": {}, "architecture": "suite", "seed": 0}),
+            lambda: check_trainable(suite, vectorized=False)],
+        "Vectorized evaluation trains a FitnessTask or a SuiteTask; a fitness function": [
+            lambda: make_backend("vectorized", _toy_fitness),
+            lambda: evaluate_job(_toy_fitness, chunk),
+            lambda: check_trainable(_toy_fitness, vectorized=True)],
+    }
+    for message, calls in refusals.items():
+        for call in calls:
+            with pytest.raises(ValueError, match=message):
+                call()
+    check_trainable(suite, vectorized=True)
+    check_trainable(_toy_fitness, vectorized=False)

@@ -362,7 +362,7 @@ def test_evolve_example_over_the_suite_picks_its_agent_on_a_validation_draw(tmp_
 
     from keras_neuromod import zoo
     from keras_neuromod.evolution import SuiteTask
-    from keras_neuromod.evolution import validate
+    from keras_neuromod.evolution import score_on_validation
 
     example = load_example("evolve")
     argv = ["--suite", "--population", "4", "--generations", "2", "--instances", "1",
@@ -378,8 +378,8 @@ def test_evolve_example_over_the_suite_picks_its_agent_on_a_validation_draw(tmp_
     assert selection["candidates"] == len(selection["scores"]) >= 2
     assert record["trainings"] == record["evaluations"] + 2 and selection["instances"] == 2
     # the same draw scores the chosen agent the same again
-    again = validate([agent.genome], SuiteTask(tasks=("breast_cancer",), instances=1), draws=2,
-                     workers=1)
+    again = score_on_validation([agent.genome], SuiteTask(tasks=("breast_cancer",), instances=1),
+                                draws=2, workers=1)
     assert round(float(again.mean()), 4) == selection["score"]
     # the recorded command parses back to the same run
     replay = example.parse_args(record["command"].split()[2:] + ["--out", str(tmp_path)])

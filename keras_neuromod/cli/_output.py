@@ -16,8 +16,9 @@ object with its headline figures. `examples/_common.py` re-exports these.
 import argparse
 import json
 import os
+import sys
 
-__all__ = ["parser", "add_learning_rate", "table", "print_table", "pyplot", "save_figure",
+__all__ = ["parser", "add_learning_rate", "table", "print_table", "figure", "save_figure",
            "print_json_line"]
 
 
@@ -104,22 +105,29 @@ def print_table(rows, headers=None, align=None, markdown=False, title=None):
     print(table(rows, headers, align, markdown), flush=True)
 
 
-def pyplot():
-    """`matplotlib.pyplot` on the Agg backend (files only, no display needed)."""
-    import matplotlib
+def figure(**options):
+    """A new `matplotlib.figure.Figure` (`options`: its `figsize`, ...).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn with matplotlib's object API: nothing goes through pyplot, so no
+    backend is chosen or switched (a notebook's stays as it is), and PNG files
+    are written by the figure itself.
+    """
+    from matplotlib.figure import Figure
 
-    return plt
+    return Figure(**options)
 
 
 def save_figure(figure, path, dpi=110):
-    """Save `figure` as PNG at `path` (its folder made as needed), close it, return `path`."""
+    """Save `figure` as PNG at `path` (its folder made as needed), close it, return `path`.
+
+    A figure made by pyplot (the examples') is closed there too.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     figure.savefig(path, dpi=dpi)
-    pyplot().close(figure)
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:  # (a figure pyplot does not hold is left as it is)
+        pyplot.close(figure)
     return path
 
 

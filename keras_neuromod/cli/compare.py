@@ -154,8 +154,8 @@ def plot(report, architectures, path, title):
         import matplotlib  # noqa: F401
     except ImportError:
         return None
-    plt = _output.pyplot()
-    figure, axes = plt.subplots(1, len(report.models), figsize=(5 * len(report.models), 4), squeeze=False)
+    figure = _output.figure(figsize=(5 * len(report.models), 4))
+    axes = figure.subplots(1, len(report.models), squeeze=False)
     for axis, model, architecture in zip(axes[0], report.models, architectures):
         for method in report.methods:
             curves = [r.curve["metric"] for r in report.runs(model, method) if not r.diverged]
@@ -186,15 +186,7 @@ def main(argv=None, prog=PROG):
     """
     args = parse_args(argv, prog)
     os.makedirs(args.out, exist_ok=True)
-    kwargs = {"data_dir": args.data_dir} if args.dataset.startswith("cifar") else {}
-    try:
-        data = datasets.load(args.dataset, **kwargs)
-    except datasets.DatasetUnavailableError as error:
-        sys.exit(str(error))
-    if len(data.input_shape) != 3 and any(m != "mlp" for m in args.models):
-        print(f"{args.dataset} is tabular: only the mlp applies.")
-        args.models = ["mlp"]
-    task = paper_task(data, args.dataset, args.models, args.width, args.epochs, args.batch_size)
+    task = load_task(args)
     labels = labels_of(args.agents)
     compared = methods(args, labels)
     print(f"{', '.join(f'{l} ({a.name})' for l, a in zip(labels, args.agents)) or 'Baselines'} on "
@@ -207,6 +199,41 @@ def main(argv=None, prog=PROG):
     rows = [{**row, "model": architecture[row["model"]]} for row in report.rows()]
     paired = [{**report.paired(label, baseline, model), "model": architecture[model]}
               for label in labels for model in task.models for baseline in BASELINES]
+    print_tables(rows, paired)
+    names = ", ".join(a.name for a in args.agents) or "baselines"
+    figure = plot(report, args.models, os.path.join(args.out, f"compare_{args.dataset}.png"),
+                  f"{names} on {args.dataset}: mean +- std over {args.seeds} seeds")
+    command = f"{prog} " + " ".join(sys.argv[1:] if argv is None else argv)
+    summary = {"dataset": args.dataset, "epochs": args.epochs, "seeds": args.seeds, "width": args.width,
+               "command": command, "figure": figure, "rows": rows, "paired": paired}
+    atomic_write_json(os.path.join(args.out, f"compare_{args.dataset}.json"),
+                      {**summary, "agents": [a.name for a in args.agents]})
+    print(f"\nFigure: {figure or 'not drawn (matplotlib is not installed)'}; "
+          f"{time.perf_counter() - start:.0f} s")
+    if args.record:
+        record_in_cards(args, labels, summary)
+    return _output.print_json_line({"agents": [a.name for a in args.agents], **summary})
+
+
+def load_task(args):
+    """The data set named by `args` and the paper's task on it (an mlp only on tabular data).
+
+    Raises:
+        SystemExit: with the message, when the data are unavailable.
+    """
+    kwargs = {"data_dir": args.data_dir} if args.dataset.startswith("cifar") else {}
+    try:
+        data = datasets.load(args.dataset, **kwargs)
+    except datasets.DatasetUnavailableError as error:
+        sys.exit(str(error))
+    if len(data.input_shape) != 3 and any(m != "mlp" for m in args.models):
+        print(f"{args.dataset} is tabular: only the mlp applies.")
+        args.models = ["mlp"]
+    return paper_task(data, args.dataset, args.models, args.width, args.epochs, args.batch_size)
+
+
+def print_tables(rows, paired):
+    """Print the final test accuracy per method and, with agents, the paired differences."""
     _output.print_table(
         [(r["model"], r["method"], f"{r['metric_mean']:.4f} +- {r['metric_std']:.4f}",
           f"{r['loss_median']:.4f}", r["diverged"], r["settings"] or "") for r in rows],
@@ -219,20 +246,13 @@ def main(argv=None, prog=PROG):
              for p in paired],
             headers=("model", "agent", "minus", "mean difference (test accuracy)", "95% CI", "seeds ahead",
                      "verdict"), align="lllrlrl", markdown=True, title="Paired differences")
-    names = ", ".join(a.name for a in args.agents) or "baselines"
-    figure = plot(report, args.models, os.path.join(args.out, f"compare_{args.dataset}.png"),
-                  f"{names} on {args.dataset}: mean +- std over {args.seeds} seeds")
-    command = f"{prog} " + " ".join(sys.argv[1:] if argv is None else argv)
-    summary = {"dataset": args.dataset, "epochs": args.epochs, "seeds": args.seeds, "width": args.width,
-               "command": command, "figure": figure, "rows": rows, "paired": paired}
-    atomic_write_json(os.path.join(args.out, f"compare_{args.dataset}.json"),
-                      {**summary, "agents": [a.name for a in args.agents]})
-    print(f"\nFigure: {figure or 'not drawn (matplotlib is not installed)'}; "
-          f"{time.perf_counter() - start:.0f} s")
-    if args.record:
-        for label, name in zip(labels, args.agent):
-            own = [r for r in rows if r["method"] == label or r["method"] in BASELINES]
-            zoo.record_benchmark(name, args.dataset, {**summary, "method": label, "rows": own,
-                                                      "paired": [p for p in paired if p["method"] == label]})
-            print(f"Recorded in the card of {name}")
-    return _output.print_json_line({"agents": [a.name for a in args.agents], **summary})
+
+
+def record_in_cards(args, labels, summary):
+    """Record the comparison in the card of every zoo agent compared (`--record`)."""
+    for label, name in zip(labels, args.agent):
+        own = [r for r in summary["rows"] if r["method"] == label or r["method"] in BASELINES]
+        zoo.record_benchmark(name, args.dataset, {
+            **summary, "method": label, "rows": own,
+            "paired": [p for p in summary["paired"] if p["method"] == label]})
+        print(f"Recorded in the card of {name}")

@@ -26,7 +26,7 @@ default optimizer of its base (Adam, SGD) on them. Since every generation meets
 other instances, the agent written at the end is the candidate (the hall of
 fame and the last generation's best) with the best mean score on a fixed
 validation draw of `--validation-draws` x `--instances` further instances
-(`keras_neuromod.evolution.validate`). `--algorithm random` runs the
+(`keras_neuromod.evolution.score_on_validation`). `--algorithm random` runs the
 control with the same budget: fresh random genomes every generation, the best
 of them all kept. `--algorithm static` runs the control without modulation,
 with the same budget, instances, fitness, hall of fame and selection: CMA-ES
@@ -75,12 +75,13 @@ from keras_neuromod.cli import _output
 from keras_neuromod.evolution import SuiteTask
 from keras_neuromod.evolution import TaskError
 from keras_neuromod.evolution import evolve
-from keras_neuromod.evolution import validate
+from keras_neuromod.evolution import score_on_validation
 from keras_neuromod.evolution.engine import ALGORITHMS
 from keras_neuromod.evolution.parallel import BACKENDS
 from keras_neuromod.evolution.static import static_agent
 from keras_neuromod.evolution.suite import BASELINES
 from keras_neuromod.io import FolderLockedError
+from keras_neuromod.io import atomic_open
 
 PROG = "keras-neuromod evolve"
 
@@ -127,6 +128,20 @@ def parse_args(argv=None, prog=PROG):
         epilog="With no flags: a quick evolution on digits (population 20, 8 generations, 3 epochs).",
         prog=None if prog.startswith("python ") else prog,
     )
+    _add_task_arguments(parser)
+    _add_backend_arguments(parser)
+    _add_suite_arguments(parser)
+    args = parser.parse_args(argv)
+    args.prog = prog
+    if args.timeout is not None and args.backend == "serial":
+        parser.error("--timeout needs another backend than serial (a serial run cannot stop itself)")
+    if args.vectorized and args.backend != "ray":
+        parser.error("--vectorized goes with --backend ray (--backend vectorized is local)")
+    return _suite_settings(parser, args) if args.suite else _dataset_settings(parser, args)
+
+
+def _add_task_arguments(parser):
+    """The flags of what evolves and on what: task, base, budget, models, agent."""
     parser.add_argument("--task", default="digits", choices=datasets.NAMES)
     parser.add_argument("--base", default="adam", choices=bases.names())
     parser.add_argument("--population", type=int, default=None)
@@ -137,6 +152,22 @@ def parse_args(argv=None, prog=PROG):
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--train-subset", type=int, default=None, help="use only N training examples")
     parser.add_argument("--metric", default="accuracy", choices=("accuracy", "val_accuracy"))
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--name", default=None,
+                        help="the agent's name (default nm_BASE_TASK, nm_BASE_general with --suite)")
+    parser.add_argument("--algorithm", default="grneat", choices=ALGORITHMS,
+                        help="grneat (default); random: the random-search control (random "
+                             "genomes); static (with --suite): the control without modulation, "
+                             "CMA-ES over fixed hyperparameters, written as an agent with "
+                             "collapsed ranges, on the instances random draws. Both controls "
+                             "have an evolution's budget, fitness and selection")
+    parser.add_argument("--inputs", default=None, choices=sorted(input_sets.INPUT_SETS),
+                        help="the agents' input set (keras_neuromod.inputs; default: sensing with "
+                             "--suite, the core paper's on one data set)")
+
+
+def _add_backend_arguments(parser):
+    """The flags of where the individuals train: backend, workers, Ray, timeout."""
     parser.add_argument("--backend", default="vectorized", choices=BACKENDS,
                         help="vectorized (default): compiled, batched JAX trainings; process: "
                              "model.fit in local processes; serial: model.fit here; ray: on Ray")
@@ -148,9 +179,10 @@ def parse_args(argv=None, prog=PROG):
                         help="seconds one evaluation may take in a worker before the worker is "
                              "killed and the evaluation run again, then scored worst "
                              "(all backends but serial; default: no limit)")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--name", default=None,
-                        help="the agent's name (default nm_BASE_TASK, nm_BASE_general with --suite)")
+
+
+def _add_suite_arguments(parser):
+    """The flags of an evolution over the task suite (`--suite`)."""
     parser.add_argument("--suite", action="store_true",
                         help="evolve over the task suite (keras_neuromod.tasks), not one data set")
     parser.add_argument("--tasks", default=None,
@@ -161,39 +193,31 @@ def parse_args(argv=None, prog=PROG):
     parser.add_argument("--validation-draws", type=count, default=8,
                         help="with --suite: draws of INSTANCES validation instances that pick the "
                              "agent among the candidates (0: the last generation's best)")
-    parser.add_argument("--algorithm", default="grneat", choices=ALGORITHMS,
-                        help="grneat (default); random: the random-search control (random "
-                             "genomes); static (with --suite): the control without modulation, "
-                             "CMA-ES over fixed hyperparameters, written as an agent with "
-                             "collapsed ranges, on the instances random draws. Both controls "
-                             "have an evolution's budget, fitness and selection")
-    parser.add_argument("--inputs", default=None, choices=sorted(input_sets.INPUT_SETS),
-                        help="the agents' input set (keras_neuromod.inputs; default: sensing with "
-                             "--suite, the core paper's on one data set)")
-    args = parser.parse_args(argv)
-    args.prog = prog
-    if args.timeout is not None and args.backend == "serial":
-        parser.error("--timeout needs another backend than serial (a serial run cannot stop itself)")
-    if args.vectorized and args.backend != "ray":
-        parser.error("--vectorized goes with --backend ray (--backend vectorized is local)")
-    if args.suite:
-        for name, value in QUICK_SUITE.items():
-            if getattr(args, name) is None:
-                setattr(args, name, value)
-        if args.backend not in ("vectorized", "ray") or (args.backend == "ray" and not args.vectorized):
-            parser.error("--suite trains vectorized: use --backend vectorized, or ray with --vectorized")
-        try:
-            args.tasks = None if args.tasks is None else tuple(
-                t.strip() for t in args.tasks.split(",") if t.strip())
-            args.inputs = args.inputs or input_sets.DEFAULT
-            args.task_spec = SuiteTask(base=args.base, tasks=args.tasks, instances=args.instances,
-                                       inputs=args.inputs)
-        except (KeyError, ValueError) as error:
-            parser.error(str(error).strip("'\""))
-        args.models = ("suite",)
-        prefix = "static" if args.algorithm == "static" else "nm"
-        args.name = args.name or f"{prefix}_{args.base}_general"
-        return args
+
+
+def _suite_settings(parser, args):
+    """`args` of a `--suite` run completed: its defaults, its `SuiteTask`, the agent's name."""
+    for name, value in QUICK_SUITE.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.backend not in ("vectorized", "ray") or (args.backend == "ray" and not args.vectorized):
+        parser.error("--suite trains vectorized: use --backend vectorized, or ray with --vectorized")
+    try:
+        args.tasks = None if args.tasks is None else tuple(
+            t.strip() for t in args.tasks.split(",") if t.strip())
+        args.inputs = args.inputs or input_sets.DEFAULT
+        args.task_spec = SuiteTask(base=args.base, tasks=args.tasks, instances=args.instances,
+                                   inputs=args.inputs)
+    except (KeyError, ValueError) as error:
+        parser.error(str(error).strip("'\""))
+    args.models = ("suite",)
+    prefix = "static" if args.algorithm == "static" else "nm"
+    args.name = args.name or f"{prefix}_{args.base}_general"
+    return args
+
+
+def _dataset_settings(parser, args):
+    """`args` of a run on one data set completed: the quick or full-scale defaults, the name."""
     if args.tasks is not None or args.instances is not None:
         parser.error("--tasks and --instances go with --suite")
     if args.algorithm == "static":
@@ -249,14 +273,10 @@ def reproducing_command(args, generations):
 
 def write_logbook(logbook, path):
     """Write DEAP's `logbook` as CSV at `path`, atomically."""
-    fields = logbook.header
-    temporary = path + ".tmp"
-    with open(temporary, "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=fields, extrasaction="ignore")
+    with atomic_open(path, newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=logbook.header, extrasaction="ignore")
         writer.writeheader()
-        for record in logbook:
-            writer.writerow(record)
-    os.replace(temporary, path)
+        writer.writerows(logbook)
 
 
 def plot_fitness(logbook, path, title, ylabel="fitness (final training accuracy)"):
@@ -270,7 +290,8 @@ def plot_fitness(logbook, path, title, ylabel="fitness (final training accuracy)
     except ImportError:
         return None
     generations = [r["gen"] for r in logbook]
-    figure, axis = _output.pyplot().subplots(figsize=(7, 4))
+    figure = _output.figure(figsize=(7, 4))
+    axis = figure.subplots()
     many = len(generations) > 20
     thin = {"lw": 0.8, "alpha": 0.5} if many else {}
     axis.plot(generations, [r["max"] for r in logbook], "-" if many else "-o", label="best", **thin)
@@ -314,8 +335,8 @@ def select_agent(args, result):
             candidates.append(individual)
     print(f"Selecting among {len(candidates)} candidates on {args.validation_draws} x "
           f"{args.instances} validation instances ...", flush=True)
-    scores = validate([c.genome for c in candidates], args.task_spec, draws=args.validation_draws,
-                      workers=args.workers)
+    scores = score_on_validation([c.genome for c in candidates], args.task_spec,
+                                 draws=args.validation_draws, workers=args.workers)
     means = scores.mean(axis=1)
     static = args.algorithm == "static"
     _output.print_table(
@@ -379,6 +400,40 @@ def main(argv=None, prog=PROG):
     args = parse_args(argv, prog)
     os.makedirs(args.out, exist_ok=True)
     command = f"{prog} " + " ".join(sys.argv[1:] if argv is None else argv)
+    start = time.perf_counter()
+    result = run_evolution(args)
+    if result.last_best is None:
+        print(f"No generation was run (--generations {args.generations}): no agent to write.")
+        print_summary(result, None, None)
+        return
+    chosen, selection = select_agent(args, result)
+    agent_path = write_agent(args, result, chosen, selection)
+    write_logbook(result.logbook, os.path.join(args.out, "logbook.csv"))
+    figure = draw_fitness(args, result.logbook)
+    _output.print_table(
+        [(r["gen"], r["architecture"], f"{r['max']:.4f}", f"{r['mean']:.4f}", r["species"],
+          f"{r['size']:.2f}") for r in result.logbook],
+        headers=("generation", "model", "best", "mean", "species", "reg. proteins"),
+        align="rrrrrr")
+    picked = ("the best on the validation draw" if selection
+              else "the best individual of the last generation")
+    what = (f"fixed {chosen.genome}" if args.algorithm == "static"
+            else f"{chosen.genome.n_regulatory} regulatory proteins")
+    print(f"\nAgent ({picked}): fitness {chosen.fitness.values[0]:.4f}, {what} -> {agent_path}")
+    print(f"Figure: {figure or 'not drawn (matplotlib is not installed)'}; "
+          f"{result.evaluated_now} evaluations in {time.perf_counter() - start:.0f} s "
+          f"(command: {command.strip()})")
+    print_summary(result, agent_path, selection)
+
+
+def run_evolution(args):
+    """Say what evolves, run `evolve` with `args`, and return its `EvolutionResult`.
+
+    Raises:
+        SystemExit: with the message, when the data are unavailable, `--out`
+            holds a run (without `--resume`) or another run holds its lock, or
+            the checkpoint was made with other settings.
+    """
     optimizer = f"Nm-{'SGD' if args.base == 'sgd' else 'Adam'}"
     if args.suite:
         print(f"{SEARCHES[args.algorithm]} on the task suite "
@@ -392,9 +447,8 @@ def main(argv=None, prog=PROG):
               f"models {','.join(args.models)}, backend {args.backend}, seed {args.seed}", flush=True)
         options = dict(batch_size=args.batch_size, width=args.width, metric=args.metric,
                        train_subset=args.train_subset, data_dir=args.data_dir, inputs=args.inputs)
-    start = time.perf_counter()
     try:
-        result = evolve(
+        return evolve(
             task=args.task_spec if args.suite else args.task, base=args.base,
             population=args.population, generations=args.generations, epochs=args.epochs,
             models=args.models, backend=args.backend, workers=args.workers,
@@ -410,12 +464,10 @@ def main(argv=None, prog=PROG):
         sys.exit(str(error))
     except ValueError as error:  # a checkpoint made with other settings
         sys.exit(str(error))
-    if result.last_best is None:
-        print(f"No generation was run (--generations {args.generations}): no agent to write.")
-        print_summary(result, None, None)
-        return
-    chosen, selection = select_agent(args, result)
-    agent_path = os.path.join(args.out, "best_agent.json")
+
+
+def write_agent(args, result, chosen, selection):
+    """Write the `chosen` individual as the agent file `OUT/best_agent.json`; return its path."""
     spec = args.task_spec if args.suite else None
     settings = {"warmup_steps": spec.warmup_steps if spec else 25,
                 "grn_steps_per_update": spec.grn_steps_per_update if spec else 1}
@@ -432,30 +484,19 @@ def main(argv=None, prog=PROG):
             ranges=spec.ranges if spec else None, settings=settings,
             provenance=provenance(args, result, chosen, selection),
         )
+    agent_path = os.path.join(args.out, "best_agent.json")
     zoo.save(agent, agent_path)
-    write_logbook(result.logbook, os.path.join(args.out, "logbook.csv"))
+    return agent_path
+
+
+def draw_fitness(args, logbook):
+    """`plot_fitness` into `OUT/fitness.png`, titled for the run; its path, or None."""
     figure = os.path.join(args.out, "fitness.png")
     if args.suite:
-        plot = plot_fitness(result.logbook, figure,
+        return plot_fitness(logbook, figure,
                             f"{SEARCHES[args.algorithm]} on the task suite (seed {args.seed})",
                             f"fitness (mean log loss ratio against {BASELINES[args.base]})")
-    else:
-        plot = plot_fitness(result.logbook, figure, f"GRNEAT on {args.task} (seed {args.seed})")
-    _output.print_table(
-        [(r["gen"], r["architecture"], f"{r['max']:.4f}", f"{r['mean']:.4f}", r["species"],
-          f"{r['size']:.2f}") for r in result.logbook],
-        headers=("generation", "model", "best", "mean", "species", "reg. proteins"),
-        align="rrrrrr")
-    picked = ("the best on the validation draw" if selection
-              else "the best individual of the last generation")
-    what = (f"fixed {chosen.genome}" if args.algorithm == "static"
-            else f"{chosen.genome.n_regulatory} regulatory proteins")
-    print(f"\nAgent ({picked}): fitness {chosen.fitness.values[0]:.4f}, {what} -> {agent_path}")
-    if plot is None:
-        figure = "not drawn (matplotlib is not installed)"
-    print(f"Figure: {figure}; {result.evaluated_now} evaluations in {time.perf_counter() - start:.0f} s "
-          f"(command: {command.strip()})")
-    print_summary(result, agent_path, selection)
+    return plot_fitness(logbook, figure, f"GRNEAT on {args.task} (seed {args.seed})")
 
 
 def print_summary(result, agent_path, selection):

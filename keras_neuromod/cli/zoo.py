@@ -107,24 +107,28 @@ def show_agent(name_or_path, zoo_dir=None, as_json=False):
         align="ll"))
     if agent.settings:
         print("settings: " + ", ".join(f"{k} {_value(v)}" for k, v in agent.settings.items()))
-    made = agent.provenance
-    if made:
-        rows = [(key, _value(made[key])) for key in _MADE if key in made]
-        rows += [(key, _value(value)) for key, value in made.items()
-                 if key not in _MADE and key not in ("command", "selection")]
-        if "selection" in made:
-            chosen = made["selection"]
-            rows.append(("selection", f"best of {chosen.get('candidates')} candidates on "
-                                      f"{chosen.get('instances')} validation instances, "
-                                      f"score {chosen.get('score')}"))
-        _output.print_table(rows, headers=("how it was made", ""), align="ll")
-        if "command" in made:
-            print(f"\nReproduced by:\n  {made['command']}")
+    if agent.provenance:
+        _print_provenance(agent.provenance)
     for key, record in agent.benchmark.items():
         command = record.get("command") if isinstance(record, dict) else None
         print(f"\nRecord {key!r}" + (f", made by:\n  {command}" if command else ""))
     print(f"\n`{PROG} show {name_or_path} --json` gives the whole card.")
     return agent
+
+
+def _print_provenance(made):
+    """Print how an agent was made (its card's provenance) and the command that reproduces it."""
+    rows = [(key, _value(made[key])) for key in _MADE if key in made]
+    rows += [(key, _value(value)) for key, value in made.items()
+             if key not in _MADE and key not in ("command", "selection")]
+    if "selection" in made:
+        chosen = made["selection"]
+        rows.append(("selection", f"best of {chosen.get('candidates')} candidates on "
+                                  f"{chosen.get('instances')} validation instances, "
+                                  f"score {chosen.get('score')}"))
+    _output.print_table(rows, headers=("how it was made", ""), align="ll")
+    if "command" in made:
+        print(f"\nReproduced by:\n  {made['command']}")
 
 
 def main(argv=None, prog=PROG):

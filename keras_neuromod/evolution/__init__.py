@@ -13,7 +13,7 @@ hyperparameters (`FixedHyperparameters`, written as agents by `static_agent`).
 from keras_neuromod.evolution.engine import EvolutionResult
 from keras_neuromod.evolution.engine import Individual
 from keras_neuromod.evolution.engine import evolve
-from keras_neuromod.evolution.engine import validate
+from keras_neuromod.evolution.engine import score_on_validation
 from keras_neuromod.evolution.enu_fitness import ENUFitness
 from keras_neuromod.evolution.fitness import Evaluator
 from keras_neuromod.evolution.fitness import FitnessTask
@@ -27,7 +27,7 @@ from keras_neuromod.evolution.vectorized import VectorizedEvaluator
 
 __all__ = [
     "evolve",
-    "validate",
+    "score_on_validation",
     "EvolutionResult",
     "EvolutionStrategy",
     "ENUFitness",

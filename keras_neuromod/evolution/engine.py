@@ -4,9 +4,10 @@ One generation:
 
 1. draw the generation's architecture and initialisation seed;
 2. evaluate every individual on them (on the chosen backend);
-3. form the species (`grneat.form_species`: speciate, dissolve species smaller
-   than `min_species_size` into mutants of the survivors, evaluated on the same
-   task before anything is selected, adapt the thresholds);
+3. form the species: `grneat.speciate`, `grneat.dissolve_small_species`
+   (species smaller than `min_species_size` dissolve into mutants of the
+   survivors, evaluated on the same task before anything is selected),
+   `grneat.adapt_thresholds`;
 4. record the logbook, the hall of fame, the generation's best individual and
    the run's best;
 5. reproduce (`grneat.reproduce`: offspring per species, crossover, mutation,
@@ -33,7 +34,6 @@ from deap import base
 from deap import tools
 
 from keras_neuromod import _fields
-from keras_neuromod import bases
 from keras_neuromod.agrn import Genome
 from keras_neuromod.evolution import grneat
 from keras_neuromod.evolution.fitness import FitnessTask
@@ -42,12 +42,11 @@ from keras_neuromod.evolution.parallel import in_spawned_start
 from keras_neuromod.evolution.parallel import make_backend
 from keras_neuromod.evolution.static import FixedHyperparameters
 from keras_neuromod.evolution.static import StaticSearch
-from keras_neuromod.evolution.static import is_candidate
 from keras_neuromod.io import atomic_write_json
 from keras_neuromod.io import folder_lock
 from keras_neuromod.io import read_json
 
-__all__ = ["evolve", "validate", "EvolutionResult", "Individual", "CHECKPOINT_FORMAT", "ALGORITHMS"]
+__all__ = ["evolve", "score_on_validation", "EvolutionResult", "Individual", "CHECKPOINT_FORMAT", "ALGORITHMS"]
 
 CHECKPOINT_FORMAT = "keras_neuromod.grneat-checkpoint/1"
 
@@ -87,11 +86,6 @@ class Individual:
             "fitness": self.fitness.values[0] if self.fitness.valid else None,
             "generation": self.generation,
         }
-
-    @classmethod
-    def from_dict(cls, data):
-        kind = FixedHyperparameters if is_candidate(data["genome"]) else Genome
-        return cls(kind.from_dict(data["genome"]), data["fitness"], data["generation"])
 
     def __repr__(self):
         fitness = f"{self.fitness.values[0]:.4f}" if self.fitness.valid else "unevaluated"
@@ -191,135 +185,193 @@ class _Run:
         and the field; a checkpoint made with other settings or another
         `GRNEATConfig` names the differing fields with both values.
         """
-        where = "The checkpoint" + (f" {source!r}" if source is not None else "")
+        saved = _CheckpointReader(data, settings, config, source)
+        run = cls(settings, config, saved.generator())
+        run.generation = saved.integer("generation")
+        run.population = saved.population()
+        run.species = saved.species()
+        run.fitness_range = saved.fitness_range()
+        saved.logbook(run.logbook, run.generation)
+        saved.hall_of_fame(run.hall_of_fame)
+        run.last_best = saved.individual_or_none("best")
+        # the zoo's runs (zoo/runs/*/checkpoint.json, resumed by `evolve`) predate the
+        # field: their run's best is in the hall of fame, or the last generation's best
+        run.run_best = (saved.individual_or_none("run_best")
+                        or _run_best(run.hall_of_fame, run.last_best))
+        run.evaluations = saved.integer("evaluations")
+        run.search = saved.search()
+        return run
 
-        def at(field):
-            return f"{where}, field {field!r}"
 
+class _CheckpointReader:
+    """The fields of a checkpoint, each checked as it is read; errors name the file and field.
+
+    Made with the run's `settings` and `config`: the checkpoint's format, its
+    settings and its `GRNEATConfig` are checked at once.
+    """
+
+    def __init__(self, data, settings, config, source=None):
+        self.where = "The checkpoint" + (f" {source!r}" if source is not None else "")
+        self.data, self.config = data, config
         if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise ValueError(
-                f"Not a GRNEAT checkpoint: {where[4:]} has format {found!r:.80}, "
+                f"Not a GRNEAT checkpoint: {self.where[4:]} has format {found!r:.80}, "
                 f"expected {CHECKPOINT_FORMAT!r}."
             )
-        _fields.fields(data, where, _CHECKPOINT_FIELDS, ("search", "run_best"))
-        saved = data["settings"]
+        _fields.fields(data, self.where, _CHECKPOINT_FIELDS, ("search", "run_best"))
+        self._check_settings(settings)
+        self._check_config(config)
+        self.task = _task_from_dict(settings["task"])
+        algorithm = settings.get("algorithm", _SETTING_DEFAULTS["algorithm"])
+        self.static = algorithm == "static"
+        if self.static != ("search" in data):
+            raise ValueError(
+                f"{self.where} {'lacks' if self.static else 'has'} the field 'search', which a "
+                f"{'static' if self.static else algorithm} run's checkpoint "
+                f"{'holds' if self.static else 'does not hold'}.")
+
+    def at(self, field):
+        """`field` of this checkpoint, as error messages name it."""
+        return f"{self.where}, field {field!r}"
+
+    def _check_settings(self, settings):
+        saved = self.data["settings"]
         if not isinstance(saved, dict):
-            raise ValueError(f"{at('settings')} must be a JSON object.")
+            raise ValueError(f"{self.at('settings')} must be a JSON object.")
         differing = sorted(k for k in settings if k != "generations"
                            and saved.get(k, _SETTING_DEFAULTS.get(k)) != settings[k])
         if differing:
             raise ValueError(
-                f"{where} was made with other settings; resuming would not give "
+                f"{self.where} was made with other settings; resuming would not give "
                 f"the same evolution. Differing: {differing} "
                 f"(checkpoint: {[saved.get(k) for k in differing]}, "
                 f"now: {[settings[k] for k in differing]})."
             )
+
+    def _check_config(self, config):
         try:
-            saved_config = grneat.GRNEATConfig.from_dict(data["config"])
+            saved = grneat.GRNEATConfig.from_dict(self.data["config"])
         except ValueError as error:
-            raise ValueError(f"{at('config')}: {error}") from None
-        if saved_config != config:
+            raise ValueError(f"{self.at('config')}: {error}") from None
+        if saved != config:
             differing = [
-                f"{field.name} (checkpoint: {getattr(saved_config, field.name)!r}, "
+                f"{field.name} (checkpoint: {getattr(saved, field.name)!r}, "
                 f"now: {getattr(config, field.name)!r})"
                 for field in dataclasses.fields(config)
-                if getattr(saved_config, field.name) != getattr(config, field.name)
+                if getattr(saved, field.name) != getattr(config, field.name)
             ]
             raise ValueError(
-                f"{where} was made with another GRNEATConfig; resuming would not give the "
+                f"{self.where} was made with another GRNEATConfig; resuming would not give the "
                 f"same evolution. Differing: {'; '.join(differing)}."
             )
-        rng = _fields.generator(data["rng_state"], at("rng_state"))
-        task = _task_from_dict(settings["task"])
-        n_inputs, n_outputs = task.n_inputs, task.n_outputs
-        algorithm = settings.get("algorithm", _SETTING_DEFAULTS["algorithm"])
-        static = algorithm == "static"
-        if static != ("search" in data):
-            raise ValueError(f"{where} {'lacks' if static else 'has'} the field 'search', which a "
-                             f"{'static' if static else algorithm} run's checkpoint "
-                             f"{'holds' if static else 'does not hold'}.")
 
-        def genome(value, field):
-            if static:
-                try:
-                    candidate = FixedHyperparameters.from_dict(value)
-                except ValueError as error:
-                    raise ValueError(f"{at(field)}: {error}") from None
-                if candidate.base != task.base:
-                    raise ValueError(f"{at(field)} fixes hyperparameters of the {candidate.base!r} "
-                                     f"base; this run searches the {task.base!r} base's.")
-                return candidate
-            try:
-                result = Genome.from_dict(value)
-            except ValueError as error:
-                raise ValueError(f"{at(field)}: {error}") from None
-            if (result.n_inputs, result.n_outputs) != (n_inputs, n_outputs):
-                raise ValueError(
-                    f"{at(field)} has {result.n_inputs} inputs and {result.n_outputs} outputs; "
-                    f"this run's agents have {n_inputs} and {n_outputs}."
-                )
-            if result.n_regulatory > config.max_regulatory:
-                raise ValueError(
-                    f"{at(field)} has {result.n_regulatory} regulatory proteins, more than "
-                    f"max_regulatory ({config.max_regulatory})."
-                )
+    def generator(self):
+        """The run's `numpy.random.Generator`, in its saved state."""
+        return _fields.generator(self.data["rng_state"], self.at("rng_state"))
+
+    def integer(self, field):
+        """The integer `field`."""
+        return _fields.integer(self.data[field], self.at(field))
+
+    def genome(self, value, field):
+        """A `Genome` of this run's agents (a static run: `FixedHyperparameters` of its base)."""
+        kind = FixedHyperparameters if self.static else Genome
+        try:
+            result = kind.from_dict(value)
+        except ValueError as error:
+            raise ValueError(f"{self.at(field)}: {error}") from None
+        if self.static:
+            if result.base != self.task.base:
+                raise ValueError(f"{self.at(field)} fixes hyperparameters of the {result.base!r} "
+                                 f"base; this run searches the {self.task.base!r} base's.")
             return result
+        n_inputs, n_outputs = self.task.n_inputs, self.task.n_outputs
+        if (result.n_inputs, result.n_outputs) != (n_inputs, n_outputs):
+            raise ValueError(
+                f"{self.at(field)} has {result.n_inputs} inputs and {result.n_outputs} outputs; "
+                f"this run's agents have {n_inputs} and {n_outputs}."
+            )
+        if result.n_regulatory > self.config.max_regulatory:
+            raise ValueError(
+                f"{self.at(field)} has {result.n_regulatory} regulatory proteins, more than "
+                f"max_regulatory ({self.config.max_regulatory})."
+            )
+        return result
 
-        def individual(value, field):
-            _fields.fields(value, at(field), ("genome", "fitness", "generation"))
-            fitness = _fields.number(value["fitness"], at(f"{field}.fitness"))
-            generation = _fields.integer(value["generation"], at(f"{field}.generation"))
-            return Individual(genome(value["genome"], f"{field}.genome"), fitness, generation)
+    def individual(self, value, field):
+        """An `Individual`: its genome, fitness and generation."""
+        _fields.fields(value, self.at(field), ("genome", "fitness", "generation"))
+        fitness = _fields.number(value["fitness"], self.at(f"{field}.fitness"))
+        generation = _fields.integer(value["generation"], self.at(f"{field}.generation"))
+        return Individual(self.genome(value["genome"], f"{field}.genome"), fitness, generation)
 
-        run = cls(settings, config, rng)
-        run.generation = _fields.integer(data["generation"], at("generation"))
-        # the static search keeps no population between generations (CMA-ES draws it)
-        population = _fields.items(data["population"], at("population"),
-                                   length=0 if static else config.population)
-        run.population = [genome(g, f"population[{i}]") for i, g in enumerate(population)]
-        species = _fields.items(data["species"], at("species"), max_length=config.population)
-        lo, hi = config.threshold_bounds
+    def individual_or_none(self, field):
+        """The `Individual` at `field`, or None where the field is null or absent."""
+        value = self.data.get(field)
+        return None if value is None else self.individual(value, field)
+
+    def population(self):
+        """The next generation's genomes (none in a static run: CMA-ES draws them)."""
+        population = _fields.items(self.data["population"], self.at("population"),
+                                   length=0 if self.static else self.config.population)
+        return [self.genome(g, f"population[{i}]") for i, g in enumerate(population)]
+
+    def species(self):
+        """The species the next generation is split against."""
+        species = _fields.items(self.data["species"], self.at("species"),
+                                max_length=self.config.population)
+        lo, hi = self.config.threshold_bounds
+        result = []
         for i, value in enumerate(species):
-            _fields.fields(value, at(f"species[{i}]"), ("representative", "threshold"))
-            run.species.append(grneat.Species(
-                genome(value["representative"], f"species[{i}].representative"),
-                _fields.number(value["threshold"], at(f"species[{i}].threshold"), lo, hi),
+            _fields.fields(value, self.at(f"species[{i}]"), ("representative", "threshold"))
+            result.append(grneat.Species(
+                self.genome(value["representative"], f"species[{i}].representative"),
+                _fields.number(value["threshold"], self.at(f"species[{i}].threshold"), lo, hi),
             ))
-        if data["fitness_range"] is not None:
-            pair = _fields.items(data["fitness_range"], at("fitness_range"), length=2)
-            pair = [_fields.number(v, at("fitness_range")) for v in pair]
-            if pair[0] > pair[1]:
-                raise ValueError(f"{at('fitness_range')} must be [lo, hi] with lo <= hi, got {pair}.")
-            run.fitness_range = pair
-        logbook = _fields.items(data["logbook"], at("logbook"), length=run.generation)
-        for i, record in enumerate(logbook):
-            _fields.fields(record, at(f"logbook[{i}]"), run.logbook.header)
+        return result
+
+    def fitness_range(self):
+        """The run's `[lowest, highest]` fitness so far, or None."""
+        if self.data["fitness_range"] is None:
+            return None
+        pair = _fields.items(self.data["fitness_range"], self.at("fitness_range"), length=2)
+        pair = [_fields.number(v, self.at("fitness_range")) for v in pair]
+        if pair[0] > pair[1]:
+            raise ValueError(f"{self.at('fitness_range')} must be [lo, hi] with lo <= hi, got {pair}.")
+        return pair
+
+    def logbook(self, logbook, generations):
+        """Record the saved logbook's `generations` records into the DEAP `logbook`."""
+        records = _fields.items(self.data["logbook"], self.at("logbook"), length=generations)
+        for i, record in enumerate(records):
+            _fields.fields(record, self.at(f"logbook[{i}]"), logbook.header)
             for key in ("gen", "evals", "species"):
-                _fields.integer(record[key], at(f"logbook[{i}].{key}"))
-            _fields.text(record["architecture"], at(f"logbook[{i}].architecture"))
+                _fields.integer(record[key], self.at(f"logbook[{i}].{key}"))
+            _fields.text(record["architecture"], self.at(f"logbook[{i}].architecture"))
             for key in ("size", "max", "mean", "min", "std", "seconds"):
-                _fields.number(record[key], at(f"logbook[{i}].{key}"))
-            run.logbook.record(**record)
-        hall = _fields.items(data["hall_of_fame"], at("hall_of_fame"), max_length=run.hall_of_fame.maxsize)
-        hall = [individual(value, f"hall_of_fame[{i}]") for i, value in enumerate(hall)]
+                _fields.number(record[key], self.at(f"logbook[{i}].{key}"))
+            logbook.record(**record)
+
+    def hall_of_fame(self, hall_of_fame):
+        """Fill the DEAP `hall_of_fame` exactly as it was saved."""
+        hall = _fields.items(self.data["hall_of_fame"], self.at("hall_of_fame"),
+                             max_length=hall_of_fame.maxsize)
+        hall = [self.individual(value, f"hall_of_fame[{i}]") for i, value in enumerate(hall)]
         fitnesses = [ind.fitness.values[0] for ind in hall]
         if any(a < b for a, b in zip(fitnesses, fitnesses[1:])):
-            raise ValueError(f"{at('hall_of_fame')} must be sorted by fitness, best first.")
+            raise ValueError(f"{self.at('hall_of_fame')} must be sorted by fitness, best first.")
         # Restore DEAP's lists exactly as saved (best first; `keys` ascending): inserting
         # the entries again would reverse the order of entries with equal fitness.
-        run.hall_of_fame.items = hall
-        run.hall_of_fame.keys = [ind.fitness for ind in reversed(hall)]
-        run.last_best = None if data["best"] is None else individual(data["best"], "best")
-        if data.get("run_best") is not None:
-            run.run_best = individual(data["run_best"], "run_best")
-        else:  # a checkpoint of an earlier version: its hall of fame holds the run's best
-            run.run_best = _run_best(run.hall_of_fame, run.last_best)
-        run.evaluations = _fields.integer(data["evaluations"], at("evaluations"))
-        if static:
-            run.search = StaticSearch.from_dict(data["search"], task.base, task.ranges,
-                                                config.population, where=at("search"))
-        return run
+        hall_of_fame.items = hall
+        hall_of_fame.keys = [ind.fitness for ind in reversed(hall)]
+
+    def search(self):
+        """A static run's CMA-ES (`StaticSearch`) in its saved state; None for the others."""
+        if not self.static:
+            return None
+        return StaticSearch.from_dict(self.data["search"], self.task.base, self.task.ranges,
+                                      self.config.population, where=self.at("search"))
 
 
 def _task_from_dict(data):
@@ -358,7 +410,9 @@ def _run_best(hall_of_fame, *seen):
     return best
 
 
-# Settings added after the first checkpoints: a checkpoint without one was made with this value.
+# Settings added after the first checkpoints: a checkpoint without one was made with this
+# value. Three of the zoo's runs (zoo/runs/nm_adam_digits, nm_sgd_digits and nm_adam_general,
+# their checkpoint.json) were made before "algorithm" existed, and `evolve` resumes them.
 _SETTING_DEFAULTS = {"algorithm": "grneat"}
 ALGORITHMS = ("grneat", "random", "static")
 
@@ -468,49 +522,13 @@ def evolve(
             started the run (the script lacks an ``if __name__ ==
             "__main__":`` guard).
     """
-    from keras_neuromod.evolution.suite import SuiteTask
-
-    if in_spawned_start():
-        raise RuntimeError(
-            "evolve() was called while a worker process imported the script that started the "
-            "evolution: each worker imports that script, so the code that runs the evolution "
-            'must sit under `if __name__ == "__main__":` (the main guard).'
-        )
-
-    suite = isinstance(task, SuiteTask)
-    if suite:
-        # the generation's seed draws the instances (tasks, models, seeds)
-        models = ("suite",)
-    if isinstance(task, (FitnessTask, SuiteTask)):
-        fitness_task = task
-    else:
-        fitness_task = FitnessTask(dataset=task, base=base, epochs=epochs, **task_options)
-    config = dataclasses.replace(config or grneat.GRNEATConfig(), population=population)
-    if fitness_task.max_regulatory < config.max_regulatory:
-        config = dataclasses.replace(config, max_regulatory=fitness_task.max_regulatory)
-    models = tuple(models)
-    if not models:
-        raise ValueError("models must name at least one architecture.")
-    from keras_neuromod.models import layer_plan
-
-    for name in models if not suite else ():
-        layer_plan(name)
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}.")
-    if algorithm == "static":
-        _check_static(fitness_task, fitness)
+    _refuse_spawned_start()
+    fitness_task, config, models = _prepare(task, base, epochs, population, config, models,
+                                            algorithm, fitness, task_options)
     generations = _fields.integer(generations, "generations")
     if backend is None:
         backend = "process" if fitness is not None else "vectorized"
-    settings = {
-        "task": fitness_task.to_dict(),
-        "fitness": None if fitness is None else f"{fitness.__module__}.{fitness.__qualname__}",
-        "models": list(models),
-        "seed": int(seed),
-        "generations": int(generations),
-        "hall_of_fame": int(hall_of_fame),
-        "algorithm": algorithm,
-    }
+    settings = _settings(fitness_task, fitness, models, seed, generations, hall_of_fame, algorithm)
     checkpoint = os.path.join(out, "checkpoint.json") if out else None
     # the folder's lock, held from reading the checkpoint to writing the last one
     with folder_lock(out) if out else contextlib.nullcontext():
@@ -520,23 +538,84 @@ def evolve(
             engine = make_backend(backend, fitness if fitness is not None else fitness_task, workers,
                                   ray_address, timeout=timeout, vectorized=vectorized)
             try:
-                step = _static_generation if algorithm == "static" else _generation
-                while run.generation < generations:
-                    evaluated_now += step(run, engine, models, progress, verbose)
-                    if checkpoint:
-                        atomic_write_json(checkpoint, run.to_dict())
+                evaluated_now = _run_generations(run, engine, models, checkpoint, progress, verbose)
             finally:
                 engine.close()
     return EvolutionResult(
-        best=run.run_best,
-        last_best=run.last_best,
-        hall_of_fame=run.hall_of_fame,
-        logbook=run.logbook,
-        generations=run.generation,
-        evaluations=run.evaluations,
-        evaluated_now=evaluated_now,
-        out=out,
+        best=run.run_best, last_best=run.last_best, hall_of_fame=run.hall_of_fame,
+        logbook=run.logbook, generations=run.generation, evaluations=run.evaluations,
+        evaluated_now=evaluated_now, out=out,
     )
+
+
+def _refuse_spawned_start():
+    """Raise `RuntimeError` while a worker process imports the script that started the run."""
+    if in_spawned_start():
+        raise RuntimeError(
+            "evolve() was called while a worker process imported the script that started the "
+            "evolution: each worker imports that script, so the code that runs the evolution "
+            'must sit under `if __name__ == "__main__":` (the main guard).'
+        )
+
+
+def _prepare(task, base, epochs, population, config, models, algorithm, fitness, task_options):
+    """`evolve`'s task, `GRNEATConfig` and architectures, checked.
+
+    Returns:
+        `(fitness_task, config, models)`: the `FitnessTask` or `SuiteTask`, the
+        config with `population` (and `max_regulatory` at most the task's), and
+        the architectures (``("suite",)`` for a `SuiteTask`: each generation's
+        seed draws its instances).
+    """
+    from keras_neuromod.evolution.suite import SuiteTask
+    from keras_neuromod.models import layer_plan
+
+    suite = isinstance(task, SuiteTask)
+    if isinstance(task, (FitnessTask, SuiteTask)):
+        fitness_task = task
+    else:
+        fitness_task = FitnessTask(dataset=task, base=base, epochs=epochs, **task_options)
+    config = dataclasses.replace(config or grneat.GRNEATConfig(), population=population)
+    if fitness_task.max_regulatory < config.max_regulatory:
+        config = dataclasses.replace(config, max_regulatory=fitness_task.max_regulatory)
+    models = ("suite",) if suite else tuple(models)
+    if not models:
+        raise ValueError("models must name at least one architecture.")
+    for name in models if not suite else ():
+        layer_plan(name)
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}.")
+    if algorithm == "static":
+        _check_static(fitness_task, fitness)
+    return fitness_task, config, models
+
+
+def _settings(fitness_task, fitness, models, seed, generations, hall_of_fame, algorithm):
+    """The run's settings, as its checkpoint records them (a resumed run must match them)."""
+    return {
+        "task": fitness_task.to_dict(),
+        "fitness": None if fitness is None else f"{fitness.__module__}.{fitness.__qualname__}",
+        "models": list(models),
+        "seed": int(seed),
+        "generations": int(generations),
+        "hall_of_fame": int(hall_of_fame),
+        "algorithm": algorithm,
+    }
+
+
+def _run_generations(run, engine, models, checkpoint, progress, verbose):
+    """Run generations up to the settings' number, writing the checkpoint after each.
+
+    Returns:
+        The evaluations made.
+    """
+    step = _static_generation if run.settings["algorithm"] == "static" else _generation
+    evaluated = 0
+    while run.generation < run.settings["generations"]:
+        evaluated += step(run, engine, models, progress, verbose)
+        if checkpoint:
+            atomic_write_json(checkpoint, run.to_dict())
+    return evaluated
 
 
 def _start(settings, config, fitness_task, checkpoint, resume, verbose):
@@ -605,6 +684,38 @@ def _draw(rng, models):
     return architecture, int(rng.integers(2**31 - 1))
 
 
+class _Scoring:
+    """Scores genomes on the generation's draw: `scoring(genomes) -> fitnesses`.
+
+    Each call is one `map` of the backend (a call in which every evaluation
+    failed raises `TaskError`); `count` adds up the evaluations. Used as a
+    context manager, it shows a progress bar (when `progress`) until it ends.
+    """
+
+    def __init__(self, engine, architecture, seed, expected, generation, progress):
+        self.engine, self.architecture, self.seed = engine, architecture, seed
+        self.count = 0
+        self.bar, self.tick = _progress_bar(expected, generation, progress)
+
+    def __call__(self, genomes):
+        jobs = [{"genome": g.to_dict(), "architecture": self.architecture, "seed": self.seed}
+                for g in genomes]
+        if self.bar is not None:
+            self.bar.total = self.count + len(jobs)
+            self.bar.refresh()
+        values = self.engine.map(jobs, progress=self.tick)
+        check_not_all_failed(self.engine)
+        self.count += len(jobs)
+        return values
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *error):
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _record(run, population, fitnesses, architecture, evaluated, species, start, verbose):
     """Log the generation; update the fitness range, the hall of fame, the bests and the count."""
     run.fitness_range = grneat.widen_fitness_range(run.fitness_range, fitnesses)
@@ -624,36 +735,27 @@ def _record(run, population, fitnesses, architecture, evaluated, species, start,
 
 
 def _generation(run, engine, models, progress, verbose):
+    """One generation of GRNEAT (or of the random search): draw, score, speciate, record, breed.
+
+    Returns:
+        The evaluations made (the population's, and the mutants' that replace
+        the members of species too small to keep).
+    """
     config, rng = run.config, run.rng
     start = time.perf_counter()
     architecture, task_seed = _draw(rng, models)
-    bar, tick = _progress_bar(len(run.population), run.generation, progress)
-    evaluated = 0
-
-    def evaluate(genomes):
-        nonlocal evaluated
-        jobs = [{"genome": g.to_dict(), "architecture": architecture, "seed": task_seed} for g in genomes]
-        if bar is not None:
-            bar.total = evaluated + len(jobs)
-            bar.refresh()
-        values = engine.map(jobs, progress=tick)
-        check_not_all_failed(engine)
-        evaluated += len(jobs)
-        return values
-
-    random_search = run.settings.get("algorithm") == "random"
-    try:
-        fitnesses = evaluate(run.population)
-        if random_search:
-            species, population = [], list(run.population)
-        else:
-            species, population, fitnesses = grneat.form_species(
-                list(run.population), fitnesses, run.species, evaluate, rng, config)
-    finally:
-        if bar is not None:
-            bar.close()
-    _record(run, population, fitnesses, architecture, evaluated, len(species), start, verbose)
-
+    random_search = run.settings["algorithm"] == "random"
+    population, species = list(run.population), []
+    with _Scoring(engine, architecture, task_seed, len(population), run.generation,
+                  progress) as score:
+        fitnesses = score(population)
+        if not random_search:
+            species = grneat.speciate(population, run.species, rng, config)
+            # the members of species too small to keep are replaced by mutants, scored here
+            species, population, fitnesses = grneat.dissolve_small_species(
+                population, fitnesses, species, score, rng, config)
+            grneat.adapt_thresholds(species, config)
+    _record(run, population, fitnesses, architecture, score.count, len(species), start, verbose)
     if random_search:
         n_inputs, n_outputs = population[0].n_inputs, population[0].n_outputs
         run.population, run.species = grneat.random_population(n_inputs, n_outputs, rng, config), []
@@ -661,7 +763,7 @@ def _generation(run, engine, models, progress, verbose):
         run.population, run.species = grneat.reproduce(
             population, fitnesses, species, run.fitness_range, rng, config)
     run.generation += 1
-    return evaluated
+    return score.count
 
 
 def _static_generation(run, engine, models, progress, verbose):
@@ -675,24 +777,18 @@ def _static_generation(run, engine, models, progress, verbose):
     architecture, task_seed = _draw(run.rng, models)
     positions = run.search.ask()
     candidates = [run.search.candidate(p) for p in positions]
-    jobs = [{"genome": c.to_dict(), "architecture": architecture, "seed": task_seed}
-            for c in candidates]
-    bar, tick = _progress_bar(len(jobs), run.generation, progress)
-    try:
-        fitnesses = engine.map(jobs, progress=tick)
-        check_not_all_failed(engine)
-    finally:
-        if bar is not None:
-            bar.close()
+    with _Scoring(engine, architecture, task_seed, len(candidates), run.generation,
+                  progress) as score:
+        fitnesses = score(candidates)
     run.search.tell(positions, fitnesses)
-    _record(run, candidates, fitnesses, architecture, len(jobs), 0, start, verbose)
+    _record(run, candidates, fitnesses, architecture, score.count, 0, start, verbose)
     task = _task_from_dict(run.settings["task"])
     grneat.random_population(task.n_inputs, task.n_outputs, run.rng, run.config)
     run.generation += 1
-    return len(jobs)
+    return score.count
 
 
-def validate(genomes, suite, draws=8, workers=None, first_seed=None, timeout=None):
+def score_on_validation(genomes, suite, draws=8, workers=None, first_seed=None, timeout=None):
     """Scores of candidate agents on a fixed validation draw of the suite.
 
     An evolution's fitnesses come from different instances every generation,

@@ -6,8 +6,9 @@ the population is split into species of similar genomes that reproduce
 separately, so that new structure gets time to be tuned before it competes.
 
 This module holds all of GRNEAT: the operators, speciation and one generation's
-reproduction (`form_species`, then `reproduce`); `keras_neuromod.evolution.engine`
-only runs the loop, the evaluations and the checkpoint. Every function takes the
+reproduction (`speciate`, `dissolve_small_species`, `adapt_thresholds`, then
+`reproduce`); `keras_neuromod.evolution.engine` only runs the loop, the
+evaluations and the checkpoint. Every function takes the
 genomes, the `GRNEATConfig` and a `numpy.random.Generator`, and returns new genomes
 (or species); one seeded generator drives a whole evolution, which makes it
 reproducible result for result.
@@ -52,7 +53,6 @@ __all__ = [
     "offspring_counts",
     "tournament",
     "dissolve_small_species",
-    "form_species",
     "widen_fitness_range",
     "breed",
     "next_species",
@@ -308,6 +308,41 @@ def mutate(genome, rng, config=GRNEATConfig()):
 # -- crossover ---------------------------------------------------------------
 
 
+def _align(parent1, parent2, fixed, rng, config):
+    """The aligned regulatory genes of a crossover, each pair's pick by a coin flip.
+
+    Parent 1's regulatory genes, in random order, meet the nearest unused gene
+    of parent 2 closer than `crossover_threshold`.
+
+    Returns:
+        `(chosen, unaligned1, unused2, given1, given2)`: the `(parent, index)`
+        of the picked genes, in order; parent 1's genes left unaligned; parent
+        2's left unused; how many genes each parent gave.
+    """
+    order1 = rng.permutation(np.arange(fixed, parent1.size))
+    unused2 = [int(j) for j in rng.permutation(np.arange(fixed, parent2.size))]
+    unaligned1, chosen = [], []
+    given1 = given2 = 0
+    for i in order1:
+        i = int(i)
+        best, best_distance = None, config.crossover_threshold
+        for j in unused2:
+            distance = protein_distance(parent1, i, parent2, j, config)
+            if distance < best_distance:
+                best, best_distance = j, distance
+        if best is None:
+            unaligned1.append(i)
+            continue
+        unused2.remove(best)
+        if rng.random() < 0.5:
+            chosen.append((parent1, i))
+            given1 += 1
+        else:
+            chosen.append((parent2, best))
+            given2 += 1
+    return chosen, unaligned1, unused2, given1, given2
+
+
 def crossover(parent1, parent2, rng, config=GRNEATConfig()):
     """GRNEAT's aligned crossover of two genomes.
 
@@ -327,28 +362,7 @@ def crossover(parent1, parent2, rng, config=GRNEATConfig()):
     for field in ("identifiers", "enhancers", "inhibitors"):
         tags[field] = list(np.where(from_second, getattr(parent2, field)[:fixed], getattr(parent1, field)[:fixed]))
 
-    order1 = rng.permutation(np.arange(fixed, parent1.size))
-    unused2 = [int(j) for j in rng.permutation(np.arange(fixed, parent2.size))]
-    unaligned1 = []
-    chosen = []  # (parent, index) of the child's regulatory genes, in order
-    given1 = given2 = 0
-    for i in order1:
-        i = int(i)
-        best, best_distance = None, config.crossover_threshold
-        for j in unused2:
-            distance = protein_distance(parent1, i, parent2, j, config)
-            if distance < best_distance:
-                best, best_distance = j, distance
-        if best is None:
-            unaligned1.append(i)
-            continue
-        unused2.remove(best)
-        if rng.random() < 0.5:
-            chosen.append((parent1, i))
-            given1 += 1
-        else:
-            chosen.append((parent2, best))
-            given2 += 1
+    chosen, unaligned1, unused2, given1, given2 = _align(parent1, parent2, fixed, rng, config)
     share1 = 0.5 if given1 + given2 == 0 else given1 / (given1 + given2)
     if rng.random() < share1:
         chosen += [(parent1, i) for i in unaligned1]
@@ -417,11 +431,8 @@ class Species:
     members: list = dataclasses.field(default_factory=list)
 
     def to_dict(self):
+        """The representative and the threshold (a run's checkpoint reads them back)."""
         return {"representative": self.representative.to_dict(), "threshold": self.threshold}
-
-    @classmethod
-    def from_dict(cls, data):
-        return cls(Genome.from_dict(data["representative"]), float(data["threshold"]))
 
 
 def speciate(population, species, rng, config=GRNEATConfig()):
@@ -543,22 +554,6 @@ def dissolve_small_species(population, fitnesses, species, evaluate, rng, config
     return keep, population, fitnesses
 
 
-def form_species(population, fitnesses, species, evaluate, rng, config=GRNEATConfig()):
-    """Split an evaluated population into this generation's species.
-
-    `speciate` against the previous generation's `species`, `dissolve_small_species`
-    (whose mutants `evaluate` scores), then `adapt_thresholds`.
-
-    Returns:
-        `(species, population, fitnesses)`, as `dissolve_small_species`.
-    """
-    species = speciate(population, species, rng, config)
-    species, population, fitnesses = dissolve_small_species(
-        population, fitnesses, species, evaluate, rng, config)
-    adapt_thresholds(species, config)
-    return species, population, fitnesses
-
-
 def widen_fitness_range(fitness_range, fitnesses):
     """The run's `[lowest, highest]` fitness so far, `fitnesses` included.
 
@@ -624,7 +619,8 @@ def reproduce(population, fitnesses, species, fitness_range, rng, config=GRNEATC
     """GRNEAT's reproduction: `offspring_counts`, `breed`, then `next_species`.
 
     Args:
-        population, fitnesses, species: the generation as `form_species` returns it.
+        population, fitnesses, species: the generation as `dissolve_small_species`
+            returns it (after `adapt_thresholds`).
         fitness_range: the run's `[lowest, highest]` fitness so far
             (`widen_fitness_range`).
 

@@ -27,6 +27,7 @@ traceback when it is scored worst.
 """
 
 import contextlib
+import dataclasses
 import math
 import multiprocessing
 import os
@@ -42,7 +43,7 @@ from keras_neuromod import _fields
 from keras_neuromod.evolution.fitness import TaskError
 
 __all__ = [
-    "make_backend", "evaluate_job", "check_not_all_failed", "in_spawned_start", "SerialBackend", "ProcessBackend", "RayBackend",
+    "make_backend", "evaluate_job", "check_trainable", "check_not_all_failed", "in_spawned_start", "SerialBackend", "ProcessBackend", "RayBackend",
     "VectorizedBackend", "BACKENDS", "TaskError",
 ]
 
@@ -164,10 +165,8 @@ def evaluate_job(fitness, job):
     from keras_neuromod.evolution.suite import SuiteTask
 
     architecture, seed = job["architecture"], job["seed"]
+    check_trainable(fitness, vectorized="genomes" in job)
     if "genomes" in job:
-        if not isinstance(fitness, (FitnessTask, SuiteTask)):
-            raise ValueError("Vectorized evaluation trains a FitnessTask or a SuiteTask; a fitness "
-                             "function needs the 'serial', 'process' or 'ray' backend.")
         from keras_neuromod.evolution.suite import SuiteEvaluator
         from keras_neuromod.evolution.vectorized import VectorizedEvaluator
 
@@ -176,14 +175,37 @@ def evaluate_job(fitness, job):
         evaluator = _evaluator(("vectorized", repr(fitness), repr(sorted(options.items()))),
                                lambda: kind(fitness, **options))
         return [float(v) for v in evaluator.evaluate_many(job["genomes"], architecture, seed)]
-    if isinstance(fitness, SuiteTask):
-        raise ValueError("A SuiteTask trains vectorized: use backend='vectorized' (or 'ray' with "
-                         "vectorized=True).")
     genome = job["genome"]
     if isinstance(fitness, FitnessTask):
         evaluator = _evaluator(("fit", repr(fitness)), lambda: Evaluator(fitness))
         return float(evaluator.evaluate(genome, architecture, seed))
     return float(fitness(genome, architecture, seed))
+
+
+def check_trainable(fitness, vectorized):
+    """Refuse a fitness that the chosen kind of evaluation cannot train.
+
+    A `SuiteTask` trains vectorized only (its instances against the Keras
+    baseline); vectorized evaluation trains a `FitnessTask` or a `SuiteTask`,
+    not a fitness function.
+
+    Args:
+        fitness: a `FitnessTask`, a `SuiteTask` or a fitness function.
+        vectorized: whether the evaluation is vectorized (the ``"vectorized"``
+            backend, or ``"ray"`` with `vectorized=True`).
+
+    Raises:
+        ValueError: saying which backend trains `fitness`.
+    """
+    from keras_neuromod.evolution.fitness import FitnessTask
+    from keras_neuromod.evolution.suite import SuiteTask
+
+    if isinstance(fitness, SuiteTask) and not vectorized:
+        raise ValueError("A SuiteTask trains vectorized: use backend='vectorized' (or 'ray' with "
+                         "vectorized=True).")
+    if vectorized and not isinstance(fitness, (FitnessTask, SuiteTask)):
+        raise ValueError("Vectorized evaluation trains a FitnessTask or a SuiteTask; a fitness "
+                         "function needs the 'serial', 'process' or 'ray' backend.")
 
 
 def check_not_all_failed(backend, what="evaluation"):
@@ -199,13 +221,68 @@ def check_not_all_failed(backend, what="evaluation"):
                             str(failures[0]))
 
 
-def _warn_failure(job, reason, final, details=None, stacklevel=3):
-    what = "scored worst" if final else "run again"
-    tail = f"\n{details.rstrip()}" if final and details else ""
-    warnings.warn(
-        f"Evaluating an individual failed ({reason}); it is {what}.{tail}", RuntimeWarning,
-        stacklevel=stacklevel,
-    )
+class _Retries:
+    """The policy of every backend for a failed job: run it once more, then score it worst.
+
+    One `map`'s bookkeeping: the jobs still to run (a failed job goes first
+    again), the results in the order of the jobs, and the errors of the jobs
+    that failed twice (`failures`, read by `check_not_all_failed`). A backend
+    takes `next()` job when a worker is free and reports `succeeded` or
+    `failed`; each failure is warned about, with the worker's traceback when
+    the job is scored worst.
+
+    Args:
+        jobs: the jobs of the `map`.
+        fitness: the fitness (its `worst_fitness`, 0.0 when it has none).
+        progress: called with the individuals of each job done, or None.
+    """
+
+    ATTEMPTS = 2
+
+    def __init__(self, jobs, fitness, progress=None):
+        self.jobs, self.fitness, self.progress = jobs, fitness, progress
+        self.results = [None] * len(jobs)
+        self.attempts = [0] * len(jobs)
+        self.pending = list(range(len(jobs)))
+        self.failures = []
+        self.done = 0
+
+    @property
+    def finished(self):
+        """Whether every job has its result (its value, or the worst)."""
+        return self.done == len(self.jobs)
+
+    def next(self):
+        """The index of the next job to run (one more attempt counted), or None."""
+        if not self.pending:
+            return None
+        index = self.pending.pop(0)
+        self.attempts[index] += 1
+        return index
+
+    def succeeded(self, index, value):
+        """Job `index` answered `value` (a float, or a chunk's list)."""
+        self.results[index] = _answer(value)
+        self._done(index)
+
+    def failed(self, index, reason, details=None):
+        """Job `index` failed (`reason`: one line; `details`: the traceback): again, or worst."""
+        final = self.attempts[index] >= self.ATTEMPTS
+        what = "scored worst" if final else "run again"
+        tail = f"\n{details.rstrip()}" if final and details else ""
+        warnings.warn(f"Evaluating an individual failed ({reason}); it is {what}.{tail}",
+                      RuntimeWarning, stacklevel=2)
+        if not final:
+            self.pending.insert(0, index)
+            return
+        self.results[index] = _worst(self.fitness, self.jobs[index])
+        self.failures.append(details or reason)
+        self._done(index)
+
+    def _done(self, index):
+        self.done += 1
+        if self.progress:
+            self.progress(_size(self.jobs[index]))
 
 
 class SerialBackend:
@@ -220,24 +297,18 @@ class SerialBackend:
         _set_threads(threads)
 
     def map(self, jobs, progress=None):
-        results = []
-        self.failures, self.mapped = [], len(jobs)
-        for job in jobs:
-            for attempt in (1, 2):
-                try:
-                    results.append(evaluate_job(self.fitness, job))
-                    break
-                except TaskError:
-                    raise
-                except Exception as error:  # noqa: BLE001 - a failed job scores worst
-                    details = traceback.format_exc(limit=-4)
-                    _warn_failure(job, _summary(error), attempt == 2, details)
-                    if attempt == 2:
-                        results.append(_worst(self.fitness, job))
-                        self.failures.append(details)
-            if progress:
-                progress(_size(job))
-        return results
+        """The fitness of every job, in order (a job that fails twice scores worst)."""
+        retries = _Retries(jobs, self.fitness, progress)
+        self.failures, self.mapped = retries.failures, len(jobs)
+        while not retries.finished:
+            index = retries.next()
+            try:
+                retries.succeeded(index, evaluate_job(self.fitness, jobs[index]))
+            except TaskError:
+                raise
+            except Exception as error:  # noqa: BLE001 - a failed job is run again, then scored worst
+                retries.failed(index, _summary(error), traceback.format_exc(limit=-4))
+        return retries.results
 
     def close(self):
         pass
@@ -389,143 +460,183 @@ class ProcessBackend:
         finally:
             os.close(stderr.fd)
         child.close()
-        self._pool[slot] = {"process": process, "connection": parent, "jobs": 0, "busy": None,
-                            "ready": False, "since": None, "start_log": start_log}
+        self._pool[slot] = _Worker(process, parent, start_log)
+
+    def _stop(self, slot):
+        if self._pool[slot] is not None:
+            self._pool[slot].stop()
+            self._pool[slot] = None
+
+    def _time_left(self, busy):
+        """Seconds until the first running job passes the timeout (None: no limit)."""
+        started = [w.since for w in busy if w.since is not None]
+        if self.timeout is None or not started:
+            return None
+        return max(0.0, min(started) + self.timeout - time.monotonic())
+
+    def map(self, jobs, progress=None):
+        """The fitness of every job, in order (a job that fails twice scores worst).
+
+        Raises:
+            TaskError: the task itself failed, or a worker could not start.
+        """
+        from multiprocessing.connection import wait
+
+        retries = _Retries(jobs, self.fitness, progress)
+        self.failures, self.mapped = retries.failures, len(jobs)
+        while not retries.finished:
+            self._hand_out(retries)
+            busy = [w for w in self._pool if w is not None and w.job is not None]
+            ready = wait([w.connection for w in busy] + [w.process.sentinel for w in busy],
+                         timeout=self._time_left(busy))
+            for slot, worker in enumerate(self._pool):
+                if worker is not None and worker.job is not None:
+                    self._collect(slot, worker, ready, retries)
+        return retries.results
+
+    def _hand_out(self, retries):
+        """Give every idle worker the next job, starting workers where none (or a dead one) is."""
+        for slot in range(self.workers):
+            worker = self._pool[slot]
+            # A dead worker that was running a job is left for `wait` (its sentinel
+            # is ready): replacing it here would lose the job.
+            if worker is None or (worker.job is None and not worker.process.is_alive()):
+                self._stop(slot)
+                self._start(slot)
+                worker = self._pool[slot]
+            if worker.job is None and retries.pending:
+                index = retries.next()
+                worker.send(index, retries.jobs[index])
+
+    def _collect(self, slot, worker, ready, retries):
+        """Take what the busy worker in `slot` has to say: a message, its death, or its timeout."""
+        index = worker.job
+        if worker.connection in ready:
+            self._receive(slot, worker, retries)
+            return
+        if worker.process.sentinel in ready:
+            if not worker.ready:
+                raise self._start_failure(worker)
+            worker.process.join()
+            failure = f"worker exited with code {worker.process.exitcode}"
+        elif worker.timed_out(self.timeout):
+            worker.process.kill()  # also ends a stopped (SIGSTOP) process
+            worker.process.join()
+            failure = f"no answer within {self.timeout:g} s; its worker was killed"
+        else:
+            return
+        self._stop(slot)
+        retries.failed(index, failure)
+
+    def _receive(self, slot, worker, retries):
+        """Handle the message of `worker`: ready, an answer, an error, or the worker's end."""
+        index = worker.job
+        status, value = worker.receive()
+        if status == "ready":
+            return
+        if status == "start_error" or (status == "died" and not worker.ready):
+            raise self._start_failure(worker, value if status == "start_error" else None)
+        if status == "task_error":
+            raise _task_failure("its worker's traceback follows", value)
+        worker.job = None
+        if status == "ok":
+            answer, memory = value
+            retries.succeeded(index, answer)
+            worker.jobs += 1
+            if worker.jobs >= self.max_jobs_per_worker or memory > self.max_worker_memory:
+                self._stop(slot)
+        elif status == "error":
+            retries.failed(index, *value)  # its summary and traceback
+        else:  # died
+            self._stop(slot)
+            retries.failed(index, value)
 
     def _start_failure(self, worker, details=None):
         """The `TaskError` of a worker that died (or failed) before it was ready."""
         if details is None:
-            worker["process"].join(timeout=5)
-            log = worker["start_log"]
-            log.seek(0, os.SEEK_END)
-            log.seek(max(0, log.tell() - 16384))
-            lines = log.read().decode(errors="replace").splitlines()[-30:]
-            details = (f"The worker exited with code {worker['process'].exitcode}; the end of "
-                       "its output:\n" + "\n".join(lines))
+            details = worker.last_words()
         hint = ""
         if "bootstrapping phase" in details and "main guard" not in details:
             hint = ("\nEach worker process imports the script that started it: put the code "
                     "that runs the evolution under `if __name__ == \"__main__\":`.")
         return _task_failure("a worker process could not start", details + hint)
 
-    def _time_left(self, busy):
-        """Seconds until the first running job passes the timeout (None: no limit)."""
-        started = [w["since"] for w in busy if w["since"] is not None]
-        if self.timeout is None or not started:
-            return None
-        return max(0.0, min(started) + self.timeout - time.monotonic())
-
-    def _stop(self, slot):
-        worker = self._pool[slot]
-        if worker is None:
-            return
-        try:
-            worker["connection"].send(None)
-        except (OSError, BrokenPipeError):
-            pass
-        worker["process"].join(timeout=5)
-        if worker["process"].is_alive():
-            worker["process"].kill()
-            worker["process"].join()
-        worker["connection"].close()
-        worker["start_log"].close()
-        self._pool[slot] = None
-
-    def map(self, jobs, progress=None):
-        from multiprocessing.connection import wait
-
-        results = [None] * len(jobs)
-        attempts = [0] * len(jobs)
-        pending = list(range(len(jobs)))
-        done = 0
-        self.failures, self.mapped = [], len(jobs)
-        while done < len(jobs):
-            for slot in range(self.workers):
-                worker = self._pool[slot]
-                # A dead worker that was running a job is left for `wait` below
-                # (its sentinel is ready): replacing it here would lose the job.
-                if worker is None or (worker["busy"] is None and not worker["process"].is_alive()):
-                    if worker is not None:
-                        self._stop(slot)
-                    self._start(slot)
-                    worker = self._pool[slot]
-                if worker["busy"] is None and pending:
-                    index = pending.pop(0)
-                    attempts[index] += 1
-                    worker["busy"] = index
-                    # the clock runs once the worker has started
-                    worker["since"] = time.monotonic() if worker["ready"] else None
-                    worker["connection"].send((index, jobs[index]))
-            busy = [w for w in self._pool if w is not None and w["busy"] is not None]
-            ready = wait([w["connection"] for w in busy] + [w["process"].sentinel for w in busy],
-                         timeout=self._time_left(busy))
-            for slot, worker in enumerate(self._pool):
-                if worker is None or worker["busy"] is None:
-                    continue
-                index = worker["busy"]
-                failure = None
-                details = None
-                if worker["connection"] in ready:
-                    try:
-                        _, status, value = worker["connection"].recv()
-                    except (EOFError, OSError):
-                        worker["process"].join(timeout=5)
-                        status = "died"
-                        value = f"worker exited with code {worker['process'].exitcode}"
-                    if status == "ready":
-                        worker["ready"] = True
-                        worker["since"] = time.monotonic()
-                        continue
-                    if status == "start_error" or (status == "died" and not worker["ready"]):
-                        raise self._start_failure(worker, value if status == "start_error" else None)
-                    if status == "task_error":
-                        raise _task_failure("its worker's traceback follows", value)
-                    if status == "ok":
-                        results[index], memory = _answer(value[0]), value[1]
-                        worker["busy"] = None
-                        worker["jobs"] += 1
-                        done += 1
-                        if progress:
-                            progress(_size(jobs[index]))
-                        if (worker["jobs"] >= self.max_jobs_per_worker
-                                or memory > self.max_worker_memory):
-                            self._stop(slot)
-                        continue
-                    failure = value
-                    if status == "error":
-                        failure, details = value
-                    worker["busy"] = None
-                    if status == "died":
-                        self._stop(slot)
-                elif worker["process"].sentinel in ready:
-                    if not worker["ready"]:
-                        raise self._start_failure(worker)
-                    worker["process"].join()
-                    failure = f"worker exited with code {worker['process'].exitcode}"
-                    self._stop(slot)
-                elif (self.timeout is not None and worker["since"] is not None
-                        and time.monotonic() - worker["since"] >= self.timeout):
-                    worker["process"].kill()  # also ends a stopped (SIGSTOP) process
-                    worker["process"].join()
-                    failure = f"no answer within {self.timeout:g} s; its worker was killed"
-                    self._stop(slot)
-                else:
-                    continue
-                final = attempts[index] >= 2
-                _warn_failure(jobs[index], failure, final, details)
-                if final:
-                    results[index] = _worst(self.fitness, jobs[index])
-                    self.failures.append(details or failure)
-                    done += 1
-                    if progress:
-                        progress(_size(jobs[index]))
-                else:
-                    pending.insert(0, index)
-        return results
-
     def close(self):
         for slot in range(self.workers):
             self._stop(slot)
+
+
+@dataclasses.dataclass
+class _Worker:
+    """One worker process of a `ProcessBackend`, as the parent sees it.
+
+    Attributes:
+        process: the `multiprocessing` process.
+        connection: the parent's end of its pipe.
+        start_log: the file that holds what it wrote while it started.
+        jobs: jobs it finished (it is recycled after `max_jobs_per_worker`).
+        job: the index of the job it runs, or None when idle.
+        ready: whether it has started (imported TensorFlow, rebuilt the task).
+        since: when its clock started on the job (`time.monotonic()`; None
+            until it is ready).
+    """
+
+    process: object
+    connection: object
+    start_log: object
+    jobs: int = 0
+    job: int = None
+    ready: bool = False
+    since: float = None
+
+    def send(self, index, job):
+        """Give it job `index`; the clock runs once it has started."""
+        self.job = index
+        self.since = time.monotonic() if self.ready else None
+        self.connection.send((index, job))
+
+    def receive(self):
+        """Its message as `(status, value)`; ``("died", why)`` when its pipe is closed.
+
+        A ``"ready"`` message starts the clock of the job it holds.
+        """
+        try:
+            _, status, value = self.connection.recv()
+        except (EOFError, OSError):
+            self.process.join(timeout=5)
+            return "died", f"worker exited with code {self.process.exitcode}"
+        if status == "ready":
+            self.ready = True
+            self.since = time.monotonic()
+        return status, value
+
+    def timed_out(self, timeout):
+        """Whether its job has run for `timeout` seconds (never without a timeout)."""
+        return (timeout is not None and self.since is not None
+                and time.monotonic() - self.since >= timeout)
+
+    def last_words(self):
+        """Its exit code and the end of what it wrote while starting."""
+        self.process.join(timeout=5)
+        log = self.start_log
+        log.seek(0, os.SEEK_END)
+        log.seek(max(0, log.tell() - 16384))
+        lines = log.read().decode(errors="replace").splitlines()[-30:]
+        return (f"The worker exited with code {self.process.exitcode}; the end of "
+                "its output:\n" + "\n".join(lines))
+
+    def stop(self):
+        """Ask it to end (killed if it does not within 5 s) and close its pipe and log."""
+        try:
+            self.connection.send(None)
+        except (OSError, BrokenPipeError):
+            pass
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.connection.close()
+        self.start_log.close()
 
 
 def _ray_actor_class():
@@ -633,64 +744,56 @@ class RayBackend:
         return max(0.0, first + self.timeout - time.monotonic())
 
     def map(self, jobs, progress=None):
-        ray = self._ray
-        results = [None] * len(jobs)
-        attempts = [0] * len(jobs)
-        pending = list(range(len(jobs)))
-        running = {}
-        done = 0
-        self.failures, self.mapped = [], len(jobs)
+        """The fitness of every job, in order (a job that fails twice scores worst).
 
-        def failed(index, reason, details=None):
-            nonlocal done
-            final = attempts[index] >= 2
-            _warn_failure(jobs[index], reason, final, details, stacklevel=4)
-            if not final:
-                pending.insert(0, index)
-                return
-            results[index] = _worst(self.fitness, jobs[index])
-            self.failures.append(details or reason)
-            done += 1
-            if progress:
-                progress(_size(jobs[index]))
-
-        while done < len(jobs):
-            while self._idle and pending:
-                actor, index = self._idle.pop(0), pending.pop(0)
-                attempts[index] += 1
+        Raises:
+            TaskError: the task itself failed.
+            RuntimeError: no actor is left.
+        """
+        retries = _Retries(jobs, self.fitness, progress)
+        self.failures, self.mapped = retries.failures, len(jobs)
+        running = {}  # reference: (actor, job index, start)
+        while not retries.finished:
+            while self._idle and retries.pending:
+                actor, index = self._idle.pop(0), retries.next()
                 reference = self._actors[actor].evaluate.remote(jobs[index])
                 running[reference] = (actor, index, time.monotonic())
             if not running and not self._pinging:
                 raise RuntimeError("No Ray worker is left to evaluate the individuals.")
-            finished, _ = ray.wait(list(running) + list(self._pinging), num_returns=1,
-                                   timeout=self._time_left(running))
+            finished, _ = self._ray.wait(list(running) + list(self._pinging), num_returns=1,
+                                         timeout=self._time_left(running))
             for reference in finished:
                 if reference in self._pinging:
                     self._answered(reference)
-                    continue
-                actor, index, _ = running.pop(reference)
-                try:
-                    results[index] = _answer(ray.get(reference))
-                except TaskError as error:  # Ray's RayTaskError is also an instance of its cause
-                    raise _task_failure("its worker's traceback follows", str(error)) from None
-                except Exception as error:  # noqa: BLE001 - RayActorError, RayTaskError
-                    self._ping(actor)  # a dead actor is back once it answers
-                    cause = getattr(error, "cause", None)
-                    failed(index, _summary(cause) if cause is not None else type(error).__name__,
+                else:
+                    self._collect(reference, *running.pop(reference)[:2], retries)
+            self._kill_late(running, retries)
+        return retries.results
+
+    def _collect(self, reference, actor, index, retries):
+        """The answer of job `index` from `actor` (a failure: the actor is pinged back)."""
+        try:
+            value = self._ray.get(reference)
+        except TaskError as error:  # Ray's RayTaskError is also an instance of its cause
+            raise _task_failure("its worker's traceback follows", str(error)) from None
+        except Exception as error:  # noqa: BLE001 - RayActorError, RayTaskError
+            self._ping(actor)  # a dead actor is back once it answers
+            cause = getattr(error, "cause", None)
+            retries.failed(index, _summary(cause) if cause is not None else type(error).__name__,
                            str(error))
-                    continue
-                self._idle.append(actor)
-                done += 1
-                if progress:
-                    progress(_size(jobs[index]))
-            now = time.monotonic()
-            for reference, (actor, index, started) in list(running.items()):
-                if self.timeout is not None and now - started >= self.timeout:
-                    del running[reference]
-                    ray.kill(self._actors[actor], no_restart=False)  # Ray restarts it
-                    self._ping(actor)
-                    failed(index, f"no answer within {self.timeout:g} s; its worker was killed")
-        return results
+            return
+        self._idle.append(actor)
+        retries.succeeded(index, value)
+
+    def _kill_late(self, running, retries):
+        """Kill the actors whose job passed the timeout (Ray restarts them); their jobs failed."""
+        now = time.monotonic()
+        for reference, (actor, index, started) in list(running.items()):
+            if self.timeout is not None and now - started >= self.timeout:
+                del running[reference]
+                self._ray.kill(self._actors[actor], no_restart=False)  # Ray restarts it
+                self._ping(actor)
+                retries.failed(index, f"no answer within {self.timeout:g} s; its worker was killed")
 
     def close(self):
         for actor in self._actors:
@@ -729,13 +832,9 @@ class VectorizedBackend:
 
     def __init__(self, fitness, workers=None, place="local", vmap=None, scan=None, width=None,
                  ray_address=None, timeout=None):
-        from keras_neuromod.evolution.fitness import FitnessTask
-        from keras_neuromod.evolution.suite import SuiteTask
         from keras_neuromod.evolution.vectorized import DEFAULT_WIDTH
 
-        if not isinstance(fitness, (FitnessTask, SuiteTask)):
-            raise ValueError("The vectorized backend trains a FitnessTask; a fitness function "
-                             "needs the 'serial', 'process' or 'ray' backend.")
+        check_trainable(fitness, vectorized=True)
         self.fitness = fitness
         self.options = {"vmap": vmap, "scan": scan,
                         "width": _fields.integer(DEFAULT_WIDTH if width is None else width, "width",
@@ -813,13 +912,9 @@ def make_backend(backend, fitness, workers=None, ray_address=None, timeout=None,
     alone does so in local processes); `vectorized_options` are its `vmap`,
     `scan` and `width`.
     """
-    from keras_neuromod.evolution.suite import SuiteTask
-
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}.")
-    if isinstance(fitness, SuiteTask) and not (backend == "vectorized" or vectorized):
-        raise ValueError("A SuiteTask trains vectorized: use backend='vectorized' (or 'ray' with "
-                         "vectorized=True).")
+    check_trainable(fitness, vectorized=backend == "vectorized" or vectorized)
     if backend == "vectorized" or vectorized:
         if backend not in ("vectorized", "ray"):
             raise ValueError("vectorized=True goes with backend='ray'; use backend='vectorized' "

@@ -56,9 +56,6 @@ from keras_neuromod.io import read_json
 __all__ = ["EvolutionStrategy", "centered_ranks"]
 
 CHECKPOINT_FORMAT = "keras_neuromod.EvolutionStrategy/2"
-# Checkpoints of the first format hold a "history" (records keyed "generation")
-# where the second holds a "logbook" (keyed "gen"); they load the same.
-OLD_CHECKPOINT_FORMATS = ("keras_neuromod.EvolutionStrategy/1",)
 LOGBOOK_HEADER = ("gen", "max", "mean", "min", "std", "seconds")
 UPDATES = ("momentum", "adam")
 
@@ -127,33 +124,9 @@ class EvolutionStrategy:
         beta_2=0.999,
         epsilon=1e-8,
     ):
-        if not callable(fitness_fn):
-            raise ValueError("`fitness_fn` must be callable.")
-        initial = np.asarray(initial, dtype=np.float64)
-        if initial.ndim != 1 or initial.size == 0:
-            raise ValueError(
-                f"`initial` must be a non-empty 1-D array, got shape {initial.shape}."
-            )
-        if not np.all(np.isfinite(initial)):
-            raise ValueError("`initial` must be finite.")
-        population = _fields.integer(population, "`population`", minimum=2)
-        if population % 2:
-            raise ValueError(f"`population` must be even (mirrored pairs), got {population}.")
-        if not sigma > 0:
-            raise ValueError(f"`sigma` must be positive, got {sigma!r}.")
-        if not learning_rate > 0:
-            raise ValueError(f"`learning_rate` must be positive, got {learning_rate!r}.")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"`momentum` must be in [0, 1), got {momentum!r}.")
-        if not weight_decay >= 0:
-            raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay!r}.")
-        seed = _fields.integer(seed, "`seed`")
-        if update not in UPDATES:
-            raise ValueError(f"`update` must be one of {UPDATES}, got {update!r}.")
-        if not 0 <= beta_2 < 1:
-            raise ValueError(f"`beta_2` must be in [0, 1), got {beta_2!r}.")
-        if not epsilon > 0:
-            raise ValueError(f"`epsilon` must be positive, got {epsilon!r}.")
+        initial, population, seed = _check_settings(
+            fitness_fn, initial, population, sigma, learning_rate, momentum, weight_decay, seed,
+            update, beta_2, epsilon)
         self.fitness_fn = fitness_fn
         self.population = int(population)
         self.sigma = float(sigma)
@@ -320,15 +293,13 @@ class EvolutionStrategy:
             return f"{where}, field {field!r}"
 
         found = state.get("format") if isinstance(state, dict) else None
-        if found not in (CHECKPOINT_FORMAT,) + OLD_CHECKPOINT_FORMATS:
+        if found != CHECKPOINT_FORMAT:
             raise ValueError(
-                f"{where} is not an EvolutionStrategy checkpoint "
-                f"(expected format {CHECKPOINT_FORMAT!r})."
+                f"{where} is not an EvolutionStrategy checkpoint that this version reads: its "
+                f"format is {found!r:.80}, expected {CHECKPOINT_FORMAT!r}."
             )
-        old = found != CHECKPOINT_FORMAT
-        records, key = ("history", "generation") if old else ("logbook", "gen")
         _fields.fields(state, where, ("format", "config", "generation", "theta", "velocity",
-                                      "second_moment", "rng_state", records))
+                                      "second_moment", "rng_state", "logbook"))
         config = self.get_config()
         saved = state["config"]
         if not isinstance(saved, dict):
@@ -346,13 +317,11 @@ class EvolutionStrategy:
         rng = _fields.generator(state["rng_state"], at("rng_state"))
         generation = _fields.integer(state["generation"], at("generation"))
         logbook = _logbook()
-        saved_records = _fields.items(state[records], at(records), length=generation)
-        for i, record in enumerate(saved_records):
-            _fields.fields(record, at(f"{records}[{i}]"), (key,) + LOGBOOK_HEADER[1:])
-            values = {"gen": _fields.integer(record[key], at(f"{records}[{i}].{key}"))}
-            for name in LOGBOOK_HEADER[1:]:
-                values[name] = _fields.number(record[name], at(f"{records}[{i}].{name}"))
-            logbook.record(**values)
+        records = _fields.items(state["logbook"], at("logbook"), length=generation)
+        for i, record in enumerate(records):
+            _fields.fields(record, at(f"logbook[{i}]"), LOGBOOK_HEADER)
+            logbook.record(**{name: (_fields.integer if name == "gen" else _fields.number)(
+                record[name], at(f"logbook[{i}].{name}")) for name in LOGBOOK_HEADER})
         self.theta, self.velocity, self.rng = vectors["theta"], vectors["velocity"], rng
         self.second_moment = vectors["second_moment"]
         self.generation = generation
@@ -363,6 +332,43 @@ class EvolutionStrategy:
 
     def load_checkpoint(self, path):
         self.load_state_dict(read_json(path, "ES checkpoint"), source=os.fspath(path))
+
+
+def _check_settings(fitness_fn, initial, population, sigma, learning_rate, momentum,
+                    weight_decay, seed, update, beta_2, epsilon):
+    """`EvolutionStrategy`'s arguments checked: `(initial, population, seed)` made plain.
+
+    Raises:
+        ValueError: naming the argument that is out of range.
+    """
+    if not callable(fitness_fn):
+        raise ValueError("`fitness_fn` must be callable.")
+    initial = np.asarray(initial, dtype=np.float64)
+    if initial.ndim != 1 or initial.size == 0:
+        raise ValueError(
+            f"`initial` must be a non-empty 1-D array, got shape {initial.shape}."
+        )
+    if not np.all(np.isfinite(initial)):
+        raise ValueError("`initial` must be finite.")
+    population = _fields.integer(population, "`population`", minimum=2)
+    if population % 2:
+        raise ValueError(f"`population` must be even (mirrored pairs), got {population}.")
+    if not sigma > 0:
+        raise ValueError(f"`sigma` must be positive, got {sigma!r}.")
+    if not learning_rate > 0:
+        raise ValueError(f"`learning_rate` must be positive, got {learning_rate!r}.")
+    if not 0 <= momentum < 1:
+        raise ValueError(f"`momentum` must be in [0, 1), got {momentum!r}.")
+    if not weight_decay >= 0:
+        raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay!r}.")
+    seed = _fields.integer(seed, "`seed`")
+    if update not in UPDATES:
+        raise ValueError(f"`update` must be one of {UPDATES}, got {update!r}.")
+    if not 0 <= beta_2 < 1:
+        raise ValueError(f"`beta_2` must be in [0, 1), got {beta_2!r}.")
+    if not epsilon > 0:
+        raise ValueError(f"`epsilon` must be positive, got {epsilon!r}.")
+    return initial, population, seed
 
 
 def _logbook():
