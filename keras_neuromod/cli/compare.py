@@ -189,7 +189,8 @@ def main(argv=None, prog=PROG):
     task = load_task(args)
     labels = labels_of(args.agents)
     compared = methods(args, labels)
-    print(f"{', '.join(f'{l} ({a.name})' for l, a in zip(labels, args.agents)) or 'Baselines'} on "
+    described = ", ".join(f"{label} ({a.name})" for label, a in zip(labels, args.agents))
+    print(f"{described or 'Baselines'} on "
           f"{args.dataset}, models {','.join(args.models)}, {args.epochs} epochs, {args.seeds} seeds",
           flush=True)
     start = time.perf_counter()

@@ -161,7 +161,6 @@ def evaluate_job(fitness, job):
     """
     from keras_neuromod.evolution.fitness import Evaluator
     from keras_neuromod.evolution.fitness import FitnessTask
-
     from keras_neuromod.evolution.suite import SuiteTask
 
     architecture, seed = job["architecture"], job["seed"]
