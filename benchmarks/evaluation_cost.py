@@ -18,8 +18,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 from keras_neuromod import Genome  # noqa: E402
 from keras_neuromod import models  # noqa: E402
@@ -30,9 +30,14 @@ from keras_neuromod.evolution import FitnessTask  # noqa: E402
 
 def plain_adam(evaluator, architecture, seed):
     task = evaluator.task
-    model = models.build(architecture, evaluator.input_shape, evaluator.num_classes, width=task.width)
-    model.compile(optimizer=keras.optimizers.Adam(), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model = models.build(
+        architecture, evaluator.input_shape, evaluator.num_classes, width=task.width
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     initial = evaluator.initial_weights(architecture, seed)
     model.fit(evaluator.x[:64], evaluator.y[:64], batch_size=task.batch_size, verbose=0)  # build
     state = [v for v in model.optimizer.variables if "learning_rate" not in v.path]
@@ -42,8 +47,14 @@ def plain_adam(evaluator, architecture, seed):
         model.set_weights(initial)
         for variable in state:
             variable.assign(np.zeros(variable.shape, variable.dtype))
-        model.fit(evaluator.x, evaluator.y, batch_size=task.batch_size, epochs=task.epochs,
-                  shuffle=True, verbose=0)
+        model.fit(
+            evaluator.x,
+            evaluator.y,
+            batch_size=task.batch_size,
+            epochs=task.epochs,
+            shuffle=True,
+            verbose=0,
+        )
 
     return fit
 
@@ -66,24 +77,36 @@ def main(argv=None):
         fit()
         times = {"evaluation": [], "adam_fit": []}
         for r in range(rounds):
-            pair = [("evaluation", lambda: evaluator.evaluate(genomes[r], architecture, seed)),
-                    ("adam_fit", fit)]
-            for name, call in (pair if r % 2 == 0 else pair[::-1]):
+            pair = [
+                ("evaluation", lambda: evaluator.evaluate(genomes[r], architecture, seed)),
+                ("adam_fit", fit),
+            ]
+            for name, call in pair if r % 2 == 0 else pair[::-1]:
                 start = time.perf_counter()
                 call()
                 times[name].append(time.perf_counter() - start)
         evaluation, plain = np.median(times["evaluation"]), np.median(times["adam_fit"])
-        rows.append({"model": f"{architecture} (width {width})", "epochs": args.epochs,
-                     "evaluation_s": round(float(evaluation), 3), "adam_fit_s": round(float(plain), 3),
-                     "ratio": round(float(evaluation / plain), 3)})
-    print(f"keras {keras.__version__}, backend {keras.backend.backend()}, {os.cpu_count()} cores, "
-          f"{rounds} interleaved rounds, digits, batch 32")
+        rows.append(
+            {
+                "model": f"{architecture} (width {width})",
+                "epochs": args.epochs,
+                "evaluation_s": round(float(evaluation), 3),
+                "adam_fit_s": round(float(plain), 3),
+                "ratio": round(float(evaluation / plain), 3),
+            }
+        )
+    print(
+        f"keras {keras.__version__}, backend {keras.backend.backend()}, {os.cpu_count()} cores, "
+        f"{rounds} interleaved rounds, digits, batch 32"
+    )
     print()
     print("| model | epochs | evaluation (median s) | Adam fit (median s) | ratio | target |")
     print("|---|---:|---:|---:|---:|---:|")
     for row in rows:
-        print(f"| {row['model']} | {row['epochs']} | {row['evaluation_s']:.2f} | {row['adam_fit_s']:.2f} | "
-              f"{row['ratio']:.2f}x | <= 1.20x |")
+        print(
+            f"| {row['model']} | {row['epochs']} | {row['evaluation_s']:.2f} | {row['adam_fit_s']:.2f} | "
+            f"{row['ratio']:.2f}x | <= 1.20x |"
+        )
     print(json.dumps({"rows": rows, "targets_met": all(r["ratio"] <= 1.2 for r in rows)}))
 
 

@@ -51,8 +51,14 @@ SEED = 1
 
 
 def make_jobs(task, architecture, count, first_rng):
-    return [{"genome": Genome.random(N_INPUTS, task.n_outputs, r % 5, rng=r).to_dict(),
-             "architecture": architecture, "seed": SEED} for r in range(first_rng, first_rng + count)]
+    return [
+        {
+            "genome": Genome.random(N_INPUTS, task.n_outputs, r % 5, rng=r).to_dict(),
+            "architecture": architecture,
+            "seed": SEED,
+        }
+        for r in range(first_rng, first_rng + count)
+    ]
 
 
 def peak_memory(backend):
@@ -90,13 +96,24 @@ def configurations(task, architecture, count, skip_slow):
 
     def vectorized(workers=None, vmap=None, scan=None):
         batched = default == "vmap" if vmap is None else vmap
-        label = f"default ({default})" if vmap is None else "vmap=True" + (", scan=True" if scan else "")
+        label = (
+            f"default ({default})"
+            if vmap is None
+            else "vmap=True" + (", scan=True" if scan else "")
+        )
         label = f"vectorized, {label}" + (f", width {DEFAULT_WIDTH}" if batched else "")
-        return ("vectorized", workers or os.cpu_count(), label,
-                lambda: VectorizedBackend(task, workers=workers, vmap=vmap, scan=scan))
+        return (
+            "vectorized",
+            workers or os.cpu_count(),
+            label,
+            lambda: VectorizedBackend(task, workers=workers, vmap=vmap, scan=scan),
+        )
 
-    rows = [("process", 2, "process, model.fit", lambda: ProcessBackend(task, workers=2)),
-            vectorized(), vectorized(1)]
+    rows = [
+        ("process", 2, "process, model.fit", lambda: ProcessBackend(task, workers=2)),
+        vectorized(),
+        vectorized(1),
+    ]
     if architecture == "A" and not skip_slow:
         rows += [vectorized(vmap=True), vectorized(vmap=True, scan=True)]
     return rows
@@ -108,18 +125,24 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--mlp-jobs", type=int, default=None)
     parser.add_argument("--a-jobs", type=int, default=None)
-    parser.add_argument("--skip-slow", action="store_true", help="leave out model A's forced vmap rows")
+    parser.add_argument(
+        "--skip-slow", action="store_true", help="leave out model A's forced vmap rows"
+    )
     args = parser.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 3)
-    counts = {"mlp": args.mlp_jobs or (16 if args.quick else 32),
-              "A": args.a_jobs or (8 if args.quick else 16)}
+    counts = {
+        "mlp": args.mlp_jobs or (16 if args.quick else 32),
+        "A": args.a_jobs or (8 if args.quick else 16),
+    }
     skip_slow = args.skip_slow or args.quick
     task = FitnessTask(dataset="digits", base="adam", epochs=3, width=0.25, batch_size=32)
     started = time.perf_counter()
-    print(f"{os.cpu_count()} cores; digits, Nm-Adam, {task.epochs} epochs, batch {task.batch_size}, "
-          f"width {task.width}, max_regulatory {task.max_regulatory}; jobs: {counts['mlp']} (mlp), "
-          f"{counts['A']} (A); median of {repeats} timed map(s) after a warm-up map of as many jobs",
-          flush=True)
+    print(
+        f"{os.cpu_count()} cores; digits, Nm-Adam, {task.epochs} epochs, batch {task.batch_size}, "
+        f"width {task.width}, max_regulatory {task.max_regulatory}; jobs: {counts['mlp']} (mlp), "
+        f"{counts['A']} (A); median of {repeats} timed map(s) after a warm-up map of as many jobs",
+        flush=True,
+    )
 
     rows, ratios, agreement = [], {}, {}
     for architecture, count in counts.items():
@@ -130,43 +153,78 @@ def main(argv=None):
             fitness, seconds, memory = measure(make(), jobs, warm, repeats)
             values.append(fitness)
             median = statistics.median(seconds)
-            rows.append({"model": architecture, "evaluation": label, "kind": kind, "workers": workers,
-                         "jobs": count, "repeats": repeats,
-                         "evaluations_per_minute": round(count / median * 60, 1),
-                         "seconds_per_evaluation": round(median / count, 4),
-                         "seconds_per_map": [round(t, 2) for t in seconds],
-                         "peak_memory_mib": round(memory)})
+            rows.append(
+                {
+                    "model": architecture,
+                    "evaluation": label,
+                    "kind": kind,
+                    "workers": workers,
+                    "jobs": count,
+                    "repeats": repeats,
+                    "evaluations_per_minute": round(count / median * 60, 1),
+                    "seconds_per_evaluation": round(median / count, 4),
+                    "seconds_per_map": [round(t, 2) for t in seconds],
+                    "peak_memory_mib": round(memory),
+                }
+            )
         difference = np.abs(np.array(values[1]) - np.array(values[0]))
-        agreement[architecture] = {"max_abs_difference": float(difference.max()),
-                                   "equal": int(np.sum(difference == 0)),
-                                   "within_1e-6": int(np.sum(difference <= 1e-6)), "jobs": count,
-                                   "one_worker_equal": int(np.sum(np.array(values[2]) == values[1]))}
+        agreement[architecture] = {
+            "max_abs_difference": float(difference.max()),
+            "equal": int(np.sum(difference == 0)),
+            "within_1e-6": int(np.sum(difference <= 1e-6)),
+            "jobs": count,
+            "one_worker_equal": int(np.sum(np.array(values[2]) == values[1])),
+        }
         ours = [r for r in rows if r["model"] == architecture]
-        ratios[architecture] = round(ours[1]["evaluations_per_minute"] / ours[0]["evaluations_per_minute"], 2)
+        ratios[architecture] = round(
+            ours[1]["evaluations_per_minute"] / ours[0]["evaluations_per_minute"], 2
+        )
         for row in ours:
-            row["vs_process_x2"] = round(row["evaluations_per_minute"] / ours[0]["evaluations_per_minute"], 2)
+            row["vs_process_x2"] = round(
+                row["evaluations_per_minute"] / ours[0]["evaluations_per_minute"], 2
+            )
 
     print()
-    print("| model | evaluation | workers | evaluations per minute (median) | seconds per evaluation "
-          "| peak memory of workers (MiB, summed peak RSS) | vs process x2 |")
+    print(
+        "| model | evaluation | workers | evaluations per minute (median) | seconds per evaluation "
+        "| peak memory of workers (MiB, summed peak RSS) | vs process x2 |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|")
     for row in rows:
-        print(f"| {row['model']} | {row['evaluation']} | {row['workers']} | {row['evaluations_per_minute']:.1f} "
-              f"| {row['seconds_per_evaluation']:.3f} | {row['peak_memory_mib']} | {row['vs_process_x2']:.2f}x |")
+        print(
+            f"| {row['model']} | {row['evaluation']} | {row['workers']} | {row['evaluations_per_minute']:.1f} "
+            f"| {row['seconds_per_evaluation']:.3f} | {row['peak_memory_mib']} | {row['vs_process_x2']:.2f}x |"
+        )
     print()
     for architecture, check in agreement.items():
-        print(f"Fitness agreement on {architecture}, vectorized default vs process x2: max |difference| "
-              f"{check['max_abs_difference']:.3g}, {check['equal']} of {check['jobs']} equal, "
-              f"{check['within_1e-6']} within 1e-6; vectorized with one worker equal on "
-              f"{check['one_worker_equal']} of {check['jobs']}")
+        print(
+            f"Fitness agreement on {architecture}, vectorized default vs process x2: max |difference| "
+            f"{check['max_abs_difference']:.3g}, {check['equal']} of {check['jobs']} equal, "
+            f"{check['within_1e-6']} within 1e-6; vectorized with one worker equal on "
+            f"{check['one_worker_equal']} of {check['jobs']}"
+        )
     met = {architecture: ratios[architecture] >= target for architecture, target in TARGETS.items()}
-    print("Targets (vectorized default vs process backend with 2 workers): "
-          + "; ".join(f"{a} >= {t:g}x: {ratios[a]:.2f}x, {'met' if met[a] else 'NOT met'}"
-                      for a, t in TARGETS.items()))
+    print(
+        "Targets (vectorized default vs process backend with 2 workers): "
+        + "; ".join(
+            f"{a} >= {t:g}x: {ratios[a]:.2f}x, {'met' if met[a] else 'NOT met'}"
+            for a, t in TARGETS.items()
+        )
+    )
     print(f"Total time {time.perf_counter() - started:.0f} s")
     met["all"] = all(met.values())
-    print(json.dumps({"cores": os.cpu_count(), "rows": rows, "ratios": ratios, "targets": TARGETS,
-                      "targets_met": met, "agreement": agreement}))
+    print(
+        json.dumps(
+            {
+                "cores": os.cpu_count(),
+                "rows": rows,
+                "ratios": ratios,
+                "targets": TARGETS,
+                "targets_met": met,
+                "agreement": agreement,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

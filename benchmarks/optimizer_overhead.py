@@ -57,16 +57,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if "--backend" in sys.argv[:-1]:  # Keras reads its backend when first imported
     os.environ["KERAS_BACKEND"] = sys.argv[sys.argv.index("--backend") + 1]
 
-import numpy as np  # noqa: E402
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 from keras_neuromod import Genome  # noqa: E402
 from keras_neuromod import NmAdam  # noqa: E402
 from keras_neuromod import NmSGD  # noqa: E402
-from keras_neuromod import datasets  # noqa: E402
-from keras_neuromod import models  # noqa: E402
 from keras_neuromod import bases  # noqa: E402
+from keras_neuromod import datasets  # noqa: E402
 from keras_neuromod import inputs as input_sets  # noqa: E402
+from keras_neuromod import models  # noqa: E402
 
 TARGETS = {
     ("model A", "Nm-Adam"): 1.10,
@@ -127,7 +127,10 @@ def cases(steps, seed, names):
             dx = np.concatenate([dx] * repeat)[: 32 * steps["mlp"]]
             dy = np.concatenate([dy] * repeat)[: 32 * steps["mlp"]]
             found[CASES[name]] = (
-                lambda: models.build("mlp", (8, 8, 1), 10, hidden=(128,), seed=seed), dx, dy, 32
+                lambda: models.build("mlp", (8, 8, 1), 10, hidden=(128,), seed=seed),
+                dx,
+                dy,
+                32,
             )
         elif name == "mobilenet":
             x = rng.random((64 * steps["big"], 32, 32, 3), dtype=np.float32)
@@ -181,10 +184,12 @@ def measure(case, rounds, seed, instances=1):
     for r in range(rounds):
         for name, instance, model in rotated(trainers, r):
             timer = EpochTimer()
-            model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0,
-                      callbacks=[timer])
+            model.fit(
+                x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[timer]
+            )
             times.setdefault(name, [[] for _ in range(instances)])[instance].append(
-                timer.seconds[0] / steps * 1000)
+                timer.seconds[0] / steps * 1000
+            )
     return times
 
 
@@ -201,8 +206,9 @@ def measure_apply(case, rounds, seed, repeats=10):
     build, _, _, _ = case
     variables = build().trainable_variables
     rng = np.random.default_rng(seed)
-    gradients = [tf.constant(rng.normal(scale=1e-3, size=v.shape).astype("float32"))
-                 for v in variables]
+    gradients = [
+        tf.constant(rng.normal(scale=1e-3, size=v.shape).astype("float32")) for v in variables
+    ]
     steps = {}
     for name, make in optimizers(seed).items():
         optimizer = make()
@@ -230,11 +236,15 @@ def paired_ratio(times, name, base):
     Instance k of one optimizer is paired with instance k of the other, round
     by round, so that the machine's slow drifts cancel within each pair.
     """
-    return float(np.median([
-        mine / theirs
-        for own, plain in zip(times[name], times[base])
-        for mine, theirs in zip(own, plain)
-    ]))
+    return float(
+        np.median(
+            [
+                mine / theirs
+                for own, plain in zip(times[name], times[base])
+                for mine, theirs in zip(own, plain)
+            ]
+        )
+    )
 
 
 def typical(per_instance):
@@ -247,28 +257,47 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--quick", action="store_true", help="3 rounds, fewer steps")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--instances", type=int, default=3,
-                        help="models built per optimizer (their medians' median is reported)")
     parser.add_argument(
-        "--cases", nargs="+", choices=list(CASES), default=list(CASES),
+        "--instances",
+        type=int,
+        default=3,
+        help="models built per optimizer (their medians' median is reported)",
+    )
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        choices=list(CASES),
+        default=list(CASES),
         help="the models to time (default: all)",
     )
-    parser.add_argument("--repeats", type=int, default=10,
-                        help="optimizer steps per timed call in the step-alone table")
     parser.add_argument(
-        "--backend", choices=["tensorflow", "jax"], default=None,
+        "--repeats",
+        type=int,
+        default=10,
+        help="optimizer steps per timed call in the step-alone table",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=["tensorflow", "jax"],
+        default=None,
         help="Keras backend (default: KERAS_BACKEND, else TensorFlow)",
     )
-    parser.add_argument("--inputs", choices=sorted(input_sets.INPUT_SETS), default="paper",
-                        help="the agents' input set (default: the core paper's)")
+    parser.add_argument(
+        "--inputs",
+        choices=sorted(input_sets.INPUT_SETS),
+        default="paper",
+        help="the agents' input set (default: the core paper's)",
+    )
     args = parser.parse_args(argv)
     global INPUTS
     INPUTS = args.inputs
     rounds = 3 if args.quick else args.rounds
     steps = {"A": 4, "mlp": 60, "big": 8} if args.quick else {"A": 12, "mlp": 200, "big": 20}
-    print(f"keras {keras.__version__}, backend {keras.backend.backend()}, "
-          f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}; "
-          f"{rounds} interleaved rounds; agents of the {args.inputs!r} input set")
+    print(
+        f"keras {keras.__version__}, backend {keras.backend.backend()}, "
+        f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}; "
+        f"{rounds} interleaved rounds; agents of the {args.inputs!r} input set"
+    )
     rows, alone = [], []
     tensorflow = keras.backend.backend() == "tensorflow"
     for label, case in cases(steps, args.seed, args.cases).items():
@@ -276,48 +305,81 @@ def main(argv=None):
         times = measure(case, rounds, args.seed, args.instances)
         medians = {name: typical(values) for name, values in times.items()}
         if tensorflow:
-            applied = {name: float(np.median(v)) for name, v in
-                       measure_apply(case, 5 * rounds, args.seed, args.repeats).items()}
+            applied = {
+                name: float(np.median(v))
+                for name, v in measure_apply(case, 5 * rounds, args.seed, args.repeats).items()
+            }
             for name, base in (("Nm-Adam", "Adam"), ("Nm-SGD", "SGD")):
                 added = applied[name] - applied[base]
-                alone.append({
-                    "case": label, "optimizer": name, "step_ms": round(applied[name], 3),
-                    "plain_step_ms": round(applied[base], 3), "added_ms": round(added, 3),
-                    "ratio": round(1 + added / medians[base], 3),
-                    "target": TARGETS.get((label, name)),
-                })
-        spread = {name: [round(float(np.median(v)), 1) for v in values] for name, values in times.items()}
-        for name, base in (("Adam", "Adam"), ("Nm-Adam", "Adam"), ("SGD", "SGD"), ("Nm-SGD", "SGD")):
+                alone.append(
+                    {
+                        "case": label,
+                        "optimizer": name,
+                        "step_ms": round(applied[name], 3),
+                        "plain_step_ms": round(applied[base], 3),
+                        "added_ms": round(added, 3),
+                        "ratio": round(1 + added / medians[base], 3),
+                        "target": TARGETS.get((label, name)),
+                    }
+                )
+        spread = {
+            name: [round(float(np.median(v)), 1) for v in values] for name, values in times.items()
+        }
+        for name, base in (
+            ("Adam", "Adam"),
+            ("Nm-Adam", "Adam"),
+            ("SGD", "SGD"),
+            ("Nm-SGD", "SGD"),
+        ):
             ratio = paired_ratio(times, name, base)
-            rows.append({
-                "case": label, "optimizer": name, "median_ms_per_step": round(medians[name], 3),
-                "ratio": round(ratio, 3), "target": TARGETS.get((label, name)),
-                "instances_ms_per_step": spread[name],
-            })
+            rows.append(
+                {
+                    "case": label,
+                    "optimizer": name,
+                    "median_ms_per_step": round(medians[name], 3),
+                    "ratio": round(ratio, 3),
+                    "target": TARGETS.get((label, name)),
+                    "instances_ms_per_step": spread[name],
+                }
+            )
     print()
     print("| case | optimizer | median ms/step | ratio to plain | target | instances' medians |")
     print("|---|---|---:|---:|---:|---|")
     for row in rows:
         target = f"<= {row['target']:.2f}x" if row["target"] else ""
         each = ", ".join(f"{v:.1f}" for v in row["instances_ms_per_step"])
-        print(f"| {row['case']} | {row['optimizer']} | {row['median_ms_per_step']:.2f} | "
-              f"{row['ratio']:.3f}x | {target} | {each} |")
+        print(
+            f"| {row['case']} | {row['optimizer']} | {row['median_ms_per_step']:.2f} | "
+            f"{row['ratio']:.3f}x | {target} | {each} |"
+        )
     met = all(row["ratio"] <= row["target"] for row in rows if row["target"])
     if alone:
         print()
         print("The optimizer step alone (the same gradients and variables for every optimizer):")
         print()
-        print("| case | optimizer | its step, ms | plain optimizer's step, ms | added ms | "
-              "1 + added / plain train step | target |")
+        print(
+            "| case | optimizer | its step, ms | plain optimizer's step, ms | added ms | "
+            "1 + added / plain train step | target |"
+        )
         print("|---|---|---:|---:|---:|---:|---:|")
         for row in alone:
             target = f"<= {row['target']:.2f}x" if row["target"] else ""
-            print(f"| {row['case']} | {row['optimizer']} | {row['step_ms']:.2f} | "
-                  f"{row['plain_step_ms']:.2f} | {row['added_ms']:+.2f} | {row['ratio']:.3f}x | "
-                  f"{target} |")
+            print(
+                f"| {row['case']} | {row['optimizer']} | {row['step_ms']:.2f} | "
+                f"{row['plain_step_ms']:.2f} | {row['added_ms']:+.2f} | {row['ratio']:.3f}x | "
+                f"{target} |"
+            )
     alone_met = all(row["ratio"] <= row["target"] for row in alone if row["target"])
-    print(json.dumps({"rows": rows, "targets_met": met, "step_alone": alone,
-                      "step_alone_targets_met": alone_met if alone else None}))
+    print(
+        json.dumps(
+            {
+                "rows": rows,
+                "targets_met": met,
+                "step_alone": alone,
+                "step_alone_targets_met": alone_met if alone else None,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,13 @@ def train(task, model_name, optimizer, seed):
 
     def fit():
         start = time.perf_counter()
-        model.fit(*splits.train, validation_data=splits.val, epochs=task.epochs,
-                  batch_size=task.batch_size, verbose=0)
+        model.fit(
+            *splits.train,
+            validation_data=splits.val,
+            epochs=task.epochs,
+            batch_size=task.batch_size,
+            verbose=0,
+        )
         return time.perf_counter() - start
 
     seconds = fit()
@@ -63,8 +68,10 @@ def main():
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args()
     rows = []
-    header = (f"{'task':24s} {'family':10s} {'model':10s} held  train ep  metric  "
-              f"baseline    adam     sgd  s/fit  warm")
+    header = (
+        f"{'task':24s} {'family':10s} {'model':10s} held  train ep  metric  "
+        f"baseline    adam     sgd  s/fit  warm"
+    )
     print(f"backend {keras.backend.backend()}\n{header}")
     for name in args.tasks or tasks.names():
         task = tasks.get(name)
@@ -76,14 +83,27 @@ def main():
         for model_name in task.models[:1] if args.first_model else task.models:
             adam, seconds, warm = train(task, model_name, keras.optimizers.Adam(), args.seed)
             sgd, _, _ = train(task, model_name, keras.optimizers.SGD(0.01), args.seed)
-            row = dict(task=name, family=task.family, model=model_name, held_out=task.held_out,
-                       train=len(splits.train[1]), epochs=task.epochs, metric=task.metric,
-                       baseline=baseline(task, splits), adam=adam, sgd=sgd, seconds=seconds,
-                       warm_seconds=warm)
+            row = dict(
+                task=name,
+                family=task.family,
+                model=model_name,
+                held_out=task.held_out,
+                train=len(splits.train[1]),
+                epochs=task.epochs,
+                metric=task.metric,
+                baseline=baseline(task, splits),
+                adam=adam,
+                sgd=sgd,
+                seconds=seconds,
+                warm_seconds=warm,
+            )
             rows.append(row)
-            print(f"{name:24s} {task.family:10s} {model_name:10s} {'yes' if task.held_out else 'no':4s} "
-                  f"{row['train']:6d} {task.epochs:2d} {task.metric:8s} {row['baseline']:7.3f} "
-                  f"{adam:7.3f} {sgd:7.3f} {seconds:6.2f} {warm:5.2f}", flush=True)
+            print(
+                f"{name:24s} {task.family:10s} {model_name:10s} {'yes' if task.held_out else 'no':4s} "
+                f"{row['train']:6d} {task.epochs:2d} {task.metric:8s} {row['baseline']:7.3f} "
+                f"{adam:7.3f} {sgd:7.3f} {seconds:6.2f} {warm:5.2f}",
+                flush=True,
+            )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(rows, handle, indent=1)

@@ -11,8 +11,12 @@ import os
 
 from mkdocs.structure.files import File
 
-FIGURES = ("zoo/runs/*/fitness.png", "zoo/evidence/*.png", "zoo/evidence/general/*.png",
-           "examples/figures/*.png")
+FIGURES = (
+    "zoo/runs/*/fitness.png",
+    "zoo/evidence/*.png",
+    "zoo/evidence/general/*.png",
+    "examples/figures/*.png",
+)
 
 
 def on_files(files, config):

@@ -36,8 +36,16 @@ from keras_neuromod.cli._output import print_table  # noqa: E402
 from keras_neuromod.cli._output import save_figure  # noqa: E402
 from keras_neuromod.cli._output import table  # noqa: E402
 
-__all__ = ["parser", "add_learning_rate", "table", "print_table", "pyplot", "save_figure",
-           "print_json_line", "interval"]
+__all__ = [
+    "parser",
+    "add_learning_rate",
+    "table",
+    "print_table",
+    "pyplot",
+    "save_figure",
+    "print_json_line",
+    "interval",
+]
 
 
 def pyplot():
@@ -62,6 +70,9 @@ def interval(values, confidence=0.95):
 
     values = np.asarray(values, np.float64)
     n = len(values)
-    half = (float(stats.t.ppf(0.5 + confidence / 2, n - 1) * values.std(ddof=1) / np.sqrt(n))
-            if n > 1 else float("inf"))
+    half = (
+        float(stats.t.ppf(0.5 + confidence / 2, n - 1) * values.std(ddof=1) / np.sqrt(n))
+        if n > 1
+        else float("inf")
+    )
     return float(values.mean()), half

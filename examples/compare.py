@@ -37,7 +37,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402,F401  (quiets TensorFlow's C++ log before Keras loads)
-
 from keras_neuromod.cli import compare as _compare  # noqa: E402
 
 PROG = "python examples/compare.py"

@@ -42,22 +42,21 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
-
-import numpy as np  # noqa: E402
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
+import _common  # noqa: E402
 from keras_neuromod.io import atomic_write_json  # noqa: E402
 from keras_neuromod.layers.plastic import PlasticRNNCell  # noqa: E402
 
-VARIANTS = {"rnn": "none", "plastic": "hebbian", "simple": "simple",
-            "retroactive": "retroactive"}
+VARIANTS = {"rnn": "none", "plastic": "hebbian", "simple": "simple", "retroactive": "retroactive"}
 
 
 # ----------------------------------------------------------------------------
 # Task: episodes generated in numpy, one batch of independent episodes at once
 # ----------------------------------------------------------------------------
+
 
 def make_episodes(rng, batch, steps, n_cues, cue_bits):
     """Schedule of a batch of episodes, following the official task.
@@ -103,6 +102,7 @@ def make_episodes(rng, batch, steps, n_cues, cue_bits):
 # Agent: plastic core + policy and value heads + environment, as one RNN cell
 # ----------------------------------------------------------------------------
 
+
 class AgentCell(keras.layers.Layer):
     """One environment step: observe, act, get the reward of a response.
 
@@ -147,8 +147,7 @@ class AgentCell(keras.layers.Layer):
 
 def build_agent(variant, units, cue_bits, steps, seed, clip_mode="soft"):
     keras.utils.set_random_seed(seed)
-    core = PlasticRNNCell(units, plasticity=VARIANTS[variant], clip_mode=clip_mode,
-                          name="core")
+    core = PlasticRNNCell(units, plasticity=VARIANTS[variant], clip_mode=clip_mode, name="core")
     inputs = keras.Input((steps, cue_bits + 5))
     outputs = keras.layers.RNN(AgentCell(core, cue_bits), return_sequences=True)(inputs)
     return keras.Model(inputs, outputs)
@@ -178,9 +177,9 @@ def a2c_loss(out, gamma, value_coef, entropy_coef, all_steps=False):
 def make_train_step(model, optimizer, args):
     """A compiled training step for the TensorFlow or JAX backend."""
     backend = keras.backend.backend()
+
     def loss_of(out):
-        return a2c_loss(out, args.gamma, args.value_coef, args.entropy_coef,
-                        args.all_steps)
+        return a2c_loss(out, args.gamma, args.value_coef, args.entropy_coef, args.all_steps)
 
     optimizer.build(model.trainable_variables)
     if backend == "tensorflow":
@@ -209,9 +208,11 @@ def make_train_step(model, optimizer, args):
             tv, ov = optimizer.stateless_apply(ov, grads, tv)
             return tv, ov, rewards
 
-        state = {"tv": [v.value for v in model.trainable_variables],
-                 "ntv": [v.value for v in model.non_trainable_variables],
-                 "ov": [v.value for v in optimizer.variables]}
+        state = {
+            "tv": [v.value for v in model.trainable_variables],
+            "ntv": [v.value for v in model.non_trainable_variables],
+            "ov": [v.value for v in optimizer.variables],
+        }
 
         def run(x):
             state["tv"], state["ov"], rewards = step(state["tv"], state["ntv"], state["ov"], x)
@@ -228,8 +229,7 @@ def make_train_step(model, optimizer, args):
 
 def train_variant(variant, seed, args, log):
     rng = np.random.default_rng(seed)
-    model = build_agent(variant, args.units, args.cue_bits, args.steps, seed,
-                        args.clip_mode)
+    model = build_agent(variant, args.units, args.cue_bits, args.steps, seed, args.clip_mode)
     optimizer = keras.optimizers.Adam(args.learning_rate, clipnorm=args.clipnorm)
     step = make_train_step(model, optimizer, args)
     curve = []
@@ -240,9 +240,11 @@ def train_variant(variant, seed, args, log):
         n_trials = np.maximum(x[:, :, args.cue_bits].sum(), 1.0)
         curve.append(float(rewards.sum() / n_trials))
         if (update + 1) % args.print_every == 0:
-            recent = np.mean(curve[-args.print_every:])
-            log(f"  {variant:12s} seed {seed} update {update + 1:5d}  "
-                f"reward/trial {recent:+.3f}  ({time.time() - start:.0f} s)")
+            recent = np.mean(curve[-args.print_every :])
+            log(
+                f"  {variant:12s} seed {seed} update {update + 1:5d}  "
+                f"reward/trial {recent:+.3f}  ({time.time() - start:.0f} s)"
+            )
     return np.array(curve), time.time() - start
 
 
@@ -253,8 +255,12 @@ def smooth(y, window):
 
 def plot(curves, path, window):
     fig, ax = _common.pyplot().subplots(figsize=(7, 4.2))
-    colors = {"rnn": "tab:gray", "plastic": "tab:blue", "simple": "tab:orange",
-              "retroactive": "tab:red"}
+    colors = {
+        "rnn": "tab:gray",
+        "plastic": "tab:blue",
+        "simple": "tab:orange",
+        "retroactive": "tab:red",
+    }
     for variant, runs in curves.items():
         sm = np.array([smooth(c, window) for c in runs])
         x = np.arange(sm.shape[1]) + window
@@ -270,8 +276,12 @@ def plot(curves, path, window):
 
 
 def main(argv=None):
-    p = _common.parser(__doc__, "runs/cue_reward", quick="reduced run (minutes on 2 cores)",
-                       seed_help="first seed (default 0)")
+    p = _common.parser(
+        __doc__,
+        "runs/cue_reward",
+        quick="reduced run (minutes on 2 cores)",
+        seed_help="first seed (default 0)",
+    )
     p.add_argument("--seeds", type=int, default=None, help="number of seeds per variant")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--units", type=int, default=None)
@@ -281,26 +291,37 @@ def main(argv=None):
     p.add_argument("--cues", type=int, default=None)
     p.add_argument("--cue-bits", type=int, default=None)
     _common.add_learning_rate(p, 3e-3, "Adam learning rate (default 0.003)")
-    p.add_argument("--clip-mode", choices=["hard", "soft"], default="soft",
-                   help="trace bound; a saturated hard clip passes no gradient and "
-                        "stalled every variant in our runs")
+    p.add_argument(
+        "--clip-mode",
+        choices=["hard", "soft"],
+        default="soft",
+        help="trace bound; a saturated hard clip passes no gradient and "
+        "stalled every variant in our runs",
+    )
     p.add_argument("--clipnorm", type=float, default=10.0)
-    p.add_argument("--gamma", type=float, default=0.0,
-                   help="reward discount (official 0.9; 0 gives each response "
-                        "its own reward, a lower-variance signal)")
+    p.add_argument(
+        "--gamma",
+        type=float,
+        default=0.0,
+        help="reward discount (official 0.9; 0 gives each response "
+        "its own reward, a lower-variance signal)",
+    )
     p.add_argument("--value-coef", type=float, default=0.1)
     p.add_argument("--entropy-coef", type=float, default=0.03)
-    p.add_argument("--all-steps", action="store_true",
-                   help="policy loss on every step's action, as the official code")
+    p.add_argument(
+        "--all-steps",
+        action="store_true",
+        help="policy loss on every step's action, as the official code",
+    )
     p.add_argument("--print-every", type=int, default=25)
     args = p.parse_args(argv)
     # Paper scale: 200 units, 20-bit cues, 200 steps. Defaults here are the
     # reduced task; --quick shrinks it further to fit about 15 minutes.
-    defaults = (dict(units=50, batch=16, steps=60, updates=800, cues=2, cue_bits=8,
-                     seeds=2)
-                if args.quick else
-                dict(units=100, batch=30, steps=100, updates=3000, cues=4, cue_bits=20,
-                     seeds=3))
+    defaults = (
+        dict(units=50, batch=16, steps=60, updates=800, cues=2, cue_bits=8, seeds=2)
+        if args.quick
+        else dict(units=100, batch=30, steps=100, updates=3000, cues=4, cue_bits=20, seeds=3)
+    )
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -310,9 +331,11 @@ def main(argv=None):
             p.error(f"unknown variant {v!r}; choose from {list(VARIANTS)}")
     os.makedirs(args.out, exist_ok=True)
     log = lambda s: print(s, flush=True)  # noqa: E731
-    log(f"backend {keras.backend.backend()}; units {args.units}, batch {args.batch}, "
+    log(
+        f"backend {keras.backend.backend()}; units {args.units}, batch {args.batch}, "
         f"steps {args.steps}, updates {args.updates}, cues {args.cues}x{args.cue_bits} bits, "
-        f"seeds {args.seed}..{args.seed + args.seeds - 1}")
+        f"seeds {args.seed}..{args.seed + args.seeds - 1}"
+    )
 
     curves, finals, times = {}, {}, {}
     tail = max(1, args.updates // 10)
@@ -327,16 +350,33 @@ def main(argv=None):
 
     plot(curves, os.path.join(args.out, "reward_curves.png"), window=max(5, args.updates // 20))
     summary = {v: round(float(np.mean(finals[v])), 4) for v in variants}
-    atomic_write_json(os.path.join(args.out, "results.json"), {
-        "args": vars(args), "final_reward_per_trial": finals, "summary": summary,
-        "curves": {v: [c.tolist() for c in curves[v]] for v in variants},
-        "seconds": times})
+    atomic_write_json(
+        os.path.join(args.out, "results.json"),
+        {
+            "args": vars(args),
+            "final_reward_per_trial": finals,
+            "summary": summary,
+            "curves": {v: [c.tolist() for c in curves[v]] for v in variants},
+            "seconds": times,
+        },
+    )
 
     _common.print_table(
-        [(v, VARIANTS[v], f"{np.mean(finals[v]):+.3f}", f"{np.std(finals[v]):.3f}",
-          " ".join(f"{r:+.3f}" for r in finals[v]), f"{times[v]:.0f} s") for v in variants],
-        headers=("variant", "plasticity", "mean", "std", "per seed", "time"), align="llrrlr",
-        title=f"Final reward per trial (mean of the last {tail} updates; chance 0, perfect 1)")
+        [
+            (
+                v,
+                VARIANTS[v],
+                f"{np.mean(finals[v]):+.3f}",
+                f"{np.std(finals[v]):.3f}",
+                " ".join(f"{r:+.3f}" for r in finals[v]),
+                f"{times[v]:.0f} s",
+            )
+            for v in variants
+        ],
+        headers=("variant", "plasticity", "mean", "std", "per seed", "time"),
+        align="llrrlr",
+        title=f"Final reward per trial (mean of the last {tail} updates; chance 0, perfect 1)",
+    )
     log(f"figure: {os.path.join(args.out, 'reward_curves.png')}")
     _common.print_json_line(summary)
 

@@ -50,12 +50,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
-
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
+import _common  # noqa: E402
 from keras_neuromod.evolution.enu_fitness import ENUFitness  # noqa: E402
 from keras_neuromod.evolution.enu_fitness import enu_outputs  # noqa: E402
 from keras_neuromod.evolution.strategies import EvolutionStrategy  # noqa: E402
@@ -123,8 +122,7 @@ def make_fitness(memory, channels, envs, steps, tau, graded_weight):
 
 def simulate(theta, memory, channels, inputs):
     """The spike train `(steps, envs)` the ENU with genome `theta` emits."""
-    outputs = enu_outputs(theta.astype(np.float32), ops.convert_to_tensor(inputs), memory,
-                          channels)
+    outputs = enu_outputs(theta.astype(np.float32), ops.convert_to_tensor(inputs), memory, channels)
     return ops.convert_to_numpy(emitted_spikes(outputs))
 
 
@@ -148,8 +146,10 @@ def spike_scores(emitted, target, tau):
 def rate_curve(theta, memory, channels, levels, steps=200):
     """Firing rates of the ENU and the IAF under constant currents (threshold units)."""
     inputs = np.broadcast_to(levels[None, :, None], (steps, levels.size, 1)).astype(np.float32)
-    return (simulate(theta, memory, channels, inputs).mean(axis=0),
-            iaf_spikes(inputs[..., 0]).mean(axis=0))
+    return (
+        simulate(theta, memory, channels, inputs).mean(axis=0),
+        iaf_spikes(inputs[..., 0]).mean(axis=0),
+    )
 
 
 def plot(logbook, inputs, targets, emitted, curve, path):
@@ -177,8 +177,9 @@ def plot(logbook, inputs, targets, emitted, curve, path):
         ax = fig.add_subplot(grid[row, 2])
         ax.bar(steps, inputs[:, row, 0], color="0.8", width=1.0, label="input current / threshold")
         ax.vlines(steps[targets[:, row] > 0.5], 1.05, 1.45, color="k", label="IAF spikes")
-        ax.vlines(steps[emitted[:, row] > 0.5], 1.55, 1.95, color="tab:red",
-                  label="evolved ENU spikes")
+        ax.vlines(
+            steps[emitted[:, row] > 0.5], 1.55, 1.95, color="tab:red", label="evolved ENU spikes"
+        )
         ax.set_ylim(0, 2.0)
         ax.set_yticks([0, 0.5, 1])
         if row == 0:
@@ -191,24 +192,38 @@ def plot(logbook, inputs, targets, emitted, curve, path):
 
 
 def main(argv=None):
-    parser = _common.parser(__doc__, "runs/enu_iaf",
-                            quick="reduced sizes (finishes in minutes on 2 cores)",
-                            resume="continue from the checkpoint in --out", progress=True)
+    parser = _common.parser(
+        __doc__,
+        "runs/enu_iaf",
+        quick="reduced sizes (finishes in minutes on 2 cores)",
+        resume="continue from the checkpoint in --out",
+        progress=True,
+    )
     parser.add_argument("--generations", type=int, help="default 3000")
     parser.add_argument("--population", type=int, help="offspring (default 128 quick, 512)")
     parser.add_argument("--envs", type=int, help="environments (default 16 quick, 32)")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--memory", type=int, help="memory channels (default 8 quick, 32)")
     parser.add_argument("--channels", type=int, help="output channels (default 2 quick, 16)")
-    parser.add_argument("--tau", type=float, default=3.0,
-                        help="time constant of the spike-train distance, in steps")
-    parser.add_argument("--graded-weight", type=float, default=0.02,
-                        help="weight of the raw output's squared error, which guides the "
-                             "search while no offspring spikes yet")
-    parser.add_argument("--update", choices=["adam", "momentum"], default="adam",
-                        help="the ES step: Adam, or the paper's momentum")
-    parser.add_argument("--sigma", type=float,
-                        help="noise std (default 0.02 quick, the paper's 0.01 full)")
+    parser.add_argument(
+        "--tau", type=float, default=3.0, help="time constant of the spike-train distance, in steps"
+    )
+    parser.add_argument(
+        "--graded-weight",
+        type=float,
+        default=0.02,
+        help="weight of the raw output's squared error, which guides the "
+        "search while no offspring spikes yet",
+    )
+    parser.add_argument(
+        "--update",
+        choices=["adam", "momentum"],
+        default="adam",
+        help="the ES step: Adam, or the paper's momentum",
+    )
+    parser.add_argument(
+        "--sigma", type=float, help="noise std (default 0.02 quick, the paper's 0.01 full)"
+    )
     _common.add_learning_rate(parser, help="default 0.01 with Adam, 0.003 with momentum")
     parser.add_argument("--momentum", type=float, default=0.9)
     args = parser.parse_args(argv)
@@ -226,19 +241,31 @@ def main(argv=None):
     cell = ENUCell(memory=memory, channels=channels)
     cell.build((None, 1))
     initial = cell.get_flat_weights()
-    print(f"ENU: memory {memory}, channels {channels}, {initial.size} evolved parameters; "
-          f"ES ({args.update}): {population} offspring x {envs} environments x {args.steps} "
-          f"steps, {generations} generations, backend {keras.backend.backend()}", flush=True)
+    print(
+        f"ENU: memory {memory}, channels {channels}, {initial.size} evolved parameters; "
+        f"ES ({args.update}): {population} offspring x {envs} environments x {args.steps} "
+        f"steps, {generations} generations, backend {keras.backend.backend()}",
+        flush=True,
+    )
     es = EvolutionStrategy(
-        make_fitness(memory, channels, envs, args.steps, args.tau, args.graded_weight), initial,
-        population=population, sigma=sigma, learning_rate=learning_rate,
-        momentum=args.momentum, seed=args.seed, update=args.update,
+        make_fitness(memory, channels, envs, args.steps, args.tau, args.graded_weight),
+        initial,
+        population=population,
+        sigma=sigma,
+        learning_rate=learning_rate,
+        momentum=args.momentum,
+        seed=args.seed,
+        update=args.update,
     )
     checkpoint = os.path.join(args.out, "checkpoint.json")
     start = time.perf_counter()
     try:
-        theta = es.run(generations, checkpoint_path=checkpoint, progress=not args.no_progress,
-                       resume=args.resume)
+        theta = es.run(
+            generations,
+            checkpoint_path=checkpoint,
+            progress=not args.no_progress,
+            resume=args.resume,
+        )
     except FileExistsError as error:
         sys.exit(f"{error}\n(use --resume, or another --out)")
     wall = time.perf_counter() - start
@@ -247,8 +274,7 @@ def main(argv=None):
     seconds = logbook.select("seconds")[1:] or logbook.select("seconds")
     sec_per_gen = float(np.median(seconds))
 
-    inputs, targets = iaf_environments(np.random.default_rng(10_000 + args.seed), 64,
-                                       args.steps)
+    inputs, targets = iaf_environments(np.random.default_rng(10_000 + args.seed), 64, args.steps)
     emitted = simulate(theta, memory, channels, inputs)
     scores = spike_scores(emitted, targets, args.tau)
     levels = np.linspace(0.05, 1.0, 20)
@@ -257,8 +283,14 @@ def main(argv=None):
     # figure shows the whole curve, up to a current that fires the IAF every step.
     met = levels <= 0.5
     rate_error = float(np.sqrt(np.mean((enu_rate[met] - iaf_rate[met]) ** 2)))
-    plot(logbook, inputs, targets, emitted, (levels, enu_rate, iaf_rate),
-         os.path.join(args.out, "enu_iaf.png"))
+    plot(
+        logbook,
+        inputs,
+        targets,
+        emitted,
+        (levels, enu_rate, iaf_rate),
+        os.path.join(args.out, "enu_iaf.png"),
+    )
 
     rows = [
         ("generations", f"{len(logbook)}"),

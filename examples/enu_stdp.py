@@ -42,12 +42,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
-
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
+import _common  # noqa: E402
 from keras_neuromod.evolution.enu_fitness import ENUFitness  # noqa: E402
 from keras_neuromod.evolution.enu_fitness import enu_outputs  # noqa: E402
 from keras_neuromod.evolution.strategies import EvolutionStrategy  # noqa: E402
@@ -102,8 +101,11 @@ def random_episodes(rng, envs, gated):
     """
     dts = np.resize(rng.permutation(np.arange(-MAX_DT, MAX_DT + 1)), envs)
     # Random start, so that the synapse cannot use the clock.
-    dopamine = np.where(rng.random(envs) < 0.5, rng.integers(1, 6, size=envs), 0) if gated \
+    dopamine = (
+        np.where(rng.random(envs) < 0.5, rng.integers(1, 6, size=envs), 0)
+        if gated
         else np.zeros(envs, int)
+    )
     inputs, target = episodes(dts, gated, dopamine)
     shift = rng.integers(0, STEPS - MAX_DT - 8, size=envs)  # last event <= 28 + shift
     rows = (np.arange(STEPS)[:, None] - shift[None, :]) % STEPS
@@ -130,8 +132,9 @@ def learned_window(theta, memory, channels, gated, dopamine_delay):
     """Final weight change for every dt in [-MAX_DT, MAX_DT]."""
     dts = np.arange(-MAX_DT, MAX_DT + 1)
     inputs, _ = episodes(dts, gated, np.full(dts.size, dopamine_delay))
-    out = ops.convert_to_numpy(enu_outputs(theta.astype(np.float32),
-                                           ops.convert_to_tensor(inputs), memory, channels))
+    out = ops.convert_to_numpy(
+        enu_outputs(theta.astype(np.float32), ops.convert_to_tensor(inputs), memory, channels)
+    )
     return dts, out[-1, :, 0] - W0
 
 
@@ -141,34 +144,55 @@ def evolve(name, gated, args, sizes):
     cell = ENUCell(memory=memory, channels=channels)
     cell.build((None, INPUTS))
     es = EvolutionStrategy(
-        make_fitness(memory, channels, envs, gated), cell.get_flat_weights(),
-        population=population, sigma=args.sigma, learning_rate=args.learning_rate,
-        momentum=args.momentum, seed=args.seed, update=args.update,
+        make_fitness(memory, channels, envs, gated),
+        cell.get_flat_weights(),
+        population=population,
+        sigma=args.sigma,
+        learning_rate=args.learning_rate,
+        momentum=args.momentum,
+        seed=args.seed,
+        update=args.update,
     )
-    print(f"[{name}] {es.num_params} evolved parameters, {population} offspring x "
-          f"{envs} environments x {STEPS} steps, {generations} generations", flush=True)
+    print(
+        f"[{name}] {es.num_params} evolved parameters, {population} offspring x "
+        f"{envs} environments x {STEPS} steps, {generations} generations",
+        flush=True,
+    )
     try:
-        theta = es.run(generations, checkpoint_path=os.path.join(args.out, f"{name}.json"),
-                       progress=not args.no_progress, resume=args.resume)
+        theta = es.run(
+            generations,
+            checkpoint_path=os.path.join(args.out, f"{name}.json"),
+            progress=not args.no_progress,
+            resume=args.resume,
+        )
     except FileExistsError as error:
         sys.exit(f"{error}\n(use --resume, or another --out)")
     return theta, es.logbook
 
 
 def main(argv=None):
-    parser = _common.parser(__doc__, "runs/enu_stdp", quick="reduced sizes, minutes",
-                            resume="continue from the checkpoints in --out", progress=True)
+    parser = _common.parser(
+        __doc__,
+        "runs/enu_stdp",
+        quick="reduced sizes, minutes",
+        resume="continue from the checkpoints in --out",
+        progress=True,
+    )
     parser.add_argument("--variant", choices=["both", "plain", "dopamine"], default="both")
     parser.add_argument("--generations", type=int, help="default 3000")
     parser.add_argument("--population", type=int, help="offspring (default 128 quick, 512)")
-    parser.add_argument("--envs", type=int,
-                        help="environments (default 41: every timing once)")
+    parser.add_argument("--envs", type=int, help="environments (default 41: every timing once)")
     parser.add_argument("--memory", type=int, help="memory channels (default 6 quick, 32)")
     parser.add_argument("--channels", type=int, help="output channels (default 2 quick, 16)")
-    parser.add_argument("--sigma", type=float,
-                        help="noise std (default 0.02 quick, the paper's 0.01 full)")
-    parser.add_argument("--update", choices=["adam", "momentum"], default="adam",
-                        help="the ES step: Adam, or the paper's momentum")
+    parser.add_argument(
+        "--sigma", type=float, help="noise std (default 0.02 quick, the paper's 0.01 full)"
+    )
+    parser.add_argument(
+        "--update",
+        choices=["adam", "momentum"],
+        default="adam",
+        help="the ES step: Adam, or the paper's momentum",
+    )
     _common.add_learning_rate(parser, help="default 0.01 with Adam, 0.003 with momentum")
     parser.add_argument("--momentum", type=float, default=0.9)
     args = parser.parse_args(argv)
@@ -202,7 +226,8 @@ def main(argv=None):
             "fitness_last": logbook[-1]["mean"],
             "window_error": float(np.sqrt(np.mean((with_da - target) ** 2))),
             "window_corr": float(np.corrcoef(with_da, target)[0, 1])
-            if np.std(with_da) > 0 else 0.0,
+            if np.std(with_da) > 0
+            else 0.0,
             "seconds_per_generation": float(np.median(seconds)),
             "wall_s": time.perf_counter() - t0,
         }
@@ -210,10 +235,11 @@ def main(argv=None):
         if gated:
             _, without = learned_window(theta, memory, channels, gated, 0)
             windows[name]["without"] = without
-            entry["no_dopamine_change"] = float(np.sqrt(np.mean(without ** 2)))
+            entry["no_dopamine_change"] = float(np.sqrt(np.mean(without**2)))
             # Both halves of the gated rule: the window with dopamine, no change without.
-            entry["gated_error"] = float(np.sqrt(
-                (entry["window_error"] ** 2 + entry["no_dopamine_change"] ** 2) / 2))
+            entry["gated_error"] = float(
+                np.sqrt((entry["window_error"] ** 2 + entry["no_dopamine_change"] ** 2) / 2)
+            )
         results[name] = entry
     wall = time.perf_counter() - start
 
@@ -231,8 +257,14 @@ def main(argv=None):
         label = "evolved ENU, dopamine" if name == "dopamine" else "evolved ENU"
         ax.plot(w["dt"], w["with"], "o-", color="tab:red", ms=3, label=label)
         if "without" in w:
-            ax.plot(w["dt"], w["without"], "s-", color="tab:blue", ms=3,
-                    label="evolved ENU, no dopamine (target 0)")
+            ax.plot(
+                w["dt"],
+                w["without"],
+                "s-",
+                color="tab:blue",
+                ms=3,
+                label="evolved ENU, no dopamine (target 0)",
+            )
         ax.axhline(0, color="0.7", lw=0.8)
         ax.axvline(0, color="0.7", lw=0.8)
         ax.set_xlabel("dt = t_post - t_pre (steps)")
@@ -244,17 +276,38 @@ def main(argv=None):
     _common.save_figure(fig, os.path.join(args.out, "enu_stdp.png"))
 
     _common.print_table(
-        [(name, f"{r['fitness_first']:.4f}", f"{r['fitness_last']:.4f}",
-          f"{r['window_error']:.4f}", f"{r['window_corr']:.3f}",
-          f"{r['no_dopamine_change']:.4f}" if "no_dopamine_change" in r else "-",
-          f"{r['gated_error']:.4f}" if "gated_error" in r else "-",
-          f"{r['seconds_per_generation']:.3f}") for name, r in results.items()],
-        headers=("variant", "fit first", "fit last", "window RMSE", "corr", "no-DA RMS",
-                 "both RMSE", "s/gen"),
-        align="lrrrrrrr")
+        [
+            (
+                name,
+                f"{r['fitness_first']:.4f}",
+                f"{r['fitness_last']:.4f}",
+                f"{r['window_error']:.4f}",
+                f"{r['window_corr']:.3f}",
+                f"{r['no_dopamine_change']:.4f}" if "no_dopamine_change" in r else "-",
+                f"{r['gated_error']:.4f}" if "gated_error" in r else "-",
+                f"{r['seconds_per_generation']:.3f}",
+            )
+            for name, r in results.items()
+        ],
+        headers=(
+            "variant",
+            "fit first",
+            "fit last",
+            "window RMSE",
+            "corr",
+            "no-DA RMS",
+            "both RMSE",
+            "s/gen",
+        ),
+        align="lrrrrrrr",
+    )
     summary = {
-        "memory": memory, "channels": channels, "population": sizes[2], "envs": sizes[3],
-        "generations": sizes[4], "wall_s": round(wall, 1),
+        "memory": memory,
+        "channels": channels,
+        "population": sizes[2],
+        "envs": sizes[3],
+        "generations": sizes[4],
+        "wall_s": round(wall, 1),
     }
     for name, r in results.items():
         for key, value in r.items():

@@ -38,12 +38,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
-
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
+import _common  # noqa: E402
 from keras_neuromod.evolution.enu_fitness import ENUFitness  # noqa: E402
 from keras_neuromod.evolution.strategies import EvolutionStrategy  # noqa: E402
 from keras_neuromod.io import atomic_write_json  # noqa: E402
@@ -70,8 +69,15 @@ def build_network(hidden, memory, channels, density, graph_seed=0):
         if not mask[:num_inputs, neuron].any():
             mask[rng.integers(num_inputs), neuron] = True
     pre, post = np.nonzero(mask)
-    return ENUNetwork(num_inputs, num_neurons, pre=pre, post=post,
-                      output_neurons=[hidden, hidden + 1], memory=memory, channels=channels)
+    return ENUNetwork(
+        num_inputs,
+        num_neurons,
+        pre=pre,
+        post=post,
+        output_neurons=[hidden, hidden + 1],
+        memory=memory,
+        channels=channels,
+    )
 
 
 def schedule(trials):
@@ -107,8 +113,12 @@ def make_lifetime(network, trials):
         phase = ops.convert_to_tensor(phase_np)
         decision = ops.convert_to_tensor(decision_np)
         zeros = ops.zeros((p, e), dtype=genomes.dtype)
-        states = (ops.zeros((p, e, n, m)), ops.zeros((p, e, n, c)),
-                  ops.zeros((p, e, s, m)), ops.zeros((p, e, s, c)))
+        states = (
+            ops.zeros((p, e, n, m)),
+            ops.zeros((p, e, n, c)),
+            ops.zeros((p, e, s, m)),
+            ops.zeros((p, e, s, c)),
+        )
         pad = ops.zeros((p, e, len(SENSES), c - 1))
 
         def body(t, carry):
@@ -116,14 +126,21 @@ def make_lifetime(network, trials):
             ph = phase[t]
             side = food[t][None, :]
             found = 1.0 - ops.abs(turn - side)
-            senses = ops.stack([
-                zeros + ph[0], zeros + ph[1],
-                ph[2] * (1.0 - turn), ph[2] * turn,
-                ph[2] * found, ph[2] * (1.0 - found),
-            ], axis=-1)
+            senses = ops.stack(
+                [
+                    zeros + ph[0],
+                    zeros + ph[1],
+                    ph[2] * (1.0 - turn),
+                    ph[2] * turn,
+                    ph[2] * found,
+                    ph[2] * (1.0 - found),
+                ],
+                axis=-1,
+            )
             x = ops.concatenate([senses[..., None], pad], axis=-1)
-            states = network_step(neuron_w, synapse_w, x, states, pre, post, mean_matrix,
-                                  population=True)
+            states = network_step(
+                neuron_w, synapse_w, x, states, pre, post, mean_matrix, population=True
+            )
             out = states[1]
             choice = ops.cast(out[:, :, right, 0] > out[:, :, left, 0], genomes.dtype)
             d = decision[t]
@@ -141,10 +158,16 @@ def make_lifetime(network, trials):
 
 
 def main(argv=None):
-    parser = _common.parser(__doc__, "runs/enu_tmaze", quick="smallest run, minutes",
-                            resume="continue from the checkpoint in --out", progress=True)
-    parser.add_argument("--full", action="store_true",
-                        help="the paper's sizes (512 offspring, 32 envs, 32/16 ENUs)")
+    parser = _common.parser(
+        __doc__,
+        "runs/enu_tmaze",
+        quick="smallest run, minutes",
+        resume="continue from the checkpoint in --out",
+        progress=True,
+    )
+    parser.add_argument(
+        "--full", action="store_true", help="the paper's sizes (512 offspring, 32 envs, 32/16 ENUs)"
+    )
     parser.add_argument("--generations", type=int)
     parser.add_argument("--population", type=int)
     parser.add_argument("--envs", type=int)
@@ -152,10 +175,12 @@ def main(argv=None):
     parser.add_argument("--hidden", type=int)
     parser.add_argument("--memory", type=int)
     parser.add_argument("--channels", type=int)
-    parser.add_argument("--density", type=float, default=0.5,
-                        help="probability of each node -> neuron synapse")
-    parser.add_argument("--sigma", type=float,
-                        help="noise std (default 0.02 reduced, the paper's 0.01 with --full)")
+    parser.add_argument(
+        "--density", type=float, default=0.5, help="probability of each node -> neuron synapse"
+    )
+    parser.add_argument(
+        "--sigma", type=float, help="noise std (default 0.02 reduced, the paper's 0.01 with --full)"
+    )
     _common.add_learning_rate(parser, 0.003, "the ES step size (default 0.003)")
     parser.add_argument("--momentum", type=float, default=0.9)
     args = parser.parse_args(argv)
@@ -179,20 +204,34 @@ def main(argv=None):
     network = build_network(hidden, memory, channels, args.density)
     network.build((None, len(SENSES) * channels))
     # The lifetime returns (mean reward, turns): the reward is the fitness.
-    fitness = ENUFitness(make_lifetime(network, args.trials),
-                         lambda rng: food_sides(rng, envs, args.trials))
+    fitness = ENUFitness(
+        make_lifetime(network, args.trials), lambda rng: food_sides(rng, envs, args.trials)
+    )
 
-    print(f"ENU network: {len(SENSES)} sensory nodes, {network.num_neurons} neurons, "
-          f"{network.num_synapses} synapses, ENUs {memory}/{channels}, "
-          f"{network.num_params} evolved parameters; ES: {population} offspring x {envs} "
-          f"environments x {args.trials} trials, {generations} generations", flush=True)
-    es = EvolutionStrategy(fitness, network.get_flat_weights(), population=population,
-                           sigma=args.sigma, learning_rate=args.learning_rate,
-                           momentum=args.momentum, seed=args.seed)
+    print(
+        f"ENU network: {len(SENSES)} sensory nodes, {network.num_neurons} neurons, "
+        f"{network.num_synapses} synapses, ENUs {memory}/{channels}, "
+        f"{network.num_params} evolved parameters; ES: {population} offspring x {envs} "
+        f"environments x {args.trials} trials, {generations} generations",
+        flush=True,
+    )
+    es = EvolutionStrategy(
+        fitness,
+        network.get_flat_weights(),
+        population=population,
+        sigma=args.sigma,
+        learning_rate=args.learning_rate,
+        momentum=args.momentum,
+        seed=args.seed,
+    )
     start = time.perf_counter()
     try:
-        theta = es.run(generations, checkpoint_path=os.path.join(args.out, "checkpoint.json"),
-                       progress=not args.no_progress, resume=args.resume)
+        theta = es.run(
+            generations,
+            checkpoint_path=os.path.join(args.out, "checkpoint.json"),
+            progress=not args.no_progress,
+            resume=args.resume,
+        )
     except FileExistsError as error:
         sys.exit(f"{error}\n(use --resume, or another --out)")
     wall = time.perf_counter() - start
@@ -206,14 +245,13 @@ def main(argv=None):
     reward, turns = fitness.evaluate(theta[None].astype(np.float32), food)
     reward = float(reward[0])
     turns = turns[:, 0]  # (trials, envs)
-    food_trials = food[::len(PHASES)]  # (trials, envs)
+    food_trials = food[:: len(PHASES)]  # (trials, envs)
     correct = (turns == food_trials).mean(axis=1)
 
     plt = _common.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     axes[0].plot(logbook.select("gen"), logbook.select("mean"), label="mean of offspring")
-    axes[0].plot(logbook.select("gen"), logbook.select("max"), alpha=0.6,
-                 label="best offspring")
+    axes[0].plot(logbook.select("gen"), logbook.select("max"), alpha=0.6, label="best offspring")
     axes[0].set_xlabel("generation")
     axes[0].set_ylabel("mean reward per trial")
     axes[0].set_title("Evolution")
@@ -221,10 +259,22 @@ def main(argv=None):
     show = 6
     for k in range(show):
         y = k * 1.5
-        axes[1].step(np.arange(args.trials), food_trials[:, k] + y, "k--", where="mid",
-                     lw=1, label="food side" if k == 0 else None)
-        axes[1].plot(np.arange(args.trials), turns[:, k] + y, "o", color="tab:red",
-                     ms=5, label="evolved agent's turn" if k == 0 else None)
+        axes[1].step(
+            np.arange(args.trials),
+            food_trials[:, k] + y,
+            "k--",
+            where="mid",
+            lw=1,
+            label="food side" if k == 0 else None,
+        )
+        axes[1].plot(
+            np.arange(args.trials),
+            turns[:, k] + y,
+            "o",
+            color="tab:red",
+            ms=5,
+            label="evolved agent's turn" if k == 0 else None,
+        )
     axes[1].set_yticks([k * 1.5 + v for k in range(show) for v in (0, 1)])
     axes[1].set_yticklabels(["L", "R"] * show)
     axes[1].set_xlabel("trial")
@@ -234,8 +284,11 @@ def main(argv=None):
     _common.save_figure(fig, os.path.join(args.out, "enu_tmaze.png"))
 
     rows = [
-        ("network", f"{network.num_neurons} neurons, {network.num_synapses} synapses, "
-                    f"ENU {memory}/{channels}"),
+        (
+            "network",
+            f"{network.num_neurons} neurons, {network.num_synapses} synapses, "
+            f"ENU {memory}/{channels}",
+        ),
         ("evolved parameters", f"{network.num_params}"),
         ("offspring x environments", f"{population} x {envs}"),
         ("generations", f"{len(logbook)}"),
@@ -252,9 +305,14 @@ def main(argv=None):
         "fitness_last": round(logbook[-1]["mean"], 5),
         "test_reward": round(reward, 5),
         "seconds_per_generation": round(sec_per_gen, 4),
-        "generations": len(logbook), "population": population, "envs": envs,
-        "neurons": network.num_neurons, "synapses": network.num_synapses,
-        "memory": memory, "channels": channels, "params": network.num_params,
+        "generations": len(logbook),
+        "population": population,
+        "envs": envs,
+        "neurons": network.num_neurons,
+        "synapses": network.num_synapses,
+        "memory": memory,
+        "channels": channels,
+        "params": network.num_params,
         "wall_s": round(wall, 1),
     }
     atomic_write_json(os.path.join(args.out, "result.json"), result)

@@ -63,7 +63,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402,F401  (quiets TensorFlow's C++ log before Keras loads)
-
 from keras_neuromod.cli import evolve as _evolve  # noqa: E402
 
 PROG = "python examples/evolve.py"

@@ -53,11 +53,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
-
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+import _common  # noqa: E402
 from keras_neuromod import datasets  # noqa: E402
 from keras_neuromod import evidence  # noqa: E402
 from keras_neuromod import tasks  # noqa: E402
@@ -68,11 +67,17 @@ from keras_neuromod.io import atomic_write_json  # noqa: E402
 DEFAULTS = ("SGD", "Adam", "AdamW", "ScheduleFreeAdamW", "Lamb")
 # name -> (Keras optimizer, schedule, the search it starts from: a cosine schedule's peak
 # learning rate is searched with the other settings the constant search chose)
-TUNED = {"SGD*": ("SGD", None, None), "SGD* cosine": ("SGD", "cosine", "SGD*"),
-         "Adam*": ("Adam", None, None), "Adam* cosine": ("Adam", "cosine", "Adam*")}
+TUNED = {
+    "SGD*": ("SGD", None, None),
+    "SGD* cosine": ("SGD", "cosine", "SGD*"),
+    "Adam*": ("Adam", None, None),
+    "Adam* cosine": ("Adam", "cosine", "Adam*"),
+}
 QUICK_AXES = {
-    "SGD": {"learning_rate": evidence.Axis((1e-2, 1e-1), "log", (1e-4, 1.0)),
-            "momentum": evidence.Axis((0.9,), "complement_log", (0.0, 0.99))},
+    "SGD": {
+        "learning_rate": evidence.Axis((1e-2, 1e-1), "log", (1e-4, 1.0)),
+        "momentum": evidence.Axis((0.9,), "complement_log", (0.0, 0.99)),
+    },
     "Adam": {"learning_rate": evidence.Axis((1e-3, 1e-2), "log", (1e-5, 0.1))},
 }
 QUICK_PAIRS = "wine,diabetes:linear"
@@ -81,24 +86,49 @@ BASE_OF = {"SGD": "sgd", "Adam": "adam"}
 
 
 def parse_args(argv=None):
-    parser = _common.parser(__doc__, "runs/generalization", seed=None,
-                            quick="2 held-out pairs, 3 seeds, 2-point tuned grids on 1 seed")
-    parser.add_argument("--agent", nargs="+", default=["nm_adam_general", "nm_sgd_general"],
-                        help="agent files or zoo names")
-    parser.add_argument("--control", nargs="*", default=[],
-                        help="agent files of the random-search and static-search controls")
-    parser.add_argument("--tasks", default=None,
-                        help="comma-separated task names, or task:model pairs (default: every "
-                             "held-out task that is available, all its models)")
+    parser = _common.parser(
+        __doc__,
+        "runs/generalization",
+        seed=None,
+        quick="2 held-out pairs, 3 seeds, 2-point tuned grids on 1 seed",
+    )
+    parser.add_argument(
+        "--agent",
+        nargs="+",
+        default=["nm_adam_general", "nm_sgd_general"],
+        help="agent files or zoo names",
+    )
+    parser.add_argument(
+        "--control",
+        nargs="*",
+        default=[],
+        help="agent files of the random-search and static-search controls",
+    )
+    parser.add_argument(
+        "--tasks",
+        default=None,
+        help="comma-separated task names, or task:model pairs (default: every "
+        "held-out task that is available, all its models)",
+    )
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--ablations", nargs="*", default=None, metavar="AGENT",
-                        help="also train each agent (or only the agents named) frozen at its "
-                             "time average and at the network mean")
-    parser.add_argument("--trace", default=None,
-                        help="task:model whose seed-0 training of each agent is traced "
-                             "(default: the first pair)")
-    parser.add_argument("--record", action="store_true",
-                        help="store the summary in each zoo agent's card (benchmark['held_out'])")
+    parser.add_argument(
+        "--ablations",
+        nargs="*",
+        default=None,
+        metavar="AGENT",
+        help="also train each agent (or only the agents named) frozen at its "
+        "time average and at the network mean",
+    )
+    parser.add_argument(
+        "--trace",
+        default=None,
+        help="task:model whose seed-0 training of each agent is traced (default: the first pair)",
+    )
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="store the summary in each zoo agent's card (benchmark['held_out'])",
+    )
     args = parser.parse_args(argv)
     if args.seeds < 2:
         parser.error("--seeds must be at least 2 (a confidence interval needs two)")
@@ -111,8 +141,11 @@ def parse_args(argv=None):
     unknown = sorted(set(args.ablations or ()) - set(names))
     if unknown:
         parser.error(f"--ablations names {unknown}, which are not among the agents {names}")
-    args.ablated = ([] if args.ablations is None
-                    else [n for n in names if not args.ablations or n in args.ablations])
+    args.ablated = (
+        []
+        if args.ablations is None
+        else [n for n in names if not args.ablations or n in args.ablations]
+    )
     if args.quick:
         args.seeds = min(args.seeds, 3)
     try:
@@ -126,20 +159,28 @@ def parse_args(argv=None):
 
 def held_out_pairs(spec=None):
     """`{task: [models]}` from `spec` ("a,b:model"), else every available held-out task's."""
-    names = tasks.names(held_out=True) if spec is None else [s.strip() for s in spec.split(",") if s.strip()]
+    names = (
+        tasks.names(held_out=True)
+        if spec is None
+        else [s.strip() for s in spec.split(",") if s.strip()]
+    )
     pairs = {}
     for name in names:
         task_name, _, model = name.partition(":")
         task = tasks.get(task_name)
         if model and model not in task.models:
-            raise ValueError(f"Task {task_name!r} has no model {model!r} (it has {list(task.models)}).")
+            raise ValueError(
+                f"Task {task_name!r} has no model {model!r} (it has {list(task.models)})."
+            )
         try:
             task.splits(0)
         except datasets.DatasetUnavailableError as error:
             print(f"{task_name}: skipped ({str(error).splitlines()[0]})", flush=True)
             continue
         pairs.setdefault(task_name, [])
-        pairs[task_name] += [m for m in ([model] if model else task.models) if m not in pairs[task_name]]
+        pairs[task_name] += [
+            m for m in ([model] if model else task.models) if m not in pairs[task_name]
+        ]
     if not pairs:
         raise ValueError("No (task, model) pair to compare on.")
     return pairs
@@ -157,8 +198,9 @@ def methods(args):
         axes = QUICK_AXES[optimizer] if args.quick else dict(evidence.TUNED_AXES[optimizer])
         if start is not None:
             axes = {"learning_rate": axes["learning_rate"]}
-        out[name] = evidence.Tuned(optimizer, schedule, axes=axes, seeds=1 if args.quick else 3,
-                                   start_from=start)
+        out[name] = evidence.Tuned(
+            optimizer, schedule, axes=axes, seeds=1 if args.quick else 3, start_from=start
+        )
     for agent in args.agents:
         out[agent.name] = agent.optimizer
         if agent.name in args.ablated:
@@ -175,7 +217,11 @@ def comparisons(args):
     baselines = list(DEFAULTS) + list(TUNED)
     pairs = []
     for agent in args.agents:
-        own = [f"{agent.name} / {kind}" for kind in ("frozen", "network mean") if agent.name in args.ablated]
+        own = [
+            f"{agent.name} / {kind}"
+            for kind in ("frozen", "network mean")
+            if agent.name in args.ablated
+        ]
         controls = [control_label(c) for c in args.controls if c.base == agent.base]
         pairs += [(agent.name, b) for b in baselines + own + controls]
     for control in args.controls:
@@ -189,14 +235,18 @@ def trace(args, agent, out):
     tracer = ModulationTracer(update_freq=1)
     trainer = evidence.Trainer(tasks.get(task_name), model, agent.optimizer())
     trainer.run(0, callbacks=[tracer])
-    return tracer.plot(os.path.join(out, f"trace_{agent.name}_{task_name}_{model}.png"),
-                       title=f"{agent.name} on {task_name} ({model}), seed 0")
+    return tracer.plot(
+        os.path.join(out, f"trace_{agent.name}_{task_name}_{model}.png"),
+        title=f"{agent.name} on {task_name} ({model}), seed 0",
+    )
 
 
 def plot(reports, summary, baselines, path):
     """One panel per baseline: each method's mean log error ratio per pair, with its 95% CI."""
     plt = _common.pyplot()
-    figure, axes = plt.subplots(1, len(baselines), figsize=(3.4 * len(baselines), 5.0), squeeze=False)
+    figure, axes = plt.subplots(
+        1, len(baselines), figsize=(3.4 * len(baselines), 5.0), squeeze=False
+    )
     pairs = [(r, m) for r in reports for m in r.models]
     labels = [f"{r.task.name}:{m}" for r, m in pairs]
     for axis, baseline in zip(axes[0], baselines):
@@ -207,13 +257,22 @@ def plot(reports, summary, baselines, path):
             mean = np.array([s["mean"] for s in stats])
             low = np.array([s["ci"][0] for s in stats])
             high = np.array([s["ci"][1] for s in stats])
-            axis.errorbar(mean, y, xerr=[np.clip(mean - low, 0, 5), np.clip(high - mean, 0, 5)], fmt="o",
-                          capsize=2, label=method, ms=4)
+            axis.errorbar(
+                mean,
+                y,
+                xerr=[np.clip(mean - low, 0, 5), np.clip(high - mean, 0, 5)],
+                fmt="o",
+                capsize=2,
+                label=method,
+                ms=4,
+            )
         axis.axvline(0, color="gray", lw=1)
         axis.set_yticks(range(len(pairs)))
         axis.set_yticklabels(labels if axis is axes[0][0] else [""] * len(pairs), fontsize=7)
         axis.set_title(f"minus {baseline}", fontsize=9)
-        axis.set_xlabel("log(baseline's test error / method's)\n(+: the method is better)", fontsize=8)
+        axis.set_xlabel(
+            "log(baseline's test error / method's)\n(+: the method is better)", fontsize=8
+        )
         axis.grid(alpha=0.3)
         axis.invert_yaxis()  # the first pair on top
     axes[0][0].legend(fontsize=7, loc="best")
@@ -223,10 +282,20 @@ def plot(reports, summary, baselines, path):
 
 def budgets(reports, args):
     """Trainings per (task, model) of each tuned baseline's search, and each agent's evolution."""
-    tuned = {name: {f"{r.task.name}:{m}": r.searches[(m, name)]["trainings"] for r in reports
-                    for m in r.models} for name in TUNED}
-    agents = {a.name: {k: a.provenance.get(k) for k in ("evaluations", "trainings", "cpu_hours", "algorithm")}
-              for a in args.agents + args.controls}
+    tuned = {
+        name: {
+            f"{r.task.name}:{m}": r.searches[(m, name)]["trainings"]
+            for r in reports
+            for m in r.models
+        }
+        for name in TUNED
+    }
+    agents = {
+        a.name: {
+            k: a.provenance.get(k) for k in ("evaluations", "trainings", "cpu_hours", "algorithm")
+        }
+        for a in args.agents + args.controls
+    }
     return {"tuned_search_trainings": tuned, "agents": agents}
 
 
@@ -235,63 +304,156 @@ def main(argv=None):
     records = os.path.join(args.out, "records")
     os.makedirs(records, exist_ok=True)
     compared = methods(args)
-    print(f"Held-out evidence for {', '.join(a.name for a in args.agents)}: "
-          f"{sum(len(m) for m in args.pairs.values())} (task, model) pairs of {len(args.pairs)} tasks, "
-          f"{args.seeds} seeds, {len(compared)} methods", flush=True)
+    print(
+        f"Held-out evidence for {', '.join(a.name for a in args.agents)}: "
+        f"{sum(len(m) for m in args.pairs.values())} (task, model) pairs of {len(args.pairs)} tasks, "
+        f"{args.seeds} seeds, {len(compared)} methods",
+        flush=True,
+    )
     start = time.perf_counter()
     reports = []
     for task_name, models in args.pairs.items():
         print(f"{task_name} ({', '.join(models)}) ...", flush=True)
-        reports.append(evidence.compare(task_name, compared, models=models, seeds=args.seeds,
-                                        record=os.path.join(records, f"{task_name}.json"), verbose=True))
+        reports.append(
+            evidence.compare(
+                task_name,
+                compared,
+                models=models,
+                seeds=args.seeds,
+                record=os.path.join(records, f"{task_name}.json"),
+                verbose=True,
+            )
+        )
     rows = [row for r in reports for row in r.rows()]
     _common.print_table(
-        [(r["task"], r["model"], r["method"], f"{r['metric_mean']:.4f} +- {r['metric_std']:.4f}",
-          f"{r['loss_median']:.4f}", r["diverged"]) for r in rows],
-        headers=("task", "model", "method", f"test metric (mean +- std, {args.seeds} seeds)",
-                 "median test loss", "diverged"), align="lllrrr",
-        title="Test results per method (accuracy, or MSE for regression and forecasting)")
+        [
+            (
+                r["task"],
+                r["model"],
+                r["method"],
+                f"{r['metric_mean']:.4f} +- {r['metric_std']:.4f}",
+                f"{r['loss_median']:.4f}",
+                r["diverged"],
+            )
+            for r in rows
+        ],
+        headers=(
+            "task",
+            "model",
+            "method",
+            f"test metric (mean +- std, {args.seeds} seeds)",
+            "median test loss",
+            "diverged",
+        ),
+        align="lllrrr",
+        title="Test results per method (accuracy, or MSE for regression and forecasting)",
+    )
 
     summary = [evidence.aggregate(reports, a, b) for a, b in comparisons(args)]
     paired = [r.paired(a, b, m) for a, b in comparisons(args) for r in reports for m in r.models]
     _common.print_table(
-        [(p["task"], p["model"], p["method"], p["baseline"], f"{p['mean']:+.4f}",
-          f"[{p['ci'][0]:+.4f}, {p['ci'][1]:+.4f}]", f"{p['seeds_ahead']}/{p['seeds']}", p["verdict"])
-         for p in paired if p["baseline"] in ("Adam", "SGD", "Adam*", "SGD*")],
-        headers=("task", "model", "method", "minus", "mean difference", "95% CI", "seeds ahead",
-                 "verdict"), align="llllrlrl",
-        title="Paired differences of the test metric (+: the method is better; MSE with the sign turned)")
+        [
+            (
+                p["task"],
+                p["model"],
+                p["method"],
+                p["baseline"],
+                f"{p['mean']:+.4f}",
+                f"[{p['ci'][0]:+.4f}, {p['ci'][1]:+.4f}]",
+                f"{p['seeds_ahead']}/{p['seeds']}",
+                p["verdict"],
+            )
+            for p in paired
+            if p["baseline"] in ("Adam", "SGD", "Adam*", "SGD*")
+        ],
+        headers=(
+            "task",
+            "model",
+            "method",
+            "minus",
+            "mean difference",
+            "95% CI",
+            "seeds ahead",
+            "verdict",
+        ),
+        align="llllrlrl",
+        title="Paired differences of the test metric (+: the method is better; MSE with the sign turned)",
+    )
     _common.print_table(
-        [(s["method"], s["baseline"], f"{s['better']}/{s['within_noise']}/{s['worse']}",
-          f"{s['log_error_ratio']['mean']:+.3f} [{s['log_error_ratio']['ci'][0]:+.3f}, "
-          f"{s['log_error_ratio']['ci'][1]:+.3f}]", s["log_error_ratio"]["verdict"],
-          f"{s['diverged'][0]}/{s['diverged'][1]}") for s in summary],
-        headers=("method", "minus", "pairs better/within noise/worse", "log error ratio [95% CI over tasks]",
-                 "verdict", "diverged runs (method/baseline)"), align="llrrlr",
+        [
+            (
+                s["method"],
+                s["baseline"],
+                f"{s['better']}/{s['within_noise']}/{s['worse']}",
+                f"{s['log_error_ratio']['mean']:+.3f} [{s['log_error_ratio']['ci'][0]:+.3f}, "
+                f"{s['log_error_ratio']['ci'][1]:+.3f}]",
+                s["log_error_ratio"]["verdict"],
+                f"{s['diverged'][0]}/{s['diverged'][1]}",
+            )
+            for s in summary
+        ],
+        headers=(
+            "method",
+            "minus",
+            "pairs better/within noise/worse",
+            "log error ratio [95% CI over tasks]",
+            "verdict",
+            "diverged runs (method/baseline)",
+        ),
+        align="llrrlr",
         title="Across pairs: verdicts on the test metric per pair; mean over tasks of log(baseline's "
-              "test error / the method's)")
-    figure = plot(reports, [s for s in summary if s["method"] in [a.name for a in args.agents]],
-                  ["Adam", "Adam*", "SGD", "SGD*"], os.path.join(args.out, "generalization.png"))
+        "test error / the method's)",
+    )
+    figure = plot(
+        reports,
+        [s for s in summary if s["method"] in [a.name for a in args.agents]],
+        ["Adam", "Adam*", "SGD", "SGD*"],
+        os.path.join(args.out, "generalization.png"),
+    )
     traces = [trace(args, a, args.out) for a in args.agents]
-    command = "python examples/generalization.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    result = {"pairs": [f"{r.task.name}:{m}" for r in reports for m in r.models], "tasks": len(reports),
-              "seeds": args.seeds, "budgets": budgets(reports, args), "rows": rows, "paired": paired,
-              "summary": summary, "figure": figure, "traces": traces, "command": command}
+    command = "python examples/generalization.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    result = {
+        "pairs": [f"{r.task.name}:{m}" for r in reports for m in r.models],
+        "tasks": len(reports),
+        "seeds": args.seeds,
+        "budgets": budgets(reports, args),
+        "rows": rows,
+        "paired": paired,
+        "summary": summary,
+        "figure": figure,
+        "traces": traces,
+        "command": command,
+    }
     atomic_write_json(os.path.join(args.out, "generalization.json"), result)
     if args.record:
         for name, agent in zip(args.agent, args.agents):
-            zoo.record_benchmark(name, "held_out", {
-                **{k: result[k] for k in ("pairs", "tasks", "seeds", "command", "figure")},
-                "summary": [s for s in summary if s["method"] == agent.name]})
+            zoo.record_benchmark(
+                name,
+                "held_out",
+                {
+                    **{k: result[k] for k in ("pairs", "tasks", "seeds", "command", "figure")},
+                    "summary": [s for s in summary if s["method"] == agent.name],
+                },
+            )
             print(f"Recorded in the card of {name}")
     print(f"\nFigure: {figure}; {time.perf_counter() - start:.0f} s")
-    headline = {f"{s['method']} vs {s['baseline']}": {
-        "better": s["better"], "within_noise": s["within_noise"], "worse": s["worse"],
-        "log_error_ratio": round(s["log_error_ratio"]["mean"], 4),
-        "ci": [round(v, 4) for v in s["log_error_ratio"]["ci"]], "diverged": s["diverged"][0]}
-        for s in summary if s["baseline"] in ("Adam", "SGD", "Adam*", "SGD*")}
-    _common.print_json_line({"pairs": len(result["pairs"]), "tasks": len(reports), "seeds": args.seeds,
-                             **headline})
+    headline = {
+        f"{s['method']} vs {s['baseline']}": {
+            "better": s["better"],
+            "within_noise": s["within_noise"],
+            "worse": s["worse"],
+            "log_error_ratio": round(s["log_error_ratio"]["mean"], 4),
+            "ci": [round(v, 4) for v in s["log_error_ratio"]["ci"]],
+            "diverged": s["diverged"][0],
+        }
+        for s in summary
+        if s["baseline"] in ("Adam", "SGD", "Adam*", "SGD*")
+    }
+    _common.print_json_line(
+        {"pairs": len(result["pairs"]), "tasks": len(reports), "seeds": args.seeds, **headline}
+    )
 
 
 if __name__ == "__main__":

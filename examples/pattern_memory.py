@@ -24,11 +24,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
-
-import numpy as np  # noqa: E402
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
+import _common  # noqa: E402
 from keras_neuromod.io import atomic_write_json  # noqa: E402
 from keras_neuromod.layers.plastic import PlasticRNNCell  # noqa: E402
 
@@ -40,7 +39,7 @@ def make_data(rng, n, bits, patterns, show=3, gap=2, test=3):
     pats = rng.integers(0, 2, size=(n, patterns, bits)).astype(np.float32) * 2 - 1
     for k in range(patterns):
         start = k * (show + gap)
-        x[:, start:start + show] = pats[:, k:k + 1]
+        x[:, start : start + show] = pats[:, k : k + 1]
     which = rng.integers(patterns, size=n)
     target = pats[np.arange(n), which]
     hidden = np.zeros((n, bits), bool)
@@ -64,8 +63,10 @@ def build(kind, units, bits, steps):
 
 def lstm_units_for(n_params, bits):
     """LSTM width whose parameter count (with the readout) is closest to n_params."""
+
     def count(u):
         return 4 * (bits * u + u * u + u) + u * bits + bits
+
     return min(range(1, 1024), key=lambda u: abs(count(u) - n_params))
 
 
@@ -84,8 +85,11 @@ def main(argv=None):
     _common.add_learning_rate(p, 3e-3, "Adam learning rate (default 0.003)")
     p.add_argument("--models", default="lstm,hebbian,simple")
     args = p.parse_args(argv)
-    defaults = (dict(bits=16, patterns=3, units=32, train=4000, epochs=15) if args.quick
-                else dict(bits=32, patterns=4, units=64, train=20000, epochs=30))
+    defaults = (
+        dict(bits=16, patterns=3, units=32, train=4000, epochs=15)
+        if args.quick
+        else dict(bits=32, patterns=4, units=64, train=20000, epochs=30)
+    )
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -100,8 +104,11 @@ def main(argv=None):
     xv, yv, hv = make_data(rng, 1000, args.bits, args.patterns)
     xt, yt, ht = make_data(rng, 2000, args.bits, args.patterns)
     steps = x.shape[1]
-    print(f"backend {keras.backend.backend()}; {args.patterns} patterns of {args.bits} bits, "
-          f"{steps} steps, {args.train} training sequences, {args.epochs} epochs", flush=True)
+    print(
+        f"backend {keras.backend.backend()}; {args.patterns} patterns of {args.bits} bits, "
+        f"{steps} steps, {args.train} training sequences, {args.epochs} epochs",
+        flush=True,
+    )
 
     keras.utils.set_random_seed(args.seed)
     ref = build("hebbian", args.units, args.bits, steps).count_params()
@@ -118,14 +125,19 @@ def main(argv=None):
             def on_epoch_end(self, epoch, logs=None):
                 acc = hidden_bit_accuracy(self.model, xv, yv, hv)
                 curve.append(acc)
-                print(f"  {kind:8s} epoch {epoch + 1:3d}  loss {logs['loss']:.4f}  "
-                      f"val hidden-bit accuracy {acc:.3f}  ({time.time() - start:.0f} s)",
-                      flush=True)
+                print(
+                    f"  {kind:8s} epoch {epoch + 1:3d}  loss {logs['loss']:.4f}  "
+                    f"val hidden-bit accuracy {acc:.3f}  ({time.time() - start:.0f} s)",
+                    flush=True,
+                )
 
         model.fit(x, y, batch_size=64, epochs=args.epochs, verbose=0, callbacks=[Track()])
-        results[kind] = dict(units=units, params=model.count_params(),
-                             accuracy=hidden_bit_accuracy(model, xt, yt, ht),
-                             seconds=time.time() - start)
+        results[kind] = dict(
+            units=units,
+            params=model.count_params(),
+            accuracy=hidden_bit_accuracy(model, xt, yt, ht),
+            seconds=time.time() - start,
+        )
         curves[kind] = curve
         keras.backend.clear_session()
 
@@ -134,8 +146,13 @@ def main(argv=None):
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for kind, curve in curves.items():
-        ax.plot(np.arange(1, len(curve) + 1), curve, marker="o", ms=3,
-                label=f"{kind} ({results[kind]['params']} params)")
+        ax.plot(
+            np.arange(1, len(curve) + 1),
+            curve,
+            marker="o",
+            ms=3,
+            label=f"{kind} ({results[kind]['params']} params)",
+        )
     ax.axhline(0.5, color="k", ls=":", lw=0.8)
     ax.set_ylim(0.4, 1.02)
     ax.set_xlabel("epoch")
@@ -145,14 +162,20 @@ def main(argv=None):
     ax.legend(loc="upper left")
     fig.tight_layout()
     figure = _common.save_figure(fig, os.path.join(args.out, "accuracy.png"), dpi=120)
-    atomic_write_json(os.path.join(args.out, "results.json"),
-                      {"args": vars(args), "results": results, "curves": curves})
+    atomic_write_json(
+        os.path.join(args.out, "results.json"),
+        {"args": vars(args), "results": results, "curves": curves},
+    )
 
     _common.print_table(
-        [(kind, r["units"], r["params"], f"{r['accuracy']:.3f}", f"{r['seconds']:.0f} s")
-         for kind, r in results.items()],
-        headers=("model", "units", "params", "accuracy", "time"), align="lrrrr",
-        title=f"Test accuracy on the hidden bits (chance 0.5), {len(xt)} new sequences")
+        [
+            (kind, r["units"], r["params"], f"{r['accuracy']:.3f}", f"{r['seconds']:.0f} s")
+            for kind, r in results.items()
+        ],
+        headers=("model", "units", "params", "accuracy", "time"),
+        align="lrrrr",
+        title=f"Test accuracy on the hidden bits (chance 0.5), {len(xt)} new sequences",
+    )
     print(f"figure: {figure}")
     _common.print_json_line({k: round(r["accuracy"], 4) for k, r in results.items()})
 

@@ -32,16 +32,17 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
-
-import numpy as np  # noqa: E402
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
+import _common  # noqa: E402
 from keras_neuromod import datasets  # noqa: E402
 from keras_neuromod.io import atomic_write_json  # noqa: E402
-from keras_neuromod.switching import (  # noqa: E402
-    SwitchableConv2D, SwitchableDense, TaskInput, fit_alternating, set_task,
-)
+from keras_neuromod.switching import SwitchableConv2D  # noqa: E402
+from keras_neuromod.switching import SwitchableDense  # noqa: E402
+from keras_neuromod.switching import TaskInput  # noqa: E402
+from keras_neuromod.switching import fit_alternating  # noqa: E402
+from keras_neuromod.switching import set_task  # noqa: E402
 
 METHODS = ("switch", "extra_input")
 
@@ -51,13 +52,21 @@ def parse_args(argv=None):
         "Digits 0-4 vs 5-9: weight-space switching vs an extra task input. "
         "MNIST is not available offline here: the default data are scikit-learn's "
         "bundled 8x8 digits (keras_neuromod.datasets.digits()).",
-        "runs/switch_digits", quick="hidden 2,4,8,16,32, 3 seeds, 30 cycles",
-        seed_help="base seed (default 0)")
-    parser.add_argument("--dataset", default="digits", choices=["digits", "mnist"],
-                        help="digits (bundled, default) or mnist (needs the network "
-                        "or keras's cache)")
-    parser.add_argument("--hidden", default="2,4,8,16,32,64",
-                        help="hidden sizes, comma separated (default 2,4,8,16,32,64)")
+        "runs/switch_digits",
+        quick="hidden 2,4,8,16,32, 3 seeds, 30 cycles",
+        seed_help="base seed (default 0)",
+    )
+    parser.add_argument(
+        "--dataset",
+        default="digits",
+        choices=["digits", "mnist"],
+        help="digits (bundled, default) or mnist (needs the network or keras's cache)",
+    )
+    parser.add_argument(
+        "--hidden",
+        default="2,4,8,16,32,64",
+        help="hidden sizes, comma separated (default 2,4,8,16,32,64)",
+    )
     parser.add_argument("--seeds", type=int, default=5, help="seeds per point (default 5)")
     parser.add_argument("--cycles", type=int, default=60, help="switching cycles (default 60)")
     parser.add_argument("--period", type=int, default=1, help="epochs per task (default 1)")
@@ -107,19 +116,28 @@ def branch(method, hidden, inputs, seed, name):
     """conv(h, 3x3) - maxpool 2 - dense(h) - softmax(5), switchable or plain."""
     init = keras.initializers.GlorotUniform
     if method == "switch":
-        h = SwitchableConv2D(hidden, 3, activation="relu", modulation_seed=3 * seed,
-                             kernel_initializer=init(3 * seed))(inputs)
+        h = SwitchableConv2D(
+            hidden,
+            3,
+            activation="relu",
+            modulation_seed=3 * seed,
+            kernel_initializer=init(3 * seed),
+        )(inputs)
         h = keras.layers.Flatten()(keras.layers.MaxPooling2D(2)(h))
-        h = SwitchableDense(hidden, "relu", modulation_seed=3 * seed + 1,
-                            kernel_initializer=init(3 * seed + 1))(h)
-        return SwitchableDense(5, "softmax", modulation_seed=3 * seed + 2,
-                               kernel_initializer=init(3 * seed + 2), name=name)(h)
-    h = keras.layers.Conv2D(hidden, 3, activation="relu",
-                            kernel_initializer=init(3 * seed))(inputs)
+        h = SwitchableDense(
+            hidden, "relu", modulation_seed=3 * seed + 1, kernel_initializer=init(3 * seed + 1)
+        )(h)
+        return SwitchableDense(
+            5,
+            "softmax",
+            modulation_seed=3 * seed + 2,
+            kernel_initializer=init(3 * seed + 2),
+            name=name,
+        )(h)
+    h = keras.layers.Conv2D(hidden, 3, activation="relu", kernel_initializer=init(3 * seed))(inputs)
     h = keras.layers.Flatten()(keras.layers.MaxPooling2D(2)(h))
     h = keras.layers.Dense(hidden, "relu", kernel_initializer=init(3 * seed + 1))(h)
-    return keras.layers.Dense(5, "softmax", kernel_initializer=init(3 * seed + 2),
-                              name=name)(h)
+    return keras.layers.Dense(5, "softmax", kernel_initializer=init(3 * seed + 2), name=name)(h)
 
 
 def build(runs, input_shape):
@@ -175,11 +193,20 @@ def run_all(runs, data, args):
 
     def progress(cycle, row):
         if (cycle + 1) % max(1, args.cycles // 10) == 0:
-            print(f"  cycle {cycle + 1:3d}/{args.cycles}  summed loss A {row['A_loss']:.3f}"
-                  f"  B {row['B_loss']:.3f}  ({time.time() - start:.0f} s)", flush=True)
+            print(
+                f"  cycle {cycle + 1:3d}/{args.cycles}  summed loss A {row['A_loss']:.3f}"
+                f"  B {row['B_loss']:.3f}  ({time.time() - start:.0f} s)",
+                flush=True,
+            )
 
-    fit_alternating(model, tasks, period=args.period, cycles=args.cycles,
-                    batch_size=args.batch_size, on_cycle_end=progress)
+    fit_alternating(
+        model,
+        tasks,
+        period=args.period,
+        cycles=args.cycles,
+        batch_size=args.batch_size,
+        on_cycle_end=progress,
+    )
     acc_a = accuracy(model, 0, *test_a)
     acc_b = accuracy(model, 1, *test_b)
     crossed = accuracy(model, 1, *test_a)  # task A in B's state: what the switch does
@@ -187,25 +214,40 @@ def run_all(runs, data, args):
     for method, hidden, seed in runs:
         name = f"{method}_h{hidden}_s{seed}"
         results[(method, hidden, seed)] = (
-            trainable_count(model, name), [acc_a[name], acc_b[name]], crossed[name]
+            trainable_count(model, name),
+            [acc_a[name], acc_b[name]],
+            crossed[name],
         )
     return results
 
 
 def plot(rows, args, path):
     fig, ax = _common.pyplot().subplots(figsize=(7, 4.5))
-    styles = {"switch": ("o-", "weight-space switching (fixed M, v)"),
-              "extra_input": ("s--", "extra task input (baseline)")}
+    styles = {
+        "switch": ("o-", "weight-space switching (fixed M, v)"),
+        "extra_input": ("s--", "extra task input (baseline)"),
+    }
     for method in METHODS:
         mine = [r for r in rows if r["method"] == method]
-        container = ax.errorbar([r["params"] for r in mine], [100 * r["accuracy"] for r in mine],
-                    yerr=[100 * r["std"] for r in mine], fmt=styles[method][0],
-                    capsize=3, label=styles[method][1])
+        container = ax.errorbar(
+            [r["params"] for r in mine],
+            [100 * r["accuracy"] for r in mine],
+            yerr=[100 * r["std"] for r in mine],
+            fmt=styles[method][0],
+            capsize=3,
+            label=styles[method][1],
+        )
         offset, align = ((-6, 4), "right") if method == "switch" else ((6, -13), "left")
         for r in mine:
-            ax.annotate(f"h={r['hidden']}", (r["params"], 100 * r["accuracy"]),
-                        textcoords="offset points", xytext=offset, ha=align, fontsize=8,
-                        color=container[0].get_color())
+            ax.annotate(
+                f"h={r['hidden']}",
+                (r["params"], 100 * r["accuracy"]),
+                textcoords="offset points",
+                xytext=offset,
+                ha=align,
+                fontsize=8,
+                color=container[0].get_color(),
+            )
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters")
     ax.set_ylabel("test accuracy, mean of the two tasks (%)")
@@ -221,9 +263,11 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     x_train, y_train, x_test, y_test = load(args.dataset)
     data = (split(x_train, y_train), split(x_test, y_test))
-    print(f"{args.dataset}: {len(x_train)} train / {len(x_test)} test images; hidden sizes "
-          f"{args.hidden}, {args.seeds} seeds, {args.cycles} cycles of {args.period} "
-          "epoch(s) per task.")
+    print(
+        f"{args.dataset}: {len(x_train)} train / {len(x_test)} test images; hidden sizes "
+        f"{args.hidden}, {args.seeds} seeds, {args.cycles} cycles of {args.period} "
+        "epoch(s) per task."
+    )
     start = time.time()
     seeds = [100 * args.seed + index for index in range(args.seeds)]
     runs = [(m, h, s) for h in args.hidden for m in METHODS for s in seeds]
@@ -234,27 +278,50 @@ def main(argv=None):
         for method in METHODS:
             mine = [results[(method, hidden, s)] for s in seeds]
             for seed, (params, acc, crossed) in zip(seeds, mine):
-                print(f"  hidden {hidden:3d}  {method:11s}  seed {seed:3d}  params {params:6d}  "
-                      f"A {acc[0]:.3f}  B {acc[1]:.3f}  (A in B's state {crossed:.3f})")
+                print(
+                    f"  hidden {hidden:3d}  {method:11s}  seed {seed:3d}  params {params:6d}  "
+                    f"A {acc[0]:.3f}  B {acc[1]:.3f}  (A in B's state {crossed:.3f})"
+                )
             means = np.array([np.mean(acc) for _, acc, _ in mine])
-            rows.append({
-                "hidden": hidden, "method": method, "params": mine[0][0],
-                "accuracy": float(means.mean()), "std": float(means.std()),
-                "accuracy_a": float(np.mean([acc[0] for _, acc, _ in mine])),
-                "accuracy_b": float(np.mean([acc[1] for _, acc, _ in mine])),
-                "a_in_wrong_state": float(np.mean([c for _, _, c in mine])),
-            })
+            rows.append(
+                {
+                    "hidden": hidden,
+                    "method": method,
+                    "params": mine[0][0],
+                    "accuracy": float(means.mean()),
+                    "std": float(means.std()),
+                    "accuracy_a": float(np.mean([acc[0] for _, acc, _ in mine])),
+                    "accuracy_b": float(np.mean([acc[1] for _, acc, _ in mine])),
+                    "a_in_wrong_state": float(np.mean([c for _, _, c in mine])),
+                }
+            )
     _common.print_table(
-        [(r["hidden"], r["method"], r["params"],
-          f"{100 * r['accuracy']:.1f} +- {100 * r['std']:.1f}", f"{100 * r['accuracy_a']:.1f}",
-          f"{100 * r['accuracy_b']:.1f}", f"{100 * r['a_in_wrong_state']:.1f}") for r in rows],
+        [
+            (
+                r["hidden"],
+                r["method"],
+                r["params"],
+                f"{100 * r['accuracy']:.1f} +- {100 * r['std']:.1f}",
+                f"{100 * r['accuracy_a']:.1f}",
+                f"{100 * r['accuracy_b']:.1f}",
+                f"{100 * r['a_in_wrong_state']:.1f}",
+            )
+            for r in rows
+        ],
         headers=("hidden", "method", "params", "accuracy", "task A", "task B", "A, wrong state"),
-        align="rlrrrrr")
+        align="rlrrrrr",
+    )
     seconds = time.time() - start
     figure = os.path.join(args.out, "switch_digits.png")
     plot(rows, args, figure)
-    result = {"dataset": args.dataset, "seeds": args.seeds, "cycles": args.cycles,
-              "period": args.period, "seconds": round(seconds, 1), "rows": rows}
+    result = {
+        "dataset": args.dataset,
+        "seeds": args.seeds,
+        "cycles": args.cycles,
+        "period": args.period,
+        "seconds": round(seconds, 1),
+        "rows": rows,
+    }
     atomic_write_json(os.path.join(args.out, "result.json"), dict(result, figure=figure))
     print(f"\n{seconds:.0f} s; figure: {figure}")
     _common.print_json_line(result)

@@ -36,15 +36,17 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
-
-import numpy as np  # noqa: E402
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
+import _common  # noqa: E402
 from keras_neuromod.io import atomic_write_json  # noqa: E402
-from keras_neuromod.switching import (  # noqa: E402
-    MODES, MODULATIONS, FlatSwitchableMLP, SwitchableDense, fit_alternating, set_task,
-)
+from keras_neuromod.switching import MODES  # noqa: E402
+from keras_neuromod.switching import MODULATIONS  # noqa: E402
+from keras_neuromod.switching import FlatSwitchableMLP  # noqa: E402
+from keras_neuromod.switching import SwitchableDense  # noqa: E402
+from keras_neuromod.switching import fit_alternating  # noqa: E402
+from keras_neuromod.switching import set_task  # noqa: E402
 
 GATES = {
     "and": [0, 0, 0, 1],
@@ -58,24 +60,43 @@ INPUTS = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], "float32")
 
 
 def parse_args(argv=None):
-    parser = _common.parser(__doc__, "runs/switch_gates",
-                            quick="at most 150 cycles (AND/OR settles long before)",
-                            seed_help="base seed (default 0)")
-    parser.add_argument("--pair", default="and,or",
-                        help=f"two gates, comma separated, from {sorted(GATES)} (default and,or)")
+    parser = _common.parser(
+        __doc__,
+        "runs/switch_gates",
+        quick="at most 150 cycles (AND/OR settles long before)",
+        seed_help="base seed (default 0)",
+    )
+    parser.add_argument(
+        "--pair",
+        default="and,or",
+        help=f"two gates, comma separated, from {sorted(GATES)} (default and,or)",
+    )
     parser.add_argument("--seeds", type=int, default=10, help="number of seeds (default 10)")
-    parser.add_argument("--cycles", type=int, default=500,
-                        help="maximum switching cycles (default 500; --quick: 150)")
-    parser.add_argument("--period", type=int, default=10,
-                        help="epochs per task before switching (default 10)")
-    parser.add_argument("--patience", type=int, default=20,
-                        help="stop once every seed has held 100%% this many cycles (default 20)")
+    parser.add_argument(
+        "--cycles",
+        type=int,
+        default=500,
+        help="maximum switching cycles (default 500; --quick: 150)",
+    )
+    parser.add_argument(
+        "--period", type=int, default=10, help="epochs per task before switching (default 10)"
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=20,
+        help="stop once every seed has held 100%% this many cycles (default 20)",
+    )
     parser.add_argument("--hidden", type=int, default=8, help="hidden units (default 8)")
     parser.add_argument("--activation", default="tanh", choices=["tanh", "relu"])
     parser.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
     _common.add_learning_rate(parser, help="default 0.05 for Adam, 0.5 for SGD")
-    parser.add_argument("--form", default="per_layer", choices=["per_layer", "flat"],
-                        help="one M per layer, or one flat M over all weights (the paper's)")
+    parser.add_argument(
+        "--form",
+        default="per_layer",
+        choices=["per_layer", "flat"],
+        help="one M per layer, or one flat M over all weights (the paper's)",
+    )
     parser.add_argument("--mode", default="reparametrize", choices=list(MODES))
     parser.add_argument("--modulation", default="identity_gaussian", choices=list(MODULATIONS))
     args = parser.parse_args(argv)
@@ -102,19 +123,28 @@ def build(args):
         common = dict(modulation=args.modulation, mode=args.mode)
         if args.form == "flat":
             branch = FlatSwitchableMLP(
-                [args.hidden, 1], activation=args.activation, output_activation="sigmoid",
+                [args.hidden, 1],
+                activation=args.activation,
+                output_activation="sigmoid",
                 kernel_initializer=keras.initializers.GlorotUniform(seed),
-                modulation_seed=seed, **common,
+                modulation_seed=seed,
+                **common,
             )
             outputs.append(branch(inputs))
         else:
             hidden = SwitchableDense(
-                args.hidden, args.activation, modulation_seed=2 * seed,
-                kernel_initializer=keras.initializers.GlorotUniform(2 * seed), **common,
+                args.hidden,
+                args.activation,
+                modulation_seed=2 * seed,
+                kernel_initializer=keras.initializers.GlorotUniform(2 * seed),
+                **common,
             )
             out = SwitchableDense(
-                1, "sigmoid", modulation_seed=2 * seed + 1,
-                kernel_initializer=keras.initializers.GlorotUniform(2 * seed + 1), **common,
+                1,
+                "sigmoid",
+                modulation_seed=2 * seed + 1,
+                kernel_initializer=keras.initializers.GlorotUniform(2 * seed + 1),
+                **common,
             )
             outputs.append(out(hidden(inputs)))
     merged = outputs[0] if len(outputs) == 1 else keras.layers.Concatenate()(outputs)
@@ -142,8 +172,10 @@ def run(args):
     gate_a, gate_b = args.gates
     reps = args.period
     x = np.tile(INPUTS, (reps, 1))
-    targets = [np.tile(np.array(GATES[g], "float32")[:, None], (reps, args.seeds))
-               for g in (gate_a, gate_b)]
+    targets = [
+        np.tile(np.array(GATES[g], "float32")[:, None], (reps, args.seeds))
+        for g in (gate_a, gate_b)
+    ]
     curves = {"acc_a": [], "acc_b": [], "loss_a": [], "loss_b": []}
     held = np.zeros(args.seeds, int)  # consecutive successful cycles per seed
     start = time.time()
@@ -158,15 +190,21 @@ def run(args):
         ok = (acc_a == 1.0) & (acc_b == 1.0)
         held[:] = np.where(ok, held + 1, 0)
         if (cycle + 1) % 10 == 0:
-            print(f"cycle {cycle + 1:4d}  seeds at 100% on both gates: {int(ok.sum())}/"
-                  f"{args.seeds}  median loss {gate_a} {np.median(loss_a):.4f} {gate_b} "
-                  f"{np.median(loss_b):.4f}  ({time.time() - start:.0f} s)", flush=True)
+            print(
+                f"cycle {cycle + 1:4d}  seeds at 100% on both gates: {int(ok.sum())}/"
+                f"{args.seeds}  median loss {gate_a} {np.median(loss_a):.4f} {gate_b} "
+                f"{np.median(loss_b):.4f}  ({time.time() - start:.0f} s)",
+                flush=True,
+            )
         return bool((held >= args.patience).all())
 
     fit_alternating(
         model,
         [{"x": x, "y": targets[0], "name": "A"}, {"x": x, "y": targets[1], "name": "B"}],
-        period=1, cycles=args.cycles, batch_size=4, shuffle=False,
+        period=1,
+        cycles=args.cycles,
+        batch_size=4,
+        shuffle=False,
         on_cycle_end=on_cycle_end,
     )
     cycles_run = len(curves["acc_a"])
@@ -180,11 +218,13 @@ def plot(curves, args, path):
     acc = np.minimum(np.array(curves["acc_a"]), np.array(curves["acc_b"]))
     cycles = np.arange(1, len(acc) + 1)
     fig, (left, right) = _common.pyplot().subplots(1, 2, figsize=(11, 4))
-    for key, gate, state in (("loss_a", args.gates[0], "state 0, f"),
-                             ("loss_b", args.gates[1], "state 1, f'")):
+    for key, gate, state in (
+        ("loss_a", args.gates[0], "state 0, f"),
+        ("loss_b", args.gates[1], "state 1, f'"),
+    ):
         losses = np.array(curves[key])
         low, mid, high = np.percentile(losses, [25, 50, 75], axis=1)
-        line, = left.plot(cycles, mid, label=f"{gate.upper()} ({state})")
+        (line,) = left.plot(cycles, mid, label=f"{gate.upper()} ({state})")
         left.fill_between(cycles, low, high, color=line.get_color(), alpha=0.2)
     left.set_yscale("log")
     left.set_xlabel("switching cycle")
@@ -200,8 +240,10 @@ def plot(curves, args, path):
     right.set_title("Per seed (thin lines, offset for visibility)")
     right.legend(loc="lower right")
     pair = "/".join(g.upper() for g in args.gates)
-    fig.suptitle(f"{pair} switching: {args.form} M, {args.activation}, period {args.period}, "
-                 f"{args.optimizer}")
+    fig.suptitle(
+        f"{pair} switching: {args.form} M, {args.activation}, period {args.period}, "
+        f"{args.optimizer}"
+    )
     fig.tight_layout()
     _common.save_figure(fig, path, dpi=120)
 
@@ -210,33 +252,57 @@ def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     pair = ",".join(args.gates)
-    print(f"Switching {pair.upper()}: {args.seeds} seeds trained as one batched model, "
-          f"2-{args.hidden}-1 {args.activation}, {args.form} M ({args.modulation}, "
-          f"{args.mode}), period {args.period} epochs, at most {args.cycles} cycles.")
+    print(
+        f"Switching {pair.upper()}: {args.seeds} seeds trained as one batched model, "
+        f"2-{args.hidden}-1 {args.activation}, {args.form} M ({args.modulation}, "
+        f"{args.mode}), period {args.period} epochs, at most {args.cycles} cycles."
+    )
     curves, success, to_success, cycles_run, seconds = run(args)
     _common.print_table(
-        [(1000 * args.seed + index, f"{curves['acc_a'][-1][index]:.2f}",
-          f"{curves['acc_b'][-1][index]:.2f}", bool(success[index]),
-          "-" if to_success[index] is None else to_success[index])
-         for index in range(args.seeds)],
-        headers=("seed", "acc " + args.gates[0], "acc " + args.gates[1], "success",
-                 "cycles to success"),
-        align="rrrrr")
+        [
+            (
+                1000 * args.seed + index,
+                f"{curves['acc_a'][-1][index]:.2f}",
+                f"{curves['acc_b'][-1][index]:.2f}",
+                bool(success[index]),
+                "-" if to_success[index] is None else to_success[index],
+            )
+            for index in range(args.seeds)
+        ],
+        headers=(
+            "seed",
+            "acc " + args.gates[0],
+            "acc " + args.gates[1],
+            "success",
+            "cycles to success",
+        ),
+        align="rrrrr",
+    )
     done = [c for c in to_success if c is not None]
     median = float(np.median(done)) if done else None
     rate = float(np.mean(success))
-    print(f"\nsuccess rate {rate:.0%} over {args.seeds} seeds; median cycles to success "
-          f"{median}; {cycles_run} cycles in {seconds:.0f} s")
+    print(
+        f"\nsuccess rate {rate:.0%} over {args.seeds} seeds; median cycles to success "
+        f"{median}; {cycles_run} cycles in {seconds:.0f} s"
+    )
     figure = os.path.join(args.out, f"switch_gates_{'_'.join(args.gates)}.png")
     plot(curves, args, figure)
     result = {
-        "pair": pair, "seeds": args.seeds, "success_rate": rate,
-        "cycles_to_success": median, "cycles_run": cycles_run, "period": args.period,
-        "form": args.form, "activation": args.activation, "optimizer": args.optimizer,
+        "pair": pair,
+        "seeds": args.seeds,
+        "success_rate": rate,
+        "cycles_to_success": median,
+        "cycles_run": cycles_run,
+        "period": args.period,
+        "form": args.form,
+        "activation": args.activation,
+        "optimizer": args.optimizer,
         "seconds": round(seconds, 1),
     }
-    atomic_write_json(os.path.join(args.out, f"result_{'_'.join(args.gates)}.json"),
-                      dict(result, per_seed_cycles_to_success=to_success, figure=figure))
+    atomic_write_json(
+        os.path.join(args.out, f"result_{'_'.join(args.gates)}.json"),
+        dict(result, per_seed_cycles_to_success=to_success, figure=figure),
+    )
     print(f"figure: {figure}")
     _common.print_json_line(result)
 

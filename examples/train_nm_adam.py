@@ -22,11 +22,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
-
-import numpy as np  # noqa: E402
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
+import _common  # noqa: E402
 from keras_neuromod import Genome  # noqa: E402
 from keras_neuromod import NmAdam  # noqa: E402
 from keras_neuromod import bases  # noqa: E402
@@ -34,23 +33,32 @@ from keras_neuromod import datasets  # noqa: E402
 from keras_neuromod import models  # noqa: E402
 from keras_neuromod.callbacks import ModulationTracer  # noqa: E402
 
-
 DEFAULT_AGENT = "nm_adam_digits"
 
 
 def parse_args(argv=None):
-    parser = _common.parser(__doc__, "runs/train_nm_adam",
-                            quick="digits, model A at half width, 5 epochs")
+    parser = _common.parser(
+        __doc__, "runs/train_nm_adam", quick="digits, model A at half width, 5 epochs"
+    )
     parser.add_argument("--dataset", default="digits", choices=datasets.NAMES)
     parser.add_argument("--data-dir", default=None, help="tensorflow-datasets folder for CIFAR")
     parser.add_argument("--model", default="A", choices=models.ARCHITECTURES)
-    parser.add_argument("--width", type=float, default=None,
-                        help="width factor of the model (default 0.5 on digits, 1 otherwise)")
-    parser.add_argument("--agent", default=DEFAULT_AGENT,
-                        help=f"genome or agent JSON file, zoo name, or 'random' (default {DEFAULT_AGENT})")
+    parser.add_argument(
+        "--width",
+        type=float,
+        default=None,
+        help="width factor of the model (default 0.5 on digits, 1 otherwise)",
+    )
+    parser.add_argument(
+        "--agent",
+        default=DEFAULT_AGENT,
+        help=f"genome or agent JSON file, zoo name, or 'random' (default {DEFAULT_AGENT})",
+    )
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--trace-every", type=int, default=5, help="record the modulation every N steps")
+    parser.add_argument(
+        "--trace-every", type=int, default=5, help="record the modulation every N steps"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.dataset, args.epochs = "digits", min(args.epochs, 5)
@@ -66,18 +74,24 @@ class EpochPrinter(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        print(f"  {self.label:8s} epoch {epoch + 1:3d}  loss {logs.get('loss', float('nan')):.4f}  "
-              f"train acc {logs.get('accuracy', float('nan')):.4f}  "
-              f"test acc {logs.get('val_accuracy', float('nan')):.4f}", flush=True)
+        print(
+            f"  {self.label:8s} epoch {epoch + 1:3d}  loss {logs.get('loss', float('nan')):.4f}  "
+            f"train acc {logs.get('accuracy', float('nan')):.4f}  "
+            f"test acc {logs.get('val_accuracy', float('nan')):.4f}",
+            flush=True,
+        )
 
 
 def train(label, optimizer, data, args, callbacks=()):
     (x_train, y_train), (x_test, y_test), num_classes = data
-    model = models.build(args.model, data.input_shape, num_classes, width=args.width, seed=args.seed)
+    model = models.build(
+        args.model, data.input_shape, num_classes, width=args.width, seed=args.seed
+    )
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     start = time.perf_counter()
     history = model.fit(
-        x_train, y_train,
+        x_train,
+        y_train,
         validation_data=(x_test, y_test),
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -109,39 +123,66 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
     try:
-        data = datasets.load(args.dataset, **({"data_dir": args.data_dir} if args.dataset != "digits" else {}))
+        data = datasets.load(
+            args.dataset, **({"data_dir": args.data_dir} if args.dataset != "digits" else {})
+        )
     except datasets.DatasetUnavailableError as error:
         sys.exit(str(error))
     if args.agent == "random":
-        agent, agent_name = Genome.random(bases.N_INPUTS, bases.get("adam").n_outputs, n_regulatory=4, rng=args.seed), f"random genome (seed {args.seed})"
+        agent, agent_name = (
+            Genome.random(
+                bases.N_INPUTS, bases.get("adam").n_outputs, n_regulatory=4, rng=args.seed
+            ),
+            f"random genome (seed {args.seed})",
+        )
     else:
         agent, agent_name = args.agent, args.agent  # NmAdam resolves files and zoo names
-    print(f"Training model {args.model} (width {args.width}) on {args.dataset} for {args.epochs} epochs, "
-          f"agent: {agent_name}")
+    print(
+        f"Training model {args.model} (width {args.width}) on {args.dataset} for {args.epochs} epochs, "
+        f"agent: {agent_name}"
+    )
 
-    tracer = ModulationTracer(update_freq=args.trace_every, csv_path=os.path.join(args.out, "trace.csv"))
+    tracer = ModulationTracer(
+        update_freq=args.trace_every, csv_path=os.path.join(args.out, "trace.csv")
+    )
     histories, seconds = {}, {}
     keras.utils.set_random_seed(args.seed)
-    histories["Nm-Adam"], seconds["Nm-Adam"] = train("Nm-Adam", NmAdam(agent=agent), data, args, [tracer])
+    histories["Nm-Adam"], seconds["Nm-Adam"] = train(
+        "Nm-Adam", NmAdam(agent=agent), data, args, [tracer]
+    )
     keras.utils.set_random_seed(args.seed)
     histories["Adam"], seconds["Adam"] = train("Adam", keras.optimizers.Adam(), data, args)
 
     curves = os.path.join(args.out, "curves.png")
     plot_curves(histories, curves)
-    trace_png = tracer.plot(os.path.join(args.out, "modulation.png"),
-                            title=f"Nm-Adam on {args.dataset}, model {args.model}")
+    trace_png = tracer.plot(
+        os.path.join(args.out, "modulation.png"),
+        title=f"Nm-Adam on {args.dataset}, model {args.model}",
+    )
 
     _common.print_table(
-        [(label, f"{history['accuracy'][-1]:.4f}", f"{history['val_accuracy'][-1]:.4f}",
-          f"{history['loss'][-1]:.4f}", f"{seconds[label]:.1f}")
-         for label, history in histories.items()],
-        headers=("optimizer", "train acc", "test acc", "final loss", "seconds"), align="lrrrr")
+        [
+            (
+                label,
+                f"{history['accuracy'][-1]:.4f}",
+                f"{history['val_accuracy'][-1]:.4f}",
+                f"{history['loss'][-1]:.4f}",
+                f"{seconds[label]:.1f}",
+            )
+            for label, history in histories.items()
+        ],
+        headers=("optimizer", "train acc", "test acc", "final loss", "seconds"),
+        align="lrrrr",
+    )
     _common.print_table(
-        [(path, *(f"{v:.4g}" for v in row))
-         for path, row in zip(tracer.tensor_paths, tracer.hyperparameters[-1])],
+        [
+            (path, *(f"{v:.4g}" for v in row))
+            for path, row in zip(tracer.tensor_paths, tracer.hyperparameters[-1])
+        ],
         headers=("tensor", *tracer.hyperparameter_names),
         align="l" + "r" * len(tracer.hyperparameter_names),
-        title="Hyperparameters chosen at the last traced step:")
+        title="Hyperparameters chosen at the last traced step:",
+    )
     print(f"\nFigures: {curves}, {trace_png}; trace: {tracer.csv_path}")
     headline = {
         "dataset": args.dataset,

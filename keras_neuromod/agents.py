@@ -60,12 +60,16 @@ class Agent:
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
-            raise ValueError(f"Agent 'name' must be a non-empty string without '/', got {self.name!r:.80}.")
+            raise ValueError(
+                f"Agent 'name' must be a non-empty string without '/', got {self.name!r:.80}."
+            )
         base = bases.get(self.base, where="Agent 'base'")
         if not isinstance(self.genome, Genome):
             raise ValueError("Agent 'genome' must be a Genome.")
         if not isinstance(self.settings, dict):
-            raise ValueError(f"Agent 'settings' must be a dict, got {type(self.settings).__name__}.")
+            raise ValueError(
+                f"Agent 'settings' must be a dict, got {type(self.settings).__name__}."
+            )
         try:
             input_set = input_sets.get(self.settings.get("inputs", input_sets.LEGACY))
         except ValueError as error:
@@ -87,8 +91,9 @@ class Agent:
             raise ValueError(f"Agent 'settings' has unknown key(s) {unknown}; known: {known}.")
         for key, value in self.settings.items():
             if key != "inputs":
-                _fields.integer(value, f"Agent 'settings' entry {key!r}", _SETTINGS[key],
-                                MAX_AGENT_STEPS)
+                _fields.integer(
+                    value, f"Agent 'settings' entry {key!r}", _SETTINGS[key], MAX_AGENT_STEPS
+                )
         for field in ("provenance", "benchmark"):
             if not isinstance(getattr(self, field), dict):
                 raise ValueError(f"Agent '{field}' must be a dict.")
@@ -104,8 +109,12 @@ class Agent:
     @property
     def card(self):
         """The agent's card: provenance and benchmark results."""
-        return {"name": self.name, "base": self.base, "provenance": self.provenance,
-                "benchmark": self.benchmark}
+        return {
+            "name": self.name,
+            "base": self.base,
+            "provenance": self.provenance,
+            "benchmark": self.benchmark,
+        }
 
     def to_dict(self):
         return {
@@ -148,7 +157,11 @@ class Agent:
             return {} if value is None else value
 
         return cls(
-            name=data["name"], base=data["base"], genome=genome, ranges=ranges,
-            settings=optional("settings"), provenance=optional("provenance"),
+            name=data["name"],
+            base=data["base"],
+            genome=genome,
+            ranges=ranges,
+            settings=optional("settings"),
+            provenance=optional("provenance"),
             benchmark=optional("benchmark"),
         )

@@ -220,9 +220,7 @@ class Genome:
     def from_dict(cls, data):
         """Build a genome from `to_dict()` output, validating every field."""
         if not isinstance(data, dict):
-            raise ValueError(
-                f"A genome must be a JSON object (dict), got {type(data).__name__}."
-            )
+            raise ValueError(f"A genome must be a JSON object (dict), got {type(data).__name__}.")
         unknown = sorted(set(data) - set(_FIELDS))
         if unknown:
             raise ValueError(
@@ -249,10 +247,7 @@ class Genome:
     def __eq__(self, other):
         if not isinstance(other, Genome):
             return NotImplemented
-        return all(
-            np.array_equal(getattr(self, name), getattr(other, name))
-            for name in _FIELDS
-        )
+        return all(np.array_equal(getattr(self, name), getattr(other, name)) for name in _FIELDS)
 
     def __hash__(self):
         return hash(self.to_json())
@@ -384,9 +379,7 @@ def grn_reset(active, n_inputs, copies):
     active = ops.convert_to_tensor(active, "float32")
     count = ops.maximum(ops.sum(active), 1.0)
     capacity = active.shape[0]
-    not_input = ops.convert_to_tensor(
-        (np.arange(capacity) >= n_inputs).astype("float32")
-    )
+    not_input = ops.convert_to_tensor((np.arange(capacity) >= n_inputs).astype("float32"))
     row = active * not_input / count
     return ops.broadcast_to(row[None, :], (copies, capacity))
 
@@ -452,12 +445,9 @@ def run(genome, inputs, warmup_steps=25, steps_per_input=1, capacity=None):
     inputs = np.asarray(inputs, dtype=np.float64)
     if inputs.ndim != 3 or inputs.shape[-1] != genome.n_inputs:
         raise ValueError(
-            f"inputs must be shaped [T, copies, {genome.n_inputs}], "
-            f"got {inputs.shape}."
+            f"inputs must be shaped [T, copies, {genome.n_inputs}], got {inputs.shape}."
         )
-    if not np.all(np.isfinite(inputs)) or inputs.min(initial=0) < 0 or inputs.max(
-        initial=0
-    ) > 1:
+    if not np.all(np.isfinite(inputs)) or inputs.min(initial=0) < 0 or inputs.max(initial=0) > 1:
         raise ValueError("AGRN inputs must be finite and lie in [0, 1].")
     _fields.integer(warmup_steps, "warmup_steps")
     _fields.integer(steps_per_input, "steps_per_input")

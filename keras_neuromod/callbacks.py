@@ -10,8 +10,8 @@ import csv
 import os
 import weakref
 
-import numpy as np
 import keras
+import numpy as np
 
 from keras_neuromod import _fields
 from keras_neuromod.io import atomic_open
@@ -225,12 +225,16 @@ class ModulationTracer(keras.callbacks.Callback):
         path = _refuse_folder(self.csv_path)
         self._close_csv()  # (left open by a fit that ended without on_train_end)
         # the last fit wrote the whole record to this file: go on where it ended
-        append = self._csv_closed == (os.path.abspath(path), len(self._steps)) and os.path.isfile(path)
+        append = self._csv_closed == (os.path.abspath(path), len(self._steps)) and os.path.isfile(
+            path
+        )
         try:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             self._csv_file = open(path, "a" if append else "w", newline="")
         except OSError as error:
-            raise OSError(f"ModulationTracer cannot write its csv_path {path!r}: {error}") from error
+            raise OSError(
+                f"ModulationTracer cannot write its csv_path {path!r}: {error}"
+            ) from error
         self._csv_writer = csv.writer(self._csv_file)
         self._csv_written = len(self._steps) if append else None
         self._stream_csv()  # the record so far, when the file was rewritten
@@ -296,7 +300,9 @@ class ModulationTracer(keras.callbacks.Callback):
                     for h, name in enumerate(self.hyperparameter_names):
                         tf.summary.scalar(f"{tensor}/{name}", float(hparams[t, h]), step=int(step))
                     for i, name in enumerate(self.input_names):
-                        tf.summary.scalar(f"{tensor}/input_{name}", float(inputs[t, i]), step=int(step))
+                        tf.summary.scalar(
+                            f"{tensor}/input_{name}", float(inputs[t, i]), step=int(step)
+                        )
         self._writer.flush()
         self._written_to_tensorboard = len(self._steps)
 
@@ -352,8 +358,11 @@ class ModulationTracer(keras.callbacks.Callback):
         if not self._steps:
             raise ValueError("Nothing was recorded: train with this callback first.")
         # every input that varies (the core paper's set repeats the next layer's six)
-        shown = [i for i, n in enumerate(self.input_names)
-                 if n != "constant" and not n.startswith("next_")]
+        shown = [
+            i
+            for i, n in enumerate(self.input_names)
+            if n != "constant" and not n.startswith("next_")
+        ]
         names = [f"input: {self.input_names[i].replace('_', ' ')}" for i in shown]
         names += list(self.hyperparameter_names)
         columns = 3
@@ -363,7 +372,7 @@ class ModulationTracer(keras.callbacks.Callback):
         for k, name in enumerate(names):
             column = shown[k] if k < len(shown) else None
             self._draw_panel(axes[k], name, column, k - len(shown))
-        for axis in axes[len(names):]:
+        for axis in axes[len(names) :]:
             axis.axis("off")
         _legend(figure, axes, len(names), title or "Neuromodulation per tensor")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

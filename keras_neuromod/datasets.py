@@ -94,9 +94,7 @@ def digits(test_fraction=0.2, seed=0):
     x = (bunch.images / 16.0).astype("float32")[..., None]
     y = bunch.target.astype("int32")
     train_order, test_order = stratified_split(y, test_fraction, seed)
-    return Dataset(
-        (x[train_order], y[train_order]), (x[test_order], y[test_order]), 10
-    )
+    return Dataset((x[train_order], y[train_order]), (x[test_order], y[test_order]), 10)
 
 
 def stratified_split(y, test_fraction, seed):
@@ -162,7 +160,7 @@ def _unavailable_message(name, data_dir, reason):
     return (
         f"The {name} data set is not available: {reason}\n"
         f"To use it, prepare it once on a machine with a network:\n"
-        f"    python -c \"import tensorflow_datasets as tfds; "
+        f'    python -c "import tensorflow_datasets as tfds; '
         f"tfds.builder('{name}', data_dir={data_dir!r}).download_and_prepare()\"\n"
         f"and copy the prepared folder to {where}, then pass data_dir=... here.\n"
         "Or use the bundled `digits` data set, which needs no network."

@@ -111,8 +111,11 @@ def interval(values, confidence=0.95):
     mean = float(values.mean())
     if len(values) < 2:
         return mean, -math.inf, math.inf
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(values) - 1)
-                 * values.std(ddof=1) / math.sqrt(len(values)))
+    half = float(
+        stats.t.ppf(0.5 + confidence / 2, len(values) - 1)
+        * values.std(ddof=1)
+        / math.sqrt(len(values))
+    )
     return mean, mean - half, mean + half
 
 
@@ -146,8 +149,10 @@ def paired_differences(mine, theirs, untrained, higher_is_better, what="metric")
     if what not in ("metric", "loss", "error"):
         raise ValueError(f"what must be 'metric', 'loss' or 'error', got {what!r}.")
     if not len(mine) == len(theirs) == len(untrained):
-        raise ValueError(f"Paired runs need one run per seed each, got {len(mine)}, {len(theirs)} "
-                         f"and {len(untrained)} untrained.")
+        raise ValueError(
+            f"Paired runs need one run per seed each, got {len(mine)}, {len(theirs)} "
+            f"and {len(untrained)} untrained."
+        )
     out = []
     for a, b, zero in zip(mine, theirs, untrained):
         if what == "metric":
@@ -210,16 +215,24 @@ class Run:
     def from_dict(cls, data, where="run"):
         if not isinstance(data, dict):
             raise ValueError(f"{where} must be an object, got {type(data).__name__}.")
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in data and f.name != "curve"]
+        missing = [
+            f.name for f in dataclasses.fields(cls) if f.name not in data and f.name != "curve"
+        ]
         if missing:
             raise ValueError(f"{where} lacks the field(s) {missing}.")
         try:
             curve = data.get("curve")
             if curve is not None:
                 curve = {key: [float(v) for v in curve[key]] for key in ("loss", "metric")}
-            return cls(seed=int(data["seed"]), metric=float(data["metric"]), loss=float(data["loss"]),
-                       diverged=bool(data["diverged"]), steps=int(data["steps"]),
-                       examples=int(data["examples"]), curve=curve)
+            return cls(
+                seed=int(data["seed"]),
+                metric=float(data["metric"]),
+                loss=float(data["loss"]),
+                diverged=bool(data["diverged"]),
+                steps=int(data["steps"]),
+                examples=int(data["examples"]),
+                curve=curve,
+            )
         except (TypeError, ValueError, KeyError):
             raise ValueError(f"{where} holds a field of the wrong type: {data!r:.200}.") from None
 
@@ -256,15 +269,19 @@ class Trainer:
         self.model = task.build_model(model, seed=0)
         task.compile(self.model, optimizer)
         optimizer.build(self.model.trainable_variables)
-        self._optimizer_start = [np.array(keras.ops.convert_to_numpy(v)) for v in optimizer.variables]
+        self._optimizer_start = [
+            np.array(keras.ops.convert_to_numpy(v)) for v in optimizer.variables
+        ]
 
     def _start(self, seed):
         keras.utils.set_random_seed(seed)
         fresh = self.task.build_model(self.model_name, seed=seed)
         targets, sources = self.model.variables, fresh.variables
         if [tuple(v.shape) for v in targets] != [tuple(v.shape) for v in sources]:
-            raise ValueError(f"The builder of model {self.model_name!r} of task {self.task.name!r} "
-                             "builds models of different variables from one call to the next.")
+            raise ValueError(
+                f"The builder of model {self.model_name!r} of task {self.task.name!r} "
+                "builds models of different variables from one call to the next."
+            )
         for target, source in zip(targets, sources):
             target.assign(source.value)
         for variable, value in zip(self.optimizer.variables, self._optimizer_start):
@@ -283,9 +300,16 @@ class Trainer:
         # draw another order for every method)
         curve = {"loss": [], "metric": []}
         for epoch, order in enumerate(task.data_order(seed)):
-            history = self.model.fit(x[order], y[order], batch_size=task.batch_size, epochs=epoch + 1,
-                                     initial_epoch=epoch, shuffle=False, verbose=0,
-                                     callbacks=[counter, *callbacks]).history
+            history = self.model.fit(
+                x[order],
+                y[order],
+                batch_size=task.batch_size,
+                epochs=epoch + 1,
+                initial_epoch=epoch,
+                shuffle=False,
+                verbose=0,
+                callbacks=[counter, *callbacks],
+            ).history
             if not counter.finite:
                 break
             curve["loss"] += [float(v) for v in history["loss"]]
@@ -299,9 +323,14 @@ class Trainer:
         loss, metric = float(result["loss"]), float(result[self.task.metric])
         finite = counter is None or counter.finite
         diverged = not (finite and math.isfinite(loss) and math.isfinite(metric))
-        return Run(seed=int(seed), metric=math.nan if diverged else metric,
-                   loss=math.nan if diverged else loss, diverged=diverged,
-                   steps=0 if counter is None else counter.steps, examples=len(y))
+        return Run(
+            seed=int(seed),
+            metric=math.nan if diverged else metric,
+            loss=math.nan if diverged else loss,
+            diverged=diverged,
+            steps=0 if counter is None else counter.steps,
+            examples=len(y),
+        )
 
     def untrained(self, seed, split="test"):
         """The seed's initial model, scored without training (what a diverged run is worth at best)."""
@@ -367,7 +396,9 @@ class Axis:
 
     def __post_init__(self):
         if self.scale not in ("log", "complement_log", "choice"):
-            raise ValueError(f"Axis scale must be 'log', 'complement_log' or 'choice', got {self.scale!r}.")
+            raise ValueError(
+                f"Axis scale must be 'log', 'complement_log' or 'choice', got {self.scale!r}."
+            )
         if not self.values:
             raise ValueError("An Axis needs at least one value.")
         object.__setattr__(self, "values", tuple(self.values))
@@ -394,8 +425,11 @@ class Axis:
         value = float(f"{self._backward(u):.6g}")
         lo, hi = self.limits
         value = min(max(value, lo), hi)  # a step past a limit tries the limit itself
-        if value in grid or (self.scale == "log" and value <= 0) or (
-                self.scale == "complement_log" and value >= 1):
+        if (
+            value in grid
+            or (self.scale == "log" and value <= 0)
+            or (self.scale == "complement_log" and value >= 1)
+        ):
             return None
         return value
 
@@ -460,7 +494,9 @@ class Tuned:
         if schedule not in (None, "cosine"):
             raise ValueError(f"schedule must be None or 'cosine', got {schedule!r}.")
         if axes is None and optimizer not in TUNED_AXES:
-            raise ValueError(f"Give the axes to search for {optimizer!r}; defaults exist for {sorted(TUNED_AXES)}.")
+            raise ValueError(
+                f"Give the axes to search for {optimizer!r}; defaults exist for {sorted(TUNED_AXES)}."
+            )
         if not isinstance(getattr(keras.optimizers, optimizer, None), type):
             raise ValueError(f"Unknown Keras optimizer {optimizer!r}.")
         self.optimizer, self.schedule = optimizer, schedule
@@ -473,8 +509,10 @@ class Tuned:
         self.start_from = start_from
 
     def __repr__(self):
-        return (f"Tuned({self.optimizer!r}, schedule={self.schedule!r}, seeds={self.seeds}, "
-                f"start_from={self.start_from!r})")
+        return (
+            f"Tuned({self.optimizer!r}, schedule={self.schedule!r}, seeds={self.seeds}, "
+            f"start_from={self.start_from!r})"
+        )
 
     def make(self, settings, total_steps):
         """The optimizer with `settings` (its schedule spread over `total_steps`)."""
@@ -483,8 +521,11 @@ class Tuned:
         if self.schedule == "cosine":
             warmup = max(1, int(round(WARMUP_FRACTION * total_steps)))
             rate = keras.optimizers.schedules.CosineDecay(
-                0.0, decay_steps=max(1, total_steps - warmup), warmup_target=rate,
-                warmup_steps=warmup)
+                0.0,
+                decay_steps=max(1, total_steps - warmup),
+                warmup_target=rate,
+                warmup_steps=warmup,
+            )
         return getattr(keras.optimizers, self.optimizer)(learning_rate=rate, **settings)
 
     def _defaults(self):
@@ -496,8 +537,10 @@ class Tuned:
         if self.start_from is not None:
             chosen = context.chosen.get(self.start_from)
             if chosen is None:
-                raise ValueError(f"{context.name!r} starts from {self.start_from!r}, which must be a "
-                                 "Tuned method listed before it in the same comparison.")
+                raise ValueError(
+                    f"{context.name!r} starts from {self.start_from!r}, which must be a "
+                    "Tuned method listed before it in the same comparison."
+                )
             point.update(chosen)
         return point
 
@@ -510,7 +553,10 @@ class Tuned:
         def score(point):
             key = json.dumps(point, sort_keys=True)
             if key not in tried:
-                runs = [context.trainer(self.make(point, total)).run(seed, split="val") for seed in seeds]
+                runs = [
+                    context.trainer(self.make(point, total)).run(seed, split="val")
+                    for seed in seeds
+                ]
                 tried[key] = [r.loss if not r.diverged else "inf" for r in runs]
                 context.save()
             return float(np.mean([float(v) for v in tried[key]]))
@@ -519,11 +565,19 @@ class Tuned:
         order = ["learning_rate"] + others + (["learning_rate"] if others else [])
         for step, name in enumerate(order):
             axis = self.axes[name]
-            grid = axis.around(point[name]) if step and name == "learning_rate" else list(axis.values)
+            grid = (
+                axis.around(point[name]) if step and name == "learning_rate" else list(axis.values)
+            )
             point[name] = self._line(point, name, axis, grid, score)
-        return _Plan(lambda: self.make(point, total), settings=dict(point),
-                     search={"candidates": len(tried), "seeds": len(seeds),
-                             "trainings": len(tried) * len(seeds)})
+        return _Plan(
+            lambda: self.make(point, total),
+            settings=dict(point),
+            search={
+                "candidates": len(tried),
+                "seeds": len(seeds),
+                "trainings": len(tried) * len(seeds),
+            },
+        )
 
     @staticmethod
     def _line(point, name, axis, grid, score):
@@ -572,8 +626,9 @@ class Ablated:
             return _Plan(lambda: ablate(self.agent(), "network_mean"))
         own = context.trainer(self.agent())
         count = len(own.model.trainable_variables)
-        placeholder = np.tile([[own.optimizer.ranges[n][0] for n in own.optimizer.HYPERPARAMETERS]],
-                              (count, 1))
+        placeholder = np.tile(
+            [[own.optimizer.ranges[n][0] for n in own.optimizer.HYPERPARAMETERS]], (count, 1)
+        )
 
         def before_run(trainer, seed):
             tracer = ModulationTracer(update_freq=1)
@@ -588,8 +643,10 @@ def _as_method(name, spec):
         return spec
     if callable(spec):
         return _Factory(spec)
-    raise ValueError(f"Method {name!r} must be a zero-argument factory of a Keras optimizer, a Tuned "
-                     f"or an Ablated, got {type(spec).__name__}.")
+    raise ValueError(
+        f"Method {name!r} must be a zero-argument factory of a Keras optimizer, a Tuned "
+        f"or an Ablated, got {type(spec).__name__}."
+    )
 
 
 # --------------------------------------------------------------------------
@@ -618,10 +675,14 @@ class Record:
     def _validated(self, data, path):
         where = f"Evidence record {path}"
         if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
-            raise ValueError(f"{where} is not an evidence record (its 'format' must be {RECORD_FORMAT!r}).")
+            raise ValueError(
+                f"{where} is not an evidence record (its 'format' must be {RECORD_FORMAT!r})."
+            )
         if data.get("task") != self.task:
-            raise ValueError(f"{where} holds the task {data.get('task')!r}, not {self.task!r}: "
-                             "use one record file per task.")
+            raise ValueError(
+                f"{where} holds the task {data.get('task')!r}, not {self.task!r}: "
+                "use one record file per task."
+            )
         models = data.get("models")
         if not isinstance(models, dict):
             raise ValueError(f"{where}: 'models' must be an object.")
@@ -632,18 +693,25 @@ class Record:
                 Run.from_dict(run, f"{where}: models[{model!r}].untrained[{seed!r}]")
             for name, method in entry.get("methods", {}).items():
                 at = f"{where}: models[{model!r}].methods[{name!r}]"
-                if not isinstance(method, dict) or not isinstance(method.get("runs"), dict) \
-                        or not isinstance(method.get("identity"), str):
+                if (
+                    not isinstance(method, dict)
+                    or not isinstance(method.get("runs"), dict)
+                    or not isinstance(method.get("identity"), str)
+                ):
                     raise ValueError(f"{at} must hold an 'identity' string and a 'runs' object.")
                 for seed, run in method["runs"].items():
                     Run.from_dict(run, f"{at}.runs[{seed!r}]")
             for name, search in entry.get("searches", {}).items():
                 if not isinstance(search, dict) or not isinstance(search.get("candidates"), dict):
-                    raise ValueError(f"{where}: models[{model!r}].searches[{name!r}] must hold 'candidates'.")
+                    raise ValueError(
+                        f"{where}: models[{model!r}].searches[{name!r}] must hold 'candidates'."
+                    )
         return data
 
     def model(self, model):
-        return self.data["models"].setdefault(model, {"untrained": {}, "methods": {}, "searches": {}})
+        return self.data["models"].setdefault(
+            model, {"untrained": {}, "methods": {}, "searches": {}}
+        )
 
     def save(self):
         if self.path is not None:
@@ -658,7 +726,9 @@ class _Context:
     model: str
     record: Record
     name: str
-    chosen: dict = dataclasses.field(default_factory=dict)  # settings of the methods resolved so far
+    chosen: dict = dataclasses.field(
+        default_factory=dict
+    )  # settings of the methods resolved so far
 
     @property
     def total_steps(self):
@@ -670,8 +740,13 @@ class _Context:
 
     def search_record(self, tuned, start):
         searches = self.record.model(self.model)["searches"]
-        identity = _digest([repr(tuned), {k: dataclasses.asdict(a) for k, a in tuned.axes.items()},
-                            _identity(tuned.make(start, self.total_steps))])
+        identity = _digest(
+            [
+                repr(tuned),
+                {k: dataclasses.asdict(a) for k, a in tuned.axes.items()},
+                _identity(tuned.make(start, self.total_steps)),
+            ]
+        )
         entry = searches.get(self.name)
         if entry is None or entry.get("identity") != identity:
             entry = searches[self.name] = {"identity": identity, "candidates": {}}
@@ -691,7 +766,9 @@ def _resolve_task(task):
         return task
     if isinstance(task, str):
         return task_registry.get(task)
-    raise ValueError(f"task must be a registered task's name or a tasks.Task, got {type(task).__name__}.")
+    raise ValueError(
+        f"task must be a registered task's name or a tasks.Task, got {type(task).__name__}."
+    )
 
 
 def compare(task, methods, models=None, seeds=10, record=None, first_seed=0, verbose=False):
@@ -725,7 +802,9 @@ def compare(task, methods, models=None, seeds=10, record=None, first_seed=0, ver
     models = list(models)
     for model in models:
         if model not in task.models:
-            raise ValueError(f"Task {task.name!r} trains the models {list(task.models)}, not {model!r}.")
+            raise ValueError(
+                f"Task {task.name!r} trains the models {list(task.models)}, not {model!r}."
+            )
     seeds = int(seeds)
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds!r}.")
@@ -746,10 +825,17 @@ def compare(task, methods, models=None, seeds=10, record=None, first_seed=0, ver
             settings[(model, name)] = plan.settings
             searches[(model, name)] = plan.search
             if verbose:
-                metric = np.nanmean([r.metric for r in runs]) if not all(r.diverged for r in runs) else math.nan
-                print(f"  {task.name} / {model} / {name}: {task.metric} {metric:.4f}, "
-                      f"{sum(r.diverged for r in runs)} diverged ({time.perf_counter() - start:.0f} s)",
-                      file=sys.stderr, flush=True)
+                metric = (
+                    np.nanmean([r.metric for r in runs])
+                    if not all(r.diverged for r in runs)
+                    else math.nan
+                )
+                print(
+                    f"  {task.name} / {model} / {name}: {task.metric} {metric:.4f}, "
+                    f"{sum(r.diverged for r in runs)} diverged ({time.perf_counter() - start:.0f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
     return Report(task, models, list(specs), seed_list, results, untrained, settings, searches)
 
 
@@ -766,8 +852,10 @@ def _untrained(task, model, seeds, entry, store):
 def _method_runs(task, model, name, plan, seeds, entry, store):
     optimizer = plan.factory()
     if not isinstance(optimizer, keras.optimizers.Optimizer):
-        raise ValueError(f"The factory of method {name!r} returned {type(optimizer).__name__}, "
-                         "not a Keras optimizer.")
+        raise ValueError(
+            f"The factory of method {name!r} returned {type(optimizer).__name__}, "
+            "not a Keras optimizer."
+        )
     identity = _identity(optimizer)
     saved = entry["methods"].get(name)
     if saved is None or saved["identity"] != identity:
@@ -799,8 +887,15 @@ class Report:
             seeds, trainings), else None.
     """
 
-    def __init__(self, task, models, methods, seeds, runs, untrained, settings, searches, confidence=0.95):
-        self.task, self.models, self.methods, self.seeds = task, list(models), list(methods), list(seeds)
+    def __init__(
+        self, task, models, methods, seeds, runs, untrained, settings, searches, confidence=0.95
+    ):
+        self.task, self.models, self.methods, self.seeds = (
+            task,
+            list(models),
+            list(methods),
+            list(seeds),
+        )
         self._runs, self._untrained = runs, untrained
         self.settings, self.searches = settings, searches
         self.confidence = confidence
@@ -830,8 +925,16 @@ class Report:
         """
         self._check(a, b)
         models = self.models if model is None else [model]
-        rows = [paired_differences(self.runs(m, a), self.runs(m, b), self.untrained(m),
-                                   self.task.higher_is_better, what) for m in models]
+        rows = [
+            paired_differences(
+                self.runs(m, a),
+                self.runs(m, b),
+                self.untrained(m),
+                self.task.higher_is_better,
+                what,
+            )
+            for m in models
+        ]
         return np.mean(rows, axis=0)
 
     def paired(self, a, b, model=None, what="metric"):
@@ -850,13 +953,24 @@ class Report:
             for ra, rb in zip(self.runs(m, a), self.runs(m, b)):
                 lost[0] += ra.diverged and not rb.diverged
                 lost[1] += rb.diverged and not ra.diverged
-        verdict = ("worse" if lost[0] > lost[1] else "better" if lost[1] > lost[0]
-                   else _verdict(low, high))
-        return {"task": self.task.name, "model": model or "all", "method": a, "baseline": b,
-                "what": what, "mean": mean, "ci": [low, high], "seeds": len(difference),
-                "differences": [float(d) for d in difference],
-                "seeds_ahead": int((difference > 0).sum()), "seeds_behind": int((difference < 0).sum()),
-                "diverged_alone": lost, "verdict": verdict}
+        verdict = (
+            "worse" if lost[0] > lost[1] else "better" if lost[1] > lost[0] else _verdict(low, high)
+        )
+        return {
+            "task": self.task.name,
+            "model": model or "all",
+            "method": a,
+            "baseline": b,
+            "what": what,
+            "mean": mean,
+            "ci": [low, high],
+            "seeds": len(difference),
+            "differences": [float(d) for d in difference],
+            "seeds_ahead": int((difference > 0).sum()),
+            "seeds_behind": int((difference < 0).sum()),
+            "diverged_alone": lost,
+            "verdict": verdict,
+        }
 
     def verdict(self, a, b, model=None, on="metric"):
         """``"better"``, ``"worse"`` or ``"within noise"``: `a` against `b` on the test metric.
@@ -879,44 +993,78 @@ class Report:
             zero = self.untrained(model)
             for method in self.methods:
                 runs = self.runs(model, method)
-                metric = np.array([z.metric if r.diverged else r.metric for r, z in zip(runs, zero)])
+                metric = np.array(
+                    [z.metric if r.diverged else r.metric for r, z in zip(runs, zero)]
+                )
                 loss = np.array([z.loss if r.diverged else r.loss for r, z in zip(runs, zero)])
-                out.append({"task": self.task.name, "model": model, "method": method,
-                            "metric_name": self.task.metric, "metric_mean": float(metric.mean()),
-                            "metric_std": float(metric.std(ddof=1)) if len(metric) > 1 else 0.0,
-                            "loss_mean": float(loss.mean()), "loss_median": float(np.median(loss)),
-                            "loss_std": float(loss.std(ddof=1)) if len(loss) > 1 else 0.0,
-                            "diverged": int(sum(r.diverged for r in runs)), "seeds": len(runs),
-                            "settings": self.settings.get((model, method)),
-                            "search": self.searches.get((model, method))})
+                out.append(
+                    {
+                        "task": self.task.name,
+                        "model": model,
+                        "method": method,
+                        "metric_name": self.task.metric,
+                        "metric_mean": float(metric.mean()),
+                        "metric_std": float(metric.std(ddof=1)) if len(metric) > 1 else 0.0,
+                        "loss_mean": float(loss.mean()),
+                        "loss_median": float(np.median(loss)),
+                        "loss_std": float(loss.std(ddof=1)) if len(loss) > 1 else 0.0,
+                        "diverged": int(sum(r.diverged for r in runs)),
+                        "seeds": len(runs),
+                        "settings": self.settings.get((model, method)),
+                        "search": self.searches.get((model, method)),
+                    }
+                )
         return out
 
     def table(self, baseline=None):
         """The rows as a fixed-width text table; with `baseline`, each method's verdict against it."""
-        headers = ["model", "method", f"test {self.task.metric} (mean +- std)", "test loss (median)",
-                   "diverged"]
+        headers = [
+            "model",
+            "method",
+            f"test {self.task.metric} (mean +- std)",
+            "test loss (median)",
+            "diverged",
+        ]
         if baseline is not None:
             headers += [f"minus {baseline} (95% CI)", "verdict"]
         lines = []
         for row in self.rows():
-            cells = [row["model"], row["method"], f"{row['metric_mean']:.4f} +- {row['metric_std']:.4f}",
-                     f"{row['loss_median']:.4f}", str(row["diverged"])]
+            cells = [
+                row["model"],
+                row["method"],
+                f"{row['metric_mean']:.4f} +- {row['metric_std']:.4f}",
+                f"{row['loss_median']:.4f}",
+                str(row["diverged"]),
+            ]
             if baseline is not None:
                 if row["method"] == baseline:
                     cells += ["", ""]
                 else:
                     p = self.paired(row["method"], baseline, row["model"])
-                    cells += [f"{p['mean']:+.4f} [{p['ci'][0]:+.4f}, {p['ci'][1]:+.4f}]", p["verdict"]]
+                    cells += [
+                        f"{p['mean']:+.4f} [{p['ci'][0]:+.4f}, {p['ci'][1]:+.4f}]",
+                        p["verdict"],
+                    ]
             lines.append(cells)
         return _text_table(headers, lines)
 
     def to_dict(self):
         """The report as JSON-ready data: rows, and every pair's paired differences on each model."""
-        pairs = [self.paired(a, b, m, what)
-                 for m in self.models for a, b in itertools.permutations(self.methods, 2)
-                 for what in ("metric", "loss")]
-        return {"task": self.task.name, "metric": self.task.metric, "models": self.models,
-                "methods": self.methods, "seeds": self.seeds, "rows": self.rows(), "paired": pairs}
+        pairs = [
+            self.paired(a, b, m, what)
+            for m in self.models
+            for a, b in itertools.permutations(self.methods, 2)
+            for what in ("metric", "loss")
+        ]
+        return {
+            "task": self.task.name,
+            "metric": self.task.metric,
+            "models": self.models,
+            "methods": self.methods,
+            "seeds": self.seeds,
+            "rows": self.rows(),
+            "paired": pairs,
+        }
 
 
 def _text_table(headers, rows):
@@ -953,9 +1101,16 @@ def aggregate(reports, a, b, confidence=0.95):
             diverged[1] += sum(r.diverged for r in report.runs(model, b))
         for what in effects:
             effects[what].append(float(report.differences(a, b, what=what).mean()))
-    out = {"method": a, "baseline": b, "pairs": len(verdicts), "tasks": len(reports),
-           "better": verdicts.count("better"), "within_noise": verdicts.count("within noise"),
-           "worse": verdicts.count("worse"), "diverged": diverged}
+    out = {
+        "method": a,
+        "baseline": b,
+        "pairs": len(verdicts),
+        "tasks": len(reports),
+        "better": verdicts.count("better"),
+        "within_noise": verdicts.count("within noise"),
+        "worse": verdicts.count("worse"),
+        "diverged": diverged,
+    }
     for what, values in effects.items():
         mean, low, high = interval(values, confidence)
         out[f"log_{what}_ratio"] = {"mean": mean, "ci": [low, high], "verdict": _verdict(low, high)}

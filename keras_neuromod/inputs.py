@@ -45,8 +45,17 @@ import dataclasses
 import numpy as np
 from keras import ops
 
-__all__ = ["InputSet", "INPUT_SETS", "DEFAULT", "LEGACY", "get", "for_genome", "log_unit",
-           "TIME_CONSTANTS", "TREND_RATES"]
+__all__ = [
+    "InputSet",
+    "INPUT_SETS",
+    "DEFAULT",
+    "LEGACY",
+    "get",
+    "for_genome",
+    "log_unit",
+    "TIME_CONSTANTS",
+    "TREND_RATES",
+]
 
 # Updates after which each time input reaches tanh(1), about 0.76.
 TIME_CONSTANTS = (10.0, 100.0, 1000.0, 10000.0)
@@ -80,8 +89,14 @@ class InputSet:
         return len(self.names)
 
 
-_PAPER_TENSOR = ("location", "size", "mean_abs_weight", "std_abs_weight",
-                 "mean_abs_gradient", "std_abs_gradient")
+_PAPER_TENSOR = (
+    "location",
+    "size",
+    "mean_abs_weight",
+    "std_abs_weight",
+    "mean_abs_gradient",
+    "std_abs_gradient",
+)
 
 PAPER = InputSet(
     "paper",
@@ -94,11 +109,20 @@ KINDS = ("vector", "normalization", "embedding", "recurrent")
 
 SENSING = InputSet(
     "sensing",
-    ("location", "log_size") + tuple(f"is_{kind}" for kind in KINDS) + (
-        "log_mean_abs_weight", "log_mean_abs_gradient", "log_gradient_to_weight",
-        "gradient_momentum_cosine", "gradient_trend",
-    ) + tuple(f"time_{int(tau)}" for tau in TIME_CONSTANTS) + (
-        "progress", "horizon_known", "constant",
+    ("location", "log_size")
+    + tuple(f"is_{kind}" for kind in KINDS)
+    + (
+        "log_mean_abs_weight",
+        "log_mean_abs_gradient",
+        "log_gradient_to_weight",
+        "gradient_momentum_cosine",
+        "gradient_trend",
+    )
+    + tuple(f"time_{int(tau)}" for tau in TIME_CONSTANTS)
+    + (
+        "progress",
+        "horizon_known",
+        "constant",
     ),
     "Log-scaled weight and gradient statistics, optimizer state, tensor kind, time and "
     "progress, per tensor.",

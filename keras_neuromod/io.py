@@ -24,8 +24,18 @@ import warnings
 
 import numpy as np
 
-__all__ = ["atomic_open", "atomic_write_text", "atomic_write_json", "read_bytes", "read_json", "parse_json", "to_jsonable", "MAX_AGENT_BYTES",
-           "folder_lock", "FolderLockedError"]
+__all__ = [
+    "atomic_open",
+    "atomic_write_text",
+    "atomic_write_json",
+    "read_bytes",
+    "read_json",
+    "parse_json",
+    "to_jsonable",
+    "MAX_AGENT_BYTES",
+    "folder_lock",
+    "FolderLockedError",
+]
 
 # The largest agent, genome or zoo index file that is read: 4 MiB. A genome at
 # the protein cap (`agrn.MAX_PROTEINS`) takes about 85 kB of indented JSON and the
@@ -141,9 +151,7 @@ def parse_json(text, what="JSON text", max_bytes=None):
         raise ValueError(f"The {what} must be a JSON string, got {type(text).__name__}.")
     if max_bytes is not None and len(text) > max_bytes:
         # (characters: at most as many as the bytes, so this never refuses too early)
-        raise ValueError(
-            f"The {what} is larger than {max_bytes} bytes, the most that is read."
-        )
+        raise ValueError(f"The {what} is larger than {max_bytes} bytes, the most that is read.")
     try:
         return json.loads(text)
     except RecursionError:
@@ -268,8 +276,11 @@ def _acquire_lock(folder, path):
     Returns:
         The record written.
     """
-    record = {"pid": os.getpid(), "host": socket.gethostname(),
-              "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
     for _ in range(3):
         try:
             handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -281,9 +292,11 @@ def _acquire_lock(folder, path):
             stream.flush()
             os.fsync(stream.fileno())
         return record
-    raise FolderLockedError(folder, _lock_holder(path),
-                            f"Could not lock the folder {folder!r}: other processes keep taking "
-                            f"its lock {path!r}.")
+    raise FolderLockedError(
+        folder,
+        _lock_holder(path),
+        f"Could not lock the folder {folder!r}: other processes keep taking its lock {path!r}.",
+    )
 
 
 def _lock_holder(path, tries=10, pause=0.05):
@@ -323,17 +336,23 @@ def _take_over_if_stale(folder, path, holder):
     if holder is None:
         if not os.path.exists(path):
             return  # released meanwhile: try again
-        raise FolderLockedError(folder, None,
-                                f"The folder {folder!r} is locked by {path!r}, which cannot be read; "
-                                "remove that file if no run uses the folder.")
+        raise FolderLockedError(
+            folder,
+            None,
+            f"The folder {folder!r} is locked by {path!r}, which cannot be read; "
+            "remove that file if no run uses the folder.",
+        )
     here = holder.get("host") == socket.gethostname()
     if not here or _process_alive(holder["pid"]):
         where = "this host" if here else f"host {holder.get('host')!r}"
-        raise FolderLockedError(folder, holder,
-                                f"The folder {folder!r} is in use by another run: process "
-                                f"{holder['pid']} on {where} (started {holder.get('started')}) holds "
-                                f"its lock {path!r}. Wait for it to end, or choose another folder"
-                                + ("." if here else "; remove the lock if that run is over."))
+        raise FolderLockedError(
+            folder,
+            holder,
+            f"The folder {folder!r} is in use by another run: process "
+            f"{holder['pid']} on {where} (started {holder.get('started')}) holds "
+            f"its lock {path!r}. Wait for it to end, or choose another folder"
+            + ("." if here else "; remove the lock if that run is over."),
+        )
     aside = f"{path}.stale.{os.getpid()}"
     try:
         os.rename(path, aside)
@@ -345,9 +364,12 @@ def _take_over_if_stale(folder, path, holder):
         os.unlink(aside)
         return
     os.unlink(aside)
-    warnings.warn(f"Taking over the stale lock {path!r} of process {holder['pid']} (started "
-                  f"{holder.get('started')}), which is no longer running.", RuntimeWarning,
-                  stacklevel=4)
+    warnings.warn(
+        f"Taking over the stale lock {path!r} of process {holder['pid']} (started "
+        f"{holder.get('started')}), which is no longer running.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def _process_alive(pid):

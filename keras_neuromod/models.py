@@ -37,8 +37,8 @@ same initial weights on every backend. The task suite's builders use the same
 `LayerInitializers`.
 """
 
-import numpy as np
 import keras
+import numpy as np
 from keras import layers
 
 from keras_neuromod import _fields
@@ -68,9 +68,7 @@ def layer_plan(architecture, hidden=(128,)):
         return list(_PLANS[key.upper()])
     if key.lower() == "mlp":
         return [f"d{int(units)}" for units in hidden]
-    raise ValueError(
-        f"Unknown architecture {architecture!r}; choose one of {list(ARCHITECTURES)}."
-    )
+    raise ValueError(f"Unknown architecture {architecture!r}; choose one of {list(ARCHITECTURES)}.")
 
 
 @keras.saving.register_keras_serializable(package="keras_neuromod")
@@ -131,9 +129,7 @@ class SeededOrthogonal(keras.initializers.Initializer):
     def __call__(self, shape, dtype=None):
         shape = tuple(int(d) for d in shape)
         if len(shape) < 2:
-            raise ValueError(
-                f"SeededOrthogonal needs a shape of rank 2 or more, got {shape}."
-            )
+            raise ValueError(f"SeededOrthogonal needs a shape of rank 2 or more, got {shape}.")
         rows, cols = int(np.prod(shape[:-1])), shape[-1]
         flat = (max(rows, cols), min(rows, cols))
         a = np.random.default_rng(self.seed).standard_normal(flat)
@@ -169,7 +165,8 @@ class LayerInitializers:
     def __init__(self, seed):
         self._seeds = (
             iter(np.random.default_rng(seed).integers(0, 2**31 - 1, size=64).tolist())
-            if seed is not None else None
+            if seed is not None
+            else None
         )
 
     def glorot(self):

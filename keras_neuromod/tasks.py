@@ -57,7 +57,7 @@ its suite's tasks to its worker processes (`definitions`, `install`).
 import collections
 import dataclasses
 import functools
-from typing import Callable
+from collections.abc import Callable
 from typing import NamedTuple
 
 import keras
@@ -194,7 +194,9 @@ class Task:
                 f"{where}, field 'models' must be a non-empty tuple of model names, got {models!r}."
             )
         if not all(isinstance(model, str) for model in models):
-            raise ValueError(f"{where}, field 'models' must hold model names (strings), got {models!r}.")
+            raise ValueError(
+                f"{where}, field 'models' must hold model names (strings), got {models!r}."
+            )
         object.__setattr__(self, "models", tuple(models))
         if self.loss not in LOSSES:
             raise ValueError(
@@ -345,11 +347,18 @@ def _make_splits(task, seed):
         y_train, y_test = (y.reshape(len(y), -1) for y in (y_train, y_test))
     if len(x_train) != len(y_train) or len(x_test) != len(y_test):
         raise ValueError(f"Task {task.name!r}: inputs and targets differ in length.")
-    for label, array in (("x_train", x_train), ("y_train", y_train), ("x_test", x_test), ("y_test", y_test)):
+    for label, array in (
+        ("x_train", x_train),
+        ("y_train", y_train),
+        ("x_test", x_test),
+        ("y_test", y_test),
+    ):
         bad = int(array.size - np.count_nonzero(np.isfinite(array)))
         if bad:
-            raise ValueError(f"Task {task.name!r}: data(seed={seed}) gave {bad} NaN or infinite "
-                             f"value(s) in {label}; a training on them cannot be scored.")
+            raise ValueError(
+                f"Task {task.name!r}: data(seed={seed}) gave {bad} NaN or infinite "
+                f"value(s) in {label}; a training on them cannot be scored."
+            )
     if len(y_train) < 2 or len(y_test) < 1:
         raise ValueError(f"Task {task.name!r}: data(seed) gave too few examples.")
     if classification:
@@ -388,7 +397,9 @@ def _validation_index(labels, n, fraction, seed):
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
         if len(members) >= 2:
-            chosen.extend(members[: min(len(members) - 1, max(1, int(round(len(members) * fraction))))])
+            chosen.extend(
+                members[: min(len(members) - 1, max(1, int(round(len(members) * fraction))))]
+            )
     return np.asarray(chosen, dtype="int64")
 
 
@@ -417,8 +428,15 @@ def mlp(input_shape, output_dim, seed=None):
     linear output, which the suite's losses read as logits or as a
     regression's values.
     """
-    return _models.build("mlp", input_shape, output_dim, hidden=(64, 64), seed=seed,
-                        name="mlp", output_activation=None)
+    return _models.build(
+        "mlp",
+        input_shape,
+        output_dim,
+        hidden=(64, 64),
+        seed=seed,
+        name="mlp",
+        output_activation=None,
+    )
 
 
 def linear(input_shape, output_dim, seed=None):
@@ -437,8 +455,14 @@ def conv2d(input_shape, output_dim, seed=None):
     inputs = keras.Input(shape=input_shape, name="input")
     x, size = inputs, min(input_shape[:2])
     for i, filters in enumerate((16, 32)):
-        x = layers.Conv2D(filters, 3, padding="same", activation="relu",
-                          kernel_initializer=init.glorot(), name=f"conv_{i}")(x)
+        x = layers.Conv2D(
+            filters,
+            3,
+            padding="same",
+            activation="relu",
+            kernel_initializer=init.glorot(),
+            name=f"conv_{i}",
+        )(x)
         if size >= 2:
             x = layers.MaxPooling2D(2, name=f"pool_{i}")(x)
             size //= 2
@@ -452,12 +476,14 @@ def conv1d(input_shape, output_dim, seed=None):
     _rank(input_shape, 2, "conv1d")
     init = LayerInitializers(seed)
     inputs = keras.Input(shape=input_shape, name="input")
-    x = layers.Conv1D(16, 5, padding="same", activation="relu",
-                      kernel_initializer=init.glorot(), name="conv_0")(inputs)
+    x = layers.Conv1D(
+        16, 5, padding="same", activation="relu", kernel_initializer=init.glorot(), name="conv_0"
+    )(inputs)
     if input_shape[0] >= 2:
         x = layers.MaxPooling1D(2, name="pool_0")(x)
-    x = layers.Conv1D(32, 5, padding="same", activation="relu",
-                      kernel_initializer=init.glorot(), name="conv_1")(x)
+    x = layers.Conv1D(
+        32, 5, padding="same", activation="relu", kernel_initializer=init.glorot(), name="conv_1"
+    )(x)
     x = layers.GlobalAveragePooling1D(name="average")(x)
     return keras.Model(inputs, _output(x, output_dim, init), name="conv1d")
 
@@ -468,8 +494,9 @@ def _recurrent(layer_class, name):
         _rank(input_shape, 2, name)
         init = LayerInitializers(seed)
         inputs = keras.Input(shape=input_shape, name="input")
-        x = layer_class(32, kernel_initializer=init.glorot(),
-                        recurrent_initializer=init.orthogonal(), name=name)(inputs)
+        x = layer_class(
+            32, kernel_initializer=init.glorot(), recurrent_initializer=init.orthogonal(), name=name
+        )(inputs)
         return keras.Model(inputs, _output(x, output_dim, init), name=name)
 
     builder.__name__ = name
@@ -493,16 +520,30 @@ def causal_conv1d(input_shape, output_dim, seed=None):
     inputs = keras.Input(shape=input_shape, name="input")
     x = inputs
     for i, dilation in enumerate((1, 2, 4, 8)):
-        x = layers.Conv1D(32, 3, padding="causal", dilation_rate=dilation, activation="relu",
-                          kernel_initializer=init.glorot(), name=f"conv_{i}")(x)
+        x = layers.Conv1D(
+            32,
+            3,
+            padding="causal",
+            dilation_rate=dilation,
+            activation="relu",
+            kernel_initializer=init.glorot(),
+            name=f"conv_{i}",
+        )(x)
     x = layers.Cropping1D((input_shape[0] - 1, 0), name="last_step")(x)
     x = layers.Flatten(name="flatten")(x)
     return keras.Model(inputs, _output(x, output_dim, init), name="causal_conv1d")
 
 
 def _conv_bn(x, filters, init, name, strides=1, kernel_size=3):
-    x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
-                      kernel_initializer=init.glorot(), name=f"{name}_conv")(x)
+    x = layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=init.glorot(),
+        name=f"{name}_conv",
+    )(x)
     return layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
 
 
@@ -570,23 +611,32 @@ def transformer(input_shape, output_dim, seed=None):
     """
     input_shape = tuple(input_shape)
     if len(input_shape) != 1:
-        raise ValueError(f"The 'transformer' model needs an input shape (time,) of token ids, "
-                         f"got {input_shape}.")
+        raise ValueError(
+            f"The 'transformer' model needs an input shape (time,) of token ids, got {input_shape}."
+        )
     init = LayerInitializers(seed)
     width = 32
     inputs = keras.Input(shape=input_shape, name="input")
-    x = layers.Embedding(TOKENS, width, embeddings_initializer=init.glorot(), name="embedding")(inputs)
+    x = layers.Embedding(TOKENS, width, embeddings_initializer=init.glorot(), name="embedding")(
+        inputs
+    )
     x = PositionEmbedding(init.glorot(), name="position")(x)
     normed = layers.LayerNormalization(name="attention_norm")(x)
     attention = layers.MultiHeadAttention(2, 16, kernel_initializer=init.glorot(), name="attention")
     attended = attention(normed, normed)
-    for projection in (attention.query_dense, attention.key_dense, attention.value_dense,
-                       attention.output_dense):  # each its own draw, not one seed for all four
+    for projection in (
+        attention.query_dense,
+        attention.key_dense,
+        attention.value_dense,
+        attention.output_dense,
+    ):  # each its own draw, not one seed for all four
         projection.kernel_initializer = init.glorot()
         projection.kernel.assign(projection.kernel_initializer(projection.kernel.shape))
     x = layers.Add(name="attention_add")([x, attended])
     normed = layers.LayerNormalization(name="feed_norm")(x)
-    hidden = layers.Dense(64, activation="relu", kernel_initializer=init.glorot(), name="feed_0")(normed)
+    hidden = layers.Dense(64, activation="relu", kernel_initializer=init.glorot(), name="feed_0")(
+        normed
+    )
     hidden = layers.Dense(width, kernel_initializer=init.glorot(), name="feed_1")(hidden)
     x = layers.Add(name="feed_add")([x, hidden])
     x = layers.GlobalAveragePooling1D(name="average")(x)
@@ -614,9 +664,12 @@ def dropout_mlp(input_shape, output_dim, seed=None):
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = layers.Flatten(name="flatten")(inputs)
     for i in range(2):
-        x = layers.Dense(128, activation="relu", kernel_initializer=init.glorot(), name=f"dense_{i}")(x)
+        x = layers.Dense(
+            128, activation="relu", kernel_initializer=init.glorot(), name=f"dense_{i}"
+        )(x)
         x = layers.Dropout(0.3, seed=init.seed(), name=f"dropout_{i}")(x)
     return keras.Model(inputs, _output(x, output_dim, init), name="dropout_mlp")
+
 
 MODELS = {
     "mlp": mlp,
@@ -668,7 +721,9 @@ def register_model(name, builder, overwrite=False):
     if not callable(builder):
         raise ValueError(f"The builder of model {name!r} must be callable.")
     if name in MODELS and not overwrite:
-        raise ValueError(f"A model named {name!r} is already registered; pass overwrite=True to replace it.")
+        raise ValueError(
+            f"A model named {name!r} is already registered; pass overwrite=True to replace it."
+        )
     MODELS[name] = builder
     return builder
 
@@ -749,7 +804,8 @@ def names(family=None, held_out=None):
     if family is not None and family not in FAMILIES:
         raise ValueError(f"Unknown family {family!r}; choose one of {list(FAMILIES)}.")
     return sorted(
-        name for name, task in _REGISTRY.items()
+        name
+        for name, task in _REGISTRY.items()
         if (family is None or task.family == family)
         and (held_out is None or task.held_out == bool(held_out))
     )
@@ -817,8 +873,14 @@ def _diabetes(seed):
 def _tabular_synthetic(seed, n_train=1000, n_test=500):
     """make_classification drawn from `seed`, standardised with the train statistics."""
     x, y = _sklearn("make_classification")(
-        n_samples=n_train + n_test, n_features=10, n_informative=6, n_redundant=2,
-        n_classes=4, n_clusters_per_class=2, class_sep=1.0, random_state=seed,
+        n_samples=n_train + n_test,
+        n_features=10,
+        n_informative=6,
+        n_redundant=2,
+        n_classes=4,
+        n_clusters_per_class=2,
+        class_sep=1.0,
+        random_state=seed,
     )
     x_train, x_test = _standardised(x[:n_train], x[n_train:])
     y = y.astype("int32")
@@ -852,9 +914,9 @@ def _shapes(seed, n_train=1200, n_test=400, size=12):
         else:
             h = w = rng.integers(4, 8)
         top, left = rng.integers(0, size - h + 1), rng.integers(0, size - w + 1)
-        images[i, top:top + h, left:left + w] = brightness
+        images[i, top : top + h, left : left + w] = brightness
         if label == 3:
-            images[i, top + 1:top + h - 1, left + 1:left + w - 1] = 0.0
+            images[i, top + 1 : top + h - 1, left + 1 : left + w - 1] = 0.0
     images += 0.15 * rng.standard_normal(images.shape)
     x = np.clip(images, 0.0, 1.0).astype("float32")[..., None]
     return datasets.Dataset((x[:n_train], y[:n_train]), (x[n_train:], y[n_train:]), 4)
@@ -869,12 +931,14 @@ def _waveforms(seed, n_train=1200, n_test=400, length=64, noise=0.2):
     phase = rng.uniform(0.0, 1.0, (n, 1))
     amplitude = rng.uniform(0.7, 1.3, (n, 1))
     u = np.mod(cycles * np.arange(length)[None] / length + phase, 1.0)
-    waves = np.stack([
-        np.sin(2 * np.pi * u),
-        np.where(u < 0.5, 1.0, -1.0),
-        2 * u - 1,
-        1 - 4 * np.abs(u - 0.5),
-    ])
+    waves = np.stack(
+        [
+            np.sin(2 * np.pi * u),
+            np.where(u < 0.5, 1.0, -1.0),
+            2 * u - 1,
+            1 - 4 * np.abs(u - 0.5),
+        ]
+    )
     x = amplitude * waves[y, np.arange(n)] + noise * rng.standard_normal((n, length))
     x = x.astype("float32")[..., None]
     return datasets.Dataset((x[:n_train], y[:n_train]), (x[n_train:], y[n_train:]), 4)
@@ -896,8 +960,10 @@ def _signal_bursts(seed, n_train=1200, n_test=400, length=80, burst=10):
         for slot in rng.choice(slots, size=count, replace=False):
             start = slot * burst
             frequency = rng.uniform(0.2, 0.35)
-            x[i, start:start + burst] += rng.uniform(1.0, 1.6) * window * np.sin(
-                2 * np.pi * frequency * np.arange(burst) + rng.uniform(0, 2 * np.pi)
+            x[i, start : start + burst] += (
+                rng.uniform(1.0, 1.6)
+                * window
+                * np.sin(2 * np.pi * frequency * np.arange(burst) + rng.uniform(0, 2 * np.pi))
             )
     x = x.astype("float32")[..., None]
     return datasets.Dataset((x[:n_train], y[:n_train]), (x[n_train:], y[n_train:]), 4)
@@ -966,8 +1032,9 @@ def _friedman1(seed, n_train=1000, n_test=500):
     return datasets.Dataset((x_train, y_train), (x_test, y_test), 0)
 
 
-def _linear_ill_conditioned(seed, n_train=1000, n_test=500, n_features=100, effective_rank=10,
-                            n_targets=3):
+def _linear_ill_conditioned(
+    seed, n_train=1000, n_test=500, n_features=100, effective_rank=10, n_targets=3
+):
     """Correlated features of a decaying spectrum (as make_regression's effective_rank), linear targets."""
     rng = np.random.default_rng([seed, 18])
     n = n_train + n_test
@@ -1003,7 +1070,9 @@ def _cifar10_subset(n_train=2000, n_test=1000):
         return np.sort(np.concatenate(index))
 
     train, test = subset(y_train, n_train), subset(y_test, n_test)
-    return datasets.Dataset((x_train[train], y_train[train]), (x_test[test], y_test[test]), num_classes)
+    return datasets.Dataset(
+        (x_train[train], y_train[train]), (x_test[test], y_test[test]), num_classes
+    )
 
 
 def _noisy_regression(seed, n_train=360, n_test=240, n_features=10):
@@ -1024,8 +1093,11 @@ def _noisy_regression(seed, n_train=360, n_test=240, n_features=10):
     mixing = rng.standard_normal((n_features, n_features)) * np.exp(-np.arange(n_features) / decay)
     x = rng.standard_t(dof, size=(n, n_features)) @ mixing
     z = (x - x[:n_train].mean(0)) / x[:n_train].std(0)
-    y = (z @ (rng.standard_normal((n_features, 1)) / np.sqrt(n_features))
-         + 0.5 * np.tanh(z[:, :1] * z[:, 1:2]) + 0.3 * np.tanh(2.0 * z[:, 2:3]))
+    y = (
+        z @ (rng.standard_normal((n_features, 1)) / np.sqrt(n_features))
+        + 0.5 * np.tanh(z[:, :1] * z[:, 1:2])
+        + 0.3 * np.tanh(2.0 * z[:, 2:3])
+    )
     y = y + noise * y[:n_train].std() * rng.standard_t(dof, size=y.shape)
     x_train, x_test = _standardised(x[:n_train], x[n_train:])
     y_train, y_test = _standardised(y[:n_train], y[n_train:])
@@ -1043,8 +1115,9 @@ def _hastie(seed, n_train=1000, n_test=500):
 def _digits_reconstruction(seed):
     """`datasets.digits()` images as inputs, the same pixels flattened to 64 as the targets."""
     (x_train, _), (x_test, _), _ = datasets.digits()
-    return datasets.Dataset((x_train, x_train.reshape(len(x_train), -1)),
-                            (x_test, x_test.reshape(len(x_test), -1)), 0)
+    return datasets.Dataset(
+        (x_train, x_train.reshape(len(x_train), -1)), (x_test, x_test.reshape(len(x_test), -1)), 0
+    )
 
 
 def _token_after_marker(seed, n_train=1200, n_test=400, symbols=4, copies=2, marker=1):
@@ -1065,7 +1138,7 @@ def _token_after_marker(seed, n_train=1200, n_test=400, symbols=4, copies=2, mar
     return datasets.Dataset((x[:n_train], y[:n_train]), (x[n_train:], y[n_train:]), symbols)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _statsmodels_series(name):
     """A statsmodels data set as a float64 array (read-only), from the files inside its wheel."""
     try:
@@ -1083,7 +1156,9 @@ def _statsmodels_series(name):
     elif name == "elnino":  # one row a year of 12 monthly sea surface temperatures
         values = frame.drop(columns="YEAR").to_numpy().reshape(-1)
     else:
-        raise ValueError(f"Unknown statsmodels series {name!r}; choose 'co2', 'sunspots' or 'elnino'.")
+        raise ValueError(
+            f"Unknown statsmodels series {name!r}; choose 'co2', 'sunspots' or 'elnino'."
+        )
     values = np.asarray(values, "float64")
     values.flags.writeable = False
     return values
@@ -1112,8 +1187,10 @@ def _forecast_windows(series, window, horizon, test_fraction, relative=False):
     series = np.asarray(series, "float64")
     split = len(series) - int(round(len(series) * test_fraction))
     if not window <= split <= len(series) - horizon:
-        raise ValueError(f"A series of {len(series)} values is too short for windows of {window} "
-                         f"and {horizon} test values.")
+        raise ValueError(
+            f"A series of {len(series)} values is too short for windows of {window} "
+            f"and {horizon} test values."
+        )
     starts = np.arange(window, len(series) - horizon + 1)
     past = series[starts[:, None] + np.arange(-window, 0)]
     future = series[starts[:, None] + np.arange(horizon)]
@@ -1146,101 +1223,278 @@ _MSE = "mean_squared_error"
 
 _BUNDLED = (
     # images
-    Task("digits_mlp", "images", _digits, ("mlp",), _CROSSENTROPY, epochs=5,
-         description="scikit-learn's 8x8 handwritten digits (10 classes) with an MLP."),
-    Task("digits_conv", "images", _digits, ("conv2d",), _CROSSENTROPY, epochs=4,
-         description="scikit-learn's 8x8 handwritten digits (10 classes) with a small CNN."),
-    Task("shapes", "images", _shapes, ("conv2d", "mlp"), _CROSSENTROPY, epochs=5, held_out=True,
-         description="Generated noisy 12x12 images of a horizontal bar, a vertical bar, a block "
-                     "or a hollow frame at random places and sizes (4 classes)."),
-    Task("cifar10_conv", "images", _cifar10, ("conv2d",), _CROSSENTROPY, epochs=5, held_out=True,
-         description="A class-balanced 2,000-image subset of CIFAR-10 with a small CNN; needs "
-                     "CIFAR-10 prepared by tensorflow-datasets (DatasetUnavailableError otherwise)."),
+    Task(
+        "digits_mlp",
+        "images",
+        _digits,
+        ("mlp",),
+        _CROSSENTROPY,
+        epochs=5,
+        description="scikit-learn's 8x8 handwritten digits (10 classes) with an MLP.",
+    ),
+    Task(
+        "digits_conv",
+        "images",
+        _digits,
+        ("conv2d",),
+        _CROSSENTROPY,
+        epochs=4,
+        description="scikit-learn's 8x8 handwritten digits (10 classes) with a small CNN.",
+    ),
+    Task(
+        "shapes",
+        "images",
+        _shapes,
+        ("conv2d", "mlp"),
+        _CROSSENTROPY,
+        epochs=5,
+        held_out=True,
+        description="Generated noisy 12x12 images of a horizontal bar, a vertical bar, a block "
+        "or a hollow frame at random places and sizes (4 classes).",
+    ),
+    Task(
+        "cifar10_conv",
+        "images",
+        _cifar10,
+        ("conv2d",),
+        _CROSSENTROPY,
+        epochs=5,
+        held_out=True,
+        description="A class-balanced 2,000-image subset of CIFAR-10 with a small CNN; needs "
+        "CIFAR-10 prepared by tensorflow-datasets (DatasetUnavailableError otherwise).",
+    ),
     # tabular
-    Task("breast_cancer", "tabular", _breast_cancer, ("mlp", "linear"), _CROSSENTROPY, epochs=5,
-         batch_size=16,
-         description="scikit-learn's Wisconsin breast cancer data (30 standardised features, "
-                     "2 classes)."),
-    Task("tabular_synthetic", "tabular", _tabular_synthetic, ("mlp",), _CROSSENTROPY,
-         epochs=5, batch_size=16,
-         description="scikit-learn's make_classification: 10 features, 4 classes of 2 clusters each."),
-    Task("spirals", "tabular", _spirals, ("mlp",), _CROSSENTROPY, epochs=10,
-         description="Three interleaved noisy 2-D spiral arms (3 classes)."),
-    Task("wine", "tabular", _wine, ("mlp",), _CROSSENTROPY, epochs=10, batch_size=16,
-         held_out=True,
-         description="scikit-learn's wine recognition data (13 standardised features, 3 classes)."),
+    Task(
+        "breast_cancer",
+        "tabular",
+        _breast_cancer,
+        ("mlp", "linear"),
+        _CROSSENTROPY,
+        epochs=5,
+        batch_size=16,
+        description="scikit-learn's Wisconsin breast cancer data (30 standardised features, "
+        "2 classes).",
+    ),
+    Task(
+        "tabular_synthetic",
+        "tabular",
+        _tabular_synthetic,
+        ("mlp",),
+        _CROSSENTROPY,
+        epochs=5,
+        batch_size=16,
+        description="scikit-learn's make_classification: 10 features, 4 classes of 2 clusters each.",
+    ),
+    Task(
+        "spirals",
+        "tabular",
+        _spirals,
+        ("mlp",),
+        _CROSSENTROPY,
+        epochs=10,
+        description="Three interleaved noisy 2-D spiral arms (3 classes).",
+    ),
+    Task(
+        "wine",
+        "tabular",
+        _wine,
+        ("mlp",),
+        _CROSSENTROPY,
+        epochs=10,
+        batch_size=16,
+        held_out=True,
+        description="scikit-learn's wine recognition data (13 standardised features, 3 classes).",
+    ),
     # signals
-    Task("waveforms", "signals", _waveforms, ("conv1d", "mlp"), _CROSSENTROPY, epochs=8,
-         description="Noisy 64-sample sine, square, sawtooth or triangle waves of random "
-                     "frequency, phase and amplitude (4 classes)."),
-    Task("signal_bursts", "signals", _signal_bursts, ("conv1d",), _CROSSENTROPY, epochs=8,
-         held_out=True,
-         description="The number (0 to 3) of short high-frequency bursts in a noisy, drifting "
-                     "80-sample signal (4 classes)."),
+    Task(
+        "waveforms",
+        "signals",
+        _waveforms,
+        ("conv1d", "mlp"),
+        _CROSSENTROPY,
+        epochs=8,
+        description="Noisy 64-sample sine, square, sawtooth or triangle waves of random "
+        "frequency, phase and amplitude (4 classes).",
+    ),
+    Task(
+        "signal_bursts",
+        "signals",
+        _signal_bursts,
+        ("conv1d",),
+        _CROSSENTROPY,
+        epochs=8,
+        held_out=True,
+        description="The number (0 to 3) of short high-frequency bursts in a noisy, drifting "
+        "80-sample signal (4 classes).",
+    ),
     # sequences
-    Task("sequence_majority", "sequences", _sequence_majority, ("gru", "lstm", "simple_rnn"),
-         _CROSSENTROPY, epochs=5,
-         description="Which of 4 one-hot symbols occurs most often in a 12-step sequence."),
-    Task("sequence_first", "sequences", _sequence_first, ("gru", "lstm", "simple_rnn"),
-         _CROSSENTROPY, epochs=6,
-         description="Which of 4 symbols comes first in a noisy 8-step sequence of sparse "
-                     "symbols after up to 2 blank steps."),
-    Task("adding_problem", "sequences", _adding_problem, ("gru", "lstm"), _MSE, epochs=8,
-         held_out=True,
-         description="The adding problem: the sum of the two marked values of a 12-step "
-                     "sequence, as a standardised regression."),
+    Task(
+        "sequence_majority",
+        "sequences",
+        _sequence_majority,
+        ("gru", "lstm", "simple_rnn"),
+        _CROSSENTROPY,
+        epochs=5,
+        description="Which of 4 one-hot symbols occurs most often in a 12-step sequence.",
+    ),
+    Task(
+        "sequence_first",
+        "sequences",
+        _sequence_first,
+        ("gru", "lstm", "simple_rnn"),
+        _CROSSENTROPY,
+        epochs=6,
+        description="Which of 4 symbols comes first in a noisy 8-step sequence of sparse "
+        "symbols after up to 2 blank steps.",
+    ),
+    Task(
+        "adding_problem",
+        "sequences",
+        _adding_problem,
+        ("gru", "lstm"),
+        _MSE,
+        epochs=8,
+        held_out=True,
+        description="The adding problem: the sum of the two marked values of a 12-step "
+        "sequence, as a standardised regression.",
+    ),
     # regression
-    Task("friedman1", "regression", _friedman1, ("mlp",), _MSE, epochs=6,
-         description="scikit-learn's make_friedman1 (10 features, 5 of them irrelevant, "
-                     "noise 1), standardised."),
-    Task("linear_ill_conditioned", "regression", _linear_ill_conditioned, ("linear", "mlp"), _MSE,
-         epochs=5, batch_size=16,
-         description="An ill-conditioned linear regression: 100 correlated features of effective "
-                     "rank 10 (as make_regression's), 3 noisy linear targets, standardised."),
-    Task("noisy_regression", "regression", _noisy_regression, ("mlp", "linear"), _MSE, epochs=8,
-         batch_size=16,
-         description="A small noisy tabular regression (360 training rows): 10 heavy-tailed, "
-                     "correlated features, a partly nonlinear target; every seed draws how "
-                     "heavy the tails, how correlated the features and how loud the noise."),
-    Task("diabetes", "regression", _diabetes, ("mlp", "linear"), _MSE, epochs=8, batch_size=16,
-         held_out=True,
-         description="scikit-learn's diabetes data: disease progression from 10 standardised "
-                     "features, standardised."),
+    Task(
+        "friedman1",
+        "regression",
+        _friedman1,
+        ("mlp",),
+        _MSE,
+        epochs=6,
+        description="scikit-learn's make_friedman1 (10 features, 5 of them irrelevant, "
+        "noise 1), standardised.",
+    ),
+    Task(
+        "linear_ill_conditioned",
+        "regression",
+        _linear_ill_conditioned,
+        ("linear", "mlp"),
+        _MSE,
+        epochs=5,
+        batch_size=16,
+        description="An ill-conditioned linear regression: 100 correlated features of effective "
+        "rank 10 (as make_regression's), 3 noisy linear targets, standardised.",
+    ),
+    Task(
+        "noisy_regression",
+        "regression",
+        _noisy_regression,
+        ("mlp", "linear"),
+        _MSE,
+        epochs=8,
+        batch_size=16,
+        description="A small noisy tabular regression (360 training rows): 10 heavy-tailed, "
+        "correlated features, a partly nonlinear target; every seed draws how "
+        "heavy the tails, how correlated the features and how loud the noise.",
+    ),
+    Task(
+        "diabetes",
+        "regression",
+        _diabetes,
+        ("mlp", "linear"),
+        _MSE,
+        epochs=8,
+        batch_size=16,
+        held_out=True,
+        description="scikit-learn's diabetes data: disease progression from 10 standardised "
+        "features, standardised.",
+    ),
 )
 
 # Held-out workloads of the kinds users train, unlike anything evolution sees:
 # batch normalisation, attention, forecasting of real series, reconstruction,
 # and a long training with dropout.
 _HELD_OUT_WORKLOADS = (
-    Task("shapes_resnet", "images", _shapes, ("resnet_bn",), _CROSSENTROPY, epochs=4,
-         batch_size=64, held_out=True,
-         description="The generated 12x12 shapes (4 classes) with a residual CNN with batch "
-                     "normalisation."),
-    Task("digits_autoencoder", "images", _digits_reconstruction, ("autoencoder",), _MSE,
-         epochs=30, batch_size=256, held_out=True,
-         description="Reconstruction of scikit-learn's 8x8 digits through an 8-unit code "
-                     "(the target is the input, 64 pixels)."),
-    Task("hastie_dropout", "tabular", _hastie, ("dropout_mlp",), _CROSSENTROPY, epochs=11,
-         batch_size=8, held_out=True,
-         description="scikit-learn's make_hastie_10_2 (10 Gaussian features, 2 classes split by "
-                     "a sphere) with a dropout MLP, trained long: 1,100 steps of 8 examples."),
-    Task("token_after_marker", "sequences", _token_after_marker, ("transformer",), _CROSSENTROPY,
-         epochs=12, batch_size=32, held_out=True,
-         description="Which of 4 symbols follows the marker in a 9-token sequence holding every "
-                     "symbol twice (a bag of its tokens tells nothing), with a Transformer block."),
-    Task("co2_forecast", "forecasting", _co2, ("gru", "causal_conv1d"), _MSE,
-         epochs=4, batch_size=32, held_out=True,
-         description="The next 4 weeks of the Mauna Loa CO2 record (statsmodels, weekly 1958-2001, "
-                     "gaps interpolated) from the past 26, relative to the last week, the last 25% "
-                     "of the weeks as test."),
-    Task("sunspots_forecast", "forecasting", _sunspots,
-         ("causal_conv1d", "gru"), _MSE, epochs=15, batch_size=16, held_out=True,
-         description="The next year's sunspot activity (statsmodels, yearly 1700-2008) from the "
-                     "past 20 years, the last 30% of the years as test."),
-    Task("elnino_forecast", "forecasting", _elnino, ("gru", "causal_conv1d"),
-         _MSE, epochs=10, batch_size=32, held_out=True,
-         description="The next 3 months of El Nino sea surface temperature (statsmodels, monthly "
-                     "1950-2010) from the past 24, the last 25% of the months as test."),
+    Task(
+        "shapes_resnet",
+        "images",
+        _shapes,
+        ("resnet_bn",),
+        _CROSSENTROPY,
+        epochs=4,
+        batch_size=64,
+        held_out=True,
+        description="The generated 12x12 shapes (4 classes) with a residual CNN with batch "
+        "normalisation.",
+    ),
+    Task(
+        "digits_autoencoder",
+        "images",
+        _digits_reconstruction,
+        ("autoencoder",),
+        _MSE,
+        epochs=30,
+        batch_size=256,
+        held_out=True,
+        description="Reconstruction of scikit-learn's 8x8 digits through an 8-unit code "
+        "(the target is the input, 64 pixels).",
+    ),
+    Task(
+        "hastie_dropout",
+        "tabular",
+        _hastie,
+        ("dropout_mlp",),
+        _CROSSENTROPY,
+        epochs=11,
+        batch_size=8,
+        held_out=True,
+        description="scikit-learn's make_hastie_10_2 (10 Gaussian features, 2 classes split by "
+        "a sphere) with a dropout MLP, trained long: 1,100 steps of 8 examples.",
+    ),
+    Task(
+        "token_after_marker",
+        "sequences",
+        _token_after_marker,
+        ("transformer",),
+        _CROSSENTROPY,
+        epochs=12,
+        batch_size=32,
+        held_out=True,
+        description="Which of 4 symbols follows the marker in a 9-token sequence holding every "
+        "symbol twice (a bag of its tokens tells nothing), with a Transformer block.",
+    ),
+    Task(
+        "co2_forecast",
+        "forecasting",
+        _co2,
+        ("gru", "causal_conv1d"),
+        _MSE,
+        epochs=4,
+        batch_size=32,
+        held_out=True,
+        description="The next 4 weeks of the Mauna Loa CO2 record (statsmodels, weekly 1958-2001, "
+        "gaps interpolated) from the past 26, relative to the last week, the last 25% "
+        "of the weeks as test.",
+    ),
+    Task(
+        "sunspots_forecast",
+        "forecasting",
+        _sunspots,
+        ("causal_conv1d", "gru"),
+        _MSE,
+        epochs=15,
+        batch_size=16,
+        held_out=True,
+        description="The next year's sunspot activity (statsmodels, yearly 1700-2008) from the "
+        "past 20 years, the last 30% of the years as test.",
+    ),
+    Task(
+        "elnino_forecast",
+        "forecasting",
+        _elnino,
+        ("gru", "causal_conv1d"),
+        _MSE,
+        epochs=10,
+        batch_size=32,
+        held_out=True,
+        description="The next 3 months of El Nino sea surface temperature (statsmodels, monthly "
+        "1950-2010) from the past 24, the last 25% of the months as test.",
+    ),
 )
 
 for _task in _BUNDLED + _HELD_OUT_WORKLOADS:

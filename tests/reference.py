@@ -20,9 +20,7 @@ class ReferenceAGRN:
             for k in range(size):
                 self.signature[j, k] = np.exp(
                     -genome.beta * abs(genome.enhancers[j] - genome.identifiers[k])
-                ) - np.exp(
-                    -genome.beta * abs(genome.inhibitors[j] - genome.identifiers[k])
-                )
+                ) - np.exp(-genome.beta * abs(genome.inhibitors[j] - genome.identifiers[k]))
         self.reset()
 
     def reset(self):

@@ -35,10 +35,13 @@ def like_keras(folder):
     differences = {}
     for base, positions in POSITIONS.items():
         candidate = FixedHyperparameters.at(base, positions)
-        path = zoo.save(static_agent(candidate, f"static_{base}"), os.path.join(folder, f"{base}.json"))
+        path = zoo.save(
+            static_agent(candidate, f"static_{base}"), os.path.join(folder, f"{base}.json")
+        )
         agent = zoo.load(path)
         keras_optimizer = (keras.optimizers.Adam if base == "adam" else keras.optimizers.SGD)(
-            **candidate.values)
+            **candidate.values
+        )
         got = train_weights(agent.optimizer())
         expected = train_weights(keras_optimizer)
         differences[base] = max(float(np.max(np.abs(a - b))) for a, b in zip(got, expected))
@@ -48,13 +51,19 @@ def like_keras(folder):
 def fitness_as_agent():
     """The search's scores of candidates, and the scores of their agents as agents."""
     suite = SuiteTask(tasks=("friedman1",), instances=2, max_regulatory=4, inputs="paper")
-    candidates = [FixedHyperparameters.at("adam", p) for p in ([0.5, 0.9, 0.998, 0.125],
-                                                              [0.7, 0.5, 0.9, 0.3])]
+    candidates = [
+        FixedHyperparameters.at("adam", p) for p in ([0.5, 0.9, 0.998, 0.125], [0.7, 0.5, 0.9, 0.3])
+    ]
     searched, _ = SuiteEvaluator(suite).scores(candidates, 11)
     as_agents = []
     for candidate in candidates:
-        fixed = SuiteTask(tasks=suite.tasks, instances=2, max_regulatory=4, ranges=candidate.ranges,
-                          inputs="paper")
+        fixed = SuiteTask(
+            tasks=suite.tasks,
+            instances=2,
+            max_regulatory=4,
+            ranges=candidate.ranges,
+            inputs="paper",
+        )
         genome = Genome.random(13, 8, 2, rng=0)  # any genome: every range is one value
         as_agents.append(SuiteEvaluator(fixed).scores([genome], 11)[0][0].tolist())
     return {"searched": searched.tolist(), "as_agents": as_agents}
@@ -62,8 +71,11 @@ def fitness_as_agent():
 
 def main():
     keras.utils.set_random_seed(0)
-    out = {"backend": keras.backend.backend(), "like_keras": like_keras(sys.argv[1]),
-           "fitness": fitness_as_agent()}
+    out = {
+        "backend": keras.backend.backend(),
+        "like_keras": like_keras(sys.argv[1]),
+        "fitness": fitness_as_agent(),
+    }
     print(json.dumps(out))
 
 

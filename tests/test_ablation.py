@@ -19,8 +19,9 @@ from keras_neuromod.optimizers.ablation import time_average
 
 
 def _model(seed=0):
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="tanh"),
-                              keras.layers.Dense(2)])
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(2)]
+    )
     rng = np.random.default_rng(seed)
     model.set_weights([rng.normal(0, 0.5, w.shape).astype("float32") for w in model.get_weights()])
     return model
@@ -28,8 +29,10 @@ def _model(seed=0):
 
 def _gradients(model, steps, seed=1):
     rng = np.random.default_rng(seed)
-    return [[rng.normal(0, 0.3, v.shape).astype("float32") for v in model.trainable_variables]
-            for _ in range(steps)]
+    return [
+        [rng.normal(0, 0.3, v.shape).astype("float32") for v in model.trainable_variables]
+        for _ in range(steps)
+    ]
 
 
 def _apply(optimizer, model, gradients):
@@ -81,8 +84,14 @@ def test_network_mean_gives_every_tensor_the_mean_of_the_agents_choice():
 
 
 def test_frozen_keeps_each_tensors_values_through_training():
-    table = np.array([[1e-3, 0.9, 0.999, 1e-7], [3e-2, 0.5, 0.99, 1e-3],
-                      [1e-4, 0.0, 0.9, 1e-8], [5e-3, 0.99, 0.9999, 0.1]])
+    table = np.array(
+        [
+            [1e-3, 0.9, 0.999, 1e-7],
+            [3e-2, 0.5, 0.99, 1e-3],
+            [1e-4, 0.0, 0.9, 1e-8],
+            [5e-3, 0.99, 0.9999, 0.1],
+        ]
+    )
     gradients = _gradients(_model(), 3)
     model = _model()
     frozen = ablate(NmAdam(agent=AGENT), "frozen", hyperparameters=table)
@@ -109,8 +118,9 @@ def test_time_average_of_a_traced_training_freezes_the_agent():
     y = np.random.default_rng(1).integers(0, 2, 64)
     optimizer = NmSGD(agent=Genome.random(13, 4, 3, rng=5))
     model = _model()
-    model.compile(optimizer=optimizer,
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     tracer = ModulationTracer(update_freq=1)
     model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[tracer])
     recorded = tracer.hyperparameters.astype(np.float64)
@@ -124,7 +134,9 @@ def test_time_average_of_a_traced_training_freezes_the_agent():
     frozen = ablate(optimizer, "frozen", hyperparameters=average)
     assert type(frozen).__name__ == "FrozenNmSGD" and isinstance(frozen, NmSGD)
     model = _model()
-    model.compile(optimizer=frozen, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=frozen, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
     np.testing.assert_allclose(frozen.modulation()["hyperparameters"], average, rtol=1e-6)
 
@@ -132,8 +144,11 @@ def test_time_average_of_a_traced_training_freezes_the_agent():
 @pytest.mark.parametrize("ablation", ["network_mean", "frozen"])
 def test_ablated_optimizers_round_trip_through_model_save(ablation, tmp_path):
     table = np.tile([[1e-2, 0.8, 0.99, 1e-6]], (4, 1))
-    optimizer = ablate(NmAdam(agent=AGENT, warmup_steps=3), ablation,
-                       hyperparameters=table if ablation == "frozen" else None)
+    optimizer = ablate(
+        NmAdam(agent=AGENT, warmup_steps=3),
+        ablation,
+        hyperparameters=table if ablation == "frozen" else None,
+    )
     x = np.random.default_rng(0).normal(size=(32, 3)).astype("float32")
     y = np.random.default_rng(1).normal(size=(32, 2)).astype("float32")
     model = _model()
@@ -144,7 +159,9 @@ def test_ablated_optimizers_round_trip_through_model_save(ablation, tmp_path):
     loaded = keras.models.load_model(path)
     assert type(loaded.optimizer) is type(optimizer) and loaded.optimizer.warmup_steps == 3
     if ablation == "frozen":
-        np.testing.assert_array_equal(loaded.optimizer.frozen_hyperparameters, table.astype("float32"))
+        np.testing.assert_array_equal(
+            loaded.optimizer.frozen_hyperparameters, table.astype("float32")
+        )
     for a, b in zip(model.get_weights(), loaded.get_weights()):
         np.testing.assert_array_equal(a, b)
     # both continue exactly alike

@@ -19,8 +19,12 @@ def full_state_run(genome, inputs, capacity=None):
 
     packed = agrn.pack(genome, capacity)
     weights, updatable = agrn.grn_matrices(
-        packed.tags, packed.active, packed.beta, packed.delta,
-        packed.n_inputs, packed.n_outputs,
+        packed.tags,
+        packed.active,
+        packed.beta,
+        packed.delta,
+        packed.n_inputs,
+        packed.n_outputs,
     )
     state = agrn.grn_reset(packed.active, packed.n_inputs, inputs.shape[1])
     state = agrn.grn_run_steps(state, weights, updatable, 25)
@@ -86,9 +90,7 @@ def _in_place_run(genome, inputs):
     return np.array(out)[:, None, :]
 
 
-genome_shapes = st.tuples(
-    st.integers(0, 13), st.integers(1, 8), st.integers(0, 6)
-)
+genome_shapes = st.tuples(st.integers(0, 13), st.integers(1, 8), st.integers(0, 6))
 
 
 @settings(max_examples=40, deadline=None)

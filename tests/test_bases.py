@@ -2,9 +2,9 @@
 
 import json
 
+import keras
 import numpy as np
 import pytest
-import keras
 from keras import ops
 
 from keras_neuromod import Genome
@@ -22,7 +22,11 @@ class NmRMSprop(NeuromodulatedOptimizer):
     HYPERPARAMETERS = ("learning_rate", "rho", "epsilon")
     DEFAULT_RANGES = {"learning_rate": (1e-4, 1e-1), "rho": (0.5, 0.99), "epsilon": (1e-7, 1e-3)}
     LOG_SCALE = ("learning_rate", "epsilon")
-    BOUNDS = {"learning_rate": (0.0, float("inf")), "rho": (0.0, 1.0), "epsilon": (0.0, float("inf"))}
+    BOUNDS = {
+        "learning_rate": (0.0, float("inf")),
+        "rho": (0.0, 1.0),
+        "epsilon": (0.0, float("inf")),
+    }
 
     def build(self, var_list):
         if self.built:
@@ -54,8 +58,11 @@ def rmsprop(monkeypatch):
 
 def rmsprop_agent(name="nm_rmsprop_test", ranges=None):
     return Agent(
-        name=name, base="rmsprop", genome=Genome.random(bases.N_INPUTS, 6, 2, rng=0),
-        ranges=ranges, settings={"warmup_steps": 5},
+        name=name,
+        base="rmsprop",
+        genome=Genome.random(bases.N_INPUTS, 6, 2, rng=0),
+        ranges=ranges,
+        settings={"warmup_steps": 5},
     )
 
 
@@ -64,8 +71,13 @@ def small_fit(optimizer, steps=10, seed=0):
     x = rng.normal(size=(10 * steps, 4)).astype("float32")
     y = rng.integers(0, 3, 10 * steps)
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"),
-                              keras.layers.Dense(3, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(8, activation="tanh"),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
     history = model.fit(x, y, batch_size=10, epochs=2, shuffle=False, verbose=0)
     return model, history.history["loss"]
@@ -74,11 +86,17 @@ def small_fit(optimizer, steps=10, seed=0):
 def test_the_shipped_bases_are_registered_by_their_classes():
     assert bases.names() == ("adam", "sgd")
     adam, sgd = bases.get("adam"), bases.get("sgd")
-    assert (adam.optimizer, adam.n_outputs, adam.hyperparameters) == (NmAdam, 8, NmAdam.HYPERPARAMETERS)
+    assert (adam.optimizer, adam.n_outputs, adam.hyperparameters) == (
+        NmAdam,
+        8,
+        NmAdam.HYPERPARAMETERS,
+    )
     assert (sgd.optimizer, sgd.n_outputs, sgd.log_scale) == (NmSGD, 4, ("learning_rate",))
     assert sgd.default_ranges == NmSGD.DEFAULT_RANGES and adam.bounds == NmAdam.BOUNDS
     assert bases.N_INPUTS == 13 and len(bases.INPUT_NAMES) == 6
-    with pytest.raises(ValueError, match=r"must name a registered optimizer base \('adam' or 'sgd'\), got 'x'"):
+    with pytest.raises(
+        ValueError, match=r"must name a registered optimizer base \('adam' or 'sgd'\), got 'x'"
+    ):
         bases.get("x")
 
 
@@ -109,7 +127,9 @@ def test_a_third_optimizer_is_one_class_and_one_registry_line(rmsprop, tmp_path,
     with pytest.raises(ValueError, match="so it was made for NmRMSprop"):
         NmAdam(agent="nm_rmsprop_test")
     # its ranges are checked against its own hyperparameters and bounds
-    with pytest.raises(ValueError, match=r"Agent 'ranges': ranges\['rho'\] = \(0.5, 1.5\) leaves the valid"):
+    with pytest.raises(
+        ValueError, match=r"Agent 'ranges': ranges\['rho'\] = \(0.5, 1.5\) leaves the valid"
+    ):
         rmsprop_agent(ranges={"rho": (0.5, 1.5)})
     with pytest.raises(ValueError, match="Unknown hyperparameter.*NmRMSprop modulates"):
         rmsprop_agent(ranges={"beta_1": (0.5, 0.6)})

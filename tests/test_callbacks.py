@@ -3,9 +3,9 @@
 import csv
 import os
 
+import keras
 import numpy as np
 import pytest
-import keras
 from keras import ops
 
 from keras_neuromod import Genome
@@ -48,7 +48,9 @@ def test_records_every_n_steps_and_writes_files(data, tmp_path, monkeypatch):
     assert np.all(tracer.inputs[..., 12] == 1.0)
     assert tracer.inputs.min() >= 0 and tracer.inputs.max() <= 1
     # the last record (step 64) is the optimizer's final state
-    np.testing.assert_array_equal(tracer.hyperparameters[-1], optimizer.modulation()["hyperparameters"])
+    np.testing.assert_array_equal(
+        tracer.hyperparameters[-1], optimizer.modulation()["hyperparameters"]
+    )
     np.testing.assert_array_equal(tracer.inputs[-1], optimizer.modulation()["inputs"])
     trace = tracer.trace
     assert list(trace) == optimizer.tensor_paths
@@ -87,7 +89,9 @@ def test_no_duplicate_records_with_gradient_accumulation(data):
 
 def test_refuses_other_optimizers_and_bad_arguments(data):
     for update_freq in (0, 2.0, True, "step"):
-        with pytest.raises(ValueError, match="update_freq must be 'batch', 'epoch' or a positive integer"):
+        with pytest.raises(
+            ValueError, match="update_freq must be 'batch', 'epoch' or a positive integer"
+        ):
             ModulationTracer(update_freq=update_freq)
     with pytest.raises(ValueError, match="neuromodulated optimizer"):
         fit(data, keras.optimizers.Adam(), ModulationTracer())
@@ -122,7 +126,9 @@ def test_traces_through_the_loss_scale_optimizer_of_mixed_precision(data, mixed_
     np.testing.assert_array_equal(tracer.steps, np.arange(1, updates + 1))
     assert tracer.tensor_paths == optimizer.tensor_paths
     assert np.all(np.isfinite(tracer.hyperparameters))
-    np.testing.assert_array_equal(tracer.hyperparameters[-1], optimizer.modulation()["hyperparameters"])
+    np.testing.assert_array_equal(
+        tracer.hyperparameters[-1], optimizer.modulation()["hyperparameters"]
+    )
 
 
 def test_a_second_fit_appends_and_another_model_starts_a_fresh_record(data, tmp_path):
@@ -133,13 +139,17 @@ def test_a_second_fit_appends_and_another_model_starts_a_fresh_record(data, tmp_
     np.testing.assert_array_equal(tracer.steps, np.arange(1, 65))
     assert tracer.inputs.shape == (64, 4, 13)
     with open(csv_path) as stream:  # appended to the first fit's rows
-        assert [int(row["step"]) for row in csv.DictReader(stream)] == list(np.repeat(np.arange(1, 65), 4))
+        assert [int(row["step"]) for row in csv.DictReader(stream)] == list(
+            np.repeat(np.arange(1, 65), 4)
+        )
 
     # another model of the same layout: a fresh record, not a mix of both
     optimizer = NmAdam(agent=agent())
     second = fit(data, optimizer, tracer)
     np.testing.assert_array_equal(tracer.steps, np.arange(1, 33))
-    np.testing.assert_array_equal(tracer.hyperparameters[-1], optimizer.modulation()["hyperparameters"])
+    np.testing.assert_array_equal(
+        tracer.hyperparameters[-1], optimizer.modulation()["hyperparameters"]
+    )
 
     # the same model compiled with another optimizer, of another base: fresh
     sgd = NmSGD(agent=Genome.random(13, 4, 1, rng=1))
@@ -241,7 +251,9 @@ def test_csv_rows_stream_as_recorded_and_the_files_close_at_train_end(data, tmp_
     writers = []
     create = tf.summary.create_file_writer
     monkeypatch.setattr(
-        tf.summary, "create_file_writer", lambda *a, **k: writers.append(_SpyWriter(create(*a, **k))) or writers[-1]
+        tf.summary,
+        "create_file_writer",
+        lambda *a, **k: writers.append(_SpyWriter(create(*a, **k))) or writers[-1],
     )
     csv_path = tmp_path / "trace.csv"
     tracer = ModulationTracer(update_freq=2, csv_path=str(csv_path), log_dir=str(tmp_path / "tb"))
@@ -249,7 +261,15 @@ def test_csv_rows_stream_as_recorded_and_the_files_close_at_train_end(data, tmp_
     model = models.build("mlp", (8, 8, 1), 10, hidden=(16,), seed=0)
     model.compile(optimizer=NmAdam(agent=agent()), loss="sparse_categorical_crossentropy")
     x, y = data
-    model.fit(x[:100], y[:100], epochs=3, batch_size=10, shuffle=False, verbose=0, callbacks=[tracer, reader])
+    model.fit(
+        x[:100],
+        y[:100],
+        epochs=3,
+        batch_size=10,
+        shuffle=False,
+        verbose=0,
+        callbacks=[tracer, reader],
+    )
     # 10 steps in the first epoch, recorded every other step: 5 records of 4
     # tensors, in the file while training goes on; then the second epoch,
     # stopped after its batch 4 (steps 11 to 15): 3 more records
@@ -272,7 +292,12 @@ def test_update_freq_takes_keras_s_values(data):
     assert four.update_freq == 4 and four.get_config()["update_freq"] == 4
     assert ModulationTracer(update_freq="batch").update_freq == 1
     tracer = ModulationTracer(update_freq="epoch")
-    fit((data[0][:100], data[1][:100]), NmSGD(agent=Genome.random(13, 4, 1, rng=0)), tracer, epochs=2)
+    fit(
+        (data[0][:100], data[1][:100]),
+        NmSGD(agent=Genome.random(13, 4, 1, rng=0)),
+        tracer,
+        epochs=2,
+    )
     np.testing.assert_array_equal(tracer.steps, [10, 20])
     assert ModulationTracer(**tracer.get_config()).update_freq == "epoch"
 

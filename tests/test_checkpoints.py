@@ -32,7 +32,9 @@ def tied_fitness(genome, architecture, seed):
 
 
 def _hall(result):
-    return [(ind.fitness.values[0], ind.generation, ind.genome.to_json()) for ind in result.hall_of_fame]
+    return [
+        (ind.fitness.values[0], ind.generation, ind.genome.to_json()) for ind in result.hall_of_fame
+    ]
 
 
 def test_resumed_hall_of_fame_keeps_the_order_of_ties(tmp_path):
@@ -84,7 +86,10 @@ GRNEAT_EDITS = [
     (lambda d: d.update(logbook=d["logbook"][:1]), "'logbook' must have 2 items"),
     (lambda d: d["rng_state"].pop("state"), "'rng_state'"),
     (lambda d: d.update(rng_state=[1, 2]), "'rng_state' must be a JSON object"),
-    (lambda d: d.update(best={"genome": {}, "fitness": 1.0, "generation": 0}), r"'best.genome'.*missing"),
+    (
+        lambda d: d.update(best={"genome": {}, "fitness": 1.0, "generation": 0}),
+        r"'best.genome'.*missing",
+    ),
     (lambda d: d.update(fitness_range=[1.0, 0.0]), "lo <= hi"),
     (lambda d: d.update(config={"population": "12"}), "'config'.*population"),
     (lambda d: d.update(settings=None), "'settings' must be a JSON object"),
@@ -109,13 +114,18 @@ ES_EDITS = [
     (lambda d: d.pop("theta"), r"missing field\(s\) \['theta'\]"),
     (lambda d: d.update(theta=d["theta"][:-1]), "'theta' must have 3 items"),
     (lambda d: d["velocity"].__setitem__(1, "x"), "'velocity' must be a number"),
-    (lambda d: d["second_moment"].__setitem__(0, 1e308 * 10), "'second_moment' must be a finite number"),
+    (
+        lambda d: d["second_moment"].__setitem__(0, 1e308 * 10),
+        "'second_moment' must be a finite number",
+    ),
     (lambda d: d.update(generation=None), "'generation' must be an integer"),
     (lambda d: d.update(generation=10**30), "'logbook' must have"),
     (lambda d: d["logbook"][0].pop("mean"), r"'logbook\[0\]' is missing"),
     (lambda d: d["logbook"][1].update(gen=1.5), r"'logbook\[1\].gen' must be an integer"),
-    (lambda d: d.update(format="keras_neuromod.EvolutionStrategy/1"),
-     "format is 'keras_neuromod.EvolutionStrategy/1', expected"),
+    (
+        lambda d: d.update(format="keras_neuromod.EvolutionStrategy/1"),
+        "format is 'keras_neuromod.EvolutionStrategy/1', expected",
+    ),
     (lambda d: d.update(rng_state={"bit_generator": "PCG64"}), "'rng_state'"),
     (lambda d: d.update(config=[]), "'config' must be a JSON object"),
     (lambda d: d.update(extra={}), r"unknown field\(s\) \['extra'\]"),
@@ -125,7 +135,9 @@ ES_EDITS = [
 @pytest.mark.parametrize("change,match", ES_EDITS)
 def test_hand_edited_es_checkpoints_name_the_field(tmp_path, change, match):
     path = tmp_path / "es.json"
-    EvolutionStrategy(sphere, np.zeros(3), population=4, seed=0).run(2, checkpoint_path=path, progress=False)
+    EvolutionStrategy(sphere, np.zeros(3), population=4, seed=0).run(
+        2, checkpoint_path=path, progress=False
+    )
     _edit(path, change)
     with pytest.raises(ValueError, match=match) as error:
         EvolutionStrategy(sphere, np.zeros(3), population=4, seed=0).load_checkpoint(path)
@@ -138,8 +150,14 @@ def test_hand_edited_es_checkpoints_name_the_field(tmp_path, change, match):
 # species are dissolved, mutants found new species and parents may repeat.
 GOLDEN_RUNS = {
     "default": dict(seed=3, population=12, generations=8),
-    "small_species": dict(seed=4, population=20, generations=8, config=GRNEATConfig(
-        min_species_size=3, max_tries=1, species_threshold=0.04, threshold_bounds=(0.0, 0.05))),
+    "small_species": dict(
+        seed=4,
+        population=20,
+        generations=8,
+        config=GRNEATConfig(
+            min_species_size=3, max_tries=1, species_threshold=0.04, threshold_bounds=(0.0, 0.05)
+        ),
+    ),
 }
 
 
@@ -152,8 +170,10 @@ def _summary(checkpoint):
     population and species, and the generator's state, from its checkpoint."""
     return {
         "logbook": [{k: v for k, v in r.items() if k != "seconds"} for r in checkpoint["logbook"]],
-        "hall_of_fame": [[i["fitness"], i["generation"], _digest(i["genome"])]
-                         for i in checkpoint["hall_of_fame"]],
+        "hall_of_fame": [
+            [i["fitness"], i["generation"], _digest(i["genome"])]
+            for i in checkpoint["hall_of_fame"]
+        ],
         "best": checkpoint["best"],
         "population": [_digest(g) for g in checkpoint["population"]],
         "species": [[s["threshold"], _digest(s["representative"])] for s in checkpoint["species"]],

@@ -12,8 +12,21 @@ from keras_neuromod.cli import _startup
 from keras_neuromod.cli import evolve
 from keras_neuromod.cli import main
 
-TINY = ["--population", "4", "--epochs", "1", "--models", "mlp", "--width", "0.25",
-        "--train-subset", "64", "--backend", "serial", "--no-progress"]
+TINY = [
+    "--population",
+    "4",
+    "--epochs",
+    "1",
+    "--models",
+    "mlp",
+    "--width",
+    "0.25",
+    "--train-subset",
+    "64",
+    "--backend",
+    "serial",
+    "--no-progress",
+]
 
 
 def test_zoo_list_prints_every_shipped_agent(capsys):
@@ -43,7 +56,9 @@ def test_zoo_show_prints_the_card_and_refuses_an_unknown_agent(capsys, tmp_path)
     assert "nm_sgd_digits: an NmSGD agent" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
         main(["zoo", "show", "no_such_agent"])
-    assert "no_such_agent" in str(exit_info.value.code) and "known agents" in str(exit_info.value.code)
+    assert "no_such_agent" in str(exit_info.value.code) and "known agents" in str(
+        exit_info.value.code
+    )
     with pytest.raises(SystemExit) as exit_info:
         main(["zoo"])
     assert exit_info.value.code == 2
@@ -55,21 +70,38 @@ def test_evolve_is_the_example_flag_for_flag(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     summary = json.loads(lines[-1])
     assert summary["generations"] == 1 and summary["evaluations"] == 4
-    assert sorted(os.listdir(out)) == ["best_agent.json", "checkpoint.json", "fitness.png", "logbook.csv"]
+    assert sorted(os.listdir(out)) == [
+        "best_agent.json",
+        "checkpoint.json",
+        "fitness.png",
+        "logbook.csv",
+    ]
     command = zoo.load(summary["agent"]).provenance["command"]
     assert command.startswith("keras-neuromod evolve --task digits --base adam --population 4 ")
     # the recorded command parses back to the same run
     replay = evolve.parse_args(command.split()[2:])
-    assert (replay.population, replay.generations, replay.models, replay.seed) == (4, 1, ("mlp",), 0)
+    assert (replay.population, replay.generations, replay.models, replay.seed) == (
+        4,
+        1,
+        ("mlp",),
+        0,
+    )
     # the flags and the settings are the example's
     from examples_loader import load_example
 
     example = load_example("evolve")
-    for argv in ([], ["--quick", "--task", "cifar10"], ["--suite"], ["--timeout", "90", "--workers", "2"]):
+    for argv in (
+        [],
+        ["--quick", "--task", "cifar10"],
+        ["--suite"],
+        ["--timeout", "90", "--workers", "2"],
+    ):
         ours, theirs = vars(evolve.parse_args(argv)), vars(example.parse_args(argv))
         assert ours.pop("prog") == "keras-neuromod evolve" and theirs.pop("prog") == example.PROG
         assert ours == theirs
-    assert example.reproducing_command(example.parse_args([]), 1).startswith("python examples/evolve.py ")
+    assert example.reproducing_command(example.parse_args([]), 1).startswith(
+        "python examples/evolve.py "
+    )
     with pytest.raises(SystemExit) as exit_info:
         main(["evolve", "--generations", "-1"])
     assert exit_info.value.code == 2
@@ -86,27 +118,42 @@ def test_the_command_line_is_recognised_and_nothing_else():
 
 def test_python_m_keras_neuromod_starts_without_tensorflow_notices(tmp_path):
     environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    done = subprocess.run([sys.executable, "-m", "keras_neuromod", "zoo", "list"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300, env=environment)
+    done = subprocess.run(
+        [sys.executable, "-m", "keras_neuromod", "zoo", "list"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=environment,
+    )
     assert done.returncode == 0, done.stderr
     assert "nm_adam_general" in done.stdout
     assert done.stderr == "", done.stderr
-    helped = subprocess.run([sys.executable, "-m", "keras_neuromod", "--version"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300, env=environment)
+    helped = subprocess.run(
+        [sys.executable, "-m", "keras_neuromod", "--version"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=environment,
+    )
     assert helped.returncode == 0 and helped.stdout.startswith("keras_neuromod ")
 
 
 def test_compare_is_the_example_flag_for_flag(capsys):
     from examples_loader import load_example
-
     from keras_neuromod.cli import compare
 
     example = load_example("compare")
-    for argv in (["--agent", "nm_adam_digits"], ["--quick", "--agent", "nm_sgd_digits", "--dataset", "wine"]):
+    for argv in (
+        ["--agent", "nm_adam_digits"],
+        ["--quick", "--agent", "nm_sgd_digits", "--dataset", "wine"],
+    ):
         ours, theirs = vars(compare.parse_args(argv)), vars(example.parse_args(argv))
         assert ours.keys() == theirs.keys()
         assert {k: v for k, v in ours.items() if k != "agents"} == {
-            k: v for k, v in theirs.items() if k != "agents"}
+            k: v for k, v in theirs.items() if k != "agents"
+        }
         assert [a.name for a in ours["agents"]] == [a.name for a in theirs["agents"]]
     with pytest.raises(SystemExit) as exit_info:
         main(["compare", "--agent", "no_such_agent"])

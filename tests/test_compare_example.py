@@ -4,8 +4,8 @@ import json
 import os
 
 import pytest
-from examples_loader import load_example
 
+from examples_loader import load_example
 from keras_neuromod import zoo
 from keras_neuromod.io import read_json
 
@@ -19,8 +19,20 @@ def test_a_quick_comparison_on_wine(compare, tmp_path, capsys):
     agent = str(tmp_path / "agent.json")
     zoo.save(zoo.load("nm_sgd_digits"), agent)
     out = str(tmp_path / "out")
-    argv = ["--quick", "--agent", agent, "--dataset", "wine", "--seeds", "2", "--epochs", "3",
-            "--out", out, "--record"]
+    argv = [
+        "--quick",
+        "--agent",
+        agent,
+        "--dataset",
+        "wine",
+        "--seeds",
+        "2",
+        "--epochs",
+        "3",
+        "--out",
+        out,
+        "--record",
+    ]
     compare.main(argv)
     lines = capsys.readouterr().out.strip().splitlines()
     headline = json.loads(lines[-1])
@@ -29,10 +41,13 @@ def test_a_quick_comparison_on_wine(compare, tmp_path, capsys):
     assert methods == ["Nm-SGD", "SGD", "Adam", "SGD*", "Adam*"]
     assert {r["model"] for r in headline["rows"]} == {"mlp"}
     assert {(p["method"], p["baseline"]) for p in headline["paired"]} == {
-        ("Nm-SGD", b) for b in ("SGD", "Adam", "SGD*", "Adam*")}
+        ("Nm-SGD", b) for b in ("SGD", "Adam", "SGD*", "Adam*")
+    }
     assert all(p["verdict"] in ("better", "within noise", "worse") for p in headline["paired"])
     tuned = {r["method"]: r["settings"] for r in headline["rows"]}
-    assert set(tuned["SGD*"]) == {"learning_rate", "momentum"} and tuned["SGD"] is None  # quick axes
+    assert (
+        set(tuned["SGD*"]) == {"learning_rate", "momentum"} and tuned["SGD"] is None
+    )  # quick axes
     assert os.path.exists(headline["figure"])
     card = zoo.load(agent).benchmark["wine"]
     assert card["method"] == "Nm-SGD" and card["paired"] == headline["paired"]

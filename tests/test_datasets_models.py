@@ -101,8 +101,11 @@ def test_architectures(architecture, input_shape, n_conv, n_pool, n_dense):
 
 def test_full_width_model_a_matches_the_paper():
     model = models.build("A", (32, 32, 3), 10)
-    widths = [layer.units if hasattr(layer, "units") else layer.filters
-              for layer in model.layers if hasattr(layer, "kernel")]
+    widths = [
+        layer.units if hasattr(layer, "units") else layer.filters
+        for layer in model.layers
+        if hasattr(layer, "kernel")
+    ]
     assert widths == [32, 32, 64, 64, 512, 10]
 
 
@@ -127,7 +130,9 @@ def test_seeded_weights_are_glorot_uniform_drawn_by_numpy():
         receptive = int(np.prod(shape[:-2]))
         limit = np.sqrt(6.0 / (shape[-2] * receptive + shape[-1] * receptive))
         expected = np.random.default_rng(int(seed)).uniform(-limit, limit, size=shape)
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(kernel), expected.astype("float32"))
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(kernel), expected.astype("float32")
+        )
     biases = [layer.bias for layer in model.layers if hasattr(layer, "bias")]
     assert all(not np.any(keras.ops.convert_to_numpy(b)) for b in biases)
 
@@ -136,8 +141,9 @@ def test_seeded_initializer_round_trips_through_config_and_model_save(tmp_path):
     initializer = models.SeededGlorotUniform(seed=11)
     again = keras.initializers.deserialize(keras.initializers.serialize(initializer))
     assert isinstance(again, models.SeededGlorotUniform) and again.seed == 11
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(again((3, 4))),
-                                  keras.ops.convert_to_numpy(initializer((3, 4))))
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(again((3, 4))), keras.ops.convert_to_numpy(initializer((3, 4)))
+    )
     model = models.build("mlp", (5,), 3, seed=2)
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
@@ -190,8 +196,9 @@ def test_the_two_mlps_are_one_builder_with_different_layers_and_outputs():
     assert [layer.units for layer in suite.layers if hasattr(layer, "units")] == [64, 64, 10]
     assert paper.layers[-1].activation is keras.activations.softmax
     assert suite.layers[-1].activation is keras.activations.linear
-    same = models.build("mlp", (8, 8, 1), 10, hidden=(64, 64), seed=0, name="mlp",
-                        output_activation=None)
+    same = models.build(
+        "mlp", (8, 8, 1), 10, hidden=(64, 64), seed=0, name="mlp", output_activation=None
+    )
     assert suite.name == same.name == "mlp"
     for a, b in zip(suite.get_weights(), same.get_weights()):
         np.testing.assert_array_equal(a, b)

@@ -21,8 +21,9 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = ["README.md"] + sorted(
-    os.path.relpath(path, ROOT) for path in glob.glob(os.path.join(ROOT, "docs", "**", "*.md"),
-                                                      recursive=True))
+    os.path.relpath(path, ROOT)
+    for path in glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True)
+)
 FENCE = re.compile(r"^```python([^\n]*)\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
 README_LINES = 200
 
@@ -86,9 +87,13 @@ def test_the_readme_is_short_and_the_blocks_are_found():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("page, blocks", [run[1:] for run in runs()], ids=[run[0] for run in runs()])
+@pytest.mark.parametrize(
+    "page, blocks", [run[1:] for run in runs()], ids=[run[0] for run in runs()]
+)
 def test_blocks_run_as_pasted(page, blocks, tmp_path):
-    environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "KERAS_NEUROMOD_ZOO")}
+    environment = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "KERAS_NEUROMOD_ZOO")
+    }
     environment.update(TF_CPP_MIN_LOG_LEVEL="2", MPLBACKEND="Agg")
     _, attributes, code = blocks[0]  # a block that runs alone is its run's only one
     if 'title="In a notebook"' in attributes:
@@ -97,11 +102,15 @@ def test_blocks_run_as_pasted(page, blocks, tmp_path):
         (tmp_path / "snippet.py").write_text(code, encoding="utf-8")
         command = [sys.executable, "snippet.py"]
     else:
-        (tmp_path / "blocks.json").write_text(json.dumps([(b[0], b[2]) for b in blocks]), encoding="utf-8")
+        (tmp_path / "blocks.json").write_text(
+            json.dumps([(b[0], b[2]) for b in blocks]), encoding="utf-8"
+        )
         command = [sys.executable, "-c", RUNNER, "blocks.json"]
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900,
-                          env=environment)
+    done = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=900, env=environment
+    )
     codes = "\n".join(f"--- {b[0]}\n{b[2]}" for b in blocks)
     assert done.returncode == 0, (
         f"a block of {page} failed:\n{codes}\n--- stdout\n{done.stdout[-3000:]}"
-        f"\n--- stderr\n{done.stderr[-5000:]}")
+        f"\n--- stderr\n{done.stderr[-5000:]}"
+    )

@@ -90,7 +90,7 @@ def test_output_is_clipped_and_reaches_bounds():
     layer = keras.layers.RNN(cell, return_sequences=True)
     layer.build((1, 4, 1))
     flat = np.zeros(cell.num_params, np.float32)
-    w_o = flat[-(3 + 1) * 2:].reshape(4, 2)
+    w_o = flat[-(3 + 1) * 2 :].reshape(4, 2)
     w_o[-1] = [5.0, -5.0]  # bias row only: channel 0 saturates high, channel 1 low
     cell.set_flat_weights(flat)
     out = keras.ops.convert_to_numpy(layer(np.ones((1, 4, 1), np.float32)))
@@ -123,8 +123,9 @@ def test_functional_run_matches_rnn_layer():
     genomes = genomes.astype(np.float32)
     xs = rng.uniform(0, 1, (steps, population, batch, input_dim)).astype(np.float32)
     weights = enu_unflatten(genomes, input_dim, memory, channels)
-    got = keras.ops.convert_to_numpy(enu_run(weights, keras.ops.convert_to_tensor(xs),
-                                             memory, channels))
+    got = keras.ops.convert_to_numpy(
+        enu_run(weights, keras.ops.convert_to_tensor(xs), memory, channels)
+    )
     assert got.shape == (steps, population, batch, channels)
     for i in range(population):
         for b in range(batch):
@@ -145,13 +146,18 @@ def test_cell_config_and_model_round_trip(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     np.testing.assert_array_equal(
-        keras.ops.convert_to_numpy(loaded(xs)), keras.ops.convert_to_numpy(model(xs)))
+        keras.ops.convert_to_numpy(loaded(xs)), keras.ops.convert_to_numpy(model(xs))
+    )
 
 
 @pytest.mark.parametrize(
     "kwargs, name",
-    [({"memory": 0}, "memory"), ({"channels": 2.5}, "channels"),
-     ({"memory": True}, "memory"), ({"channels": "2"}, "channels")],
+    [
+        ({"memory": 0}, "memory"),
+        ({"channels": 2.5}, "channels"),
+        ({"memory": True}, "memory"),
+        ({"channels": "2"}, "channels"),
+    ],
 )
 def test_cell_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=f"`{name}`"):
@@ -188,8 +194,7 @@ PRE = [0, 2, 1, 4, 0]
 POST = [0, 1, 2, 2, 2]
 
 
-def np_network_sequence(neuron_flat, synapse_flat, xs, pre, post, num_neurons, memory,
-                        channels):
+def np_network_sequence(neuron_flat, synapse_flat, xs, pre, post, num_neurons, memory, channels):
     """Explicit loops over units: xs `(T, num_inputs, channels)` -> outputs `(T, N, C)`."""
     n_h = np.zeros((num_neurons, memory))
     n_o = np.zeros((num_neurons, channels))
@@ -202,14 +207,16 @@ def np_network_sequence(neuron_flat, synapse_flat, xs, pre, post, num_neurons, m
         for s, (i, j) in enumerate(zip(pre, post)):
             syn_in = np.concatenate([nodes[i], n_o[j]])
             new_s_h[s], new_s_o[s] = np_enu_step(
-                synapse_flat, syn_in, s_h[s], s_o[s], 2 * channels, memory, channels)
+                synapse_flat, syn_in, s_h[s], s_o[s], 2 * channels, memory, channels
+            )
         s_h, s_o = new_s_h, new_s_o
         new_n_h, new_n_o = np.zeros_like(n_h), np.zeros_like(n_o)
         for n in range(num_neurons):
             incoming = [s for s, j in enumerate(post) if j == n]
             mean = s_o[incoming].mean(axis=0) if incoming else np.zeros(channels)
             new_n_h[n], new_n_o[n] = np_enu_step(
-                neuron_flat, mean, n_h[n], n_o[n], channels, memory, channels)
+                neuron_flat, mean, n_h[n], n_o[n], channels, memory, channels
+            )
         n_h, n_o = new_n_h, new_n_o
         outputs.append(n_o)
     return np.array(outputs)
@@ -218,16 +225,23 @@ def np_network_sequence(neuron_flat, synapse_flat, xs, pre, post, num_neurons, m
 def network_genomes(count, memory=3, channels=2, seed=0):
     """`count` genomes of a network: neuron genome then synapse genome."""
     rng = np.random.default_rng(seed)
-    return np.stack([
-        np.concatenate([random_genome(rng, channels, memory, channels),
-                        random_genome(rng, 2 * channels, memory, channels)])
-        for _ in range(count)
-    ])
+    return np.stack(
+        [
+            np.concatenate(
+                [
+                    random_genome(rng, channels, memory, channels),
+                    random_genome(rng, 2 * channels, memory, channels),
+                ]
+            )
+            for _ in range(count)
+        ]
+    )
 
 
 def make_network(memory=3, channels=2, output_neurons=None, seed=0):
-    net = ENUNetwork(2, 3, pre=PRE, post=POST, memory=memory, channels=channels,
-                     output_neurons=output_neurons)
+    net = ENUNetwork(
+        2, 3, pre=PRE, post=POST, memory=memory, channels=channels, output_neurons=output_neurons
+    )
     layer = keras.layers.RNN(net, return_sequences=True)
     layer.build((None, None, 2 * channels))
     genomes = network_genomes(1, memory, channels, seed)
@@ -244,8 +258,15 @@ def test_network_matches_numpy_loops():
     got = keras.ops.convert_to_numpy(layer(xs)).reshape(2, 4, 3, channels)
     for b in range(2):
         want = np_network_sequence(
-            genomes[0, :n_neuron].astype(np.float64), genomes[0, n_neuron:].astype(np.float64),
-            xs[b].reshape(4, 2, channels), PRE, POST, 3, memory, channels)
+            genomes[0, :n_neuron].astype(np.float64),
+            genomes[0, n_neuron:].astype(np.float64),
+            xs[b].reshape(4, 2, channels),
+            PRE,
+            POST,
+            3,
+            memory,
+            channels,
+        )
         np.testing.assert_allclose(got[b], want, rtol=1e-4, atol=1e-5)
 
 
@@ -278,8 +299,9 @@ def test_network_wiring_who_receives_whom():
 
 def test_network_mean_matrix():
     matrix = ENUNetwork.build_mean_matrix(np.array(POST), 4)
-    want = np.array([[1, 0, 0, 0, 0], [0, 1, 0, 0, 0], [0, 0, 1 / 3, 1 / 3, 1 / 3],
-                     [0, 0, 0, 0, 0]], np.float32)
+    want = np.array(
+        [[1, 0, 0, 0, 0], [0, 1, 0, 0, 0], [0, 0, 1 / 3, 1 / 3, 1 / 3], [0, 0, 0, 0, 0]], np.float32
+    )
     np.testing.assert_allclose(matrix, want)
 
 
@@ -293,13 +315,23 @@ def test_network_step_with_a_population_equals_the_layer_per_individual():
     xs = rng.uniform(0, 1, (population, batch, steps, 2, channels)).astype(np.float32)
     neuron_w, synapse_w = net.unflatten(keras.ops.convert_to_tensor(genomes))
     n, s = net.num_neurons, net.num_synapses
-    states = tuple(keras.ops.zeros((population, batch, units, size))
-                   for units, size in ((n, memory), (n, channels), (s, memory), (s, channels)))
+    states = tuple(
+        keras.ops.zeros((population, batch, units, size))
+        for units, size in ((n, memory), (n, channels), (s, memory), (s, channels))
+    )
     mean_matrix = keras.ops.convert_to_tensor(net.mean_matrix)
     got = []
     for t in range(steps):
-        states = network_step(neuron_w, synapse_w, keras.ops.convert_to_tensor(xs[:, :, t]),
-                              states, net.pre, net.post, mean_matrix, population=True)
+        states = network_step(
+            neuron_w,
+            synapse_w,
+            keras.ops.convert_to_tensor(xs[:, :, t]),
+            states,
+            net.pre,
+            net.post,
+            mean_matrix,
+            population=True,
+        )
         got.append(keras.ops.convert_to_numpy(states[1]))
     got = np.stack(got, axis=2)  # (population, batch, steps, neurons, channels)
     for i in range(population):
@@ -311,8 +343,9 @@ def test_network_step_with_a_population_equals_the_layer_per_individual():
 
 def test_network_output_neurons_and_round_trip(tmp_path):
     channels = 2
-    net = ENUNetwork(2, 3, pre=PRE, post=POST, memory=3, channels=channels,
-                     output_neurons=[2], name="net")
+    net = ENUNetwork(
+        2, 3, pre=PRE, post=POST, memory=3, channels=channels, output_neurons=[2], name="net"
+    )
     clone = ENUNetwork.from_config(net.get_config())
     assert clone.get_config() == net.get_config()
     inputs = keras.Input((4, 2 * channels))
@@ -323,13 +356,19 @@ def test_network_output_neurons_and_round_trip(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     np.testing.assert_array_equal(
-        keras.ops.convert_to_numpy(loaded(xs)), keras.ops.convert_to_numpy(model(xs)))
+        keras.ops.convert_to_numpy(loaded(xs)), keras.ops.convert_to_numpy(model(xs))
+    )
 
 
 @pytest.mark.parametrize(
     "kwargs, name",
-    [({"pre": [0, 5]}, "pre"), ({"post": [0, 3]}, "post"), ({"pre": [0]}, "pre"),
-     ({"output_neurons": [4]}, "output_neurons"), ({"num_neurons": 0}, "num_neurons")],
+    [
+        ({"pre": [0, 5]}, "pre"),
+        ({"post": [0, 3]}, "post"),
+        ({"pre": [0]}, "pre"),
+        ({"output_neurons": [4]}, "output_neurons"),
+        ({"num_neurons": 0}, "num_neurons"),
+    ],
 )
 def test_network_bad_arguments(kwargs, name):
     args = {"num_inputs": 2, "num_neurons": 3, "pre": [0, 1], "post": [0, 1]}
@@ -357,8 +396,9 @@ def test_van_rossum_matches_numpy(steps, tau, seed):
     a = (rng.random((steps, 3, 2)) < 0.3).astype(np.float32)
     b = rng.random((steps, 3, 2)).astype(np.float32)  # graded trains too
     got = keras.ops.convert_to_numpy(van_rossum_distance(a, b, tau))
-    expected = np.array([[np_van_rossum(a[:, i, j], b[:, i, j], tau) for j in range(2)]
-                         for i in range(3)])
+    expected = np.array(
+        [[np_van_rossum(a[:, i, j], b[:, i, j], tau) for j in range(2)] for i in range(3)]
+    )
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(van_rossum_distance(a, a, tau)), 0.0)
 
@@ -372,8 +412,9 @@ def test_van_rossum_prices_timing():
     for shift in (1, 3, 10):
         moved = np.roll(target, shift, axis=0)
         costs.append(float(keras.ops.convert_to_numpy(van_rossum_distance(moved, target, 5.0))[0]))
-    silent = float(keras.ops.convert_to_numpy(van_rossum_distance(np.zeros_like(target), target,
-                                                                  5.0))[0])
+    silent = float(
+        keras.ops.convert_to_numpy(van_rossum_distance(np.zeros_like(target), target, 5.0))[0]
+    )
     np.testing.assert_allclose(silent, 1.0 / (5.0 * (1.0 - np.exp(-2.0 / 5.0))), rtol=1e-5)
     assert costs[0] < costs[1] < costs[2] < 2 * silent  # nearer misses cost less
     with pytest.raises(ValueError, match="tau"):

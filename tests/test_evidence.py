@@ -25,22 +25,37 @@ def _blobs(seed):
     return datasets.Dataset((x[:120], y[:120]), (x[120:], y[120:]), 2)
 
 
-TINY = tasks.Task("tiny_blobs", "tabular", _blobs, ("linear", "mlp"), "sparse_categorical_crossentropy",
-                  epochs=2, batch_size=32, description="Two blobs, for tests.")
+TINY = tasks.Task(
+    "tiny_blobs",
+    "tabular",
+    _blobs,
+    ("linear", "mlp"),
+    "sparse_categorical_crossentropy",
+    epochs=2,
+    batch_size=32,
+    description="Two blobs, for tests.",
+)
 
 
 def _run(seed, metric, loss=None, diverged=False):
-    return Run(seed=seed, metric=math.nan if diverged else metric,
-               loss=math.nan if diverged else (loss if loss is not None else 1.0 - metric),
-               diverged=diverged, steps=10, examples=40)
+    return Run(
+        seed=seed,
+        metric=math.nan if diverged else metric,
+        loss=math.nan if diverged else (loss if loss is not None else 1.0 - metric),
+        diverged=diverged,
+        steps=10,
+        examples=40,
+    )
 
 
 # -- statistics ----------------------------------------------------------------
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.floats(-10, 10, allow_nan=False), min_size=2, max_size=30),
-       st.sampled_from([0.8, 0.9, 0.95, 0.99]))
+@given(
+    st.lists(st.floats(-10, 10, allow_nan=False), min_size=2, max_size=30),
+    st.sampled_from([0.8, 0.9, 0.95, 0.99]),
+)
 def test_interval_matches_scipy(values, confidence):
     mean, low, high = evidence.interval(values, confidence)
     values = np.asarray(values)
@@ -60,9 +75,14 @@ def test_interval_of_one_value_is_infinite():
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1), st.booleans(), st.booleans()),
-                min_size=1, max_size=12),
-       st.booleans())
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 1), st.floats(0, 1), st.booleans(), st.booleans()),
+        min_size=1,
+        max_size=12,
+    ),
+    st.booleans(),
+)
 def test_a_divergence_never_helps_the_method_that_diverged(rows, higher_is_better):
     """Paired differences, whichever side diverged, against a plain numpy computation."""
     mine = [_run(i, a, diverged=da) for i, (a, _, da, _) in enumerate(rows)]
@@ -101,9 +121,15 @@ def test_loss_and_error_ratios():
 
 
 def test_a_diverging_method_loses_whichever_side_it_is_on(tmp_path):
-    report = evidence.compare(TINY, {"Adam": lambda: keras.optimizers.Adam(0.05),
-                                     "diverging": lambda: keras.optimizers.SGD(1e12)},
-                              models="mlp", seeds=3)
+    report = evidence.compare(
+        TINY,
+        {
+            "Adam": lambda: keras.optimizers.Adam(0.05),
+            "diverging": lambda: keras.optimizers.SGD(1e12),
+        },
+        models="mlp",
+        seeds=3,
+    )
     runs = report.runs("mlp", "diverging")
     assert all(r.diverged for r in runs)
     assert all(r.steps < 8 for r in runs)  # stopped at the first non-finite loss
@@ -127,8 +153,11 @@ def test_a_diverging_method_loses_whichever_side_it_is_on(tmp_path):
 
 def test_same_seed_same_start_and_batches():
     """Two methods with identical settings produce identical runs: the pairing holds."""
-    report = evidence.compare(TINY, {"a": lambda: keras.optimizers.SGD(0.1),
-                                     "b": lambda: keras.optimizers.SGD(0.1)}, seeds=2)
+    report = evidence.compare(
+        TINY,
+        {"a": lambda: keras.optimizers.SGD(0.1), "b": lambda: keras.optimizers.SGD(0.1)},
+        seeds=2,
+    )
     for model in TINY.models:
         assert report.runs(model, "a") == report.runs(model, "b")
     assert report.verdict("a", "b") == "within noise"
@@ -137,7 +166,10 @@ def test_same_seed_same_start_and_batches():
 
 
 def test_interrupted_record_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
-    methods = {"SGD": lambda: keras.optimizers.SGD(0.05), "Adam": lambda: keras.optimizers.Adam(0.01)}
+    methods = {
+        "SGD": lambda: keras.optimizers.SGD(0.05),
+        "Adam": lambda: keras.optimizers.Adam(0.01),
+    }
     whole = evidence.compare(TINY, methods, models="mlp", seeds=3, record=tmp_path / "whole.json")
 
     # a crash after 4 trainings (simulated: the 5th raises)
@@ -158,8 +190,11 @@ def test_interrupted_record_resumes_to_the_uninterrupted_result(tmp_path, monkey
 
     monkeypatch.setattr(evidence.Trainer, "run", real_run)
     resumed_calls = []
-    monkeypatch.setattr(evidence.Trainer, "run",
-                        lambda self, *a, **k: resumed_calls.append(1) or real_run(self, *a, **k))
+    monkeypatch.setattr(
+        evidence.Trainer,
+        "run",
+        lambda self, *a, **k: resumed_calls.append(1) or real_run(self, *a, **k),
+    )
     resumed = evidence.compare(TINY, methods, models="mlp", seeds=3, record=path)
     assert len(resumed_calls) == 2  # only the unfinished runs
     for method in methods:
@@ -169,25 +204,45 @@ def test_interrupted_record_resumes_to_the_uninterrupted_result(tmp_path, monkey
 
 def test_changed_settings_are_trained_again(tmp_path):
     path = tmp_path / "record.json"
-    first = evidence.compare(TINY, {"SGD": lambda: keras.optimizers.SGD(0.05)}, models="linear",
-                             seeds=2, record=path)
-    again = evidence.compare(TINY, {"SGD": lambda: keras.optimizers.SGD(0.5)}, models="linear",
-                             seeds=2, record=path)
+    first = evidence.compare(
+        TINY, {"SGD": lambda: keras.optimizers.SGD(0.05)}, models="linear", seeds=2, record=path
+    )
+    again = evidence.compare(
+        TINY, {"SGD": lambda: keras.optimizers.SGD(0.5)}, models="linear", seeds=2, record=path
+    )
     assert first.runs("linear", "SGD") != again.runs("linear", "SGD")
 
 
-@pytest.mark.parametrize("content, message", [
-    ("[]", "not an evidence record"),
-    ('{"format": "keras_neuromod.evidence-record/1", "task": "other", "models": {}}', "holds the task"),
-    ('{"format": "keras_neuromod.evidence-record/1", "task": "tiny_blobs"}', "'models' must be"),
-    ('{"format": "keras_neuromod.evidence-record/1", "task": "tiny_blobs", "models": {"linear": '
-     '{"methods": {"SGD": {"runs": {}}}}}}', "identity"),
-    ('{"format": "keras_neuromod.evidence-record/1", "task": "tiny_blobs", "models": {"linear": '
-     '{"untrained": {"0": {"seed": 0, "metric": 0.5}}}}}', "lacks the field"),
-    ('{"format": "keras_neuromod.evidence-record/1", "task": "tiny_blobs", "models": {"linear": '
-     '{"untrained": {"0": {"seed": "x", "metric": 0.5, "loss": 1, "diverged": false, "steps": 1, '
-     '"examples": 1}}}}}', "wrong type"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("[]", "not an evidence record"),
+        (
+            '{"format": "keras_neuromod.evidence-record/1", "task": "other", "models": {}}',
+            "holds the task",
+        ),
+        (
+            '{"format": "keras_neuromod.evidence-record/1", "task": "tiny_blobs"}',
+            "'models' must be",
+        ),
+        (
+            '{"format": "keras_neuromod.evidence-record/1", "task": "tiny_blobs", "models": {"linear": '
+            '{"methods": {"SGD": {"runs": {}}}}}}',
+            "identity",
+        ),
+        (
+            '{"format": "keras_neuromod.evidence-record/1", "task": "tiny_blobs", "models": {"linear": '
+            '{"untrained": {"0": {"seed": 0, "metric": 0.5}}}}}',
+            "lacks the field",
+        ),
+        (
+            '{"format": "keras_neuromod.evidence-record/1", "task": "tiny_blobs", "models": {"linear": '
+            '{"untrained": {"0": {"seed": "x", "metric": 0.5, "loss": 1, "diverged": false, "steps": 1, '
+            '"examples": 1}}}}}',
+            "wrong type",
+        ),
+    ],
+)
 def test_malformed_records_are_refused(tmp_path, content, message):
     path = tmp_path / "record.json"
     path.write_text(content)
@@ -212,9 +267,18 @@ def test_bad_arguments():
 
 
 def test_aggregate_takes_its_interval_over_tasks():
-    other = tasks.Task("tiny_blobs_2", "tabular", lambda s: _blobs(s + 50), ("linear",),
-                       "sparse_categorical_crossentropy", epochs=2)
-    methods = {"good": lambda: keras.optimizers.Adam(0.05), "slow": lambda: keras.optimizers.SGD(1e-4)}
+    other = tasks.Task(
+        "tiny_blobs_2",
+        "tabular",
+        lambda s: _blobs(s + 50),
+        ("linear",),
+        "sparse_categorical_crossentropy",
+        epochs=2,
+    )
+    methods = {
+        "good": lambda: keras.optimizers.Adam(0.05),
+        "slow": lambda: keras.optimizers.SGD(1e-4),
+    }
     reports = [evidence.compare(t, methods, seeds=3) for t in (TINY, other)]
     summary = evidence.aggregate(reports, "good", "slow")
     assert summary["pairs"] == 3 and summary["tasks"] == 2
@@ -238,25 +302,36 @@ def test_a_line_search_extends_its_grid_past_an_edge():
         tried.append(point["learning_rate"])
         return (math.log10(point["learning_rate"]) + 6) ** 2
 
-    best = evidence.Tuned._line({"learning_rate": 1e-2}, "learning_rate", axis, list(axis.values), score)
+    best = evidence.Tuned._line(
+        {"learning_rate": 1e-2}, "learning_rate", axis, list(axis.values), score
+    )
     assert best == pytest.approx(1e-6)
     assert min(tried) < 1e-6  # it went one step past the best, to see it is not an edge
-    inside = evidence.Tuned._line({"learning_rate": 1e-2}, "learning_rate", axis, list(axis.values),
-                                  lambda p: (math.log10(p["learning_rate"]) + 2) ** 2)
+    inside = evidence.Tuned._line(
+        {"learning_rate": 1e-2},
+        "learning_rate",
+        axis,
+        list(axis.values),
+        lambda p: (math.log10(p["learning_rate"]) + 2) ** 2,
+    )
     assert inside == pytest.approx(1e-2)
 
 
 def test_a_line_search_stops_at_the_axis_limit():
     axis = evidence.Axis((0.9, 0.99, 0.999), "complement_log", (0.5, 0.9999))
-    best = evidence.Tuned._line({"beta": 0.9}, "beta", axis, list(axis.values), lambda p: -p["beta"])
+    best = evidence.Tuned._line(
+        {"beta": 0.9}, "beta", axis, list(axis.values), lambda p: -p["beta"]
+    )
     assert best == pytest.approx(0.9999)
     best = evidence.Tuned._line({"beta": 0.9}, "beta", axis, list(axis.values), lambda p: p["beta"])
     assert best == pytest.approx(0.5)
 
 
 def test_tuned_searches_on_validation_seeds_and_reports_its_budget(tmp_path):
-    axes = {"learning_rate": evidence.Axis((0.01, 0.1, 1.0), "log", (1e-4, 10.0)),
-            "momentum": evidence.Axis((0.0, 0.9), "complement_log", (0.0, 0.99))}
+    axes = {
+        "learning_rate": evidence.Axis((0.01, 0.1, 1.0), "log", (1e-4, 10.0)),
+        "momentum": evidence.Axis((0.0, 0.9), "complement_log", (0.0, 0.99)),
+    }
     path = tmp_path / "record.json"
     tuned = evidence.Tuned("SGD", schedule="cosine", axes=axes, seeds=2)
     report = evidence.compare(TINY, {"SGD*": tuned}, models="linear", seeds=2, record=path)
@@ -268,7 +343,9 @@ def test_tuned_searches_on_validation_seeds_and_reports_its_budget(tmp_path):
     assert json.dumps(chosen, sort_keys=True) == min(losses, key=losses.get)
     # the chosen optimizer has a warm-up and cosine decay over the task's steps
     optimizer = tuned.make(chosen, total_steps=10)
-    schedule = optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
+    schedule = (
+        optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
+    )
     assert float(schedule(0)) == 0.0
     assert float(schedule(1)) == pytest.approx(chosen["learning_rate"])
     assert float(schedule(10)) == pytest.approx(0.0, abs=1e-7)
@@ -299,8 +376,11 @@ def test_a_reused_trainer_trains_each_seed_as_a_fresh_model(optimizer):
         if optimizer == "Adam":
             return keras.optimizers.Adam()
         if optimizer == "frozen":
-            return ablate(NmAdam(agent="nm_adam_digits"), "frozen",
-                          hyperparameters=np.tile([[3e-3, 0.8, 0.99, 1e-6]], (2, 1)))
+            return ablate(
+                NmAdam(agent="nm_adam_digits"),
+                "frozen",
+                hyperparameters=np.tile([[3e-3, 0.8, 0.99, 1e-6]], (2, 1)),
+            )
         return NmAdam(agent=optimizer)
 
     trainer = evidence.Trainer(TINY, "linear", make())
@@ -314,18 +394,27 @@ def test_a_reused_trainer_trains_each_seed_as_a_fresh_model(optimizer):
 
 def test_dropout_draws_are_the_seeds():
     """A model with dropout: a seed's training is the same from a fresh trainer or a reused one."""
+
     def dropout_mlp(input_shape, output_dim, seed=None):
         inputs = keras.Input(shape=input_shape)
-        x = keras.layers.Dense(16, activation="relu",
-                               kernel_initializer=keras.initializers.GlorotUniform(seed))(inputs)
+        x = keras.layers.Dense(
+            16, activation="relu", kernel_initializer=keras.initializers.GlorotUniform(seed)
+        )(inputs)
         x = keras.layers.Dropout(0.5)(x)
-        outputs = keras.layers.Dense(output_dim,
-                                     kernel_initializer=keras.initializers.GlorotUniform(seed))(x)
+        outputs = keras.layers.Dense(
+            output_dim, kernel_initializer=keras.initializers.GlorotUniform(seed)
+        )(x)
         return keras.Model(inputs, outputs)
 
     tasks.register_model("test_dropout_mlp", dropout_mlp, overwrite=True)
-    task = tasks.Task("tiny_dropout", "tabular", _blobs, ("test_dropout_mlp",),
-                      "sparse_categorical_crossentropy", epochs=2)
+    task = tasks.Task(
+        "tiny_dropout",
+        "tabular",
+        _blobs,
+        ("test_dropout_mlp",),
+        "sparse_categorical_crossentropy",
+        epochs=2,
+    )
     trainer = evidence.Trainer(task, "test_dropout_mlp", keras.optimizers.SGD(0.1))
     first = trainer.run(3)
     trainer.run(4)
@@ -334,11 +423,20 @@ def test_dropout_draws_are_the_seeds():
 
 
 def test_a_search_can_start_from_another_searchs_choice():
-    axes = {"learning_rate": evidence.Axis((0.01, 0.1), "log", (1e-3, 1.0)),
-            "momentum": evidence.Axis((0.0, 0.5, 0.9), "complement_log", (0.0, 0.99))}
-    methods = {"SGD*": evidence.Tuned("SGD", axes=axes, seeds=1),
-               "SGD* cosine": evidence.Tuned("SGD", "cosine", axes={"learning_rate": axes["learning_rate"]},
-                                             seeds=1, start_from="SGD*")}
+    axes = {
+        "learning_rate": evidence.Axis((0.01, 0.1), "log", (1e-3, 1.0)),
+        "momentum": evidence.Axis((0.0, 0.5, 0.9), "complement_log", (0.0, 0.99)),
+    }
+    methods = {
+        "SGD*": evidence.Tuned("SGD", axes=axes, seeds=1),
+        "SGD* cosine": evidence.Tuned(
+            "SGD",
+            "cosine",
+            axes={"learning_rate": axes["learning_rate"]},
+            seeds=1,
+            start_from="SGD*",
+        ),
+    }
     report = evidence.compare(TINY, methods, models="linear", seeds=2)
     constant = report.settings[("linear", "SGD*")]
     cosine = report.settings[("linear", "SGD* cosine")]

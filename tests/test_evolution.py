@@ -128,8 +128,15 @@ def _records(result):
 
 
 def run(**kwargs):
-    options = dict(population=12, generations=4, backend="serial", fitness=toy_fitness,
-                   progress=False, verbose=False, models=("A", "B", "C"))
+    options = dict(
+        population=12,
+        generations=4,
+        backend="serial",
+        fitness=toy_fitness,
+        progress=False,
+        verbose=False,
+        models=("A", "B", "C"),
+    )
     options.update(kwargs)
     return evolve(**options)
 
@@ -182,10 +189,15 @@ def test_best_is_the_runs_best_and_last_best_the_last_generations(tmp_path):
     assert result.last_best.fitness.values[0] == maxima[-1] and result.last_best.generation == 5
     # a finished run resumed, and a checkpoint of an earlier version (no "run_best"), agree
     again = run(seed=4, generations=6, out=str(tmp_path), resume=True)
-    assert again.best.genome == result.best.genome and again.last_best.genome == result.last_best.genome
+    assert (
+        again.best.genome == result.best.genome
+        and again.last_best.genome == result.last_best.genome
+    )
     path = tmp_path / "checkpoint.json"
     checkpoint = read_json(path)
-    assert checkpoint["best"]["fitness"] == maxima[-1], "the checkpoint's 'best' stays the last generation's"
+    assert checkpoint["best"]["fitness"] == maxima[-1], (
+        "the checkpoint's 'best' stays the last generation's"
+    )
     del checkpoint["run_best"]
     path.write_text(json.dumps(checkpoint))
     old = run(seed=4, generations=6, out=str(tmp_path), resume=True)
@@ -195,7 +207,9 @@ def test_best_is_the_runs_best_and_last_best_the_last_generations(tmp_path):
 
 def test_the_runs_best_is_a_later_higher_score_of_a_genome_already_in_the_hall_of_fame():
     from deap import tools
-    from keras_neuromod.evolution.engine import Individual, _run_best
+
+    from keras_neuromod.evolution.engine import Individual
+    from keras_neuromod.evolution.engine import _run_best
 
     hall = tools.HallOfFame(3)
     hall.update([Individual("elite", 0.5, 0), Individual("other", 0.4, 0)])
@@ -208,19 +222,37 @@ def test_the_runs_best_is_a_later_higher_score_of_a_genome_already_in_the_hall_o
 
 
 def test_a_second_run_on_a_locked_folder_is_refused_and_the_lock_released(tmp_path):
-    from test_io import lock_held_by_another_process
     from keras_neuromod.io import FolderLockedError
+    from test_io import lock_held_by_another_process
 
     out = tmp_path / "run"
-    tiny = ["--population", "4", "--epochs", "1", "--models", "mlp", "--width", "0.25",
-            "--train-subset", "64", "--backend", "serial", "--no-progress", "--generations", "1",
-            "--out", str(out)]
+    tiny = [
+        "--population",
+        "4",
+        "--epochs",
+        "1",
+        "--models",
+        "mlp",
+        "--width",
+        "0.25",
+        "--train-subset",
+        "64",
+        "--backend",
+        "serial",
+        "--no-progress",
+        "--generations",
+        "1",
+        "--out",
+        str(out),
+    ]
     with lock_held_by_another_process(out) as child:
         with pytest.raises(FolderLockedError, match=f"in use by another run: process {child.pid}"):
             run(seed=1, generations=2, out=str(out))
         with pytest.raises(SystemExit) as exit_info:  # examples/evolve.py exits with the message
             _evolve_example().main(tiny)
-        assert f"{out}" in str(exit_info.value.code) and f"process {child.pid}" in str(exit_info.value.code)
+        assert f"{out}" in str(exit_info.value.code) and f"process {child.pid}" in str(
+            exit_info.value.code
+        )
         assert os.listdir(out) == [".lock"], "nothing written"
     # the holder killed, its lock is stale: the next run takes it over and releases it
     with pytest.warns(RuntimeWarning, match=f"stale lock.*process {child.pid}"):
@@ -263,8 +295,9 @@ def test_random_search_draws_fresh_genomes_of_every_size_and_keeps_the_best(tmp_
     best = max(searched.hall_of_fame, key=lambda ind: ind.fitness.values[0])
     assert best.fitness.values[0] == max(r["max"] for r in searched.logbook)
     # the same seed gives the same search, resumed or not; GRNEAT differs
-    resumed = run(seed=5, generations=6, algorithm="random", config=config, out=str(tmp_path),
-                  resume=True)
+    resumed = run(
+        seed=5, generations=6, algorithm="random", config=config, out=str(tmp_path), resume=True
+    )
     straight = run(seed=5, generations=6, algorithm="random", config=config)
     assert resumed.evaluated_now == 2 * 12 and _records(resumed) == _records(straight)
     assert _records(run(seed=5, generations=6, config=config)) != _records(straight)
@@ -294,8 +327,9 @@ run(seed=9, generations=6, population=12, out={out!r}, fitness=slow_toy_fitness)
 def test_sigkill_after_a_checkpoint_then_resume_equals_uninterrupted(tmp_path):
     out = str(tmp_path / "killed")
     script = _KILL_SCRIPT.format(here=HERE, out=out)
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     checkpoint = os.path.join(out, "checkpoint.json")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -319,7 +353,9 @@ def test_sigkill_after_a_checkpoint_then_resume_equals_uninterrupted(tmp_path):
 
 
 def test_corrupt_checkpoint_is_refused(tmp_path):
-    (tmp_path / "checkpoint.json").write_text('{"format": "keras_neuromod.grneat-checkpoint/1", "sett')
+    (tmp_path / "checkpoint.json").write_text(
+        '{"format": "keras_neuromod.grneat-checkpoint/1", "sett'
+    )
     with pytest.raises(ValueError, match="not valid JSON"):
         run(seed=1, out=str(tmp_path), resume=True)
     (tmp_path / "checkpoint.json").write_text('{"format": "something else"}')
@@ -376,8 +412,15 @@ def test_evolution_goes_on_past_a_stopped_worker(tmp_path, monkeypatch):
     monkeypatch.setenv("KNM_FLAKY_DIR", str(tmp_path))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        stalled = run(seed=3, generations=2, population=8, backend="process", workers=2,
-                      fitness=stall_once_fitness, timeout=2)
+        stalled = run(
+            seed=3,
+            generations=2,
+            population=8,
+            backend="process",
+            workers=2,
+            fitness=stall_once_fitness,
+            timeout=2,
+        )
     assert any("no answer within 2 s" in str(w.message) for w in caught)
     assert _records(stalled) == _records(run(seed=3, generations=2, population=8))
 
@@ -392,10 +435,14 @@ def test_timeout_needs_a_worker_backend_and_a_positive_number():
 
 def talking_fitness(genome, architecture, seed):
     """Real training (TINY), then a line on the worker's stderr."""
-    value = evaluate_job(FitnessTask(**TINY), {"genome": genome, "architecture": architecture,
-                                               "seed": seed})
-    print(f"evaluated on {architecture}, TF_CPP_MIN_LOG_LEVEL={os.environ['TF_CPP_MIN_LOG_LEVEL']}",
-          file=sys.stderr, flush=True)
+    value = evaluate_job(
+        FitnessTask(**TINY), {"genome": genome, "architecture": architecture, "seed": seed}
+    )
+    print(
+        f"evaluated on {architecture}, TF_CPP_MIN_LOG_LEVEL={os.environ['TF_CPP_MIN_LOG_LEVEL']}",
+        file=sys.stderr,
+        flush=True,
+    )
     return value
 
 
@@ -404,8 +451,16 @@ def test_workers_start_quiet_but_keep_their_stderr(capfd):
     # flooded the parent's output; what a worker writes once started stays.
     level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
     capfd.readouterr()
-    result = evolve(population=2, generations=1, models=("mlp",), backend="process", workers=1,
-                    fitness=talking_fitness, progress=False, verbose=False)
+    result = evolve(
+        population=2,
+        generations=1,
+        models=("mlp",),
+        backend="process",
+        workers=1,
+        fitness=talking_fitness,
+        progress=False,
+        verbose=False,
+    )
     out, err = capfd.readouterr()
     assert 0.0 <= result.best.fitness.values[0] <= 1.0
     assert err.count("evaluated on mlp, TF_CPP_MIN_LOG_LEVEL=3") == result.evaluations
@@ -440,7 +495,8 @@ def test_a_worker_dying_while_the_parent_is_busy_loses_nothing():
     results = []
     worker = threading.Thread(
         target=lambda: results.extend(backend.map(jobs, progress=lambda n: time.sleep(1.0))),
-        daemon=True)
+        daemon=True,
+    )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -455,8 +511,14 @@ def test_a_worker_dying_while_the_parent_is_busy_loses_nothing():
 def test_evolution_goes_on_when_workers_crash():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        result = run(seed=2, generations=2, population=6, backend="process", workers=2,
-                     fitness=crashing_fitness)
+        result = run(
+            seed=2,
+            generations=2,
+            population=6,
+            backend="process",
+            workers=2,
+            fitness=crashing_fitness,
+        )
     assert result.generations == 2
     scores = [r["min"] for r in result.logbook]
     assert min(scores) == 0.0  # crashed individuals scored worst
@@ -490,12 +552,16 @@ def test_real_fitness_is_deterministic_and_reuses_the_compiled_model():
     if hasattr(train_function, "experimental_get_tracing_count"):
         assert train_function.experimental_get_tracing_count() == 1
     # the same genome from other initial weights trains differently
-    assert evaluator.evaluate(genomes[0], "mlp", 12) != first[0] or evaluator.evaluate(genomes[1], "mlp", 12) != first[1]
+    assert (
+        evaluator.evaluate(genomes[0], "mlp", 12) != first[0]
+        or evaluator.evaluate(genomes[1], "mlp", 12) != first[1]
+    )
 
 
 def test_a_diverging_individual_scores_worst():
-    task = FitnessTask(**{**TINY, "base": "sgd", "ranges": {"learning_rate": (1e6, 1e6)},
-                          "worst_fitness": -1.0})
+    task = FitnessTask(
+        **{**TINY, "base": "sgd", "ranges": {"learning_rate": (1e6, 1e6)}, "worst_fitness": -1.0}
+    )
     evaluator = Evaluator(task)
     assert evaluator.evaluate(Genome.random(13, 4, 1, rng=0), "A", 0) == -1.0
     sane = FitnessTask(**{**TINY, "base": "sgd"})
@@ -503,9 +569,21 @@ def test_a_diverging_individual_scores_worst():
 
 
 def test_evolve_with_real_training(tmp_path):
-    result = evolve(task="digits", base="sgd", population=6, generations=2, epochs=1,
-                    models=("mlp", "A"), backend="serial", seed=0, out=str(tmp_path),
-                    progress=False, verbose=False, width=0.25, train_subset=192)
+    result = evolve(
+        task="digits",
+        base="sgd",
+        population=6,
+        generations=2,
+        epochs=1,
+        models=("mlp", "A"),
+        backend="serial",
+        seed=0,
+        out=str(tmp_path),
+        progress=False,
+        verbose=False,
+        width=0.25,
+        train_subset=192,
+    )
     assert result.generations == 2
     assert 0.0 <= result.best.fitness.values[0] <= 1.0
     assert result.best.genome.n_outputs == 4
@@ -514,21 +592,33 @@ def test_evolve_with_real_training(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs,match",
-    [({"task": "mnist"}, "Unknown dataset"), ({"base": "rmsprop"}, "base"),
-     ({"models": ("D",)}, "Unknown architecture"), ({"backend": "dask"}, "backend"),
-     ({"generations": -1}, "generations"), ({"epochs": 0}, "epochs"),
-     ({"timeout": 60}, "timeout needs the 'process' or the 'ray' backend"),
-     ({"backend": "process", "timeout": -1}, "timeout must be a positive number")],
+    [
+        ({"task": "mnist"}, "Unknown dataset"),
+        ({"base": "rmsprop"}, "base"),
+        ({"models": ("D",)}, "Unknown architecture"),
+        ({"backend": "dask"}, "backend"),
+        ({"generations": -1}, "generations"),
+        ({"epochs": 0}, "epochs"),
+        ({"timeout": 60}, "timeout needs the 'process' or the 'ray' backend"),
+        ({"backend": "process", "timeout": -1}, "timeout must be a positive number"),
+    ],
 )
 def test_bad_arguments(kwargs, match):
-    options = dict(population=6, generations=1, backend="serial", progress=False, verbose=False,
-                   fitness=toy_fitness)
+    options = dict(
+        population=6,
+        generations=1,
+        backend="serial",
+        progress=False,
+        verbose=False,
+        fitness=toy_fitness,
+    )
     options.update(kwargs)
     with pytest.raises(ValueError, match=match):
         evolve(**options)
 
 
 # -- examples/evolve.py --------------------------------------------------------
+
 
 def _evolve_example():
     from examples_loader import load_example
@@ -539,13 +629,34 @@ def _evolve_example():
 def test_evolve_example_with_no_generation_writes_no_agent(tmp_path, capsys):
     example = _evolve_example()
     out = str(tmp_path / "run")
-    tiny = ["--population", "4", "--epochs", "1", "--models", "mlp", "--width", "0.25",
-            "--train-subset", "64", "--backend", "serial", "--no-progress", "--out", out]
+    tiny = [
+        "--population",
+        "4",
+        "--epochs",
+        "1",
+        "--models",
+        "mlp",
+        "--width",
+        "0.25",
+        "--train-subset",
+        "64",
+        "--backend",
+        "serial",
+        "--no-progress",
+        "--out",
+        out,
+    ]
     example.main(tiny + ["--generations", "0"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert "No generation was run (--generations 0)" in lines[-2]
-    assert json.loads(lines[-1]) == {"best_fitness": None, "validation_score": None, "generations": 0,
-                                     "evaluations": 0, "evaluated_now": 0, "agent": None}
+    assert json.loads(lines[-1]) == {
+        "best_fitness": None,
+        "validation_score": None,
+        "generations": 0,
+        "evaluations": 0,
+        "evaluated_now": 0,
+        "agent": None,
+    }
     assert os.listdir(out) == []
 
     example.main(tiny + ["--generations", "1"])
@@ -572,7 +683,8 @@ def test_evolve_example_quick_selects_the_small_settings():
     for argv in (["--quick"], ["--quick", "--task", "cifar10"]):
         args = example.parse_args(argv)
         assert {name: getattr(args, name) for name in example.QUICK if name != "models"} == {
-            name: value for name, value in example.QUICK.items() if name != "models"}
+            name: value for name, value in example.QUICK.items() if name != "models"
+        }
         assert args.models == tuple(example.QUICK["models"].split(","))
     assert example.parse_args(["--task", "cifar10"]).population == 50, "without --quick: full scale"
     assert example.parse_args(["--quick", "--population", "6"]).population == 6
@@ -622,8 +734,19 @@ def test_ray_backend_on_a_local_cluster(local_ray):
 
 
 def test_ray_actors_train_chunks_vectorized_with_the_local_result(local_ray):
-    options = dict(task="digits", population=6, generations=2, epochs=2, models=("mlp",), seed=3,
-                   progress=False, verbose=False, width=0.5, train_subset=256, max_regulatory=8)
+    options = dict(
+        task="digits",
+        population=6,
+        generations=2,
+        epochs=2,
+        models=("mlp",),
+        seed=3,
+        progress=False,
+        verbose=False,
+        width=0.5,
+        train_subset=256,
+        max_regulatory=8,
+    )
     on_ray = evolve(backend="ray", vectorized=True, workers=2, **options)
     assert all(record["std"] > 0 for record in on_ray.logbook)
     assert _records(on_ray) == _records(evolve(backend="vectorized", **options))

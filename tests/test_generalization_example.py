@@ -4,8 +4,8 @@ import json
 import os
 
 import pytest
-from examples_loader import load_example
 
+from examples_loader import load_example
 from keras_neuromod import Genome
 from keras_neuromod import zoo
 from keras_neuromod.io import read_json
@@ -17,45 +17,89 @@ def example():
 
 
 @pytest.mark.slow
-def test_a_small_comparison_records_resumes_and_stores_its_summary(example, tmp_path, capsys,
-                                                                  monkeypatch):
+def test_a_small_comparison_records_resumes_and_stores_its_summary(
+    example, tmp_path, capsys, monkeypatch
+):
     # fewer baselines than the real record, to keep the test short: the wiring is the same
     monkeypatch.setattr(example, "DEFAULTS", ("SGD", "Adam"))
-    monkeypatch.setattr(example, "TUNED", {"SGD*": ("SGD", None, None), "Adam*": ("Adam", None, None),
-                                           "Adam* cosine": ("Adam", "cosine", "Adam*")})
+    monkeypatch.setattr(
+        example,
+        "TUNED",
+        {
+            "SGD*": ("SGD", None, None),
+            "Adam*": ("Adam", None, None),
+            "Adam* cosine": ("Adam", "cosine", "Adam*"),
+        },
+    )
     control = str(tmp_path / "control.json")
-    zoo.save(zoo.Agent(name="random_adam", base="adam", genome=Genome.random(13, 8, 3, rng=4),
-                       provenance={"algorithm": "random"}), control)
+    zoo.save(
+        zoo.Agent(
+            name="random_adam",
+            base="adam",
+            genome=Genome.random(13, 8, 3, rng=4),
+            provenance={"algorithm": "random"},
+        ),
+        control,
+    )
     agent = str(tmp_path / "agent.json")
     zoo.save(zoo.load("nm_adam_digits"), agent)
     out = str(tmp_path / "out")
-    argv = ["--quick", "--tasks", "diabetes:linear", "--seeds", "2", "--agent", agent,
-            "--control", control, "--ablations", "--out", out, "--record"]
+    argv = [
+        "--quick",
+        "--tasks",
+        "diabetes:linear",
+        "--seeds",
+        "2",
+        "--agent",
+        agent,
+        "--control",
+        control,
+        "--ablations",
+        "--out",
+        out,
+        "--record",
+    ]
     example.main(argv)
     lines = capsys.readouterr().out.strip().splitlines()
     headline = json.loads(lines[-1])
     assert headline["pairs"] == 1 and headline["seeds"] == 2
-    assert set(headline) >= {"nm_adam_digits vs Adam", "nm_adam_digits vs Adam*",
-                             "random search (adam) vs Adam"}
+    assert set(headline) >= {
+        "nm_adam_digits vs Adam",
+        "nm_adam_digits vs Adam*",
+        "random search (adam) vs Adam",
+    }
     result = read_json(os.path.join(out, "generalization.json"))
     methods = [r["method"] for r in result["rows"]]
-    assert methods == ["SGD", "Adam", "SGD*", "Adam*", "Adam* cosine", "nm_adam_digits", "nm_adam_digits / frozen",
-                       "nm_adam_digits / network mean", "random search (adam)"]
+    assert methods == [
+        "SGD",
+        "Adam",
+        "SGD*",
+        "Adam*",
+        "Adam* cosine",
+        "nm_adam_digits",
+        "nm_adam_digits / frozen",
+        "nm_adam_digits / network mean",
+        "random search (adam)",
+    ]
     tuned = {r["method"]: r["settings"] for r in result["rows"]}
     assert tuned["Adam*"]["learning_rate"] > 0 and tuned["Adam"] is None
     # the cosine schedule's search starts from the constant search's choice
     assert {k: v for k, v in tuned["Adam* cosine"].items() if k != "learning_rate"} == {
-        k: v for k, v in tuned["Adam*"].items() if k != "learning_rate"}
+        k: v for k, v in tuned["Adam*"].items() if k != "learning_rate"
+    }
     searched = result["budgets"]["tuned_search_trainings"]["Adam*"]["diabetes:linear"]
     assert searched >= 2  # the quick grid, extended where its best point was on an edge
     # the agent is also compared with its ablations and its control
     assert {(s["method"], s["baseline"]) for s in result["summary"]} >= {
-        ("nm_adam_digits", "nm_adam_digits / frozen"), ("nm_adam_digits", "random search (adam)")}
+        ("nm_adam_digits", "nm_adam_digits / frozen"),
+        ("nm_adam_digits", "random search (adam)"),
+    }
     assert os.path.exists(result["figure"])
     assert os.path.exists(os.path.join(out, "trace_nm_adam_digits_diabetes_linear.png"))
     card = zoo.load(agent).benchmark["held_out"]
     assert card["pairs"] == ["diabetes:linear"] and card["command"].startswith(
-        "python examples/generalization.py")
+        "python examples/generalization.py"
+    )
     assert {s["method"] for s in card["summary"]} == {"nm_adam_digits"}
 
     # rerun: nothing is trained again, the same figures come out
@@ -74,8 +118,12 @@ def test_a_small_comparison_records_resumes_and_stores_its_summary(example, tmp_
     assert {m: saved[m] for m in kept} == kept
     assert set(saved) - set(kept) == {"other"}
     assert os.stat(record).st_mtime_ns != before
-    for bad in (["--seeds", "1"], ["--tasks", "wine:lstm"], ["--agent", "no_such_agent"],
-                ["--agent", "nm_adam_digits", "--ablations", "nm_sgd_digits"]):
+    for bad in (
+        ["--seeds", "1"],
+        ["--tasks", "wine:lstm"],
+        ["--agent", "no_such_agent"],
+        ["--agent", "nm_adam_digits", "--ablations", "nm_sgd_digits"],
+    ):
         with pytest.raises(SystemExit) as exit_info:
             example.parse_args(bad)
         assert exit_info.value.code == 2

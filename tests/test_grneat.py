@@ -56,7 +56,7 @@ def test_genome_distance_is_symmetric_and_zero_to_itself(seed, n1, n2):
 
 
 def _regulatory_ids(g):
-    return sorted(g.identifiers[g.n_inputs + g.n_outputs:].tolist())
+    return sorted(g.identifiers[g.n_inputs + g.n_outputs :].tolist())
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -77,8 +77,8 @@ def test_crossover_takes_one_gene_of_each_aligned_pair(seed):
 
 
 def test_crossover_mixes_parents_and_keeps_unaligned_genes_of_one_parent():
-    p1 = genome([0.10, 0.95])      # 0.95 has no partner in p2
-    p2 = genome([0.11, 0.50])      # 0.50 has no partner in p1
+    p1 = genome([0.10, 0.95])  # 0.95 has no partner in p2
+    p2 = genome([0.11, 0.50])  # 0.50 has no partner in p1
     seen_first = seen_second = 0
     for seed in range(200):
         child = grneat.crossover(p1, p2, np.random.default_rng(seed))
@@ -119,8 +119,10 @@ def test_mutation_operators():
     assert grneat.mutate_add(g, rng, dataclasses.replace(CONFIG, max_regulatory=2)) is None
     for seed in range(50):
         modified = grneat.mutate_modify(g, np.random.default_rng(seed))
-        changes = sum(int(np.sum(getattr(modified, f) != getattr(g, f)))
-                      for f in ("identifiers", "enhancers", "inhibitors"))
+        changes = sum(
+            int(np.sum(getattr(modified, f) != getattr(g, f)))
+            for f in ("identifiers", "enhancers", "inhibitors")
+        )
         changes += int(modified.beta != g.beta) + int(modified.delta != g.delta)
         assert changes == 1
         assert modified.n_regulatory == g.n_regulatory
@@ -130,8 +132,14 @@ def test_mutate_redraws_when_an_operator_cannot_apply():
     config = dataclasses.replace(CONFIG, add_rate=0.0, delete_rate=1.0, modify_rate=0.0)
     g = genome([])
     assert grneat.mutate(g, np.random.default_rng(0), config) is g  # gives up after max_tries
-    config = dataclasses.replace(CONFIG, add_rate=0.5, delete_rate=0.5, modify_rate=0.0,
-                                 initial_regulatory=0, max_regulatory=0)
+    config = dataclasses.replace(
+        CONFIG,
+        add_rate=0.5,
+        delete_rate=0.5,
+        modify_rate=0.0,
+        initial_regulatory=0,
+        max_regulatory=0,
+    )
     assert grneat.mutate(g, np.random.default_rng(0), config) is g
     rng = np.random.default_rng(1)
     sizes = [grneat.mutate(genome([0.5]), rng).n_regulatory for _ in range(400)]
@@ -148,9 +156,11 @@ def test_initial_population_groups():
     # groups of 10, 10, 5: each a founder (last) and its single-modify mutants
     for start, stop in ((0, 10), (10, 20), (20, 25)):
         founder = population[stop - 1]
-        for mutant in population[start:stop - 1]:
+        for mutant in population[start : stop - 1]:
             assert grneat.genome_distance(founder, mutant) < 0.1
-    assert grneat.genome_distance(population[9], population[19]) > grneat.genome_distance(population[0], population[9])
+    assert grneat.genome_distance(population[9], population[19]) > grneat.genome_distance(
+        population[0], population[9]
+    )
 
 
 def test_speciation_groups_close_genomes_and_founds_new_species():
@@ -166,10 +176,12 @@ def test_speciation_groups_close_genomes_and_founds_new_species():
 
 
 def test_thresholds_adapt_towards_average_size_within_bounds():
-    species = [grneat.Species(genome([]), 0.15, list(range(8))),
-               grneat.Species(genome([]), 0.031, [8, 9])]
+    species = [
+        grneat.Species(genome([]), 0.15, list(range(8))),
+        grneat.Species(genome([]), 0.031, [8, 9]),
+    ]
     grneat.adapt_thresholds(species)
-    assert species[0].threshold == pytest.approx(0.14)   # larger than average: narrower
+    assert species[0].threshold == pytest.approx(0.14)  # larger than average: narrower
     assert species[1].threshold == pytest.approx(0.041)  # smaller: wider
     species[0].threshold = 0.035
     for _ in range(5):
@@ -185,7 +197,6 @@ def test_offspring_counts_follow_normalised_mean_fitness():
     assert sum(counts) == 20 and counts[0] in (17, 18)
     counts = grneat.offspring_counts(species, [0.5] * 4, (0.5, 0.5), np.random.default_rng(0), 7)
     assert sorted(counts) == [3, 4]
-
 
 
 # -- one generation --------------------------------------------------------------
@@ -209,14 +220,16 @@ def test_small_species_are_replaced_by_evaluated_mutants_of_the_survivors():
         return [-1.0] * len(genomes)
 
     kept, new_population, new_fitnesses = grneat.dissolve_small_species(
-        population, fitnesses, species, evaluate, np.random.default_rng(1), CONFIG)
+        population, fitnesses, species, evaluate, np.random.default_rng(1), CONFIG
+    )
     assert len(calls) == 1 and len(calls[0]) == 2  # both mutants scored in one call
     assert new_population[:6] == population[:6] and new_population[6:] == calls[0]
     assert new_fitnesses == fitnesses[:6] + [-1.0, -1.0]
     assert sorted(m for s in kept for m in s.members) == list(range(8))
     for mutant in calls[0]:  # mutants of the surviving (near) species, not of the far one
         assert grneat.genome_distance(mutant, population[0]) < grneat.genome_distance(
-            mutant, population[6])
+            mutant, population[6]
+        )
 
 
 def test_when_every_species_is_too_small_they_merge_into_the_largest():
@@ -227,7 +240,8 @@ def test_when_every_species_is_too_small_they_merge_into_the_largest():
         raise AssertionError("nothing to evaluate")
 
     kept, new_population, new_fitnesses = grneat.dissolve_small_species(
-        population, fitnesses, species, evaluate, np.random.default_rng(1), CONFIG)
+        population, fitnesses, species, evaluate, np.random.default_rng(1), CONFIG
+    )
     assert len(kept) == 1 and kept[0].representative is population[0]
     assert kept[0].members == list(range(5))
     assert new_population == population and new_fitnesses == fitnesses
@@ -236,20 +250,23 @@ def test_when_every_species_is_too_small_they_merge_into_the_largest():
 def test_breeding_makes_each_species_its_count_and_keeps_its_elite():
     population, fitnesses = _two_groups(6, 5)
     species = grneat.speciate(population, [], np.random.default_rng(0))
-    children = grneat.breed(population, fitnesses, species, [7, 3], np.random.default_rng(2),
-                            CONFIG)
+    children = grneat.breed(
+        population, fitnesses, species, [7, 3], np.random.default_rng(2), CONFIG
+    )
     assert len(children) == 10
-    assert any(child is population[5] for child in children[:7])    # the near group's elite
-    assert any(child is population[10] for child in children[7:])   # the far group's elite
+    assert any(child is population[5] for child in children[:7])  # the near group's elite
+    assert any(child is population[10] for child in children[7:])  # the far group's elite
     # crossover and mutation make new genomes
     assert sum(all(child is not g for g in population) for child in children) >= 5
     # a species given no offspring has no descendant
-    children = grneat.breed(population, fitnesses, species, [10, 0], np.random.default_rng(2),
-                            CONFIG)
+    children = grneat.breed(
+        population, fitnesses, species, [10, 0], np.random.default_rng(2), CONFIG
+    )
     assert len(children) == 10
     for child in children:
         assert grneat.genome_distance(child, population[0]) < grneat.genome_distance(
-            child, population[6])
+            child, population[6]
+        )
 
 
 def test_the_next_species_keep_their_thresholds_with_a_member_as_representative():
@@ -267,8 +284,9 @@ def test_reproduce_keeps_the_population_size():
     config = dataclasses.replace(CONFIG, population=11)
     population, fitnesses = _two_groups(6, 5)
     species = grneat.speciate(population, [], np.random.default_rng(0))
-    children, following = grneat.reproduce(population, fitnesses, species, [0.0, 1.0],
-                                           np.random.default_rng(4), config)
+    children, following = grneat.reproduce(
+        population, fitnesses, species, [0.0, 1.0], np.random.default_rng(4), config
+    )
     assert len(children) == 11 and len(following) == 2
 
 
@@ -276,6 +294,7 @@ def test_the_fitness_range_only_widens():
     assert grneat.widen_fitness_range(None, [0.5, 0.2, 0.7]) == [0.2, 0.7]
     assert grneat.widen_fitness_range([0.1, 0.6], [0.5, 0.2, 0.7]) == [0.1, 0.7]
     assert grneat.widen_fitness_range([0.0, 1.0], [0.5]) == [0.0, 1.0]
+
 
 def test_tournament_picks_the_fittest_contestant():
     fitnesses = [0.1, 0.9, 0.5]
@@ -288,10 +307,19 @@ def test_tournament_picks_the_fittest_contestant():
 
 @pytest.mark.parametrize(
     "field,value",
-    [("population", 1), ("crossover_rate", 1.5), ("add_rate", 0.9), ("threshold_bounds", (0.5, 0.1)),
-     ("max_regulatory", -1), ("tournament_size", 0), ("max_regulatory", 1025),
-     ("id_weight", "1"), ("threshold_bounds", (0.1, 10**400)), ("threshold_bounds", 0.3),
-     ("species_threshold", float("nan"))],
+    [
+        ("population", 1),
+        ("crossover_rate", 1.5),
+        ("add_rate", 0.9),
+        ("threshold_bounds", (0.5, 0.1)),
+        ("max_regulatory", -1),
+        ("tournament_size", 0),
+        ("max_regulatory", 1025),
+        ("id_weight", "1"),
+        ("threshold_bounds", (0.1, 10**400)),
+        ("threshold_bounds", 0.3),
+        ("species_threshold", float("nan")),
+    ],
 )
 def test_bad_config_is_refused(field, value):
     with pytest.raises(ValueError, match=field.split("_")[0]):

@@ -59,7 +59,9 @@ def test_forecasting_is_a_family_of_held_out_tasks_only():
     assert "forecasting" in tasks.FAMILIES and "forecasting" in tasks.HELD_OUT_FAMILIES
     assert set(tasks.names(family="forecasting")) == set(FORECASTS)
     assert tasks.names(family="forecasting", held_out=False) == []
-    assert not set(tasks.HELD_OUT_FAMILIES) & {tasks.get(n).family for n in tasks.names(held_out=False)}
+    assert not set(tasks.HELD_OUT_FAMILIES) & {
+        tasks.get(n).family for n in tasks.names(held_out=False)
+    }
     with pytest.raises(ValueError, match="family 'forecasting' is held out"):
         tasks.Task("mine", "forecasting", tasks._sunspots, ("gru",), "mean_squared_error", epochs=1)
 
@@ -157,15 +159,17 @@ def test_forecasting_data_are_the_statsmodels_series_split_in_time(name):
     (past, future), (past_test, future_test) = windows(train), windows(test)
     # standardised with the training windows' statistics only: one affine map for
     # all inputs, one per target column, the same for train and test
-    residual, scale = _affine_residual(np.concatenate([x[..., 0], x_test[..., 0]]),
-                                       np.concatenate([past, past_test]))
+    residual, scale = _affine_residual(
+        np.concatenate([x[..., 0], x_test[..., 0]]), np.concatenate([past, past_test])
+    )
     assert scale > 0 and residual < 1e-4
     np.testing.assert_allclose(x[..., 0].mean(), 0.0, atol=1e-5)
     np.testing.assert_allclose(x[..., 0].std(), 1.0, atol=1e-5)
     for column in range(horizon):
         residual, scale = _affine_residual(
             np.concatenate([y[:, column], y_test[:, column]]),
-            np.concatenate([future[:, column], future_test[:, column]]))
+            np.concatenate([future[:, column], future_test[:, column]]),
+        )
         assert scale > 0 and residual < 1e-4
     np.testing.assert_allclose(y.mean(0), 0.0, atol=1e-5)
     np.testing.assert_allclose(y.std(0), 1.0, atol=1e-5)
@@ -210,22 +214,35 @@ def test_the_transformer_reads_float_or_int_ids_and_its_projections_differ(tmp_p
     task = tasks.get("token_after_marker")
     net = task.build_model("transformer", seed=0)
     x = task.splits(0).test[0][:16]
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(net(x)),
-                               keras.ops.convert_to_numpy(net(x.astype("int32"))), rtol=1e-6)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(net(x)),
+        keras.ops.convert_to_numpy(net(x.astype("int32"))),
+        rtol=1e-6,
+    )
     attention = net.get_layer("attention")
-    projections = [keras.ops.convert_to_numpy(p.kernel) for p in (
-        attention.query_dense, attention.key_dense, attention.value_dense)]
+    projections = [
+        keras.ops.convert_to_numpy(p.kernel)
+        for p in (attention.query_dense, attention.key_dense, attention.value_dense)
+    ]
     assert not np.array_equal(projections[0], projections[1])
     assert not np.array_equal(projections[0], projections[2])
-    for layer in (attention.query_dense, attention.output_dense, net.get_layer("position"),
-                  net.get_layer("feed_0")):
+    for layer in (
+        attention.query_dense,
+        attention.output_dense,
+        net.get_layer("position"),
+        net.get_layer("feed_0"),
+    ):
         initializer = getattr(layer, "kernel_initializer", None) or layer.initializer
         assert isinstance(initializer, models.SeededGlorotUniform)
     assert isinstance(net.get_layer("embedding").embeddings_initializer, models.SeededGlorotUniform)
     net.save(tmp_path / "transformer.keras")  # the position embedding is serialisable
     loaded = keras.saving.load_model(tmp_path / "transformer.keras")
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)),
-                               keras.ops.convert_to_numpy(net(x)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(x)),
+        keras.ops.convert_to_numpy(net(x)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     assert isinstance(loaded.get_layer("position"), tasks.PositionEmbedding)
     with pytest.raises(ValueError, match=r"\(time,\) of token ids"):
         tasks.transformer((9, 1), 4, seed=0)
@@ -236,8 +253,11 @@ def test_the_residual_cnn_normalises_its_batches_and_adds_its_skips():
     kinds = [type(layer).__name__ for layer in net.layers]
     assert kinds.count("BatchNormalization") == kinds.count("Conv2D") == 6
     assert kinds.count("Add") == 2 and "GlobalAveragePooling2D" in kinds
-    assert all(layer.momentum == 0.9 for layer in net.layers
-               if isinstance(layer, keras.layers.BatchNormalization))
+    assert all(
+        layer.momentum == 0.9
+        for layer in net.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    )
     assert all(not layer.use_bias for layer in net.layers if isinstance(layer, keras.layers.Conv2D))
     with pytest.raises(ValueError, match="height, width, channels"):
         tasks.resnet_bn((12, 12), 4, seed=0)
@@ -250,8 +270,12 @@ def test_dropout_is_seeded_by_the_builders_seed_so_a_seed_fixes_the_training():
         return [layer.seed for layer in net.layers if isinstance(layer, keras.layers.Dropout)]
 
     assert len(seeds(task.build_model("dropout_mlp", seed=1))) == 2
-    assert seeds(task.build_model("dropout_mlp", seed=1)) == seeds(task.build_model("dropout_mlp", seed=1))
-    assert seeds(task.build_model("dropout_mlp", seed=1)) != seeds(task.build_model("dropout_mlp", seed=2))
+    assert seeds(task.build_model("dropout_mlp", seed=1)) == seeds(
+        task.build_model("dropout_mlp", seed=1)
+    )
+    assert seeds(task.build_model("dropout_mlp", seed=1)) != seeds(
+        task.build_model("dropout_mlp", seed=2)
+    )
     assert seeds(task.build_model("dropout_mlp")) == [None, None]
     x, y = (a[:96] for a in task.splits(0).train)
 
@@ -276,12 +300,16 @@ def test_the_causal_forecaster_sees_its_whole_window_and_only_the_past():
     net = tasks.get("co2_forecast").build_model("causal_conv1d", seed=0)
     convolutions = [layer for layer in net.layers if isinstance(layer, keras.layers.Conv1D)]
     assert [layer.padding for layer in convolutions] == ["causal"] * 4
-    receptive = 1 + sum((layer.kernel_size[0] - 1) * layer.dilation_rate[0] for layer in convolutions)
+    receptive = 1 + sum(
+        (layer.kernel_size[0] - 1) * layer.dilation_rate[0] for layer in convolutions
+    )
     window = net.input_shape[1]
     assert receptive >= window == 26
     x = np.random.default_rng(0).standard_normal((4, window, 1)).astype("float32")
     changed = x.copy()
     changed[:, 0] += 3.0  # the oldest step still moves the forecast
-    assert not np.allclose(keras.ops.convert_to_numpy(net(x)), keras.ops.convert_to_numpy(net(changed)))
+    assert not np.allclose(
+        keras.ops.convert_to_numpy(net(x)), keras.ops.convert_to_numpy(net(changed))
+    )
     with pytest.raises(ValueError, match="time, features"):
         tasks.causal_conv1d((20,), 1, seed=0)

@@ -65,7 +65,7 @@ def _cycle(graph):
         stack.append(module)
         for other in sorted(graph[module]):
             if state.get(other) == "open":
-                return stack[stack.index(other):] + [other]
+                return stack[stack.index(other) :] + [other]
             if other not in state:
                 cycle = visit(other)
                 if cycle:

@@ -28,8 +28,14 @@ SENSING = input_sets.SENSING
 
 
 def _model():
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.BatchNormalization(),
-                              keras.layers.Dense(2)])
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(8),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(2),
+        ]
+    )
     model.build((None, 4))
     return model
 
@@ -71,12 +77,20 @@ def _expected_inputs(variables, grads, momentums, trend, update, horizon, sign, 
         new_trend.append([fast, slow])
         t = update + 1
         rows.append(
-            [location, min(np.log10(w.size) / 7, 1.0), *map(float, flags),
-             _log_unit(w_mean, -5, 0), _log_unit(g_mean, -8, 0),
-             _log_unit(g_mean / max(w_mean, 1e-30), -6, 2), (cosine + 1) / 2,
-             np.clip(0.5 + (fast - slow) / 2, 0, 1)]
+            [
+                location,
+                min(np.log10(w.size) / 7, 1.0),
+                *map(float, flags),
+                _log_unit(w_mean, -5, 0),
+                _log_unit(g_mean, -8, 0),
+                _log_unit(g_mean / max(w_mean, 1e-30), -6, 2),
+                (cosine + 1) / 2,
+                np.clip(0.5 + (fast - slow) / 2, 0, 1),
+            ]
             + [np.tanh(t / tau) for tau in (10, 100, 1000, 10000)]
-            + ([min(t / horizon, 1.0), 1.0] if horizon else [0.0, 0.0]) + [1.0])
+            + ([min(t / horizon, 1.0), 1.0] if horizon else [0.0, 0.0])
+            + [1.0]
+        )
     return np.asarray(rows), np.asarray(new_trend)
 
 
@@ -99,7 +113,8 @@ def test_sensing_inputs_match_numpy_step_by_step(cls):
         momentums = None if momentum_of() is None else [m.numpy() for m in momentum_of()]
         trend = optimizer._grn_trend.numpy()
         expected, expected_trend = _expected_inputs(
-            variables, grads, momentums, trend, update, 40, cls.MOMENTUM_SIGN, layers)
+            variables, grads, momentums, trend, update, 40, cls.MOMENTUM_SIGN, layers
+        )
         optimizer.apply(grads, variables)
         got = optimizer.modulation()
         assert got["updates"] == update + 1
@@ -111,8 +126,11 @@ def test_sensing_inputs_match_numpy_step_by_step(cls):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.floats(min_value=0, max_value=1e6) | st.just(float("nan")), st.floats(-10, 0),
-       st.floats(0.5, 5))
+@given(
+    st.floats(min_value=0, max_value=1e6) | st.just(float("nan")),
+    st.floats(-10, 0),
+    st.floats(0.5, 5),
+)
 def test_log_unit_against_numpy(value, lo, width):
     got = float(input_sets.log_unit(np.float32(value), (lo, lo + width)))
     assert got == pytest.approx(_log_unit(float(np.float32(value)), lo, lo + width), abs=1e-5)

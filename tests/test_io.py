@@ -101,8 +101,11 @@ def test_size_cap_and_malformed_bytes_are_refused_naming_the_file(tmp_path):
 @contextlib.contextmanager
 def lock_held_by_another_process(folder):
     """A child process holding `folder`'s lock; yields it, kills it at the end."""
-    child = subprocess.Popen([sys.executable, "-c", _HOLDER.format(io=io.__file__), str(folder)],
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER.format(io=io.__file__), str(folder)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert child.stdout.readline().strip() == "locked", "the child took the lock"
         yield child
@@ -137,8 +140,11 @@ def test_folder_lock_refuses_a_second_process_and_takes_over_once_it_is_dead(tmp
 
 def test_a_stale_lock_of_a_finished_process_is_taken_over_with_a_warning(tmp_path):
     pid = _dead_pid()
-    (tmp_path / ".lock").write_text(json.dumps(
-        {"pid": pid, "host": socket.gethostname(), "started": "2020-01-01T00:00:00+00:00"}))
+    (tmp_path / ".lock").write_text(
+        json.dumps(
+            {"pid": pid, "host": socket.gethostname(), "started": "2020-01-01T00:00:00+00:00"}
+        )
+    )
     with pytest.warns(RuntimeWarning, match=f"stale lock.*process {pid}"):
         with folder_lock(tmp_path):
             assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
@@ -158,8 +164,15 @@ def test_folder_lock_is_released_on_an_exception_and_taken_again(tmp_path):
 
 
 def test_a_lock_of_another_host_or_unreadable_is_refused_not_taken(tmp_path):
-    (tmp_path / ".lock").write_text(json.dumps({"pid": _dead_pid(), "host": "elsewhere.example",
-                                                "started": "2020-01-01T00:00:00+00:00"}))
+    (tmp_path / ".lock").write_text(
+        json.dumps(
+            {
+                "pid": _dead_pid(),
+                "host": "elsewhere.example",
+                "started": "2020-01-01T00:00:00+00:00",
+            }
+        )
+    )
     with pytest.raises(FolderLockedError, match="host 'elsewhere.example'.*remove the lock"):
         with folder_lock(tmp_path):
             pass

@@ -39,14 +39,40 @@ from test_zoo import make_agent
 
 ALLOWED = (ValueError, FileNotFoundError)
 EXAMPLES = int(os.environ.get("KERAS_NEUROMOD_FUZZ_EXAMPLES", "30"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 WEIRD = [
-    None, True, False, "", "x", "nan", -1, 0, 1, 2.5, -0.0,
-    1e308, -1e308, 10**30, -(10**30), 10**400, math.nan, math.inf, -math.inf,
-    [], {}, [0.5, 0.5], {"a": 1}, [[1, 2], [3]],
-    [0.5] * 100_000, list(range(50_000)), "a" * 1_000_000,
+    None,
+    True,
+    False,
+    "",
+    "x",
+    "nan",
+    -1,
+    0,
+    1,
+    2.5,
+    -0.0,
+    1e308,
+    -1e308,
+    10**30,
+    -(10**30),
+    10**400,
+    math.nan,
+    math.inf,
+    -math.inf,
+    [],
+    {},
+    [0.5, 0.5],
+    {"a": 1},
+    [[1, 2], [3]],
+    [0.5] * 100_000,
+    list(range(50_000)),
+    "a" * 1_000_000,
 ]
 
 
@@ -83,10 +109,16 @@ def _mutate(draw, value):
     paths = list(_paths(value))
     path = draw(st.sampled_from(paths))
     target = _get(value, path)
-    kind = draw(st.sampled_from(["replace", "swap", "delete", "extra", "shorten", "repeat", "nudge"]))
+    kind = draw(
+        st.sampled_from(["replace", "swap", "delete", "extra", "shorten", "repeat", "nudge"])
+    )
     if kind == "nudge" and isinstance(target, (int, float)) and not isinstance(target, bool):
         # a plausible value that a hand edit might leave: often still valid
-        nudged = target + 1 if isinstance(target, int) else target * draw(st.sampled_from([0.5, 0.99, 1.01]))
+        nudged = (
+            target + 1
+            if isinstance(target, int)
+            else target * draw(st.sampled_from([0.5, 0.99, 1.01]))
+        )
         return _set(value, path, nudged)
     if kind == "replace":
         return _set(value, path, _weird(draw))
@@ -199,8 +231,7 @@ def test_a_valid_agent_file_loads_back_unchanged(folder):
     assert zoo.Agent.from_dict(copy.deepcopy(AGENT)).to_dict() == AGENT
 
 
-@pytest.mark.parametrize("path", [p for p in _leaves(AGENT) if p[0] not in FREE_FORM],
-                         ids="/".join)
+@pytest.mark.parametrize("path", [p for p in _leaves(AGENT) if p[0] not in FREE_FORM], ids="/".join)
 @pytest.mark.parametrize("bad", [None, {"value": 1}], ids=["null", "object"])
 def test_an_agent_with_one_field_spoiled_is_refused_naming_it(path, bad):
     with pytest.raises(ValueError, match=f"'{path[-1]}'"):
@@ -290,8 +321,9 @@ def test_grneat_checkpoints(folder, grneat_checkpoint, data):
     out.mkdir(exist_ok=True)
     (out / "checkpoint.json").write_text(corrupt(data.draw, grneat_checkpoint))
     # a checkpoint that is accepted must also evolve on
-    _only_allowed(lambda: run(seed=1, generations=3, population=8, hall_of_fame=4, out=str(out),
-                              resume=True))
+    _only_allowed(
+        lambda: run(seed=1, generations=3, population=8, hall_of_fame=4, out=str(out), resume=True)
+    )
 
 
 def test_a_valid_grneat_checkpoint_is_resumed_from(folder, grneat_checkpoint):
@@ -303,11 +335,27 @@ def test_a_valid_grneat_checkpoint_is_resumed_from(folder, grneat_checkpoint):
     assert _same(json.loads(json.dumps(resumed.logbook[:2])), grneat_checkpoint["logbook"])
 
 
-@pytest.mark.parametrize("field", ["format", "settings", "config", "generation", "population",
-                                   "species", "fitness_range", "rng_state", "logbook",
-                                   "hall_of_fame", "best", "run_best", "evaluations"])
-def test_a_grneat_checkpoint_with_one_field_spoiled_is_refused_naming_it(folder, grneat_checkpoint,
-                                                                          field):
+@pytest.mark.parametrize(
+    "field",
+    [
+        "format",
+        "settings",
+        "config",
+        "generation",
+        "population",
+        "species",
+        "fitness_range",
+        "rng_state",
+        "logbook",
+        "hall_of_fame",
+        "best",
+        "run_best",
+        "evaluations",
+    ],
+)
+def test_a_grneat_checkpoint_with_one_field_spoiled_is_refused_naming_it(
+    folder, grneat_checkpoint, field
+):
     assert field in grneat_checkpoint
     out = folder / f"grneat_{field}"
     out.mkdir()
@@ -319,12 +367,16 @@ def test_a_grneat_checkpoint_with_one_field_spoiled_is_refused_naming_it(folder,
 @pytest.fixture(scope="module")
 def es_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("es") / "es.json"
-    EvolutionStrategy(sphere, np.zeros(3), population=4, seed=0).run(2, checkpoint_path=path, progress=False)
+    EvolutionStrategy(sphere, np.zeros(3), population=4, seed=0).run(
+        2, checkpoint_path=path, progress=False
+    )
     return json.loads(path.read_text())
 
 
 @FUZZ
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # a huge but finite centre overflows the fitness
+@pytest.mark.filterwarnings(
+    "ignore::RuntimeWarning"
+)  # a huge but finite centre overflows the fitness
 @given(data=st.data())
 def test_es_checkpoints(folder, es_checkpoint, data):
     path = folder / "es.json"
@@ -343,8 +395,19 @@ def test_a_valid_es_checkpoint_is_resumed_from(folder, es_checkpoint):
     assert _same(resumed["logbook"][:2], es_checkpoint["logbook"])
 
 
-@pytest.mark.parametrize("field", ["format", "config", "generation", "theta", "velocity",
-                                   "second_moment", "rng_state", "logbook"])
+@pytest.mark.parametrize(
+    "field",
+    [
+        "format",
+        "config",
+        "generation",
+        "theta",
+        "velocity",
+        "second_moment",
+        "rng_state",
+        "logbook",
+    ],
+)
 def test_an_es_checkpoint_with_one_field_spoiled_is_refused_naming_it(folder, es_checkpoint, field):
     assert field in es_checkpoint
     path = folder / f"es_{field}.json"

@@ -30,8 +30,10 @@ def _initial():
 def _gradients():
     """Gradients of norms from about 0.1 to 10, so that some are clipped and some not."""
     rng = np.random.default_rng(1)
-    return [[(rng.normal(size=shape) * scale).astype("float32") for shape in SHAPES]
-            for scale in np.geomspace(0.05, 5.0, STEPS)]
+    return [
+        [(rng.normal(size=shape) * scale).astype("float32") for shape in SHAPES]
+        for scale in np.geomspace(0.05, 5.0, STEPS)
+    ]
 
 
 def _nm_sgd(**options):
@@ -110,10 +112,13 @@ def test_without_options_the_steps_are_numpy_sgd_and_adam():
 
 @pytest.mark.parametrize("clipnorm", [0.5, 2.0])
 def test_clipnorm_clips_each_gradient_by_its_own_norm(clipnorm):
-    _assert_close(_train(_nm_sgd(clipnorm=clipnorm))[0],
-                  _numpy_sgd(lambda grads: _clip_each(grads, clipnorm)))
-    _assert_close(_train(_nm_adam(clipnorm=clipnorm))[0],
-                  _numpy_adam(lambda grads: _clip_each(grads, clipnorm)))
+    _assert_close(
+        _train(_nm_sgd(clipnorm=clipnorm))[0], _numpy_sgd(lambda grads: _clip_each(grads, clipnorm))
+    )
+    _assert_close(
+        _train(_nm_adam(clipnorm=clipnorm))[0],
+        _numpy_adam(lambda grads: _clip_each(grads, clipnorm)),
+    )
 
 
 def test_clipnorm_changes_the_steps():
@@ -123,12 +128,15 @@ def test_clipnorm_changes_the_steps():
 
 @pytest.mark.parametrize("clipnorm", [0.5, 2.0])
 def test_global_clipnorm_clips_all_gradients_by_their_joint_norm(clipnorm):
-    _assert_close(_train(_nm_sgd(global_clipnorm=clipnorm))[0],
-                  _numpy_sgd(lambda grads: _clip_global(grads, clipnorm)))
+    _assert_close(
+        _train(_nm_sgd(global_clipnorm=clipnorm))[0],
+        _numpy_sgd(lambda grads: _clip_global(grads, clipnorm)),
+    )
 
 
-@pytest.mark.parametrize("make, reference", [(_nm_sgd, _numpy_sgd), (_nm_adam, _numpy_adam)],
-                         ids=["sgd", "adam"])
+@pytest.mark.parametrize(
+    "make, reference", [(_nm_sgd, _numpy_sgd), (_nm_adam, _numpy_adam)], ids=["sgd", "adam"]
+)
 def test_use_ema_keeps_the_numpy_moving_average_of_the_weights(make, reference):
     momentum = 0.7
     history, optimizer = _train(make(use_ema=True, ema_momentum=momentum))
@@ -136,9 +144,11 @@ def test_use_ema_keeps_the_numpy_moving_average_of_the_weights(make, reference):
     _assert_close(history, expected)  # the weights themselves are not changed
     average = None
     for weights in expected:  # the first step copies the weights, then averages
-        average = weights if average is None else [
-            momentum * a + (1 - momentum) * w for a, w in zip(average, weights)
-        ]
+        average = (
+            weights
+            if average is None
+            else [momentum * a + (1 - momentum) * w for a, w in zip(average, weights)]
+        )
     got = [ops.convert_to_numpy(v) for v in optimizer._model_variables_moving_average]
     _assert_close([got], [average])
     assert not np.allclose(got[0], expected[-1][0], rtol=1e-3)  # an average, not the weights

@@ -2,9 +2,9 @@
 
 import json
 
+import keras
 import numpy as np
 import pytest
-import keras
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -45,9 +45,7 @@ def small_model(seed=0):
 def fit_weights(optimizer, data, epochs=2, jit=False, seed=0, batch_size=10):
     x, y = data
     model = small_model(seed)
-    model.compile(
-        optimizer=optimizer, loss="sparse_categorical_crossentropy", jit_compile=jit
-    )
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", jit_compile=jit)
     model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=False, verbose=0)
     return model.get_weights(), model
 
@@ -60,9 +58,7 @@ def test_fixed_ranges_reproduce_keras_sgd(digits_small, jit):
         ranges={"learning_rate": (lr, lr), "momentum": (momentum, momentum)},
     )
     got, model = fit_weights(nm, digits_small, jit=jit)
-    expected, _ = fit_weights(
-        keras.optimizers.SGD(lr, momentum=momentum), digits_small, jit=jit
-    )
+    expected, _ = fit_weights(keras.optimizers.SGD(lr, momentum=momentum), digits_small, jit=jit)
     assert int(nm.iterations) == 64  # 64 steps compared
     for a, b in zip(got, expected):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -108,7 +104,9 @@ def test_one_step_matches_numpy(optimizer_class, block_size, monkeypatch):
     variables = model.trainable_variables
     rng = np.random.default_rng(1)
     grads = [rng.normal(0, 0.3, v.shape).astype("float32") for v in variables]
-    weights = [np.array(v.numpy() if hasattr(v, "numpy") else v, np.float64) for v in model.get_weights()]
+    weights = [
+        np.array(v.numpy() if hasattr(v, "numpy") else v, np.float64) for v in model.get_weights()
+    ]
     genome = sgd_agent(4) if optimizer_class == "sgd" else adam_agent(4)
     optimizer = (NmSGD if optimizer_class == "sgd" else NmAdam)(
         agent=genome, warmup_steps=7, grn_steps_per_update=2
@@ -134,7 +132,9 @@ def test_one_step_matches_numpy(optimizer_class, block_size, monkeypatch):
         out = grn.outputs
         hp = {
             name: hyperparameter(
-                out[2 * h], out[2 * h + 1], *optimizer.ranges[name],
+                out[2 * h],
+                out[2 * h + 1],
+                *optimizer.ranges[name],
                 log=name in optimizer.LOG_SCALE,
             )
             for h, name in enumerate(names)
@@ -184,9 +184,7 @@ def test_training_does_not_depend_on_the_blocks(digits_small, monkeypatch, cls, 
         for a, b in zip(weights, other_weights):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
         for key in ("inputs", "hyperparameters"):
-            np.testing.assert_allclose(
-                modulation[key], other_modulation[key], rtol=1e-5, atol=1e-6
-            )
+            np.testing.assert_allclose(modulation[key], other_modulation[key], rtol=1e-5, atol=1e-6)
         assert modulation["updates"] == other_modulation["updates"] == 20
 
 
@@ -212,9 +210,7 @@ def test_blocks_are_whole_layers_of_at_least_the_block_size(layer_sizes, size):
         assert stop - start - layer_of[start:stop].count(last_layer) < size
 
 
-@pytest.mark.skipif(
-    BACKEND != "tensorflow", reason="reads the dependencies of a TensorFlow graph"
-)
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="reads the dependencies of a TensorFlow graph")
 @pytest.mark.parametrize("block_size", [2, 2**20])
 def test_a_blocks_updates_wait_only_for_the_gradients_it_reads(monkeypatch, block_size):
     """The head's update does not wait for the first layer's gradient.
@@ -228,7 +224,8 @@ def test_a_blocks_updates_wait_only_for_the_gradients_it_reads(monkeypatch, bloc
 
     monkeypatch.setattr(optimizer_base, "MODULATION_BLOCK_SIZE", block_size)
     model = keras.Sequential(
-        [keras.Input((5,))] + [keras.layers.Dense(5, activation="tanh") for _ in range(3)]
+        [keras.Input((5,))]
+        + [keras.layers.Dense(5, activation="tanh") for _ in range(3)]
         + [keras.layers.Dense(1)]
     )
     variables = model.trainable_variables
@@ -252,7 +249,8 @@ def test_a_blocks_updates_wait_only_for_the_gradients_it_reads(monkeypatch, bloc
     def writes(variable):
         handle = handles[id(variable.value.handle)]
         return [
-            op for op in graph.get_operations()
+            op
+            for op in graph.get_operations()
             if op.type.startswith("Assign") and op.inputs and op.inputs[0] is handle
         ]
 
@@ -317,7 +315,10 @@ def test_hyperparameters_stay_in_their_ranges(seed, scale, n_regulatory, adam):
     optimizer = (NmAdam if adam else NmSGD)(agent=genome)
     rng = np.random.default_rng(seed)
     for _ in range(3):
-        grads = [ops.convert_to_tensor((rng.normal(size=v.shape) * scale).astype("float32")) for v in variables]
+        grads = [
+            ops.convert_to_tensor((rng.normal(size=v.shape) * scale).astype("float32"))
+            for v in variables
+        ]
         optimizer.apply(grads, variables)
         hparams = ops.convert_to_numpy(optimizer._grn_hparams)
         assert np.all(np.isfinite(hparams))

@@ -12,9 +12,9 @@ import subprocess
 import sys
 import warnings
 
+import keras
 import numpy as np
 import pytest
-import keras
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -115,7 +115,9 @@ def test_fixed_ranges_decay_like_keras_adam(multiplier):
 
 def test_fixed_ranges_decay_like_keras_sgd_and_honour_exclusions():
     zero = ops.zeros(())
-    nm = NmSGD(agent=sgd_agent(), ranges=fixed(learning_rate=0.01, momentum=0.5), weight_decay=0.004)
+    nm = NmSGD(
+        agent=sgd_agent(), ranges=fixed(learning_rate=0.01, momentum=0.5), weight_decay=0.004
+    )
     nm.exclude_from_weight_decay(var_names=["exclude"])
     decayed, excluded = keras.Variable(2.0), keras.Variable(2.0, name="exclude")
     got = apply(nm, [zero, zero], [decayed, excluded], steps=3)
@@ -133,7 +135,9 @@ def test_decay_uses_each_tensors_modulated_learning_rate():
     starts = [rng.normal(size=shape).astype("float32") for shape in ((4, 3), (3,), (3, 2))]
     variables = [keras.Variable(s) for s in starts]
     optimizer = NmAdam(
-        agent=adam_agent(5), ranges={"learning_rate": (1e-3, 0.5)}, weight_decay=0.1,
+        agent=adam_agent(5),
+        ranges={"learning_rate": (1e-3, 0.5)},
+        weight_decay=0.1,
         learning_rate=0.7,
     )
     got = apply(optimizer, [ops.zeros(s.shape) for s in starts], variables)
@@ -302,8 +306,12 @@ def test_sgd_without_momentum_updates_only_the_rows_looked_up(jit):
     def train(optimizer):
         keras.utils.set_random_seed(0)
         model = keras.Sequential(
-            [keras.Input((3,), dtype="int32"), keras.layers.Embedding(50, 4),
-             keras.layers.Flatten(), keras.layers.Dense(1)]
+            [
+                keras.Input((3,), dtype="int32"),
+                keras.layers.Embedding(50, 4),
+                keras.layers.Flatten(),
+                keras.layers.Dense(1),
+            ]
         )
         model.compile(optimizer=optimizer, loss="mse", jit_compile=jit)
         before = model.get_weights()[0]
@@ -407,7 +415,9 @@ def test_optimizers_are_numbered_like_keras_optimizers():
 def test_a_zero_learning_rate_is_legal_and_changes_nothing():
     optimizer = NmSGD(agent=sgd_agent(), ranges=fixed(learning_rate=0.0, momentum=0.9))
     w = keras.Variable(np.arange(3.0))
-    np.testing.assert_array_equal(apply(optimizer, [ops.ones((3,))], [w], steps=2)[0], np.arange(3.0))
+    np.testing.assert_array_equal(
+        apply(optimizer, [ops.ones((3,))], [w], steps=2)[0], np.arange(3.0)
+    )
     adam = NmAdam(agent=adam_agent(), ranges=fixed(learning_rate=0.0))
     np.testing.assert_array_equal(apply(adam, [ops.ones((3,))], [w])[0], np.arange(3.0))
     with pytest.raises(ValueError, match="log space"):
@@ -426,9 +436,15 @@ def test_adam_on_a_sparse_gradient_with_repeated_rows_is_adam_on_its_dense_gradi
     values = np.array([[0.5, -1.0], [0.25, 2.0], [-0.5, 0.5]], "float32")
     indices = [1, 1, 3]  # row 1 twice
     table = keras.Variable(np.full((4, 2), 0.3, "float32"))
-    ranges = {"learning_rate": (1e-2, 1e-2), "beta_1": (0.9, 0.9), "beta_2": (0.999, 0.999),
-              "epsilon": (1e-7, 1e-7)}
-    optimizer = NmAdam(agent=Genome.random(13, 8, 2, rng=0), ranges=ranges, weight_decay=weight_decay)
+    ranges = {
+        "learning_rate": (1e-2, 1e-2),
+        "beta_1": (0.9, 0.9),
+        "beta_2": (0.999, 0.999),
+        "epsilon": (1e-7, 1e-7),
+    }
+    optimizer = NmAdam(
+        agent=Genome.random(13, 8, 2, rng=0), ranges=ranges, weight_decay=weight_decay
+    )
     optimizer.build([table])
     optimizer.apply([_sparse(values, indices, (4, 2))], [table])
     dense = np.zeros((4, 2))

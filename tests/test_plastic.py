@@ -9,10 +9,12 @@ import itertools
 import keras
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
-from keras_neuromod.layers.plastic import PlasticLSTMCell, PlasticRNNCell
+from keras_neuromod.layers.plastic import PlasticLSTMCell
+from keras_neuromod.layers.plastic import PlasticRNNCell
 
 RULES = ("none", "hebbian", "simple", "retroactive")
 T, B, D, H = 5, 3, 4, 6
@@ -21,6 +23,7 @@ T, B, D, H = 5, 3, 4, 6
 # ----------------------------------------------------------------------------
 # numpy reference
 # ----------------------------------------------------------------------------
+
 
 def _sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
@@ -66,9 +69,7 @@ def numpy_run(kind, cfg, weights, x, input_mask=None, recurrent_mask=None):
         plastic_in = 0.0
         if plastic:
             # explicit sum_i pre_i (alpha_ij Hebb_ij), one batch element at a time
-            plastic_in = np.stack(
-                [pre[bb] @ (alpha * hebb[bb]) for bb in range(b)]
-            )
+            plastic_in = np.stack([pre[bb] @ (alpha * hebb[bb]) for bb in range(b)])
         if kind == "rnn":
             z = x[:, step] @ w["kernel"] + w["bias"] + pre @ w["recurrent_kernel"]
             h = np.tanh(z + plastic_in)
@@ -110,8 +111,14 @@ CELLS = {"rnn": PlasticRNNCell, "lstm": PlasticLSTMCell}
 
 def _rnn(kind, weight_seed=0, **kwargs):
     """An RNN layer over a built cell whose weights are all set at random."""
-    cfg = dict(units=H, plasticity="simple", alpha="per_connection", clip=1.0,
-               clip_mode="hard", modulation="scalar")
+    cfg = dict(
+        units=H,
+        plasticity="simple",
+        alpha="per_connection",
+        clip=1.0,
+        clip_mode="hard",
+        modulation="scalar",
+    )
     cfg.update(kwargs)
     cell = CELLS[kind](**cfg)
     layer = keras.layers.RNN(cell, return_sequences=True, return_state=True)
@@ -140,8 +147,10 @@ def _grads(layer, x, loss_fn):
 
         with tf.GradientTape() as tape:
             loss = loss_fn(layer(x)[0])
-        return {v.path.split("/")[-1]: np.asarray(g)
-                for v, g in zip(variables, tape.gradient(loss, variables))}
+        return {
+            v.path.split("/")[-1]: np.asarray(g)
+            for v, g in zip(variables, tape.gradient(loss, variables))
+        }
     if backend == "jax":
         import jax
 
@@ -162,24 +171,28 @@ FORWARD_CASES = [
     (kind, rule, alpha, clip_mode, modulation)
     for kind, rule in itertools.product(("rnn", "lstm"), RULES)
     for alpha, clip_mode, modulation in (
-        [("per_connection", "hard", "scalar")] if rule == "none" else
-        [("per_connection", "hard", "scalar"), ("per_neuron", "soft", "per_neuron"),
-         ("single", "hard", "per_neuron")]
+        [("per_connection", "hard", "scalar")]
+        if rule == "none"
+        else [
+            ("per_connection", "hard", "scalar"),
+            ("per_neuron", "soft", "per_neuron"),
+            ("single", "hard", "per_neuron"),
+        ]
     )
 ]
 
 
 @pytest.mark.parametrize("kind,rule,alpha,clip_mode,modulation", FORWARD_CASES)
 def test_forward_matches_numpy(kind, rule, alpha, clip_mode, modulation):
-    layer, cell, cfg, w = _rnn(kind, plasticity=rule, alpha=alpha, clip=0.7,
-                               clip_mode=clip_mode, modulation=modulation)
+    layer, cell, cfg, w = _rnn(
+        kind, plasticity=rule, alpha=alpha, clip=0.7, clip_mode=clip_mode, modulation=modulation
+    )
     x = _x()
     out, *states = layer(x)
     ref_out, ref_hebb, ref_elig, ref_mods = numpy_run(kind, cfg, w, x)
     np.testing.assert_allclose(np.asarray(out), ref_out, rtol=2e-4, atol=2e-5)
     n_core = 1 if kind == "rnn" else 2
-    assert len(states) == n_core + {"none": 0, "hebbian": 1, "simple": 1,
-                                    "retroactive": 2}[rule]
+    assert len(states) == n_core + {"none": 0, "hebbian": 1, "simple": 1, "retroactive": 2}[rule]
     if rule != "none":
         hebb = np.asarray(states[n_core]).reshape(B, H, H)
         np.testing.assert_allclose(hebb, ref_hebb, rtol=2e-4, atol=2e-5)
@@ -219,14 +232,16 @@ def test_none_equals_keras_cell(kind, dropout):
         if kind == "rnn":
             rates["recurrent_dropout"] = 0.4
     layer, cell, _, w = _rnn(kind, plasticity="none", **rates)
-    ref = (keras.layers.SimpleRNN(H, return_sequences=True, **rates) if kind == "rnn"
-           else keras.layers.LSTM(H, return_sequences=True, **rates))
+    ref = (
+        keras.layers.SimpleRNN(H, return_sequences=True, **rates)
+        if kind == "rnn"
+        else keras.layers.LSTM(H, return_sequences=True, **rates)
+    )
     ref.build((None, T, D))
     ref.set_weights([w["kernel"], w["recurrent_kernel"], w["bias"]])
     x = _x()
     ours = np.asarray(layer(x, training=dropout)[0])
-    np.testing.assert_allclose(ours, np.asarray(ref(x, training=dropout)),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours, np.asarray(ref(x, training=dropout)), rtol=1e-5, atol=1e-6)
     if dropout:
         assert np.abs(ours - np.asarray(layer(x)[0])).max() > 1e-3
 
@@ -235,12 +250,14 @@ def test_none_equals_keras_cell(kind, dropout):
 # dropout
 # ----------------------------------------------------------------------------
 
+
 def _masks(seed, rate, recurrent_rate):
     """The masks a cell seeded with `seed` draws: inputs (B, D), then pre (B, H)."""
     generator = keras.random.SeedGenerator(seed)
     input_mask = keras.random.dropout(np.ones((B, D), "float32"), rate, seed=generator)
-    recurrent_mask = keras.random.dropout(np.ones((B, H), "float32"), recurrent_rate,
-                                          seed=generator)
+    recurrent_mask = keras.random.dropout(
+        np.ones((B, H), "float32"), recurrent_rate, seed=generator
+    )
     return np.asarray(input_mask, "float64"), np.asarray(recurrent_mask, "float64")
 
 
@@ -248,8 +265,7 @@ def _masks(seed, rate, recurrent_rate):
 @pytest.mark.parametrize("rule", ["hebbian", "retroactive"])
 def test_dropout_matches_numpy_with_the_masks(kind, rule):
     """In training, x(t) and pre = h(t-1) are scaled by one mask per sequence."""
-    layer, _, cfg, w = _rnn(kind, plasticity=rule, dropout=0.3, recurrent_dropout=0.4,
-                            seed=5)
+    layer, _, cfg, w = _rnn(kind, plasticity=rule, dropout=0.3, recurrent_dropout=0.4, seed=5)
     x = _x()
     out, *states = layer(x, training=True)
     input_mask, recurrent_mask = _masks(5, 0.3, 0.4)
@@ -262,8 +278,9 @@ def test_dropout_matches_numpy_with_the_masks(kind, rule):
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm"])
 def test_dropout_is_active_only_in_training(kind):
-    layer, _, _, w = _rnn(kind, plasticity="retroactive", dropout=0.3,
-                          recurrent_dropout=0.3, seed=1)
+    layer, _, _, w = _rnn(
+        kind, plasticity="retroactive", dropout=0.3, recurrent_dropout=0.3, seed=1
+    )
     plain, _, _, _ = _rnn(kind, plasticity="retroactive")
     for v in plain.cell.weights:
         v.assign(w[v.path.split("/")[-1]])
@@ -279,9 +296,11 @@ def test_dropout_is_active_only_in_training(kind):
 @pytest.mark.parametrize("kind", ["rnn", "lstm"])
 def test_seed_makes_dropout_deterministic(kind):
     """One seed, one sequence of masks; the masks are drawn again at each call."""
+
     def run(seed):
-        layer, _, _, _ = _rnn(kind, plasticity="simple", dropout=0.3,
-                              recurrent_dropout=0.3, seed=seed)
+        layer, _, _, _ = _rnn(
+            kind, plasticity="simple", dropout=0.3, recurrent_dropout=0.3, seed=seed
+        )
         x = _x()
         return [np.asarray(layer(x, training=True)[0]) for _ in range(2)]
 
@@ -296,6 +315,7 @@ def test_seed_makes_dropout_deterministic(kind):
 # gradients through the trace
 # ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["rnn", "lstm"])
 @pytest.mark.parametrize("rule", ["hebbian", "simple", "retroactive"])
 def test_gradients_reach_all_plastic_parameters(kind, rule):
@@ -304,8 +324,11 @@ def test_gradients_reach_all_plastic_parameters(kind, rule):
     grads = _grads(layer, x, lambda out: keras.ops.sum(out[:, -1] ** 2))
     expected = {"kernel", "recurrent_kernel", "bias", "alpha"}
     expected |= {"eta"} if rule in ("hebbian", "retroactive") else set()
-    expected |= ({"modulation_kernel", "modulation_bias", "fanout_kernel", "fanout_bias"}
-                 if rule != "hebbian" else set())
+    expected |= (
+        {"modulation_kernel", "modulation_bias", "fanout_kernel", "fanout_bias"}
+        if rule != "hebbian"
+        else set()
+    )
     assert set(grads) == expected
     for name, g in grads.items():
         assert np.all(np.isfinite(g)), name
@@ -345,6 +368,7 @@ def test_alpha_gradient_only_through_trace_matches_finite_difference():
 # invariants
 # ----------------------------------------------------------------------------
 
+
 @settings(max_examples=12, deadline=None)
 @given(
     clip=st.floats(0.05, 3.0),
@@ -355,8 +379,14 @@ def test_alpha_gradient_only_through_trace_matches_finite_difference():
     seed=st.integers(0, 1000),
 )
 def test_trace_stays_within_clip(clip, scale, rule, clip_mode, kind, seed):
-    layer, _, _, _ = _rnn(kind, weight_seed=seed, plasticity=rule, clip=clip,
-                          clip_mode=clip_mode, modulation="per_neuron")
+    layer, _, _, _ = _rnn(
+        kind,
+        weight_seed=seed,
+        plasticity=rule,
+        clip=clip,
+        clip_mode=clip_mode,
+        modulation="per_neuron",
+    )
     _, *states = layer(_x(seed=seed, scale=scale, t=8))
     hebb = np.asarray(states[1 if kind == "rnn" else 2])
     assert np.abs(hebb).max() <= clip * (1 + 1e-6)
@@ -376,27 +406,36 @@ def test_stateful_carries_trace_across_batches(kind):
     _, cell, cfg, w = _rnn(kind, plasticity="simple")
     x = _x(t=2 * T)
     whole = numpy_run(kind, cfg, w, x)[0]
-    stateful = keras.layers.RNN(CELLS[kind].from_config(cell.get_config()),
-                                return_sequences=True, stateful=True)
+    stateful = keras.layers.RNN(
+        CELLS[kind].from_config(cell.get_config()), return_sequences=True, stateful=True
+    )
     stateful.build((B, T, D))
     for v in stateful.cell.weights:
         v.assign(w[v.path.split("/")[-1]])
     halves = [np.asarray(stateful(x[:, :T])), np.asarray(stateful(x[:, T:]))]
     np.testing.assert_allclose(np.concatenate(halves, 1), whole, rtol=2e-4, atol=2e-5)
     stateful.reset_states()
-    np.testing.assert_allclose(np.asarray(stateful(x[:, :T])), whole[:, :T],
-                               rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(np.asarray(stateful(x[:, :T])), whole[:, :T], rtol=2e-4, atol=2e-5)
 
 
 # ----------------------------------------------------------------------------
 # configuration and saving
 # ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["rnn", "lstm"])
 def test_config_round_trip(kind):
-    layer, cell, _, _ = _rnn(kind, plasticity="retroactive", alpha="per_neuron",
-                             clip=2.0, clip_mode="soft", modulation="per_neuron",
-                             dropout=0.25, recurrent_dropout=0.5, seed=11)
+    layer, cell, _, _ = _rnn(
+        kind,
+        plasticity="retroactive",
+        alpha="per_neuron",
+        clip=2.0,
+        clip_mode="soft",
+        modulation="per_neuron",
+        dropout=0.25,
+        recurrent_dropout=0.5,
+        seed=11,
+    )
     clone = keras.layers.RNN.from_config(layer.get_config())
     assert clone.cell.get_config() == cell.get_config()
     config = clone.cell.get_config()
@@ -405,18 +444,23 @@ def test_config_round_trip(kind):
     clone.build((None, T, D))
     clone.set_weights(layer.get_weights())
     x = _x()
-    np.testing.assert_allclose(np.asarray(clone(x)[0]), np.asarray(layer(x)[0]),
-                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        np.asarray(clone(x)[0]), np.asarray(layer(x)[0]), rtol=1e-6, atol=1e-7
+    )
 
 
-@pytest.mark.parametrize("kind,rule,rates", [
-    ("rnn", "simple", {}), ("lstm", "retroactive", {}), ("rnn", "hebbian", {}),
-    ("rnn", "retroactive", dict(dropout=0.2, recurrent_dropout=0.3, seed=9)),
-    ("lstm", "simple", dict(dropout=0.2, recurrent_dropout=0.3)),
-])
+@pytest.mark.parametrize(
+    "kind,rule,rates",
+    [
+        ("rnn", "simple", {}),
+        ("lstm", "retroactive", {}),
+        ("rnn", "hebbian", {}),
+        ("rnn", "retroactive", dict(dropout=0.2, recurrent_dropout=0.3, seed=9)),
+        ("lstm", "simple", dict(dropout=0.2, recurrent_dropout=0.3)),
+    ],
+)
 def test_model_save_round_trip(kind, rule, rates, tmp_path):
-    cell = CELLS[kind](H, plasticity=rule, alpha="per_connection", modulation="per_neuron",
-                       **rates)
+    cell = CELLS[kind](H, plasticity=rule, alpha="per_connection", modulation="per_neuron", **rates)
     inputs = keras.Input((T, D))
     model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.RNN(cell)(inputs)))
     x = _x()
@@ -426,8 +470,7 @@ def test_model_save_round_trip(kind, rule, rates, tmp_path):
     path = tmp_path / "plastic.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
-    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)),
-                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), rtol=1e-6, atol=1e-7)
     assert loaded.layers[1].cell.get_config() == cell.get_config()
 
 
@@ -446,16 +489,27 @@ def test_compiles_and_fits():
 # arguments
 # ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("cls", [PlasticRNNCell, PlasticLSTMCell])
-@pytest.mark.parametrize("kwargs,name", [
-    (dict(units=0), "units"), (dict(units=2.5), "units"),
-    (dict(plasticity="oja"), "plasticity"), (dict(alpha="diag"), "alpha"),
-    (dict(clip=0), "clip"), (dict(clip=-1.0), "clip"), (dict(clip="1"), "clip"),
-    (dict(clip_mode="tanh"), "clip_mode"), (dict(modulation="vector"), "modulation"),
-    (dict(dropout=1.0), "dropout"), (dict(dropout=-0.1), "dropout"),
-    (dict(recurrent_dropout="0.1"), "recurrent_dropout"), (dict(seed=-1), "seed"),
-    (dict(seed=1.5), "seed"),
-])
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [
+        (dict(units=0), "units"),
+        (dict(units=2.5), "units"),
+        (dict(plasticity="oja"), "plasticity"),
+        (dict(alpha="diag"), "alpha"),
+        (dict(clip=0), "clip"),
+        (dict(clip=-1.0), "clip"),
+        (dict(clip="1"), "clip"),
+        (dict(clip_mode="tanh"), "clip_mode"),
+        (dict(modulation="vector"), "modulation"),
+        (dict(dropout=1.0), "dropout"),
+        (dict(dropout=-0.1), "dropout"),
+        (dict(recurrent_dropout="0.1"), "recurrent_dropout"),
+        (dict(seed=-1), "seed"),
+        (dict(seed=1.5), "seed"),
+    ],
+)
 def test_bad_arguments_raise(cls, kwargs, name):
     kwargs = {"units": 4, **kwargs}
     with pytest.raises(ValueError, match=f"`{name}`"):

@@ -30,8 +30,9 @@ def train_weights(optimizer, steps=12):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(steps * 8, 6)).astype("float32")
     y = (x @ rng.normal(size=(6, 2)) + 0.1 * rng.normal(size=(steps * 8, 2))).astype("float32")
-    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, activation="tanh"),
-                              keras.layers.Dense(2)])
+    model = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(5, activation="tanh"), keras.layers.Dense(2)]
+    )
     model.set_weights([rng.normal(0, 0.5, w.shape).astype("float32") for w in model.get_weights()])
     model.compile(optimizer=optimizer, loss="mse")
     model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
@@ -46,6 +47,7 @@ def _suite(**changes):
 
 # -- the agent of fixed values -------------------------------------------------
 
+
 @pytest.mark.parametrize("base", ["adam", "sgd"])
 def test_a_static_agent_trains_as_keras_optimizer_with_its_values(tmp_path, base):
     from keras_neuromod.evolution.static import FixedHyperparameters
@@ -58,7 +60,9 @@ def test_a_static_agent_trains_as_keras_optimizer_with_its_values(tmp_path, base
     assert loaded.ranges == candidate.ranges and loaded.genome.n_regulatory == 0
     assert loaded.provenance["algorithm"] == "static"
     nm = (NmAdam if base == "adam" else NmSGD)(agent=path)
-    reference = (keras.optimizers.Adam if base == "adam" else keras.optimizers.SGD)(**candidate.values)
+    reference = (keras.optimizers.Adam if base == "adam" else keras.optimizers.SGD)(
+        **candidate.values
+    )
     got, expected = train_weights(nm), train_weights(reference)
     assert int(nm.iterations) == 12
     for a, b in zip(got, expected):
@@ -98,8 +102,13 @@ def test_positions_map_onto_the_ranges_as_the_agrn_outputs_do(base):
 def test_static_agents_train_as_keras_and_score_as_their_agents_under_jax(tmp_path):
     """In a JAX process: Keras's optimizer again; the search's fitness is its agent's fitness."""
     environment = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run([sys.executable, os.path.join(HERE, "static_jax.py"), str(tmp_path)],
-                          env=environment, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, os.path.join(HERE, "static_jax.py"), str(tmp_path)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["backend"] == "jax"
@@ -110,6 +119,7 @@ def test_static_agents_train_as_keras_and_score_as_their_agents_under_jax(tmp_pa
 
 
 # -- the search, with a recording backend -----------------------------------------
+
 
 class Recorder:
     """A backend that records the jobs and scores them with a cheap, deterministic function."""
@@ -129,8 +139,11 @@ class Recorder:
             entry, seed = job["genome"], job["seed"]
             if "hyperparameters" in entry:
                 values = FixedHyperparameters.from_dict(entry).values
-                scores.append(-(np.log10(values["learning_rate"]) + 2.5) ** 2
-                              - (values["beta_1"] - 0.8) ** 2 + 1e-3 * (seed % 7))
+                scores.append(
+                    -((np.log10(values["learning_rate"]) + 2.5) ** 2)
+                    - (values["beta_1"] - 0.8) ** 2
+                    + 1e-3 * (seed % 7)
+                )
             else:
                 scores.append(float(np.mean(entry["identifiers"])))
         return scores
@@ -151,14 +164,21 @@ def recorded(monkeypatch):
 def _search(**options):
     from keras_neuromod.evolution import evolve
 
-    defaults = dict(task=_suite(), population=6, generations=3, seed=7, progress=False,
-                    verbose=False, algorithm="static")
+    defaults = dict(
+        task=_suite(),
+        population=6,
+        generations=3,
+        seed=7,
+        progress=False,
+        verbose=False,
+        algorithm="static",
+    )
     return evolve(**{**defaults, **options})
 
 
 def _seeds(recorder, population):
     seeds = [job["seed"] for job in recorder.jobs]
-    assert all(len(set(seeds[i:i + population])) == 1 for i in range(0, len(seeds), population))
+    assert all(len(set(seeds[i : i + population])) == 1 for i in range(0, len(seeds), population))
     return seeds[::population]
 
 
@@ -197,23 +217,38 @@ def test_same_seed_same_search_and_resumed_equals_uninterrupted(recorded, tmp_pa
         for record in checkpoint["logbook"]:
             record.pop("seconds")
     assert checkpoints[0] == checkpoints[1]
-    assert checkpoints[0]["settings"]["algorithm"] == "static" and checkpoints[0]["population"] == []
-    assert [ind.genome for ind in resumed.hall_of_fame] == [ind.genome for ind in first.hall_of_fame]
+    assert (
+        checkpoints[0]["settings"]["algorithm"] == "static" and checkpoints[0]["population"] == []
+    )
+    assert [ind.genome for ind in resumed.hall_of_fame] == [
+        ind.genome for ind in first.hall_of_fame
+    ]
     assert resumed.best.genome == first.best.genome
 
 
-@pytest.mark.parametrize("change, match", [
-    (lambda c: c.pop("search"), "lacks the field 'search'"),
-    (lambda c: c["search"].update(C=[[1.0, 0.0], [0.0, 1.0]]), "'search'.*'C'.*shaped \\[4, 4\\]"),
-    (lambda c: c["search"].update(sigma=-0.1), "'sigma' must be positive"),
-    (lambda c: c["search"].update(centroid="nan"), "'centroid'"),
-    (lambda c: c["search"]["pc"].__setitem__(0, "inf"), "'pc' must be finite"),
-    (lambda c: c["search"].pop("rng_state"), "missing field"),
-    (lambda c: c["hall_of_fame"][0]["genome"]["hyperparameters"].pop("beta_2"), "hall_of_fame\\[0\\]"),
-    (lambda c: c["best"]["genome"].update(base="sgd"), "'best.genome'"),
-    (lambda c: c["population"].append({}), "'population' must have 0 items"),
-])
-def test_a_malformed_static_checkpoint_is_refused_naming_the_field(recorded, tmp_path, change, match):
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda c: c.pop("search"), "lacks the field 'search'"),
+        (
+            lambda c: c["search"].update(C=[[1.0, 0.0], [0.0, 1.0]]),
+            "'search'.*'C'.*shaped \\[4, 4\\]",
+        ),
+        (lambda c: c["search"].update(sigma=-0.1), "'sigma' must be positive"),
+        (lambda c: c["search"].update(centroid="nan"), "'centroid'"),
+        (lambda c: c["search"]["pc"].__setitem__(0, "inf"), "'pc' must be finite"),
+        (lambda c: c["search"].pop("rng_state"), "missing field"),
+        (
+            lambda c: c["hall_of_fame"][0]["genome"]["hyperparameters"].pop("beta_2"),
+            "hall_of_fame\\[0\\]",
+        ),
+        (lambda c: c["best"]["genome"].update(base="sgd"), "'best.genome'"),
+        (lambda c: c["population"].append({}), "'population' must have 0 items"),
+    ],
+)
+def test_a_malformed_static_checkpoint_is_refused_naming_the_field(
+    recorded, tmp_path, change, match
+):
     _search(out=str(tmp_path), generations=2)
     path = tmp_path / "checkpoint.json"
     checkpoint = json.load(open(path))
@@ -244,6 +279,7 @@ def test_static_search_needs_a_suite_and_a_population_of_two():
 
 # -- real trainings --------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_static_search_trains_in_a_jax_worker_deterministically_and_resumes(tmp_path):
     options = dict(population=3, workers=1)
@@ -260,13 +296,29 @@ def test_static_search_trains_in_a_jax_worker_deterministically_and_resumes(tmp_
 @pytest.mark.slow
 def test_evolve_example_writes_the_static_agent_chosen_on_the_validation_draw(tmp_path, capsys):
     from examples_loader import load_example
-
     from keras_neuromod.evolution import score_on_validation
 
     example = load_example("evolve")
-    argv = ["--suite", "--algorithm", "static", "--population", "3", "--generations", "2",
-            "--instances", "1", "--tasks", "breast_cancer", "--validation-draws", "1",
-            "--workers", "1", "--no-progress", "--out", str(tmp_path)]
+    argv = [
+        "--suite",
+        "--algorithm",
+        "static",
+        "--population",
+        "3",
+        "--generations",
+        "2",
+        "--instances",
+        "1",
+        "--tasks",
+        "breast_cancer",
+        "--validation-draws",
+        "1",
+        "--workers",
+        "1",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     example.main(argv)
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     agent = zoo.load(summary["agent"])
@@ -280,7 +332,9 @@ def test_evolve_example_writes_the_static_agent_chosen_on_the_validation_draw(tm
 
     chosen = FixedHyperparameters("adam", {name: lo for name, (lo, _) in agent.ranges.items()})
     again = score_on_validation([chosen], _suite(max_regulatory=32), draws=1, workers=1)
-    assert round(float(again.mean()), 4) == record["selection"]["score"] == summary["validation_score"]
+    assert (
+        round(float(again.mean()), 4) == record["selection"]["score"] == summary["validation_score"]
+    )
     with pytest.raises(SystemExit) as exit_info:
         example.parse_args(["--algorithm", "static"])  # a control of the suite only
     assert exit_info.value.code == 2

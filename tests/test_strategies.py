@@ -58,8 +58,15 @@ def test_centered_ranks_values():
 def test_flat_fitness_takes_a_random_step():
     # On a plateau every mirrored pair ties; its -eps twin wins by position, so the
     # step is along -sum(eps), a new random direction every generation.
-    es = EvolutionStrategy(lambda g, rng: np.full(len(g), -1.0), np.zeros(5), population=8,
-                           sigma=0.1, learning_rate=1.0, momentum=0.0, seed=3)
+    es = EvolutionStrategy(
+        lambda g, rng: np.full(len(g), -1.0),
+        np.zeros(5),
+        population=8,
+        sigma=0.1,
+        learning_rate=1.0,
+        momentum=0.0,
+        seed=3,
+    )
     genomes, noise, _ = es.ask()
     es.tell(noise, np.full(8, -1.0))
     np.testing.assert_allclose(es.theta, -(4 / 7) * noise.sum(axis=0) / (8 * 0.1))
@@ -71,8 +78,9 @@ def test_flat_fitness_takes_a_random_step():
 
 
 def test_mirrored_sampling_and_update_by_hand():
-    es = EvolutionStrategy(sphere, np.zeros(3), population=4, sigma=0.1, learning_rate=0.5,
-                           momentum=0.9, seed=7)
+    es = EvolutionStrategy(
+        sphere, np.zeros(3), population=4, sigma=0.1, learning_rate=0.5, momentum=0.9, seed=7
+    )
     genomes, noise, _ = es.ask()
     np.testing.assert_allclose(genomes[:2] + genomes[2:], 0.0, atol=1e-7)
     np.testing.assert_allclose(genomes[:2], 0.1 * noise, rtol=1e-6)
@@ -88,8 +96,18 @@ def test_mirrored_sampling_and_update_by_hand():
 
 
 def test_adam_update_by_hand():
-    es = EvolutionStrategy(sphere, np.zeros(3), population=4, sigma=0.1, learning_rate=0.01,
-                           momentum=0.8, seed=7, update="adam", beta_2=0.99, epsilon=1e-6)
+    es = EvolutionStrategy(
+        sphere,
+        np.zeros(3),
+        population=4,
+        sigma=0.1,
+        learning_rate=0.01,
+        momentum=0.8,
+        seed=7,
+        update="adam",
+        beta_2=0.99,
+        epsilon=1e-6,
+    )
     u = np.array([-0.5, 0.5, 1 / 6, -1 / 6])  # centred ranks of the fitness below
     fitness = np.array([1.0, 4.0, 3.0, 2.0])
     m = s = theta = np.zeros(3)
@@ -104,8 +122,9 @@ def test_adam_update_by_hand():
         np.testing.assert_allclose(es.second_moment, s, rtol=1e-12)
     assert es.generation == 2
     # The first Adam step moves every parameter by about the learning rate.
-    first = EvolutionStrategy(sphere, np.zeros(3), population=4, learning_rate=0.01, seed=7,
-                              update="adam")
+    first = EvolutionStrategy(
+        sphere, np.zeros(3), population=4, learning_rate=0.01, seed=7, update="adam"
+    )
     first.tell(first.ask()[1], fitness)
     np.testing.assert_allclose(np.abs(first.theta), 0.01, rtol=1e-4)
 
@@ -118,7 +137,8 @@ def test_adam_converges_and_resumes_exactly(tmp_path):
     np.testing.assert_allclose(theta, TARGET, atol=0.1)
     path = tmp_path / "adam.json"
     EvolutionStrategy(sphere, np.zeros(TARGET.size), **settings_).run(
-        60, checkpoint_path=path, progress=False)
+        60, checkpoint_path=path, progress=False
+    )
     assert len(json.loads(path.read_text())["second_moment"]) == TARGET.size
     resumed = EvolutionStrategy(sphere, np.zeros(TARGET.size), **settings_)
     resumed.run(150, checkpoint_path=path, progress=False, resume=True)
@@ -130,8 +150,9 @@ def test_adam_converges_and_resumes_exactly(tmp_path):
 
 
 def test_converges_on_known_objective():
-    es = EvolutionStrategy(sphere, np.zeros(TARGET.size), population=32, sigma=0.05,
-                           learning_rate=0.005, seed=0)
+    es = EvolutionStrategy(
+        sphere, np.zeros(TARGET.size), population=32, sigma=0.05, learning_rate=0.005, seed=0
+    )
     theta = es.run(200, progress=False)
     assert es.logbook[0]["mean"] < -4.0
     assert es.logbook[-1]["mean"] > -0.1
@@ -141,16 +162,16 @@ def test_converges_on_known_objective():
 def test_same_seed_same_run_and_other_seed_differs():
     runs = []
     for seed in (3, 3, 4):
-        es = EvolutionStrategy(sphere, np.zeros(TARGET.size), population=8, sigma=0.1,
-                               seed=seed)
+        es = EvolutionStrategy(sphere, np.zeros(TARGET.size), population=8, sigma=0.1, seed=seed)
         runs.append(es.run(5, progress=False))
     np.testing.assert_array_equal(runs[0], runs[1])
     assert not np.array_equal(runs[0], runs[2])
 
 
 def test_resume_equals_uninterrupted(tmp_path):
-    settings_ = dict(population=8, sigma=0.1, learning_rate=0.02, momentum=0.9,
-                     weight_decay=0.001, seed=11)
+    settings_ = dict(
+        population=8, sigma=0.1, learning_rate=0.02, momentum=0.9, weight_decay=0.001, seed=11
+    )
     straight = EvolutionStrategy(sphere, np.zeros(TARGET.size), **settings_)
     straight.run(9, progress=False)
 
@@ -185,7 +206,8 @@ def test_an_existing_checkpoint_is_continued_only_when_asked(tmp_path):
     # checkpoint is then refused, never overwritten.
     path = tmp_path / "es.json"
     EvolutionStrategy(sphere, np.zeros(TARGET.size), population=4, seed=0).run(
-        2, checkpoint_path=path, progress=False)
+        2, checkpoint_path=path, progress=False
+    )
     saved = path.read_text()
     fresh = EvolutionStrategy(sphere, np.zeros(TARGET.size), population=4, seed=0)
     with pytest.raises(FileExistsError, match="resume=True"):
@@ -195,7 +217,8 @@ def test_an_existing_checkpoint_is_continued_only_when_asked(tmp_path):
     assert fresh.generation == 3
     # resume=True without a checkpoint starts afresh
     EvolutionStrategy(sphere, np.zeros(TARGET.size), population=4, seed=0).run(
-        1, checkpoint_path=tmp_path / "new.json", progress=False, resume=True)
+        1, checkpoint_path=tmp_path / "new.json", progress=False, resume=True
+    )
     assert json.loads((tmp_path / "new.json").read_text())["generation"] == 1
 
 
@@ -218,8 +241,11 @@ def test_a_checkpoint_of_the_first_format_is_refused_naming_its_format(tmp_path)
     path = tmp_path / "old.json"
     path.write_text(open(OLD_CHECKPOINT).read())
     resumed = EvolutionStrategy(sphere, np.zeros(TARGET.size), population=4, sigma=0.1, seed=1)
-    with pytest.raises(ValueError, match="format is 'keras_neuromod.EvolutionStrategy/1', "
-                                         "expected 'keras_neuromod.EvolutionStrategy/2'"):
+    with pytest.raises(
+        ValueError,
+        match="format is 'keras_neuromod.EvolutionStrategy/1', "
+        "expected 'keras_neuromod.EvolutionStrategy/2'",
+    ):
         resumed.run(5, checkpoint_path=path, progress=False, resume=True)
     assert json.loads(path.read_text())["format"] == "keras_neuromod.EvolutionStrategy/1"
 
@@ -227,7 +253,8 @@ def test_a_checkpoint_of_the_first_format_is_refused_naming_its_format(tmp_path)
 def test_checkpoint_with_other_settings_is_refused(tmp_path):
     path = tmp_path / "es.json"
     EvolutionStrategy(sphere, np.zeros(TARGET.size), population=4, seed=1).run(
-        1, checkpoint_path=path, progress=False)
+        1, checkpoint_path=path, progress=False
+    )
     other = EvolutionStrategy(sphere, np.zeros(TARGET.size), population=6, seed=1)
     with pytest.raises(ValueError, match="population"):
         other.run(2, checkpoint_path=path, progress=False, resume=True)
@@ -238,12 +265,22 @@ def test_checkpoint_with_other_settings_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs, name",
-    [({"population": 5}, "population"), ({"population": 0}, "population"),
-     ({"population": 4.0}, "population"), ({"seed": True}, "seed"), ({"seed": -1}, "seed"),
-     ({"sigma": 0.0}, "sigma"), ({"learning_rate": -1.0}, "learning_rate"),
-     ({"momentum": 1.0}, "momentum"), ({"initial": np.zeros((2, 2))}, "initial"),
-     ({"fitness_fn": 3}, "fitness_fn"), ({"weight_decay": -0.1}, "weight_decay"),
-     ({"update": "sgd"}, "update"), ({"beta_2": 1.0}, "beta_2"), ({"epsilon": 0.0}, "epsilon")],
+    [
+        ({"population": 5}, "population"),
+        ({"population": 0}, "population"),
+        ({"population": 4.0}, "population"),
+        ({"seed": True}, "seed"),
+        ({"seed": -1}, "seed"),
+        ({"sigma": 0.0}, "sigma"),
+        ({"learning_rate": -1.0}, "learning_rate"),
+        ({"momentum": 1.0}, "momentum"),
+        ({"initial": np.zeros((2, 2))}, "initial"),
+        ({"fitness_fn": 3}, "fitness_fn"),
+        ({"weight_decay": -0.1}, "weight_decay"),
+        ({"update": "sgd"}, "update"),
+        ({"beta_2": 1.0}, "beta_2"),
+        ({"epsilon": 0.0}, "epsilon"),
+    ],
 )
 def test_bad_arguments(kwargs, name):
     args = {"fitness_fn": sphere, "initial": np.zeros(3)}
@@ -311,7 +348,7 @@ def test_batched_enu_fitness_equals_loop():
     inputs = levels(np.random.default_rng(9))
     np.testing.assert_array_equal(fitness.evaluate(genomes, inputs), together)
     for i in range(4):
-        alone = keras.ops.convert_to_numpy(score(genomes[i:i + 1], inputs))
+        alone = keras.ops.convert_to_numpy(score(genomes[i : i + 1], inputs))
         np.testing.assert_allclose(together[i], alone[0], rtol=1e-5, atol=1e-7)
 
 
@@ -320,10 +357,16 @@ def test_enu_fitness_takes_the_first_of_several_outputs():
         return score(genomes, inputs), enu_outputs(genomes, inputs, MEMORY, CHANNELS)
 
     fitness = ENUFitness(score_and_outputs, levels)
-    genomes = np.random.default_rng(1).normal(
-        0, 0.5, (2, enu_num_params(1, MEMORY, CHANNELS))).astype(np.float32)
-    np.testing.assert_allclose(fitness(genomes, np.random.default_rng(2)),
-                               enu_fitness()(genomes, np.random.default_rng(2)), rtol=1e-6)
+    genomes = (
+        np.random.default_rng(1)
+        .normal(0, 0.5, (2, enu_num_params(1, MEMORY, CHANNELS)))
+        .astype(np.float32)
+    )
+    np.testing.assert_allclose(
+        fitness(genomes, np.random.default_rng(2)),
+        enu_fitness()(genomes, np.random.default_rng(2)),
+        rtol=1e-6,
+    )
     values, outputs = fitness.evaluate(genomes, levels(np.random.default_rng(2)))
     assert values.shape == (2,) and outputs.shape == (STEPS, 2, ENVS, CHANNELS)
     with pytest.raises(ValueError, match="callable"):
@@ -338,8 +381,7 @@ def test_evolves_enu_and_resumes_exactly(tmp_path):
     straight.run(40, progress=False)
     assert straight.logbook[-1]["mean"] > straight.logbook[0]["mean"] + 0.02
     path = tmp_path / "enu.json"
-    EvolutionStrategy(fitness, initial, **settings_).run(
-        15, checkpoint_path=path, progress=False)
+    EvolutionStrategy(fitness, initial, **settings_).run(15, checkpoint_path=path, progress=False)
     resumed = EvolutionStrategy(fitness, initial, **settings_)
     resumed.run(40, checkpoint_path=path, progress=False, resume=True)
     np.testing.assert_array_equal(resumed.theta, straight.theta)

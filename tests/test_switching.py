@@ -1,22 +1,23 @@
 """Weight-space task switching: transforms, layers, flat form, training, saving."""
 
+import keras
 import numpy as np
 import pytest
-import keras
-from hypothesis import given, settings
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
 from keras_neuromod.switching import FlatSwitchableMLP
 from keras_neuromod.switching import SwitchableConv2D
 from keras_neuromod.switching import SwitchableDense
-from keras_neuromod.switching import draw_modulation
-from keras_neuromod.switching import inverse_transform
-from keras_neuromod.switching import transform
 from keras_neuromod.switching import TaskInput
+from keras_neuromod.switching import draw_modulation
 from keras_neuromod.switching import fit_alternating
 from keras_neuromod.switching import get_task
+from keras_neuromod.switching import inverse_transform
 from keras_neuromod.switching import set_task
 from keras_neuromod.switching import task_layers
+from keras_neuromod.switching import transform
 
 
 def _np(x):
@@ -24,8 +25,11 @@ def _np(x):
 
 
 def _weights(layer):
-    return _np(layer.kernel), _np(layer.bias), _np(layer.modulation_matrix), _np(
-        layer.modulation_bias
+    return (
+        _np(layer.kernel),
+        _np(layer.bias),
+        _np(layer.modulation_matrix),
+        _np(layer.modulation_bias),
     )
 
 
@@ -175,8 +179,13 @@ def test_gradients_reach_the_underlying_weights(task):
 
 def test_flat_form_matches_an_ordinary_mlp_with_transformed_weights():
     inputs = keras.Input((2,))
-    flat = FlatSwitchableMLP([4, 1], activation="relu", output_activation="sigmoid",
-                             modulation_seed=3, bias_modulation_scale=0.5)
+    flat = FlatSwitchableMLP(
+        [4, 1],
+        activation="relu",
+        output_activation="sigmoid",
+        modulation_seed=3,
+        bias_modulation_scale=0.5,
+    )
     model = keras.Model(inputs, flat(inputs))
     assert flat.kernel.shape == (2 * 4 + 4 * 1,)
     assert flat.modulation_matrix.shape == (12, 12)
@@ -190,8 +199,9 @@ def test_flat_form_matches_an_ordinary_mlp_with_transformed_weights():
 
     x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], "float32")
     np.testing.assert_allclose(_np(model(x)), mlp(x, w1, b1), atol=1e-5)
-    plain = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, "relu"),
-                              keras.layers.Dense(1, "sigmoid")])
+    plain = keras.Sequential(
+        [keras.Input((2,)), keras.layers.Dense(4, "relu"), keras.layers.Dense(1, "sigmoid")]
+    )
     plain.set_weights([w1[:8].reshape(2, 4), b1[:4], w1[8:].reshape(4, 1), b1[4:]])
     np.testing.assert_allclose(_np(model(x)), _np(plain(x)), atol=1e-5)
     set_task(model, 0)
@@ -229,10 +239,15 @@ def test_task_input_appends_the_one_hot_task():
 
 def _gate_model(seed=0):
     inputs = keras.Input((2,))
-    hidden = SwitchableDense(8, "tanh", modulation_seed=seed,
-                             kernel_initializer=keras.initializers.GlorotUniform(seed))
-    out = SwitchableDense(1, "sigmoid", modulation_seed=seed + 1,
-                          kernel_initializer=keras.initializers.GlorotUniform(seed + 1))
+    hidden = SwitchableDense(
+        8, "tanh", modulation_seed=seed, kernel_initializer=keras.initializers.GlorotUniform(seed)
+    )
+    out = SwitchableDense(
+        1,
+        "sigmoid",
+        modulation_seed=seed + 1,
+        kernel_initializer=keras.initializers.GlorotUniform(seed + 1),
+    )
     return keras.Model(inputs, out(hidden(inputs)))
 
 
@@ -262,9 +277,16 @@ def test_fit_alternating_switches_tasks_and_learns_both_gates():
             seen.append((epoch, get_task(self.model)))
 
     history = fit_alternating(
-        model, [{"x": x, "y": y_and, "name": "and", "eval_data": (x[:4], y_and[:4])},
-                {"x": x, "y": y_or, "name": "or", "eval_data": (x[:4], y_or[:4])}],
-        period=1, cycles=8, batch_size=4, shuffle=False, callbacks=[Record()],
+        model,
+        [
+            {"x": x, "y": y_and, "name": "and", "eval_data": (x[:4], y_and[:4])},
+            {"x": x, "y": y_or, "name": "or", "eval_data": (x[:4], y_or[:4])},
+        ],
+        period=1,
+        cycles=8,
+        batch_size=4,
+        shuffle=False,
+        callbacks=[Record()],
     )
     # Algorithm 1's schedule: task A in state 0, task B in state 1, in turn,
     # with the epochs counted across the fits.
@@ -330,9 +352,11 @@ def test_set_task_errors():
 
 
 def test_config_round_trip_keeps_the_transform():
-    for layer in (SwitchableDense(3, modulation="orthogonal", bias_modulation_scale=0.3),
-                  SwitchableConv2D(3, 2, modulation="gaussian", modulation_scale=2.0),
-                  FlatSwitchableMLP([3, 2], modulation_seed=8)):
+    for layer in (
+        SwitchableDense(3, modulation="orthogonal", bias_modulation_scale=0.3),
+        SwitchableConv2D(3, 2, modulation="gaussian", modulation_scale=2.0),
+        FlatSwitchableMLP([3, 2], modulation_seed=8),
+    ):
         shape = (None, 5, 5, 2) if isinstance(layer, SwitchableConv2D) else (None, 4)
         layer.build(shape)
         config = layer.get_config()
@@ -396,9 +420,11 @@ def test_model_saved_under_the_earlier_module_paths_loads(tmp_path):
     x = np.random.default_rng(6).random((3, 4)).astype("float32")
     path, old = tmp_path / "new.keras", tmp_path / "old.keras"
     model.save(path)
-    earlier = {"TaskInput": "keras_neuromod.switching",
-               "FlatSwitchableMLP": "keras_neuromod.switching",
-               "SwitchableDense": "keras_neuromod.layers.switching"}
+    earlier = {
+        "TaskInput": "keras_neuromod.switching",
+        "FlatSwitchableMLP": "keras_neuromod.switching",
+        "SwitchableDense": "keras_neuromod.layers.switching",
+    }
     with zipfile.ZipFile(path) as source, zipfile.ZipFile(old, "w") as target:
         for item in source.infolist():
             data = source.read(item.filename)
@@ -416,12 +442,18 @@ def test_model_saved_under_the_earlier_module_paths_loads(tmp_path):
 
 
 def test_flat_form_takes_regularizers_like_the_per_layer_form():
-    flat = FlatSwitchableMLP([3, 1], kernel_regularizer=keras.regularizers.L2(0.1),
-                             bias_regularizer=keras.regularizers.L1(0.5))
+    flat = FlatSwitchableMLP(
+        [3, 1],
+        kernel_regularizer=keras.regularizers.L2(0.1),
+        bias_regularizer=keras.regularizers.L1(0.5),
+    )
     flat.build((None, 2))
     flat.bias.assign(np.arange(4, dtype="float32") - 1.5)
     w, b = _np(flat.kernel).astype("float64"), _np(flat.bias).astype("float64")
-    np.testing.assert_allclose(sum(float(_np(loss)) for loss in flat.losses),
-                               0.1 * np.sum(w**2) + 0.5 * np.sum(np.abs(b)), rtol=1e-5)
+    np.testing.assert_allclose(
+        sum(float(_np(loss)) for loss in flat.losses),
+        0.1 * np.sum(w**2) + 0.5 * np.sum(np.abs(b)),
+        rtol=1e-5,
+    )
     clone = FlatSwitchableMLP.from_config(flat.get_config())
     assert clone.get_config() == flat.get_config()

@@ -40,10 +40,13 @@ EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 def always_failing_fitness(genome, architecture, seed):
     """Fails as a JAX shape error does: the message, then JAX's note on filtered frames."""
-    error = TypeError("dot_general requires contracting dimensions to have the same shape, "
-                      "got (8,) and (10,).")
-    error.add_note("--------------------\nFor simplicity, JAX has removed its internal frames "
-                   "from the traceback of the following exception.")
+    error = TypeError(
+        "dot_general requires contracting dimensions to have the same shape, got (8,) and (10,)."
+    )
+    error.add_note(
+        "--------------------\nFor simplicity, JAX has removed its internal frames "
+        "from the traceback of the following exception."
+    )
     raise error
 
 
@@ -79,8 +82,17 @@ def _register_local_task(name, bad=None):
         return keras.Model(inputs, keras.layers.Dense(1)(inputs))
 
     tasks.register_model(f"{name}_model", one_unit, overwrite=True)
-    tasks.register(tasks.Task(name, "regression", _regression_data(bad), (f"{name}_model",),
-                              "mean_squared_error", epochs=1), overwrite=True)
+    tasks.register(
+        tasks.Task(
+            name,
+            "regression",
+            _regression_data(bad),
+            (f"{name}_model",),
+            "mean_squared_error",
+            epochs=1,
+        ),
+        overwrite=True,
+    )
     return SuiteTask(tasks=(name,), instances=1)
 
 
@@ -93,10 +105,13 @@ def test_tasks_registered_here_train_in_the_workers(tmp_path):
     assert len(set(scores)) > 1
 
 
-@pytest.mark.parametrize("bad, error", [
-    ("nan", r"NaN or infinite value\(s\) in x_train"),
-    ("shape", r"TypeError: cannot reshape array of shape \(32, 2\)"),
-])
+@pytest.mark.parametrize(
+    "bad, error",
+    [
+        ("nan", r"NaN or infinite value\(s\) in x_train"),
+        ("shape", r"TypeError: cannot reshape array of shape \(32, 2\)"),
+    ],
+)
 def test_a_broken_task_stops_the_run_with_its_error_and_writes_nothing(tmp_path, bad, error):
     suite = _register_local_task(f"broken_{bad}", bad)
     out = tmp_path / "run"
@@ -114,10 +129,20 @@ def test_every_individual_failing_stops_the_run_with_the_error_not_jax_note(tmp_
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with pytest.raises(TaskError, match="every evaluation failed") as raised:
-                evolve(population=3, generations=2, models=("mlp",), backend=backend, workers=workers,
-                       fitness=always_failing_fitness, out=str(out), **QUIET)
+                evolve(
+                    population=3,
+                    generations=2,
+                    models=("mlp",),
+                    backend=backend,
+                    workers=workers,
+                    fitness=always_failing_fitness,
+                    out=str(out),
+                    **QUIET,
+                )
         assert "TypeError: dot_general requires contracting dimensions" in str(raised.value)
-        reasons = [str(w.message) for w in caught if "Evaluating an individual failed" in str(w.message)]
+        reasons = [
+            str(w.message) for w in caught if "Evaluating an individual failed" in str(w.message)
+        ]
         assert reasons and all("(TypeError: dot_general requires" in r for r in reasons)
         assert not (out / "checkpoint.json").exists()
 
@@ -125,8 +150,15 @@ def test_every_individual_failing_stops_the_run_with_the_error_not_jax_note(tmp_
 def test_individual_failures_alone_do_not_stop_the_run():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = evolve(population=8, generations=2, models=("mlp",), backend="serial", seed=1,
-                        fitness=sometimes_failing_fitness, **QUIET)
+        result = evolve(
+            population=8,
+            generations=2,
+            models=("mlp",),
+            backend="serial",
+            seed=1,
+            fitness=sometimes_failing_fitness,
+            **QUIET,
+        )
     assert result.generations == 2
     scores = [s for record in result.logbook for s in (record["min"], record["max"])]
     assert 0.0 in scores and 1.0 in scores
@@ -168,7 +200,8 @@ def test_a_missing_dependency_in_the_workers_stops_the_run(tmp_path, monkeypatch
 
 def test_a_script_without_a_main_guard_stops_with_a_message_that_says_so(tmp_path):
     script = tmp_path / "unguarded.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         from keras_neuromod.evolution import evolve
 
         def fitness(genome, architecture, seed):
@@ -177,9 +210,11 @@ def test_a_script_without_a_main_guard_stops_with_a_message_that_says_so(tmp_pat
         evolve(population=2, generations=1, models=("mlp",), backend="process", workers=1,
                fitness=fitness, progress=False, verbose=False, out={str(tmp_path / "run")!r})
         print("an agent was evolved")
-    """))
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=600, cwd=tmp_path)
+    """)
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
     assert done.returncode != 0
     assert "an agent was evolved" not in done.stdout
     assert "TaskError" in done.stderr and 'if __name__ == "__main__":' in done.stderr
@@ -204,8 +239,16 @@ def test_on_ray_tasks_registered_here_train_and_a_task_error_stops_the_map():
                 backend.map([{"genome": {}, "architecture": "A", "seed": 0}] * 2)
         finally:
             backend.close()
-        result = evolve(suite, population=3, generations=1, backend="ray", vectorized=True,
-                        workers=1, seed=0, **QUIET)
+        result = evolve(
+            suite,
+            population=3,
+            generations=1,
+            backend="ray",
+            vectorized=True,
+            workers=1,
+            seed=0,
+            **QUIET,
+        )
         scores = [ind.fitness.values[0] for ind in result.hall_of_fame]
         assert all(np.isfinite(scores)) and max(scores) > suite.worst_fitness
     finally:
@@ -219,12 +262,30 @@ def test_the_evolve_example_exits_non_zero_and_writes_no_agent_on_a_task_error(t
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('no scikit-learn here')\n")
     out = tmp_path / "run"
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]))
+    environment = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]),
+    )
     done = subprocess.run(
-        [sys.executable, os.path.join(EXAMPLES, "evolve.py"), "--quick", "--backend", "process",
-         "--workers", "1", "--generations", "1", "--no-progress", "--out", str(out)],
-        capture_output=True, text=True, timeout=600, env=environment)
+        [
+            sys.executable,
+            os.path.join(EXAMPLES, "evolve.py"),
+            "--quick",
+            "--backend",
+            "process",
+            "--workers",
+            "1",
+            "--generations",
+            "1",
+            "--no-progress",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=environment,
+    )
     assert done.returncode != 0
     assert "TaskError" in done.stderr and "pip install scikit-learn" in done.stderr
     assert not (out / "best_agent.json").exists() and not (out / "checkpoint.json").exists()
@@ -240,16 +301,26 @@ def test_a_fitness_a_backend_cannot_train_is_refused_with_one_message_everywhere
     from keras_neuromod.evolution.parallel import make_backend
 
     suite = SuiteTask(instances=1)
-    chunk = {"genomes": [], "architecture": "mlp", "seed": 0, "vmap": None, "scan": None, "width": 16}
+    chunk = {
+        "genomes": [],
+        "architecture": "mlp",
+        "seed": 0,
+        "vmap": None,
+        "scan": None,
+        "width": 16,
+    }
     refusals = {
         "A SuiteTask trains vectorized: use backend='vectorized'": [
-            lambda: make_backend("process", suite), lambda: make_backend("serial", suite),
+            lambda: make_backend("process", suite),
+            lambda: make_backend("serial", suite),
             lambda: evaluate_job(suite, {"genome": {}, "architecture": "suite", "seed": 0}),
-            lambda: check_trainable(suite, vectorized=False)],
+            lambda: check_trainable(suite, vectorized=False),
+        ],
         "Vectorized evaluation trains a FitnessTask or a SuiteTask; a fitness function": [
             lambda: make_backend("vectorized", _toy_fitness),
             lambda: evaluate_job(_toy_fitness, chunk),
-            lambda: check_trainable(_toy_fitness, vectorized=True)],
+            lambda: check_trainable(_toy_fitness, vectorized=True),
+        ],
     }
     for message, calls in refusals.items():
         for call in calls:

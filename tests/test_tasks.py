@@ -21,8 +21,17 @@ from keras_neuromod import tasks
 HERE = os.path.dirname(os.path.abspath(__file__))
 CIFAR = "cifar10_conv"
 OFFLINE = [name for name in tasks.names() if name != CIFAR]
-BUNDLED = {"digits_mlp", "digits_conv", "wine", "breast_cancer", "diabetes",
-           "digits_autoencoder", "co2_forecast", "sunspots_forecast", "elnino_forecast"}
+BUNDLED = {
+    "digits_mlp",
+    "digits_conv",
+    "wine",
+    "breast_cancer",
+    "diabetes",
+    "digits_autoencoder",
+    "co2_forecast",
+    "sunspots_forecast",
+    "elnino_forecast",
+}
 PAIRS = [(name, model) for name in OFFLINE for model in tasks.get(name).models]
 RECURRENT = {"simple_rnn", "lstm", "gru"}
 
@@ -57,8 +66,14 @@ def test_every_task_loads_deterministically_with_the_documented_types(name):
         assert num_classes >= 2 and y_train.dtype == np.int32 and y_train.ndim == 1
         assert set(np.unique(y_train)) == set(range(num_classes))
         assert y_test.min() >= 0 and y_test.max() < num_classes
-    family_rank = {"images": 3, "tabular": 1, "signals": 2, "sequences": 2, "regression": 1,
-                   "forecasting": 2}
+    family_rank = {
+        "images": 3,
+        "tabular": 1,
+        "signals": 2,
+        "sequences": 2,
+        "regression": 1,
+        "forecasting": 2,
+    }
     tokens = task.models == ("transformer",)  # [n, time] token ids
     assert x_train.ndim - 1 == family_rank[task.family] - tokens
     if task.family in ("signals", "forecasting"):
@@ -93,7 +108,9 @@ def test_validation_is_carved_from_the_training_data(name):
     if num_classes:
         assert splits.output_dim == num_classes
         # stratified: every class in the validation part, in about its share
-        val_share = np.bincount(yv, minlength=num_classes) / np.bincount(y_train, minlength=num_classes)
+        val_share = np.bincount(yv, minlength=num_classes) / np.bincount(
+            y_train, minlength=num_classes
+        )
         assert np.all(np.bincount(yv, minlength=num_classes) > 0)
         assert np.all(np.abs(val_share - task.validation_fraction) < 0.06)
 
@@ -151,11 +168,13 @@ def test_every_model_builds_seeded_and_outputs_logits(name, model):
             bias = keras.ops.convert_to_numpy(layer.bias)
             if isinstance(layer, keras.layers.LSTMCell):  # Keras's unit forget bias
                 units = layer.units
-                np.testing.assert_array_equal(bias[units:2 * units], 1.0)
-                bias = np.concatenate([bias[:units], bias[2 * units:]])
+                np.testing.assert_array_equal(bias[units : 2 * units], 1.0)
+                bias = np.concatenate([bias[:units], bias[2 * units :]])
             assert not np.any(bias)
     assert kernels == sum(w.name == "kernel" for w in net.weights) >= 1
-    assert recurrent == sum(w.name == "recurrent_kernel" for w in net.weights) == (model in RECURRENT)
+    assert (
+        recurrent == sum(w.name == "recurrent_kernel" for w in net.weights) == (model in RECURRENT)
+    )
     out = keras.ops.convert_to_numpy(net(splits.test[0][:8]))
     assert out.shape == (8, splits.output_dim) and np.all(np.isfinite(out))
     if splits.num_classes:
@@ -167,7 +186,9 @@ def test_seeded_recurrent_weights_are_the_numpy_draws():
     net = tasks.get("sequence_majority").build_model("lstm", seed=3)
     layer_seeds = np.random.default_rng(3).integers(0, 2**31 - 1, size=64).tolist()
     cell = net.get_layer("lstm").cell
-    kernel, recurrent = (keras.ops.convert_to_numpy(w) for w in (cell.kernel, cell.recurrent_kernel))
+    kernel, recurrent = (
+        keras.ops.convert_to_numpy(w) for w in (cell.kernel, cell.recurrent_kernel)
+    )
     features, units = kernel.shape[0], 32
     limit = np.sqrt(6.0 / (features + 4 * units))
     expected = np.random.default_rng(layer_seeds[0]).uniform(-limit, limit, (features, 4 * units))
@@ -217,8 +238,9 @@ def test_seeded_orthogonal_config_round_trip_and_errors(tmp_path):
     assert initializer.get_config() == {"seed": 11, "gain": 0.5}
     again = keras.initializers.deserialize(keras.initializers.serialize(initializer))
     assert isinstance(again, models.SeededOrthogonal) and (again.seed, again.gain) == (11, 0.5)
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(again((6, 6))),
-                                  keras.ops.convert_to_numpy(initializer((6, 6))))
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(again((6, 6))), keras.ops.convert_to_numpy(initializer((6, 6)))
+    )
     net = tasks.get("sequence_majority").build_model("gru", seed=2)
     net.save(tmp_path / "gru.keras")
     loaded = keras.saving.load_model(tmp_path / "gru.keras")
@@ -254,7 +276,10 @@ def test_seeded_models_have_the_same_weights_under_the_other_backend(tmp_path):
     environment = dict(os.environ, KERAS_BACKEND=other, TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run(
         [sys.executable, "-c", _OTHER_BACKEND_SCRIPT, json.dumps(PAIRS), str(out)],
-        env=environment, capture_output=True, text=True, timeout=600,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == other
@@ -262,8 +287,9 @@ def test_seeded_models_have_the_same_weights_under_the_other_backend(tmp_path):
         for name, model in PAIRS:
             ours = tasks.get(name).build_model(model, seed=5).get_weights()
             for i, w in enumerate(ours):
-                np.testing.assert_array_equal(theirs[f"{name}/{model}/{i}"], w,
-                                              err_msg=f"{name}/{model} weight {i}")
+                np.testing.assert_array_equal(
+                    theirs[f"{name}/{model}/{i}"], w, err_msg=f"{name}/{model} weight {i}"
+                )
 
 
 def test_held_out_tasks_cover_four_families_a_recurrent_model_and_a_regression_loss():
@@ -282,8 +308,9 @@ def test_held_out_tasks_cover_four_families_a_recurrent_model_and_a_regression_l
 
 def test_cifar_task_is_listed_but_raises_when_not_prepared(tmp_path, monkeypatch):
     original = datasets.cifar10
-    monkeypatch.setattr(datasets, "cifar10",
-                        lambda **kwargs: original(**dict(kwargs, data_dir=str(tmp_path))))
+    monkeypatch.setattr(
+        datasets, "cifar10", lambda **kwargs: original(**dict(kwargs, data_dir=str(tmp_path)))
+    )
     task = tasks.get(CIFAR)
     assert task.held_out and task.models == ("conv2d",)
     with pytest.raises(datasets.DatasetUnavailableError, match="download_and_prepare"):
@@ -291,8 +318,14 @@ def test_cifar_task_is_listed_but_raises_when_not_prepared(tmp_path, monkeypatch
 
 
 def _task(**changes):
-    fields = dict(name="user_task", family="tabular", data=_user_data, models=("mlp",),
-                  loss="sparse_categorical_crossentropy", epochs=1)
+    fields = dict(
+        name="user_task",
+        family="tabular",
+        data=_user_data,
+        models=("mlp",),
+        loss="sparse_categorical_crossentropy",
+        epochs=1,
+    )
     fields.update(changes)
     return tasks.Task(**fields)
 
@@ -369,8 +402,11 @@ def test_a_builder_that_returns_no_model_fails_clearly_at_build_model(clean_regi
 
 def test_user_task_and_model_end_to_end(clean_registry):
     def tiny(input_shape, output_dim, seed):
-        init = (models.SeededGlorotUniform(seed) if seed is not None
-                else keras.initializers.GlorotUniform())
+        init = (
+            models.SeededGlorotUniform(seed)
+            if seed is not None
+            else keras.initializers.GlorotUniform()
+        )
         inputs = keras.Input(shape=input_shape)
         outputs = keras.layers.Dense(output_dim, kernel_initializer=init, name="output")(inputs)
         return keras.Model(inputs, outputs, name="tiny")
@@ -382,18 +418,30 @@ def test_user_task_and_model_end_to_end(clean_registry):
     assert len(splits.val[1]) == 30 and set(np.unique(splits.val[1])) == {0, 1}
     model = task.build_model("tiny", seed=1)
     task.compile(model, keras.optimizers.Adam(0.05))
-    history = model.fit(*splits.train, validation_data=splits.val, epochs=task.epochs,
-                        batch_size=task.batch_size, verbose=0)
+    history = model.fit(
+        *splits.train,
+        validation_data=splits.val,
+        epochs=task.epochs,
+        batch_size=task.batch_size,
+        verbose=0,
+    )
     assert set(history.history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert np.isfinite(history.history["loss"][-1])
     # re-registering under the same name needs overwrite, and drops the cached splits
     with pytest.raises(ValueError, match="already registered"):
         tasks.register(_task())
     regression = tasks.register(
-        _task(loss="mean_squared_error", family="regression",
-              data=lambda seed: ((np.ones((40, 2), "float32"), np.zeros((40, 2), "float32")),
-                                 (np.ones((10, 2), "float32"), np.zeros((10, 2), "float32")), 0)),
-        overwrite=True)
+        _task(
+            loss="mean_squared_error",
+            family="regression",
+            data=lambda seed: (
+                (np.ones((40, 2), "float32"), np.zeros((40, 2), "float32")),
+                (np.ones((10, 2), "float32"), np.zeros((10, 2), "float32")),
+                0,
+            ),
+        ),
+        overwrite=True,
+    )
     assert tasks.get("user_task") is regression
     assert regression.splits(3).num_classes == 0 and regression.splits(3).output_dim == 2
     model = regression.build_model("mlp", seed=0)
@@ -409,8 +457,14 @@ def test_every_task_fits_one_epoch_with_adam(name):
     model = task.build_model(task.models[0], seed=0)
     task.compile(model, keras.optimizers.Adam())
     (x, y), (xv, yv) = splits.train, splits.val
-    history = model.fit(x[:256], y[:256], validation_data=(xv[:64], yv[:64]), epochs=1,
-                        batch_size=task.batch_size, verbose=0)
+    history = model.fit(
+        x[:256],
+        y[:256],
+        validation_data=(xv[:64], yv[:64]),
+        epochs=1,
+        batch_size=task.batch_size,
+        verbose=0,
+    )
     assert np.isfinite(history.history["loss"][0])
     assert np.isfinite(history.history[f"val_{task.metric}"][0])
 
@@ -449,8 +503,12 @@ def test_data_order_is_one_permutation_of_the_training_split_per_epoch(name):
 def test_data_with_nan_or_inf_are_refused_where_the_task_is_built(where):
     def data(seed):
         rng = np.random.default_rng(seed)
-        arrays = {"x_train": rng.normal(size=(20, 3)), "y_train": rng.normal(size=(20, 1)),
-                  "x_test": rng.normal(size=(8, 3)), "y_test": rng.normal(size=(8, 1))}
+        arrays = {
+            "x_train": rng.normal(size=(20, 3)),
+            "y_train": rng.normal(size=(20, 1)),
+            "x_test": rng.normal(size=(8, 3)),
+            "y_test": rng.normal(size=(8, 1)),
+        }
         arrays[where][1, 0] = np.nan
         arrays[where][2, 0] = np.inf
         return ((arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"]), 0)

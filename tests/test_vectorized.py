@@ -32,15 +32,27 @@ from keras_neuromod.evolution.parallel import make_backend
 from keras_neuromod.io import read_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TASK = dict(dataset="digits", base="adam", epochs=2, batch_size=32, width=0.25, train_subset=250,
-            max_regulatory=6)
+TASK = dict(
+    dataset="digits",
+    base="adam",
+    epochs=2,
+    batch_size=32,
+    width=0.25,
+    train_subset=250,
+    max_regulatory=6,
+)
 
 
 @pytest.fixture(scope="module")
 def jax_run():
     environment = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run([sys.executable, os.path.join(HERE, "vectorized_jax.py")], env=environment,
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, os.path.join(HERE, "vectorized_jax.py")],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["backend"] == "jax"
@@ -64,8 +76,9 @@ def test_every_plan_gives_the_same_fitness(jax_run, name):
     """Batched or one by one, one loop or a call per batch, any group width."""
     record = jax_run["scenarios"][name]
     for plan in record["plans"]:
-        np.testing.assert_allclose(plan["values"], record["fit"], rtol=0, atol=1e-6,
-                                   err_msg=str(plan["plan"]))
+        np.testing.assert_allclose(
+            plan["values"], record["fit"], rtol=0, atol=1e-6, err_msg=str(plan["plan"])
+        )
 
 
 def test_dense_models_are_batched_and_convolutional_ones_stepped_on_cpu(jax_run):
@@ -91,8 +104,16 @@ def test_a_diverging_individual_scores_worst_and_spares_its_batch(jax_run):
     np.testing.assert_allclose(alone, record["fit"], rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["diabetes/mlp", "sequence_majority/lstm", "waveforms/conv1d",
-                                  "diabetes/mlp/sensing", "sequence_majority/lstm/sensing"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "diabetes/mlp",
+        "sequence_majority/lstm",
+        "waveforms/conv1d",
+        "diabetes/mlp/sensing",
+        "sequence_majority/lstm/sensing",
+    ],
+)
 def test_training_program_gives_fit_and_evaluate_values_on_suite_tasks(jax_run, name):
     """Any model, loss, metric and input set: a regression, a recurrent and a 1-D convolutional
     task; agents of the sensing set told the horizon, as the suite tells it."""
@@ -134,8 +155,13 @@ def test_suite_task_validates_draws_from_its_seed_and_round_trips():
     assert SuiteTask.from_dict(json.loads(json.dumps(suite.to_dict()))) == suite
     assert suite.worst_fitness == -3.0 and suite.n_outputs == 8
     assert not set(SuiteTask().tasks) & set(tasks.names(held_out=True))
-    for kwargs, match in (({"tasks": ("nope",)}, "nope"), ({"instances": 0}, "instances"),
-                          ({"clip": 0}, "clip"), ({"base": "nope"}, "base"), ({"tasks": ()}, "tasks")):
+    for kwargs, match in (
+        ({"tasks": ("nope",)}, "nope"),
+        ({"instances": 0}, "instances"),
+        ({"clip": 0}, "clip"),
+        ({"base": "nope"}, "base"),
+        ({"tasks": ()}, "tasks"),
+    ):
         with pytest.raises(ValueError, match=match):
             SuiteTask(**kwargs)
     with pytest.raises(ValueError, match="trains vectorized"):
@@ -146,8 +172,16 @@ def test_evolution_over_the_suite_is_deterministic_and_resumes(tmp_path):
     from keras_neuromod.evolution import SuiteTask
 
     suite = SuiteTask(tasks=("breast_cancer", "friedman1"), instances=2, max_regulatory=8)
-    options = dict(task=suite, population=6, generations=2, backend="vectorized", workers=1, seed=5,
-                   progress=False, verbose=False)
+    options = dict(
+        task=suite,
+        population=6,
+        generations=2,
+        backend="vectorized",
+        workers=1,
+        seed=5,
+        progress=False,
+        verbose=False,
+    )
     first = evolve(out=str(tmp_path / "a"), **options)
     assert [r["architecture"] for r in first.logbook] == ["suite", "suite"]
     assert all(-3.0 <= r["min"] <= r["max"] <= 3.0 and r["std"] > 0 for r in first.logbook)
@@ -158,6 +192,7 @@ def test_evolution_over_the_suite_is_deterministic_and_resumes(tmp_path):
 
 
 # -- from a TensorFlow process -------------------------------------------------
+
 
 def _jobs(genomes, architecture, seed):
     return [{"genome": g.to_dict(), "architecture": architecture, "seed": seed} for g in genomes]
@@ -193,7 +228,8 @@ def test_chunks_cover_the_jobs_in_order_in_even_shares():
     backend.options, backend.workers = {"vmap": None, "scan": None, "width": 4}, 2
     genomes = [Genome.random(13, 8, 0, rng=i).to_dict() for i in range(11)]
     jobs = _jobs([Genome.from_dict(g) for g in genomes[:9]], "mlp", 1) + _jobs(
-        [Genome.from_dict(g) for g in genomes[9:]], "A", 2)
+        [Genome.from_dict(g) for g in genomes[9:]], "A", 2
+    )
     chunks, spans = backend.chunks(jobs)
     assert spans == [(0, 5), (5, 9), (9, 10), (10, 11)]  # even shares per worker
     assert [len(c["genomes"]) for c in chunks] == [5, 4, 1, 1]
@@ -208,9 +244,20 @@ def _records(result):
 
 
 def _evolve(**kwargs):
-    options = dict(task="digits", population=6, generations=2, epochs=2, models=("mlp",),
-                   backend="vectorized", seed=3, progress=False, verbose=False, width=0.5,
-                   train_subset=256, max_regulatory=8)
+    options = dict(
+        task="digits",
+        population=6,
+        generations=2,
+        epochs=2,
+        models=("mlp",),
+        backend="vectorized",
+        seed=3,
+        progress=False,
+        verbose=False,
+        width=0.5,
+        train_subset=256,
+        max_regulatory=8,
+    )
     options.update(kwargs)
     return evolve(**options)
 
@@ -269,11 +316,19 @@ def toy_fitness(genome, architecture, seed):
 
 @pytest.mark.parametrize(
     "call,match",
-    [(lambda: make_backend("vectorized", toy_fitness), "trains a FitnessTask"),
-     (lambda: make_backend("serial", FitnessTask(**TASK), vectorized=True), "goes with backend='ray'"),
-     (lambda: make_backend("process", FitnessTask(**TASK), vmap=True), "vectorized evaluation only"),
-     (lambda: make_backend("vectorized", FitnessTask(**TASK), width=0), "width"),
-     (lambda: VectorizedBackend(FitnessTask(**TASK), place="moon"), "place")],
+    [
+        (lambda: make_backend("vectorized", toy_fitness), "trains a FitnessTask"),
+        (
+            lambda: make_backend("serial", FitnessTask(**TASK), vectorized=True),
+            "goes with backend='ray'",
+        ),
+        (
+            lambda: make_backend("process", FitnessTask(**TASK), vmap=True),
+            "vectorized evaluation only",
+        ),
+        (lambda: make_backend("vectorized", FitnessTask(**TASK), width=0), "width"),
+        (lambda: VectorizedBackend(FitnessTask(**TASK), place="moon"), "place"),
+    ],
 )
 def test_bad_vectorized_arguments(call, match):
     with pytest.raises(ValueError, match=match):
@@ -306,6 +361,7 @@ def test_evolve_defaults_to_vectorized_for_tasks_and_process_for_functions(monke
 
 # -- the machinery shared with the ENU evolution strategy ----------------------
 
+
 @settings(max_examples=40, deadline=None)
 @given(size=st.integers(0, 23), width=st.one_of(st.none(), st.integers(1, 9)))
 def test_evaluate_population_scores_each_individual_once_whatever_the_width(size, width):
@@ -325,7 +381,9 @@ def test_evaluate_population_scores_each_individual_once_whatever_the_width(size
 
 def test_evaluate_population_gives_non_finite_scores_the_worst_fitness():
     population = (np.array([1.0, np.nan, 3.0, np.inf, -np.inf]), np.ones(5))
-    scores = evaluate_population(lambda group: group[0] * group[1], population, 2, worst_fitness=-7.0)
+    scores = evaluate_population(
+        lambda group: group[0] * group[1], population, 2, worst_fitness=-7.0
+    )
     np.testing.assert_array_equal(scores, [1.0, -7.0, 3.0, -7.0, -7.0])
 
 
@@ -349,7 +407,8 @@ def test_enu_fitness_scores_the_same_in_groups_and_gives_blown_up_offspring_the_
     genomes[5, 2] = np.inf
     whole = ENUFitness(score, environments, worst_fitness=-100.0)(genomes, np.random.default_rng(1))
     grouped = ENUFitness(score, environments, width=3, worst_fitness=-100.0)(
-        genomes, np.random.default_rng(1))
+        genomes, np.random.default_rng(1)
+    )
     environment = environments(np.random.default_rng(1))
     expected = (genomes.astype(np.float64) * environment).sum(axis=1)
     expected[5] = -100.0
@@ -359,15 +418,29 @@ def test_enu_fitness_scores_the_same_in_groups_and_gives_blown_up_offspring_the_
 
 def test_evolve_example_over_the_suite_picks_its_agent_on_a_validation_draw(tmp_path, capsys):
     from examples_loader import load_example
-
     from keras_neuromod import zoo
     from keras_neuromod.evolution import SuiteTask
     from keras_neuromod.evolution import score_on_validation
 
     example = load_example("evolve")
-    argv = ["--suite", "--population", "4", "--generations", "2", "--instances", "1",
-            "--tasks", "breast_cancer", "--validation-draws", "2", "--workers", "1",
-            "--no-progress", "--out", str(tmp_path)]
+    argv = [
+        "--suite",
+        "--population",
+        "4",
+        "--generations",
+        "2",
+        "--instances",
+        "1",
+        "--tasks",
+        "breast_cancer",
+        "--validation-draws",
+        "2",
+        "--workers",
+        "1",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     example.main(argv)
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     agent = zoo.load(summary["agent"])
@@ -378,20 +451,27 @@ def test_evolve_example_over_the_suite_picks_its_agent_on_a_validation_draw(tmp_
     assert selection["candidates"] == len(selection["scores"]) >= 2
     assert record["trainings"] == record["evaluations"] + 2 and selection["instances"] == 2
     # the same draw scores the chosen agent the same again
-    again = score_on_validation([agent.genome], SuiteTask(tasks=("breast_cancer",), instances=1),
-                                draws=2, workers=1)
+    again = score_on_validation(
+        [agent.genome], SuiteTask(tasks=("breast_cancer",), instances=1), draws=2, workers=1
+    )
     assert round(float(again.mean()), 4) == selection["score"]
     # the recorded command parses back to the same run
     replay = example.parse_args(record["command"].split()[2:] + ["--out", str(tmp_path)])
     assert (replay.task_spec, replay.population, replay.seed) == (
-        SuiteTask(tasks=("breast_cancer",), instances=1), 4, 0)
+        SuiteTask(tasks=("breast_cancer",), instances=1),
+        4,
+        0,
+    )
     # a default suite's command names its tasks, so that a grown suite reproduces it still
     default = example.reproducing_command(example.parse_args(["--suite"]), 1)
     from keras_neuromod import tasks
 
     assert f"--tasks {','.join(tasks.names(held_out=False))}" in default
-    for bad in (["--suite", "--backend", "process"], ["--instances", "3"],
-                ["--suite", "--tasks", "no_such_task"]):
+    for bad in (
+        ["--suite", "--backend", "process"],
+        ["--instances", "3"],
+        ["--suite", "--tasks", "no_such_task"],
+    ):
         with pytest.raises(SystemExit) as exit_info:
             example.parse_args(bad)
         assert exit_info.value.code == 2

@@ -2,9 +2,9 @@
 
 import json
 
+import keras
 import numpy as np
 import pytest
-import keras
 
 from keras_neuromod import Genome
 from keras_neuromod import NmAdam
@@ -15,9 +15,16 @@ from keras_neuromod import zoo
 def make_agent(name="nm_adam_test", base="adam", seed=0, ranges=None):
     genome = Genome.random(13, 8 if base == "adam" else 4, 2, rng=seed)
     return zoo.Agent(
-        name=name, base=base, genome=genome, ranges=ranges,
+        name=name,
+        base=base,
+        genome=genome,
+        ranges=ranges,
         settings={"warmup_steps": 7, "grn_steps_per_update": 2},
-        provenance={"task": "digits", "seed": seed, "command": "python examples/evolve.py --seed 0"},
+        provenance={
+            "task": "digits",
+            "seed": seed,
+            "command": "python examples/evolve.py --seed 0",
+        },
         benchmark={"note": "made in a test"},
     )
 
@@ -130,11 +137,19 @@ def test_record_benchmark_updates_the_card_and_the_index(zoo_folder):
     assert "loose" not in [a["name"] for a in zoo.list_agents()]
 
 
-SHIPPED = [("nm_adam_digits", "adam", NmAdam), ("nm_sgd_digits", "sgd", NmSGD),
-           ("nm_adam_general", "adam", NmAdam), ("nm_sgd_general", "sgd", NmSGD)]
+SHIPPED = [
+    ("nm_adam_digits", "adam", NmAdam),
+    ("nm_sgd_digits", "sgd", NmSGD),
+    ("nm_adam_general", "adam", NmAdam),
+    ("nm_sgd_general", "sgd", NmSGD),
+]
 # the evidence each card holds: the digits agents' comparisons, the general agents' held-out one
-EVIDENCE = {"nm_adam_digits": {"digits", "wine"}, "nm_sgd_digits": {"digits", "wine"},
-            "nm_adam_general": {"held_out"}, "nm_sgd_general": {"held_out"}}
+EVIDENCE = {
+    "nm_adam_digits": {"digits", "wine"},
+    "nm_sgd_digits": {"digits", "wine"},
+    "nm_adam_general": {"held_out"},
+    "nm_sgd_general": {"held_out"},
+}
 
 
 @pytest.mark.parametrize("name,base,optimizer_class", SHIPPED)
@@ -144,12 +159,16 @@ def test_shipped_agents_load_by_name_and_train(name, base, optimizer_class, monk
     assert agent.base == base
     assert agent.provenance["command"].startswith("python examples/evolve.py")
     assert EVIDENCE[name] <= set(agent.benchmark)  # its evidence, in the card
-    from keras_neuromod import datasets, models
+    from keras_neuromod import datasets
+    from keras_neuromod import models
 
     (x, y), _, classes = datasets.load("digits")
     model = models.build("mlp", x.shape[1:], classes, width=0.25, seed=0)
-    model.compile(optimizer=optimizer_class(agent=name), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=optimizer_class(agent=name),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     history = model.fit(x, y, epochs=3, batch_size=32, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert history.history["accuracy"][-1] > 0.5
@@ -190,7 +209,11 @@ def test_the_shipped_zoo_is_package_data(monkeypatch):
     shipped = set()
     for dotted, patterns in setup["options.package_data"].items():
         where = os.path.join(os.path.dirname(package), *dotted.split("."))
-        shipped |= {os.path.normpath(path) for p in patterns.split() for path in glob.glob(os.path.join(where, p))}
+        shipped |= {
+            os.path.normpath(path)
+            for p in patterns.split()
+            for path in glob.glob(os.path.join(where, p))
+        }
     listed = {os.path.normpath(os.path.join(folder, a["file"])) for a in zoo.list_agents()}
     assert os.path.join(folder, "index.json") in shipped and listed and listed <= shipped
     assert {a["name"] for a in zoo.list_agents()} == {name for name, _, _ in SHIPPED}
@@ -215,7 +238,10 @@ def _index_with(folder, entry):
         (lambda e: e.pop("sha256"), r"missing field\(s\) \['sha256'\]"),
         (lambda e: e.update(sha256=None), "'sha256' must be a string"),
         (lambda e: e.update(sha256="abc"), "64 lowercase hex"),
-        (lambda e: e.update(base=["adam"]), r"'base' must name a registered optimizer base \('adam' or 'sgd'\)"),
+        (
+            lambda e: e.update(base=["adam"]),
+            r"'base' must name a registered optimizer base \('adam' or 'sgd'\)",
+        ),
         (lambda e: e.update(summary=7), "'summary' must be a string"),
         (lambda e: e.update(size=1), r"unknown field\(s\) \['size'\]"),
     ],
@@ -224,7 +250,11 @@ def test_malformed_index_entries_name_the_index_and_the_entry(zoo_folder, change
     entry = json.loads((zoo_folder / "index.json").read_text())["agents"]["nm_adam_test"]
     change(entry)
     _index_with(zoo_folder, entry)
-    for call in (lambda: zoo.load("nm_adam_test"), zoo.list_agents, lambda: NmAdam(agent="nm_sgd_test")):
+    for call in (
+        lambda: zoo.load("nm_adam_test"),
+        zoo.list_agents,
+        lambda: NmAdam(agent="nm_sgd_test"),
+    ):
         with pytest.raises(ValueError, match=match) as error:
             call()
         assert "index.json" in str(error.value) and "'nm_adam_test'" in str(error.value)
@@ -241,7 +271,9 @@ def test_a_symlink_leading_out_of_the_zoo_is_refused(zoo_folder, tmp_path_factor
     zoo.save(make_agent(), outside)
     (zoo_folder / "link.json").symlink_to(outside)
     entry = json.loads((zoo_folder / "index.json").read_text())["agents"]["nm_adam_test"]
-    _index_with(zoo_folder, {**entry, "file": "link.json", "sha256": zoo._sha256(outside.read_bytes())})
+    _index_with(
+        zoo_folder, {**entry, "file": "link.json", "sha256": zoo._sha256(outside.read_bytes())}
+    )
     with pytest.raises(ValueError, match="symlink leading out"):
         zoo.load("nm_adam_test")
     # a symlink that stays inside the zoo is fine
@@ -259,7 +291,9 @@ def test_oversized_agent_files_are_refused_before_parsing(tmp_path, monkeypatch)
     monkeypatch.setattr(zoo, "MAX_AGENT_BYTES", size - 1)
     with pytest.raises(ValueError, match=f"has {size} bytes, more than the {size - 1}"):
         zoo.load(path)
-    with pytest.raises(ValueError, match="more than the"):  # and nothing is written that could not load
+    with pytest.raises(
+        ValueError, match="more than the"
+    ):  # and nothing is written that could not load
         zoo.save(make_agent(), tmp_path / "b.json")
     assert not (tmp_path / "b.json").exists()
     monkeypatch.setattr(zoo, "MAX_AGENT_BYTES", size)

@@ -23,15 +23,30 @@ from keras_neuromod.evolution import FitnessTask  # noqa: E402
 from keras_neuromod.evolution.vectorized import VectorizedEvaluator  # noqa: E402
 
 # 250 examples: 7 full batches of 32 and a last one of 26, as `fit` makes them
-BASE = dict(dataset="digits", epochs=2, batch_size=32, width=0.25, train_subset=250, max_regulatory=6)
+BASE = dict(
+    dataset="digits", epochs=2, batch_size=32, width=0.25, train_subset=250, max_regulatory=6
+)
 
 # (name, task options, architecture, plans other than the default)
 SCENARIOS = [
-    ("adam-mlp", {"base": "adam"}, "mlp",
-     [{"vmap": True, "scan": False, "width": 2}, {"vmap": False, "scan": True},
-      {"vmap": False, "scan": False}, {"vmap": True, "scan": True, "width": 8}]),
+    (
+        "adam-mlp",
+        {"base": "adam"},
+        "mlp",
+        [
+            {"vmap": True, "scan": False, "width": 2},
+            {"vmap": False, "scan": True},
+            {"vmap": False, "scan": False},
+            {"vmap": True, "scan": True, "width": 8},
+        ],
+    ),
     ("adam-A", {"base": "adam"}, "A", [{"vmap": True, "scan": True, "width": 4}]),
-    ("sgd-val-mlp", {"base": "sgd", "metric": "val_accuracy"}, "mlp", [{"vmap": False, "scan": False}]),
+    (
+        "sgd-val-mlp",
+        {"base": "sgd", "metric": "val_accuracy"},
+        "mlp",
+        [{"vmap": False, "scan": False}],
+    ),
     ("sgd-A", {"base": "sgd"}, "A", []),
 ]
 
@@ -56,8 +71,9 @@ def main():
         }
         for plan in plans:
             evaluator = VectorizedEvaluator(task, **plan)
-            record["plans"].append({"plan": plan,
-                                    "values": evaluator.evaluate_many(population, architecture, 3)})
+            record["plans"].append(
+                {"plan": plan, "values": evaluator.evaluate_many(population, architecture, 3)}
+            )
         out["scenarios"][name] = record
 
     # one compiled program for every genome size and every seed
@@ -68,14 +84,21 @@ def main():
     out["mlp_compilations"] = evaluator._program("mlp").program.train._cache_size()
 
     # divergence: learning rates up to 1e20 overflow the weights of some individuals
-    task = FitnessTask(**{**BASE, "epochs": 1}, base="adam", ranges={"learning_rate": (1e-3, 1e20)},
-                       worst_fitness=-1.0)
+    task = FitnessTask(
+        **{**BASE, "epochs": 1},
+        base="adam",
+        ranges={"learning_rate": (1e-3, 1e20)},
+        worst_fitness=-1.0,
+    )
     population = [Genome.random(13, 8, 2, rng=s) for s in range(8)]
     together = VectorizedEvaluator(task, vmap=True, width=8).evaluate_many(population, "mlp", 0)
     alone = VectorizedEvaluator(task, vmap=True, width=1).evaluate_many(population, "mlp", 0)
     fit = Evaluator(task)
-    out["divergence"] = {"together": together, "alone": alone,
-                         "fit": [fit.evaluate(g, "mlp", 0) for g in population]}
+    out["divergence"] = {
+        "together": together,
+        "alone": alone,
+        "fit": [fit.evaluate(g, "mlp", 0) for g in population],
+    }
     out["suite"] = suite_programs()
     out["suite_fitness"] = suite_fitness()
     print(json.dumps(out))
@@ -89,8 +112,9 @@ def suite_fitness():
     from keras_neuromod.evolution import SuiteTask
     from keras_neuromod.evolution.suite import SuiteEvaluator
 
-    suite = SuiteTask(tasks=("breast_cancer", "friedman1"), instances=2, max_regulatory=6,
-                      inputs="paper")
+    suite = SuiteTask(
+        tasks=("breast_cancer", "friedman1"), instances=2, max_regulatory=6, inputs="paper"
+    )
     evaluator = SuiteEvaluator(suite)
     population = genomes(8, 4)
     table, instances = evaluator.scores(population, 11)
@@ -102,28 +126,49 @@ def suite_fitness():
         model = task.build_model(model_name, seed=seed)
         task.compile(model, keras.optimizers.Adam())
         for permutation in orders:
-            model.fit(splits.train[0][permutation], splits.train[1][permutation],
-                      batch_size=task.batch_size, epochs=1, shuffle=False, verbose=0)
+            model.fit(
+                splits.train[0][permutation],
+                splits.train[1][permutation],
+                batch_size=task.batch_size,
+                epochs=1,
+                shuffle=False,
+                verbose=0,
+            )
         fit_loss = float(model.evaluate(*splits.val, batch_size=64, verbose=0)[0])
         agents.use_data(*splits.train, *splits.val)
         agent_loss = agents.run(population, weights, orders).loss
-        checks.append({"baseline": evaluator._baselines[(task_name, model_name, seed)],
-                       "fit_baseline": fit_loss, "agent_loss": agent_loss.tolist()})
+        checks.append(
+            {
+                "baseline": evaluator._baselines[(task_name, model_name, seed)],
+                "fit_baseline": fit_loss,
+                "agent_loss": agent_loss.tolist(),
+            }
+        )
     # a generated task whose split sizes differ from seed to seed
-    varied = SuiteEvaluator(SuiteTask(tasks=("tabular_synthetic",), instances=6, max_regulatory=6,
-                                          inputs="paper"))
+    varied = SuiteEvaluator(
+        SuiteTask(tasks=("tabular_synthetic",), instances=6, max_regulatory=6, inputs="paper")
+    )
     varied_table, varied_instances = varied.scores(population, 3)
     sizes = [len(tasks.get(name).splits(seed).train[0]) for name, _, seed in varied_instances]
-    return {"table": table.tolist(), "instances": instances, "checks": checks,
-            "again": evaluator.scores(population, 11)[0].tolist(),
-            "varied_sizes": sizes, "varied_table": varied_table.tolist()}
+    return {
+        "table": table.tolist(),
+        "instances": instances,
+        "checks": checks,
+        "again": evaluator.scores(population, 11)[0].tolist(),
+        "varied_sizes": sizes,
+        "varied_table": varied_table.tolist(),
+    }
 
 
 # (task, model) of the suite: a regression loss, a recurrent model, a 1-D convolution
-SUITE = [("diabetes", "mlp", "paper"), ("sequence_majority", "lstm", "paper"),
-         ("waveforms", "conv1d", "paper"),
-         # the sensing input set, with the horizon told (its progress input)
-         ("diabetes", "mlp", "sensing"), ("sequence_majority", "lstm", "sensing")]
+SUITE = [
+    ("diabetes", "mlp", "paper"),
+    ("sequence_majority", "lstm", "paper"),
+    ("waveforms", "conv1d", "paper"),
+    # the sensing input set, with the horizon told (its progress input)
+    ("diabetes", "mlp", "sensing"),
+    ("sequence_majority", "lstm", "sensing"),
+]
 
 
 def suite_programs():
@@ -149,11 +194,33 @@ def suite_programs():
         orders = np.stack([order.permutation(len(x)) for _ in range(task.epochs)])
         population = [Genome.random(size, 8, k % 5, rng=100 + k) for k in range(3)]
         horizon = task.epochs * -(-len(x) // task.batch_size) if inputs == "sensing" else None
-        program = TrainingProgram(model, optimizer, task.loss_function(), task.metric, task.epochs,
-                                  task.batch_size, x, y, x_val, y_val)
+        program = TrainingProgram(
+            model,
+            optimizer,
+            task.loss_function(),
+            task.metric,
+            task.epochs,
+            task.batch_size,
+            x,
+            y,
+            x_val,
+            y_val,
+        )
         measured = program.run(population, start, orders, horizon=horizon)
-        alone = TrainingProgram(model, optimizer, task.loss_function(), task.metric, task.epochs,
-                                task.batch_size, x, y, x_val, y_val, vmap=False, scan=False)
+        alone = TrainingProgram(
+            model,
+            optimizer,
+            task.loss_function(),
+            task.metric,
+            task.epochs,
+            task.batch_size,
+            x,
+            y,
+            x_val,
+            y_val,
+            vmap=False,
+            scan=False,
+        )
         one_by_one = alone.run(population, start, orders, horizon=horizon)
         fit = []
         optimizer.set_horizon(horizon)
@@ -161,12 +228,20 @@ def suite_programs():
             model.set_weights(start)
             optimizer.set_genome(genome, reset=True)
             for permutation in orders:
-                model.fit(x[permutation], y[permutation], batch_size=task.batch_size, epochs=1,
-                          shuffle=False, verbose=0)
+                model.fit(
+                    x[permutation],
+                    y[permutation],
+                    batch_size=task.batch_size,
+                    epochs=1,
+                    shuffle=False,
+                    verbose=0,
+                )
             fit.append([float(v) for v in model.evaluate(x_val, y_val, batch_size=64, verbose=0)])
         results[f"{name}/{model_name}" + ("" if inputs == "paper" else f"/{inputs}")] = {
-            "metric": measured.metric.tolist(), "loss": measured.loss.tolist(),
-            "finite": measured.finite.tolist(), "fit_loss_metric": fit,
+            "metric": measured.metric.tolist(),
+            "loss": measured.loss.tolist(),
+            "finite": measured.finite.tolist(),
+            "fit_loss_metric": fit,
             "one_by_one": {"metric": one_by_one.metric.tolist(), "loss": one_by_one.loss.tolist()},
             "plan": {"vmap": program.batched, "scan": program.scanned},
         }

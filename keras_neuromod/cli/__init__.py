@@ -29,8 +29,10 @@ def _parser():
     from keras_neuromod import __version__
 
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Neuromodulated learning for Keras 3: evolve, list and inspect agents.",
-        epilog=f"`{PROG} COMMAND --help` gives a command's flags.")
+        prog=PROG,
+        description="Neuromodulated learning for Keras 3: evolve, list and inspect agents.",
+        epilog=f"`{PROG} COMMAND --help` gives a command's flags.",
+    )
     parser.add_argument("--version", action="version", version=f"keras_neuromod {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, text in COMMANDS.items():

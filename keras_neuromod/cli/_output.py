@@ -18,12 +18,28 @@ import json
 import os
 import sys
 
-__all__ = ["parser", "add_learning_rate", "table", "print_table", "figure", "save_figure",
-           "print_json_line"]
+__all__ = [
+    "parser",
+    "add_learning_rate",
+    "table",
+    "print_table",
+    "figure",
+    "save_figure",
+    "print_json_line",
+]
 
 
-def parser(description, out, quick=None, seed=0, seed_help=None, resume=None, progress=False,
-           epilog=None, prog=None):
+def parser(
+    description,
+    out,
+    quick=None,
+    seed=0,
+    seed_help=None,
+    resume=None,
+    progress=False,
+    epilog=None,
+    prog=None,
+):
     """An `ArgumentParser` holding the common flags of one command.
 
     Args:
@@ -42,8 +58,9 @@ def parser(description, out, quick=None, seed=0, seed_help=None, resume=None, pr
     if quick is not None:
         p.add_argument("--quick", action="store_true", help=quick)
     if seed is not None:
-        p.add_argument("--seed", type=int, default=seed,
-                       help=seed_help or f"the (first) seed (default {seed})")
+        p.add_argument(
+            "--seed", type=int, default=seed, help=seed_help or f"the (first) seed (default {seed})"
+        )
     p.add_argument("--out", default=out, help=f"output folder (default {out})")
     if resume is not None:
         p.add_argument("--resume", action="store_true", help=resume)
@@ -55,8 +72,9 @@ def parser(description, out, quick=None, seed=0, seed_help=None, resume=None, pr
 def add_learning_rate(p, default=None, help=None):
     """Add `--learning-rate` (read as `args.learning_rate`), with `--lr` as a hidden alias."""
     p.add_argument("--learning-rate", type=float, default=default, help=help)
-    p.add_argument("--lr", type=float, dest="learning_rate", default=argparse.SUPPRESS,
-                   help=argparse.SUPPRESS)
+    p.add_argument(
+        "--lr", type=float, dest="learning_rate", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
     return p
 
 
@@ -80,8 +98,9 @@ def table(rows, headers=None, align=None, markdown=False):
     headers = None if headers is None else [str(h) for h in headers]
     columns = len(headers) if headers is not None else max(len(r) for r in rows)
     if align is None:
-        align = "".join("r" if rows and all(_is_number(r[i]) for r in rows) else "l"
-                        for i in range(columns))
+        align = "".join(
+            "r" if rows and all(_is_number(r[i]) for r in rows) else "l" for i in range(columns)
+        )
     if markdown:
         lines = []
         if headers is not None:
@@ -92,9 +111,11 @@ def table(rows, headers=None, align=None, markdown=False):
     everything = ([headers] if headers is not None else []) + rows
     widths = [max(len(r[i]) for r in everything) for i in range(columns)]
     return "\n".join(
-        "  ".join(c.rjust(w) if a == "r" else c.ljust(w)
-                  for c, w, a in zip(r, widths, align)).rstrip()
-        for r in everything)
+        "  ".join(
+            c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(r, widths, align)
+        ).rstrip()
+        for r in everything
+    )
 
 
 def print_table(rows, headers=None, align=None, markdown=False, title=None):

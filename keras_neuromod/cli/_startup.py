@@ -33,7 +33,10 @@ def is_command_line(argv=None):
             skip = True
             continue
         if word == "-m":
-            return index + 1 < len(argv) and argv[index + 1] in ("keras_neuromod", "keras_neuromod.cli")
+            return index + 1 < len(argv) and argv[index + 1] in (
+                "keras_neuromod",
+                "keras_neuromod.cli",
+            )
         if word == "-c" or word == "-":
             return False
         if word.startswith("-"):

@@ -32,7 +32,6 @@ zoo index for zoo agents).
     keras-neuromod compare --agent my_agent.json --dataset cifar10 --models A,B,C --epochs 50
 """
 
-
 import os
 import sys
 import time
@@ -52,10 +51,14 @@ PROG = "keras-neuromod compare"
 
 BASELINES = ("SGD", "Adam", "SGD*", "Adam*")
 QUICK_AXES = {
-    "SGD": {"learning_rate": evidence.Axis((1e-2, 1e-1), "log", (1e-4, 1.0)),
-            "momentum": evidence.Axis((0.0, 0.9), "complement_log", (0.0, 0.99))},
-    "Adam": {"learning_rate": evidence.Axis((1e-3, 1e-2), "log", (1e-5, 0.1)),
-             "epsilon": evidence.Axis((1e-7, 1.0), "log", (1e-9, 1.0))},
+    "SGD": {
+        "learning_rate": evidence.Axis((1e-2, 1e-1), "log", (1e-4, 1.0)),
+        "momentum": evidence.Axis((0.0, 0.9), "complement_log", (0.0, 0.99)),
+    },
+    "Adam": {
+        "learning_rate": evidence.Axis((1e-3, 1e-2), "log", (1e-5, 0.1)),
+        "epsilon": evidence.Axis((1e-7, 1.0), "log", (1e-9, 1.0)),
+    },
 }
 
 
@@ -72,22 +75,38 @@ def parse_args(argv=None, prog=PROG):
         An `argparse.Namespace`, with the agents loaded (`args.agents`) and the
         epochs, width and models filled in from the first agent's provenance.
     """
-    parser = _output.parser(__doc__, "runs/compare", quick="3 seeds, small grids, mlp and A", seed=None,
-                            prog=None if prog.startswith("python ") else prog)
-    parser.add_argument("--agent", nargs="*", default=[],
-                        help="agent files or zoo names (several share one set of baselines; "
-                             "none: the baselines alone, with --epochs and --width given)")
+    parser = _output.parser(
+        __doc__,
+        "runs/compare",
+        quick="3 seeds, small grids, mlp and A",
+        seed=None,
+        prog=None if prog.startswith("python ") else prog,
+    )
+    parser.add_argument(
+        "--agent",
+        nargs="*",
+        default=[],
+        help="agent files or zoo names (several share one set of baselines; "
+        "none: the baselines alone, with --epochs and --width given)",
+    )
     parser.add_argument("--dataset", default="digits", choices=datasets.NAMES)
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--models", default=None,
-                        help="architectures (default: those the agent evolved on; mlp on tabular data)")
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="architectures (default: those the agent evolved on; mlp on tabular data)",
+    )
     parser.add_argument("--width", type=float, default=None)
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="default: 2.5 x the agent's evolution epochs")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="default: 2.5 x the agent's evolution epochs"
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--record", action="store_true",
-                        help="store the results in each agent's card (benchmark[DATASET])")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="store the results in each agent's card (benchmark[DATASET])",
+    )
     args = parser.parse_args(argv)
     try:
         args.agents = [zoo.load(a) for a in args.agent]
@@ -103,7 +122,9 @@ def parse_args(argv=None, prog=PROG):
     if args.width is None:
         args.width = provenance.get("width", 1.0 if args.dataset.startswith("cifar") else 0.5)
     if args.models is None:
-        args.models = "mlp,A" if args.quick else ",".join(provenance.get("architectures", ["A", "B", "C"]))
+        args.models = (
+            "mlp,A" if args.quick else ",".join(provenance.get("architectures", ["A", "B", "C"]))
+        )
     args.models = [m for m in args.models.split(",") if m]
     if args.quick:
         args.seeds = min(args.seeds, 3)
@@ -117,21 +138,37 @@ def paper_task(data, dataset, architectures, width, epochs, batch_size):
         name = f"paper_{architecture}_w{width:g}"
 
         def builder(input_shape, output_dim, seed=None, architecture=architecture):
-            return models.build(architecture, input_shape, output_dim, width=width, seed=seed,
-                                output_activation=None)
+            return models.build(
+                architecture,
+                input_shape,
+                output_dim,
+                width=width,
+                seed=seed,
+                output_activation=None,
+            )
 
         tasks.register_model(name, builder, overwrite=True)
         names.append(name)
     family = "images" if len(data.input_shape) == 3 else "tabular"
-    return tasks.Task(f"paper_{dataset}", family, lambda seed: data, tuple(names),
-                      "sparse_categorical_crossentropy", epochs=epochs, batch_size=batch_size,
-                      description=f"{dataset} with the paper's architectures.")
+    return tasks.Task(
+        f"paper_{dataset}",
+        family,
+        lambda seed: data,
+        tuple(names),
+        "sparse_categorical_crossentropy",
+        epochs=epochs,
+        batch_size=batch_size,
+        description=f"{dataset} with the paper's architectures.",
+    )
 
 
 def labels_of(agents):
     """Method names of the agents: Nm-SGD / Nm-Adam, with the agent's name where two share one."""
     labels = [("Nm-SGD" if a.base == "sgd" else "Nm-Adam") for a in agents]
-    return [f"{label} {a.name}" if labels.count(label) > 1 else label for label, a in zip(labels, agents)]
+    return [
+        f"{label} {a.name}" if labels.count(label) > 1 else label
+        for label, a in zip(labels, agents)
+    ]
 
 
 def methods(args, labels):
@@ -139,8 +176,9 @@ def methods(args, labels):
     out = {label: agent.optimizer for label, agent in zip(labels, args.agents)}
     out["SGD"], out["Adam"] = keras.optimizers.SGD, keras.optimizers.Adam
     for name in ("SGD", "Adam"):
-        out[f"{name}*"] = evidence.Tuned(name, axes=QUICK_AXES[name] if args.quick else None,
-                                         seeds=1 if args.quick else 3)
+        out[f"{name}*"] = evidence.Tuned(
+            name, axes=QUICK_AXES[name] if args.quick else None, seeds=1 if args.quick else 3
+        )
     return out
 
 
@@ -166,7 +204,9 @@ def plot(report, architectures, path, title):
             mean, std = curves.mean(0), curves.std(0)
             axis.plot(epochs, mean, label=method, lw=2 if method.startswith("Nm") else 1.2)
             axis.fill_between(epochs, mean - std, mean + std, alpha=0.15)
-        axis.set(title=f"model {architecture}: training accuracy", xlabel="epoch", ylabel="accuracy")
+        axis.set(
+            title=f"model {architecture}: training accuracy", xlabel="epoch", ylabel="accuracy"
+        )
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.suptitle(title)
@@ -190,27 +230,54 @@ def main(argv=None, prog=PROG):
     labels = labels_of(args.agents)
     compared = methods(args, labels)
     described = ", ".join(f"{label} ({a.name})" for label, a in zip(labels, args.agents))
-    print(f"{described or 'Baselines'} on "
-          f"{args.dataset}, models {','.join(args.models)}, {args.epochs} epochs, {args.seeds} seeds",
-          flush=True)
+    print(
+        f"{described or 'Baselines'} on "
+        f"{args.dataset}, models {','.join(args.models)}, {args.epochs} epochs, {args.seeds} seeds",
+        flush=True,
+    )
     start = time.perf_counter()
-    report = evidence.compare(task, compared, seeds=args.seeds, verbose=True,
-                              record=os.path.join(args.out, f"compare_{args.dataset}.record.json"))
+    report = evidence.compare(
+        task,
+        compared,
+        seeds=args.seeds,
+        verbose=True,
+        record=os.path.join(args.out, f"compare_{args.dataset}.record.json"),
+    )
     architecture = dict(zip(task.models, args.models))
     rows = [{**row, "model": architecture[row["model"]]} for row in report.rows()]
-    paired = [{**report.paired(label, baseline, model), "model": architecture[model]}
-              for label in labels for model in task.models for baseline in BASELINES]
+    paired = [
+        {**report.paired(label, baseline, model), "model": architecture[model]}
+        for label in labels
+        for model in task.models
+        for baseline in BASELINES
+    ]
     print_tables(rows, paired)
     names = ", ".join(a.name for a in args.agents) or "baselines"
-    figure = plot(report, args.models, os.path.join(args.out, f"compare_{args.dataset}.png"),
-                  f"{names} on {args.dataset}: mean +- std over {args.seeds} seeds")
+    figure = plot(
+        report,
+        args.models,
+        os.path.join(args.out, f"compare_{args.dataset}.png"),
+        f"{names} on {args.dataset}: mean +- std over {args.seeds} seeds",
+    )
     command = f"{prog} " + " ".join(sys.argv[1:] if argv is None else argv)
-    summary = {"dataset": args.dataset, "epochs": args.epochs, "seeds": args.seeds, "width": args.width,
-               "command": command, "figure": figure, "rows": rows, "paired": paired}
-    atomic_write_json(os.path.join(args.out, f"compare_{args.dataset}.json"),
-                      {**summary, "agents": [a.name for a in args.agents]})
-    print(f"\nFigure: {figure or 'not drawn (matplotlib is not installed)'}; "
-          f"{time.perf_counter() - start:.0f} s")
+    summary = {
+        "dataset": args.dataset,
+        "epochs": args.epochs,
+        "seeds": args.seeds,
+        "width": args.width,
+        "command": command,
+        "figure": figure,
+        "rows": rows,
+        "paired": paired,
+    }
+    atomic_write_json(
+        os.path.join(args.out, f"compare_{args.dataset}.json"),
+        {**summary, "agents": [a.name for a in args.agents]},
+    )
+    print(
+        f"\nFigure: {figure or 'not drawn (matplotlib is not installed)'}; "
+        f"{time.perf_counter() - start:.0f} s"
+    )
     if args.record:
         record_in_cards(args, labels, summary)
     return _output.print_json_line({"agents": [a.name for a in args.agents], **summary})
@@ -236,24 +303,69 @@ def load_task(args):
 def print_tables(rows, paired):
     """Print the final test accuracy per method and, with agents, the paired differences."""
     _output.print_table(
-        [(r["model"], r["method"], f"{r['metric_mean']:.4f} +- {r['metric_std']:.4f}",
-          f"{r['loss_median']:.4f}", r["diverged"], r["settings"] or "") for r in rows],
-        headers=("model", "method", "test accuracy (mean +- std)", "median test loss", "diverged",
-                 "tuned settings"), align="llrrrl", title="Final test accuracy per method")
+        [
+            (
+                r["model"],
+                r["method"],
+                f"{r['metric_mean']:.4f} +- {r['metric_std']:.4f}",
+                f"{r['loss_median']:.4f}",
+                r["diverged"],
+                r["settings"] or "",
+            )
+            for r in rows
+        ],
+        headers=(
+            "model",
+            "method",
+            "test accuracy (mean +- std)",
+            "median test loss",
+            "diverged",
+            "tuned settings",
+        ),
+        align="llrrrl",
+        title="Final test accuracy per method",
+    )
     if paired:
         _output.print_table(
-            [(p["model"], p["method"], p["baseline"], f"{p['mean']:+.4f}",
-              f"[{p['ci'][0]:+.4f}, {p['ci'][1]:+.4f}]", f"{p['seeds_ahead']}/{p['seeds']}", p["verdict"])
-             for p in paired],
-            headers=("model", "agent", "minus", "mean difference (test accuracy)", "95% CI", "seeds ahead",
-                     "verdict"), align="lllrlrl", markdown=True, title="Paired differences")
+            [
+                (
+                    p["model"],
+                    p["method"],
+                    p["baseline"],
+                    f"{p['mean']:+.4f}",
+                    f"[{p['ci'][0]:+.4f}, {p['ci'][1]:+.4f}]",
+                    f"{p['seeds_ahead']}/{p['seeds']}",
+                    p["verdict"],
+                )
+                for p in paired
+            ],
+            headers=(
+                "model",
+                "agent",
+                "minus",
+                "mean difference (test accuracy)",
+                "95% CI",
+                "seeds ahead",
+                "verdict",
+            ),
+            align="lllrlrl",
+            markdown=True,
+            title="Paired differences",
+        )
 
 
 def record_in_cards(args, labels, summary):
     """Record the comparison in the card of every zoo agent compared (`--record`)."""
     for label, name in zip(labels, args.agent):
         own = [r for r in summary["rows"] if r["method"] == label or r["method"] in BASELINES]
-        zoo.record_benchmark(name, args.dataset, {
-            **summary, "method": label, "rows": own,
-            "paired": [p for p in summary["paired"] if p["method"] == label]})
+        zoo.record_benchmark(
+            name,
+            args.dataset,
+            {
+                **summary,
+                "method": label,
+                "rows": own,
+                "paired": [p for p in summary["paired"] if p["method"] == label],
+            },
+        )
         print(f"Recorded in the card of {name}")

@@ -57,7 +57,6 @@ A run holds a lock on `--out` (`OUT/.lock`) while it lasts: a second run on the
 same folder meanwhile exits with an error naming the process that holds it.
 """
 
-
 import argparse
 import csv
 import os
@@ -85,8 +84,14 @@ from keras_neuromod.io import atomic_open
 
 PROG = "keras-neuromod evolve"
 
-QUICK = {"population": 20, "generations": 8, "epochs": 3, "models": "mlp,A", "width": 0.5,
-         "train_subset": None}
+QUICK = {
+    "population": 20,
+    "generations": 8,
+    "epochs": 3,
+    "models": "mlp,A",
+    "width": 0.5,
+    "train_subset": None,
+}
 QUICK_SUITE = {"population": 16, "generations": 4, "instances": 2}
 SEARCHES = {"grneat": "GRNEAT", "random": "Random search", "static": "Static search"}
 
@@ -121,10 +126,12 @@ def parse_args(argv=None, prog=PROG):
         full-scale defaults for what was not given).
     """
     parser = _output.parser(
-        "Evolve a neuromodulatory agent with GRNEAT.", "runs/evolve",
-        resume="continue from OUT/checkpoint.json", progress=True,
+        "Evolve a neuromodulatory agent with GRNEAT.",
+        "runs/evolve",
+        resume="continue from OUT/checkpoint.json",
+        progress=True,
         quick="the small settings whatever the task (population 20, 8 generations, 3 epochs; "
-              "with --suite: population 16, 4 generations, 2 instances); flags given override them",
+        "with --suite: population 16, 4 generations, 2 instances); flags given override them",
         epilog="With no flags: a quick evolution on digits (population 20, 8 generations, 3 epochs).",
         prog=None if prog.startswith("python ") else prog,
     )
@@ -134,7 +141,9 @@ def parse_args(argv=None, prog=PROG):
     args = parser.parse_args(argv)
     args.prog = prog
     if args.timeout is not None and args.backend == "serial":
-        parser.error("--timeout needs another backend than serial (a serial run cannot stop itself)")
+        parser.error(
+            "--timeout needs another backend than serial (a serial run cannot stop itself)"
+        )
     if args.vectorized and args.backend != "ray":
         parser.error("--vectorized goes with --backend ray (--backend vectorized is local)")
     return _suite_settings(parser, args) if args.suite else _dataset_settings(parser, args)
@@ -150,49 +159,86 @@ def _add_task_arguments(parser):
     parser.add_argument("--models", default=None, help="comma-separated architectures (A,B,C,mlp)")
     parser.add_argument("--width", type=float, default=None, help="width factor of the models")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--train-subset", type=int, default=None, help="use only N training examples")
+    parser.add_argument(
+        "--train-subset", type=int, default=None, help="use only N training examples"
+    )
     parser.add_argument("--metric", default="accuracy", choices=("accuracy", "val_accuracy"))
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--name", default=None,
-                        help="the agent's name (default nm_BASE_TASK, nm_BASE_general with --suite)")
-    parser.add_argument("--algorithm", default="grneat", choices=ALGORITHMS,
-                        help="grneat (default); random: the random-search control (random "
-                             "genomes); static (with --suite): the control without modulation, "
-                             "CMA-ES over fixed hyperparameters, written as an agent with "
-                             "collapsed ranges, on the instances random draws. Both controls "
-                             "have an evolution's budget, fitness and selection")
-    parser.add_argument("--inputs", default=None, choices=sorted(input_sets.INPUT_SETS),
-                        help="the agents' input set (keras_neuromod.inputs; default: sensing with "
-                             "--suite, the core paper's on one data set)")
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="the agent's name (default nm_BASE_TASK, nm_BASE_general with --suite)",
+    )
+    parser.add_argument(
+        "--algorithm",
+        default="grneat",
+        choices=ALGORITHMS,
+        help="grneat (default); random: the random-search control (random "
+        "genomes); static (with --suite): the control without modulation, "
+        "CMA-ES over fixed hyperparameters, written as an agent with "
+        "collapsed ranges, on the instances random draws. Both controls "
+        "have an evolution's budget, fitness and selection",
+    )
+    parser.add_argument(
+        "--inputs",
+        default=None,
+        choices=sorted(input_sets.INPUT_SETS),
+        help="the agents' input set (keras_neuromod.inputs; default: sensing with "
+        "--suite, the core paper's on one data set)",
+    )
 
 
 def _add_backend_arguments(parser):
     """The flags of where the individuals train: backend, workers, Ray, timeout."""
-    parser.add_argument("--backend", default="vectorized", choices=BACKENDS,
-                        help="vectorized (default): compiled, batched JAX trainings; process: "
-                             "model.fit in local processes; serial: model.fit here; ray: on Ray")
-    parser.add_argument("--vectorized", action="store_true",
-                        help="with --backend ray: train chunks of the population vectorized")
+    parser.add_argument(
+        "--backend",
+        default="vectorized",
+        choices=BACKENDS,
+        help="vectorized (default): compiled, batched JAX trainings; process: "
+        "model.fit in local processes; serial: model.fit here; ray: on Ray",
+    )
+    parser.add_argument(
+        "--vectorized",
+        action="store_true",
+        help="with --backend ray: train chunks of the population vectorized",
+    )
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--ray-address", default=None)
-    parser.add_argument("--timeout", type=seconds, default=None,
-                        help="seconds one evaluation may take in a worker before the worker is "
-                             "killed and the evaluation run again, then scored worst "
-                             "(all backends but serial; default: no limit)")
+    parser.add_argument(
+        "--timeout",
+        type=seconds,
+        default=None,
+        help="seconds one evaluation may take in a worker before the worker is "
+        "killed and the evaluation run again, then scored worst "
+        "(all backends but serial; default: no limit)",
+    )
 
 
 def _add_suite_arguments(parser):
     """The flags of an evolution over the task suite (`--suite`)."""
-    parser.add_argument("--suite", action="store_true",
-                        help="evolve over the task suite (keras_neuromod.tasks), not one data set")
-    parser.add_argument("--tasks", default=None,
-                        help="with --suite: comma-separated task names (default: every task not "
-                             "held out)")
-    parser.add_argument("--instances", type=int, default=None,
-                        help="with --suite: (task, model, seed) instances per generation")
-    parser.add_argument("--validation-draws", type=count, default=8,
-                        help="with --suite: draws of INSTANCES validation instances that pick the "
-                             "agent among the candidates (0: the last generation's best)")
+    parser.add_argument(
+        "--suite",
+        action="store_true",
+        help="evolve over the task suite (keras_neuromod.tasks), not one data set",
+    )
+    parser.add_argument(
+        "--tasks",
+        default=None,
+        help="with --suite: comma-separated task names (default: every task not held out)",
+    )
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=None,
+        help="with --suite: (task, model, seed) instances per generation",
+    )
+    parser.add_argument(
+        "--validation-draws",
+        type=count,
+        default=8,
+        help="with --suite: draws of INSTANCES validation instances that pick the "
+        "agent among the candidates (0: the last generation's best)",
+    )
 
 
 def _suite_settings(parser, args):
@@ -201,13 +247,19 @@ def _suite_settings(parser, args):
         if getattr(args, name) is None:
             setattr(args, name, value)
     if args.backend not in ("vectorized", "ray") or (args.backend == "ray" and not args.vectorized):
-        parser.error("--suite trains vectorized: use --backend vectorized, or ray with --vectorized")
+        parser.error(
+            "--suite trains vectorized: use --backend vectorized, or ray with --vectorized"
+        )
     try:
-        args.tasks = None if args.tasks is None else tuple(
-            t.strip() for t in args.tasks.split(",") if t.strip())
+        args.tasks = (
+            None
+            if args.tasks is None
+            else tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+        )
         args.inputs = args.inputs or input_sets.DEFAULT
-        args.task_spec = SuiteTask(base=args.base, tasks=args.tasks, instances=args.instances,
-                                   inputs=args.inputs)
+        args.task_spec = SuiteTask(
+            base=args.base, tasks=args.tasks, instances=args.instances, inputs=args.inputs
+        )
     except (KeyError, ValueError) as error:
         parser.error(str(error).strip("'\""))
     args.models = ("suite",)
@@ -224,8 +276,18 @@ def _dataset_settings(parser, args):
         parser.error("--algorithm static goes with --suite (scored against the Keras baseline)")
     args.inputs = args.inputs or input_sets.LEGACY
     full_scale = args.task != "digits" and not args.quick
-    defaults = {"population": 50, "generations": 50, "epochs": 20, "models": "A,B,C", "width": 1.0,
-                "train_subset": None} if full_scale else QUICK
+    defaults = (
+        {
+            "population": 50,
+            "generations": 50,
+            "epochs": 20,
+            "models": "A,B,C",
+            "width": 1.0,
+            "train_subset": None,
+        }
+        if full_scale
+        else QUICK
+    )
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -243,19 +305,35 @@ def reproducing_command(args, generations):
     """
     prog = getattr(args, "prog", PROG)
     if args.suite:
-        parts = [f"{prog} --suite", f"--base {args.base}",
-                 f"--population {args.population}", f"--generations {generations}",
-                 f"--instances {args.instances}", f"--validation-draws {args.validation_draws}",
-                 f"--algorithm {args.algorithm}", f"--inputs {args.inputs}",
-                 f"--backend {args.backend}", f"--seed {args.seed}",
-                 # the tasks drawn from, named: the suite's default set may grow
-                 f"--tasks {','.join(args.task_spec.tasks)}"]
+        parts = [
+            f"{prog} --suite",
+            f"--base {args.base}",
+            f"--population {args.population}",
+            f"--generations {generations}",
+            f"--instances {args.instances}",
+            f"--validation-draws {args.validation_draws}",
+            f"--algorithm {args.algorithm}",
+            f"--inputs {args.inputs}",
+            f"--backend {args.backend}",
+            f"--seed {args.seed}",
+            # the tasks drawn from, named: the suite's default set may grow
+            f"--tasks {','.join(args.task_spec.tasks)}",
+        ]
     else:
-        parts = [prog, f"--task {args.task}", f"--base {args.base}",
-                 f"--population {args.population}", f"--generations {generations}",
-                 f"--epochs {args.epochs}", f"--models {','.join(args.models)}",
-                 f"--width {args.width}", f"--batch-size {args.batch_size}",
-                 f"--metric {args.metric}", f"--backend {args.backend}", f"--seed {args.seed}"]
+        parts = [
+            prog,
+            f"--task {args.task}",
+            f"--base {args.base}",
+            f"--population {args.population}",
+            f"--generations {generations}",
+            f"--epochs {args.epochs}",
+            f"--models {','.join(args.models)}",
+            f"--width {args.width}",
+            f"--batch-size {args.batch_size}",
+            f"--metric {args.metric}",
+            f"--backend {args.backend}",
+            f"--seed {args.seed}",
+        ]
         if args.algorithm != "grneat":
             parts.append(f"--algorithm {args.algorithm}")
         if args.inputs != input_sets.LEGACY:
@@ -295,9 +373,16 @@ def plot_fitness(logbook, path, title, ylabel="fitness (final training accuracy)
     many = len(generations) > 20
     thin = {"lw": 0.8, "alpha": 0.5} if many else {}
     axis.plot(generations, [r["max"] for r in logbook], "-" if many else "-o", label="best", **thin)
-    axis.plot(generations, [r["mean"] for r in logbook], "-" if many else "-s", label="mean", **thin)
-    axis.fill_between(generations, [r["min"] for r in logbook], [r["max"] for r in logbook],
-                      alpha=0.15, label="min to max")
+    axis.plot(
+        generations, [r["mean"] for r in logbook], "-" if many else "-s", label="mean", **thin
+    )
+    axis.fill_between(
+        generations,
+        [r["min"] for r in logbook],
+        [r["max"] for r in logbook],
+        alpha=0.15,
+        label="min to max",
+    )
     suite = all(r["architecture"] == "suite" for r in logbook)
     if suite and len(generations) > 20:
         # every generation meets other instances: the trend is in a moving average
@@ -305,19 +390,36 @@ def plot_fitness(logbook, path, title, ylabel="fitness (final training accuracy)
         for key, colour in (("max", "C0"), ("mean", "C1")):
             values = np.array([r[key] for r in logbook])
             moving = np.convolve(values, np.ones(window) / window, mode="valid")
-            axis.plot(generations[window - 1:], moving, color=colour, lw=2.5,
-                      label=f"{'best' if key == 'max' else 'mean'}, {window}-generation average")
+            axis.plot(
+                generations[window - 1 :],
+                moving,
+                color=colour,
+                lw=2.5,
+                label=f"{'best' if key == 'max' else 'mean'}, {window}-generation average",
+            )
     elif len(generations) <= 20:  # label each generation's architecture while they stay legible
         for r in logbook:
-            axis.annotate(r["architecture"], (r["gen"], r["max"]), textcoords="offset points",
-                          xytext=(0, 6), ha="center", fontsize=8)
+            axis.annotate(
+                r["architecture"],
+                (r["gen"], r["max"]),
+                textcoords="offset points",
+                xytext=(0, 6),
+                ha="center",
+                fontsize=8,
+            )
         axis.set_xticks(generations)
     else:
         markers = dict(zip(sorted({r["architecture"] for r in logbook}), "^vDPX*"))
         for architecture, marker in markers.items():
             own = [r for r in logbook if r["architecture"] == architecture]
-            axis.scatter([r["gen"] for r in own], [r["max"] for r in own], marker=marker, s=40,
-                         zorder=3, label=f"trained: {architecture}")
+            axis.scatter(
+                [r["gen"] for r in own],
+                [r["max"] for r in own],
+                marker=marker,
+                s=40,
+                zorder=3,
+                label=f"trained: {architecture}",
+            )
     axis.set(xlabel="generation", ylabel=ylabel, title=title)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, ncol=3, loc="lower left")
@@ -333,22 +435,43 @@ def select_agent(args, result):
     for individual in [result.last_best, *result.hall_of_fame]:
         if all(individual.genome != c.genome for c in candidates):
             candidates.append(individual)
-    print(f"Selecting among {len(candidates)} candidates on {args.validation_draws} x "
-          f"{args.instances} validation instances ...", flush=True)
-    scores = score_on_validation([c.genome for c in candidates], args.task_spec,
-                                 draws=args.validation_draws, workers=args.workers)
+    print(
+        f"Selecting among {len(candidates)} candidates on {args.validation_draws} x "
+        f"{args.instances} validation instances ...",
+        flush=True,
+    )
+    scores = score_on_validation(
+        [c.genome for c in candidates],
+        args.task_spec,
+        draws=args.validation_draws,
+        workers=args.workers,
+    )
     means = scores.mean(axis=1)
     static = args.algorithm == "static"
     _output.print_table(
-        [(i, c.generation, f"{c.fitness.values[0]:.4f}", f"{m:.4f}",
-          str(c.genome) if static else c.genome.n_regulatory)
-         for i, (c, m) in enumerate(zip(candidates, means))],
-        headers=("candidate", "generation", "fitness", "validation",
-                 "hyperparameters" if static else "reg. proteins"),
-        align="rrrr" + ("l" if static else "r"))
+        [
+            (
+                i,
+                c.generation,
+                f"{c.fitness.values[0]:.4f}",
+                f"{m:.4f}",
+                str(c.genome) if static else c.genome.n_regulatory,
+            )
+            for i, (c, m) in enumerate(zip(candidates, means))
+        ],
+        headers=(
+            "candidate",
+            "generation",
+            "fitness",
+            "validation",
+            "hyperparameters" if static else "reg. proteins",
+        ),
+        align="rrrr" + ("l" if static else "r"),
+    )
     chosen = int(np.argmax(means))
     return candidates[chosen], {
-        "candidates": len(candidates), "draws": args.validation_draws,
+        "candidates": len(candidates),
+        "draws": args.validation_draws,
         "instances": args.validation_draws * args.instances,
         # each candidate's trainings and the baseline's, once per validation instance
         "trainings": (len(candidates) + 1) * args.validation_draws * args.instances,
@@ -361,26 +484,46 @@ def provenance(args, result, chosen, selection):
     """The agent card's provenance: what it evolved on, its budget, the reproducing command."""
     seconds = sum(r["seconds"] for r in result.logbook)
     workers = args.workers or os.cpu_count() or 1
-    record = {"population": args.population, "generations": result.generations,
-              "algorithm": args.algorithm, "seed": args.seed,
-              "final_fitness": chosen.fitness.values[0], "evaluations": result.evaluations}
+    record = {
+        "population": args.population,
+        "generations": result.generations,
+        "algorithm": args.algorithm,
+        "seed": args.seed,
+        "final_fitness": chosen.fitness.values[0],
+        "evaluations": result.evaluations,
+    }
     if args.suite:
         spec = args.task_spec
-        record = {"task": "suite", "tasks": list(spec.tasks), "instances": spec.instances,
-                  "clip": spec.clip, "baseline": BASELINES[spec.base], **record,
-                  # one training per evaluation and instance, and the baseline's once per instance
-                  "trainings": result.evaluations * spec.instances + result.generations * spec.instances,
-                  "selection": selection}
+        record = {
+            "task": "suite",
+            "tasks": list(spec.tasks),
+            "instances": spec.instances,
+            "clip": spec.clip,
+            "baseline": BASELINES[spec.base],
+            **record,
+            # one training per evaluation and instance, and the baseline's once per instance
+            "trainings": result.evaluations * spec.instances + result.generations * spec.instances,
+            "selection": selection,
+        }
     else:
-        record = {"task": args.task, "architectures": list(args.models), "width": args.width,
-                  "epochs": args.epochs, "batch_size": args.batch_size, "metric": args.metric,
-                  **record}
-    record.update({
-        "evolution_seconds": round(seconds, 1), "workers": workers,
-        "cpu_hours": round(seconds * min(workers, os.cpu_count() or 1) / 3600, 2),
-        "library_version": keras_neuromod.__version__,
-        "command": reproducing_command(args, result.generations),
-    })
+        record = {
+            "task": args.task,
+            "architectures": list(args.models),
+            "width": args.width,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "metric": args.metric,
+            **record,
+        }
+    record.update(
+        {
+            "evolution_seconds": round(seconds, 1),
+            "workers": workers,
+            "cpu_hours": round(seconds * min(workers, os.cpu_count() or 1) / 3600, 2),
+            "library_version": keras_neuromod.__version__,
+            "command": reproducing_command(args, result.generations),
+        }
+    )
     return record
 
 
@@ -411,18 +554,36 @@ def main(argv=None, prog=PROG):
     write_logbook(result.logbook, os.path.join(args.out, "logbook.csv"))
     figure = draw_fitness(args, result.logbook)
     _output.print_table(
-        [(r["gen"], r["architecture"], f"{r['max']:.4f}", f"{r['mean']:.4f}", r["species"],
-          f"{r['size']:.2f}") for r in result.logbook],
+        [
+            (
+                r["gen"],
+                r["architecture"],
+                f"{r['max']:.4f}",
+                f"{r['mean']:.4f}",
+                r["species"],
+                f"{r['size']:.2f}",
+            )
+            for r in result.logbook
+        ],
         headers=("generation", "model", "best", "mean", "species", "reg. proteins"),
-        align="rrrrrr")
-    picked = ("the best on the validation draw" if selection
-              else "the best individual of the last generation")
-    what = (f"fixed {chosen.genome}" if args.algorithm == "static"
-            else f"{chosen.genome.n_regulatory} regulatory proteins")
+        align="rrrrrr",
+    )
+    picked = (
+        "the best on the validation draw"
+        if selection
+        else "the best individual of the last generation"
+    )
+    what = (
+        f"fixed {chosen.genome}"
+        if args.algorithm == "static"
+        else f"{chosen.genome.n_regulatory} regulatory proteins"
+    )
     print(f"\nAgent ({picked}): fitness {chosen.fitness.values[0]:.4f}, {what} -> {agent_path}")
-    print(f"Figure: {figure or 'not drawn (matplotlib is not installed)'}; "
-          f"{result.evaluated_now} evaluations in {time.perf_counter() - start:.0f} s "
-          f"(command: {command.strip()})")
+    print(
+        f"Figure: {figure or 'not drawn (matplotlib is not installed)'}; "
+        f"{result.evaluated_now} evaluations in {time.perf_counter() - start:.0f} s "
+        f"(command: {command.strip()})"
+    )
     print_summary(result, agent_path, selection)
 
 
@@ -436,25 +597,48 @@ def run_evolution(args):
     """
     optimizer = f"Nm-{'SGD' if args.base == 'sgd' else 'Adam'}"
     if args.suite:
-        print(f"{SEARCHES[args.algorithm]} on the task suite "
-              f"({len(args.task_spec.tasks)} tasks, {args.instances} instances per generation): "
-              f"{optimizer} agents against Keras's {BASELINES[args.base]}, population "
-              f"{args.population}, {args.generations} generations, seed {args.seed}", flush=True)
+        print(
+            f"{SEARCHES[args.algorithm]} on the task suite "
+            f"({len(args.task_spec.tasks)} tasks, {args.instances} instances per generation): "
+            f"{optimizer} agents against Keras's {BASELINES[args.base]}, population "
+            f"{args.population}, {args.generations} generations, seed {args.seed}",
+            flush=True,
+        )
         options = {}
     else:
-        print(f"GRNEAT on {args.task}: {optimizer} agents, "
-              f"population {args.population}, {args.generations} generations, {args.epochs} epoch(s), "
-              f"models {','.join(args.models)}, backend {args.backend}, seed {args.seed}", flush=True)
-        options = dict(batch_size=args.batch_size, width=args.width, metric=args.metric,
-                       train_subset=args.train_subset, data_dir=args.data_dir, inputs=args.inputs)
+        print(
+            f"GRNEAT on {args.task}: {optimizer} agents, "
+            f"population {args.population}, {args.generations} generations, {args.epochs} epoch(s), "
+            f"models {','.join(args.models)}, backend {args.backend}, seed {args.seed}",
+            flush=True,
+        )
+        options = dict(
+            batch_size=args.batch_size,
+            width=args.width,
+            metric=args.metric,
+            train_subset=args.train_subset,
+            data_dir=args.data_dir,
+            inputs=args.inputs,
+        )
     try:
         return evolve(
-            task=args.task_spec if args.suite else args.task, base=args.base,
-            population=args.population, generations=args.generations, epochs=args.epochs,
-            models=args.models, backend=args.backend, workers=args.workers,
-            ray_address=args.ray_address, timeout=args.timeout, vectorized=args.vectorized,
-            seed=args.seed, out=args.out, resume=args.resume, progress=not args.no_progress,
-            algorithm=args.algorithm, **options,
+            task=args.task_spec if args.suite else args.task,
+            base=args.base,
+            population=args.population,
+            generations=args.generations,
+            epochs=args.epochs,
+            models=args.models,
+            backend=args.backend,
+            workers=args.workers,
+            ray_address=args.ray_address,
+            timeout=args.timeout,
+            vectorized=args.vectorized,
+            seed=args.seed,
+            out=args.out,
+            resume=args.resume,
+            progress=not args.no_progress,
+            algorithm=args.algorithm,
+            **options,
         )
     except datasets.DatasetUnavailableError as error:
         sys.exit(str(error))
@@ -469,19 +653,25 @@ def run_evolution(args):
 def write_agent(args, result, chosen, selection):
     """Write the `chosen` individual as the agent file `OUT/best_agent.json`; return its path."""
     spec = args.task_spec if args.suite else None
-    settings = {"warmup_steps": spec.warmup_steps if spec else 25,
-                "grn_steps_per_update": spec.grn_steps_per_update if spec else 1}
+    settings = {
+        "warmup_steps": spec.warmup_steps if spec else 25,
+        "grn_steps_per_update": spec.grn_steps_per_update if spec else 1,
+    }
     if args.algorithm == "static":
         # the fixed values as collapsed ranges: the agent trains as Keras's optimizer with them
         # (its genome reads the core paper's inputs, which change nothing then)
-        agent = static_agent(chosen.genome, args.name, settings,
-                             provenance(args, result, chosen, selection))
+        agent = static_agent(
+            chosen.genome, args.name, settings, provenance(args, result, chosen, selection)
+        )
     else:
         if args.inputs != input_sets.LEGACY:
             settings["inputs"] = args.inputs
         agent = zoo.Agent(
-            name=args.name, base=args.base, genome=chosen.genome,
-            ranges=spec.ranges if spec else None, settings=settings,
+            name=args.name,
+            base=args.base,
+            genome=chosen.genome,
+            ranges=spec.ranges if spec else None,
+            settings=settings,
             provenance=provenance(args, result, chosen, selection),
         )
     agent_path = os.path.join(args.out, "best_agent.json")
@@ -493,9 +683,12 @@ def draw_fitness(args, logbook):
     """`plot_fitness` into `OUT/fitness.png`, titled for the run; its path, or None."""
     figure = os.path.join(args.out, "fitness.png")
     if args.suite:
-        return plot_fitness(logbook, figure,
-                            f"{SEARCHES[args.algorithm]} on the task suite (seed {args.seed})",
-                            f"fitness (mean log loss ratio against {BASELINES[args.base]})")
+        return plot_fitness(
+            logbook,
+            figure,
+            f"{SEARCHES[args.algorithm]} on the task suite (seed {args.seed})",
+            f"fitness (mean log loss ratio against {BASELINES[args.base]})",
+        )
     return plot_fitness(logbook, figure, f"GRNEAT on {args.task} (seed {args.seed})")
 
 
@@ -506,14 +699,16 @@ def print_summary(result, agent_path, selection):
     a validation selection).
     """
     best = result.last_best
-    _output.print_json_line({
-        "best_fitness": None if best is None else round(best.fitness.values[0], 4),
-        "validation_score": None if selection is None else selection["score"],
-        "generations": result.generations,
-        "evaluations": result.evaluations,
-        "evaluated_now": result.evaluated_now,
-        "agent": agent_path,
-    })
+    _output.print_json_line(
+        {
+            "best_fitness": None if best is None else round(best.fitness.values[0], 4),
+            "validation_score": None if selection is None else selection["score"],
+            "generations": result.generations,
+            "evaluations": result.evaluations,
+            "evaluated_now": result.evaluated_now,
+            "agent": agent_path,
+        }
+    )
 
 
 def run(argv=None, prog=PROG):

@@ -16,22 +16,49 @@ from keras_neuromod.cli import _output
 PROG = "keras-neuromod zoo"
 
 #: the provenance fields `show` prints first, in this order, when present
-_MADE = ("task", "tasks", "architectures", "width", "epochs", "batch_size", "metric", "instances",
-         "baseline", "algorithm", "population", "generations", "seed", "final_fitness",
-         "evaluations", "trainings", "evolution_seconds", "workers", "cpu_hours",
-         "library_version")
+_MADE = (
+    "task",
+    "tasks",
+    "architectures",
+    "width",
+    "epochs",
+    "batch_size",
+    "metric",
+    "instances",
+    "baseline",
+    "algorithm",
+    "population",
+    "generations",
+    "seed",
+    "final_fitness",
+    "evaluations",
+    "trainings",
+    "evolution_seconds",
+    "workers",
+    "cpu_hours",
+    "library_version",
+)
 
 
 def _parser(prog):
-    parser = argparse.ArgumentParser(prog=prog, description="The agent zoo: list and inspect agents.")
+    parser = argparse.ArgumentParser(
+        prog=prog, description="The agent zoo: list and inspect agents."
+    )
     commands = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     listing = commands.add_parser("list", help="the zoo's agents")
-    listing.add_argument("--json", action="store_true", help="one JSON object per agent, a line each")
-    listing.add_argument("--zoo-dir", default=None, help="another zoo folder (default: "
-                         "$KERAS_NEUROMOD_ZOO, else the shipped agents)")
+    listing.add_argument(
+        "--json", action="store_true", help="one JSON object per agent, a line each"
+    )
+    listing.add_argument(
+        "--zoo-dir",
+        default=None,
+        help="another zoo folder (default: $KERAS_NEUROMOD_ZOO, else the shipped agents)",
+    )
     show = commands.add_parser("show", help="an agent's card")
     show.add_argument("agent", metavar="NAME_OR_FILE", help="a zoo name or an agent file")
-    show.add_argument("--json", action="store_true", help="the whole card (without the genome) as JSON")
+    show.add_argument(
+        "--json", action="store_true", help="the whole card (without the genome) as JSON"
+    )
     show.add_argument("--zoo-dir", default=None, help="another zoo folder")
     return parser
 
@@ -66,8 +93,13 @@ def list_agents(zoo_dir=None, as_json=False):
     if not agents:
         print(f"No agents in {zoo.directory(zoo_dir)}.")
         return agents
-    print(_output.table([(a["name"], a["base"], a.get("summary", "")) for a in agents],
-                        headers=("name", "base", "summary"), align="lll"))
+    print(
+        _output.table(
+            [(a["name"], a["base"], a.get("summary", "")) for a in agents],
+            headers=("name", "base", "summary"),
+            align="lll",
+        )
+    )
     print(f"\n{len(agents)} agents in {zoo.directory(zoo_dir)}; `{PROG} show NAME` shows one.")
     return agents
 
@@ -89,8 +121,11 @@ def show_agent(name_or_path, zoo_dir=None, as_json=False):
     genome = agent.genome
     if as_json:
         card = {key: value for key, value in agent.to_dict().items() if key != "genome"}
-        card["genome"] = {"n_inputs": genome.n_inputs, "n_outputs": genome.n_outputs,
-                          "n_regulatory": genome.n_regulatory}
+        card["genome"] = {
+            "n_inputs": genome.n_inputs,
+            "n_outputs": genome.n_outputs,
+            "n_regulatory": genome.n_regulatory,
+        }
         print(json.dumps(card, indent=1), flush=True)
         return agent
     optimizer = agent.optimizer_class().__name__
@@ -98,13 +133,21 @@ def show_agent(name_or_path, zoo_dir=None, as_json=False):
     print(f"{agent.name}: an {optimizer} agent")
     if summary:
         print(summary)
-    print(f"\nAGRN genome: {genome.n_inputs} inputs, {genome.n_regulatory} regulatory proteins, "
-          f"{genome.n_outputs} outputs")
+    print(
+        f"\nAGRN genome: {genome.n_inputs} inputs, {genome.n_regulatory} regulatory proteins, "
+        f"{genome.n_outputs} outputs"
+    )
     ranges = agent.ranges or agent.optimizer_class().DEFAULT_RANGES
-    print(_output.table(
-        [(name, f"[{lo:.6g}, {hi:.6g}]") for name, (lo, hi) in ranges.items()],
-        headers=("hyperparameter", "range" + ("" if agent.ranges else " (the optimizer's default)")),
-        align="ll"))
+    print(
+        _output.table(
+            [(name, f"[{lo:.6g}, {hi:.6g}]") for name, (lo, hi) in ranges.items()],
+            headers=(
+                "hyperparameter",
+                "range" + ("" if agent.ranges else " (the optimizer's default)"),
+            ),
+            align="ll",
+        )
+    )
     if agent.settings:
         print("settings: " + ", ".join(f"{k} {_value(v)}" for k, v in agent.settings.items()))
     if agent.provenance:
@@ -119,13 +162,21 @@ def show_agent(name_or_path, zoo_dir=None, as_json=False):
 def _print_provenance(made):
     """Print how an agent was made (its card's provenance) and the command that reproduces it."""
     rows = [(key, _value(made[key])) for key in _MADE if key in made]
-    rows += [(key, _value(value)) for key, value in made.items()
-             if key not in _MADE and key not in ("command", "selection")]
+    rows += [
+        (key, _value(value))
+        for key, value in made.items()
+        if key not in _MADE and key not in ("command", "selection")
+    ]
     if "selection" in made:
         chosen = made["selection"]
-        rows.append(("selection", f"best of {chosen.get('candidates')} candidates on "
-                                  f"{chosen.get('instances')} validation instances, "
-                                  f"score {chosen.get('score')}"))
+        rows.append(
+            (
+                "selection",
+                f"best of {chosen.get('candidates')} candidates on "
+                f"{chosen.get('instances')} validation instances, "
+                f"score {chosen.get('score')}",
+            )
+        )
     _output.print_table(rows, headers=("how it was made", ""), align="ll")
     if "command" in made:
         print(f"\nReproduced by:\n  {made['command']}")

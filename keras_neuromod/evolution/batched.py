@@ -77,13 +77,16 @@ def evaluate_groups(call, population, width=None):
     for start in range(0, size, width):
         stop = min(start + width, size)
         index = np.arange(start, start + width)
-        index[stop - start:] = start  # pad with copies of the group's first individual
+        index[stop - start :] = start  # pad with copies of the group's first individual
         group = tuple(part[index] for part in parts)
-        result = np.asarray(keras.ops.convert_to_numpy(call(group[0] if single else group)), np.float64)
+        result = np.asarray(
+            keras.ops.convert_to_numpy(call(group[0] if single else group)), np.float64
+        )
         if result.ndim == 0 or result.shape[0] != width:
             got = 1 if result.ndim == 0 else result.shape[0]
-            raise ValueError(f"The population's score function returned {got} "
-                             f"scores for a group of {width}.")
+            raise ValueError(
+                f"The population's score function returned {got} scores for a group of {width}."
+            )
         results.append(result[: stop - start])
     return np.concatenate(results)
 
@@ -102,6 +105,9 @@ def evaluate_population(call, population, width=None, worst_fitness=-math.inf):
     Returns:
         A float64 numpy array of one score per individual.
     """
-    scores = evaluate_groups(lambda group: np.reshape(
-        np.asarray(keras.ops.convert_to_numpy(call(group))), (-1,)), population, width)
+    scores = evaluate_groups(
+        lambda group: np.reshape(np.asarray(keras.ops.convert_to_numpy(call(group))), (-1,)),
+        population,
+        width,
+    )
     return np.where(np.isfinite(scores), scores, float(worst_fitness))

@@ -46,7 +46,14 @@ from keras_neuromod.io import atomic_write_json
 from keras_neuromod.io import folder_lock
 from keras_neuromod.io import read_json
 
-__all__ = ["evolve", "score_on_validation", "EvolutionResult", "Individual", "CHECKPOINT_FORMAT", "ALGORITHMS"]
+__all__ = [
+    "evolve",
+    "score_on_validation",
+    "EvolutionResult",
+    "Individual",
+    "CHECKPOINT_FORMAT",
+    "ALGORITHMS",
+]
 
 CHECKPOINT_FORMAT = "keras_neuromod.grneat-checkpoint/1"
 
@@ -132,7 +139,6 @@ def _statistics():
     return stats
 
 
-
 class _Run:
     """The state of one evolution, and its JSON checkpoint."""
 
@@ -145,7 +151,18 @@ class _Run:
         self.species = []
         self.fitness_range = None
         self.logbook = tools.Logbook()
-        self.logbook.header = ["gen", "architecture", "evals", "species", "size", "max", "mean", "min", "std", "seconds"]
+        self.logbook.header = [
+            "gen",
+            "architecture",
+            "evals",
+            "species",
+            "size",
+            "max",
+            "mean",
+            "min",
+            "std",
+            "seconds",
+        ]
         self.hall_of_fame = tools.HallOfFame(settings["hall_of_fame"])
         self.last_best = None  # the last generation's best (the checkpoint's "best")
         self.run_best = None  # the best of all generations (the checkpoint's "run_best")
@@ -196,8 +213,9 @@ class _Run:
         run.last_best = saved.individual_or_none("best")
         # the zoo's runs (zoo/runs/*/checkpoint.json, resumed by `evolve`) predate the
         # field: their run's best is in the hall of fame, or the last generation's best
-        run.run_best = (saved.individual_or_none("run_best")
-                        or _run_best(run.hall_of_fame, run.last_best))
+        run.run_best = saved.individual_or_none("run_best") or _run_best(
+            run.hall_of_fame, run.last_best
+        )
         run.evaluations = saved.integer("evaluations")
         run.search = saved.search()
         return run
@@ -229,7 +247,8 @@ class _CheckpointReader:
             raise ValueError(
                 f"{self.where} {'lacks' if self.static else 'has'} the field 'search', which a "
                 f"{'static' if self.static else algorithm} run's checkpoint "
-                f"{'holds' if self.static else 'does not hold'}.")
+                f"{'holds' if self.static else 'does not hold'}."
+            )
 
     def at(self, field):
         """`field` of this checkpoint, as error messages name it."""
@@ -239,8 +258,11 @@ class _CheckpointReader:
         saved = self.data["settings"]
         if not isinstance(saved, dict):
             raise ValueError(f"{self.at('settings')} must be a JSON object.")
-        differing = sorted(k for k in settings if k != "generations"
-                           and saved.get(k, _SETTING_DEFAULTS.get(k)) != settings[k])
+        differing = sorted(
+            k
+            for k in settings
+            if k != "generations" and saved.get(k, _SETTING_DEFAULTS.get(k)) != settings[k]
+        )
         if differing:
             raise ValueError(
                 f"{self.where} was made with other settings; resuming would not give "
@@ -283,8 +305,10 @@ class _CheckpointReader:
             raise ValueError(f"{self.at(field)}: {error}") from None
         if self.static:
             if result.base != self.task.base:
-                raise ValueError(f"{self.at(field)} fixes hyperparameters of the {result.base!r} "
-                                 f"base; this run searches the {self.task.base!r} base's.")
+                raise ValueError(
+                    f"{self.at(field)} fixes hyperparameters of the {result.base!r} "
+                    f"base; this run searches the {self.task.base!r} base's."
+                )
             return result
         n_inputs, n_outputs = self.task.n_inputs, self.task.n_outputs
         if (result.n_inputs, result.n_outputs) != (n_inputs, n_outputs):
@@ -313,22 +337,28 @@ class _CheckpointReader:
 
     def population(self):
         """The next generation's genomes (none in a static run: CMA-ES draws them)."""
-        population = _fields.items(self.data["population"], self.at("population"),
-                                   length=0 if self.static else self.config.population)
+        population = _fields.items(
+            self.data["population"],
+            self.at("population"),
+            length=0 if self.static else self.config.population,
+        )
         return [self.genome(g, f"population[{i}]") for i, g in enumerate(population)]
 
     def species(self):
         """The species the next generation is split against."""
-        species = _fields.items(self.data["species"], self.at("species"),
-                                max_length=self.config.population)
+        species = _fields.items(
+            self.data["species"], self.at("species"), max_length=self.config.population
+        )
         lo, hi = self.config.threshold_bounds
         result = []
         for i, value in enumerate(species):
             _fields.fields(value, self.at(f"species[{i}]"), ("representative", "threshold"))
-            result.append(grneat.Species(
-                self.genome(value["representative"], f"species[{i}].representative"),
-                _fields.number(value["threshold"], self.at(f"species[{i}].threshold"), lo, hi),
-            ))
+            result.append(
+                grneat.Species(
+                    self.genome(value["representative"], f"species[{i}].representative"),
+                    _fields.number(value["threshold"], self.at(f"species[{i}].threshold"), lo, hi),
+                )
+            )
         return result
 
     def fitness_range(self):
@@ -338,7 +368,9 @@ class _CheckpointReader:
         pair = _fields.items(self.data["fitness_range"], self.at("fitness_range"), length=2)
         pair = [_fields.number(v, self.at("fitness_range")) for v in pair]
         if pair[0] > pair[1]:
-            raise ValueError(f"{self.at('fitness_range')} must be [lo, hi] with lo <= hi, got {pair}.")
+            raise ValueError(
+                f"{self.at('fitness_range')} must be [lo, hi] with lo <= hi, got {pair}."
+            )
         return pair
 
     def logbook(self, logbook, generations):
@@ -355,8 +387,9 @@ class _CheckpointReader:
 
     def hall_of_fame(self, hall_of_fame):
         """Fill the DEAP `hall_of_fame` exactly as it was saved."""
-        hall = _fields.items(self.data["hall_of_fame"], self.at("hall_of_fame"),
-                             max_length=hall_of_fame.maxsize)
+        hall = _fields.items(
+            self.data["hall_of_fame"], self.at("hall_of_fame"), max_length=hall_of_fame.maxsize
+        )
         hall = [self.individual(value, f"hall_of_fame[{i}]") for i, value in enumerate(hall)]
         fitnesses = [ind.fitness.values[0] for ind in hall]
         if any(a < b for a, b in zip(fitnesses, fitnesses[1:])):
@@ -370,8 +403,13 @@ class _CheckpointReader:
         """A static run's CMA-ES (`StaticSearch`) in its saved state; None for the others."""
         if not self.static:
             return None
-        return StaticSearch.from_dict(self.data["search"], self.task.base, self.task.ranges,
-                                      self.config.population, where=self.at("search"))
+        return StaticSearch.from_dict(
+            self.data["search"],
+            self.task.base,
+            self.task.ranges,
+            self.config.population,
+            where=self.at("search"),
+        )
 
 
 def _task_from_dict(data):
@@ -404,8 +442,9 @@ def _run_best(hall_of_fame, *seen):
             the generation's best), or Nones.
     """
     best = _best_of(seen)
-    if len(hall_of_fame) and (best is None or
-                              hall_of_fame[0].fitness.values[0] >= best.fitness.values[0]):
+    if len(hall_of_fame) and (
+        best is None or hall_of_fame[0].fitness.values[0] >= best.fitness.values[0]
+    ):
         return hall_of_fame[0]
     return best
 
@@ -416,8 +455,20 @@ def _run_best(hall_of_fame, *seen):
 _SETTING_DEFAULTS = {"algorithm": "grneat"}
 ALGORITHMS = ("grneat", "random", "static")
 
-_CHECKPOINT_FIELDS = ("format", "settings", "config", "generation", "population", "species",
-                      "fitness_range", "rng_state", "logbook", "hall_of_fame", "best", "evaluations")
+_CHECKPOINT_FIELDS = (
+    "format",
+    "settings",
+    "config",
+    "generation",
+    "population",
+    "species",
+    "fitness_range",
+    "rng_state",
+    "logbook",
+    "hall_of_fame",
+    "best",
+    "evaluations",
+)
 
 
 def evolve(
@@ -523,8 +574,9 @@ def evolve(
             "__main__":`` guard).
     """
     _refuse_spawned_start()
-    fitness_task, config, models = _prepare(task, base, epochs, population, config, models,
-                                            algorithm, fitness, task_options)
+    fitness_task, config, models = _prepare(
+        task, base, epochs, population, config, models, algorithm, fitness, task_options
+    )
     generations = _fields.integer(generations, "generations")
     if backend is None:
         backend = "process" if fitness is not None else "vectorized"
@@ -535,16 +587,27 @@ def evolve(
         run = _start(settings, config, fitness_task, checkpoint, resume, verbose)
         evaluated_now = 0
         if run.generation < generations:
-            engine = make_backend(backend, fitness if fitness is not None else fitness_task, workers,
-                                  ray_address, timeout=timeout, vectorized=vectorized)
+            engine = make_backend(
+                backend,
+                fitness if fitness is not None else fitness_task,
+                workers,
+                ray_address,
+                timeout=timeout,
+                vectorized=vectorized,
+            )
             try:
                 evaluated_now = _run_generations(run, engine, models, checkpoint, progress, verbose)
             finally:
                 engine.close()
     return EvolutionResult(
-        best=run.run_best, last_best=run.last_best, hall_of_fame=run.hall_of_fame,
-        logbook=run.logbook, generations=run.generation, evaluations=run.evaluations,
-        evaluated_now=evaluated_now, out=out,
+        best=run.run_best,
+        last_best=run.last_best,
+        hall_of_fame=run.hall_of_fame,
+        logbook=run.logbook,
+        generations=run.generation,
+        evaluations=run.evaluations,
+        evaluated_now=evaluated_now,
+        out=out,
     )
 
 
@@ -652,8 +715,9 @@ def _start(settings, config, fitness_task, checkpoint, resume, verbose):
         # so its draws stay those of the random control; CMA-ES has a stream of its own
         run.population = []
         stream = np.random.SeedSequence(int(seed)).spawn(1)[0]
-        run.search = StaticSearch(fitness_task.base, fitness_task.ranges, config.population,
-                                  np.random.default_rng(stream))
+        run.search = StaticSearch(
+            fitness_task.base, fitness_task.ranges, config.population, np.random.default_rng(stream)
+        )
     return run
 
 
@@ -662,9 +726,11 @@ def _check_static(task, fitness):
     from keras_neuromod.evolution.suite import SuiteTask
 
     if not isinstance(task, SuiteTask) or fitness is not None:
-        raise ValueError("algorithm='static' searches fixed hyperparameters on a SuiteTask (its "
-                         "vectorized trainings against the Keras baseline); pass task=SuiteTask(...) "
-                         "and no fitness function.")
+        raise ValueError(
+            "algorithm='static' searches fixed hyperparameters on a SuiteTask (its "
+            "vectorized trainings against the Keras baseline); pass task=SuiteTask(...) "
+            "and no fitness function."
+        )
 
 
 def _progress_bar(total, generation, enabled):
@@ -698,8 +764,10 @@ class _Scoring:
         self.bar, self.tick = _progress_bar(expected, generation, progress)
 
     def __call__(self, genomes):
-        jobs = [{"genome": g.to_dict(), "architecture": self.architecture, "seed": self.seed}
-                for g in genomes]
+        jobs = [
+            {"genome": g.to_dict(), "architecture": self.architecture, "seed": self.seed}
+            for g in genomes
+        ]
         if self.bar is not None:
             self.bar.total = self.count + len(jobs)
             self.bar.refresh()
@@ -726,9 +794,13 @@ def _record(run, population, fitnesses, architecture, evaluated, species, start,
     run.evaluations += evaluated
     record = _statistics().compile(individuals)
     run.logbook.record(
-        gen=run.generation, architecture=architecture, evals=evaluated, species=species,
+        gen=run.generation,
+        architecture=architecture,
+        evals=evaluated,
+        species=species,
         size=float(np.mean([g.n_regulatory for g in population])),
-        seconds=round(time.perf_counter() - start, 2), **{k: float(v) for k, v in record.items()},
+        seconds=round(time.perf_counter() - start, 2),
+        **{k: float(v) for k, v in record.items()},
     )
     if verbose:
         print(run.logbook.stream, flush=True)
@@ -746,14 +818,16 @@ def _generation(run, engine, models, progress, verbose):
     architecture, task_seed = _draw(rng, models)
     random_search = run.settings["algorithm"] == "random"
     population, species = list(run.population), []
-    with _Scoring(engine, architecture, task_seed, len(population), run.generation,
-                  progress) as score:
+    with _Scoring(
+        engine, architecture, task_seed, len(population), run.generation, progress
+    ) as score:
         fitnesses = score(population)
         if not random_search:
             species = grneat.speciate(population, run.species, rng, config)
             # the members of species too small to keep are replaced by mutants, scored here
             species, population, fitnesses = grneat.dissolve_small_species(
-                population, fitnesses, species, score, rng, config)
+                population, fitnesses, species, score, rng, config
+            )
             grneat.adapt_thresholds(species, config)
     _record(run, population, fitnesses, architecture, score.count, len(species), start, verbose)
     if random_search:
@@ -761,7 +835,8 @@ def _generation(run, engine, models, progress, verbose):
         run.population, run.species = grneat.random_population(n_inputs, n_outputs, rng, config), []
     else:
         run.population, run.species = grneat.reproduce(
-            population, fitnesses, species, run.fitness_range, rng, config)
+            population, fitnesses, species, run.fitness_range, rng, config
+        )
     run.generation += 1
     return score.count
 
@@ -777,8 +852,9 @@ def _static_generation(run, engine, models, progress, verbose):
     architecture, task_seed = _draw(run.rng, models)
     positions = run.search.ask()
     candidates = [run.search.candidate(p) for p in positions]
-    with _Scoring(engine, architecture, task_seed, len(candidates), run.generation,
-                  progress) as score:
+    with _Scoring(
+        engine, architecture, task_seed, len(candidates), run.generation, progress
+    ) as score:
         fitnesses = score(candidates)
     run.search.tell(positions, fitnesses)
     _record(run, candidates, fitnesses, architecture, score.count, 0, start, verbose)
@@ -816,8 +892,9 @@ def score_on_validation(genomes, suite, draws=8, workers=None, first_seed=None, 
 
     if first_seed is None:
         first_seed = VALIDATION_SEEDS
-    genomes = [g.to_dict() if isinstance(g, (Genome, FixedHyperparameters)) else dict(g)
-               for g in genomes]
+    genomes = [
+        g.to_dict() if isinstance(g, (Genome, FixedHyperparameters)) else dict(g) for g in genomes
+    ]
     draws = _fields.integer(draws, "draws", minimum=1)
     seeds = [int(first_seed) + i for i in range(draws)]
     jobs = [{"genome": g, "architecture": "suite", "seed": s} for s in seeds for g in genomes]

@@ -192,11 +192,19 @@ class TaskData:
         # logits on every backend (Keras's TensorFlow backend does this for a
         # softmax output; its JAX backend would clip the probabilities, whose
         # gradient then vanishes for a saturated example).
-        model = models.build(architecture, self.input_shape, self.num_classes, width=task.width,
-                             output_activation=None)
+        model = models.build(
+            architecture,
+            self.input_shape,
+            self.num_classes,
+            width=task.width,
+            output_activation=None,
+        )
         optimizer = placeholder_optimizer(task)
-        model.compile(optimizer=optimizer, metrics=["accuracy"],
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.compile(
+            optimizer=optimizer,
+            metrics=["accuracy"],
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
         optimizer.build(model.trainable_variables)
         return model, optimizer
 
@@ -209,7 +217,11 @@ class TaskData:
             if len(self._initial) >= 4:
                 self._initial.pop(next(iter(self._initial)))
             reference = models.build(
-                architecture, self.input_shape, self.num_classes, width=self.task.width, seed=int(seed)
+                architecture,
+                self.input_shape,
+                self.num_classes,
+                width=self.task.width,
+                seed=int(seed),
             )
             self._initial[key] = reference.get_weights()
         return self._initial[key]
@@ -256,8 +268,12 @@ class Evaluator(TaskData):
         history = None
         for permutation in self.data_order(seed):
             history = model.fit(
-                self.x[permutation], self.y[permutation],
-                batch_size=self.task.batch_size, epochs=1, shuffle=False, verbose=0,
+                self.x[permutation],
+                self.y[permutation],
+                batch_size=self.task.batch_size,
+                epochs=1,
+                shuffle=False,
+                verbose=0,
                 callbacks=[stop_on_nan],
             )
             loss = history.history["loss"][-1] if history.history.get("loss") else float("nan")

@@ -133,10 +133,20 @@ class GRNEATConfig:
         def in_range(name, lo, hi):
             value = getattr(self, name)
             if not (_finite(value) and lo <= value <= hi):
-                raise ValueError(f"GRNEATConfig.{name} must lie in [{lo}, {hi}], got {value!r:.80}.")
+                raise ValueError(
+                    f"GRNEATConfig.{name} must lie in [{lo}, {hi}], got {value!r:.80}."
+                )
 
-        for name in ("crossover_rate", "mutation_rate", "add_rate", "delete_rate",
-                     "modify_rate", "crossover_threshold", "species_threshold", "threshold_step"):
+        for name in (
+            "crossover_rate",
+            "mutation_rate",
+            "add_rate",
+            "delete_rate",
+            "modify_rate",
+            "crossover_threshold",
+            "species_threshold",
+            "threshold_step",
+        ):
             in_range(name, 0, 1)
         for name in ("id_weight", "enh_weight", "inh_weight"):
             in_range(name, 0, math.inf)
@@ -145,10 +155,15 @@ class GRNEATConfig:
         if self.crossover_rate + self.mutation_rate > 1.0 + 1e-9:
             raise ValueError("GRNEATConfig: crossover_rate + mutation_rate must be at most 1.")
         bounds = self.threshold_bounds
-        if not (isinstance(bounds, (tuple, list)) and len(bounds) == 2 and all(
-            _finite(v) for v in bounds
-        ) and 0 <= bounds[0] <= bounds[1]):
-            raise ValueError(f"GRNEATConfig.threshold_bounds must be 0 <= lo <= hi, got {bounds!r:.80}.")
+        if not (
+            isinstance(bounds, (tuple, list))
+            and len(bounds) == 2
+            and all(_finite(v) for v in bounds)
+            and 0 <= bounds[0] <= bounds[1]
+        ):
+            raise ValueError(
+                f"GRNEATConfig.threshold_bounds must be 0 <= lo <= hi, got {bounds!r:.80}."
+            )
         lo, hi = bounds
         if self.initial_regulatory > self.max_regulatory:
             raise ValueError("GRNEATConfig.initial_regulatory exceeds max_regulatory.")
@@ -162,7 +177,9 @@ class GRNEATConfig:
     @classmethod
     def from_dict(cls, data):
         if not isinstance(data, dict):
-            raise ValueError(f"A GRNEATConfig must be a JSON object (dict), got {type(data).__name__}.")
+            raise ValueError(
+                f"A GRNEATConfig must be a JSON object (dict), got {type(data).__name__}."
+            )
         names = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -221,11 +238,13 @@ def genome_distance(a, b, config=GRNEATConfig()):
     if (b.n_regulatory, _order_key(b)) > (a.n_regulatory, _order_key(a)):
         a, b = b, a
     fixed = np.arange(_fixed_count(a))
-    total = float(np.sum(
-        config.id_weight * np.abs(a.identifiers[fixed] - b.identifiers[fixed])
-        + config.enh_weight * np.abs(a.enhancers[fixed] - b.enhancers[fixed])
-        + config.inh_weight * np.abs(a.inhibitors[fixed] - b.inhibitors[fixed])
-    ))
+    total = float(
+        np.sum(
+            config.id_weight * np.abs(a.identifiers[fixed] - b.identifiers[fixed])
+            + config.enh_weight * np.abs(a.enhancers[fixed] - b.enhancers[fixed])
+            + config.inh_weight * np.abs(a.inhibitors[fixed] - b.inhibitors[fixed])
+        )
+    )
     if a.n_regulatory:
         if b.n_regulatory:
             distances = _protein_distances(
@@ -240,8 +259,13 @@ def genome_distance(a, b, config=GRNEATConfig()):
 
 
 def _order_key(genome):
-    return (genome.beta, genome.delta, genome.identifiers.tobytes(), genome.enhancers.tobytes(),
-            genome.inhibitors.tobytes())
+    return (
+        genome.beta,
+        genome.delta,
+        genome.identifiers.tobytes(),
+        genome.enhancers.tobytes(),
+        genome.inhibitors.tobytes(),
+    )
 
 
 # -- mutation ----------------------------------------------------------------
@@ -360,7 +384,9 @@ def crossover(parent1, parent2, rng, config=GRNEATConfig()):
     from_second = rng.random(fixed) < 0.5
     tags = {}
     for field in ("identifiers", "enhancers", "inhibitors"):
-        tags[field] = list(np.where(from_second, getattr(parent2, field)[:fixed], getattr(parent1, field)[:fixed]))
+        tags[field] = list(
+            np.where(from_second, getattr(parent2, field)[:fixed], getattr(parent1, field)[:fixed])
+        )
 
     chosen, unaligned1, unused2, given1, given2 = _align(parent1, parent2, fixed, rng, config)
     share1 = 0.5 if given1 + given2 == 0 else given1 / (given1 + given2)
@@ -375,8 +401,14 @@ def crossover(parent1, parent2, rng, config=GRNEATConfig()):
     beta = parent1.beta if rng.random() < 0.5 else parent2.beta
     delta = parent1.delta if rng.random() < 0.5 else parent2.delta
     return Genome(
-        parent1.n_inputs, parent1.n_outputs, len(chosen),
-        tags["identifiers"], tags["enhancers"], tags["inhibitors"], beta, delta,
+        parent1.n_inputs,
+        parent1.n_outputs,
+        len(chosen),
+        tags["identifiers"],
+        tags["enhancers"],
+        tags["inhibitors"],
+        beta,
+        delta,
     )
 
 
@@ -399,8 +431,10 @@ def random_population(n_inputs, n_outputs, rng, config=GRNEATConfig()):
     evolution can reach, so that the control searches the same space.
     """
     low, high = config.initial_regulatory, max(config.initial_regulatory, config.max_regulatory)
-    return [Genome.random(n_inputs, n_outputs, int(rng.integers(low, high + 1)), rng=rng)
-            for _ in range(config.population)]
+    return [
+        Genome.random(n_inputs, n_outputs, int(rng.integers(low, high + 1)), rng=rng)
+        for _ in range(config.population)
+    ]
 
 
 # -- selection and speciation ------------------------------------------------
@@ -532,8 +566,9 @@ def dissolve_small_species(population, fitnesses, species, evaluate, rng, config
     new_genomes, homes = [], []
     for _ in range(removed):
         target = keep[int(rng.integers(len(keep)))]
-        parent = population[target.members[tournament(fitnesses, target.members, rng,
-                                                      config.tournament_size)]]
+        parent = population[
+            target.members[tournament(fitnesses, target.members, rng, config.tournament_size)]
+        ]
         home = None
         for _ in range(config.max_tries):
             child = mutate(parent, rng, config)
@@ -591,8 +626,9 @@ def breed(population, fitnesses, species, counts, rng, config=GRNEATConfig()):
                 if second != first:
                     break
             if second != first:
-                brood.append(crossover(population[members[first]], population[members[second]],
-                                       rng, config))
+                brood.append(
+                    crossover(population[members[first]], population[members[second]], rng, config)
+                )
         for _ in range(int(count * config.mutation_rate)):
             parent = population[members[tournament(fitnesses, members, rng, size)]]
             brood.append(mutate(parent, rng, config))
@@ -611,8 +647,10 @@ def breed(population, fitnesses, species, counts, rng, config=GRNEATConfig()):
 def next_species(population, species, rng):
     """The species handed to the next generation: for each, a random member of
     `population` becomes its representative; thresholds are kept, members emptied."""
-    return [Species(population[s.members[int(rng.integers(len(s.members)))]], s.threshold)
-            for s in species]
+    return [
+        Species(population[s.members[int(rng.integers(len(s.members)))]], s.threshold)
+        for s in species
+    ]
 
 
 def reproduce(population, fitnesses, species, fitness_range, rng, config=GRNEATConfig()):

@@ -43,8 +43,17 @@ from keras_neuromod import _fields
 from keras_neuromod.evolution.fitness import TaskError
 
 __all__ = [
-    "make_backend", "evaluate_job", "check_trainable", "check_not_all_failed", "in_spawned_start", "SerialBackend", "ProcessBackend", "RayBackend",
-    "VectorizedBackend", "BACKENDS", "TaskError",
+    "make_backend",
+    "evaluate_job",
+    "check_trainable",
+    "check_not_all_failed",
+    "in_spawned_start",
+    "SerialBackend",
+    "ProcessBackend",
+    "RayBackend",
+    "VectorizedBackend",
+    "BACKENDS",
+    "TaskError",
 ]
 
 _EVALUATORS = {}
@@ -171,8 +180,10 @@ def evaluate_job(fitness, job):
 
         options = {name: job[name] for name in ("vmap", "scan", "width")}
         kind = SuiteEvaluator if isinstance(fitness, SuiteTask) else VectorizedEvaluator
-        evaluator = _evaluator(("vectorized", repr(fitness), repr(sorted(options.items()))),
-                               lambda: kind(fitness, **options))
+        evaluator = _evaluator(
+            ("vectorized", repr(fitness), repr(sorted(options.items()))),
+            lambda: kind(fitness, **options),
+        )
         return [float(v) for v in evaluator.evaluate_many(job["genomes"], architecture, seed)]
     genome = job["genome"]
     if isinstance(fitness, FitnessTask):
@@ -200,11 +211,15 @@ def check_trainable(fitness, vectorized):
     from keras_neuromod.evolution.suite import SuiteTask
 
     if isinstance(fitness, SuiteTask) and not vectorized:
-        raise ValueError("A SuiteTask trains vectorized: use backend='vectorized' (or 'ray' with "
-                         "vectorized=True).")
+        raise ValueError(
+            "A SuiteTask trains vectorized: use backend='vectorized' (or 'ray' with "
+            "vectorized=True)."
+        )
     if vectorized and not isinstance(fitness, (FitnessTask, SuiteTask)):
-        raise ValueError("Vectorized evaluation trains a FitnessTask or a SuiteTask; a fitness "
-                         "function needs the 'serial', 'process' or 'ray' backend.")
+        raise ValueError(
+            "Vectorized evaluation trains a FitnessTask or a SuiteTask; a fitness "
+            "function needs the 'serial', 'process' or 'ray' backend."
+        )
 
 
 def check_not_all_failed(backend, what="evaluation"):
@@ -216,8 +231,9 @@ def check_not_all_failed(backend, what="evaluation"):
     """
     failures, jobs = getattr(backend, "failures", []), getattr(backend, "mapped", 0)
     if jobs and len(failures) == jobs:
-        raise _task_failure(f"every {what} failed, twice; the first error follows",
-                            str(failures[0]))
+        raise _task_failure(
+            f"every {what} failed, twice; the first error follows", str(failures[0])
+        )
 
 
 class _Retries:
@@ -269,8 +285,11 @@ class _Retries:
         final = self.attempts[index] >= self.ATTEMPTS
         what = "scored worst" if final else "run again"
         tail = f"\n{details.rstrip()}" if final and details else ""
-        warnings.warn(f"Evaluating an individual failed ({reason}); it is {what}.{tail}",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"Evaluating an individual failed ({reason}); it is {what}.{tail}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         if not final:
             self.pending.insert(0, index)
             return
@@ -430,8 +449,16 @@ class ProcessBackend:
 
     name = "process"
 
-    def __init__(self, fitness, workers=None, threads=None, max_jobs_per_worker=500,
-                 max_worker_memory=4096, timeout=None, environment=None):
+    def __init__(
+        self,
+        fitness,
+        workers=None,
+        threads=None,
+        max_jobs_per_worker=500,
+        max_worker_memory=4096,
+        timeout=None,
+        environment=None,
+    ):
         self.fitness = fitness
         self.environment = dict(environment or {})
         self.workers = int(workers or os.cpu_count() or 1)
@@ -486,8 +513,10 @@ class ProcessBackend:
         while not retries.finished:
             self._hand_out(retries)
             busy = [w for w in self._pool if w is not None and w.job is not None]
-            ready = wait([w.connection for w in busy] + [w.process.sentinel for w in busy],
-                         timeout=self._time_left(busy))
+            ready = wait(
+                [w.connection for w in busy] + [w.process.sentinel for w in busy],
+                timeout=self._time_left(busy),
+            )
             for slot, worker in enumerate(self._pool):
                 if worker is not None and worker.job is not None:
                     self._collect(slot, worker, ready, retries)
@@ -556,8 +585,10 @@ class ProcessBackend:
             details = worker.last_words()
         hint = ""
         if "bootstrapping phase" in details and "main guard" not in details:
-            hint = ("\nEach worker process imports the script that started it: put the code "
-                    "that runs the evolution under `if __name__ == \"__main__\":`.")
+            hint = (
+                "\nEach worker process imports the script that started it: put the code "
+                'that runs the evolution under `if __name__ == "__main__":`.'
+            )
         return _task_failure("a worker process could not start", details + hint)
 
     def close(self):
@@ -611,8 +642,11 @@ class _Worker:
 
     def timed_out(self, timeout):
         """Whether its job has run for `timeout` seconds (never without a timeout)."""
-        return (timeout is not None and self.since is not None
-                and time.monotonic() - self.since >= timeout)
+        return (
+            timeout is not None
+            and self.since is not None
+            and time.monotonic() - self.since >= timeout
+        )
 
     def last_words(self):
         """Its exit code and the end of what it wrote while starting."""
@@ -621,8 +655,10 @@ class _Worker:
         log.seek(0, os.SEEK_END)
         log.seek(max(0, log.tell() - 16384))
         lines = log.read().decode(errors="replace").splitlines()[-30:]
-        return (f"The worker exited with code {self.process.exitcode}; the end of "
-                "its output:\n" + "\n".join(lines))
+        return (
+            f"The worker exited with code {self.process.exitcode}; the end of "
+            "its output:\n" + "\n".join(lines)
+        )
 
     def stop(self):
         """Ask it to end (killed if it does not within 5 s) and close its pipe and log."""
@@ -681,8 +717,9 @@ class RayBackend:
     # an actor that fails this many pings in a row is given up
     MAX_PINGS = 20
 
-    def __init__(self, fitness, workers=None, address=None, threads=1, timeout=None,
-                 environment=None):
+    def __init__(
+        self, fitness, workers=None, address=None, threads=1, timeout=None, environment=None
+    ):
         self.timeout = _check_timeout(timeout)
         try:
             import ray
@@ -695,8 +732,10 @@ class RayBackend:
         if not ray.is_initialized():
             if address is None:
                 ray.init(
-                    num_cpus=workers or os.cpu_count(), include_dashboard=False,
-                    log_to_driver=False, configure_logging=False,
+                    num_cpus=workers or os.cpu_count(),
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
                 )
                 self._started_here = True
             else:
@@ -730,8 +769,11 @@ class RayBackend:
             if self._failed_pings[actor] < self.MAX_PINGS:
                 self._ping(actor)  # still restarting
             else:
-                warnings.warn(f"A Ray worker is gone ({type(error).__name__}); "
-                              "the others go on.", RuntimeWarning, stacklevel=4)
+                warnings.warn(
+                    f"A Ray worker is gone ({type(error).__name__}); the others go on.",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
             return
         self._failed_pings[actor] = 0
         self._idle.append(actor)
@@ -759,8 +801,9 @@ class RayBackend:
                 running[reference] = (actor, index, time.monotonic())
             if not running and not self._pinging:
                 raise RuntimeError("No Ray worker is left to evaluate the individuals.")
-            finished, _ = self._ray.wait(list(running) + list(self._pinging), num_returns=1,
-                                         timeout=self._time_left(running))
+            finished, _ = self._ray.wait(
+                list(running) + list(self._pinging), num_returns=1, timeout=self._time_left(running)
+            )
             for reference in finished:
                 if reference in self._pinging:
                     self._answered(reference)
@@ -778,8 +821,9 @@ class RayBackend:
         except Exception as error:  # noqa: BLE001 - RayActorError, RayTaskError
             self._ping(actor)  # a dead actor is back once it answers
             cause = getattr(error, "cause", None)
-            retries.failed(index, _summary(cause) if cause is not None else type(error).__name__,
-                           str(error))
+            retries.failed(
+                index, _summary(cause) if cause is not None else type(error).__name__, str(error)
+            )
             return
         self._idle.append(actor)
         retries.succeeded(index, value)
@@ -829,19 +873,36 @@ class VectorizedBackend:
 
     name = "vectorized"
 
-    def __init__(self, fitness, workers=None, place="local", vmap=None, scan=None, width=None,
-                 ray_address=None, timeout=None):
+    def __init__(
+        self,
+        fitness,
+        workers=None,
+        place="local",
+        vmap=None,
+        scan=None,
+        width=None,
+        ray_address=None,
+        timeout=None,
+    ):
         from keras_neuromod.evolution.vectorized import DEFAULT_WIDTH
 
         check_trainable(fitness, vectorized=True)
         self.fitness = fitness
-        self.options = {"vmap": vmap, "scan": scan,
-                        "width": _fields.integer(DEFAULT_WIDTH if width is None else width, "width",
-                                                 minimum=1)}
+        self.options = {
+            "vmap": vmap,
+            "scan": scan,
+            "width": _fields.integer(DEFAULT_WIDTH if width is None else width, "width", minimum=1),
+        }
         jax = {"KERAS_BACKEND": "jax"}
         if place == "ray":
-            self._inner = RayBackend(fitness, workers=workers, address=ray_address,
-                                     threads=None, timeout=timeout, environment=jax)
+            self._inner = RayBackend(
+                fitness,
+                workers=workers,
+                address=ray_address,
+                threads=None,
+                timeout=timeout,
+                environment=jax,
+            )
         elif place == "local":
             import keras
 
@@ -849,8 +910,9 @@ class VectorizedBackend:
             if workers == 1 and timeout is None and keras.backend.backend() == "jax":
                 self._inner = SerialBackend(fitness)
             else:
-                self._inner = ProcessBackend(fitness, workers=workers, timeout=timeout,
-                                             environment=jax)
+                self._inner = ProcessBackend(
+                    fitness, workers=workers, timeout=timeout, environment=jax
+                )
         else:
             raise ValueError(f"place must be 'local' or 'ray', got {place!r}.")
         self.workers = self._inner.workers
@@ -867,10 +929,14 @@ class VectorizedBackend:
             size = -(-(stop - start) // self.workers)  # an even share per worker
             for first in range(start, stop, size):
                 last = min(first + size, stop)
-                chunks.append(dict(
-                    genomes=[job["genome"] for job in jobs[first:last]],
-                    architecture=key[0], seed=key[1], **self.options,
-                ))
+                chunks.append(
+                    dict(
+                        genomes=[job["genome"] for job in jobs[first:last]],
+                        architecture=key[0],
+                        seed=key[1],
+                        **self.options,
+                    )
+                )
                 spans.append((first, last))
             start = stop
         return chunks, spans
@@ -900,8 +966,15 @@ class VectorizedBackend:
 BACKENDS = ("vectorized", "process", "serial", "ray")
 
 
-def make_backend(backend, fitness, workers=None, ray_address=None, timeout=None, vectorized=False,
-                 **vectorized_options):
+def make_backend(
+    backend,
+    fitness,
+    workers=None,
+    ray_address=None,
+    timeout=None,
+    vectorized=False,
+    **vectorized_options,
+):
     """Build the backend named `backend` ('vectorized', 'process', 'serial' or 'ray').
 
     `timeout` (seconds per job, None for no limit) needs workers in other
@@ -916,10 +989,18 @@ def make_backend(backend, fitness, workers=None, ray_address=None, timeout=None,
     check_trainable(fitness, vectorized=backend == "vectorized" or vectorized)
     if backend == "vectorized" or vectorized:
         if backend not in ("vectorized", "ray"):
-            raise ValueError("vectorized=True goes with backend='ray'; use backend='vectorized' "
-                             "for local vectorized evaluation.")
-        return VectorizedBackend(fitness, workers=workers, place="ray" if backend == "ray" else "local",
-                                 ray_address=ray_address, timeout=timeout, **vectorized_options)
+            raise ValueError(
+                "vectorized=True goes with backend='ray'; use backend='vectorized' "
+                "for local vectorized evaluation."
+            )
+        return VectorizedBackend(
+            fitness,
+            workers=workers,
+            place="ray" if backend == "ray" else "local",
+            ray_address=ray_address,
+            timeout=timeout,
+            **vectorized_options,
+        )
     if vectorized_options:
         raise ValueError(f"{sorted(vectorized_options)} apply to vectorized evaluation only.")
     if backend == "serial":

@@ -43,8 +43,15 @@ from keras_neuromod import bases
 from keras_neuromod.agrn import Genome
 from keras_neuromod.bases import N_INPUTS
 
-__all__ = ["FixedHyperparameters", "StaticSearch", "static_agent", "fixed_optimizer",
-           "is_candidate", "INITIAL_POSITION", "INITIAL_SIGMA"]
+__all__ = [
+    "FixedHyperparameters",
+    "StaticSearch",
+    "static_agent",
+    "fixed_optimizer",
+    "is_candidate",
+    "INITIAL_POSITION",
+    "INITIAL_SIGMA",
+]
 
 # CMA-ES starts at the centre of the box of positions, with a step size of 0.3
 # of its side (Hansen's advice: about a third of the search interval).
@@ -86,13 +93,18 @@ class FixedHyperparameters:
     def __init__(self, base, values):
         spec = bases.get(base, where="FixedHyperparameters' base")
         if not isinstance(values, dict):
-            raise ValueError(f"hyperparameters must be a dict of names to numbers, got "
-                             f"{type(values).__name__}.")
+            raise ValueError(
+                f"hyperparameters must be a dict of names to numbers, got {type(values).__name__}."
+            )
         names = spec.hyperparameters
         if sorted(values) != sorted(names):
-            raise ValueError(f"hyperparameters must give exactly {list(names)} of the {base!r} base, "
-                             f"got {sorted(values, key=str)}.")
-        checked = {name: _fields.number(values[name], f"hyperparameters[{name!r}]") for name in names}
+            raise ValueError(
+                f"hyperparameters must give exactly {list(names)} of the {base!r} base, "
+                f"got {sorted(values, key=str)}."
+            )
+        checked = {
+            name: _fields.number(values[name], f"hyperparameters[{name!r}]") for name in names
+        }
         spec.check_ranges({name: (value, value) for name, value in checked.items()})
         object.__setattr__(self, "base", base)
         object.__setattr__(self, "values", checked)
@@ -114,8 +126,10 @@ class FixedHyperparameters:
         ranges = spec.check_ranges(ranges)
         positions = np.clip(np.asarray(positions, np.float64), 0.0, 1.0)
         if positions.shape != (len(spec.hyperparameters),):
-            raise ValueError(f"positions must be {len(spec.hyperparameters)} numbers "
-                             f"({list(spec.hyperparameters)}), got shape {positions.shape}.")
+            raise ValueError(
+                f"positions must be {len(spec.hyperparameters)} numbers "
+                f"({list(spec.hyperparameters)}), got shape {positions.shape}."
+            )
         values = {}
         for name, position in zip(spec.hyperparameters, positions):
             lo, hi = ranges[name]
@@ -166,7 +180,9 @@ class FixedHyperparameters:
 
 def is_candidate(data):
     """Whether `data` is a static candidate or its JSON form (not a genome)."""
-    return isinstance(data, FixedHyperparameters) or (isinstance(data, dict) and "hyperparameters" in data)
+    return isinstance(data, FixedHyperparameters) or (
+        isinstance(data, dict) and "hyperparameters" in data
+    )
 
 
 def static_agent(candidate, name, settings=None, provenance=None):
@@ -189,8 +205,14 @@ def static_agent(candidate, name, settings=None, provenance=None):
     if not isinstance(candidate, FixedHyperparameters):
         raise TypeError(f"static_agent needs FixedHyperparameters, got {type(candidate).__name__}.")
     genome = Genome.random(N_INPUTS, bases.get(candidate.base).n_outputs, 0, rng=0)
-    return Agent(name=name, base=candidate.base, genome=genome, ranges=candidate.ranges,
-                 settings=dict(settings or {}), provenance=dict(provenance or {}))
+    return Agent(
+        name=name,
+        base=candidate.base,
+        genome=genome,
+        ranges=candidate.ranges,
+        settings=dict(settings or {}),
+        provenance=dict(provenance or {}),
+    )
 
 
 def fixed_optimizer(task, tensors):
@@ -251,8 +273,10 @@ class StaticSearch(cma.Strategy):
     def tell(self, positions, fitnesses):
         """Update the strategy from the positions asked and their fitnesses (maximised)."""
         if len(positions) != self.lambda_ or len(fitnesses) != self.lambda_:
-            raise ValueError(f"tell needs {self.lambda_} positions and fitnesses, got "
-                             f"{len(positions)} and {len(fitnesses)}.")
+            raise ValueError(
+                f"tell needs {self.lambda_} positions and fitnesses, got "
+                f"{len(positions)} and {len(fitnesses)}."
+            )
         self.update([_Point(p, f) for p, f in zip(positions, fitnesses)])
 
     def candidate(self, position):
@@ -261,10 +285,15 @@ class StaticSearch(cma.Strategy):
 
     def to_dict(self):
         return {
-            "centroid": self.centroid.tolist(), "sigma": float(self.sigma),
-            "pc": self.pc.tolist(), "ps": self.ps.tolist(), "C": self.C.tolist(),
-            "B": self.B.tolist(), "diagD": self.diagD.tolist(),
-            "update_count": int(self.update_count), "rng_state": self.rng.bit_generator.state,
+            "centroid": self.centroid.tolist(),
+            "sigma": float(self.sigma),
+            "pc": self.pc.tolist(),
+            "ps": self.ps.tolist(),
+            "C": self.C.tolist(),
+            "B": self.B.tolist(),
+            "diagD": self.diagD.tolist(),
+            "update_count": int(self.update_count),
+            "rng_state": self.rng.bit_generator.state,
         }
 
     @classmethod
@@ -286,8 +315,10 @@ class StaticSearch(cma.Strategy):
             except (TypeError, ValueError, OverflowError):
                 raise ValueError(f"{at(field)} must be numbers shaped {list(shape)}.") from None
             if result.shape != shape:
-                raise ValueError(f"{at(field)} must be numbers shaped {list(shape)}, got shape "
-                                 f"{list(result.shape)}.")
+                raise ValueError(
+                    f"{at(field)} must be numbers shaped {list(shape)}, got shape "
+                    f"{list(result.shape)}."
+                )
             if not np.all(np.isfinite(result)):
                 raise ValueError(f"{at(field)} must be finite numbers.")
             return result

@@ -125,8 +125,18 @@ class EvolutionStrategy:
         epsilon=1e-8,
     ):
         initial, population, seed = _check_settings(
-            fitness_fn, initial, population, sigma, learning_rate, momentum, weight_decay, seed,
-            update, beta_2, epsilon)
+            fitness_fn,
+            initial,
+            population,
+            sigma,
+            learning_rate,
+            momentum,
+            weight_decay,
+            seed,
+            update,
+            beta_2,
+            epsilon,
+        )
         self.fitness_fn = fitness_fn
         self.population = int(population)
         self.sigma = float(sigma)
@@ -253,8 +263,10 @@ class EvolutionStrategy:
             from tqdm.auto import tqdm
 
             bar = tqdm(
-                total=int(generations), initial=min(self.generation, generations),
-                desc="ES", unit="gen",
+                total=int(generations),
+                initial=min(self.generation, generations),
+                desc="ES",
+                unit="gen",
             )
         try:
             while self.generation < generations:
@@ -298,8 +310,20 @@ class EvolutionStrategy:
                 f"{where} is not an EvolutionStrategy checkpoint that this version reads: its "
                 f"format is {found!r:.80}, expected {CHECKPOINT_FORMAT!r}."
             )
-        _fields.fields(state, where, ("format", "config", "generation", "theta", "velocity",
-                                      "second_moment", "rng_state", "logbook"))
+        _fields.fields(
+            state,
+            where,
+            (
+                "format",
+                "config",
+                "generation",
+                "theta",
+                "velocity",
+                "second_moment",
+                "rng_state",
+                "logbook",
+            ),
+        )
         config = self.get_config()
         saved = state["config"]
         if not isinstance(saved, dict):
@@ -313,15 +337,23 @@ class EvolutionStrategy:
         vectors = {}
         for name in ("theta", "velocity", "second_moment"):
             values = _fields.items(state[name], at(name), length=self.num_params)
-            vectors[name] = np.array([_fields.number(v, at(name)) for v in values], dtype=np.float64)
+            vectors[name] = np.array(
+                [_fields.number(v, at(name)) for v in values], dtype=np.float64
+            )
         rng = _fields.generator(state["rng_state"], at("rng_state"))
         generation = _fields.integer(state["generation"], at("generation"))
         logbook = _logbook()
         records = _fields.items(state["logbook"], at("logbook"), length=generation)
         for i, record in enumerate(records):
             _fields.fields(record, at(f"logbook[{i}]"), LOGBOOK_HEADER)
-            logbook.record(**{name: (_fields.integer if name == "gen" else _fields.number)(
-                record[name], at(f"logbook[{i}].{name}")) for name in LOGBOOK_HEADER})
+            logbook.record(
+                **{
+                    name: (_fields.integer if name == "gen" else _fields.number)(
+                        record[name], at(f"logbook[{i}].{name}")
+                    )
+                    for name in LOGBOOK_HEADER
+                }
+            )
         self.theta, self.velocity, self.rng = vectors["theta"], vectors["velocity"], rng
         self.second_moment = vectors["second_moment"]
         self.generation = generation
@@ -334,8 +366,19 @@ class EvolutionStrategy:
         self.load_state_dict(read_json(path, "ES checkpoint"), source=os.fspath(path))
 
 
-def _check_settings(fitness_fn, initial, population, sigma, learning_rate, momentum,
-                    weight_decay, seed, update, beta_2, epsilon):
+def _check_settings(
+    fitness_fn,
+    initial,
+    population,
+    sigma,
+    learning_rate,
+    momentum,
+    weight_decay,
+    seed,
+    update,
+    beta_2,
+    epsilon,
+):
     """`EvolutionStrategy`'s arguments checked: `(initial, population, seed)` made plain.
 
     Raises:
@@ -345,9 +388,7 @@ def _check_settings(fitness_fn, initial, population, sigma, learning_rate, momen
         raise ValueError("`fitness_fn` must be callable.")
     initial = np.asarray(initial, dtype=np.float64)
     if initial.ndim != 1 or initial.size == 0:
-        raise ValueError(
-            f"`initial` must be a non-empty 1-D array, got shape {initial.shape}."
-        )
+        raise ValueError(f"`initial` must be a non-empty 1-D array, got shape {initial.shape}.")
     if not np.all(np.isfinite(initial)):
         raise ValueError("`initial` must be finite.")
     population = _fields.integer(population, "`population`", minimum=2)

@@ -88,22 +88,29 @@ class SuiteTask:
 
         bases.get(self.base, where="SuiteTask's base")
         if self.base not in BASELINES:
-            raise ValueError(f"SuiteTask needs a base with a Keras baseline ({sorted(BASELINES)}), "
-                             f"got {self.base!r}.")
+            raise ValueError(
+                f"SuiteTask needs a base with a Keras baseline ({sorted(BASELINES)}), "
+                f"got {self.base!r}."
+            )
         names = suite.names(held_out=False) if self.tasks is None else self.tasks
         if isinstance(names, str) or not names:
-            raise ValueError(f"tasks must be a non-empty sequence of task names, got {self.tasks!r}.")
+            raise ValueError(
+                f"tasks must be a non-empty sequence of task names, got {self.tasks!r}."
+            )
         for name in names:
             suite.get(name)
         object.__setattr__(self, "tasks", tuple(names))
-        object.__setattr__(self, "instances", _fields.integer(self.instances, "instances", minimum=1))
+        object.__setattr__(
+            self, "instances", _fields.integer(self.instances, "instances", minimum=1)
+        )
         clip = _fields.number(self.clip, "clip")
         if not (math.isfinite(clip) and clip > 0):
             raise ValueError(f"clip must be a positive number, got {self.clip!r}.")
         input_sets.get(self.inputs)
         limit = MAX_PROTEINS - self.n_inputs - self.n_outputs
-        object.__setattr__(self, "max_regulatory",
-                           _fields.integer(self.max_regulatory, "max_regulatory", 0, limit))
+        object.__setattr__(
+            self, "max_regulatory", _fields.integer(self.max_regulatory, "max_regulatory", 0, limit)
+        )
 
     @property
     def n_inputs(self):
@@ -193,14 +200,26 @@ class SuiteEvaluator:
             suite = self.suite
             task = suite_tasks.get(task_name)
             programs = []
-            for optimizer in (placeholder_optimizer(suite),
-                              keras.optimizers.get(BASELINES[suite.base])):
+            for optimizer in (
+                placeholder_optimizer(suite),
+                keras.optimizers.get(BASELINES[suite.base]),
+            ):
                 model = task.build_model(model_name, seed=0)
                 task.compile(model, optimizer)
                 optimizer.build(model.trainable_variables)
-                programs.append(TrainingProgram(
-                    model, optimizer, task.loss_function(), task.metric, task.epochs, task.batch_size,
-                    *splits.train, *splits.val, **self.plan))
+                programs.append(
+                    TrainingProgram(
+                        model,
+                        optimizer,
+                        task.loss_function(),
+                        task.metric,
+                        task.epochs,
+                        task.batch_size,
+                        *splits.train,
+                        *splits.val,
+                        **self.plan,
+                    )
+                )
             self._programs[key] = (task, programs)
         return self._programs[key]
 
@@ -223,8 +242,16 @@ class SuiteEvaluator:
             task.compile(model, optimizer)
             optimizer.build(model.trainable_variables)
             self._programs[key] = TrainingProgram(
-                model, optimizer, task.loss_function(), task.metric, task.epochs, task.batch_size,
-                *splits.train, *splits.val, **self.plan)
+                model,
+                optimizer,
+                task.loss_function(),
+                task.metric,
+                task.epochs,
+                task.batch_size,
+                *splits.train,
+                *splits.val,
+                **self.plan,
+            )
         return self._programs[key]
 
     def _candidates(self, genomes):
@@ -237,12 +264,16 @@ class SuiteEvaluator:
             raise ValueError("Score genomes and fixed hyperparameters in separate calls.")
         if not all(static):
             return [g if isinstance(g, Genome) else Genome.from_dict(g) for g in genomes], False
-        candidates = [g if isinstance(g, FixedHyperparameters) else FixedHyperparameters.from_dict(g)
-                      for g in genomes]
+        candidates = [
+            g if isinstance(g, FixedHyperparameters) else FixedHyperparameters.from_dict(g)
+            for g in genomes
+        ]
         for candidate in candidates:
             if candidate.base != self.suite.base:
-                raise ValueError(f"Fixed hyperparameters of the {candidate.base!r} base cannot be "
-                                 f"scored on a suite of the {self.suite.base!r} base.")
+                raise ValueError(
+                    f"Fixed hyperparameters of the {candidate.base!r} base cannot be "
+                    f"scored on a suite of the {self.suite.base!r} base."
+                )
         return candidates, True
 
     def _instance(self, task, model_name, seed):
@@ -277,24 +308,28 @@ class SuiteEvaluator:
         table = np.zeros((len(genomes), len(instances)))
         for column, (task_name, model_name, instance_seed) in enumerate(instances):
             # everything up to the baseline's training is the task's: its errors stop a run
-            with task_step(f"preparing task {task_name!r} with model {model_name!r} "
-                           f"(seed {instance_seed}) and training its {BASELINES[self.suite.base]} "
-                           "baseline"):
+            with task_step(
+                f"preparing task {task_name!r} with model {model_name!r} "
+                f"(seed {instance_seed}) and training its {BASELINES[self.suite.base]} "
+                "baseline"
+            ):
                 task = suite_tasks.get(task_name)
                 splits, weights, orders = self._instance(task, model_name, instance_seed)
                 _, (agents, baseline) = self._programs_for(task_name, model_name, splits)
                 for program in (agents, baseline):
                     program.use_data(*splits.train, *splits.val)
-                reference = self._baseline(baseline, (task_name, model_name, instance_seed),
-                                           weights, orders)
+                reference = self._baseline(
+                    baseline, (task_name, model_name, instance_seed), weights, orders
+                )
                 if static:
                     program = self._static_program(task_name, model_name, splits)
                     program.use_data(*splits.train, *splits.val)
             if static:
                 result = program.run(genomes, weights, orders)
             else:
-                result = agents.run(genomes, weights, orders,
-                                    horizon=_horizon(task, splits, instance_seed))
+                result = agents.run(
+                    genomes, weights, orders, horizon=_horizon(task, splits, instance_seed)
+                )
             with np.errstate(divide="ignore", invalid="ignore"):
                 score = np.log(reference / result.loss)
             score = np.where(result.finite & np.isfinite(score), np.clip(score, -clip, clip), -clip)
@@ -307,4 +342,3 @@ class SuiteEvaluator:
             return []
         table, _ = self.scores(genomes, seed)
         return [float(v) for v in table.mean(axis=1)]
-

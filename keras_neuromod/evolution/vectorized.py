@@ -56,8 +56,14 @@ from keras_neuromod import _fields
 from keras_neuromod.evolution.batched import evaluate_groups
 from keras_neuromod.evolution.fitness import TaskData
 
-__all__ = ["VectorizedEvaluator", "TrainingProgram", "Results", "DEFAULT_WIDTH",
-           "batches_by_default", "scans_by_default"]
+__all__ = [
+    "VectorizedEvaluator",
+    "TrainingProgram",
+    "Results",
+    "DEFAULT_WIDTH",
+    "batches_by_default",
+    "scans_by_default",
+]
 
 # Individuals per batched call. 16 fills a 2-core CPU on the digits MLP
 # (benchmarks/evolution_throughput.py) while padding a population of 20 or 50
@@ -159,17 +165,27 @@ class _Program:
         model, optimizer = evaluator.build_trainer(architecture)
         held_out = task.metric == "val_accuracy"
         self.program = TrainingProgram(
-            model, optimizer, model.loss, "accuracy",
-            task.epochs, task.batch_size, evaluator.x, evaluator.y,
-            evaluator.x_test if held_out else None, evaluator.y_test if held_out else None,
-            vmap=evaluator.vmap, scan=evaluator.scan, width=evaluator.width,
+            model,
+            optimizer,
+            model.loss,
+            "accuracy",
+            task.epochs,
+            task.batch_size,
+            evaluator.x,
+            evaluator.y,
+            evaluator.x_test if held_out else None,
+            evaluator.y_test if held_out else None,
+            vmap=evaluator.vmap,
+            scan=evaluator.scan,
+            width=evaluator.width,
         )
         self.batched, self.scanned = self.program.batched, self.program.scanned
 
     def run(self, genomes, seed):
         evaluator = self.evaluator
         results = self.program.run(
-            genomes, evaluator.initial_weights(self.architecture, seed), evaluator.data_order(seed))
+            genomes, evaluator.initial_weights(self.architecture, seed), evaluator.data_order(seed)
+        )
         fitness = np.where(results.finite, results.metric, np.nan)
         fitness = np.where(np.isfinite(fitness), fitness, evaluator.task.worst_fitness)
         return [float(v) for v in fitness]
@@ -220,8 +236,22 @@ class TrainingProgram:
         RuntimeError: if Keras does not run on JAX in this process.
     """
 
-    def __init__(self, model, optimizer, loss, metric, epochs, batch_size, x, y, x_eval=None,
-                 y_eval=None, vmap=None, scan=None, width=DEFAULT_WIDTH):
+    def __init__(
+        self,
+        model,
+        optimizer,
+        loss,
+        metric,
+        epochs,
+        batch_size,
+        x,
+        y,
+        x_eval=None,
+        y_eval=None,
+        vmap=None,
+        scan=None,
+        width=DEFAULT_WIDTH,
+    ):
         import jax
 
         require_jax("TrainingProgram")
@@ -237,7 +267,9 @@ class TrainingProgram:
         self.pack, targets = _candidate_slots(optimizer)
         # a plain Keras optimizer (a baseline) takes no candidates: `run` then trains once
         self.takes_genomes = self.pack is not None
-        genome_slots = [next(i for i, v in enumerate(variables) if v is target) for target in targets]
+        genome_slots = [
+            next(i for i, v in enumerate(variables) if v is target) for target in targets
+        ]
         if hasattr(optimizer, "reset_state"):
             optimizer.reset_state()
         self.optimizer_start = [v.value for v in variables]
@@ -250,11 +282,13 @@ class TrainingProgram:
             x_eval, y_eval = x[:1], y[:1]  # unused placeholders
         self.data = tuple(jax.device_put(np.asarray(a)) for a in (x, y, x_eval, y_eval))
         self.start, self.step, self.finish = _training_functions(
-            model, optimizer, _per_example(loss), metric, self.held_out, genome_slots)
+            model, optimizer, _per_example(loss), metric, self.held_out, genome_slots
+        )
 
         def batch(function, shared):
-            return jax.jit(jax.vmap(function, in_axes=(0,) + (None,) * shared)
-                           if self.batched else function)
+            return jax.jit(
+                jax.vmap(function, in_axes=(0,) + (None,) * shared) if self.batched else function
+            )
 
         if self.scanned:
             self.train = batch(self._whole_training, 6)
@@ -272,11 +306,15 @@ class TrainingProgram:
         arrays = tuple(np.asarray(a) for a in (x, y, x_eval, y_eval))
         for new, old in zip(arrays, self.data):
             if new.shape != old.shape:
-                raise ValueError(f"use_data needs arrays shaped as the program's: {new.shape} "
-                                 f"against {old.shape}.")
+                raise ValueError(
+                    f"use_data needs arrays shaped as the program's: {new.shape} "
+                    f"against {old.shape}."
+                )
         self.data = tuple(jax.device_put(a) for a in arrays)
 
-    def _whole_training(self, genome, trainable, non_trainable, optimizer_variables, orders, weights, data):
+    def _whole_training(
+        self, genome, trainable, non_trainable, optimizer_variables, orders, weights, data
+    ):
         import jax
         import jax.numpy as jnp
 
@@ -291,9 +329,11 @@ class TrainingProgram:
             def scanned(state, indices):
                 return self.step(state, indices, weight, x, y), None
 
-            state, _ = jax.lax.scan(scanned, state, jnp.reshape(order[: full * batch], (full, batch)))
+            state, _ = jax.lax.scan(
+                scanned, state, jnp.reshape(order[: full * batch], (full, batch))
+            )
             if remainder:
-                state, _ = scanned(state, order[full * batch:])
+                state, _ = scanned(state, order[full * batch :])
             return state, None
 
         state, _ = jax.lax.scan(epoch, state, (orders, weights))
@@ -320,7 +360,9 @@ class TrainingProgram:
 
         orders = np.asarray(orders)
         if orders.shape != (self.epochs, self.size):
-            raise ValueError(f"orders must have shape {(self.epochs, self.size)}, got {orders.shape}.")
+            raise ValueError(
+                f"orders must have shape {(self.epochs, self.size)}, got {orders.shape}."
+            )
         self.model.set_weights(initial_weights)
         trainable = [v.value for v in self.model.trainable_variables]
         non_trainable = [v.value for v in self.model.non_trainable_variables]
@@ -342,12 +384,19 @@ class TrainingProgram:
 
         def train(genome):
             if self.scanned:
-                return self.train(genome, trainable, non_trainable, optimizer_start,
-                                  jnp.asarray(orders), jnp.asarray(weights), self.data)
+                return self.train(
+                    genome,
+                    trainable,
+                    non_trainable,
+                    optimizer_start,
+                    jnp.asarray(orders),
+                    jnp.asarray(weights),
+                    self.data,
+                )
             state = self.start_compiled(genome, trainable, non_trainable, optimizer_start)
             for order, weight in zip(orders, weights):
                 for first in range(0, len(order), batch):
-                    state = self.step_compiled(state, order[first:first + batch], weight, x, y)
+                    state = self.step_compiled(state, order[first : first + batch], weight, x, y)
             return self.finish_compiled(state, x_eval, y_eval)
 
         if self.batched:
@@ -380,8 +429,10 @@ def _candidate_slots(optimizer):
         def vector(candidate):
             values = np.asarray(getattr(candidate, "vector", candidate), np.float32)
             if values.shape != (len(names),):
-                raise ValueError(f"A frozen optimizer's candidates are {len(names)} values "
-                                 f"({list(names)}), got shape {values.shape}.")
+                raise ValueError(
+                    f"A frozen optimizer's candidates are {len(names)} values "
+                    f"({list(names)}), got shape {values.shape}."
+                )
             return (values,)
 
         return vector, (optimizer.frozen_variable,)
@@ -423,7 +474,9 @@ def _training_functions(model, optimizer, loss, metric, held_out, genome_slots):
         return jnp.mean(jnp.reshape(error, (error.shape[0], -1)), axis=-1)
 
     def loss_function(trainable, non_trainable, x, y):
-        predictions, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
+        predictions, non_trainable = model.stateless_call(
+            trainable, non_trainable, x, training=True
+        )
         return jnp.mean(loss(y, predictions)), (predictions, non_trainable)
 
     gradient = jax.value_and_grad(loss_function, has_aux=True)
@@ -432,7 +485,9 @@ def _training_functions(model, optimizer, loss, metric, held_out, genome_slots):
         optimizer_variables = list(optimizer_variables)
         for slot, value in zip(genome_slots, genome):
             # a fixed hyperparameter vector fills every tensor's row; genome parts fit as they are
-            optimizer_variables[slot] = jnp.broadcast_to(value, jnp.shape(optimizer_variables[slot]))
+            optimizer_variables[slot] = jnp.broadcast_to(
+                value, jnp.shape(optimizer_variables[slot])
+            )
         zero = jnp.zeros((), "float32")
         return (trainable, non_trainable, optimizer_variables, jnp.ones((), bool), zero, zero, zero)
 
@@ -440,17 +495,26 @@ def _training_functions(model, optimizer, loss, metric, held_out, genome_slots):
         trainable, non_trainable, optimizer_variables, finite, metric_sum, loss_sum, seen = state
         x, y = x[indices], y[indices]
         (value, (predictions, non_trainable)), grads = gradient(trainable, non_trainable, x, y)
-        trainable, optimizer_variables = optimizer.stateless_apply(optimizer_variables, grads, trainable)
+        trainable, optimizer_variables = optimizer.stateless_apply(
+            optimizer_variables, grads, trainable
+        )
         count = weight.astype("float32") * y.shape[0]
-        return (trainable, non_trainable, optimizer_variables, finite & jnp.isfinite(value),
-                metric_sum + weight * jnp.sum(measure(predictions, y)), loss_sum + count * value,
-                seen + count)
+        return (
+            trainable,
+            non_trainable,
+            optimizer_variables,
+            finite & jnp.isfinite(value),
+            metric_sum + weight * jnp.sum(measure(predictions, y)),
+            loss_sum + count * value,
+            seen + count,
+        )
 
     def finish(state, x_eval, y_eval):
         trainable, non_trainable, _, finite, metric_sum, loss_sum, seen = state
         if held_out:
             metric_sum, loss_sum, seen = _held_out_sums(
-                model, trainable, non_trainable, x_eval, y_eval, loss, measure)
+                model, trainable, non_trainable, x_eval, y_eval, loss, measure
+            )
         seen = jnp.maximum(seen, 1.0)
         return jnp.stack([metric_sum / seen, loss_sum / seen, finite.astype("float32")])
 
@@ -472,8 +536,10 @@ def _held_out_sums(model, trainable, non_trainable, x_eval, y_eval, loss, measur
         indices, keep = chunk
         x, y = x_eval[indices], y_eval[indices]
         predictions, _ = model.stateless_call(trainable, non_trainable, x, training=False)
-        return (totals[0] + jnp.sum(measure(predictions, y) * keep),
-                totals[1] + jnp.sum(loss(y, predictions) * keep)), None
+        return (
+            totals[0] + jnp.sum(measure(predictions, y) * keep),
+            totals[1] + jnp.sum(loss(y, predictions) * keep),
+        ), None
 
     zero = jnp.zeros((), "float32")
     (metric_sum, loss_sum), _ = jax.lax.scan(add, (zero, zero), (index, valid))

@@ -84,7 +84,7 @@ def enu_unflatten(flat, input_dim, memory, channels):
     weights, start = {}, 0
     for name, shape in shapes.items():
         size = int(np.prod(shape))
-        weights[name] = ops.reshape(flat[..., start:start + size], lead + shape)
+        weights[name] = ops.reshape(flat[..., start : start + size], lead + shape)
         start += size
     return weights
 
@@ -219,8 +219,11 @@ class ENUCell(keras.layers.Layer):
             raise ValueError("The last axis of the ENUCell's input must be known.")
         self.input_dim = int(input_dim)
         for name, shape in enu_weight_shapes(self.input_dim, self.memory, self.channels).items():
-            setattr(self, name, self.add_weight(name=name, shape=shape,
-                                                initializer=self.kernel_initializer))
+            setattr(
+                self,
+                name,
+                self.add_weight(name=name, shape=shape, initializer=self.kernel_initializer),
+            )
 
     @property
     def num_params(self):
@@ -281,8 +284,9 @@ def _check_index_array(name, values, upper, upper_name):
     return array.astype(np.int32)
 
 
-def network_step(neuron_weights, synapse_weights, inputs, states, pre, post, mean_matrix,
-                 population=False):
+def network_step(
+    neuron_weights, synapse_weights, inputs, states, pre, post, mean_matrix, population=False
+):
     """One step of a network of ENUs (functional; see `ENUNetwork`).
 
     Args:
@@ -372,7 +376,8 @@ class ENUNetwork(keras.layers.Layer):
         self.num_inputs = _check_positive_int("num_inputs", num_inputs)
         self.num_neurons = _check_positive_int("num_neurons", num_neurons)
         self.pre = _check_index_array(
-            "pre", pre, self.num_inputs + self.num_neurons, "num_inputs + num_neurons")
+            "pre", pre, self.num_inputs + self.num_neurons, "num_inputs + num_neurons"
+        )
         self.post = _check_index_array("post", post, self.num_neurons, "num_neurons")
         if self.pre.size != self.post.size:
             raise ValueError(
@@ -382,7 +387,8 @@ class ENUNetwork(keras.layers.Layer):
         if output_neurons is None:
             output_neurons = np.arange(self.num_neurons)
         self.output_neurons = _check_index_array(
-            "output_neurons", output_neurons, self.num_neurons, "num_neurons")
+            "output_neurons", output_neurons, self.num_neurons, "num_neurons"
+        )
         self.num_synapses = int(self.pre.size)
         self.memory = _check_positive_int("memory", memory)
         self.channels = _check_positive_int("channels", channels)
@@ -412,15 +418,15 @@ class ENUNetwork(keras.layers.Layer):
     @property
     def num_params(self):
         """Evolved parameters: neuron genome then synapse genome."""
-        return (enu_num_params(self.channels, self.memory, self.channels)
-                + enu_num_params(2 * self.channels, self.memory, self.channels))
+        return enu_num_params(self.channels, self.memory, self.channels) + enu_num_params(
+            2 * self.channels, self.memory, self.channels
+        )
 
     def unflatten(self, flat):
         """Split genomes `(..., num_params)` into (neuron kernels, synapse kernels)."""
         n_neuron = enu_num_params(self.channels, self.memory, self.channels)
         neuron = enu_unflatten(flat[..., :n_neuron], self.channels, self.memory, self.channels)
-        synapse = enu_unflatten(flat[..., n_neuron:], 2 * self.channels, self.memory,
-                                self.channels)
+        synapse = enu_unflatten(flat[..., n_neuron:], 2 * self.channels, self.memory, self.channels)
         return neuron, synapse
 
     def build(self, input_shape):
@@ -446,7 +452,12 @@ class ENUNetwork(keras.layers.Layer):
         blocks = tuple(ops.reshape(t, (-1,) + shp) for t, shp in zip(states, shapes))
         x = ops.reshape(inputs, (-1, self.num_inputs, c))
         new = network_step(
-            self.neuron_kernels, self.synapse_kernels, x, blocks, self.pre, self.post,
+            self.neuron_kernels,
+            self.synapse_kernels,
+            x,
+            blocks,
+            self.pre,
+            self.post,
             ops.convert_to_tensor(self.mean_matrix, dtype=inputs.dtype),
         )
         flat = [ops.reshape(t, (-1, size)) for t, size in zip(new, self.state_size)]
@@ -455,12 +466,12 @@ class ENUNetwork(keras.layers.Layer):
         return output, flat
 
     def get_initial_state(self, batch_size=None):
-        return [ops.zeros((batch_size, size), dtype=self.compute_dtype)
-                for size in self.state_size]
+        return [ops.zeros((batch_size, size), dtype=self.compute_dtype) for size in self.state_size]
 
     def _kernel_list(self):
-        return ([self.neuron_kernels[k] for k in WEIGHT_NAMES]
-                + [self.synapse_kernels[k] for k in WEIGHT_NAMES])
+        return [self.neuron_kernels[k] for k in WEIGHT_NAMES] + [
+            self.synapse_kernels[k] for k in WEIGHT_NAMES
+        ]
 
     def get_flat_weights(self):
         """The genome: neuron kernels then synapse kernels, each in ENU order."""

@@ -99,7 +99,7 @@ class _PlasticCell(keras.layers.Layer, DropoutRNNCell):
         super().__init_subclass__(**kwargs)
         if cls.__doc__ and _PlasticCell.__doc__:  # none under python -OO
             args = inspect.cleandoc(_PlasticCell.__doc__)
-            cls.__doc__ = inspect.cleandoc(cls.__doc__) + "\n\n" + args[args.index("Args:"):]
+            cls.__doc__ = inspect.cleandoc(cls.__doc__) + "\n\n" + args[args.index("Args:") :]
 
     def __init__(
         self,
@@ -153,9 +153,7 @@ class _PlasticCell(keras.layers.Layer, DropoutRNNCell):
             # (so the initial weights) of every layer made after this cell.
             self.seed_generator = keras.random.SeedGenerator(self.seed)
         units = self.units
-        self.state_size = [units] * (1 + self._carried) + [units * units] * _TRACES[
-            plasticity
-        ]
+        self.state_size = [units] * (1 + self._carried) + [units * units] * _TRACES[plasticity]
         self.output_size = units
 
     def build(self, input_shape):
@@ -198,10 +196,7 @@ class _PlasticCell(keras.layers.Layer, DropoutRNNCell):
         raise NotImplementedError
 
     def get_initial_state(self, batch_size=None):
-        return [
-            ops.zeros((batch_size, size), dtype=self.compute_dtype)
-            for size in self.state_size
-        ]
+        return [ops.zeros((batch_size, size), dtype=self.compute_dtype) for size in self.state_size]
 
     def _build_plasticity(self):
         if not self.is_plastic:
@@ -217,9 +212,7 @@ class _PlasticCell(keras.layers.Layer, DropoutRNNCell):
         if self.plasticity in ("hebbian", "retroactive"):
             # hebbian: the fixed learning rate of the trace; retroactive: the
             # time constant of the eligibility trace.
-            self.eta = self.add_weight(
-                shape=(), name="eta", initializer=self.eta_initializer
-            )
+            self.eta = self.add_weight(shape=(), name="eta", initializer=self.eta_initializer)
         if self.is_modulated:
             self.modulation_kernel = self.add_weight(
                 shape=(self.units, 1),
@@ -339,13 +332,9 @@ class _PlasticCell(keras.layers.Layer, DropoutRNNCell):
             "modulation": self.modulation,
             "alpha_initializer": keras.initializers.serialize(self.alpha_initializer),
             "eta_initializer": keras.initializers.serialize(self.eta_initializer),
-            "modulation_initializer": keras.initializers.serialize(
-                self.modulation_initializer
-            ),
+            "modulation_initializer": keras.initializers.serialize(self.modulation_initializer),
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "recurrent_initializer": keras.initializers.serialize(
-                self.recurrent_initializer
-            ),
+            "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             "dropout": self.dropout,
             "recurrent_dropout": self.recurrent_dropout,

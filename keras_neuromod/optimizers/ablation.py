@@ -97,8 +97,10 @@ class _Frozen(_Ablated):
         super().build(variables)
         # a variable, so that `set_hyperparameters` changes them without a retrace
         self._frozen = self.add_variable(
-            expected, initializer=lambda shape, dtype=None: ops.convert_to_tensor(table, dtype),
-            name="frozen_hyperparameters")
+            expected,
+            initializer=lambda shape, dtype=None: ops.convert_to_tensor(table, dtype),
+            name="frozen_hyperparameters",
+        )
 
     @property
     def frozen_variable(self):
@@ -153,9 +155,15 @@ def _ablated_class(cls, ablation):
     if key not in _CLASSES:
         mixin = _MIXINS[ablation]
         name = "".join(part.title() for part in ablation.split("_")) + cls.__name__
-        made = type(name, (mixin, cls), {
-            "__module__": __name__, "_ablated_from": cls,
-            "__doc__": f"{cls.__name__} with the {ablation!r} ablation (see `ablate`)."})
+        made = type(
+            name,
+            (mixin, cls),
+            {
+                "__module__": __name__,
+                "_ablated_from": cls,
+                "__doc__": f"{cls.__name__} with the {ablation!r} ablation (see `ablate`).",
+            },
+        )
         _CLASSES[key] = keras.saving.register_keras_serializable(package="keras_neuromod")(made)
     return _CLASSES[key]
 
@@ -163,8 +171,10 @@ def _ablated_class(cls, ablation):
 def _table(hyperparameters):
     table = np.asarray(hyperparameters, np.float32)
     if table.ndim != 2 or not np.all(np.isfinite(table)):
-        raise ValueError("hyperparameters must be a finite [tensors, hyperparameters] array, "
-                         f"got shape {table.shape}.")
+        raise ValueError(
+            "hyperparameters must be a finite [tensors, hyperparameters] array, "
+            f"got shape {table.shape}."
+        )
     return table
 
 
@@ -215,8 +225,7 @@ def time_average(hyperparameters, optimizer):
     count = len(optimizer.HYPERPARAMETERS)
     if values.ndim != 3 or values.shape[0] == 0 or values.shape[2] != count:
         raise ValueError(
-            f"time_average needs [steps >= 1, tensors, {count}] values, "
-            f"got shape {values.shape}."
+            f"time_average needs [steps >= 1, tensors, {count}] values, got shape {values.shape}."
         )
     log = _log_mask(optimizer)
     mapped = np.where(log, np.log(np.maximum(values, _TINY)), values)

@@ -125,7 +125,5 @@ class NmAdam(NeuromodulatedOptimizer):
         )
         self.assign_sub(
             variable,
-            ops.divide(
-                ops.multiply(m, values["alpha"]), ops.add(ops.sqrt(v), values["epsilon"])
-            ),
+            ops.divide(ops.multiply(m, values["alpha"]), ops.add(ops.sqrt(v), values["epsilon"])),
         )

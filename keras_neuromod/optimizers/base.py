@@ -254,13 +254,20 @@ def _gradient_momentum_sums(gradients, momentums):
         if gradient is None:
             parts.append(ops.zeros((1, 4), "float32"))
         else:
-            parts.append(_stacked_pair_sums(ops.cast(to_dense(gradient), "float32")[None],
-                                            ops.cast(momentum, "float32")[None]))
+            parts.append(
+                _stacked_pair_sums(
+                    ops.cast(to_dense(gradient), "float32")[None],
+                    ops.cast(momentum, "float32")[None],
+                )
+            )
         order.append(index)
     for indices in groups.values():
-        parts.append(_stacked_pair_sums(
-            ops.stack([ops.cast(gradients[i], "float32") for i in indices]),
-            ops.stack([ops.cast(momentums[i], "float32") for i in indices])))
+        parts.append(
+            _stacked_pair_sums(
+                ops.stack([ops.cast(gradients[i], "float32") for i in indices]),
+                ops.stack([ops.cast(momentums[i], "float32") for i in indices]),
+            )
+        )
         order.extend(indices)
     sums = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
     if order == sorted(order):
@@ -583,9 +590,7 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         static, next_index, kinds, layers, layer_of = _layer_layout(variables)
         self._static_inputs = static
         self._next_index = next_index
-        self.tensor_paths = [
-            getattr(v, "path", None) or str(v.name) for v in variables
-        ]
+        self.tensor_paths = [getattr(v, "path", None) or str(v.name) for v in variables]
         self.tensor_kinds = kinds
         self._sizes = [max(1, int(np.prod(v.shape))) for v in variables]
         self.tensor_layers = [layers[i] for i in layer_of]
@@ -622,8 +627,11 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         )
         if self._sensing:
             rows = [
-                [static[i, 0], input_sets.log_size(self._sizes[i]),
-                 *input_sets.kind_flags(self.tensor_paths[i], tuple(v.shape))]
+                [
+                    static[i, 0],
+                    input_sets.log_size(self._sizes[i]),
+                    *input_sets.kind_flags(self.tensor_paths[i], tuple(v.shape)),
+                ]
                 for i, v in enumerate(variables)
             ]
             self._sensing_static = np.array(rows, np.float32).reshape(count, 6)
@@ -631,7 +639,8 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
                 (count, 2), initializer="zeros", name="gradient_trend"
             )
             self._horizon = self.add_variable(
-                (), initializer=constant(float(getattr(self, "_horizon_steps", 0))),
+                (),
+                initializer=constant(float(getattr(self, "_horizon_steps", 0))),
                 name="horizon",
             )
 
@@ -830,7 +839,8 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         return [
             _gradient_momentum_sums(
                 gradients[start:stop], None if momentums is None else momentums[start:stop]
-            ) * sign
+            )
+            * sign
             for start, stop in self._blocks
         ]
 
@@ -901,9 +911,7 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
             ],
             axis=1,
         )
-        return ops.concatenate(
-            [own, after * has_next, ops.ones((stop - start, 1))], axis=1
-        )
+        return ops.concatenate([own, after * has_next, ops.ones((stop - start, 1))], axis=1)
 
     def _outputs_to_hyperparameters(self, outputs):
         """Map output-protein pairs to hyperparameters, one column each.

@@ -88,8 +88,6 @@ class NmSGD(NeuromodulatedOptimizer):
         m = self.momentums[_keras_compat.variable_index(self, variable)]
         self.assign(
             m,
-            ops.subtract(
-                ops.multiply(m, values["momentum"]), ops.multiply(gradient, lr)
-            ),
+            ops.subtract(ops.multiply(m, values["momentum"]), ops.multiply(gradient, lr)),
         )
         self.assign_add(variable, m)

@@ -73,7 +73,10 @@ class TaskStateMixin:
 
     def _add_task_variable(self):
         self.task_state = self.add_weight(
-            name="task", shape=(), initializer="zeros", trainable=False,
+            name="task",
+            shape=(),
+            initializer="zeros",
+            trainable=False,
             dtype="float32",
         )
 
@@ -110,9 +113,21 @@ class _SwitchableLayer(TaskStateMixin, keras.layers.Layer):
 
     form = "per_layer"
 
-    def __init__(self, activation, use_bias, kernel_initializer, bias_initializer,
-                 kernel_regularizer, bias_regularizer, modulation, modulation_scale,
-                 bias_modulation_scale, modulation_seed, mode, **kwargs):
+    def __init__(
+        self,
+        activation,
+        use_bias,
+        kernel_initializer,
+        bias_initializer,
+        kernel_regularizer,
+        bias_regularizer,
+        modulation,
+        modulation_scale,
+        bias_modulation_scale,
+        modulation_seed,
+        mode,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.activation = keras.activations.get(activation)
         self.use_bias = bool(use_bias)
@@ -135,29 +150,39 @@ class _SwitchableLayer(TaskStateMixin, keras.layers.Layer):
         discards assignments made while `fit` traces the first build.
         """
         self.kernel = self.add_weight(
-            name="kernel", shape=kernel_shape,
+            name="kernel",
+            shape=kernel_shape,
             initializer=kernel_initializer or self.kernel_initializer,
             regularizer=self.kernel_regularizer,
         )
         self.bias = None
         if self.use_bias:
             self.bias = self.add_weight(
-                name="bias", shape=(bias_size,), initializer=self.bias_initializer,
+                name="bias",
+                shape=(bias_size,),
+                initializer=self.bias_initializer,
                 regularizer=self.bias_regularizer,
             )
         matrix, vector = draw_modulation(
-            kernel_shape[-1], self.modulation, self.modulation_scale,
+            kernel_shape[-1],
+            self.modulation,
+            self.modulation_scale,
             bias_size=bias_size if self.use_bias else 0,
-            bias_scale=self.bias_modulation_scale, seed=self.modulation_seed,
+            bias_scale=self.bias_modulation_scale,
+            seed=self.modulation_seed,
         )
         self.modulation_matrix = self.add_weight(
-            name="modulation_matrix", shape=matrix.shape, initializer=_constant(matrix),
+            name="modulation_matrix",
+            shape=matrix.shape,
+            initializer=_constant(matrix),
             trainable=False,
         )
         self.modulation_bias = None
         if self.use_bias:
             self.modulation_bias = self.add_weight(
-                name="modulation_bias", shape=vector.shape, initializer=_constant(vector),
+                name="modulation_bias",
+                shape=vector.shape,
+                initializer=_constant(vector),
                 trainable=False,
             )
         self._add_task_variable()
@@ -228,20 +253,22 @@ class _SwitchableLayer(TaskStateMixin, keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "activation": keras.activations.serialize(self.activation),
-            "use_bias": self.use_bias,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-            "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-            "modulation": self.modulation,
-            "modulation_scale": self.modulation_scale,
-            "bias_modulation_scale": self.bias_modulation_scale,
-            "modulation_seed": self.modulation_seed,
-            "mode": self.mode,
-            "form": self.form,
-        })
+        config.update(
+            {
+                "activation": keras.activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+                "modulation": self.modulation,
+                "modulation_scale": self.modulation_scale,
+                "bias_modulation_scale": self.bias_modulation_scale,
+                "modulation_seed": self.modulation_seed,
+                "mode": self.mode,
+                "form": self.form,
+            }
+        )
         return config
 
     @classmethod
@@ -279,16 +306,36 @@ class SwitchableDense(_SwitchableLayer):
             rewrites them, the paper's Algorithm 1).
     """
 
-    def __init__(self, units, activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None,
-                 modulation="identity_gaussian", modulation_scale=1.0,
-                 bias_modulation_scale=1.0, modulation_seed=None,
-                 mode="reparametrize", **kwargs):
-        super().__init__(activation, use_bias, kernel_initializer, bias_initializer,
-                         kernel_regularizer, bias_regularizer, modulation,
-                         modulation_scale, bias_modulation_scale, modulation_seed,
-                         mode, **kwargs)
+    def __init__(
+        self,
+        units,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        modulation="identity_gaussian",
+        modulation_scale=1.0,
+        bias_modulation_scale=1.0,
+        modulation_seed=None,
+        mode="reparametrize",
+        **kwargs,
+    ):
+        super().__init__(
+            activation,
+            use_bias,
+            kernel_initializer,
+            bias_initializer,
+            kernel_regularizer,
+            bias_regularizer,
+            modulation,
+            modulation_scale,
+            bias_modulation_scale,
+            modulation_seed,
+            mode,
+            **kwargs,
+        )
         self.units = _fields.integer(units, "units", 1)
         self.input_spec = keras.layers.InputSpec(min_ndim=2)
 
@@ -338,17 +385,41 @@ class SwitchableConv2D(_SwitchableLayer):
         bias_modulation_scale, modulation_seed, mode: as in `SwitchableDense`.
     """
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid",
-                 data_format=None, dilation_rate=1, activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None,
-                 modulation="identity_gaussian", modulation_scale=1.0,
-                 bias_modulation_scale=1.0, modulation_seed=None,
-                 mode="reparametrize", **kwargs):
-        super().__init__(activation, use_bias, kernel_initializer, bias_initializer,
-                         kernel_regularizer, bias_regularizer, modulation,
-                         modulation_scale, bias_modulation_scale, modulation_seed,
-                         mode, **kwargs)
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="valid",
+        data_format=None,
+        dilation_rate=1,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        modulation="identity_gaussian",
+        modulation_scale=1.0,
+        bias_modulation_scale=1.0,
+        modulation_seed=None,
+        mode="reparametrize",
+        **kwargs,
+    ):
+        super().__init__(
+            activation,
+            use_bias,
+            kernel_initializer,
+            bias_initializer,
+            kernel_regularizer,
+            bias_regularizer,
+            modulation,
+            modulation_scale,
+            bias_modulation_scale,
+            modulation_seed,
+            mode,
+            **kwargs,
+        )
         self.filters = self.units = _fields.integer(filters, "filters", 1)
         self.kernel_size = self._pair("kernel_size", kernel_size)
         self.strides = self._pair("strides", strides)
@@ -356,7 +427,8 @@ class SwitchableConv2D(_SwitchableLayer):
         padding = str(padding).lower()
         self.padding = _fields.choice(padding, "padding", ("valid", "same"))
         self.data_format = _fields.choice(
-            data_format or keras.config.image_data_format(), "data_format",
+            data_format or keras.config.image_data_format(),
+            "data_format",
             ("channels_last", "channels_first"),
         )
         self.input_spec = keras.layers.InputSpec(ndim=4)
@@ -381,8 +453,12 @@ class SwitchableConv2D(_SwitchableLayer):
     def call(self, inputs):
         kernel, bias = self.effective_weights()
         outputs = ops.conv(
-            inputs, kernel, strides=self.strides, padding=self.padding,
-            dilation_rate=self.dilation_rate, data_format=self.data_format,
+            inputs,
+            kernel,
+            strides=self.strides,
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+            data_format=self.data_format,
         )
         if bias is not None:
             shape = (1, 1, 1, self.filters)
@@ -395,14 +471,16 @@ class SwitchableConv2D(_SwitchableLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "filters": self.filters,
-            "kernel_size": self.kernel_size,
-            "strides": self.strides,
-            "padding": self.padding,
-            "data_format": self.data_format,
-            "dilation_rate": self.dilation_rate,
-        })
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "strides": self.strides,
+                "padding": self.padding,
+                "data_format": self.data_format,
+                "dilation_rate": self.dilation_rate,
+            }
+        )
         return config
 
 
@@ -434,17 +512,38 @@ class FlatSwitchableMLP(_SwitchableLayer):
 
     form = "flat"
 
-    def __init__(self, units, activation="relu", output_activation=None,
-                 use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", modulation="identity_gaussian",
-                 modulation_scale=1.0, bias_modulation_scale=1.0,
-                 modulation_seed=None, mode="reparametrize",
-                 max_flat_weights=DEFAULT_MAX_FLAT_WEIGHTS, kernel_regularizer=None,
-                 bias_regularizer=None, **kwargs):
-        super().__init__(activation, use_bias, kernel_initializer, bias_initializer,
-                         kernel_regularizer, bias_regularizer, modulation,
-                         modulation_scale, bias_modulation_scale, modulation_seed,
-                         mode, **kwargs)
+    def __init__(
+        self,
+        units,
+        activation="relu",
+        output_activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        modulation="identity_gaussian",
+        modulation_scale=1.0,
+        bias_modulation_scale=1.0,
+        modulation_seed=None,
+        mode="reparametrize",
+        max_flat_weights=DEFAULT_MAX_FLAT_WEIGHTS,
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(
+            activation,
+            use_bias,
+            kernel_initializer,
+            bias_initializer,
+            kernel_regularizer,
+            bias_regularizer,
+            modulation,
+            modulation_scale,
+            bias_modulation_scale,
+            modulation_seed,
+            mode,
+            **kwargs,
+        )
         if isinstance(units, (str, bytes)) or not hasattr(units, "__iter__"):
             raise ValueError(f"units must be a non-empty list of positive ints, got {units!r}.")
         self.units = [_fields.integer(u, "units", 1) for u in units]
@@ -485,8 +584,9 @@ class FlatSwitchableMLP(_SwitchableLayer):
             inits.append(type(self.kernel_initializer).from_config(config))
 
         def kernel_init(shape, dtype=None):
-            blocks = [ops.reshape(init(s, dtype=dtype), (-1,))
-                      for init, s in zip(inits, self._shapes)]
+            blocks = [
+                ops.reshape(init(s, dtype=dtype), (-1,)) for init, s in zip(inits, self._shapes)
+            ]
             return ops.concatenate(blocks, axis=0)
 
         self._build_weights((size,), sum(self.units), kernel_initializer=kernel_init)
@@ -500,8 +600,8 @@ class FlatSwitchableMLP(_SwitchableLayer):
         """Split flat (w, b) into per-layer ``[(kernel, bias), ...]`` (Keras layout)."""
         out, i, j = [], 0, 0
         for fan_in, fan_out in self._shapes:
-            kernel = ops.reshape(w[i:i + fan_in * fan_out], (fan_in, fan_out))
-            bias = None if b is None else b[j:j + fan_out]
+            kernel = ops.reshape(w[i : i + fan_in * fan_out], (fan_in, fan_out))
+            bias = None if b is None else b[j : j + fan_out]
             out.append((kernel, bias))
             i += fan_in * fan_out
             j += fan_out
@@ -525,11 +625,13 @@ class FlatSwitchableMLP(_SwitchableLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "units": list(self.units),
-            "output_activation": keras.activations.serialize(self.output_activation),
-            "max_flat_weights": self.max_flat_weights,
-        })
+        config.update(
+            {
+                "units": list(self.units),
+                "output_activation": keras.activations.serialize(self.output_activation),
+                "max_flat_weights": self.max_flat_weights,
+            }
+        )
         return config
 
 
@@ -555,9 +657,7 @@ class TaskInput(TaskStateMixin, keras.layers.Layer):
         self._add_task_variable()
 
     def call(self, inputs):
-        code = ops.one_hot(
-            ops.cast(self.task_state, "int32"), self.num_tasks, dtype=inputs.dtype
-        )
+        code = ops.one_hot(ops.cast(self.task_state, "int32"), self.num_tasks, dtype=inputs.dtype)
         # (..., 1) + (k,) broadcasts to (..., k) for any batch and spatial shape.
         code = ops.add(ops.zeros_like(inputs[..., :1]), code)
         return ops.concatenate([inputs, code], axis=-1)

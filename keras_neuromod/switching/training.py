@@ -122,9 +122,21 @@ def _normalise_tasks(tasks):
     return out
 
 
-def fit_alternating(model, tasks, period, cycles, *, batch_size=None, shuffle=True,
-                    callbacks=None, evaluate_every=1, on_cycle_end=None,
-                    log_every=0, log=print, final_task=0):
+def fit_alternating(
+    model,
+    tasks,
+    period,
+    cycles,
+    *,
+    batch_size=None,
+    shuffle=True,
+    callbacks=None,
+    evaluate_every=1,
+    on_cycle_end=None,
+    log_every=0,
+    log=print,
+    final_task=0,
+):
     """Train `model` on tasks in turn, each in its own task state (Algorithm 1).
 
     Each cycle runs, for every task in order: `set_task(model, state)`, then
@@ -177,14 +189,24 @@ def fit_alternating(model, tasks, period, cycles, *, batch_size=None, shuffle=Tr
         for spec in specs:
             set_task(model, spec["state"])
             fitted = model.fit(
-                spec["x"], spec["y"], sample_weight=spec.get("sample_weight"),
-                batch_size=batch_size, epochs=epoch + period, initial_epoch=epoch,
-                shuffle=shuffle, callbacks=callbacks, verbose=0,
+                spec["x"],
+                spec["y"],
+                sample_weight=spec.get("sample_weight"),
+                batch_size=batch_size,
+                epochs=epoch + period,
+                initial_epoch=epoch,
+                shuffle=shuffle,
+                callbacks=callbacks,
+                verbose=0,
             )
             logs = fitted.history
             for offset in range(period):
-                entry = {"cycle": cycle, "task": spec["name"], "state": spec["state"],
-                         "epoch": epoch + offset}
+                entry = {
+                    "cycle": cycle,
+                    "task": spec["name"],
+                    "state": spec["state"],
+                    "epoch": epoch + offset,
+                }
                 entry.update({k: float(v[offset]) for k, v in logs.items() if offset < len(v)})
                 history.epochs.append(entry)
             row.update({f"{spec['name']}_{k}": float(v[-1]) for k, v in logs.items() if v})
@@ -195,8 +217,9 @@ def fit_alternating(model, tasks, period, cycles, *, batch_size=None, shuffle=Tr
                     continue
                 set_task(model, spec["state"])
                 x_eval, y_eval = spec["eval_data"]
-                result = model.evaluate(x_eval, y_eval, batch_size=batch_size,
-                                        verbose=0, return_dict=True)
+                result = model.evaluate(
+                    x_eval, y_eval, batch_size=batch_size, verbose=0, return_dict=True
+                )
                 row.update({f"{spec['name']}_eval_{k}": float(v) for k, v in result.items()})
         history.cycles.append(row)
         if log_every and (cycle + 1) % log_every == 0:

@@ -39,8 +39,9 @@ def check_seed(seed):
     return _fields.integer(seed, "modulation_seed")
 
 
-def draw_modulation(size, modulation="identity_gaussian", scale=1.0, bias_size=None,
-                    bias_scale=1.0, seed=0):
+def draw_modulation(
+    size, modulation="identity_gaussian", scale=1.0, bias_size=None, bias_scale=1.0, seed=0
+):
     """Draw the fixed transform (M, v) from a seed.
 
     Args:

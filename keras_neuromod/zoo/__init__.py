@@ -42,9 +42,19 @@ from keras_neuromod.io import parse_json
 from keras_neuromod.io import read_bytes
 from keras_neuromod.io import read_json
 
-__all__ = ["Agent", "load", "save", "list_agents", "directory", "write_index",
-           "record_benchmark", "resolve_agent", "AGENT_FORMAT", "INDEX_FORMAT",
-           "MAX_AGENT_STEPS"]
+__all__ = [
+    "Agent",
+    "load",
+    "save",
+    "list_agents",
+    "directory",
+    "write_index",
+    "record_benchmark",
+    "resolve_agent",
+    "AGENT_FORMAT",
+    "INDEX_FORMAT",
+    "MAX_AGENT_STEPS",
+]
 
 INDEX_FORMAT = "keras_neuromod.zoo-index/1"
 _ENTRY_FIELDS = ("file", "sha256")
@@ -74,8 +84,11 @@ def _sha256(data):
 def _inside(folder, file):
     """Whether `file` (relative) names a path that stays inside `folder`."""
     parts = file.replace("\\", "/").split("/")
-    if os.path.isabs(file) or file.startswith(("/", "\\")) or ".." in parts or (
-        os.path.splitdrive(file)[0]
+    if (
+        os.path.isabs(file)
+        or file.startswith(("/", "\\"))
+        or ".." in parts
+        or (os.path.splitdrive(file)[0])
     ):
         return False
     root = os.path.realpath(folder)
@@ -89,8 +102,10 @@ def _index(folder):
     if not os.path.exists(path):
         return {}
     data = read_json(path, what="zoo index", max_bytes=MAX_AGENT_BYTES)
-    if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT or not isinstance(
-        data.get("agents"), dict
+    if (
+        not isinstance(data, dict)
+        or data.get("format") != INDEX_FORMAT
+        or not isinstance(data.get("agents"), dict)
     ):
         raise ValueError(
             f"The zoo index {path!r} is not a {INDEX_FORMAT} file (a JSON object with "
@@ -112,8 +127,10 @@ def _index(folder):
             if field in entry:
                 digest = _fields.text(entry[field], f"{where}, field '{field}'")
                 if not _SHA256.fullmatch(digest):
-                    raise ValueError(f"{where}, field '{field}' must be 64 lowercase hex digits, "
-                                     f"got {digest!r:.80}.")
+                    raise ValueError(
+                        f"{where}, field '{field}' must be 64 lowercase hex digits, "
+                        f"got {digest!r:.80}."
+                    )
         if "base" in entry:
             bases.get(entry["base"], where=f"{where}, field 'base'")
         if "summary" in entry:
@@ -141,8 +158,10 @@ def _read_agent(path):
 def list_agents(zoo_dir=None):
     """The agents of the zoo: a list of dicts (name, base, file, summary)."""
     folder = directory(zoo_dir)
-    return [{"name": name, **{k: v for k, v in entry.items() if k != "sha256"}}
-            for name, entry in sorted(_index(folder).items())]
+    return [
+        {"name": name, **{k: v for k, v in entry.items() if k != "sha256"}}
+        for name, entry in sorted(_index(folder).items())
+    ]
 
 
 def load(name_or_path, zoo_dir=None):
@@ -158,9 +177,13 @@ def load(name_or_path, zoo_dir=None):
         entry = index[text_path]
         path = os.path.join(folder, entry["file"])
         if not os.path.exists(path):
-            raise FileNotFoundError(f"The zoo agent {text_path!r} is listed but {path!r} is missing.")
+            raise FileNotFoundError(
+                f"The zoo agent {text_path!r} is listed but {path!r} is missing."
+            )
         if not os.path.isfile(path):
-            raise ValueError(f"The zoo agent {text_path!r} is listed as {path!r}, which is not a file.")
+            raise ValueError(
+                f"The zoo agent {text_path!r} is listed as {path!r}, which is not a file."
+            )
         # one bounded read: the bytes hashed are the bytes parsed
         data = read_bytes(path, what="zoo agent file", max_bytes=MAX_AGENT_BYTES)
         digest = _sha256(data)
@@ -204,8 +227,10 @@ def write_index(zoo_dir=None, summaries=None):
     agent without one keeps the summary the index had).
     """
     folder = directory(zoo_dir)
-    summaries = {**{name: entry["summary"] for name, entry in _index(folder).items()
-                    if "summary" in entry}, **(summaries or {})}
+    summaries = {
+        **{name: entry["summary"] for name, entry in _index(folder).items() if "summary" in entry},
+        **(summaries or {}),
+    }
     agents = {}
     for file in sorted(os.listdir(folder)):
         path = os.path.join(folder, file)
@@ -259,7 +284,9 @@ def _rewrite(folder, index, agent):
 
 
 def _write_index_entries(folder, agents):
-    atomic_write_json(os.path.join(folder, "index.json"), {"format": INDEX_FORMAT, "agents": agents})
+    atomic_write_json(
+        os.path.join(folder, "index.json"), {"format": INDEX_FORMAT, "agents": agents}
+    )
 
 
 def resolve_agent(agent):
