@@ -168,59 +168,23 @@ def fit_alternating(
     Returns:
         An `AlternatingHistory`.
     """
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"model must be a keras.Model, got {type(model).__name__}.")
-    if not getattr(model, "compiled", False):
-        raise ValueError("Compile the model before fit_alternating (model.compile(...)).")
+    _check_model(model)
     specs = _normalise_tasks(tasks)
     period = _fields.integer(period, "period", 1)
     cycles = _fields.integer(cycles, "cycles", 1)
     evaluate_every = _fields.integer(evaluate_every, "evaluate_every")
     log_every = _fields.integer(log_every, "log_every")
-    if not task_layers(model):
-        raise ValueError(
-            f"{model.name!r} has no switchable layer or TaskInput: there is nothing "
-            "for fit_alternating to switch."
-        )
+    _check_switchable(model)
+    fit_options = {"batch_size": batch_size, "shuffle": shuffle, "callbacks": callbacks}
     history = AlternatingHistory()
     epoch = 0
     for cycle in range(cycles):
         row = {"cycle": cycle}
         for spec in specs:
-            set_task(model, spec["state"])
-            fitted = model.fit(
-                spec["x"],
-                spec["y"],
-                sample_weight=spec.get("sample_weight"),
-                batch_size=batch_size,
-                epochs=epoch + period,
-                initial_epoch=epoch,
-                shuffle=shuffle,
-                callbacks=callbacks,
-                verbose=0,
-            )
-            logs = fitted.history
-            for offset in range(period):
-                entry = {
-                    "cycle": cycle,
-                    "task": spec["name"],
-                    "state": spec["state"],
-                    "epoch": epoch + offset,
-                }
-                entry.update({k: float(v[offset]) for k, v in logs.items() if offset < len(v)})
-                history.epochs.append(entry)
-            row.update({f"{spec['name']}_{k}": float(v[-1]) for k, v in logs.items() if v})
+            _fit_task(model, spec, cycle, epoch, period, fit_options, history, row)
             epoch += period
         if evaluate_every and (cycle + 1) % evaluate_every == 0:
-            for spec in specs:
-                if spec.get("eval_data") is None:
-                    continue
-                set_task(model, spec["state"])
-                x_eval, y_eval = spec["eval_data"]
-                result = model.evaluate(
-                    x_eval, y_eval, batch_size=batch_size, verbose=0, return_dict=True
-                )
-                row.update({f"{spec['name']}_eval_{k}": float(v) for k, v in result.items()})
+            _evaluate_tasks(model, specs, batch_size, row)
         history.cycles.append(row)
         if log_every and (cycle + 1) % log_every == 0:
             log(_summary(row))
@@ -229,6 +193,61 @@ def fit_alternating(
     if final_task is not None:
         set_task(model, final_task)
     return history
+
+
+def _check_model(model):
+    """Raise unless `model` is a compiled Keras model."""
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"model must be a keras.Model, got {type(model).__name__}.")
+    if not getattr(model, "compiled", False):
+        raise ValueError("Compile the model before fit_alternating (model.compile(...)).")
+
+
+def _check_switchable(model):
+    """Raise unless `model` has a switchable layer or a `TaskInput`."""
+    if not task_layers(model):
+        raise ValueError(
+            f"{model.name!r} has no switchable layer or TaskInput: there is nothing "
+            "for fit_alternating to switch."
+        )
+
+
+def _fit_task(model, spec, cycle, epoch, period, fit_options, history, row):
+    """Fit one task for `period` epochs in its state; log its epochs and last values."""
+    set_task(model, spec["state"])
+    fitted = model.fit(
+        spec["x"],
+        spec["y"],
+        sample_weight=spec.get("sample_weight"),
+        batch_size=fit_options["batch_size"],
+        epochs=epoch + period,
+        initial_epoch=epoch,
+        shuffle=fit_options["shuffle"],
+        callbacks=fit_options["callbacks"],
+        verbose=0,
+    )
+    logs = fitted.history
+    for offset in range(period):
+        entry = {
+            "cycle": cycle,
+            "task": spec["name"],
+            "state": spec["state"],
+            "epoch": epoch + offset,
+        }
+        entry.update({k: float(v[offset]) for k, v in logs.items() if offset < len(v)})
+        history.epochs.append(entry)
+    row.update({f"{spec['name']}_{k}": float(v[-1]) for k, v in logs.items() if v})
+
+
+def _evaluate_tasks(model, specs, batch_size, row):
+    """Evaluate every task that has ``eval_data`` in its own state, into `row`."""
+    for spec in specs:
+        if spec.get("eval_data") is None:
+            continue
+        set_task(model, spec["state"])
+        x_eval, y_eval = spec["eval_data"]
+        result = model.evaluate(x_eval, y_eval, batch_size=batch_size, verbose=0, return_dict=True)
+        row.update({f"{spec['name']}_eval_{k}": float(v) for k, v in result.items()})
 
 
 def _summary(row):
