@@ -223,15 +223,9 @@ def build(
         An uncompiled `keras.Model`.
     """
     plan = layer_plan(architecture, hidden)
-    input_shape = tuple(int(d) for d in input_shape)
-    if any(d < 1 for d in input_shape):
-        raise ValueError(f"input_shape must be positive, got {input_shape}.")
-    if output_activation not in ("softmax", None):
-        raise ValueError(f"output_activation must be 'softmax' or None, got {output_activation!r}.")
-    logits = output_activation is None
-    num_classes = _fields.integer(num_classes, "num_classes", minimum=1 if logits else 2)
-    if not width > 0:
-        raise ValueError(f"width must be positive, got {width!r}.")
+    input_shape, num_classes = _checked_build_args(
+        input_shape, num_classes, width, output_activation
+    )
     convolutional = any(step[0] in "cp" for step in plan)
     if convolutional and len(input_shape) != 3:
         raise ValueError(
@@ -242,11 +236,36 @@ def build(
     initializer = LayerInitializers(seed).glorot
     inputs = keras.Input(shape=input_shape, name="input")
     x = inputs
-    size = list(input_shape[:2])
-    n_conv = n_pool = n_dense = 0
-    flat = not convolutional
-    if flat:
+    if not convolutional:
         x = layers.Flatten(name="flatten")(x)
+    x = _hidden_layers(x, plan, input_shape[:2], width, initializer, flat=not convolutional)
+    outputs = layers.Dense(
+        int(num_classes),
+        activation=output_activation,
+        kernel_initializer=initializer(),
+        name="output",
+    )(x)
+    return keras.Model(inputs, outputs, name=name or f"model_{str(architecture).lower()}")
+
+
+def _checked_build_args(input_shape, num_classes, width, output_activation):
+    """Check `build`'s arguments; return the input shape and the number of classes as ints."""
+    input_shape = tuple(int(d) for d in input_shape)
+    if any(d < 1 for d in input_shape):
+        raise ValueError(f"input_shape must be positive, got {input_shape}.")
+    if output_activation not in ("softmax", None):
+        raise ValueError(f"output_activation must be 'softmax' or None, got {output_activation!r}.")
+    logits = output_activation is None
+    num_classes = _fields.integer(num_classes, "num_classes", minimum=1 if logits else 2)
+    if not width > 0:
+        raise ValueError(f"width must be positive, got {width!r}.")
+    return input_shape, num_classes
+
+
+def _hidden_layers(x, plan, size, width, initializer, flat):
+    """Apply the plan's convolutions, poolings and dense layers to `x`; return it flat."""
+    size = list(size)
+    n_conv = n_pool = n_dense = 0
     for step in plan:
         kind = step[0]
         if kind == "c":
@@ -277,10 +296,4 @@ def build(
             n_dense += 1
     if not flat:
         x = layers.Flatten(name="flatten")(x)
-    outputs = layers.Dense(
-        int(num_classes),
-        activation=output_activation,
-        kernel_initializer=initializer(),
-        name="output",
-    )(x)
-    return keras.Model(inputs, outputs, name=name or f"model_{str(architecture).lower()}")
+    return x
