@@ -304,28 +304,23 @@ class EvolutionStrategy:
         def at(field):
             return f"{where}, field {field!r}"
 
-        found = state.get("format") if isinstance(state, dict) else None
-        if found != CHECKPOINT_FORMAT:
-            raise ValueError(
-                f"{where} is not an EvolutionStrategy checkpoint that this version reads: its "
-                f"format is {found!r:.80}, expected {CHECKPOINT_FORMAT!r}."
-            )
-        _fields.fields(
-            state,
-            where,
-            (
-                "format",
-                "config",
-                "generation",
-                "theta",
-                "velocity",
-                "second_moment",
-                "rng_state",
-                "logbook",
-            ),
-        )
+        _check_checkpoint_fields(state, where)
+        self._check_saved_config(state["config"], where, at)
+        vectors = {
+            name: self._read_vector(state[name], at(name))
+            for name in ("theta", "velocity", "second_moment")
+        }
+        rng = _fields.generator(state["rng_state"], at("rng_state"))
+        generation = _fields.integer(state["generation"], at("generation"))
+        logbook = _read_logbook(state["logbook"], generation, at)
+        self.theta, self.velocity, self.rng = vectors["theta"], vectors["velocity"], rng
+        self.second_moment = vectors["second_moment"]
+        self.generation = generation
+        self.logbook = logbook
+
+    def _check_saved_config(self, saved, where, at):
+        """Raise unless the checkpoint's settings are this trainer's."""
         config = self.get_config()
-        saved = state["config"]
         if not isinstance(saved, dict):
             raise ValueError(f"{at('config')} must be a JSON object.")
         if saved != config:
@@ -334,36 +329,58 @@ class EvolutionStrategy:
                 f"{where} was written with other settings ({', '.join(diff)}): "
                 f"checkpoint {saved}, trainer {config}."
             )
-        vectors = {}
-        for name in ("theta", "velocity", "second_moment"):
-            values = _fields.items(state[name], at(name), length=self.num_params)
-            vectors[name] = np.array(
-                [_fields.number(v, at(name)) for v in values], dtype=np.float64
-            )
-        rng = _fields.generator(state["rng_state"], at("rng_state"))
-        generation = _fields.integer(state["generation"], at("generation"))
-        logbook = _logbook()
-        records = _fields.items(state["logbook"], at("logbook"), length=generation)
-        for i, record in enumerate(records):
-            _fields.fields(record, at(f"logbook[{i}]"), LOGBOOK_HEADER)
-            logbook.record(
-                **{
-                    name: (_fields.integer if name == "gen" else _fields.number)(
-                        record[name], at(f"logbook[{i}].{name}")
-                    )
-                    for name in LOGBOOK_HEADER
-                }
-            )
-        self.theta, self.velocity, self.rng = vectors["theta"], vectors["velocity"], rng
-        self.second_moment = vectors["second_moment"]
-        self.generation = generation
-        self.logbook = logbook
+
+    def _read_vector(self, value, field):
+        """One saved parameter-sized vector as a float64 array."""
+        values = _fields.items(value, field, length=self.num_params)
+        return np.array([_fields.number(v, field) for v in values], dtype=np.float64)
 
     def save_checkpoint(self, path):
         atomic_write_json(path, self.state_dict())
 
     def load_checkpoint(self, path):
         self.load_state_dict(read_json(path, "ES checkpoint"), source=os.fspath(path))
+
+
+def _check_checkpoint_fields(state, where):
+    """Raise unless `state` is a checkpoint of this format with exactly its fields."""
+    found = state.get("format") if isinstance(state, dict) else None
+    if found != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{where} is not an EvolutionStrategy checkpoint that this version reads: its "
+            f"format is {found!r:.80}, expected {CHECKPOINT_FORMAT!r}."
+        )
+    _fields.fields(
+        state,
+        where,
+        (
+            "format",
+            "config",
+            "generation",
+            "theta",
+            "velocity",
+            "second_moment",
+            "rng_state",
+            "logbook",
+        ),
+    )
+
+
+def _read_logbook(value, generation, at):
+    """The saved logbook, one checked record per generation."""
+    logbook = _logbook()
+    records = _fields.items(value, at("logbook"), length=generation)
+    for i, record in enumerate(records):
+        _fields.fields(record, at(f"logbook[{i}]"), LOGBOOK_HEADER)
+        logbook.record(
+            **{
+                name: (_fields.integer if name == "gen" else _fields.number)(
+                    record[name], at(f"logbook[{i}].{name}")
+                )
+                for name in LOGBOOK_HEADER
+            }
+        )
+    return logbook
 
 
 def _check_settings(
