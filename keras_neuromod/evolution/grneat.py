@@ -60,6 +60,36 @@ __all__ = [
 ]
 
 
+# GRNEATConfig's integer constants and their minimums, in the order they are checked.
+_COUNT_MINIMUMS = {
+    "population": 2,
+    "tournament_size": 1,
+    "max_tries": 1,
+    "initial_group": 1,
+    "min_species_size": 1,
+    "initial_regulatory": 0,
+    "max_regulatory": 0,
+}
+
+# GRNEATConfig's real constants and the closed ranges they must lie in.
+_RANGES = {
+    **dict.fromkeys(
+        (
+            "crossover_rate",
+            "mutation_rate",
+            "add_rate",
+            "delete_rate",
+            "modify_rate",
+            "crossover_threshold",
+            "species_threshold",
+            "threshold_step",
+        ),
+        (0, 1),
+    ),
+    **dict.fromkeys(("id_weight", "enh_weight", "inh_weight"), (0, math.inf)),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class GRNEATConfig:
     """The constants of GRNEAT; the defaults are the reference library's.
@@ -112,17 +142,19 @@ class GRNEATConfig:
     inh_weight: float = 0.125
 
     def __post_init__(self):
-        def positive_int(name, minimum=1):
+        """Check every constant; store the counts as ints and the bounds as a float pair."""
+        self._check_counts()
+        self._check_rates()
+        lo, hi = self._checked_threshold_bounds()
+        if self.initial_regulatory > self.max_regulatory:
+            raise ValueError("GRNEATConfig.initial_regulatory exceeds max_regulatory.")
+        object.__setattr__(self, "threshold_bounds", (float(lo), float(hi)))
+
+    def _check_counts(self):
+        """Check the integer constants against their minimums and store them as ints."""
+        for name, minimum in _COUNT_MINIMUMS.items():
             value = _fields.integer(getattr(self, name), f"GRNEATConfig.{name}", minimum)
             object.__setattr__(self, name, value)
-
-        positive_int("population", 2)
-        positive_int("tournament_size")
-        positive_int("max_tries")
-        positive_int("initial_group")
-        positive_int("min_species_size")
-        positive_int("initial_regulatory", 0)
-        positive_int("max_regulatory", 0)
         if self.max_regulatory > MAX_PROTEINS:
             raise ValueError(
                 f"GRNEATConfig.max_regulatory must be at most {MAX_PROTEINS} "
@@ -130,30 +162,21 @@ class GRNEATConfig:
                 f"got {self.max_regulatory}."
             )
 
-        def in_range(name, lo, hi):
+    def _check_rates(self):
+        """Check the rates, thresholds and weights lie in their ranges and the rates' sums."""
+        for name, (lo, hi) in _RANGES.items():
             value = getattr(self, name)
             if not (_finite(value) and lo <= value <= hi):
                 raise ValueError(
                     f"GRNEATConfig.{name} must lie in [{lo}, {hi}], got {value!r:.80}."
                 )
-
-        for name in (
-            "crossover_rate",
-            "mutation_rate",
-            "add_rate",
-            "delete_rate",
-            "modify_rate",
-            "crossover_threshold",
-            "species_threshold",
-            "threshold_step",
-        ):
-            in_range(name, 0, 1)
-        for name in ("id_weight", "enh_weight", "inh_weight"):
-            in_range(name, 0, math.inf)
         if abs(self.add_rate + self.delete_rate + self.modify_rate - 1.0) > 1e-9:
             raise ValueError("GRNEATConfig: add_rate + delete_rate + modify_rate must be 1.")
         if self.crossover_rate + self.mutation_rate > 1.0 + 1e-9:
             raise ValueError("GRNEATConfig: crossover_rate + mutation_rate must be at most 1.")
+
+    def _checked_threshold_bounds(self):
+        """The threshold bounds, checked to be a finite pair 0 <= lo <= hi."""
         bounds = self.threshold_bounds
         if not (
             isinstance(bounds, (tuple, list))
@@ -164,10 +187,7 @@ class GRNEATConfig:
             raise ValueError(
                 f"GRNEATConfig.threshold_bounds must be 0 <= lo <= hi, got {bounds!r:.80}."
             )
-        lo, hi = bounds
-        if self.initial_regulatory > self.max_regulatory:
-            raise ValueError("GRNEATConfig.initial_regulatory exceeds max_regulatory.")
-        object.__setattr__(self, "threshold_bounds", (float(lo), float(hi)))
+        return bounds
 
     def to_dict(self):
         data = dataclasses.asdict(self)
@@ -557,29 +577,14 @@ def dissolve_small_species(population, fitnesses, species, evaluate, rng, config
         largest.members = list(range(len(population)))
         return [largest], population, fitnesses
     removed = sum(len(s.members) for s in species) - sum(len(s.members) for s in keep)
-    survivors = [i for s in keep for i in s.members]
-    population = [population[i] for i in survivors]
-    fitnesses = [fitnesses[i] for i in survivors]
-    position = {old: new for new, old in enumerate(survivors)}
-    for s in keep:
-        s.members = [position[i] for i in s.members]
-    new_genomes, homes = [], []
-    for _ in range(removed):
-        target = keep[int(rng.integers(len(keep)))]
-        parent = population[
-            target.members[tournament(fitnesses, target.members, rng, config.tournament_size)]
-        ]
-        home = None
-        for _ in range(config.max_tries):
-            child = mutate(parent, rng, config)
-            if genome_distance(child, target.representative, config) < target.threshold:
-                home = target
-                break
-        new_genomes.append(child)
-        homes.append(home)
-    if new_genomes:
+    population, fitnesses = _keep_survivors(population, fitnesses, keep)
+    mutants = [
+        _mutant_of_survivor(population, fitnesses, keep, rng, config) for _ in range(removed)
+    ]
+    if mutants:
+        new_genomes = [child for child, _ in mutants]
         new_fitnesses = evaluate(new_genomes)
-        for child, fitness, home in zip(new_genomes, new_fitnesses, homes):
+        for (child, home), fitness in zip(mutants, new_fitnesses):
             population.append(child)
             fitnesses.append(fitness)
             if home is None:
@@ -587,6 +592,30 @@ def dissolve_small_species(population, fitnesses, species, evaluate, rng, config
                 keep.append(home)
             home.members.append(len(population) - 1)
     return keep, population, fitnesses
+
+
+def _keep_survivors(population, fitnesses, keep):
+    """The members of the kept species and their fitnesses; renumber the members to match."""
+    survivors = [i for s in keep for i in s.members]
+    population = [population[i] for i in survivors]
+    fitnesses = [fitnesses[i] for i in survivors]
+    position = {old: new for new, old in enumerate(survivors)}
+    for s in keep:
+        s.members = [position[i] for i in s.members]
+    return population, fitnesses
+
+
+def _mutant_of_survivor(population, fitnesses, keep, rng, config):
+    """A mutant of a random kept species' tournament winner, and that species if it fits in."""
+    target = keep[int(rng.integers(len(keep)))]
+    parent = population[
+        target.members[tournament(fitnesses, target.members, rng, config.tournament_size)]
+    ]
+    for _ in range(config.max_tries):
+        child = mutate(parent, rng, config)
+        if genome_distance(child, target.representative, config) < target.threshold:
+            return child, target
+    return child, None
 
 
 def widen_fitness_range(fitness_range, fitnesses):
