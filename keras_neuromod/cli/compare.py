@@ -75,6 +75,15 @@ def parse_args(argv=None, prog=PROG):
         An `argparse.Namespace`, with the agents loaded (`args.agents`) and the
         epochs, width and models filled in from the first agent's provenance.
     """
+    parser = _parser(prog)
+    args = parser.parse_args(argv)
+    _load_agents(parser, args)
+    _fill_defaults(args)
+    return args
+
+
+def _parser(prog):
+    """The command's argument parser."""
     parser = _output.parser(
         __doc__,
         "runs/compare",
@@ -107,7 +116,11 @@ def parse_args(argv=None, prog=PROG):
         action="store_true",
         help="store the results in each agent's card (benchmark[DATASET])",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _load_agents(parser, args):
+    """Load the agents into `args.agents` and check the settings, exiting on an error."""
     try:
         args.agents = [zoo.load(a) for a in args.agent]
     except (OSError, ValueError, KeyError) as error:
@@ -116,6 +129,10 @@ def parse_args(argv=None, prog=PROG):
         parser.error("without --agent, give --epochs and --width (the baselines' protocol)")
     if args.seeds < 2:
         parser.error("--seeds must be at least 2 (a confidence interval needs two)")
+
+
+def _fill_defaults(args):
+    """Fill in the epochs, width and models from the first agent's provenance."""
     provenance = args.agents[0].provenance if args.agents else {}
     if args.epochs is None:
         args.epochs = max(1, int(round(2.5 * provenance.get("epochs", 4))))
@@ -128,7 +145,6 @@ def parse_args(argv=None, prog=PROG):
     args.models = [m for m in args.models.split(",") if m]
     if args.quick:
         args.seeds = min(args.seeds, 3)
-    return args
 
 
 def paper_task(data, dataset, architectures, width, epochs, batch_size):
@@ -229,12 +245,7 @@ def main(argv=None, prog=PROG):
     task = load_task(args)
     labels = labels_of(args.agents)
     compared = methods(args, labels)
-    described = ", ".join(f"{label} ({a.name})" for label, a in zip(labels, args.agents))
-    print(
-        f"{described or 'Baselines'} on "
-        f"{args.dataset}, models {','.join(args.models)}, {args.epochs} epochs, {args.seeds} seeds",
-        flush=True,
-    )
+    _announce(args, labels)
     start = time.perf_counter()
     report = evidence.compare(
         task,
@@ -243,14 +254,7 @@ def main(argv=None, prog=PROG):
         verbose=True,
         record=os.path.join(args.out, f"compare_{args.dataset}.record.json"),
     )
-    architecture = dict(zip(task.models, args.models))
-    rows = [{**row, "model": architecture[row["model"]]} for row in report.rows()]
-    paired = [
-        {**report.paired(label, baseline, model), "model": architecture[model]}
-        for label in labels
-        for model in task.models
-        for baseline in BASELINES
-    ]
+    rows, paired = _results(report, task, args.models, labels)
     print_tables(rows, paired)
     names = ", ".join(a.name for a in args.agents) or "baselines"
     figure = plot(
@@ -260,7 +264,39 @@ def main(argv=None, prog=PROG):
         f"{names} on {args.dataset}: mean +- std over {args.seeds} seeds",
     )
     command = f"{prog} " + " ".join(sys.argv[1:] if argv is None else argv)
-    summary = {
+    summary = _summary(args, command, figure, rows, paired)
+    _save(args, summary, figure, start)
+    if args.record:
+        record_in_cards(args, labels, summary)
+    return _output.print_json_line({"agents": [a.name for a in args.agents], **summary})
+
+
+def _announce(args, labels):
+    """Print what is compared, on which data, models, epochs and seeds."""
+    described = ", ".join(f"{label} ({a.name})" for label, a in zip(labels, args.agents))
+    print(
+        f"{described or 'Baselines'} on "
+        f"{args.dataset}, models {','.join(args.models)}, {args.epochs} epochs, {args.seeds} seeds",
+        flush=True,
+    )
+
+
+def _results(report, task, architectures, labels):
+    """The report's rows and every agent's paired differences, named by architecture."""
+    architecture = dict(zip(task.models, architectures))
+    rows = [{**row, "model": architecture[row["model"]]} for row in report.rows()]
+    paired = [
+        {**report.paired(label, baseline, model), "model": architecture[model]}
+        for label in labels
+        for model in task.models
+        for baseline in BASELINES
+    ]
+    return rows, paired
+
+
+def _summary(args, command, figure, rows, paired):
+    """The comparison's summary: its settings, command, figure, rows and paired differences."""
+    return {
         "dataset": args.dataset,
         "epochs": args.epochs,
         "seeds": args.seeds,
@@ -270,6 +306,10 @@ def main(argv=None, prog=PROG):
         "rows": rows,
         "paired": paired,
     }
+
+
+def _save(args, summary, figure, start):
+    """Write the summary's JSON in `args.out` and print where the figure is and the time taken."""
     atomic_write_json(
         os.path.join(args.out, f"compare_{args.dataset}.json"),
         {**summary, "agents": [a.name for a in args.agents]},
@@ -278,9 +318,6 @@ def main(argv=None, prog=PROG):
         f"\nFigure: {figure or 'not drawn (matplotlib is not installed)'}; "
         f"{time.perf_counter() - start:.0f} s"
     )
-    if args.record:
-        record_in_cards(args, labels, summary)
-    return _output.print_json_line({"agents": [a.name for a in args.agents], **summary})
 
 
 def load_task(args):
@@ -302,6 +339,13 @@ def load_task(args):
 
 def print_tables(rows, paired):
     """Print the final test accuracy per method and, with agents, the paired differences."""
+    _print_accuracies(rows)
+    if paired:
+        _print_paired(paired)
+
+
+def _print_accuracies(rows):
+    """Print the final test accuracy, median loss, divergences and settings per method."""
     _output.print_table(
         [
             (
@@ -325,33 +369,36 @@ def print_tables(rows, paired):
         align="llrrrl",
         title="Final test accuracy per method",
     )
-    if paired:
-        _output.print_table(
-            [
-                (
-                    p["model"],
-                    p["method"],
-                    p["baseline"],
-                    f"{p['mean']:+.4f}",
-                    f"[{p['ci'][0]:+.4f}, {p['ci'][1]:+.4f}]",
-                    f"{p['seeds_ahead']}/{p['seeds']}",
-                    p["verdict"],
-                )
-                for p in paired
-            ],
-            headers=(
-                "model",
-                "agent",
-                "minus",
-                "mean difference (test accuracy)",
-                "95% CI",
-                "seeds ahead",
-                "verdict",
-            ),
-            align="lllrlrl",
-            markdown=True,
-            title="Paired differences",
-        )
+
+
+def _print_paired(paired):
+    """Print each agent's paired differences against every baseline."""
+    _output.print_table(
+        [
+            (
+                p["model"],
+                p["method"],
+                p["baseline"],
+                f"{p['mean']:+.4f}",
+                f"[{p['ci'][0]:+.4f}, {p['ci'][1]:+.4f}]",
+                f"{p['seeds_ahead']}/{p['seeds']}",
+                p["verdict"],
+            )
+            for p in paired
+        ],
+        headers=(
+            "model",
+            "agent",
+            "minus",
+            "mean difference (test accuracy)",
+            "95% CI",
+            "seeds ahead",
+            "verdict",
+        ),
+        align="lllrlrl",
+        markdown=True,
+        title="Paired differences",
+    )
 
 
 def record_in_cards(args, labels, summary):
