@@ -112,37 +112,40 @@ class Base:
                 f"Unknown hyperparameter(s) {unknown} in ranges; "
                 f"{owner} modulates {list(self.hyperparameters)}."
             )
-        checked = {}
-        for name in self.hyperparameters:
-            pair = ranges.get(name, self.default_ranges[name])
-            where = f"ranges[{name!r}]"
-            if isinstance(pair, np.ndarray):
-                pair = pair.tolist()
-            if not (
-                isinstance(pair, (list, tuple))
-                and len(pair) == 2
-                and all(_fields.is_number(value) for value in pair)
-            ):
-                raise ValueError(f"{where} must be a pair (lo, hi) of numbers, got {pair!r:.80}.")
-            try:
-                lo, hi = float(pair[0]), float(pair[1])
-            except OverflowError:
-                raise ValueError(f"{where} = {pair!r:.80} is too large for a float.") from None
-            if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-                raise ValueError(f"{where} must be finite with lo <= hi, got ({lo}, {hi}).")
-            bound_lo, bound_hi = self.bounds.get(name, (-math.inf, math.inf))
-            if lo < bound_lo or hi > bound_hi:
-                raise ValueError(
-                    f"{where} = ({lo}, {hi}) leaves the valid interval "
-                    f"[{bound_lo}, {bound_hi}] of {name}."
-                )
-            if name in self.log_scale and lo <= 0 and hi != lo:
-                raise ValueError(
-                    f"{where} is mapped in log space and needs lo > 0 "
-                    f"(or lo == hi to fix the value), got ({lo}, {hi})."
-                )
-            checked[name] = (lo, hi)
-        return checked
+        return {
+            name: self._check_pair(name, ranges.get(name, self.default_ranges[name]))
+            for name in self.hyperparameters
+        }
+
+    def _check_pair(self, name, pair):
+        """One hyperparameter's range as `(lo, hi)` floats, checked against its bounds."""
+        where = f"ranges[{name!r}]"
+        if isinstance(pair, np.ndarray):
+            pair = pair.tolist()
+        if not (
+            isinstance(pair, (list, tuple))
+            and len(pair) == 2
+            and all(_fields.is_number(value) for value in pair)
+        ):
+            raise ValueError(f"{where} must be a pair (lo, hi) of numbers, got {pair!r:.80}.")
+        try:
+            lo, hi = float(pair[0]), float(pair[1])
+        except OverflowError:
+            raise ValueError(f"{where} = {pair!r:.80} is too large for a float.") from None
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+            raise ValueError(f"{where} must be finite with lo <= hi, got ({lo}, {hi}).")
+        bound_lo, bound_hi = self.bounds.get(name, (-math.inf, math.inf))
+        if lo < bound_lo or hi > bound_hi:
+            raise ValueError(
+                f"{where} = ({lo}, {hi}) leaves the valid interval "
+                f"[{bound_lo}, {bound_hi}] of {name}."
+            )
+        if name in self.log_scale and lo <= 0 and hi != lo:
+            raise ValueError(
+                f"{where} is mapped in log space and needs lo > 0 "
+                f"(or lo == hi to fix the value), got ({lo}, {hi})."
+            )
+        return lo, hi
 
 
 def register(name):
