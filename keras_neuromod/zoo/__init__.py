@@ -304,40 +304,46 @@ def resolve_agent(agent):
     if isinstance(agent, Genome):
         return agent, {}
     if isinstance(agent, dict):
-        if "format" in agent:
-            agent = Agent.from_dict(agent)
-        elif "genome" in agent:
-            return Genome.from_dict(agent["genome"]), {}
-        else:
-            return Genome.from_dict(agent), {}
+        if "format" not in agent:
+            return Genome.from_dict(agent["genome"] if "genome" in agent else agent), {}
+        agent = Agent.from_dict(agent)
     if isinstance(agent, Agent):
-        settings = dict(agent.settings)
-        if agent.ranges is not None:
-            settings["ranges"] = {k: tuple(v) for k, v in agent.ranges.items()}
-        return agent.genome, settings
+        return agent.genome, _agent_settings(agent)
     if isinstance(agent, (str, os.PathLike)):
-        path = os.fspath(agent)
-        if path in _index(directory()):  # a zoo name wins over a file of that name (see `load`)
-            return resolve_agent(load(path))
-        if os.path.isfile(path):
-            data = read_json(path, what="agent file", max_bytes=MAX_AGENT_BYTES)
-            if not isinstance(data, dict):
-                raise ValueError(
-                    f"The agent file {path!r} must hold a JSON object (a genome or an "
-                    f"agent), not a {type(data).__name__}."
-                )
-            try:
-                return resolve_agent(data)
-            except ValueError as error:
-                raise ValueError(f"The agent file {path!r}: {error}") from None
-        try:
-            found = load(path)
-        except ValueError as error:
-            raise ValueError(
-                f"agent={path!r} is neither a genome JSON file nor a usable zoo agent: {error}"
-            ) from None
-        return resolve_agent(found)
+        return _resolve_path(os.fspath(agent))
     raise TypeError(
         "agent must be a Genome, a genome dict, an Agent, the path of a genome or "
         f"agent JSON file, or a zoo agent name; got {type(agent).__name__}."
     )
+
+
+def _agent_settings(agent):
+    """The ranges and AGRN settings an `Agent` was evolved with, as one dict."""
+    settings = dict(agent.settings)
+    if agent.ranges is not None:
+        settings["ranges"] = {k: tuple(v) for k, v in agent.ranges.items()}
+    return settings
+
+
+def _resolve_path(path):
+    """`resolve_agent` for a zoo name or the path of a genome or agent JSON file."""
+    if path in _index(directory()):  # a zoo name wins over a file of that name (see `load`)
+        return resolve_agent(load(path))
+    if os.path.isfile(path):
+        data = read_json(path, what="agent file", max_bytes=MAX_AGENT_BYTES)
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"The agent file {path!r} must hold a JSON object (a genome or an "
+                f"agent), not a {type(data).__name__}."
+            )
+        try:
+            return resolve_agent(data)
+        except ValueError as error:
+            raise ValueError(f"The agent file {path!r}: {error}") from None
+    try:
+        found = load(path)
+    except ValueError as error:
+        raise ValueError(
+            f"agent={path!r} is neither a genome JSON file nor a usable zoo agent: {error}"
+        ) from None
+    return resolve_agent(found)
