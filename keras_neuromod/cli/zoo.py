@@ -118,21 +118,41 @@ def show_agent(name_or_path, zoo_dir=None, as_json=False):
     from keras_neuromod import zoo
 
     agent = zoo.load(name_or_path, zoo_dir)
-    genome = agent.genome
     if as_json:
-        card = {key: value for key, value in agent.to_dict().items() if key != "genome"}
-        card["genome"] = {
-            "n_inputs": genome.n_inputs,
-            "n_outputs": genome.n_outputs,
-            "n_regulatory": genome.n_regulatory,
-        }
-        print(json.dumps(card, indent=1), flush=True)
+        _print_card_json(agent)
         return agent
     optimizer = agent.optimizer_class().__name__
     summary = {e["name"]: e.get("summary", "") for e in zoo.list_agents(zoo_dir)}.get(agent.name)
     print(f"{agent.name}: an {optimizer} agent")
     if summary:
         print(summary)
+    _print_genome_and_ranges(agent)
+    if agent.settings:
+        print("settings: " + ", ".join(f"{k} {_value(v)}" for k, v in agent.settings.items()))
+    if agent.provenance:
+        _print_provenance(agent.provenance)
+    for key, record in agent.benchmark.items():
+        command = record.get("command") if isinstance(record, dict) else None
+        print(f"\nRecord {key!r}" + (f", made by:\n  {command}" if command else ""))
+    print(f"\n`{PROG} show {name_or_path} --json` gives the whole card.")
+    return agent
+
+
+def _print_card_json(agent):
+    """Print the agent's card as one JSON object, the genome by its sizes."""
+    genome = agent.genome
+    card = {key: value for key, value in agent.to_dict().items() if key != "genome"}
+    card["genome"] = {
+        "n_inputs": genome.n_inputs,
+        "n_outputs": genome.n_outputs,
+        "n_regulatory": genome.n_regulatory,
+    }
+    print(json.dumps(card, indent=1), flush=True)
+
+
+def _print_genome_and_ranges(agent):
+    """Print the AGRN genome's sizes and the table of hyperparameter ranges."""
+    genome = agent.genome
     print(
         f"\nAGRN genome: {genome.n_inputs} inputs, {genome.n_regulatory} regulatory proteins, "
         f"{genome.n_outputs} outputs"
@@ -148,15 +168,6 @@ def show_agent(name_or_path, zoo_dir=None, as_json=False):
             align="ll",
         )
     )
-    if agent.settings:
-        print("settings: " + ", ".join(f"{k} {_value(v)}" for k, v in agent.settings.items()))
-    if agent.provenance:
-        _print_provenance(agent.provenance)
-    for key, record in agent.benchmark.items():
-        command = record.get("command") if isinstance(record, dict) else None
-        print(f"\nRecord {key!r}" + (f", made by:\n  {command}" if command else ""))
-    print(f"\n`{PROG} show {name_or_path} --json` gives the whole card.")
-    return agent
 
 
 def _print_provenance(made):
