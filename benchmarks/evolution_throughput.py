@@ -192,13 +192,15 @@ def main(argv=None):
     print("|---|---|---:|---:|---:|---:|---:|")
     for row in rows:
         print(
-            f"| {row['model']} | {row['evaluation']} | {row['workers']} | {row['evaluations_per_minute']:.1f} "
-            f"| {row['seconds_per_evaluation']:.3f} | {row['peak_memory_mib']} | {row['vs_process_x2']:.2f}x |"
+            f"| {row['model']} | {row['evaluation']} | {row['workers']} | "
+            f"{row['evaluations_per_minute']:.1f} | {row['seconds_per_evaluation']:.3f} | "
+            f"{row['peak_memory_mib']} | {row['vs_process_x2']:.2f}x |"
         )
     print()
     for architecture, check in agreement.items():
         print(
-            f"Fitness agreement on {architecture}, vectorized default vs process x2: max |difference| "
+            f"Fitness agreement on {architecture}, vectorized default vs process x2: "
+            "max |difference| "
             f"{check['max_abs_difference']:.3g}, {check['equal']} of {check['jobs']} equal, "
             f"{check['within_1e-6']} within 1e-6; vectorized with one worker equal on "
             f"{check['one_worker_equal']} of {check['jobs']}"

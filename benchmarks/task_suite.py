@@ -99,7 +99,8 @@ def main():
             )
             rows.append(row)
             print(
-                f"{name:24s} {task.family:10s} {model_name:10s} {'yes' if task.held_out else 'no':4s} "
+                f"{name:24s} {task.family:10s} {model_name:10s} "
+                f"{'yes' if task.held_out else 'no':4s} "
                 f"{row['train']:6d} {task.epochs:2d} {task.metric:8s} {row['baseline']:7.3f} "
                 f"{adam:7.3f} {sgd:7.3f} {seconds:6.2f} {warm:5.2f}",
                 flush=True,

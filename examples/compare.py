@@ -1,4 +1,5 @@
-"""The evidence for an agent on the paper's models: Nm-SGD / Nm-Adam against SGD, Adam and tuned SGD*, Adam*.
+"""The evidence for an agent on the paper's models: Nm-SGD / Nm-Adam against SGD, Adam and
+tuned SGD*, Adam*.
 
 The paper's comparison at reduced scale: on each of its architectures (A, B, C,
 and an MLP), the agent trains the model from 10 seeds, 2.5 times longer than

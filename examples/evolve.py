@@ -38,8 +38,9 @@ fitness as `model.fit` many times faster; `--backend process` fits every
 individual with `model.fit` in local processes.
 
 Writes into `--out`: `checkpoint.json`, the best agent (`best_agent.json`), the
-logbook (`logbook.csv`) and a PNG of best and mean fitness per generation. `best_agent.json` is an agent file in
-the zoo's format (genome, settings, provenance with the reproducing command), so
+logbook (`logbook.csv`) and a PNG of best and mean fitness per generation.
+`best_agent.json` is an agent file in the zoo's format (genome, settings,
+provenance with the reproducing command), so
 `NmAdam(agent="runs/evolve/best_agent.json")` uses it and it can be shared as is.
 The last line on stdout is one JSON object: best_fitness, generations,
 evaluations, evaluated_now, agent. `--generations 0` on a new run evolves

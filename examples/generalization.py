@@ -306,7 +306,8 @@ def main(argv=None):
     compared = methods(args)
     print(
         f"Held-out evidence for {', '.join(a.name for a in args.agents)}: "
-        f"{sum(len(m) for m in args.pairs.values())} (task, model) pairs of {len(args.pairs)} tasks, "
+        f"{sum(len(m) for m in args.pairs.values())} (task, model) pairs of "
+        f"{len(args.pairs)} tasks, "
         f"{args.seeds} seeds, {len(compared)} methods",
         flush=True,
     )
@@ -377,7 +378,8 @@ def main(argv=None):
             "verdict",
         ),
         align="llllrlrl",
-        title="Paired differences of the test metric (+: the method is better; MSE with the sign turned)",
+        title="Paired differences of the test metric (+: the method is better; "
+        "MSE with the sign turned)",
     )
     _common.print_table(
         [
@@ -401,7 +403,8 @@ def main(argv=None):
             "diverged runs (method/baseline)",
         ),
         align="llrrlr",
-        title="Across pairs: verdicts on the test metric per pair; mean over tasks of log(baseline's "
+        title="Across pairs: verdicts on the test metric per pair; "
+        "mean over tasks of log(baseline's "
         "test error / the method's)",
     )
     figure = plot(

@@ -122,7 +122,7 @@ def main(argv=None):
         curve = []
 
         class Track(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
+            def on_epoch_end(self, epoch, logs=None, curve=curve, kind=kind, start=start):
                 acc = hidden_bit_accuracy(self.model, xv, yv, hv)
                 curve.append(acc)
                 print(

@@ -98,7 +98,7 @@ def load(name):
             f"MNIST could not be loaded ({type(error).__name__}: {error}). It needs the "
             "network or keras's cache (~/.keras/datasets/mnist.npz); run with "
             "--dataset digits (the default) instead."
-        )
+        ) from error
 
     def images(x):
         return (x.astype("float32") / 255.0)[..., None]

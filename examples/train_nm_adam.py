@@ -138,7 +138,8 @@ def main(argv=None):
     else:
         agent, agent_name = args.agent, args.agent  # NmAdam resolves files and zoo names
     print(
-        f"Training model {args.model} (width {args.width}) on {args.dataset} for {args.epochs} epochs, "
+        f"Training model {args.model} (width {args.width}) on {args.dataset} "
+        f"for {args.epochs} epochs, "
         f"agent: {agent_name}"
     )
 

@@ -27,7 +27,8 @@ The public API:
 
 __version__ = "0.2.0"
 
-# `keras-neuromod` and `python -m keras_neuromod` load TensorFlow quietly (a library import is left as is)
+# `keras-neuromod` and `python -m keras_neuromod` load TensorFlow quietly
+# (a library import is left as is)
 from keras_neuromod.cli import _startup as _cli_startup  # noqa: E402,F401  isort: skip
 
 from keras_neuromod import agents

@@ -120,8 +120,8 @@ class Genome:
     Proteins are ordered inputs, then outputs, then regulatory proteins. All
     values are validated on construction: a bad genome raises `ValueError`
     naming the field; nothing is clipped silently. A genome has at most
-    `MAX_PROTEINS` proteins; the counts are checked before the tags are read. A `Genome` is immutable
-    (its arrays are read-only); the evolution operators build new ones.
+    `MAX_PROTEINS` proteins; the counts are checked before the tags are read.
+    A `Genome` is immutable (its arrays are read-only); the evolution operators build new ones.
 
     Args:
         n_inputs: number of input proteins.

@@ -333,7 +333,8 @@ class Trainer:
         )
 
     def untrained(self, seed, split="test"):
-        """The seed's initial model, scored without training (what a diverged run is worth at best)."""
+        """The seed's initial model, scored without training (what a diverged run is
+        worth at best)."""
         self._start(seed)
         return self.score(seed, split)
 
@@ -495,7 +496,8 @@ class Tuned:
             raise ValueError(f"schedule must be None or 'cosine', got {schedule!r}.")
         if axes is None and optimizer not in TUNED_AXES:
             raise ValueError(
-                f"Give the axes to search for {optimizer!r}; defaults exist for {sorted(TUNED_AXES)}."
+                f"Give the axes to search for {optimizer!r}; "
+                f"defaults exist for {sorted(TUNED_AXES)}."
             )
         if not isinstance(getattr(keras.optimizers, optimizer, None), type):
             raise ValueError(f"Unknown Keras optimizer {optimizer!r}.")
@@ -832,7 +834,8 @@ def compare(task, methods, models=None, seeds=10, record=None, first_seed=0, ver
                 )
                 print(
                     f"  {task.name} / {model} / {name}: {task.metric} {metric:.4f}, "
-                    f"{sum(r.diverged for r in runs)} diverged ({time.perf_counter() - start:.0f} s)",
+                    f"{sum(r.diverged for r in runs)} diverged "
+                    f"({time.perf_counter() - start:.0f} s)",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -983,8 +986,8 @@ class Report:
         return self.paired(a, b, model, on)["verdict"]
 
     def rows(self):
-        """Per (model, method): the test metric and loss (mean, std; the loss's median), diverged runs,
-        and a tuned method's settings and search size.
+        """Per (model, method): the test metric and loss (mean, std; the loss's median),
+        diverged runs, and a tuned method's settings and search size.
 
         A diverged run counts here as the untrained model's score.
         """
@@ -1017,7 +1020,8 @@ class Report:
         return out
 
     def table(self, baseline=None):
-        """The rows as a fixed-width text table; with `baseline`, each method's verdict against it."""
+        """The rows as a fixed-width text table; with `baseline`, each method's verdict
+        against it."""
         headers = [
             "model",
             "method",
@@ -1049,7 +1053,8 @@ class Report:
         return _text_table(headers, lines)
 
     def to_dict(self):
-        """The report as JSON-ready data: rows, and every pair's paired differences on each model."""
+        """The report as JSON-ready data: rows, and every pair's paired differences on
+        each model."""
         pairs = [
             self.paired(a, b, m, what)
             for m in self.models
@@ -1074,7 +1079,8 @@ def _text_table(headers, rows):
 
 
 def aggregate(reports, a, b, confidence=0.95):
-    """`a` against `b` across tasks: wins, ties and losses, and an effect with its interval over tasks.
+    """`a` against `b` across tasks: wins, ties and losses, and an effect with its interval
+    over tasks.
 
     Args:
         reports: `Report`s, one per task (each with both methods).

@@ -213,7 +213,8 @@ class Task:
             raise ValueError(f"{where}, field 'held_out' must be a bool, got {self.held_out!r}.")
         if self.family in HELD_OUT_FAMILIES and not self.held_out:
             raise ValueError(
-                f"{where}: every task of the family {self.family!r} is held out; pass held_out=True."
+                f"{where}: every task of the family {self.family!r} is held out; "
+                "pass held_out=True."
             )
         if not isinstance(self.description, str):
             raise ValueError(f"{where}, field 'description' must be a string.")
@@ -548,7 +549,8 @@ def _conv_bn(x, filters, init, name, strides=1, kernel_size=3):
 
 
 def resnet_bn(input_shape, output_dim, seed=None):
-    """A residual CNN: a conv-BN-ReLU stem of 16 filters, two residual blocks, global average pooling.
+    """A residual CNN: a conv-BN-ReLU stem of 16 filters, two residual blocks, global average
+    pooling.
 
     Each block is conv-BN-ReLU-conv-BN plus its input, then ReLU; the second
     block has 32 filters and stride 2, its skip a strided 1x1 conv-BN. The
@@ -644,7 +646,8 @@ def transformer(input_shape, output_dim, seed=None):
 
 
 def autoencoder(input_shape, output_dim, seed=None):
-    """Flatten, Dense 32 ReLU, an 8-unit linear code, Dense 32 ReLU, a linear output (the input again)."""
+    """Flatten, Dense 32 ReLU, an 8-unit linear code, Dense 32 ReLU, a linear output
+    (the input again)."""
     init = LayerInitializers(seed)
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = layers.Flatten(name="flatten")(inputs)
@@ -923,7 +926,8 @@ def _shapes(seed, n_train=1200, n_test=400, size=12):
 
 
 def _waveforms(seed, n_train=1200, n_test=400, length=64, noise=0.2):
-    """Sine, square, sawtooth or triangle waves of random frequency, phase and amplitude, in noise."""
+    """Sine, square, sawtooth or triangle waves of random frequency, phase and amplitude,
+    in noise."""
     rng = np.random.default_rng([seed, 13])
     n = n_train + n_test
     y = rng.integers(0, 4, n).astype("int32")
@@ -1023,7 +1027,8 @@ def _adding_problem(seed, n_train=1200, n_test=400, steps=12):
 
 
 def _friedman1(seed, n_train=1000, n_test=500):
-    """make_friedman1 drawn from `seed`, inputs and target standardised with the train statistics."""
+    """make_friedman1 drawn from `seed`, inputs and target standardised with the train
+    statistics."""
     x, y = _sklearn("make_friedman1")(
         n_samples=n_train + n_test, n_features=10, noise=1.0, random_state=seed
     )
@@ -1035,7 +1040,8 @@ def _friedman1(seed, n_train=1000, n_test=500):
 def _linear_ill_conditioned(
     seed, n_train=1000, n_test=500, n_features=100, effective_rank=10, n_targets=3
 ):
-    """Correlated features of a decaying spectrum (as make_regression's effective_rank), linear targets."""
+    """Correlated features of a decaying spectrum (as make_regression's effective_rank),
+    linear targets."""
     rng = np.random.default_rng([seed, 18])
     n = n_train + n_test
     i = np.arange(n_features)
@@ -1105,7 +1111,8 @@ def _noisy_regression(seed, n_train=360, n_test=240, n_features=10):
 
 
 def _hastie(seed, n_train=1000, n_test=500):
-    """make_hastie_10_2 drawn from `seed`: 10 Gaussian features, class 1 where their squares sum past 9.34."""
+    """make_hastie_10_2 drawn from `seed`: 10 Gaussian features, class 1 where their squares
+    sum past 9.34."""
     x, y = _sklearn("make_hastie_10_2")(n_samples=n_train + n_test, random_state=seed)
     x_train, x_test = _standardised(x[:n_train], x[n_train:])
     y = (y > 0).astype("int32")
@@ -1145,7 +1152,8 @@ def _statsmodels_series(name):
         import statsmodels.datasets
     except ImportError:
         raise datasets.DatasetUnavailableError(
-            f"The {name!r} time series ships with statsmodels: `pip install keras_neuromod[examples]` "
+            f"The {name!r} time series ships with statsmodels: "
+            "`pip install keras_neuromod[examples]` "
             "(or `pip install statsmodels`)."
         ) from None
     frame = getattr(statsmodels.datasets, name).load_pandas().data
@@ -1204,7 +1212,8 @@ def _forecast_windows(series, window, horizon, test_fraction, relative=False):
 
 
 def _co2(seed):
-    """Mauna Loa CO2, weekly: the next 4 weeks from the past 26, relative to the last; always the same."""
+    """Mauna Loa CO2, weekly: the next 4 weeks from the past 26, relative to the last;
+    always the same."""
     return _forecast_windows(_statsmodels_series("co2"), 26, 4, 0.25, relative=True)
 
 
@@ -1214,7 +1223,8 @@ def _sunspots(seed):
 
 
 def _elnino(seed):
-    """Monthly El Nino sea surface temperature: the next 3 months from the past 24; always the same."""
+    """Monthly El Nino sea surface temperature: the next 3 months from the past 24;
+    always the same."""
     return _forecast_windows(_statsmodels_series("elnino"), 24, 3, 0.25)
 
 
@@ -1283,7 +1293,8 @@ _BUNDLED = (
         _CROSSENTROPY,
         epochs=5,
         batch_size=16,
-        description="scikit-learn's make_classification: 10 features, 4 classes of 2 clusters each.",
+        description="scikit-learn's make_classification: 10 features, "
+        "4 classes of 2 clusters each.",
     ),
     Task(
         "spirals",

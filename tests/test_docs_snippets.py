@@ -52,7 +52,8 @@ def alone(attributes, code):
 
 
 def runs():
-    """(test id, page, [(label, attributes, code)]): the evolving blocks alone, the others by page."""
+    """(test id, page, [(label, attributes, code)]): the evolving blocks alone, the
+    others by page."""
     grouped, found = {}, []
     for page, number, attributes, code in BLOCKS:
         label = f"{page}:{number}"

@@ -226,18 +226,22 @@ def test_changed_settings_are_trained_again(tmp_path):
             "'models' must be",
         ),
         (
-            '{"format": "keras_neuromod.evidence-record/1", "task": "tiny_blobs", "models": {"linear": '
+            '{"format": "keras_neuromod.evidence-record/1", "task": "tiny_blobs", '
+            '"models": {"linear": '
             '{"methods": {"SGD": {"runs": {}}}}}}',
             "identity",
         ),
         (
-            '{"format": "keras_neuromod.evidence-record/1", "task": "tiny_blobs", "models": {"linear": '
+            '{"format": "keras_neuromod.evidence-record/1", "task": "tiny_blobs", '
+            '"models": {"linear": '
             '{"untrained": {"0": {"seed": 0, "metric": 0.5}}}}}',
             "lacks the field",
         ),
         (
-            '{"format": "keras_neuromod.evidence-record/1", "task": "tiny_blobs", "models": {"linear": '
-            '{"untrained": {"0": {"seed": "x", "metric": 0.5, "loss": 1, "diverged": false, "steps": 1, '
+            '{"format": "keras_neuromod.evidence-record/1", "task": "tiny_blobs", '
+            '"models": {"linear": '
+            '{"untrained": {"0": {"seed": "x", "metric": 0.5, "loss": 1, "diverged": false, '
+            '"steps": 1, '
             '"examples": 1}}}}}',
             "wrong type",
         ),

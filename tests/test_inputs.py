@@ -209,7 +209,7 @@ def test_config_and_model_save_round_trip_keep_the_input_set(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     np.testing.assert_array_equal(loaded.optimizer._grn_trend.numpy(), optimizer._grn_trend.numpy())
-    for a, b in zip((model, loaded), (loaded, model)):
+    for a, _ in zip((model, loaded), (loaded, model)):
         a.train_on_batch(x[:8], x[:8, :2])
     for v, w in zip(model.trainable_variables, loaded.trainable_variables):
         np.testing.assert_allclose(v.numpy(), w.numpy(), atol=1e-6)

@@ -301,7 +301,7 @@ def test_zoo_index(zoo_folder, data):
     (zoo_folder / "index.json").write_text(text)
     try:
         for name in ("nm_adam_test", "nm_sgd_test", "sub", "index.json"):
-            _only_allowed(lambda: zoo.load(name, zoo_dir=zoo_folder))
+            _only_allowed(lambda name=name: zoo.load(name, zoo_dir=zoo_folder))
         _only_allowed(lambda: zoo.list_agents(zoo_folder))
     finally:
         (zoo_folder / "index.json").write_text(json.dumps(valid))

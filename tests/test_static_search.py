@@ -71,7 +71,8 @@ def test_a_static_agent_trains_as_keras_optimizer_with_its_values(tmp_path, base
 
 @pytest.mark.parametrize("base", ["adam", "sgd"])
 def test_positions_map_onto_the_ranges_as_the_agrn_outputs_do(base):
-    """Position x is what output proteins (x, 1 - x) give: log space for learning rate and epsilon."""
+    """Position x is what output proteins (x, 1 - x) give: log space for learning rate
+    and epsilon."""
     from keras_neuromod.evolution.static import FixedHyperparameters
 
     optimizer_class = NmAdam if base == "adam" else NmSGD

@@ -105,7 +105,8 @@ def main():
 
 
 def suite_fitness():
-    """SuiteEvaluator: the baseline is Keras's Adam as `fit` trains it; scores are log loss ratios."""
+    """SuiteEvaluator: the baseline is Keras's Adam as `fit` trains it; scores are log
+    loss ratios."""
     import keras
 
     from keras_neuromod import tasks

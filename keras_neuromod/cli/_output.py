@@ -1,4 +1,5 @@
-"""What the commands and the examples print and draw: one flag vocabulary, tables, figures, the JSON line.
+"""What the commands and the examples print and draw: one flag vocabulary, tables, figures,
+the JSON line.
 
 The flags every command spells the same way (`parser` and `add_learning_rate`):
 

@@ -41,8 +41,9 @@ fitness as `model.fit` many times faster; `--backend process` fits every
 individual with `model.fit` in local processes.
 
 Writes into `--out`: `checkpoint.json`, the best agent (`best_agent.json`), the
-logbook (`logbook.csv`) and a PNG of best and mean fitness per generation. `best_agent.json` is an agent file in
-the zoo's format (genome, settings, provenance with the reproducing command), so
+logbook (`logbook.csv`) and a PNG of best and mean fitness per generation.
+`best_agent.json` is an agent file in the zoo's format (genome, settings,
+provenance with the reproducing command), so
 `NmAdam(agent="runs/evolve/best_agent.json")` uses it and it can be shared as is.
 The last line on stdout is one JSON object: best_fitness, generations,
 evaluations, evaluated_now, agent. `--generations 0` on a new run evolves
@@ -132,7 +133,8 @@ def parse_args(argv=None, prog=PROG):
         progress=True,
         quick="the small settings whatever the task (population 20, 8 generations, 3 epochs; "
         "with --suite: population 16, 4 generations, 2 instances); flags given override them",
-        epilog="With no flags: a quick evolution on digits (population 20, 8 generations, 3 epochs).",
+        epilog="With no flags: a quick evolution on digits "
+        "(population 20, 8 generations, 3 epochs).",
         prog=None if prog.startswith("python ") else prog,
     )
     _add_task_arguments(parser)
@@ -608,7 +610,8 @@ def run_evolution(args):
     else:
         print(
             f"GRNEAT on {args.task}: {optimizer} agents, "
-            f"population {args.population}, {args.generations} generations, {args.epochs} epoch(s), "
+            f"population {args.population}, {args.generations} generations, "
+            f"{args.epochs} epoch(s), "
             f"models {','.join(args.models)}, backend {args.backend}, seed {args.seed}",
             flush=True,
         )

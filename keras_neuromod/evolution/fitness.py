@@ -113,7 +113,8 @@ class FitnessTask:
             max_regulatory = _fields.integer(self.max_regulatory, "max_regulatory", 0, limit)
         except ValueError as error:
             raise ValueError(
-                f"{error} The AGRN's {self.n_inputs} inputs, {self.n_outputs} outputs and max_regulatory "
+                f"{error} The AGRN's {self.n_inputs} inputs, {self.n_outputs} outputs "
+                "and max_regulatory "
                 f"proteins stay within keras_neuromod.agrn.MAX_PROTEINS = {MAX_PROTEINS}."
             ) from None
         object.__setattr__(self, "max_regulatory", max_regulatory)
@@ -209,7 +210,8 @@ class TaskData:
         return model, optimizer
 
     def initial_weights(self, architecture, seed):
-        """The generation's initial weights (`model.get_weights()` order), the same on every backend."""
+        """The generation's initial weights (`model.get_weights()` order), the same on
+        every backend."""
         key = (architecture, int(seed))
         if key not in self._initial:
             from keras_neuromod import models

@@ -853,8 +853,9 @@ class VectorizedBackend:
     chunks, one per worker; a worker trains its chunk with a
     `VectorizedEvaluator`. The workers are this process (when it runs Keras on
     JAX and `workers` is 1), local processes started with `KERAS_BACKEND=jax`
-    (whatever backend this process uses), or Ray actors. A chunk that fails is run once more, then its individuals score
-    worst, as a failed job of the other backends. Every individual's fitness
+    (whatever backend this process uses), or Ray actors. A chunk that fails is
+    run once more, then its individuals score worst, as a failed job of the other backends.
+    Every individual's fitness
     is the same whichever worker trains it and however many there are.
 
     Args:
@@ -943,7 +944,8 @@ class VectorizedBackend:
 
     @property
     def failures(self):
-        """The errors of the chunks that failed twice in the last `map` (their individuals scored worst)."""
+        """The errors of the chunks that failed twice in the last `map` (their individuals
+        scored worst)."""
         return self._inner.failures
 
     @property

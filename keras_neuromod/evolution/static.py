@@ -298,7 +298,8 @@ class StaticSearch(cma.Strategy):
 
     @classmethod
     def from_dict(cls, data, base, ranges, population, where="The static search"):
-        """Rebuild a search from `to_dict()`; anything malformed raises `ValueError` naming the field."""
+        """Rebuild a search from `to_dict()`; anything malformed raises `ValueError`
+        naming the field."""
         _fields.fields(data, where, _SEARCH_FIELDS)
 
         def at(field):

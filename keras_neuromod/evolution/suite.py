@@ -224,7 +224,8 @@ class SuiteEvaluator:
         return self._programs[key]
 
     def _static_program(self, task_name, model_name, splits):
-        """The compiled training of fixed hyperparameters (the static search) on one (task, model, shapes).
+        """The compiled training of fixed hyperparameters (the static search) on one
+        (task, model, shapes).
 
         The task's optimizer under the "frozen" ablation (`static.fixed_optimizer`):
         a population of hyperparameter vectors trains where genomes would.
@@ -337,7 +338,8 @@ class SuiteEvaluator:
         return table, instances
 
     def evaluate_many(self, genomes, architecture, seed):
-        """The fitness of each genome (or fixed hyperparameters): its mean score over the instances."""
+        """The fitness of each genome (or fixed hyperparameters): its mean score over
+        the instances."""
         if not genomes:
             return []
         table, _ = self.scores(genomes, seed)

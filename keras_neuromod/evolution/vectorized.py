@@ -35,8 +35,8 @@ CPU convolutions run several times slower inside a compiled loop than as
 separate calls, and batched ones somewhat slower than one after another. So
 by default (`vmap=None, scan=None`) dense-only models are batched and scanned
 and convolutional ones trained one by one, a call per batch; on an
-accelerator both are batched and scanned. Genomes of different sizes share one program: the optimizer pads
-every genome to `task.max_regulatory` regulatory proteins.
+accelerator both are batched and scanned. Genomes of different sizes share one
+program: the optimizer pads every genome to `task.max_regulatory` regulatory proteins.
 
 A diverging individual (a loss that turns NaN or Inf at any step) scores
 `task.worst_fitness`; its batch-mates, whose computations are independent of
