@@ -57,9 +57,11 @@ def _layer_layout(variables):
     """Static AGRN inputs and next-layer indices, from the variables' paths.
 
     Layers with weights are numbered 0..L-1 in the order their first variable
-    appears (the model's order). Returns `(static, next_index, kinds, layers)`:
-    `static` is float32 [n, 2] (location, relative size); `next_index[i]` is the
-    index of the tensor of the same kind in the next layer with weights, or -1.
+    appears (the model's order). Returns `(static, next_index, kinds, layers,
+    layer_of)`: `static` is float32 [n, 2] (location, relative size);
+    `next_index[i]` is the index of the tensor of the same kind in the next
+    layer with weights, or -1; `kinds[i]` is "kernel" or "bias"; `layers` are
+    the layers' names in order and `layer_of[i]` the layer number of tensor i.
     """
     layers, layer_of, kinds = [], [], []
     sizes = {}
