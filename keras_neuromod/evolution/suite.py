@@ -195,7 +195,6 @@ class SuiteEvaluator:
             import keras
 
             from keras_neuromod import tasks as suite_tasks
-            from keras_neuromod.evolution.vectorized import TrainingProgram
 
             suite = self.suite
             task = suite_tasks.get(task_name)
@@ -205,21 +204,7 @@ class SuiteEvaluator:
                 keras.optimizers.get(BASELINES[suite.base]),
             ):
                 model = task.build_model(model_name, seed=0)
-                task.compile(model, optimizer)
-                optimizer.build(model.trainable_variables)
-                programs.append(
-                    TrainingProgram(
-                        model,
-                        optimizer,
-                        task.loss_function(),
-                        task.metric,
-                        task.epochs,
-                        task.batch_size,
-                        *splits.train,
-                        *splits.val,
-                        **self.plan,
-                    )
-                )
+                programs.append(self._compiled(task, model, optimizer, splits))
             self._programs[key] = (task, programs)
         return self._programs[key]
 
@@ -235,25 +220,30 @@ class SuiteEvaluator:
         if key not in self._programs:
             from keras_neuromod import tasks as suite_tasks
             from keras_neuromod.evolution.static import fixed_optimizer
-            from keras_neuromod.evolution.vectorized import TrainingProgram
 
             task = suite_tasks.get(task_name)
             model = task.build_model(model_name, seed=0)
             optimizer = fixed_optimizer(self.suite, len(model.trainable_variables))
-            task.compile(model, optimizer)
-            optimizer.build(model.trainable_variables)
-            self._programs[key] = TrainingProgram(
-                model,
-                optimizer,
-                task.loss_function(),
-                task.metric,
-                task.epochs,
-                task.batch_size,
-                *splits.train,
-                *splits.val,
-                **self.plan,
-            )
+            self._programs[key] = self._compiled(task, model, optimizer, splits)
         return self._programs[key]
+
+    def _compiled(self, task, model, optimizer, splits):
+        """`model` compiled by `task` with `optimizer`, as a vectorized `TrainingProgram`."""
+        from keras_neuromod.evolution.vectorized import TrainingProgram
+
+        task.compile(model, optimizer)
+        optimizer.build(model.trainable_variables)
+        return TrainingProgram(
+            model,
+            optimizer,
+            task.loss_function(),
+            task.metric,
+            task.epochs,
+            task.batch_size,
+            *splits.train,
+            *splits.val,
+            **self.plan,
+        )
 
     def _candidates(self, genomes):
         """Genomes, or fixed hyperparameters of the suite's base (the static search); not both."""
