@@ -697,7 +697,8 @@ class RayBackend:
 
     An actor that dies loses only the job it was running (which is run once
     more, then scored worst); Ray restarts it, and it gets jobs again once it
-    answers. An actor that gives no answer within `timeout` seconds is killed
+    answers (one not back within `RESTART_SECONDS` is given up, with a
+    warning). An actor that gives no answer within `timeout` seconds is killed
     (`ray.kill`, restarted by Ray) and its job treated the same way.
 
     Args:
@@ -714,8 +715,11 @@ class RayBackend:
     """
 
     name = "ray"
-    # an actor that fails this many pings in a row is given up
-    MAX_PINGS = 20
+    # An actor that died is pinged until it answers (Ray restarts it: a fresh worker
+    # imports TensorFlow, which takes a while on a loaded machine), every
+    # PING_SECONDS, and given up once RESTART_SECONDS pass without an answer.
+    PING_SECONDS = 0.5
+    RESTART_SECONDS = 300.0
 
     def __init__(
         self, fitness, workers=None, address=None, threads=1, timeout=None, environment=None
@@ -753,7 +757,7 @@ class RayBackend:
         # after each failure (Ray restarts a dead actor).
         self._idle = []
         self._pinging = {}
-        self._failed_pings = [0] * self.workers
+        self._down_since = {}  # actor: when its first ping since a failure failed
         for actor in range(self.workers):
             self._ping(actor)
 
@@ -765,9 +769,10 @@ class RayBackend:
         try:
             self._ray.get(reference)
         except self._ray.exceptions.RayActorError as error:
-            self._failed_pings[actor] += 1
-            if self._failed_pings[actor] < self.MAX_PINGS:
-                self._ping(actor)  # still restarting
+            down_since = self._down_since.setdefault(actor, time.monotonic())
+            if time.monotonic() - down_since < self.RESTART_SECONDS:
+                time.sleep(self.PING_SECONDS)  # still restarting: ask again shortly
+                self._ping(actor)
             else:
                 warnings.warn(
                     f"A Ray worker is gone ({type(error).__name__}); the others go on.",
@@ -775,7 +780,7 @@ class RayBackend:
                     stacklevel=4,
                 )
             return
-        self._failed_pings[actor] = 0
+        self._down_since.pop(actor, None)
         self._idle.append(actor)
 
     def _time_left(self, running):
