@@ -70,6 +70,7 @@ import keras_neuromod
 from keras_neuromod import bases
 from keras_neuromod import datasets
 from keras_neuromod import inputs as input_sets
+from keras_neuromod import outputs as output_sets
 from keras_neuromod import zoo
 from keras_neuromod.cli import _output
 from keras_neuromod.evolution import SuiteTask
@@ -188,6 +189,14 @@ def _add_task_arguments(parser):
         help="the agents' input set (keras_neuromod.inputs; default: sensing with "
         "--suite, the core paper's on one data set)",
     )
+    parser.add_argument(
+        "--outputs",
+        default=None,
+        choices=sorted(output_sets.OUTPUT_SETS),
+        help="the agents' output set (keras_neuromod.outputs: each hyperparameter's range "
+        "and scale; default: paper with the paper's input set, else centred, whose "
+        "silent agent is Keras's optimizer)",
+    )
 
 
 def _add_backend_arguments(parser):
@@ -259,8 +268,13 @@ def _suite_settings(parser, args):
             else tuple(t.strip() for t in args.tasks.split(",") if t.strip())
         )
         args.inputs = args.inputs or input_sets.DEFAULT
+        args.outputs = bases.get(args.base).resolve_outputs(args.outputs, args.inputs)
         args.task_spec = SuiteTask(
-            base=args.base, tasks=args.tasks, instances=args.instances, inputs=args.inputs
+            base=args.base,
+            tasks=args.tasks,
+            instances=args.instances,
+            inputs=args.inputs,
+            outputs=args.outputs,
         )
     except (KeyError, ValueError) as error:
         parser.error(str(error).strip("'\""))
@@ -277,6 +291,10 @@ def _dataset_settings(parser, args):
     if args.algorithm == "static":
         parser.error("--algorithm static goes with --suite (scored against the Keras baseline)")
     args.inputs = args.inputs or input_sets.LEGACY
+    try:
+        args.outputs = bases.get(args.base).resolve_outputs(args.outputs, args.inputs)
+    except ValueError as error:
+        parser.error(str(error))
     full_scale = args.task != "digits" and not args.quick
     defaults = (
         {
@@ -316,6 +334,7 @@ def reproducing_command(args, generations):
             f"--validation-draws {args.validation_draws}",
             f"--algorithm {args.algorithm}",
             f"--inputs {args.inputs}",
+            f"--outputs {args.outputs}",
             f"--backend {args.backend}",
             f"--seed {args.seed}",
             # the tasks drawn from, named: the suite's default set may grow
@@ -340,6 +359,8 @@ def reproducing_command(args, generations):
             parts.append(f"--algorithm {args.algorithm}")
         if args.inputs != input_sets.LEGACY:
             parts.append(f"--inputs {args.inputs}")
+        if args.outputs != output_sets.LEGACY:
+            parts.append(f"--outputs {args.outputs}")
     if args.train_subset:
         parts.append(f"--train-subset {args.train_subset}")
     if args.vectorized:
@@ -622,6 +643,7 @@ def run_evolution(args):
             train_subset=args.train_subset,
             data_dir=args.data_dir,
             inputs=args.inputs,
+            outputs=args.outputs,
         )
     try:
         return evolve(
@@ -662,13 +684,17 @@ def write_agent(args, result, chosen, selection):
     }
     if args.algorithm == "static":
         # the fixed values as collapsed ranges: the agent trains as Keras's optimizer with them
-        # (its genome reads the core paper's inputs, which change nothing then)
+        # (its genome reads the core paper's inputs and maps with the paper's output set,
+        # which change nothing then)
         agent = static_agent(
             chosen.genome, args.name, settings, provenance(args, result, chosen, selection)
         )
     else:
         if args.inputs != input_sets.LEGACY:
             settings["inputs"] = args.inputs
+        if args.inputs != input_sets.LEGACY or args.outputs != output_sets.LEGACY:
+            # an agent of the paper's sets names neither, as the agents before output sets
+            settings["outputs"] = args.outputs
         agent = zoo.Agent(
             name=args.name,
             base=args.base,
