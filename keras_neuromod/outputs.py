@@ -69,6 +69,7 @@ __all__ = [
 SCALES = ("linear", "log", "complement_log")
 # Logs are taken of at least this (a collapsed range may sit at 0, or at 1 on complement_log).
 _TINY = 1e-30
+_LOG_TINY = float(np.log(_TINY))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +175,8 @@ def to_space(values, scales, xp=ops):
     """Hyperparameter values in the space their scales interpolate.
 
     `x` for ``"linear"``, `log x` for ``"log"``, `log(1 - x)` for
-    ``"complement_log"`` (logs of at least 1e-30, so that 0 and 1 stay finite).
+    ``"complement_log"`` (logs of at least 1e-30, so that 0 on a log scale and
+    1 on a complement_log scale stay finite).
 
     Args:
         values: `[..., n]` values, one column per hyperparameter.
@@ -188,7 +190,9 @@ def to_space(values, scales, xp=ops):
     if _host(xp):
         values = _floats(values)
     logged = xp.log(xp.maximum(values, _TINY))
-    complemented = xp.log(xp.maximum(1.0 - values, _TINY))
+    # log1p keeps the precision of a small x; 1 (log1p gives -inf) is read as 1 - 1e-30
+    with np.errstate(divide="ignore"):
+        complemented = xp.maximum(xp.log1p(-xp.minimum(values, 1.0)), _LOG_TINY)
     return xp.where(log, logged, xp.where(complement, complemented, values))
 
 
