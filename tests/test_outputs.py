@@ -468,3 +468,16 @@ def test_zoo_show_gives_the_output_set_ranges_and_scales(capsys):
     for name, (lo, hi, scale) in DECLARED["adam", "paper"].items():
         line = next(row for row in shown.splitlines() if row.strip().startswith(name))
         assert scale in line and f"{lo:.6g}" in line and f"{hi:.6g}" in line
+
+
+def test_a_checkpoint_s_task_written_before_output_sets_compares_as_the_paper_s():
+    from keras_neuromod.evolution import FitnessTask
+    from keras_neuromod.evolution.engine import _normalised_task
+
+    task = FitnessTask(dataset="digits", epochs=3)
+    before = {k: v for k, v in task.to_dict().items() if k not in ("inputs", "outputs")}
+    assert _normalised_task(before) == task.to_dict()
+    assert _normalised_task(task.to_dict()) == task.to_dict()
+    sensing = FitnessTask(dataset="digits", epochs=3, inputs="sensing")  # centred
+    assert _normalised_task({**before, "inputs": "sensing"}) != sensing.to_dict()
+    assert _normalised_task({"dataset": "nowhere"}) == {"dataset": "nowhere"}

@@ -35,6 +35,12 @@ tensor and step, within the agent's ranges; `keras_neuromod.evolution.static`),
 and `best_agent.json` holds them as collapsed ranges (`{name: [v, v]}`), so
 that `NmAdam(agent=...)` trains as Keras's Adam with those settings.
 
+`--inputs` and `--outputs` name the agents' input and output sets
+(`keras_neuromod.inputs`, `keras_neuromod.outputs`): by default, with `--suite`,
+"sensing" and "centred" (every range centred on the baseline's settings); on one
+data set the core paper's, "paper" and "paper". An agent of other sets than the
+paper's names them in its settings, and the reproducing command gives them.
+
 The default backend, `vectorized`, trains the population as compiled JAX code
 (in a JAX worker process; batched where that is faster), which gives the same
 fitness as `model.fit` many times faster; `--backend process` fits every

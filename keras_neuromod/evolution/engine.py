@@ -258,11 +258,16 @@ class _CheckpointReader:
         saved = self.data["settings"]
         if not isinstance(saved, dict):
             raise ValueError(f"{self.at('settings')} must be a JSON object.")
-        saved = {**saved, "task": _normalised_task(saved.get("task"))}
+        # the tasks as this version reads them: fields added since read at their values
+        # (a checkpoint of the paper's sets written before input and output sets resumes)
+        saved, now = dict(saved), dict(settings)
+        for given in (saved, now):
+            if "task" in given:
+                given["task"] = _normalised_task(given["task"])
         differing = sorted(
             k
-            for k in settings
-            if k != "generations" and saved.get(k, _SETTING_DEFAULTS.get(k)) != settings[k]
+            for k in now
+            if k != "generations" and saved.get(k, _SETTING_DEFAULTS.get(k)) != now[k]
         )
         if differing:
             raise ValueError(

@@ -703,7 +703,9 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         agent file) brings them along: before the optimizer is built they
         replace the current ones; once it is built (its train step is traced
         with them) an agent whose ranges or settings differ is refused. Pass
-        a bare `Genome` (`agent.genome`) to keep this optimizer's.
+        a bare `Genome` (`agent.genome`) to keep this optimizer's. An agent of
+        another input set or output set (`keras_neuromod.inputs`,
+        `keras_neuromod.outputs`) is always refused: build a new optimizer.
 
         Args:
             agent: anything `agent` accepts in the constructor.
