@@ -420,13 +420,18 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
             or ``"sensing"``). None: the agent's own setting, else the set
             with as many inputs as the genome (an agent file without the
             setting reads as ``"paper"``).
-        outputs: the agent's output set (`keras_neuromod.outputs`:
-            ``"paper"`` or ``"centred"``): each hyperparameter's default range
-            and scale. None: the agent's own setting, else ``"paper"`` for the
-            paper's input set and ``"centred"`` for any other. Nm-Adam's and
-            Nm-SGD's docstrings list both sets' ranges; a silent
-            ``"centred"`` agent is Keras's `Adam()`, or `SGD(0.01,
-            momentum=0.9)`.
+        outputs: the agent's output set (`keras_neuromod.outputs`): each
+            hyperparameter's default range and scale. ``"paper"``: Nm-Adam
+            learning_rate (1e-5, 0.1) log, beta_1 (0, 0.999) linear, beta_2
+            (0.5, 0.9999) linear, epsilon (1e-8, 1) log; Nm-SGD learning_rate
+            (1e-4, 1) log, momentum (0, 0.99) linear. ``"centred"``, whose
+            middles are Keras's defaults: Nm-Adam learning_rate (1e-5, 0.1)
+            log, beta_1 (0, 0.99) and beta_2 (0.9, 0.99999) complement_log,
+            epsilon (1e-10, 1e-4) log, so that a silent agent is Keras's
+            `Adam()`; Nm-SGD learning_rate (1e-4, 1) log, momentum (0, 0.99)
+            complement_log, so that a silent agent is `SGD(0.01,
+            momentum=0.9)`. None: the agent's own setting, else ``"paper"``
+            for the paper's input set and ``"centred"`` for any other.
         **kwargs: Keras's base optimizer options (`clipnorm`, `weight_decay`,
             `gradient_accumulation_steps`, `use_ema`, ...).
     """
