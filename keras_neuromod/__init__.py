@@ -17,7 +17,9 @@ The public API:
   trains a network on two tasks through a fixed weight-space transform.
 * `agents`: the agent format (`Agent`); `bases`: the registry of the optimizer
   bases an agent can drive (name -> optimizer class and its hyperparameters);
-  `inputs`: the input sets an agent reads (the core paper's, and "sensing").
+  `inputs`: the input sets an agent reads (the core paper's, and "sensing");
+  `outputs`: the output sets that map its outputs onto hyperparameters (the
+  core paper's ranges, and "centred" on Keras's defaults).
 * `zoo`: evolved agents shared as JSON files, loaded by name.
 * `evolution` (imported on demand): GRNEAT on DEAP and evolution strategies.
 * `callbacks` (imported on demand): `ModulationTracer`, `TrainingHorizon`.
@@ -38,6 +40,7 @@ from keras_neuromod import datasets
 from keras_neuromod import inputs
 from keras_neuromod import layers
 from keras_neuromod import models
+from keras_neuromod import outputs
 from keras_neuromod import switching
 from keras_neuromod import tasks
 from keras_neuromod import zoo
@@ -56,6 +59,7 @@ __all__ = [
     "inputs",
     "layers",
     "models",
+    "outputs",
     "switching",
     "tasks",
     "zoo",

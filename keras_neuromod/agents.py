@@ -3,13 +3,16 @@
 An agent is JSON only (loading one never runs code). It holds the format
 version, the agent's name, its base optimizer (a name registered in
 `keras_neuromod.bases`: ``"sgd"`` for `NmSGD`, ``"adam"`` for `NmAdam`), the
-AGRN genome, the hyperparameter ranges and AGRN settings it was evolved with,
+AGRN genome, the hyperparameter ranges and AGRN settings it was evolved with
+(among them its input set, `settings["inputs"]`, and its output set,
+`settings["outputs"]`: `keras_neuromod.inputs`, `keras_neuromod.outputs`),
 its provenance (task, architectures, population, generations, epochs, seed,
 final fitness, library version, the exact command that produced it) and its
 benchmark results.
 
-`Agent` validates all of it, the ranges with the base's own check
-(`keras_neuromod.bases.Base.check_ranges`), without building an optimizer.
+`Agent` validates all of it, the ranges with the base's own check against the
+agent's output set (`keras_neuromod.bases.Base.check_ranges`), without
+building an optimizer.
 Files, names and the shipped agents are the zoo's (`keras_neuromod.zoo`).
 """
 
@@ -18,6 +21,7 @@ import dataclasses
 from keras_neuromod import _fields
 from keras_neuromod import bases
 from keras_neuromod import inputs as input_sets
+from keras_neuromod import outputs as output_sets
 from keras_neuromod.agrn import Genome
 
 __all__ = ["Agent", "AGENT_FORMAT", "MAX_AGENT_STEPS"]
@@ -29,6 +33,9 @@ AGENT_FORMAT = "keras_neuromod.agent/1"
 MAX_AGENT_STEPS = 1000
 _SETTINGS = {"warmup_steps": 0, "grn_steps_per_update": 1}  # name -> smallest value
 # "inputs" names the agent's input set (`keras_neuromod.inputs`); without it, "paper".
+# "outputs" names its output set (`keras_neuromod.outputs`); without it, "paper" for the
+# paper's input set and "centred" for any other.
+_SET_SETTINGS = ("inputs", "outputs")
 _FIELDS = ("format", "name", "base", "genome", "ranges", "settings", "provenance", "benchmark")
 
 
@@ -42,9 +49,12 @@ class Agent:
             ``"adam"`` for `NmAdam`; see `keras_neuromod.bases`).
         genome: the AGRN `Genome`.
         ranges: hyperparameter ranges it was evolved with (None: the defaults).
-        settings: AGRN settings (`warmup_steps`, `grn_steps_per_update`, and
-            `inputs`, the input set of `keras_neuromod.inputs`; without it
-            the agent reads the core paper's 13 inputs).
+        settings: AGRN settings (`warmup_steps`, `grn_steps_per_update`;
+            `inputs`, the input set of `keras_neuromod.inputs`, without which
+            the agent reads the core paper's 13 inputs; and `outputs`, the
+            output set of `keras_neuromod.outputs`, without which the agent
+            maps its outputs with ``"paper"`` if its input set is ``"paper"``,
+            else with ``"centred"``).
         provenance: how it was made (task, architectures, population,
             generations, epochs, seed, final fitness, library version, command).
         benchmark: its measured results (free-form JSON).
@@ -80,23 +90,42 @@ class Agent:
                 f"outputs; an {base.optimizer.__name__} agent of the {input_set.name!r} input "
                 f"set needs {input_set.size} and {base.n_outputs}."
             )
+        try:
+            if "outputs" in self.settings:
+                output_sets.get(self.settings["outputs"])
+            outputs = base.resolve_outputs(self.settings.get("outputs"), input_set.name)
+        except ValueError as error:
+            raise ValueError(f"Agent 'settings' entry 'outputs': {error}") from None
         if self.ranges is not None:
             try:
-                base.check_ranges(self.ranges)
+                base.check_ranges(self.ranges, outputs=outputs)
             except ValueError as error:
                 raise ValueError(f"Agent 'ranges': {error}") from None
-        known = list(_SETTINGS) + ["inputs"]
+        known = list(_SETTINGS) + list(_SET_SETTINGS)
         unknown = sorted(set(self.settings) - set(known), key=str)
         if unknown:
             raise ValueError(f"Agent 'settings' has unknown key(s) {unknown}; known: {known}.")
         for key, value in self.settings.items():
-            if key != "inputs":
+            if key not in _SET_SETTINGS:
                 _fields.integer(
                     value, f"Agent 'settings' entry {key!r}", _SETTINGS[key], MAX_AGENT_STEPS
                 )
         for field in ("provenance", "benchmark"):
             if not isinstance(getattr(self, field), dict):
                 raise ValueError(f"Agent '{field}' must be a dict.")
+
+    @property
+    def output_set(self):
+        """The `keras_neuromod.outputs.OutputSet` the agent maps its outputs with.
+
+        Its `settings["outputs"]`, else ``"paper"`` for an agent of the
+        paper's input set and ``"centred"`` for any other (the one set of a
+        base that declares one).
+        """
+        inputs = self.settings.get("inputs", input_sets.LEGACY)
+        return output_sets.get(
+            bases.get(self.base).resolve_outputs(self.settings.get("outputs"), inputs)
+        )
 
     def optimizer_class(self):
         """The optimizer class of the agent's base (`NmSGD`, `NmAdam`, ...)."""

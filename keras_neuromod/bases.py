@@ -1,24 +1,30 @@
 """The optimizer bases an agent can drive, in one registry.
 
 An agent is evolved for one base optimizer, named in its file (``"sgd"``,
-``"adam"``). Every base reads the same `N_INPUTS` AGRN inputs per tensor and
-sets its own hyperparameters, two output proteins each. A neuromodulated
-optimizer class registers itself under its base's name, and its declarations
-become the base's: hyperparameters, default ranges, bounds and the names
-mapped in log space.
+``"adam"``). Every base reads the AGRN inputs of the agent's input set
+(`keras_neuromod.inputs`) per tensor and sets its own hyperparameters, two
+output proteins each. A neuromodulated optimizer class registers itself under
+its base's name, and its declarations become the base's: hyperparameters,
+bounds, and the output sets (`keras_neuromod.outputs`) it declares, each a
+range and a scale per hyperparameter.
 
     @bases.register("rmsprop")
     class NmRMSprop(NeuromodulatedOptimizer):
         HYPERPARAMETERS = ("learning_rate", "rho")
-        DEFAULT_RANGES = {"learning_rate": (1e-5, 1e-1), "rho": (0.5, 0.999)}
-        LOG_SCALE = ("learning_rate",)
+        OUTPUT_SETS = {
+            "centred": {
+                "learning_rate": (1e-5, 1e-1, "log"),  # 1e-3 in the middle
+                "rho": (0.0, 0.99, "complement_log"),  # 0.9 in the middle
+            },
+        }
         BOUNDS = {"learning_rate": (0.0, float("inf")), "rho": (0.0, 1.0)}
         ...
 
-Agents with ``"base": "rmsprop"`` then load, validate and train. The agent
-format reads this registry, never the optimizers' modules, so agents and
-optimizers do not import each other; `Base.check_ranges` is the one range
-check, used by the optimizers' constructors and the agent files alike.
+Agents with ``"base": "rmsprop"`` then load, validate and train. A base that
+declares one output set uses it for every agent. The agent format reads this
+registry, never the optimizers' modules, so agents and optimizers do not
+import each other; `Base.check_ranges` is the one range check, used by the
+optimizers' constructors and the agent files alike.
 """
 
 import collections.abc
@@ -28,6 +34,7 @@ import math
 import numpy as np
 
 from keras_neuromod import _fields
+from keras_neuromod import outputs as output_sets
 
 __all__ = ["Base", "register", "get", "names", "registered", "INPUT_NAMES", "N_INPUTS"]
 
@@ -54,28 +61,29 @@ class Base:
         name: the base's name in agent files (None for an unregistered class).
         optimizer: the neuromodulated optimizer class.
         hyperparameters: the modulated hyperparameters, in output-protein order.
-        default_ranges: name -> `(lo, hi)` used where no range is given.
+        output_sets: output set name (`keras_neuromod.outputs`) -> hyperparameter
+            name -> `(lo, hi, scale)`: the default range of each hyperparameter
+            and the scale it is mapped onto its range with.
         bounds: name -> `(lo, hi)` the ranges must stay within.
-        log_scale: the names mapped onto their range in log space.
     """
 
     name: str
     optimizer: type
     hyperparameters: tuple
-    default_ranges: dict
+    output_sets: dict
     bounds: dict
-    log_scale: tuple
 
     @classmethod
     def of(cls, optimizer, name=None):
-        """The base an optimizer class declares (`HYPERPARAMETERS`, `DEFAULT_RANGES`, ...)."""
+        """The base an optimizer class declares (`HYPERPARAMETERS`, `OUTPUT_SETS`, `BOUNDS`)."""
         return cls(
             name=name,
             optimizer=optimizer,
             hyperparameters=tuple(optimizer.HYPERPARAMETERS),
-            default_ranges=dict(optimizer.DEFAULT_RANGES),
+            output_sets={
+                set_name: dict(declared) for set_name, declared in optimizer.OUTPUT_SETS.items()
+            },
             bounds=dict(optimizer.BOUNDS),
-            log_scale=tuple(optimizer.LOG_SCALE),
         )
 
     @property
@@ -83,12 +91,59 @@ class Base:
         """The AGRN outputs an agent of this base has: two per hyperparameter."""
         return 2 * len(self.hyperparameters)
 
-    def check_ranges(self, ranges=None):
-        """Validate `ranges` and complete them with the defaults.
+    def resolve_outputs(self, outputs=None, inputs=None):
+        """The name of the output set an agent of this base reads.
+
+        Args:
+            outputs: the set's name, or None: the one set the base declares if
+                it declares one, else `keras_neuromod.outputs.resolve`'s
+                default for the input set `inputs`.
+            inputs: the name of the agent's input set: ``"paper"`` resolves to
+                the ``"paper"`` output set, any other (or None) to
+                ``"centred"``.
+
+        Returns:
+            The name of a set the base declares.
+
+        Raises:
+            ValueError: for an unknown set, or one the base does not declare.
+        """
+        if outputs is None and len(self.output_sets) == 1:
+            return next(iter(self.output_sets))
+        name = output_sets.resolve(outputs, inputs)
+        if name not in self.output_sets:
+            raise ValueError(
+                f"{self.optimizer.__name__} declares no output set {name!r}; it declares "
+                f"{sorted(self.output_sets)}."
+            )
+        return name
+
+    def output_set(self, outputs=None):
+        """Hyperparameter name -> `(lo, hi, scale)` of the output set `outputs`.
+
+        Args:
+            outputs: the set's name (None: see `resolve_outputs`).
+        """
+        declared = self.output_sets[self.resolve_outputs(outputs)]
+        return {name: tuple(declared[name]) for name in self.hyperparameters}
+
+    def ranges(self, outputs=None):
+        """Hyperparameter name -> the default `(lo, hi)` of the output set `outputs`."""
+        return {name: (lo, hi) for name, (lo, hi, _) in self.output_set(outputs).items()}
+
+    def scales(self, outputs=None):
+        """Hyperparameter name -> its scale (`keras_neuromod.outputs.SCALES`) in `outputs`."""
+        return {name: scale for name, (_, _, scale) in self.output_set(outputs).items()}
+
+    def check_ranges(self, ranges=None, outputs=None):
+        """Validate `ranges` and complete them with the output set's defaults.
 
         Args:
             ranges: a mapping of hyperparameter names to `(lo, hi)` pairs of
                 numbers (None: all defaults).
+            outputs: the output set whose defaults complete the ranges and
+                whose scales they are checked against (None: see
+                `resolve_outputs`).
 
         Returns:
             A dict of every hyperparameter name to its `(lo, hi)` floats.
@@ -96,9 +151,11 @@ class Base:
         Raises:
             ValueError: naming the hyperparameter, for an unknown name, a pair
                 that is not two finite numbers with `lo <= hi`, a range that
-                leaves its bounds, or a log-scale range reaching 0.
+                leaves its bounds, a log-scale range reaching 0 or a
+                complement_log range reaching 1 (unless `lo == hi`).
         """
         owner = self.optimizer.__name__
+        declared = self.output_set(outputs)
         if ranges is None:
             ranges = {}
         if not isinstance(ranges, collections.abc.Mapping):
@@ -113,12 +170,14 @@ class Base:
                 f"{owner} modulates {list(self.hyperparameters)}."
             )
         return {
-            name: self._check_pair(name, ranges.get(name, self.default_ranges[name]))
+            name: self._check_pair(
+                name, ranges.get(name, declared[name][:2]), scale=declared[name][2]
+            )
             for name in self.hyperparameters
         }
 
-    def _check_pair(self, name, pair):
-        """One hyperparameter's range as `(lo, hi)` floats, checked against its bounds."""
+    def _check_pair(self, name, pair, scale):
+        """One hyperparameter's range as `(lo, hi)` floats, checked against its bounds and scale."""
         where = f"ranges[{name!r}]"
         if isinstance(pair, np.ndarray):
             pair = pair.tolist()
@@ -140,9 +199,14 @@ class Base:
                 f"{where} = ({lo}, {hi}) leaves the valid interval "
                 f"[{bound_lo}, {bound_hi}] of {name}."
             )
-        if name in self.log_scale and lo <= 0 and hi != lo:
+        if scale == "log" and lo <= 0 and hi != lo:
             raise ValueError(
                 f"{where} is mapped in log space and needs lo > 0 "
+                f"(or lo == hi to fix the value), got ({lo}, {hi})."
+            )
+        if scale == "complement_log" and hi >= 1 and hi != lo:
+            raise ValueError(
+                f"{where} is mapped in log(1 - x) space (complement_log) and needs hi < 1 "
                 f"(or lo == hi to fix the value), got ({lo}, {hi})."
             )
         return lo, hi
@@ -151,9 +215,10 @@ class Base:
 def register(name):
     """Class decorator: register a neuromodulated optimizer as the base `name`.
 
-    The class's declarations are checked (every hyperparameter has a default
-    range inside its bounds). A name already taken by another class is
-    refused.
+    The class's declarations are checked: it declares at least one output set
+    of `keras_neuromod.outputs`, each giving every hyperparameter a range
+    `(lo, hi, scale)` inside its bounds that its scale can map. A name already
+    taken by another class is refused.
 
     Args:
         name: the base's name, as agent files write it.
@@ -168,10 +233,7 @@ def register(name):
         base = Base.of(optimizer, name)
         if not base.hyperparameters:
             raise ValueError(f"{optimizer.__name__} declares no HYPERPARAMETERS.")
-        missing = [n for n in base.hyperparameters if n not in base.default_ranges]
-        if missing:
-            raise ValueError(f"{optimizer.__name__} has no DEFAULT_RANGES for {missing}.")
-        base.check_ranges()
+        _check_output_sets(base)
         taken = _REGISTRY.get(name)
         if taken is not None and _qualified(taken.optimizer) != _qualified(optimizer):
             raise ValueError(
@@ -182,6 +244,35 @@ def register(name):
         return optimizer
 
     return decorate
+
+
+def _check_output_sets(base):
+    """Check a class's `OUTPUT_SETS` (see `register`), errors naming the set and entry."""
+    owner = base.optimizer.__name__
+    if not base.output_sets:
+        raise ValueError(f"{owner} declares no OUTPUT_SETS.")
+    for set_name, declared in base.output_sets.items():
+        try:
+            output_sets.get(set_name)
+        except ValueError as error:
+            raise ValueError(f"{owner}.OUTPUT_SETS: {error}") from None
+        where = f"{owner}.OUTPUT_SETS[{set_name!r}]"
+        missing = [n for n in base.hyperparameters if n not in declared]
+        unknown = sorted(set(declared) - set(base.hyperparameters), key=str)
+        if missing or unknown:
+            raise ValueError(
+                f"{where} must give every one of {list(base.hyperparameters)} a range; "
+                f"missing {missing}, unknown {unknown}."
+            )
+        for name in base.hyperparameters:
+            entry = declared[name]
+            if not (isinstance(entry, (list, tuple)) and len(entry) == 3):
+                raise ValueError(f"{where}[{name!r}] must be (lo, hi, scale), got {entry!r:.80}.")
+            output_sets.check_scale(entry[2], f"{where}[{name!r}]'s scale")
+        try:
+            base.check_ranges(outputs=set_name)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
 
 
 def _qualified(cls):

@@ -65,14 +65,26 @@ def reference_run(genome, inputs, warmup_steps=25, steps_per_input=1):
     return out
 
 
-def hyperparameter(a, b, lo, hi, log):
-    """The value of one hyperparameter from its two output proteins."""
+def hyperparameter(a, b, lo, hi, scale):
+    """The value of one hyperparameter from its two output proteins.
+
+    `scale` is "linear", "log" (log x interpolated) or "complement_log"
+    (log(1 - x) interpolated).
+    """
     d = (a - b) / (a + b) if a + b > 0 else 0.0
-    fraction = (d + 1.0) / 2.0
+    return scaled(lo, hi, scale, (d + 1.0) / 2.0)
+
+
+def scaled(lo, hi, scale, fraction):
+    """The value at `fraction` of [lo, hi] on `scale`, in float64."""
     if lo == hi:
         return lo
-    if log:
+    if scale == "log":
         return float(np.exp(np.log(lo) + (np.log(hi) - np.log(lo)) * fraction))
+    if scale == "complement_log":
+        gap = np.exp(np.log(1.0 - lo) + (np.log(1.0 - hi) - np.log(1.0 - lo)) * fraction)
+        return float(1.0 - gap)
+    assert scale == "linear", scale
     return lo + (hi - lo) * fraction
 
 

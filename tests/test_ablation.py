@@ -55,26 +55,53 @@ def _adam(weights, gradients, table):
     return result
 
 
-def _network_mean(table, log):
-    mapped = np.where(log, np.log(table), table)
-    mean = mapped.mean(axis=0)
-    return np.where(log, np.exp(mean), mean)
+def _to_space(table, scales):
+    """x, log x or log(1 - x) per column, as each column's scale says."""
+    scales = np.array(scales)
+    with np.errstate(divide="ignore"):
+        logged, complemented = np.log(table), np.log(1.0 - table)
+    return np.where(
+        scales == "log", logged, np.where(scales == "complement_log", complemented, table)
+    )
+
+
+def _from_space(mean, scales):
+    scales = np.array(scales)
+    return np.where(
+        scales == "log",
+        np.exp(mean),
+        np.where(scales == "complement_log", 1.0 - np.exp(mean), mean),
+    )
+
+
+def _network_mean(table, scales):
+    return _from_space(_to_space(table, scales).mean(axis=0), scales)
+
+
+SCALES = {
+    ("adam", "paper"): ["log", "linear", "linear", "log"],
+    ("adam", "centred"): ["log", "complement_log", "complement_log", "log"],
+    ("sgd", "paper"): ["log", "linear"],
+    ("sgd", "centred"): ["log", "complement_log"],
+}
 
 
 AGENT = Genome.random(13, 8, 4, rng=3)
 
 
-def test_network_mean_gives_every_tensor_the_mean_of_the_agents_choice():
+@pytest.mark.parametrize("outputs", ["paper", "centred"])
+def test_network_mean_gives_every_tensor_the_mean_of_the_agents_choice(outputs):
     gradients = _gradients(_model(), 1)
-    plain_model, plain = _model(), NmAdam(agent=AGENT)
+    plain_model, plain = _model(), NmAdam(agent=AGENT, outputs=outputs)
     _apply(plain, plain_model, gradients)
     chosen = plain.modulation()["hyperparameters"].astype(np.float64)
 
     model = _model()
-    pooled = ablate(NmAdam(agent=AGENT), "network_mean")
+    pooled = ablate(NmAdam(agent=AGENT, outputs=outputs), "network_mean")
+    assert pooled.output_set.name == outputs
     _apply(pooled, model, gradients)
-    log = np.array([n in NmAdam.LOG_SCALE for n in NmAdam.HYPERPARAMETERS])
-    expected = _network_mean(chosen, log)  # geometric for learning rate and epsilon
+    # geometric for learning rate and epsilon; of 1 - beta for the centred set's betas
+    expected = _network_mean(chosen, SCALES["adam", outputs])
     used = pooled.modulation()["hyperparameters"]
     np.testing.assert_allclose(used, np.tile(expected, (len(used), 1)), rtol=1e-5)
     assert not np.allclose(chosen, expected)  # the agent itself does differ per tensor
@@ -113,10 +140,11 @@ def test_frozen_keeps_each_tensors_values_through_training():
     assert wide.modulation()["hyperparameters"][:, 0].max() == pytest.approx(0.1)
 
 
-def test_time_average_of_a_traced_training_freezes_the_agent():
+@pytest.mark.parametrize("outputs", ["paper", "centred"])
+def test_time_average_of_a_traced_training_freezes_the_agent(outputs):
     x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
     y = np.random.default_rng(1).integers(0, 2, 64)
-    optimizer = NmSGD(agent=Genome.random(13, 4, 3, rng=5))
+    optimizer = NmSGD(agent=Genome.random(13, 4, 3, rng=5), outputs=outputs)
     model = _model()
     model.compile(
         optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -125,11 +153,14 @@ def test_time_average_of_a_traced_training_freezes_the_agent():
     model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[tracer])
     recorded = tracer.hyperparameters.astype(np.float64)
     assert recorded.shape == (8, 4, 2)
-    log = np.array([n in NmSGD.LOG_SCALE for n in NmSGD.HYPERPARAMETERS])
-    expected = np.where(log, np.exp(np.log(recorded).mean(axis=0)), recorded.mean(axis=0))
+    expected = _from_space(
+        _to_space(recorded, SCALES["sgd", outputs]).mean(axis=0), SCALES["sgd", outputs]
+    )
     average = time_average(tracer, optimizer)
     np.testing.assert_allclose(average, expected, rtol=1e-5)
-    np.testing.assert_array_equal(average, time_average(tracer.hyperparameters, NmSGD))
+    np.testing.assert_array_equal(
+        average, time_average(tracer.hyperparameters, NmSGD, outputs=outputs)
+    )
 
     frozen = ablate(optimizer, "frozen", hyperparameters=average)
     assert type(frozen).__name__ == "FrozenNmSGD" and isinstance(frozen, NmSGD)

@@ -20,8 +20,14 @@ class NmRMSprop(NeuromodulatedOptimizer):
     """Keras's RMSprop (no momentum, not centered), modulated per tensor."""
 
     HYPERPARAMETERS = ("learning_rate", "rho", "epsilon")
-    DEFAULT_RANGES = {"learning_rate": (1e-4, 1e-1), "rho": (0.5, 0.99), "epsilon": (1e-7, 1e-3)}
-    LOG_SCALE = ("learning_rate", "epsilon")
+    # one output set, centred on Keras's RMSprop: every agent of the base uses it
+    OUTPUT_SETS = {
+        "centred": {
+            "learning_rate": (1e-5, 1e-1, "log"),
+            "rho": (0.0, 0.99, "complement_log"),
+            "epsilon": (1e-10, 1e-4, "log"),
+        }
+    }
     BOUNDS = {
         "learning_rate": (0.0, float("inf")),
         "rho": (0.0, 1.0),
@@ -91,8 +97,12 @@ def test_the_shipped_bases_are_registered_by_their_classes():
         8,
         NmAdam.HYPERPARAMETERS,
     )
-    assert (sgd.optimizer, sgd.n_outputs, sgd.log_scale) == (NmSGD, 4, ("learning_rate",))
-    assert sgd.default_ranges == NmSGD.DEFAULT_RANGES and adam.bounds == NmAdam.BOUNDS
+    assert (sgd.optimizer, sgd.n_outputs) == (NmSGD, 4)
+    assert sgd.scales("paper") == {"learning_rate": "log", "momentum": "linear"}
+    assert sgd.scales("centred") == {"learning_rate": "log", "momentum": "complement_log"}
+    assert sgd.ranges("paper") == {"learning_rate": (1e-4, 1.0), "momentum": (0.0, 0.99)}
+    assert set(adam.output_sets) == set(sgd.output_sets) == {"paper", "centred"}
+    assert adam.bounds == NmAdam.BOUNDS
     assert bases.N_INPUTS == 13 and len(bases.INPUT_NAMES) == 6
     with pytest.raises(
         ValueError, match=r"must name a registered optimizer base \('adam' or 'sgd'\), got 'x'"
@@ -110,10 +120,17 @@ def test_a_third_optimizer_is_one_class_and_one_registry_line(rmsprop, tmp_path,
     agent = zoo.load("nm_rmsprop_test")
     assert agent.optimizer_class() is rmsprop
 
-    # it trains, with the agent's ranges and settings
+    # it trains, with the agent's ranges and settings, and its base's one output set
+    # (although the agent reads the paper's inputs, whose default output set is "paper")
     optimizer = agent.optimizer()
     assert isinstance(optimizer, rmsprop)
     assert optimizer.ranges["rho"] == (0.8, 0.95) and optimizer.warmup_steps == 5
+    assert optimizer.output_set.name == agent.output_set.name == "centred"
+    assert optimizer.scales["rho"] == "complement_log"
+    with pytest.raises(ValueError, match=r"NmRMSprop declares no output set 'paper'"):
+        rmsprop(agent=agent, outputs="paper")
+    with pytest.raises(ValueError, match="'outputs': NmRMSprop declares no output set"):
+        Agent("x", "rmsprop", agent.genome, settings={"outputs": "paper"})
     model, losses = small_fit(optimizer)
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
     modulation = optimizer.modulation()
@@ -150,17 +167,31 @@ def test_registration_checks_the_class_and_keeps_names_unique(monkeypatch):
         bases.register("adam")(NmRMSprop)
     bases.register("adam")(NmAdam)  # the same class again (a module reload) is fine
 
-    class NoDefaults(NmRMSprop):
-        DEFAULT_RANGES = {"learning_rate": (1e-3, 1e-2)}
+    centred = NmRMSprop.OUTPUT_SETS["centred"]
 
-    with pytest.raises(ValueError, match=r"no DEFAULT_RANGES for \['rho', 'epsilon'\]"):
-        bases.register("no_defaults")(NoDefaults)
+    def declaring(output_sets):
+        return type("Declaring", (NmRMSprop,), {"OUTPUT_SETS": output_sets})
 
-    class OutOfBounds(NmRMSprop):
-        DEFAULT_RANGES = {**NmRMSprop.DEFAULT_RANGES, "rho": (0.5, 2.0)}
-
+    with pytest.raises(ValueError, match="declares no OUTPUT_SETS"):
+        bases.register("no_sets")(declaring({}))
+    with pytest.raises(ValueError, match=r"missing \['rho', 'epsilon'\]"):
+        bases.register("no_defaults")(
+            declaring({"centred": {"learning_rate": (1e-3, 1e-2, "log")}})
+        )
+    with pytest.raises(ValueError, match="Unknown output set 'mine'"):
+        bases.register("unknown_set")(declaring({"mine": centred}))
+    with pytest.raises(ValueError, match=r"must be \(lo, hi, scale\)"):
+        bases.register("no_scale")(declaring({"centred": {**centred, "rho": (0.5, 0.9)}}))
+    with pytest.raises(ValueError, match="scale must be one of"):
+        bases.register("bad_scale")(declaring({"centred": {**centred, "rho": (0.5, 0.9, "sqrt")}}))
     with pytest.raises(ValueError, match="valid interval"):
-        bases.register("out_of_bounds")(OutOfBounds)
+        bases.register("out_of_bounds")(
+            declaring({"centred": {**centred, "rho": (0.5, 2.0, "linear")}})
+        )
+    with pytest.raises(ValueError, match=r"OUTPUT_SETS\['centred'\]: .*needs hi < 1"):
+        bases.register("reaches_one")(
+            declaring({"centred": {**centred, "rho": (0.5, 1.0, "complement_log")}})
+        )
     with pytest.raises(ValueError, match="identifier"):
         bases.register("a/b")
     assert bases.names() == ("adam", "sgd")

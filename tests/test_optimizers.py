@@ -94,9 +94,13 @@ def _two_layer_model():
     return model
 
 
-@pytest.mark.parametrize("block_size", [1, 2**20], ids=["block-per-layer", "one-block"])
+@pytest.mark.parametrize(
+    "block_size,outputs",
+    [(1, "paper"), (2**20, "paper"), (2**20, "centred")],
+    ids=["block-per-layer", "one-block", "one-block-centred"],
+)
 @pytest.mark.parametrize("optimizer_class", ["sgd", "adam"])
-def test_one_step_matches_numpy(optimizer_class, block_size, monkeypatch):
+def test_one_step_matches_numpy(optimizer_class, block_size, outputs, monkeypatch):
     # with a block per layer, the hidden layer reads its next layer's
     # statistics from the other block
     monkeypatch.setattr(optimizer_base, "MODULATION_BLOCK_SIZE", block_size)
@@ -109,7 +113,7 @@ def test_one_step_matches_numpy(optimizer_class, block_size, monkeypatch):
     ]
     genome = sgd_agent(4) if optimizer_class == "sgd" else adam_agent(4)
     optimizer = (NmSGD if optimizer_class == "sgd" else NmAdam)(
-        agent=genome, warmup_steps=7, grn_steps_per_update=2
+        agent=genome, warmup_steps=7, grn_steps_per_update=2, outputs=outputs
     )
     optimizer.apply([ops.convert_to_tensor(g) for g in grads], variables)
 
@@ -135,7 +139,7 @@ def test_one_step_matches_numpy(optimizer_class, block_size, monkeypatch):
                 out[2 * h],
                 out[2 * h + 1],
                 *optimizer.ranges[name],
-                log=name in optimizer.LOG_SCALE,
+                optimizer.scales[name],
             )
             for h, name in enumerate(names)
         }

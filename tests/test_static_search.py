@@ -69,27 +69,33 @@ def test_a_static_agent_trains_as_keras_optimizer_with_its_values(tmp_path, base
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("output_set", ["paper", "centred"])
 @pytest.mark.parametrize("base", ["adam", "sgd"])
-def test_positions_map_onto_the_ranges_as_the_agrn_outputs_do(base):
-    """Position x is what output proteins (x, 1 - x) give: log space for learning rate
-    and epsilon."""
+def test_positions_map_onto_the_ranges_as_the_agrn_outputs_do(base, output_set):
+    """Position x is what output proteins (x, 1 - x) give, on the output set's scales."""
+    from keras_neuromod import bases
     from keras_neuromod.evolution.static import FixedHyperparameters
 
     optimizer_class = NmAdam if base == "adam" else NmSGD
     n = len(optimizer_class.HYPERPARAMETERS)
-    optimizer = optimizer_class(agent=Genome.random(13, 2 * n, 0, rng=0))
+    optimizer = optimizer_class(agent=Genome.random(13, 2 * n, 0, rng=0), outputs=output_set)
     grid = np.array([[0.0] * n, [1.0] * n, [0.5] * n, [0.13, 0.77, 0.42, 0.9][:n]])
     outputs = np.stack([grid, 1.0 - grid], axis=-1).reshape(len(grid), 2 * n).astype("float32")
     expected = keras.ops.convert_to_numpy(optimizer._outputs_to_hyperparameters(outputs))
     for row, values in zip(grid, expected):
-        candidate = FixedHyperparameters.at(base, row)
+        candidate = FixedHyperparameters.at(base, row, outputs=output_set)
         np.testing.assert_allclose(candidate.vector, values, rtol=2e-6)
         for name, value in candidate.values.items():
             lo, hi = optimizer.ranges[name]
             assert lo <= value <= hi and np.float32(value) == value
-    lo, hi = optimizer_class.DEFAULT_RANGES["learning_rate"]
-    middle = FixedHyperparameters.at(base, [0.5] * n).values["learning_rate"]
+    lo, hi = bases.get(base).ranges(output_set)["learning_rate"]
+    middle = FixedHyperparameters.at(base, [0.5] * n, outputs=output_set).values["learning_rate"]
     assert middle == pytest.approx(np.sqrt(lo * hi), rel=1e-6)  # the geometric middle
+    # the search's default is the centred set, whose middle is Keras's default
+    if output_set == "centred":
+        keras_default = {"adam": [1e-3, 0.9, 0.999, 1e-7], "sgd": [0.01, 0.9]}[base]
+        at_centre = FixedHyperparameters.at(base, [0.5] * n)
+        np.testing.assert_allclose(at_centre.vector, keras_default, rtol=1e-6)
     # a collapsed range gives its value; values outside the base's bounds are refused
     fixed = FixedHyperparameters.at(base, [0.9] * n, ranges={"learning_rate": (0.02, 0.02)})
     assert fixed.values["learning_rate"] == 0.02

@@ -35,6 +35,12 @@ tensor and step, within the agent's ranges; `keras_neuromod.evolution.static`),
 and `best_agent.json` holds them as collapsed ranges (`{name: [v, v]}`), so
 that `NmAdam(agent=...)` trains as Keras's Adam with those settings.
 
+`--inputs` and `--outputs` name the agents' input and output sets
+(`keras_neuromod.inputs`, `keras_neuromod.outputs`): by default, with `--suite`,
+"sensing" and "centred" (every range centred on the baseline's settings); on one
+data set the core paper's, "paper" and "paper". An agent of other sets than the
+paper's names them in its settings, and the reproducing command gives them.
+
 The default backend, `vectorized`, trains the population as compiled JAX code
 (in a JAX worker process; batched where that is faster), which gives the same
 fitness as `model.fit` many times faster; `--backend process` fits every
@@ -70,6 +76,7 @@ import keras_neuromod
 from keras_neuromod import bases
 from keras_neuromod import datasets
 from keras_neuromod import inputs as input_sets
+from keras_neuromod import outputs as output_sets
 from keras_neuromod import zoo
 from keras_neuromod.cli import _output
 from keras_neuromod.evolution import SuiteTask
@@ -188,6 +195,14 @@ def _add_task_arguments(parser):
         help="the agents' input set (keras_neuromod.inputs; default: sensing with "
         "--suite, the core paper's on one data set)",
     )
+    parser.add_argument(
+        "--outputs",
+        default=None,
+        choices=sorted(output_sets.OUTPUT_SETS),
+        help="the agents' output set (keras_neuromod.outputs: each hyperparameter's range "
+        "and scale; default: paper with the paper's input set, else centred, whose "
+        "silent agent is Keras's optimizer)",
+    )
 
 
 def _add_backend_arguments(parser):
@@ -259,8 +274,13 @@ def _suite_settings(parser, args):
             else tuple(t.strip() for t in args.tasks.split(",") if t.strip())
         )
         args.inputs = args.inputs or input_sets.DEFAULT
+        args.outputs = bases.get(args.base).resolve_outputs(args.outputs, args.inputs)
         args.task_spec = SuiteTask(
-            base=args.base, tasks=args.tasks, instances=args.instances, inputs=args.inputs
+            base=args.base,
+            tasks=args.tasks,
+            instances=args.instances,
+            inputs=args.inputs,
+            outputs=args.outputs,
         )
     except (KeyError, ValueError) as error:
         parser.error(str(error).strip("'\""))
@@ -277,6 +297,10 @@ def _dataset_settings(parser, args):
     if args.algorithm == "static":
         parser.error("--algorithm static goes with --suite (scored against the Keras baseline)")
     args.inputs = args.inputs or input_sets.LEGACY
+    try:
+        args.outputs = bases.get(args.base).resolve_outputs(args.outputs, args.inputs)
+    except ValueError as error:
+        parser.error(str(error))
     full_scale = args.task != "digits" and not args.quick
     defaults = (
         {
@@ -316,6 +340,7 @@ def reproducing_command(args, generations):
             f"--validation-draws {args.validation_draws}",
             f"--algorithm {args.algorithm}",
             f"--inputs {args.inputs}",
+            f"--outputs {args.outputs}",
             f"--backend {args.backend}",
             f"--seed {args.seed}",
             # the tasks drawn from, named: the suite's default set may grow
@@ -340,6 +365,8 @@ def reproducing_command(args, generations):
             parts.append(f"--algorithm {args.algorithm}")
         if args.inputs != input_sets.LEGACY:
             parts.append(f"--inputs {args.inputs}")
+        if args.outputs != output_sets.LEGACY:
+            parts.append(f"--outputs {args.outputs}")
     if args.train_subset:
         parts.append(f"--train-subset {args.train_subset}")
     if args.vectorized:
@@ -622,6 +649,7 @@ def run_evolution(args):
             train_subset=args.train_subset,
             data_dir=args.data_dir,
             inputs=args.inputs,
+            outputs=args.outputs,
         )
     try:
         return evolve(
@@ -662,13 +690,17 @@ def write_agent(args, result, chosen, selection):
     }
     if args.algorithm == "static":
         # the fixed values as collapsed ranges: the agent trains as Keras's optimizer with them
-        # (its genome reads the core paper's inputs, which change nothing then)
+        # (its genome reads the core paper's inputs and maps with the paper's output set,
+        # which change nothing then)
         agent = static_agent(
             chosen.genome, args.name, settings, provenance(args, result, chosen, selection)
         )
     else:
         if args.inputs != input_sets.LEGACY:
             settings["inputs"] = args.inputs
+        if args.inputs != input_sets.LEGACY or args.outputs != output_sets.LEGACY:
+            # an agent of the paper's sets names neither, as the agents before output sets
+            settings["outputs"] = args.outputs
         agent = zoo.Agent(
             name=args.name,
             base=args.base,

@@ -151,21 +151,32 @@ def _print_card_json(agent):
 
 
 def _print_genome_and_ranges(agent):
-    """Print the AGRN genome's sizes and the table of hyperparameter ranges."""
+    """Print the AGRN genome's sizes, the output set and the table of ranges and scales."""
+    from keras_neuromod import bases
+
     genome = agent.genome
     print(
         f"\nAGRN genome: {genome.n_inputs} inputs, {genome.n_regulatory} regulatory proteins, "
         f"{genome.n_outputs} outputs"
     )
-    ranges = agent.ranges or agent.optimizer_class().DEFAULT_RANGES
+    base, output_set = bases.get(agent.base), agent.output_set
+    named = "" if "outputs" in agent.settings else ", read by default"
+    print(f"output set: {output_set.name}{named} ({output_set.description})")
+    ranges = base.check_ranges(agent.ranges, outputs=output_set.name)
+    scales = base.scales(output_set.name)
+    own = agent.ranges or {}
     print(
         _output.table(
-            [(name, f"[{lo:.6g}, {hi:.6g}]") for name, (lo, hi) in ranges.items()],
-            headers=(
-                "hyperparameter",
-                "range" + ("" if agent.ranges else " (the optimizer's default)"),
-            ),
-            align="ll",
+            [
+                (
+                    name,
+                    f"[{lo:.6g}, {hi:.6g}]" + ("" if name in own else " (default)"),
+                    scales[name],
+                )
+                for name, (lo, hi) in ranges.items()
+            ],
+            headers=("hyperparameter", "range", "scale"),
+            align="lll",
         )
     )
 

@@ -258,10 +258,16 @@ class _CheckpointReader:
         saved = self.data["settings"]
         if not isinstance(saved, dict):
             raise ValueError(f"{self.at('settings')} must be a JSON object.")
+        # the tasks as this version reads them: fields added since read at their values
+        # (a checkpoint of the paper's sets written before input and output sets resumes)
+        saved, now = dict(saved), dict(settings)
+        for given in (saved, now):
+            if "task" in given:
+                given["task"] = _normalised_task(given["task"])
         differing = sorted(
             k
-            for k in settings
-            if k != "generations" and saved.get(k, _SETTING_DEFAULTS.get(k)) != settings[k]
+            for k in now
+            if k != "generations" and saved.get(k, _SETTING_DEFAULTS.get(k)) != now[k]
         )
         if differing:
             raise ValueError(
@@ -409,7 +415,17 @@ class _CheckpointReader:
             self.task.ranges,
             self.config.population,
             where=self.at("search"),
+            outputs=self.task.outputs,
         )
+
+
+def _normalised_task(data):
+    """A checkpoint's task as this version writes it (the fields added since, at the values
+    they read as), or as it is if it does not read as a task."""
+    try:
+        return _task_from_dict(data).to_dict()
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return data
 
 
 def _task_from_dict(data):
@@ -716,7 +732,11 @@ def _start(settings, config, fitness_task, checkpoint, resume, verbose):
         run.population = []
         stream = np.random.SeedSequence(int(seed)).spawn(1)[0]
         run.search = StaticSearch(
-            fitness_task.base, fitness_task.ranges, config.population, np.random.default_rng(stream)
+            fitness_task.base,
+            fitness_task.ranges,
+            config.population,
+            np.random.default_rng(stream),
+            outputs=fitness_task.outputs,
         )
     return run
 

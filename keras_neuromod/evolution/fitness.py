@@ -26,6 +26,7 @@ import numpy as np
 from keras_neuromod import _fields
 from keras_neuromod import bases
 from keras_neuromod import inputs as input_sets
+from keras_neuromod import outputs as output_sets
 from keras_neuromod.agrn import MAX_PROTEINS
 from keras_neuromod.agrn import Genome
 
@@ -76,6 +77,10 @@ class FitnessTask:
             may not exceed `keras_neuromod.agrn.MAX_PROTEINS`.
         inputs: the agents' input set (`keras_neuromod.inputs`; the core
             paper's by default, as this task is the paper's setting).
+        outputs: the agents' output set (`keras_neuromod.outputs`; None:
+            ``"paper"`` for the paper's input set, ``"centred"`` for any
+            other). A task written without the field (before output sets)
+            reads as ``"paper"``, the set its agents were evolved with.
         worst_fitness: the fitness of a diverging (NaN or Inf) or failed run.
         data_dir: tensorflow-datasets folder for CIFAR.
     """
@@ -94,6 +99,7 @@ class FitnessTask:
     worst_fitness: float = 0.0
     data_dir: str = None
     inputs: str = "paper"
+    outputs: str = None
 
     def __post_init__(self):
         from keras_neuromod.datasets import NAMES
@@ -108,6 +114,9 @@ class FitnessTask:
         if not (isinstance(self.width, (int, float)) and self.width > 0):
             raise ValueError(f"width must be positive, got {self.width!r}.")
         input_sets.get(self.inputs)
+        base = bases.get(self.base)
+        object.__setattr__(self, "outputs", base.resolve_outputs(self.outputs, self.inputs))
+        base.check_ranges(self.ranges, outputs=self.outputs)
         limit = MAX_PROTEINS - self.n_inputs - self.n_outputs
         try:
             max_regulatory = _fields.integer(self.max_regulatory, "max_regulatory", 0, limit)
@@ -140,17 +149,21 @@ class FitnessTask:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"Unknown FitnessTask field(s) {unknown}.")
+        data = dict(data)
+        data.setdefault("outputs", output_sets.LEGACY)  # written before output sets: the paper's
         return cls(**data)
 
 
 def placeholder_optimizer(task):
-    """The task's Nm optimizer (its base, ranges, AGRN settings and padded capacity).
+    """The task's Nm optimizer (its base, input and output sets, ranges, AGRN settings and
+    padded capacity).
 
     It holds an empty placeholder genome: evaluators swap each individual's in.
     """
     return bases.get(task.base).optimizer(
         agent=Genome.random(task.n_inputs, task.n_outputs, 0, rng=0),
         inputs=task.inputs,
+        outputs=task.outputs,
         ranges=task.ranges,
         warmup_steps=task.warmup_steps,
         grn_steps_per_update=task.grn_steps_per_update,

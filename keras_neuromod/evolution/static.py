@@ -8,10 +8,12 @@ momentum), one value each, the same for every tensor at every step.
 
 * **Where it searches.** A candidate is a position in `[0, 1]^n`, one
   coordinate per hyperparameter, mapped onto the task's range as the AGRN's
-  outputs are (`NeuromodulatedOptimizer._outputs_to_hyperparameters`): in log
-  space for the base's `LOG_SCALE` names, linearly otherwise; a collapsed range
-  gives its value. The values are rounded to float32 (what the optimizers
-  compute with), inside the range.
+  outputs are (`NeuromodulatedOptimizer._outputs_to_hyperparameters`), on the
+  scales of the task's output set (`keras_neuromod.outputs.values_at`: log,
+  complement_log or linear); a collapsed range gives its value. The centre of
+  the box is then, with the ``"centred"`` output set, Keras's default of the
+  base. The values are rounded to float32 (what the optimizers compute with),
+  inside the range.
 * **How.** CMA-ES (DEAP's `deap.cma.Strategy`, lambda = the population, mu =
   lambda / 2, superlinear weights) starts at the centre of the box with a step
   size of `INITIAL_SIGMA`. Samples outside the box are clipped to it and the
@@ -33,13 +35,12 @@ momentum), one value each, the same for every tensor at every step.
   exactly those values, which is Keras's `Adam` / `SGD` with those settings.
 """
 
-import math
-
 import numpy as np
 from deap import cma
 
 from keras_neuromod import _fields
 from keras_neuromod import bases
+from keras_neuromod import outputs as output_sets
 from keras_neuromod.agrn import Genome
 from keras_neuromod.bases import N_INPUTS
 
@@ -57,7 +58,6 @@ __all__ = [
 # of its side (Hansen's advice: about a third of the search interval).
 INITIAL_POSITION = 0.5
 INITIAL_SIGMA = 0.3
-_SMALLEST = 1e-30  # as the optimizers take logs of range ends
 _CANDIDATE_FIELDS = ("base", "hyperparameters")
 _SEARCH_FIELDS = ("centroid", "sigma", "pc", "ps", "C", "B", "diagD", "update_count", "rng_state")
 
@@ -113,32 +113,39 @@ class FixedHyperparameters:
         raise AttributeError("FixedHyperparameters is immutable; build a new one instead.")
 
     @classmethod
-    def at(cls, base, positions, ranges=None):
+    def at(cls, base, positions, ranges=None, outputs=None):
         """The values at `positions` in `[0, 1]^n`, mapped onto `ranges` as the AGRN's outputs are.
 
         Args:
             base: the optimizer base.
             positions: one number per hyperparameter, in the base's order
                 (clipped to [0, 1]).
-            ranges: the ranges (None: the base's defaults).
+            ranges: the ranges (None: the output set's defaults).
+            outputs: the output set (`keras_neuromod.outputs`) whose scales
+                map the positions, and whose defaults complete `ranges`
+                (None: ``"centred"``, or the one set a base declares).
         """
         spec = bases.get(base)
-        ranges = spec.check_ranges(ranges)
+        outputs = spec.resolve_outputs(outputs)
+        ranges = spec.check_ranges(ranges, outputs=outputs)
         positions = np.clip(np.asarray(positions, np.float64), 0.0, 1.0)
-        if positions.shape != (len(spec.hyperparameters),):
+        names = spec.hyperparameters
+        if positions.shape != (len(names),):
             raise ValueError(
-                f"positions must be {len(spec.hyperparameters)} numbers "
-                f"({list(spec.hyperparameters)}), got shape {positions.shape}."
+                f"positions must be {len(names)} numbers ({list(names)}), got shape "
+                f"{positions.shape}."
             )
-        values = {}
-        for name, position in zip(spec.hyperparameters, positions):
-            lo, hi = ranges[name]
-            if name in spec.log_scale:
-                start, stop = math.log(max(lo, _SMALLEST)), math.log(max(hi, _SMALLEST))
-                value = math.exp(start + (stop - start) * position)
-            else:
-                value = lo + (hi - lo) * position
-            values[name] = _float32_within(value, lo, hi)
+        scales = spec.scales(outputs)
+        mapped = output_sets.values_at(
+            positions,
+            [ranges[name][0] for name in names],
+            [ranges[name][1] for name in names],
+            [scales[name] for name in names],
+            xp=np,
+        )
+        values = {
+            name: _float32_within(float(value), *ranges[name]) for name, value in zip(names, mapped)
+        }
         return cls(base, values)
 
     @property
@@ -249,17 +256,21 @@ class StaticSearch(cma.Strategy):
 
     Args:
         base: the optimizer base (n = its hyperparameter count).
-        ranges: the ranges positions map onto (None: the base's defaults).
+        ranges: the ranges positions map onto (None: the output set's defaults).
         population: lambda, candidates per generation (at least 2).
         rng: the `numpy.random.Generator` the samples are drawn from.
+        outputs: the output set whose scales map the positions
+            (`FixedHyperparameters.at`; None: ``"centred"``, or the one set a
+            base declares).
     """
 
-    def __init__(self, base, ranges, population, rng):
+    def __init__(self, base, ranges, population, rng, outputs=None):
         spec = bases.get(base)
         population = _fields.integer(population, "population", minimum=2)
         dim = len(spec.hyperparameters)
         super().__init__(centroid=[INITIAL_POSITION] * dim, sigma=INITIAL_SIGMA, lambda_=population)
-        self.base, self.ranges, self.rng = base, spec.check_ranges(ranges), rng
+        self.outputs = spec.resolve_outputs(outputs)
+        self.base, self.ranges, self.rng = base, spec.check_ranges(ranges, self.outputs), rng
 
     def ask(self):
         """This generation's positions: float64 `[lambda, n]`, clipped to the box."""
@@ -281,7 +292,7 @@ class StaticSearch(cma.Strategy):
 
     def candidate(self, position):
         """The `FixedHyperparameters` at `position`."""
-        return FixedHyperparameters.at(self.base, position, self.ranges)
+        return FixedHyperparameters.at(self.base, position, self.ranges, self.outputs)
 
     def to_dict(self):
         return {
@@ -297,16 +308,22 @@ class StaticSearch(cma.Strategy):
         }
 
     @classmethod
-    def from_dict(cls, data, base, ranges, population, where="The static search"):
+    def from_dict(cls, data, base, ranges, population, where="The static search", outputs=None):
         """Rebuild a search from `to_dict()`; anything malformed raises `ValueError`
-        naming the field."""
+        naming the field.
+
+        Args:
+            data: the `to_dict()` form.
+            base, ranges, population, outputs: as the constructor takes them.
+            where: how error messages name the search.
+        """
         _fields.fields(data, where, _SEARCH_FIELDS)
 
         def at(field):
             return f"{where}, field {field!r}"
 
         rng = _fields.generator(data["rng_state"], at("rng_state"))
-        search = cls(base, ranges, population, rng)
+        search = cls(base, ranges, population, rng, outputs=outputs)
         n = search.dim
 
         def array(field, shape):

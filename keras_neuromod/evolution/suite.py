@@ -35,6 +35,7 @@ import numpy as np
 from keras_neuromod import _fields
 from keras_neuromod import bases
 from keras_neuromod import inputs as input_sets
+from keras_neuromod import outputs as output_sets
 from keras_neuromod.agrn import MAX_PROTEINS
 from keras_neuromod.agrn import Genome
 from keras_neuromod.evolution.fitness import placeholder_optimizer
@@ -71,6 +72,11 @@ class SuiteTask:
             ``"sensing"``). A suite written without it (a checkpoint or
             record of an earlier run) reads as ``"paper"``, the set its
             agents were evolved with.
+        outputs: the agents' output set (`keras_neuromod.outputs`; default
+            ``"centred"``: every range centred on the baseline's settings,
+            so that a silent agent trains as the baseline). A suite written
+            without it (before output sets) reads as ``"paper"``, the set its
+            agents were evolved with.
     """
 
     base: str = "adam"
@@ -82,6 +88,7 @@ class SuiteTask:
     grn_steps_per_update: int = 1
     max_regulatory: int = 32
     inputs: str = input_sets.DEFAULT
+    outputs: str = output_sets.DEFAULT
 
     def __post_init__(self):
         from keras_neuromod import tasks as suite
@@ -107,6 +114,9 @@ class SuiteTask:
         if not (math.isfinite(clip) and clip > 0):
             raise ValueError(f"clip must be a positive number, got {self.clip!r}.")
         input_sets.get(self.inputs)
+        base = bases.get(self.base)
+        object.__setattr__(self, "outputs", base.resolve_outputs(self.outputs, self.inputs))
+        base.check_ranges(self.ranges, outputs=self.outputs)
         limit = MAX_PROTEINS - self.n_inputs - self.n_outputs
         object.__setattr__(
             self, "max_regulatory", _fields.integer(self.max_regulatory, "max_regulatory", 0, limit)
@@ -151,6 +161,7 @@ class SuiteTask:
         if data.get("tasks") is not None:
             data["tasks"] = tuple(data["tasks"])
         data.setdefault("inputs", input_sets.LEGACY)  # written before input sets: the paper's
+        data.setdefault("outputs", output_sets.LEGACY)  # written before output sets: the paper's
         return cls(**data)
 
 

@@ -12,12 +12,14 @@ agent as it is (the AGRN still runs on the same inputs):
   (`time_average` of a `ModulationTracer`'s record; time removed, location
   kept).
 
-Means are taken in the space where the agent maps each hyperparameter onto its
-range: log space for the names in the optimizer's `LOG_SCALE` (a geometric
-mean of learning rates, which span orders of magnitude), linear otherwise. An
-ablated optimizer is a subclass of the agent's own (`NmAdam`, `NmSGD`, ...),
-so the update rule is unchanged and `modulation()` (and so the tracer) shows
-the hyperparameters actually used.
+Means are taken in the space where the agent's output set maps each
+hyperparameter onto its range (`keras_neuromod.outputs.to_space`): `log x` on
+a log scale (a geometric mean of learning rates, which span orders of
+magnitude), `log(1 - x)` on a complement_log scale (betas and momentum of the
+``"centred"`` set), `x` on a linear one. An ablated optimizer is a subclass
+of the agent's own (`NmAdam`, `NmSGD`, ...), so the update rule is unchanged
+and `modulation()` (and so the tracer) shows the hyperparameters actually
+used.
 
     optimizer = NmAdam(agent="nm_adam_general")
     tracer = ModulationTracer(update_freq=1)
@@ -36,16 +38,22 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_neuromod import bases
+from keras_neuromod import outputs as output_sets
 from keras_neuromod.optimizers.base import NeuromodulatedOptimizer
 
 __all__ = ["ABLATIONS", "ablate", "time_average"]
 
 ABLATIONS = ("network_mean", "frozen")
-_TINY = 1e-30
 
 
-def _log_mask(optimizer):
-    return np.array([name in optimizer.LOG_SCALE for name in optimizer.HYPERPARAMETERS])
+def _scales(optimizer, outputs=None):
+    """The scales of `optimizer`'s hyperparameters, in order (a class: its output set `outputs`)."""
+    if isinstance(optimizer, NeuromodulatedOptimizer):
+        scales = optimizer.scales
+    else:
+        scales = bases.Base.of(optimizer).scales(outputs)
+    return tuple(scales[name] for name in optimizer.HYPERPARAMETERS)
 
 
 class _Ablated:
@@ -72,10 +80,9 @@ class _NetworkMean(_Ablated):
     ablation = "network_mean"
 
     def _ablate(self, chosen):
-        log = _log_mask(self)
-        mapped = ops.where(log, ops.log(ops.maximum(chosen, _TINY)), chosen)
-        mean = ops.mean(mapped, axis=0, keepdims=True)
-        mean = ops.where(log, ops.exp(mean), mean)
+        scales = _scales(self)
+        mean = ops.mean(output_sets.to_space(chosen, scales), axis=0, keepdims=True)
+        mean = output_sets.from_space(mean, scales)
         return ops.broadcast_to(self._bounded(mean), ops.shape(chosen))
 
 
@@ -207,15 +214,19 @@ def ablate(optimizer, ablation, hyperparameters=None):
     return _ablated_class(cls, ablation).from_config(config)
 
 
-def time_average(hyperparameters, optimizer):
+def time_average(hyperparameters, optimizer, outputs=None):
     """Each tensor's mean over steps of the hyperparameters, in the agent's mapping space.
 
     Args:
         hyperparameters: `[steps, tensors, hyperparameters]` values (a
             `ModulationTracer`'s `hyperparameters`), or the tracer itself.
         optimizer: the optimizer (or its class) that chose them: its
-            `HYPERPARAMETERS` and `LOG_SCALE` say which columns average in
-            log space.
+            `HYPERPARAMETERS` and the scales of its output set say where each
+            column averages (`keras_neuromod.outputs.to_space`).
+        outputs: with a class, the name of its output set (None: the one
+            `keras_neuromod.bases.Base.resolve_outputs` gives without an
+            agent, ``"centred"`` for the shipped bases); an optimizer's own
+            set is used otherwise.
 
     Returns:
         numpy float32 `[tensors, hyperparameters]`.
@@ -227,10 +238,9 @@ def time_average(hyperparameters, optimizer):
         raise ValueError(
             f"time_average needs [steps >= 1, tensors, {count}] values, got shape {values.shape}."
         )
-    log = _log_mask(optimizer)
-    mapped = np.where(log, np.log(np.maximum(values, _TINY)), values)
-    mean = mapped.mean(axis=0)
-    return np.where(log, np.exp(mean), mean).astype(np.float32)
+    scales = _scales(optimizer, outputs)
+    mean = output_sets.to_space(values, scales, xp=np).mean(axis=0)
+    return output_sets.from_space(mean, scales, xp=np).astype(np.float32)
 
 
 def _register_builtins():

@@ -24,20 +24,36 @@ class NmAdam(NeuromodulatedOptimizer):
         w <- w - lr sqrt(1 - p2) / (1 - p1) * m / (sqrt(v) + epsilon)
 
     With constant betas this is exactly Keras's `Adam`, which `NmAdam`
-    reproduces when every range is a single value. The agent's AGRN has 13
-    inputs and 8 outputs.
+    reproduces when every range is a single value. The agent's AGRN has the
+    inputs of its input set (13 for ``"paper"``, 18 for ``"sensing"``) and 8
+    outputs.
+
+    The output set (`keras_neuromod.outputs`) gives each hyperparameter its
+    default range and scale:
+
+    | hyperparameter | ``"paper"`` | ``"centred"`` (middle) |
+    |---|---|---|
+    | learning_rate | (1e-5, 0.1) log | (1e-5, 0.1) log (1e-3) |
+    | beta_1 | (0, 0.999) linear | (0, 0.99) complement_log (0.9) |
+    | beta_2 | (0.5, 0.9999) linear | (0.9, 0.99999) complement_log (0.999) |
+    | epsilon | (1e-8, 1) log | (1e-10, 1e-4) log (1e-7) |
+
+    A silent ``"centred"`` agent (output proteins at 0: every position 0.5)
+    is Keras's `Adam()`.
 
     Args:
         agent: the AGRN genome: a `Genome`, a genome or agent dict, the path of a
             genome or agent JSON file, or the name of a zoo agent.
-        ranges: dict of `(lo, hi)` per hyperparameter. Defaults:
-            `learning_rate` (1e-5, 0.1) and `epsilon` (1e-8, 1.0), both mapped
-            in log space; `beta_1` (0.0, 0.999); `beta_2` (0.5, 0.9999).
+        ranges: dict of `(lo, hi)` per hyperparameter, mapped on the output
+            set's scales; the ones left out keep the output set's defaults.
         warmup_steps: AGRN steps with inputs at 0 before the first update.
         grn_steps_per_update: AGRN steps at every update.
         max_regulatory: capacity for regulatory proteins (see `set_genome`).
         learning_rate: a multiplier (float or schedule) on the modulated
             learning rate; 1.0 by default.
+        inputs: the agent's input set (see `NeuromodulatedOptimizer`).
+        outputs: the agent's output set, ``"paper"`` or ``"centred"`` (see
+            `NeuromodulatedOptimizer`).
         **kwargs: Keras's base optimizer options (`clipnorm`, `weight_decay`,
             `gradient_accumulation_steps`, `use_ema`, `name`, ...).
 
@@ -51,13 +67,21 @@ class NmAdam(NeuromodulatedOptimizer):
     """
 
     HYPERPARAMETERS = ("learning_rate", "beta_1", "beta_2", "epsilon")
-    DEFAULT_RANGES = {
-        "learning_rate": (1e-5, 1e-1),
-        "beta_1": (0.0, 0.999),
-        "beta_2": (0.5, 0.9999),
-        "epsilon": (1e-8, 1.0),
+    OUTPUT_SETS = {
+        "paper": {
+            "learning_rate": (1e-5, 1e-1, "log"),
+            "beta_1": (0.0, 0.999, "linear"),
+            "beta_2": (0.5, 0.9999, "linear"),
+            "epsilon": (1e-8, 1.0, "log"),
+        },
+        # each range's middle is Keras's `Adam()` default
+        "centred": {
+            "learning_rate": (1e-5, 1e-1, "log"),  # 1e-3
+            "beta_1": (0.0, 0.99, "complement_log"),  # 0.9
+            "beta_2": (0.9, 0.99999, "complement_log"),  # 0.999
+            "epsilon": (1e-10, 1e-4, "log"),  # 1e-7
+        },
     }
-    LOG_SCALE = ("learning_rate", "epsilon")
     BOUNDS = {
         "learning_rate": (0.0, float("inf")),
         "beta_1": (0.0, 0.99999),

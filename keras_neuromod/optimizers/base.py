@@ -12,6 +12,8 @@ At every update step a `NeuromodulatedOptimizer`
 2. runs one AGRN copy per tensor, all copies in one batched computation that
    shares the agent's genome (`keras_neuromod.agrn`),
 3. turns each pair of output proteins into one hyperparameter of that tensor,
+   on the range and scale the agent's output set gives it
+   (`keras_neuromod.outputs`),
 4. and applies the subclass's update rule with those per-tensor values.
 
 A tensor's values depend on its own gradient and on the next layer's only,
@@ -40,6 +42,7 @@ from keras_neuromod import _keras_compat
 from keras_neuromod import agrn
 from keras_neuromod import bases
 from keras_neuromod import inputs as input_sets
+from keras_neuromod import outputs as output_sets
 from keras_neuromod.bases import INPUT_NAMES
 from keras_neuromod.bases import N_INPUTS
 from keras_neuromod.zoo import resolve_agent
@@ -383,7 +386,9 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
     """Base class of optimizers whose hyperparameters an AGRN sets per tensor.
 
     Subclasses declare `HYPERPARAMETERS` (names, in output-protein order),
-    `DEFAULT_RANGES`, `BOUNDS` and `LOG_SCALE` (names mapped in log space),
+    `OUTPUT_SETS` (output set name -> hyperparameter name -> `(lo, hi,
+    scale)`: the default range and the scale of each hyperparameter in each
+    set of `keras_neuromod.outputs` the base offers) and `BOUNDS`,
     create their own state in `build` (after calling the parent's, as Keras's
     optimizers do) and implement `update_step(gradient, variable,
     learning_rate)` reading `self._modulated(variable)`. A subclass whose
@@ -398,8 +403,9 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         agent: the AGRN genome: a `Genome`, a genome or agent dict, the path of a
             genome or agent JSON file, or the name of a zoo agent.
         ranges: dict mapping hyperparameter names to `(lo, hi)`; the ones left
-            out keep their defaults. `lo == hi` fixes a hyperparameter. None
-            takes a zoo agent's own ranges, or the defaults.
+            out keep the output set's defaults, and every range keeps the
+            output set's scale. `lo == hi` fixes a hyperparameter. None takes
+            a zoo agent's own ranges, or the defaults.
         warmup_steps: AGRN steps run with inputs at 0 before the first update
             (None: the agent's setting, or 25).
         grn_steps_per_update: AGRN steps run at every update after the inputs
@@ -414,13 +420,24 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
             or ``"sensing"``). None: the agent's own setting, else the set
             with as many inputs as the genome (an agent file without the
             setting reads as ``"paper"``).
+        outputs: the agent's output set (`keras_neuromod.outputs`): each
+            hyperparameter's default range and scale. ``"paper"``: Nm-Adam
+            learning_rate (1e-5, 0.1) log, beta_1 (0, 0.999) linear, beta_2
+            (0.5, 0.9999) linear, epsilon (1e-8, 1) log; Nm-SGD learning_rate
+            (1e-4, 1) log, momentum (0, 0.99) linear. ``"centred"``, whose
+            middles are Keras's defaults: Nm-Adam learning_rate (1e-5, 0.1)
+            log, beta_1 (0, 0.99) and beta_2 (0.9, 0.99999) complement_log,
+            epsilon (1e-10, 1e-4) log, so that a silent agent is Keras's
+            `Adam()`; Nm-SGD learning_rate (1e-4, 1) log, momentum (0, 0.99)
+            complement_log, so that a silent agent is `SGD(0.01,
+            momentum=0.9)`. None: the agent's own setting, else ``"paper"``
+            for the paper's input set and ``"centred"`` for any other.
         **kwargs: Keras's base optimizer options (`clipnorm`, `weight_decay`,
             `gradient_accumulation_steps`, `use_ema`, ...).
     """
 
     HYPERPARAMETERS = ()
-    DEFAULT_RANGES = {}
-    LOG_SCALE = ()
+    OUTPUT_SETS = {}
     BOUNDS = {}
     # +1 where the momentum follows the gradient (Adam's mean of g), -1 where it is
     # a velocity against it (SGD's -lr g + momentum m): the cosine input then reads
@@ -436,6 +453,7 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         max_regulatory=None,
         learning_rate=1.0,
         inputs=None,
+        outputs=None,
         name=None,
         **kwargs,
     ):
@@ -465,6 +483,11 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
                 f"{genome.n_inputs} inputs and {genome.n_outputs} outputs"
                 + (f", so it was made for {' or '.join(made_for)}." if made_for else ".")
             )
+        if outputs is None:
+            outputs = evolved_with.get("outputs")
+        base = bases.Base.of(type(self))
+        self.output_set = output_sets.get(base.resolve_outputs(outputs, self.input_set.name))
+        self.scales = base.scales(self.output_set.name)
         self.ranges = self._check_ranges(ranges)
         self.warmup_steps, self.grn_steps_per_update = self._check_settings(
             warmup_steps, grn_steps_per_update
@@ -482,7 +505,7 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
     # -- configuration -----------------------------------------------------
 
     def _check_ranges(self, ranges):
-        return bases.Base.of(type(self)).check_ranges(ranges)
+        return bases.Base.of(type(self)).check_ranges(ranges, outputs=self.output_set.name)
 
     @staticmethod
     def _check_settings(warmup_steps, grn_steps_per_update):
@@ -544,9 +567,18 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
                 "grn_steps_per_update": self.grn_steps_per_update,
                 "max_regulatory": self.max_regulatory,
                 "inputs": self.input_set.name,
+                "outputs": self.output_set.name,
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        if "outputs" not in config and output_sets.LEGACY in cls.OUTPUT_SETS:
+            # a configuration saved before output sets: it mapped with the paper's scales
+            config["outputs"] = output_sets.LEGACY
+        return super().from_config(config, custom_objects=custom_objects)
 
     @property
     def updates(self):
@@ -676,7 +708,9 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         agent file) brings them along: before the optimizer is built they
         replace the current ones; once it is built (its train step is traced
         with them) an agent whose ranges or settings differ is refused. Pass
-        a bare `Genome` (`agent.genome`) to keep this optimizer's.
+        a bare `Genome` (`agent.genome`) to keep this optimizer's. An agent of
+        another input set or output set (`keras_neuromod.inputs`,
+        `keras_neuromod.outputs`) is always refused: build a new optimizer.
 
         Args:
             agent: anything `agent` accepts in the constructor.
@@ -703,7 +737,28 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
                 self.reset_state()
 
     def _adopt_settings(self, evolved_with):
-        """Take an agent's ranges and AGRN settings (`set_genome`), if allowed."""
+        """Take an agent's ranges and AGRN settings (`set_genome`), if allowed.
+
+        An agent of another input or output set is refused: the sets fix the
+        AGRN's inputs and how its outputs map, which a new optimizer sets up.
+        """
+        inputs = evolved_with.get("inputs", self.input_set.name)
+        if inputs != self.input_set.name:
+            raise ValueError(
+                f"The agent reads the {inputs!r} input set; this {type(self).__name__} was "
+                f"made for {self.input_set.name!r}. Build a new optimizer for it."
+            )
+        if "outputs" in evolved_with or "inputs" in evolved_with:
+            # an agent that names no output set reads the default of its input set
+            outputs = bases.Base.of(type(self)).resolve_outputs(evolved_with.get("outputs"), inputs)
+        else:
+            outputs = self.output_set.name  # a bare genome (or an agent naming neither set)
+        if outputs != self.output_set.name:
+            raise ValueError(
+                f"The agent maps its outputs with the {outputs!r} output set; this "
+                f"{type(self).__name__} was made for {self.output_set.name!r}. Build a new "
+                f"optimizer for it (`{type(self).__name__}(agent=...)`)."
+            )
         wanted = {
             "ranges": self._check_ranges(evolved_with.get("ranges", self.ranges)),
             "warmup_steps": evolved_with.get("warmup_steps", self.warmup_steps),
@@ -711,12 +766,6 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
                 "grn_steps_per_update", self.grn_steps_per_update
             ),
         }
-        inputs = evolved_with.get("inputs", self.input_set.name)
-        if inputs != self.input_set.name:
-            raise ValueError(
-                f"The agent reads the {inputs!r} input set; this {type(self).__name__} was "
-                f"made for {self.input_set.name!r}. Build a new optimizer for it."
-            )
         current = {name: getattr(self, name) for name in wanted}
         if wanted == current:
             return
@@ -918,24 +967,24 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
     def _outputs_to_hyperparameters(self, outputs):
         """Map output-protein pairs to hyperparameters, one column each.
 
-        `d = (a - b) / (a + b)` (0 when both are 0) is mapped from [-1, 1] onto
-        [lo, hi], in log space for the names in `LOG_SCALE`.
+        `d = (a - b) / (a + b)` (0 when both are 0) gives the position
+        `(d + 1) / 2` in [0, 1], mapped onto [lo, hi] on each hyperparameter's
+        scale (`keras_neuromod.outputs.values_at`).
         """
         names = self.HYPERPARAMETERS
-        lo = np.array([self.ranges[n][0] for n in names], np.float32)
-        hi = np.array([self.ranges[n][1] for n in names], np.float32)
-        log = np.array([n in self.LOG_SCALE for n in names])
         pairs = ops.reshape(outputs, (-1, len(names), 2))
         a, b = pairs[..., 0], pairs[..., 1]
         total = a + b
         d = ops.where(total > 0, (a - b) / ops.where(total > 0, total, 1.0), 0.0)
         fraction = ops.clip((d + 1.0) / 2.0, 0.0, 1.0)
-        start = np.where(log, np.log(np.maximum(lo, 1e-30)), lo).astype(np.float32)
-        stop = np.where(log, np.log(np.maximum(hi, 1e-30)), hi).astype(np.float32)
-        value = start + (stop - start) * fraction
-        value = ops.where(log, ops.exp(value), value)
-        # a single-valued range gives exactly its value (exp(log(x)) may not)
-        return ops.where(lo == hi, lo, ops.clip(value, lo, hi))
+        return output_sets.values_at(fraction, *self._range_columns())
+
+    def _range_columns(self):
+        """`(lo, hi, scales)` in `HYPERPARAMETERS` order: float64 arrays and a tuple."""
+        names = self.HYPERPARAMETERS
+        lo = np.array([self.ranges[n][0] for n in names], np.float64)
+        hi = np.array([self.ranges[n][1] for n in names], np.float64)
+        return lo, hi, tuple(self.scales[n] for n in names)
 
     def _step_table(self, hparams, learning_rate, rows):
         """Per-tensor values the update rule reads: columns and their names.

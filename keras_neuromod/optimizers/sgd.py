@@ -17,22 +17,36 @@ class NmSGD(NeuromodulatedOptimizer):
     at this step: `m <- momentum * m - lr * g`, then `w <- w + m`. With the
     momentum range fixed at `(0, 0)` there is no momentum state and the update
     is `w <- w - lr * g`, sparse for sparse gradients (an `Embedding`'s), as in
-    Keras's `SGD` without momentum. The agent's
-    AGRN has 13 inputs and 4 outputs (two output proteins per hyperparameter).
-    With every range a single value, `NmSGD` is exactly
-    `keras.optimizers.SGD(learning_rate, momentum)`.
+    Keras's `SGD` without momentum. The agent's AGRN has the inputs of its
+    input set (13 for ``"paper"``, 18 for ``"sensing"``) and 4 outputs (two
+    output proteins per hyperparameter). With every range a single value,
+    `NmSGD` is exactly `keras.optimizers.SGD(learning_rate, momentum)`.
+
+    The output set (`keras_neuromod.outputs`) gives each hyperparameter its
+    default range and scale:
+
+    | hyperparameter | ``"paper"`` | ``"centred"`` (middle) |
+    |---|---|---|
+    | learning_rate | (1e-4, 1) log | (1e-4, 1) log (0.01) |
+    | momentum | (0, 0.99) linear | (0, 0.99) complement_log (0.9) |
+
+    Keras's `SGD` has no momentum by default, and no bounded map of
+    (0, 0.99) centres on 0: a silent ``"centred"`` agent (output proteins at
+    0: every position 0.5) is the common heavy-ball `SGD(0.01, momentum=0.9)`.
 
     Args:
         agent: the AGRN genome: a `Genome`, a genome or agent dict, the path of a
             genome or agent JSON file, or the name of a zoo agent.
-        ranges: dict of `(lo, hi)` per hyperparameter. Defaults:
-            `learning_rate` (1e-4, 1.0) mapped in log space, `momentum`
-            (0.0, 0.99).
+        ranges: dict of `(lo, hi)` per hyperparameter, mapped on the output
+            set's scales; the ones left out keep the output set's defaults.
         warmup_steps: AGRN steps with inputs at 0 before the first update.
         grn_steps_per_update: AGRN steps at every update.
         max_regulatory: capacity for regulatory proteins (see `set_genome`).
         learning_rate: a multiplier (float or schedule) on the modulated
             learning rate; 1.0 by default.
+        inputs: the agent's input set (see `NeuromodulatedOptimizer`).
+        outputs: the agent's output set, ``"paper"`` or ``"centred"`` (see
+            `NeuromodulatedOptimizer`).
         **kwargs: Keras's base optimizer options (`clipnorm`, `weight_decay`,
             `gradient_accumulation_steps`, `use_ema`, `name`, ...).
 
@@ -46,8 +60,17 @@ class NmSGD(NeuromodulatedOptimizer):
     """
 
     HYPERPARAMETERS = ("learning_rate", "momentum")
-    DEFAULT_RANGES = {"learning_rate": (1e-4, 1.0), "momentum": (0.0, 0.99)}
-    LOG_SCALE = ("learning_rate",)
+    OUTPUT_SETS = {
+        "paper": {
+            "learning_rate": (1e-4, 1.0, "log"),
+            "momentum": (0.0, 0.99, "linear"),
+        },
+        # each range's middle is the heavy-ball `SGD(0.01, momentum=0.9)`
+        "centred": {
+            "learning_rate": (1e-4, 1.0, "log"),  # 0.01
+            "momentum": (0.0, 0.99, "complement_log"),  # 0.9
+        },
+    }
     BOUNDS = {"learning_rate": (0.0, float("inf")), "momentum": (0.0, 1.0)}
     MOMENTUM_SIGN = -1.0  # the buffer is the velocity -lr g + momentum m
 
