@@ -140,6 +140,7 @@ def test_frozen_keeps_each_tensors_values_through_training():
     assert wide.modulation()["hyperparameters"][:, 0].max() == pytest.approx(0.1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("outputs", ["paper", "centred"])
 def test_time_average_of_a_traced_training_freezes_the_agent(outputs):
     x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
@@ -172,6 +173,7 @@ def test_time_average_of_a_traced_training_freezes_the_agent(outputs):
     np.testing.assert_allclose(frozen.modulation()["hyperparameters"], average, rtol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ablation", ["network_mean", "frozen"])
 def test_ablated_optimizers_round_trip_through_model_save(ablation, tmp_path):
     table = np.tile([[1e-2, 0.8, 0.99, 1e-6]], (4, 1))

@@ -93,6 +93,7 @@ def _in_place_run(genome, inputs):
 genome_shapes = st.tuples(st.integers(0, 13), st.integers(1, 8), st.integers(0, 6))
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(shape=genome_shapes, seed=st.integers(0, 2**32 - 1), pad=st.integers(0, 7))
 def test_invariants_and_padding(shape, seed, pad):

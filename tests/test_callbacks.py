@@ -35,6 +35,7 @@ def agent():
     return Genome.random(13, 8, 2, rng=0)
 
 
+@pytest.mark.slow
 def test_records_every_n_steps_and_writes_files(data, tmp_path, monkeypatch):
     csv_path = tmp_path / "trace.csv"
     log_dir = tmp_path / "tb"
@@ -131,6 +132,7 @@ def test_traces_through_the_loss_scale_optimizer_of_mixed_precision(data, mixed_
     )
 
 
+@pytest.mark.slow
 def test_a_second_fit_appends_and_another_model_starts_a_fresh_record(data, tmp_path):
     csv_path = tmp_path / "trace.csv"
     tracer = ModulationTracer(update_freq=1, csv_path=str(csv_path))
@@ -184,6 +186,7 @@ def test_an_unwritable_csv_path_stops_fit_before_training(data, tmp_path):
     assert os.listdir(folder) == []
 
 
+@pytest.mark.slow
 def test_a_failed_csv_write_leaves_no_temporary(data, tmp_path, monkeypatch):
     tracer = ModulationTracer(update_freq=8)
     fit(data, NmAdam(agent=agent()), tracer)
@@ -245,6 +248,7 @@ def _open_files():
     return names
 
 
+@pytest.mark.slow
 def test_csv_rows_stream_as_recorded_and_the_files_close_at_train_end(data, tmp_path, monkeypatch):
     import tensorflow as tf
 

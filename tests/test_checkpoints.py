@@ -188,6 +188,7 @@ def _pinned(name, out, **options):
     return _summary(read_json(os.path.join(out, "checkpoint.json")))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(GOLDEN_RUNS))
 def test_evolution_matches_the_golden_file_serial_resumed_and_on_processes(tmp_path, name):
     # The file was written by the code of an earlier version (see the module docstring):

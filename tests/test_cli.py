@@ -116,6 +116,7 @@ def test_the_command_line_is_recognised_and_nothing_else():
     assert not _startup.is_command_line(["python"])
 
 
+@pytest.mark.slow
 def test_python_m_keras_neuromod_starts_without_tensorflow_notices(tmp_path):
     environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     done = subprocess.run(

@@ -15,6 +15,7 @@ def compare():
     return load_example("compare")
 
 
+@pytest.mark.slow
 def test_a_quick_comparison_on_wine(compare, tmp_path, capsys):
     agent = str(tmp_path / "agent.json")
     zoo.save(zoo.load("nm_sgd_digits"), agent)

@@ -76,6 +76,7 @@ def test_cifar_plumbing_with_mock_data(tmp_path, monkeypatch, name, classes):
     assert y_train.dtype == np.int32 and y_train.max() < classes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "architecture,input_shape,n_conv,n_pool,n_dense",
     [

@@ -120,6 +120,7 @@ def test_loss_and_error_ratios():
 # -- compare, on real trainings -----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_diverging_method_loses_whichever_side_it_is_on(tmp_path):
     report = evidence.compare(
         TINY,
@@ -151,6 +152,7 @@ def test_a_diverging_method_loses_whichever_side_it_is_on(tmp_path):
         report.verdict("SGD", "Adam")
 
 
+@pytest.mark.slow
 def test_same_seed_same_start_and_batches():
     """Two methods with identical settings produce identical runs: the pairing holds."""
     report = evidence.compare(
@@ -165,6 +167,7 @@ def test_same_seed_same_start_and_batches():
     assert p["mean"] == 0 and p["ci"] == [0.0, 0.0] and p["differences"] == [0.0, 0.0]
 
 
+@pytest.mark.slow
 def test_interrupted_record_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
     methods = {
         "SGD": lambda: keras.optimizers.SGD(0.05),
@@ -270,6 +273,7 @@ def test_bad_arguments():
 # -- aggregate -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_aggregate_takes_its_interval_over_tasks():
     other = tasks.Task(
         "tiny_blobs_2",
@@ -331,6 +335,7 @@ def test_a_line_search_stops_at_the_axis_limit():
     assert best == pytest.approx(0.5)
 
 
+@pytest.mark.slow
 def test_tuned_searches_on_validation_seeds_and_reports_its_budget(tmp_path):
     axes = {
         "learning_rate": evidence.Axis((0.01, 0.1, 1.0), "log", (1e-4, 10.0)),
@@ -371,6 +376,7 @@ def test_tuned_arguments():
     assert set(evidence.Tuned("SGD").axes) == {"learning_rate", "momentum", "nesterov"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["Adam", "nm_adam_digits", "frozen"])
 def test_a_reused_trainer_trains_each_seed_as_a_fresh_model(optimizer):
     from keras_neuromod import NmAdam
@@ -426,6 +432,7 @@ def test_dropout_draws_are_the_seeds():
     assert evidence.Trainer(task, "test_dropout_mlp", keras.optimizers.SGD(0.1)).run(3) == first
 
 
+@pytest.mark.slow
 def test_a_search_can_start_from_another_searchs_choice():
     axes = {
         "learning_rate": evidence.Axis((0.01, 0.1), "log", (1e-3, 1.0)),

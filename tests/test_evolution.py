@@ -324,6 +324,7 @@ run(seed=9, generations=6, population=12, out={out!r}, fitness=slow_toy_fitness)
 """
 
 
+@pytest.mark.slow
 def test_sigkill_after_a_checkpoint_then_resume_equals_uninterrupted(tmp_path):
     out = str(tmp_path / "killed")
     script = _KILL_SCRIPT.format(here=HERE, out=out)
@@ -363,6 +364,7 @@ def test_corrupt_checkpoint_is_refused(tmp_path):
         run(seed=1, out=str(tmp_path), resume=True)
 
 
+@pytest.mark.slow
 def test_crashing_workers_lose_only_their_individual(tmp_path, monkeypatch):
     monkeypatch.setenv("KNM_FLAKY_DIR", str(tmp_path))
     genomes = [Genome.random(13, 8, 1, rng=s).to_dict() for s in range(3)]  # the second crashes
@@ -389,6 +391,7 @@ def test_crashing_workers_lose_only_their_individual(tmp_path, monkeypatch):
         assert got == (0.0 if crashed else want)
 
 
+@pytest.mark.slow
 def test_a_stopped_worker_is_killed_after_the_timeout_and_its_job_run_again():
     # one genome that stops its worker every time, two that do not
     genomes = [Genome.random(13, 8, 1, rng=s).to_dict() for s in range(12)]
@@ -408,6 +411,7 @@ def test_a_stopped_worker_is_killed_after_the_timeout_and_its_job_run_again():
     assert "run again" in messages[0] and "scored worst" in messages[1]
 
 
+@pytest.mark.slow
 def test_evolution_goes_on_past_a_stopped_worker(tmp_path, monkeypatch):
     monkeypatch.setenv("KNM_FLAKY_DIR", str(tmp_path))
     with warnings.catch_warnings(record=True) as caught:
@@ -446,6 +450,7 @@ def talking_fitness(genome, architecture, seed):
     return value
 
 
+@pytest.mark.slow
 def test_workers_start_quiet_but_keep_their_stderr(capfd):
     # TensorFlow's start-up notices in every worker (oneDNN, CUDA probing)
     # flooded the parent's output; what a worker writes once started stays.
@@ -469,6 +474,7 @@ def test_workers_start_quiet_but_keep_their_stderr(capfd):
     assert os.environ.get("TF_CPP_MIN_LOG_LEVEL") == level  # the parent's own is left alone
 
 
+@pytest.mark.slow
 def test_workers_are_recycled_when_their_memory_grows():
     jobs = [{"genome": {}, "architecture": "A", "seed": s} for s in range(3)]
     backend = ProcessBackend(pid_fitness, workers=1, threads=1)
@@ -483,6 +489,7 @@ def test_workers_are_recycled_when_their_memory_grows():
         backend.close()
 
 
+@pytest.mark.slow
 def test_a_worker_dying_while_the_parent_is_busy_loses_nothing():
     # The parent is busy with one worker's result (the slow progress callback)
     # while the other worker dies in the middle of its job: that job must be
@@ -508,6 +515,7 @@ def test_a_worker_dying_while_the_parent_is_busy_loses_nothing():
         backend.close()
 
 
+@pytest.mark.slow
 def test_evolution_goes_on_when_workers_crash():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -528,6 +536,7 @@ def test_evolution_goes_on_when_workers_crash():
         assert serial.map([{"genome": {}, "architecture": "A", "seed": 0}]) == [0.0]
 
 
+@pytest.mark.slow
 def test_process_backend_gives_the_serial_result():
     assert _records(run(seed=7, generations=2, backend="process", workers=2)) == _records(
         run(seed=7, generations=2)
@@ -539,6 +548,7 @@ def test_process_backend_gives_the_serial_result():
 TINY = dict(dataset="digits", base="adam", epochs=1, batch_size=32, width=0.25, train_subset=256)
 
 
+@pytest.mark.slow
 def test_real_fitness_is_deterministic_and_reuses_the_compiled_model():
     evaluator = Evaluator(FitnessTask(**TINY))
     genomes = [Genome.random(13, 8, n, rng=n) for n in (1, 3, 6)]
@@ -558,6 +568,7 @@ def test_real_fitness_is_deterministic_and_reuses_the_compiled_model():
     )
 
 
+@pytest.mark.slow
 def test_a_diverging_individual_scores_worst():
     task = FitnessTask(
         **{**TINY, "base": "sgd", "ranges": {"learning_rate": (1e6, 1e6)}, "worst_fitness": -1.0}
@@ -568,6 +579,7 @@ def test_a_diverging_individual_scores_worst():
     assert Evaluator(sane).evaluate(Genome.random(13, 4, 1, rng=0), "A", 0) >= 0.0
 
 
+@pytest.mark.slow
 def test_evolve_with_real_training(tmp_path):
     result = evolve(
         task="digits",
@@ -626,6 +638,7 @@ def _evolve_example():
     return load_example("evolve")
 
 
+@pytest.mark.slow
 def test_evolve_example_with_no_generation_writes_no_agent(tmp_path, capsys):
     example = _evolve_example()
     out = str(tmp_path / "run")
@@ -709,6 +722,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_backend_on_a_local_cluster(local_ray):
     from keras_neuromod.evolution.parallel import RayBackend
 
@@ -733,6 +747,7 @@ def test_ray_backend_on_a_local_cluster(local_ray):
     np.testing.assert_allclose(results, expected, atol=0.02)
 
 
+@pytest.mark.slow
 def test_ray_actors_train_chunks_vectorized_with_the_local_result(local_ray):
     options = dict(
         task="digits",
@@ -756,6 +771,7 @@ def log_level_fitness(genome, architecture, seed):
     return float(os.environ["TF_CPP_MIN_LOG_LEVEL"])
 
 
+@pytest.mark.slow
 def test_ray_backend_kills_a_stopped_actor_and_runs_its_job_again(local_ray, tmp_path, monkeypatch):
     from keras_neuromod.evolution.parallel import RayBackend
 

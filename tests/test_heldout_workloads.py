@@ -187,6 +187,7 @@ def test_forecasting_data_say_what_to_install_without_statsmodels(monkeypatch):
         tasks._statsmodels_series.cache_clear()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,model", PAIRS)
 def test_models_build_seeded_output_the_right_shape_and_learn(name, model):
     task = tasks.get(name)

@@ -176,6 +176,7 @@ def test_a_built_optimizer_refuses_an_agent_of_another_input_set():
         optimizer.set_genome(paper)
 
 
+@pytest.mark.slow
 def test_training_horizon_gives_progress_during_fit_and_clears_it_after(tmp_path):
     model = _model()
     optimizer = NmAdam(agent=_agent(NmAdam))
@@ -196,6 +197,7 @@ def test_training_horizon_gives_progress_during_fit_and_clears_it_after(tmp_path
     assert (tmp_path / "trace.png").stat().st_size > 0 and figure.endswith("trace.png")
 
 
+@pytest.mark.slow
 def test_config_and_model_save_round_trip_keep_the_input_set(tmp_path):
     model = _model()
     optimizer = NmSGD(agent=_agent(NmSGD), ranges={"momentum": (0.0, 0.9)})

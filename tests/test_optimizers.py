@@ -50,6 +50,7 @@ def fit_weights(optimizer, data, epochs=2, jit=False, seed=0, batch_size=10):
     return model.get_weights(), model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit", JIT)
 def test_fixed_ranges_reproduce_keras_sgd(digits_small, jit):
     lr, momentum = 0.05, 0.8
@@ -64,6 +65,7 @@ def test_fixed_ranges_reproduce_keras_sgd(digits_small, jit):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit", JIT)
 def test_fixed_ranges_reproduce_keras_adam(digits_small, jit):
     values = {"learning_rate": 0.003, "beta_1": 0.85, "beta_2": 0.99, "epsilon": 1e-6}
@@ -74,6 +76,7 @@ def test_fixed_ranges_reproduce_keras_adam(digits_small, jit):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_modulation_changes_training(digits_small):
     """The agent really drives the update: two agents train differently."""
     a, _ = fit_weights(NmAdam(agent=adam_agent(1)), digits_small, epochs=1)
@@ -167,6 +170,7 @@ def test_one_step_matches_numpy(optimizer_class, block_size, outputs, monkeypatc
     assert len(optimizer._blocks) == (2 if block_size == 1 else 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls,agent", [(NmSGD, sgd_agent), (NmAdam, adam_agent)])
 def test_training_does_not_depend_on_the_blocks(digits_small, monkeypatch, cls, agent):
     """Blocks of one layer, of two, or one block: the same training."""
@@ -214,6 +218,7 @@ def test_blocks_are_whole_layers_of_at_least_the_block_size(layer_sizes, size):
         assert stop - start - layer_of[start:stop].count(last_layer) < size
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="reads the dependencies of a TensorFlow graph")
 @pytest.mark.parametrize("block_size", [2, 2**20])
 def test_a_blocks_updates_wait_only_for_the_gradients_it_reads(monkeypatch, block_size):
@@ -305,6 +310,7 @@ def test_non_finite_gradients_never_make_non_finite_hyperparameters(bad):
             assert np.all((hparams[:, h] >= lo * (1 - 1e-6)) & (hparams[:, h] <= hi * (1 + 1e-6)))
 
 
+@pytest.mark.slow
 @settings(max_examples=15, deadline=None)
 @given(
     seed=st.integers(0, 2**31),
@@ -332,6 +338,7 @@ def test_hyperparameters_stay_in_their_ranges(seed, scale, n_regulatory, adam):
             assert hparams[:, h].max() <= hi * (1 + 1e-6)
 
 
+@pytest.mark.slow
 def test_save_and_load_continue_exactly(digits_small, tmp_path):
     x, y = digits_small
     optimizer = NmAdam(agent=adam_agent(5))
@@ -374,6 +381,7 @@ def test_config_round_trip(cls, agent):
     assert type(revived) is cls and revived.genome == optimizer.genome
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -394,12 +402,14 @@ def test_base_optimizer_options_keep_working(digits_small, kwargs):
     assert int(ops.convert_to_numpy(optimizer._grn_updates)) == 32 // every
 
 
+@pytest.mark.slow
 def test_weight_decay_is_applied(digits_small):
     plain, _ = fit_weights(NmSGD(agent=sgd_agent()), digits_small, epochs=1)
     decayed, _ = fit_weights(NmSGD(agent=sgd_agent(), weight_decay=0.5), digits_small, epochs=1)
     assert np.linalg.norm(decayed[0]) < np.linalg.norm(plain[0])
 
 
+@pytest.mark.slow
 def test_set_genome_swaps_agents_without_retracing(digits_small):
     x, y = digits_small
     first, second = adam_agent(7), adam_agent(8)

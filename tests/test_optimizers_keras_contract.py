@@ -59,6 +59,7 @@ def _jax_installed():
     return True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "backend,optimizer",
     [("tensorflow", "adam"), ("tensorflow", "sgd"), ("jax", "adam"), ("jax", "sgd")],
@@ -244,6 +245,7 @@ def test_statistics_of_many_tensors_equal_each_tensors_own(picks, largest_groupe
     np.testing.assert_allclose(got[:, 1], np.asarray(expected)[:, 1], rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="counts the operations of a TensorFlow graph")
 def test_the_step_adds_no_more_operations_per_tensor_than_keras_adam(monkeypatch):
     """The modulation's operations do not grow with the number of tensors.
@@ -299,6 +301,7 @@ class _SparseWrites:
         optimizer.assign_sub = assign_sub
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit", [False, True] if BACKEND == "tensorflow" else [True])
 def test_sgd_without_momentum_updates_only_the_rows_looked_up(jit):
     """An Embedding trained by NmSGD (momentum fixed at 0) as by Keras's SGD."""

@@ -449,6 +449,7 @@ def test_config_round_trip(kind):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kind,rule,rates",
     [
@@ -474,6 +475,7 @@ def test_model_save_round_trip(kind, rule, rates, tmp_path):
     assert loaded.layers[1].cell.get_config() == cell.get_config()
 
 
+@pytest.mark.slow
 def test_compiles_and_fits():
     cell = PlasticRNNCell(H, plasticity="retroactive")
     inputs = keras.Input((T, D))

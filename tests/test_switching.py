@@ -264,6 +264,7 @@ def test_set_task_and_get_task_cover_every_layer():
         set_task(plain, 1)
 
 
+@pytest.mark.slow
 def test_fit_alternating_switches_tasks_and_learns_both_gates():
     x = np.tile(np.array([[0, 0], [0, 1], [1, 0], [1, 1]], "float32"), (10, 1))
     y_and = np.tile(np.array([[0], [0], [0], [1]], "float32"), (10, 1))

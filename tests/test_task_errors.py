@@ -96,6 +96,7 @@ def _register_local_task(name, bad=None):
     return SuiteTask(tasks=(name,), instances=1)
 
 
+@pytest.mark.slow
 def test_tasks_registered_here_train_in_the_workers(tmp_path):
     suite = _register_local_task("local_regression")
     result = evolve(suite, population=3, generations=1, workers=1, seed=0, **QUIET)
@@ -105,6 +106,7 @@ def test_tasks_registered_here_train_in_the_workers(tmp_path):
     assert len(set(scores)) > 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "bad, error",
     [
@@ -123,6 +125,7 @@ def test_a_broken_task_stops_the_run_with_its_error_and_writes_nothing(tmp_path,
     assert not (out / "checkpoint.json").exists()
 
 
+@pytest.mark.slow
 def test_every_individual_failing_stops_the_run_with_the_error_not_jax_note(tmp_path):
     out = tmp_path / "run"
     for backend, workers in (("serial", None), ("process", 1)):
@@ -179,6 +182,7 @@ def test_a_task_error_is_not_retried_by_the_serial_backend():
     assert len(calls) == 1
 
 
+@pytest.mark.slow
 def test_a_missing_dependency_in_the_workers_stops_the_run(tmp_path, monkeypatch):
     # A worker whose scikit-learn cannot be imported (a package of that name
     # first on its path that raises ImportError): the digits cannot load.
@@ -198,6 +202,7 @@ def test_a_missing_dependency_in_the_workers_stops_the_run(tmp_path, monkeypatch
         backend.close()
 
 
+@pytest.mark.slow
 def test_a_script_without_a_main_guard_stops_with_a_message_that_says_so(tmp_path):
     script = tmp_path / "unguarded.py"
     script.write_text(
@@ -221,6 +226,7 @@ def test_a_script_without_a_main_guard_stops_with_a_message_that_says_so(tmp_pat
     assert not (tmp_path / "run" / "checkpoint.json").exists()
 
 
+@pytest.mark.slow
 def test_on_ray_tasks_registered_here_train_and_a_task_error_stops_the_map():
     ray = pytest.importorskip("ray", reason="the Ray backend needs the [ray] extra")
     from keras_neuromod.evolution.parallel import RayBackend
@@ -256,6 +262,7 @@ def test_on_ray_tasks_registered_here_train_and_a_task_error_stops_the_map():
             ray.shutdown()
 
 
+@pytest.mark.slow
 def test_the_evolve_example_exits_non_zero_and_writes_no_agent_on_a_task_error(tmp_path):
     # its workers cannot import scikit-learn (as above), so the digits cannot load
     fake = tmp_path / "site" / "sklearn"

@@ -270,6 +270,7 @@ print(keras.backend.backend())
 """
 
 
+@pytest.mark.slow
 def test_seeded_models_have_the_same_weights_under_the_other_backend(tmp_path):
     other = "tensorflow" if keras.backend.backend() == "jax" else "jax"
     out = tmp_path / "weights.npz"
@@ -450,6 +451,7 @@ def test_user_task_and_model_end_to_end(clean_registry):
     assert "mse" in result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", OFFLINE)
 def test_every_task_fits_one_epoch_with_adam(name):
     task = tasks.get(name)

@@ -62,6 +62,7 @@ def jax_run():
 SCENARIOS = ("adam-mlp", "adam-A", "sgd-val-mlp", "sgd-A")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_vectorized_training_gives_the_fitness_of_fit(jax_run, name):
     """The same initial weights, batches, loss, update and metric: the same fitness."""
@@ -71,6 +72,7 @@ def test_vectorized_training_gives_the_fitness_of_fit(jax_run, name):
     np.testing.assert_allclose(vectorized, fit, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_every_plan_gives_the_same_fitness(jax_run, name):
     """Batched or one by one, one loop or a call per batch, any group width."""
@@ -81,16 +83,19 @@ def test_every_plan_gives_the_same_fitness(jax_run, name):
         )
 
 
+@pytest.mark.slow
 def test_dense_models_are_batched_and_convolutional_ones_stepped_on_cpu(jax_run):
     scenarios = jax_run["scenarios"]
     assert scenarios["adam-mlp"]["plan"] == {"vmap": True, "scan": True}
     assert scenarios["adam-A"]["plan"] == {"vmap": False, "scan": False}
 
 
+@pytest.mark.slow
 def test_one_compiled_program_serves_every_genome_size_and_seed(jax_run):
     assert jax_run["mlp_compilations"] == 1
 
 
+@pytest.mark.slow
 def test_a_diverging_individual_scores_worst_and_spares_its_batch(jax_run):
     record = jax_run["divergence"]
     together, alone = np.asarray(record["together"]), np.asarray(record["alone"])
@@ -104,19 +109,20 @@ def test_a_diverging_individual_scores_worst_and_spares_its_batch(jax_run):
     np.testing.assert_allclose(alone, record["fit"], rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name",
     [
         "diabetes/mlp",
-        "sequence_majority/lstm",
         "waveforms/conv1d",
         "diabetes/mlp/sensing",
         "sequence_majority/lstm/sensing",
     ],
 )
 def test_training_program_gives_fit_and_evaluate_values_on_suite_tasks(jax_run, name):
-    """Any model, loss, metric and input set: a regression, a recurrent and a 1-D convolutional
-    task; agents of the sensing set told the horizon, as the suite tells it."""
+    """Any model, loss, metric and input set: a regression, a 1-D convolutional and a recurrent
+    task, each with a last partial batch; agents of the sensing set told the horizon, as the
+    suite tells it."""
     record = jax_run["suite"][name]
     fit = np.asarray(record["fit_loss_metric"])
     assert all(record["finite"])
@@ -130,6 +136,7 @@ def test_training_program_gives_fit_and_evaluate_values_on_suite_tasks(jax_run, 
     assert np.median(relative) < 1e-4
 
 
+@pytest.mark.slow
 def test_suite_fitness_scores_against_keras_adam_on_validation_loss(jax_run):
     record = jax_run["suite_fitness"]
     table = np.asarray(record["table"])
@@ -168,6 +175,7 @@ def test_suite_task_validates_draws_from_its_seed_and_round_trips():
         make_backend("process", suite)
 
 
+@pytest.mark.slow
 def test_evolution_over_the_suite_is_deterministic_and_resumes(tmp_path):
     from keras_neuromod.evolution import SuiteTask
 
@@ -198,6 +206,7 @@ def _jobs(genomes, architecture, seed):
     return [{"genome": g.to_dict(), "architecture": architecture, "seed": seed} for g in genomes]
 
 
+@pytest.mark.slow
 def test_vectorized_backend_in_a_jax_worker_matches_tensorflow_fit():
     """A TensorFlow program's evolution trains in a JAX worker, with the same fitness.
 
@@ -269,6 +278,7 @@ def _checkpoint(folder):
     return data
 
 
+@pytest.mark.slow
 def test_vectorized_evolution_is_deterministic_resumes_and_ignores_the_worker_count(tmp_path):
     first = _evolve(out=str(tmp_path / "a"))
     assert first.generations == 2 and first.evaluations >= 12
@@ -283,6 +293,7 @@ def test_vectorized_evolution_is_deterministic_resumes_and_ignores_the_worker_co
     assert _records(_evolve(seed=4)) != _records(first)
 
 
+@pytest.mark.slow
 def test_a_failing_chunk_is_run_again_then_scores_worst_and_a_missing_data_set_stops(tmp_path):
     from keras_neuromod.evolution import TaskError
 
@@ -416,6 +427,7 @@ def test_enu_fitness_scores_the_same_in_groups_and_gives_blown_up_offspring_the_
     np.testing.assert_allclose(grouped, whole, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_evolve_example_over_the_suite_picks_its_agent_on_a_validation_draw(tmp_path, capsys):
     from examples_loader import load_example
     from keras_neuromod import zoo

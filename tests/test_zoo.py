@@ -152,6 +152,7 @@ EVIDENCE = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,base,optimizer_class", SHIPPED)
 def test_shipped_agents_load_by_name_and_train(name, base, optimizer_class, monkeypatch):
     monkeypatch.delenv("KERAS_NEUROMOD_ZOO", raising=False)  # the source tree's zoo
