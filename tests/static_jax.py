@@ -26,8 +26,8 @@ from keras_neuromod.evolution.static import static_agent  # noqa: E402
 from keras_neuromod.evolution.suite import SuiteEvaluator  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from helpers import train_weights  # noqa: E402
 from test_static_search import POSITIONS  # noqa: E402
-from test_static_search import train_weights  # noqa: E402
 
 
 def like_keras(folder):

@@ -15,6 +15,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from keras import ops
 
+from helpers import train_weights
 from keras_neuromod import Genome
 from keras_neuromod import NmAdam
 from keras_neuromod import NmSGD
@@ -237,19 +238,6 @@ def _silent(n_inputs, n_outputs, n_regulatory=3, rng=0):
     return genome.replace(identifiers=identifiers)
 
 
-def _fit_weights(optimizer, steps=10):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(8 * steps, 5)).astype("float32")
-    y = (np.tanh(x @ rng.normal(size=(5, 2)))).astype("float32")
-    model = keras.Sequential(
-        [keras.Input((5,)), keras.layers.Dense(6, activation="tanh"), keras.layers.Dense(2)]
-    )
-    model.set_weights([rng.normal(0, 0.5, w.shape).astype("float32") for w in model.get_weights()])
-    model.compile(optimizer=optimizer, loss="mse")
-    model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
-    return model.get_weights()
-
-
 @pytest.mark.parametrize("base", ["adam", "sgd"])
 def test_a_silent_centred_agent_trains_as_keras_s_optimizer(base):
     n = bases.get(base).n_outputs
@@ -257,7 +245,7 @@ def test_a_silent_centred_agent_trains_as_keras_s_optimizer(base):
     assert agent.output_set.name == "centred"
     optimizer = agent.optimizer()
     reference = keras.optimizers.Adam() if base == "adam" else keras.optimizers.SGD(0.01, 0.9)
-    got, want = _fit_weights(optimizer), _fit_weights(reference)
+    got, want = train_weights(optimizer), train_weights(reference)
     chosen = optimizer.modulation()["hyperparameters"]
     expected = [KERAS_DEFAULTS[base][name] for name in optimizer.HYPERPARAMETERS]
     np.testing.assert_allclose(chosen, np.tile(expected, (len(chosen), 1)), rtol=1e-6)
@@ -265,7 +253,7 @@ def test_a_silent_centred_agent_trains_as_keras_s_optimizer(base):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-6)
     # the same agent in the paper's set is no Keras default (beta_1 0.4995, ...)
     paper = CLASSES[base](agent=agent.genome, inputs="sensing", outputs="paper")
-    _fit_weights(paper, steps=1)
+    train_weights(paper, steps=1)
     assert not np.allclose(paper.modulation()["hyperparameters"][0], expected, rtol=1e-2)
 
 

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 
+from helpers import train_weights
 from keras_neuromod import NmAdam
 from keras_neuromod import NmSGD
 from keras_neuromod import zoo
@@ -23,20 +24,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # positions of the search (one per hyperparameter, in [0, 1]) tried on each base
 POSITIONS = {"adam": [0.55, 0.8, 0.95, 0.3], "sgd": [0.6, 0.85]}
 SUITE = dict(tasks=("breast_cancer",), instances=1, max_regulatory=4)
-
-
-def train_weights(optimizer, steps=12):
-    """A small regression model's weights after `steps` batches of `fit` with `optimizer`."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(steps * 8, 6)).astype("float32")
-    y = (x @ rng.normal(size=(6, 2)) + 0.1 * rng.normal(size=(steps * 8, 2))).astype("float32")
-    model = keras.Sequential(
-        [keras.Input((6,)), keras.layers.Dense(5, activation="tanh"), keras.layers.Dense(2)]
-    )
-    model.set_weights([rng.normal(0, 0.5, w.shape).astype("float32") for w in model.get_weights()])
-    model.compile(optimizer=optimizer, loss="mse")
-    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
-    return model.get_weights()
 
 
 def _suite(**changes):
