@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import example
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -96,6 +97,7 @@ genome_shapes = st.tuples(st.integers(0, 13), st.integers(1, 8), st.integers(0, 
 @pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(shape=genome_shapes, seed=st.integers(0, 2**32 - 1), pad=st.integers(0, 7))
+@example(shape=(0, 2, 5), seed=387, pad=1)  # float32 rounding grows to 5e-6 over 12 steps
 def test_invariants_and_padding(shape, seed, pad):
     rng = np.random.default_rng(seed)
     genome = Genome.random(*shape, rng=rng)
@@ -114,9 +116,10 @@ def test_invariants_and_padding(shape, seed, pad):
     assert np.all((np.abs(sums - 1.0) < 1e-5) | (sums == 0.0))
     # inputs are never changed by a step
     np.testing.assert_array_equal(states[..., :n_in], inputs)
-    # padding to a larger capacity changes nothing, and padded proteins stay 0
+    # padding to a larger capacity changes nothing but float32 rounding (wider sums
+    # round in another order, and 12 steps compound it), and padded proteins stay 0
     padded = full_state_run(genome, inputs, capacity=genome.size + pad)
-    np.testing.assert_allclose(padded[..., : genome.size], states, atol=1e-6)
+    np.testing.assert_allclose(padded[..., : genome.size], states, rtol=0, atol=2e-5)
     assert np.all(padded[..., genome.size :] == 0.0)
 
 

@@ -5,6 +5,7 @@ whatever backend runs the tests; the backend tests start real JAX worker process
 from this (TensorFlow) process, and a real local Ray cluster.
 """
 
+import collections
 import json
 import math
 import os
@@ -168,11 +169,57 @@ def test_suite_task_validates_draws_from_its_seed_and_round_trips():
         ({"clip": 0}, "clip"),
         ({"base": "nope"}, "base"),
         ({"tasks": ()}, "tasks"),
+        ({"sampling": "random"}, "sampling"),
     ):
         with pytest.raises(ValueError, match=match):
             SuiteTask(**kwargs)
     with pytest.raises(ValueError, match="trains vectorized"):
         make_backend("process", suite)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    chosen=st.sets(st.sampled_from(tasks.names(held_out=False)), min_size=1),
+    instances=st.integers(1, 24),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_stratified_draws_meet_families_tasks_and_models_evenly(chosen, instances, seed):
+    from keras_neuromod.evolution import SuiteTask
+
+    suite = SuiteTask(tasks=tuple(sorted(chosen)), instances=instances)
+    assert suite.sampling == "stratified"
+    drawn = suite.draw(seed)
+    assert len(drawn) == instances and drawn == suite.draw(seed)
+    families = collections.Counter(tasks.get(name).family for name, _, _ in drawn)
+    every_family = {tasks.get(name).family for name in chosen}
+    # each family as often as any other, give or take one; none missing while others repeat
+    assert max(families.values()) - min(families.values()) <= 1
+    assert len(families) == min(instances, len(every_family))
+    for family in families:
+        in_family = [name for name, _, _ in drawn if tasks.get(name).family == family]
+        count = collections.Counter(in_family)
+        members = {name for name in chosen if tasks.get(name).family == family}
+        assert len(count) == min(len(in_family), len(members))
+        assert max(count.values()) - min(count.values()) <= 1
+
+
+def test_uniform_draws_and_suites_written_before_sampling_keep_their_draw():
+    """A suite written without `sampling` draws as it always did: task, model, seed i.i.d."""
+    from keras_neuromod.evolution import SuiteTask
+
+    written = SuiteTask(tasks=("digits_mlp", "sequence_first", "friedman1"), instances=6)
+    data = written.to_dict()
+    del data["sampling"]
+    old = SuiteTask.from_dict(data)
+    assert old.sampling == "uniform"
+    rng = np.random.default_rng(7)  # the draw, written out independently
+    expected = []
+    for _ in range(6):
+        task = tasks.get(old.tasks[int(rng.integers(3))])
+        model = task.models[int(rng.integers(len(task.models)))]
+        expected.append((task.name, model, int(rng.integers(2**31 - 1))))
+    assert old.draw(7) == expected
+    assert written.draw(7) != expected
 
 
 @pytest.mark.slow

@@ -41,10 +41,12 @@ from keras_neuromod.agrn import Genome
 from keras_neuromod.evolution.fitness import placeholder_optimizer
 from keras_neuromod.evolution.fitness import task_step
 
-__all__ = ["SuiteTask", "SuiteEvaluator", "BASELINES", "VALIDATION_SEEDS"]
+__all__ = ["SuiteTask", "SuiteEvaluator", "BASELINES", "SAMPLINGS", "VALIDATION_SEEDS"]
 
 # The Keras optimizer each base is measured against, with Keras's defaults.
 BASELINES = {"adam": "Adam", "sgd": "SGD"}
+# How a generation's instances are drawn (`SuiteTask.sampling`).
+SAMPLINGS = ("stratified", "uniform")
 # Draw seeds of the validation instances: a stream of its own (an evolution's
 # generation seeds come from its numpy generator, below 2**31 - 1).
 VALIDATION_SEEDS = 2**31
@@ -77,6 +79,14 @@ class SuiteTask:
             so that a silent agent trains as the baseline). A suite written
             without it (before output sets) reads as ``"paper"``, the set its
             agents were evolved with.
+        sampling: how a generation's instances are drawn (`SAMPLINGS`).
+            ``"stratified"`` (default): the tasks' families take turns in a
+            random order, and so do a family's tasks and a task's models, so
+            that a generation meets every family as evenly as its number of
+            instances allows and two generations differ less by their draw.
+            ``"uniform"``: each instance's task and model are drawn
+            independently, uniformly; a suite written without the field (before
+            it) reads as this, the draw its agents were evolved with.
     """
 
     base: str = "adam"
@@ -89,6 +99,7 @@ class SuiteTask:
     max_regulatory: int = 32
     inputs: str = input_sets.DEFAULT
     outputs: str = output_sets.DEFAULT
+    sampling: str = "stratified"
 
     def __post_init__(self):
         from keras_neuromod import tasks as suite
@@ -113,6 +124,7 @@ class SuiteTask:
         clip = _fields.number(self.clip, "clip")
         if not (math.isfinite(clip) and clip > 0):
             raise ValueError(f"clip must be a positive number, got {self.clip!r}.")
+        _fields.choice(self.sampling, "sampling", SAMPLINGS)
         input_sets.get(self.inputs)
         base = bases.get(self.base)
         object.__setattr__(self, "outputs", base.resolve_outputs(self.outputs, self.inputs))
@@ -139,11 +151,23 @@ class SuiteTask:
         from keras_neuromod import tasks as suite
 
         rng = np.random.default_rng(int(seed))
+        if self.sampling == "uniform":
+            drawn = []
+            for _ in range(self.instances):
+                task = suite.get(self.tasks[int(rng.integers(len(self.tasks)))])
+                model = task.models[int(rng.integers(len(task.models)))]
+                drawn.append((task.name, model, int(rng.integers(2**31 - 1))))
+            return drawn
+        families = {}
+        for name in self.tasks:
+            families.setdefault(suite.get(name).family, []).append(name)
+        family_turns = _Turns(sorted(families), rng)
+        task_turns = {family: _Turns(names, rng) for family, names in families.items()}
+        model_turns = {name: _Turns(suite.get(name).models, rng) for name in self.tasks}
         drawn = []
         for _ in range(self.instances):
-            task = suite.get(self.tasks[int(rng.integers(len(self.tasks)))])
-            model = task.models[int(rng.integers(len(task.models)))]
-            drawn.append((task.name, model, int(rng.integers(2**31 - 1))))
+            name = task_turns[family_turns.next()].next()
+            drawn.append((name, model_turns[name].next(), int(rng.integers(2**31 - 1))))
         return drawn
 
     def to_dict(self):
@@ -162,7 +186,20 @@ class SuiteTask:
             data["tasks"] = tuple(data["tasks"])
         data.setdefault("inputs", input_sets.LEGACY)  # written before input sets: the paper's
         data.setdefault("outputs", output_sets.LEGACY)  # written before output sets: the paper's
+        data.setdefault("sampling", "uniform")  # written before stratified draws
         return cls(**data)
+
+
+class _Turns:
+    """Items taking turns: each round goes through all of them in a new random order."""
+
+    def __init__(self, items, rng):
+        self.items, self.rng, self.round = tuple(items), rng, []
+
+    def next(self):
+        if not self.round:
+            self.round = [self.items[i] for i in self.rng.permutation(len(self.items))]
+        return self.round.pop()
 
 
 def _horizon(task, splits, seed):
