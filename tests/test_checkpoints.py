@@ -9,6 +9,7 @@ backend, no training). Two GRNEAT evolutions are pinned by a golden file,
 
 import hashlib
 import json
+import math
 import os
 import sys
 
@@ -169,7 +170,11 @@ def _summary(checkpoint):
     """What pins an evolution: its logbook (without timings), hall of fame, final
     population and species, and the generator's state, from its checkpoint."""
     return {
-        "logbook": [{k: v for k, v in r.items() if k != "seconds"} for r in checkpoint["logbook"]],
+        # (timings vary; "drift" derives from the means, and is tested on its own)
+        "logbook": [
+            {k: v for k, v in r.items() if k not in ("seconds", "drift")}
+            for r in checkpoint["logbook"]
+        ],
         "hall_of_fame": [
             [i["fitness"], i["generation"], _digest(i["genome"])]
             for i in checkpoint["hall_of_fame"]
@@ -215,7 +220,36 @@ def test_the_zoo_agents_checkpoints_still_load(agent):
     # these checkpoints predate 'run_best': it is derived, at least the last generation's best
     assert "run_best" not in data
     assert again.pop("run_best")["fitness"] >= data["best"]["fitness"]
+    # and the logbook's "drift": derived from the means, as the evolution records it
+    assert all("drift" not in record for record in data["logbook"])
+    drifts = [record.pop("drift") for record in again["logbook"]]
+    np.testing.assert_allclose(drifts, _drifts([r["mean"] for r in data["logbook"]]))
     assert again == data
+
+
+def _drifts(means, window=10):
+    """The drift column, computed independently: per generation, the RMS of the last
+    `window` changes of the mean over sqrt(2)."""
+    out = []
+    for g in range(len(means)):
+        changes = [means[i] - means[i - 1] for i in range(max(1, g - window + 1), g + 1)]
+        out.append(math.sqrt(sum(c * c for c in changes) / len(changes) / 2) if changes else 0.0)
+    return out
+
+
+def test_the_logbook_reads_the_spread_between_and_within_generations(tmp_path):
+    result = run(seed=3, population=12, generations=14, out=str(tmp_path))
+    means = [r["mean"] for r in result.logbook]
+    drifts = [r["drift"] for r in result.logbook]
+    np.testing.assert_allclose(drifts, _drifts(means), rtol=1e-12)
+    assert drifts[0] == 0.0 and all(d > 0 for d in drifts[1:])
+    assert "drift" in result.logbook.header
+    # the checkpoint holds it, and a resumed run goes on with the same values
+    saved = read_json(tmp_path / "checkpoint.json")["logbook"]
+    assert [r["drift"] for r in saved] == drifts
+    run(seed=3, population=12, generations=6, out=str(tmp_path / "b"))
+    resumed = run(seed=3, population=12, generations=14, out=str(tmp_path / "b"), resume=True)
+    assert [r["drift"] for r in resumed.logbook] == drifts
 
 
 def _write_golden():

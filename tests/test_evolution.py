@@ -519,8 +519,9 @@ def test_a_worker_dying_while_the_parent_is_busy_loses_nothing():
 def test_evolution_goes_on_when_workers_crash():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
+        # one individual of the second generation crashes its worker, twice
         result = run(
-            seed=2,
+            seed=7,
             generations=2,
             population=6,
             backend="process",
@@ -731,7 +732,15 @@ def test_ray_backend_on_a_local_cluster(local_ray):
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        crashed = run(seed=2, generations=2, backend="ray", workers=2, fitness=crashing_fitness)
+        # one individual of the second generation crashes: its actor is lost twice
+        crashed = run(
+            seed=7,
+            generations=2,
+            population=4,
+            backend="ray",
+            workers=2,
+            fitness=crashing_fitness,
+        )
     assert crashed.generations == 2 and min(r["min"] for r in crashed.logbook) == 0.0
 
     task = FitnessTask(**TINY)

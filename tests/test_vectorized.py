@@ -6,6 +6,7 @@ from this (TensorFlow) process, and a real local Ray cluster.
 """
 
 import collections
+import itertools
 import json
 import math
 import os
@@ -149,6 +150,21 @@ def test_suite_fitness_scores_against_keras_adam_on_validation_loss(jax_run):
         expected = np.clip(np.log(check["baseline"] / np.asarray(check["agent_loss"])), -3, 3)
         np.testing.assert_allclose(table[:, column], expected, rtol=1e-6, atol=1e-9)
     assert len({(name, model) for name, model, _ in record["instances"]}) >= 1
+    # the tuned reference: the least validation loss over Adam's learning-rate grid
+    tuned = record["tuned"]
+    assert tuned["instances"] == record["instances"]  # the reference does not change the draw
+    grid, fit_grid = np.asarray(tuned["grid"]), np.asarray(tuned["fit_grid"])
+    assert tuned["reference"] == pytest.approx(grid.min(), rel=1e-4)
+    assert tuned["rates"][grid.argmin()] != 1e-3  # here Adam's default rate is not the best
+    # each grid point trains as Keras's Adam of that rate, to rounding where training is
+    # not chaotic (at the larger rates, rounding grows to a few percent and more)
+    calm = np.asarray(tuned["rates"]) <= 3e-3
+    np.testing.assert_allclose(grid[calm], fit_grid[calm], rtol=1e-4)
+    expected = np.clip(
+        np.log(tuned["reference"] / np.asarray(record["checks"][0]["agent_loss"])), -3, 3
+    )
+    np.testing.assert_allclose(np.asarray(tuned["table"])[:, 0], expected, rtol=1e-6, atol=1e-9)
+    assert (np.asarray(tuned["table"]) <= table + 1e-6).all()  # no easier than the default
     # instances whose splits differ in size train too (one program per size)
     assert len(set(record["varied_sizes"])) > 1
     assert (np.asarray(record["varied_table"]) > -3.0).all()
@@ -220,6 +236,34 @@ def test_uniform_draws_and_suites_written_before_sampling_keep_their_draw():
         expected.append((task.name, model, int(rng.integers(2**31 - 1))))
     assert old.draw(7) == expected
     assert written.draw(7) != expected
+
+
+def test_suites_measure_against_a_tuned_reference_and_old_ones_against_the_default():
+    from keras_neuromod.evolution import SuiteTask
+    from keras_neuromod.evolution.suite import REFERENCE_GRIDS
+    from keras_neuromod.evolution.suite import reference_grid
+
+    written = SuiteTask(tasks=("friedman1",), base="sgd")
+    assert written.reference == "tuned"
+    assert SuiteTask.from_dict(json.loads(json.dumps(written.to_dict()))) == written
+    data = written.to_dict()
+    del data["reference"]
+    assert SuiteTask.from_dict(data).reference == "default"  # written before the field
+    with pytest.raises(ValueError, match=r"reference must be one of \['tuned', 'default'\]"):
+        SuiteTask(tasks=("friedman1",), reference="best")
+    # the grid: every combination, the other hyperparameters at Keras's defaults
+    for base, optimizer in (("adam", keras.optimizers.Adam()), ("sgd", keras.optimizers.SGD())):
+        grid = REFERENCE_GRIDS[base]
+        points = reference_grid(base)
+        assert len(points) == math.prod(len(values) for values in grid.values())
+        assert {tuple(p.values[name] for name in grid) for p in points} == set(
+            itertools.product(*grid.values())
+        )
+        config = optimizer.get_config()
+        for point in points:
+            for name, value in point.values.items():
+                if name not in grid:
+                    assert value == pytest.approx(config[name])
 
 
 @pytest.mark.slow

@@ -60,7 +60,8 @@ def main():
     out = {"backend": keras.backend.backend(), "scenarios": {}}
     for name, options, architecture, plans in SCENARIOS:
         task = FitnessTask(**BASE, **options)
-        population = genomes(task.n_outputs)
+        # three genomes on the convolutional model, whose `fit` is slow on CPU
+        population = genomes(task.n_outputs, 5 if architecture == "mlp" else 3)
         fit = Evaluator(task)
         default = VectorizedEvaluator(task)
         record = {
@@ -104,17 +105,41 @@ def main():
     print(json.dumps(out))
 
 
+def _fit_loss(task, model_name, seed, splits, orders, optimizer):
+    """The validation loss of `model.fit` with `optimizer`, on the instance's batches."""
+    model = task.build_model(model_name, seed=seed)
+    task.compile(model, optimizer)
+    for permutation in orders:
+        model.fit(
+            splits.train[0][permutation],
+            splits.train[1][permutation],
+            batch_size=task.batch_size,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+        )
+    return float(model.evaluate(*splits.val, batch_size=64, verbose=0)[0])
+
+
 def suite_fitness():
-    """SuiteEvaluator: the baseline is Keras's Adam as `fit` trains it; scores are log
-    loss ratios."""
+    """SuiteEvaluator: the reference is Keras's Adam as `fit` trains it (at its defaults, or
+    the best over the learning-rate grid); scores are log loss ratios."""
+    import dataclasses
+
     import keras
 
     from keras_neuromod import tasks
     from keras_neuromod.evolution import SuiteTask
+    from keras_neuromod.evolution.suite import REFERENCE_GRIDS
     from keras_neuromod.evolution.suite import SuiteEvaluator
+    from keras_neuromod.evolution.suite import reference_grid
 
     suite = SuiteTask(
-        tasks=("breast_cancer", "friedman1"), instances=2, max_regulatory=6, inputs="paper"
+        tasks=("breast_cancer", "friedman1"),
+        instances=2,
+        max_regulatory=6,
+        inputs="paper",
+        reference="default",
     )
     evaluator = SuiteEvaluator(suite)
     population = genomes(8, 4)
@@ -123,31 +148,43 @@ def suite_fitness():
     for task_name, model_name, seed in instances:
         task = tasks.get(task_name)
         splits, weights, orders = evaluator._instance(task, model_name, seed)
-        _, (agents, _) = evaluator._programs_for(task_name, model_name, splits)
-        model = task.build_model(model_name, seed=seed)
-        task.compile(model, keras.optimizers.Adam())
-        for permutation in orders:
-            model.fit(
-                splits.train[0][permutation],
-                splits.train[1][permutation],
-                batch_size=task.batch_size,
-                epochs=1,
-                shuffle=False,
-                verbose=0,
-            )
-        fit_loss = float(model.evaluate(*splits.val, batch_size=64, verbose=0)[0])
+        _, agents = evaluator._programs_for(task_name, model_name, splits)
+        fit_loss = _fit_loss(task, model_name, seed, splits, orders, keras.optimizers.Adam())
         agents.use_data(*splits.train, *splits.val)
         agent_loss = agents.run(population, weights, orders).loss
         checks.append(
             {
-                "baseline": evaluator._baselines[(task_name, model_name, seed)],
+                "baseline": evaluator._references[(task_name, model_name, seed)],
                 "fit_baseline": fit_loss,
                 "agent_loss": agent_loss.tolist(),
             }
         )
+    # the tuned reference: the same instances, against Adam's best learning rate of the grid
+    tuned = SuiteEvaluator(dataclasses.replace(suite, reference="tuned"))
+    tuned_table, tuned_instances = tuned.scores(population, 11)
+    task_name, model_name, seed = tuned_instances[0]
+    task = tasks.get(task_name)
+    splits, _, orders = tuned._instance(task, model_name, seed)
+    rates = REFERENCE_GRIDS["adam"]["learning_rate"]
+    fit_grid = [
+        _fit_loss(task, model_name, seed, splits, orders, keras.optimizers.Adam(rate))
+        for rate in rates
+    ]
+    # the grid trained one by one, a call per batch
+    alone = SuiteEvaluator(tuned.suite, vmap=False, scan=False)
+    splits, weights, orders = alone._instance(task, model_name, seed)
+    program = alone._static_program(task, model_name, splits, kind="reference")
+    program.use_data(*splits.train, *splits.val)
+    grid = program.run(reference_grid("adam"), weights, orders).loss
     # a generated task whose split sizes differ from seed to seed
     varied = SuiteEvaluator(
-        SuiteTask(tasks=("tabular_synthetic",), instances=6, max_regulatory=6, inputs="paper")
+        SuiteTask(
+            tasks=("tabular_synthetic",),
+            instances=6,
+            max_regulatory=6,
+            inputs="paper",
+            reference="default",
+        )
     )
     varied_table, varied_instances = varied.scores(population, 3)
     sizes = [len(tasks.get(name).splits(seed).train[0]) for name, _, seed in varied_instances]
@@ -156,6 +193,14 @@ def suite_fitness():
         "instances": instances,
         "checks": checks,
         "again": evaluator.scores(population, 11)[0].tolist(),
+        "tuned": {
+            "instances": tuned_instances,
+            "table": tuned_table.tolist(),
+            "reference": tuned._references[(task_name, model_name, seed)],
+            "rates": list(rates),
+            "grid": grid.tolist(),
+            "fit_grid": fit_grid,
+        },
         "varied_sizes": sizes,
         "varied_table": varied_table.tolist(),
     }

@@ -130,6 +130,24 @@ class EvolutionResult:
     out: str = None
 
 
+# Generations over which the logbook's "drift" column reads the population mean's changes.
+DRIFT_WINDOW = 10
+
+
+def drift(means):
+    """The spread of the population mean between generations, from the means so far.
+
+    `sqrt(mean(d ** 2) / 2)` over the last `DRIFT_WINDOW` changes `d` of the
+    mean from one generation to the next (0 before the second generation): the
+    standard deviation of a mean that only jitters from draw to draw, and
+    insensitive to a slow trend. The logbook records it as ``drift`` beside
+    ``std``, the spread within the generation: a fitness whose draw moves the
+    mean more than the individuals differ (drift above std) ranks them by luck.
+    """
+    changes = np.diff(np.asarray(means[-(DRIFT_WINDOW + 1) :], np.float64))
+    return float(np.sqrt(np.mean(changes**2) / 2)) if changes.size else 0.0
+
+
 def _statistics():
     stats = tools.Statistics(lambda ind: ind.fitness.values[0])
     stats.register("max", np.max)
@@ -161,6 +179,7 @@ class _Run:
             "mean",
             "min",
             "std",
+            "drift",
             "seconds",
         ]
         self.hall_of_fame = tools.HallOfFame(settings["hall_of_fame"])
@@ -383,13 +402,17 @@ class _CheckpointReader:
         """Record the saved logbook's `generations` records into the DEAP `logbook`."""
         records = _fields.items(self.data["logbook"], self.at("logbook"), length=generations)
         for i, record in enumerate(records):
-            _fields.fields(record, self.at(f"logbook[{i}]"), logbook.header)
+            where = self.at(f"logbook[{i}]")
+            # "drift" derives from the means: a checkpoint written before it gets it here
+            _fields.fields(record, where, [k for k in logbook.header if k != "drift"], ["drift"])
             for key in ("gen", "evals", "species"):
-                _fields.integer(record[key], self.at(f"logbook[{i}].{key}"))
-            _fields.text(record["architecture"], self.at(f"logbook[{i}].architecture"))
-            for key in ("size", "max", "mean", "min", "std", "seconds"):
-                _fields.number(record[key], self.at(f"logbook[{i}].{key}"))
-            logbook.record(**record)
+                _fields.integer(record[key], f"{where}.{key}")
+            _fields.text(record["architecture"], f"{where}.architecture")
+            for key in ("size", "max", "mean", "min", "std", "drift", "seconds"):
+                if key in record:
+                    _fields.number(record[key], f"{where}.{key}")
+            means = [r["mean"] for r in logbook] + [record["mean"]]
+            logbook.record(**{**record, "drift": record.get("drift", drift(means))})
 
     def hall_of_fame(self, hall_of_fame):
         """Fill the DEAP `hall_of_fame` exactly as it was saved."""
@@ -582,7 +605,7 @@ def evolve(
         io.FolderLockedError: another live run holds `out`'s lock.
         FileExistsError: `out` holds a checkpoint and `resume` is false.
         TaskError: the task cannot be evaluated (its data, its models or the
-            baseline's training fail, a worker process cannot start, or every
+            reference's training fail, a worker process cannot start, or every
             evaluation of a generation failed); nothing more is evaluated and
             the last checkpoint stays as it was.
         RuntimeError: called while a worker process imports the script that
@@ -748,7 +771,7 @@ def _check_static(task, fitness):
     if not isinstance(task, SuiteTask) or fitness is not None:
         raise ValueError(
             "algorithm='static' searches fixed hyperparameters on a SuiteTask (its "
-            "vectorized trainings against the Keras baseline); pass task=SuiteTask(...) "
+            "vectorized trainings against its reference); pass task=SuiteTask(...) "
             "and no fitness function."
         )
 
@@ -812,15 +835,16 @@ def _record(run, population, fitnesses, architecture, evaluated, species, start,
     run.last_best = _best_of(individuals)
     run.run_best = _run_best(run.hall_of_fame, run.run_best, run.last_best)
     run.evaluations += evaluated
-    record = _statistics().compile(individuals)
+    record = {k: float(v) for k, v in _statistics().compile(individuals).items()}
     run.logbook.record(
         gen=run.generation,
         architecture=architecture,
         evals=evaluated,
         species=species,
         size=float(np.mean([g.n_regulatory for g in population])),
+        drift=drift([r["mean"] for r in run.logbook] + [record["mean"]]),
         seconds=round(time.perf_counter() - start, 2),
-        **{k: float(v) for k, v in record.items()},
+        **record,
     )
     if verbose:
         print(run.logbook.stream, flush=True)

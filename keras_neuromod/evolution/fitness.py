@@ -12,7 +12,7 @@ evaluation resets the weights and the optimizer state, swaps the genome into the
 optimizer's variables and fits, so no model is rebuilt and no train step is
 traced again.
 
-An error of the task itself (its data, its models, the baseline's training) is
+An error of the task itself (its data, its models, the reference's training) is
 no individual's fault: it is raised as a `TaskError`, which stops an evolution
 (`keras_neuromod.evolution.parallel`) instead of scoring every individual worst.
 """
@@ -34,7 +34,7 @@ __all__ = ["FitnessTask", "TaskData", "Evaluator", "TaskError", "task_step"]
 
 
 class TaskError(RuntimeError):
-    """An evaluation failed through its task (data, models, baseline), not through the individual.
+    """An evaluation failed through its task (data, models, reference), not through the individual.
 
     Every individual would fail alike, so an evolution stops at once with this
     error (a worker's traceback included) instead of scoring them all worst.

@@ -10,7 +10,7 @@ goes on. Results come back in the order of the jobs, whatever order the
 workers finish in, so the evolution is the same on every backend.
 
 An error of the task itself (`fitness.TaskError`: its data, its models, the
-baseline's training) is not retried: `map` raises it at once, with the worker's
+reference's training) is not retried: `map` raises it at once, with the worker's
 traceback, and so stops an evolution. So does a worker process that cannot start
 (a script without an ``if __name__ == "__main__":`` guard, a task definition that
 cannot be rebuilt in the worker), with what the worker printed.

@@ -5,18 +5,23 @@ Every generation's seed draws `instances` training instances, each a task of
 `keras_neuromod.tasks` (never a held-out one unless named), one of its models
 and a seed (the initial weights and the data order). On every instance,
 
-* the baseline, Keras's default optimizer of the agent's base (Adam for Nm-Adam,
-  SGD for Nm-SGD, with Keras's default settings), trains the model once;
+* the reference trains the model: by default (``reference="tuned"``) Keras's
+  optimizer of the agent's base (Adam for Nm-Adam, SGD for Nm-SGD) at every
+  point of a learning-rate grid (`REFERENCE_GRIDS`; SGD with and without
+  momentum), each from the same start, and the reference is the best of them
+  on the instance's validation split, as a user who tunes the learning rate
+  would find it; ``reference="default"`` is Keras's default settings, trained
+  once;
 * every individual trains the same model from the same weights on the same
   batches under its modulation;
-* the individual's score is `log(baseline validation loss / its validation
-  loss)`, clipped to `[-clip, clip]`: 0 is as good as the baseline, positive is
+* the individual's score is `log(reference validation loss / its validation
+  loss)`, clipped to `[-clip, clip]`: 0 is as good as the reference, positive is
   better, and the scale of the loss (cross-entropy, squared error) cancels, so
   that tasks of different difficulty and different losses are comparable. A
   training whose loss turned NaN or Inf scores `-clip`.
 
 The fitness is the mean score over the instances. An error in preparing an
-instance or in training its baseline is the task's (`fitness.TaskError`): it
+instance or in training its reference is the task's (`fitness.TaskError`): it
 stops the evolution instead of scoring every individual worst. Selection reads validation
 data only (carved from the training data); the test split is left for evidence.
 The static-search control's candidates (`static.FixedHyperparameters`: one fixed
@@ -41,10 +46,30 @@ from keras_neuromod.agrn import Genome
 from keras_neuromod.evolution.fitness import placeholder_optimizer
 from keras_neuromod.evolution.fitness import task_step
 
-__all__ = ["SuiteTask", "SuiteEvaluator", "BASELINES", "SAMPLINGS", "VALIDATION_SEEDS"]
+__all__ = [
+    "SuiteTask",
+    "SuiteEvaluator",
+    "BASELINES",
+    "REFERENCES",
+    "REFERENCE_GRIDS",
+    "SAMPLINGS",
+    "VALIDATION_SEEDS",
+]
 
-# The Keras optimizer each base is measured against, with Keras's defaults.
+# The Keras optimizer each base is measured against.
 BASELINES = {"adam": "Adam", "sgd": "SGD"}
+# What an instance's score is measured against (`SuiteTask.reference`).
+REFERENCES = ("tuned", "default")
+# The tuned reference's grid: every combination of these values, the base's other
+# hyperparameters at Keras's defaults. Half-decade learning rates over the range
+# users tune; SGD with Keras's default momentum (0) and with the usual 0.9.
+REFERENCE_GRIDS = {
+    "adam": {"learning_rate": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)},
+    "sgd": {
+        "learning_rate": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0),
+        "momentum": (0.0, 0.9),
+    },
+}
 # How a generation's instances are drawn (`SuiteTask.sampling`).
 SAMPLINGS = ("stratified", "uniform")
 # Draw seeds of the validation instances: a stream of its own (an evolution's
@@ -63,7 +88,7 @@ class SuiteTask:
             task that is not held out).
         instances: (task, model, seed) instances per generation.
         clip: the bound of an instance's score (3: a loss 20 times the
-            baseline's, or a 20th of it); a diverging training scores `-clip`.
+            reference's, or a 20th of it); a diverging training scores `-clip`.
             Too tight a bound flattens the fitness of a population whose
             untrained agents all lose by more.
         ranges: hyperparameter ranges of the optimizer (None: its defaults).
@@ -75,8 +100,8 @@ class SuiteTask:
             record of an earlier run) reads as ``"paper"``, the set its
             agents were evolved with.
         outputs: the agents' output set (`keras_neuromod.outputs`; default
-            ``"centred"``: every range centred on the baseline's settings,
-            so that a silent agent trains as the baseline). A suite written
+            ``"centred"``: every range centred on Keras's default settings,
+            so that a silent agent trains as the default). A suite written
             without it (before output sets) reads as ``"paper"``, the set its
             agents were evolved with.
         sampling: how a generation's instances are drawn (`SAMPLINGS`).
@@ -87,6 +112,15 @@ class SuiteTask:
             ``"uniform"``: each instance's task and model are drawn
             independently, uniformly; a suite written without the field (before
             it) reads as this, the draw its agents were evolved with.
+        reference: what an instance's score is measured against
+            (`REFERENCES`). ``"tuned"`` (default): the best, on the
+            instance's validation split, of Keras's optimizer of the base
+            over the learning-rate grid of `REFERENCE_GRIDS` (an agent scores
+            0 where it trains as well as the learning rate a user would tune),
+            at the cost of the grid's trainings on each instance.
+            ``"default"``: Keras's optimizer with its default settings; a
+            suite written without the field (before it) reads as this, the
+            reference its agents were evolved against.
     """
 
     base: str = "adam"
@@ -100,6 +134,7 @@ class SuiteTask:
     inputs: str = input_sets.DEFAULT
     outputs: str = output_sets.DEFAULT
     sampling: str = "stratified"
+    reference: str = "tuned"
 
     def __post_init__(self):
         from keras_neuromod import tasks as suite
@@ -125,6 +160,7 @@ class SuiteTask:
         if not (math.isfinite(clip) and clip > 0):
             raise ValueError(f"clip must be a positive number, got {self.clip!r}.")
         _fields.choice(self.sampling, "sampling", SAMPLINGS)
+        _fields.choice(self.reference, "reference", REFERENCES)
         input_sets.get(self.inputs)
         base = bases.get(self.base)
         object.__setattr__(self, "outputs", base.resolve_outputs(self.outputs, self.inputs))
@@ -187,6 +223,7 @@ class SuiteTask:
         data.setdefault("inputs", input_sets.LEGACY)  # written before input sets: the paper's
         data.setdefault("outputs", output_sets.LEGACY)  # written before output sets: the paper's
         data.setdefault("sampling", "uniform")  # written before stratified draws
+        data.setdefault("reference", "default")  # written before tuned references
         return cls(**data)
 
 
@@ -200,6 +237,41 @@ class _Turns:
         if not self.round:
             self.round = [self.items[i] for i in self.rng.permutation(len(self.items))]
         return self.round.pop()
+
+
+def reference_grid(base):
+    """The tuned reference's candidates: `FixedHyperparameters` over `REFERENCE_GRIDS[base]`.
+
+    The base's other hyperparameters keep Keras's defaults.
+    """
+    import itertools
+
+    import keras
+
+    from keras_neuromod.evolution.static import FixedHyperparameters
+
+    grid = REFERENCE_GRIDS[base]
+    defaults = keras.optimizers.get(BASELINES[base]).get_config()
+    names = bases.get(base).hyperparameters
+    values = {name: float(defaults[name]) for name in names}
+    return [
+        FixedHyperparameters(base, {**values, **dict(zip(grid, point))})
+        for point in itertools.product(*grid.values())
+    ]
+
+
+def _describe_reference(suite):
+    """How the suite's reference trains, in words."""
+    optimizer = BASELINES[suite.base]
+    if suite.reference == "default":
+        return f"Keras's default {optimizer}"
+    points = math.prod(len(values) for values in REFERENCE_GRIDS[suite.base].values())
+    return f"the best of {optimizer} over {points} learning-rate settings"
+
+
+def _shapes(splits):
+    """The shapes of an instance's training and validation arrays (a program's key)."""
+    return tuple(np.shape(a) for a in (*splits.train, *splits.val))
 
 
 def _horizon(task, splits, seed):
@@ -228,50 +300,56 @@ class SuiteEvaluator:
         self.suite = suite
         self.plan = {"vmap": vmap, "scan": scan, "width": DEFAULT_WIDTH if width is None else width}
         self._programs = {}
-        self._baselines = {}
+        self._references = {}
 
     def _programs_for(self, task_name, model_name, splits):
-        """The agents' and the baseline's compiled trainings of one (task, model, data shapes).
+        """The task and the agents' compiled training of one (task, model, data shapes).
 
         A generated task's split sizes may differ a little from seed to seed
         (the stratified validation carve rounds per class); each size has its
         own program.
         """
-        shapes = tuple(np.shape(a) for a in (*splits.train, *splits.val))
-        key = (task_name, model_name, shapes)
-        if key not in self._programs:
-            import keras
-
-            from keras_neuromod import tasks as suite_tasks
-
-            suite = self.suite
-            task = suite_tasks.get(task_name)
-            programs = []
-            for optimizer in (
-                placeholder_optimizer(suite),
-                keras.optimizers.get(BASELINES[suite.base]),
-            ):
-                model = task.build_model(model_name, seed=0)
-                programs.append(self._compiled(task, model, optimizer, splits))
-            self._programs[key] = (task, programs)
-        return self._programs[key]
-
-    def _static_program(self, task_name, model_name, splits):
-        """The compiled training of fixed hyperparameters (the static search) on one
-        (task, model, shapes).
-
-        The task's optimizer under the "frozen" ablation (`static.fixed_optimizer`):
-        a population of hyperparameter vectors trains where genomes would.
-        """
-        shapes = tuple(np.shape(a) for a in (*splits.train, *splits.val))
-        key = (task_name, model_name, shapes, "static")
+        key = (task_name, model_name, _shapes(splits))
         if key not in self._programs:
             from keras_neuromod import tasks as suite_tasks
-            from keras_neuromod.evolution.static import fixed_optimizer
 
             task = suite_tasks.get(task_name)
             model = task.build_model(model_name, seed=0)
-            optimizer = fixed_optimizer(self.suite, len(model.trainable_variables))
+            self._programs[key] = (
+                task,
+                self._compiled(task, model, placeholder_optimizer(self.suite), splits),
+            )
+        return self._programs[key]
+
+    def _default_program(self, task, model_name, splits):
+        """The compiled training of Keras's optimizer of the base, at its defaults."""
+        key = (task.name, model_name, _shapes(splits), "default")
+        if key not in self._programs:
+            import keras
+
+            model = task.build_model(model_name, seed=0)
+            optimizer = keras.optimizers.get(BASELINES[self.suite.base])
+            self._programs[key] = self._compiled(task, model, optimizer, splits)
+        return self._programs[key]
+
+    def _static_program(self, task, model_name, splits, kind="static"):
+        """The compiled training of fixed hyperparameters on one (task, model, shapes).
+
+        The task's optimizer under the "frozen" ablation (`static.fixed_optimizer`):
+        a population of hyperparameter vectors trains where genomes would.
+        ``kind="static"`` clips them to the suite's ranges (the static search);
+        ``kind="reference"`` to the centred output set's default ranges, which
+        hold every point of the reference's grid.
+        """
+        key = (task.name, model_name, _shapes(splits), kind)
+        if key not in self._programs:
+            from keras_neuromod.evolution.static import fixed_optimizer
+
+            suite = self.suite
+            if kind == "reference":
+                suite = dataclasses.replace(suite, ranges=None, outputs="centred")
+            model = task.build_model(model_name, seed=0)
+            optimizer = fixed_optimizer(suite, len(model.trainable_variables))
             self._programs[key] = self._compiled(task, model, optimizer, splits)
         return self._programs[key]
 
@@ -321,14 +399,27 @@ class SuiteEvaluator:
         weights = task.build_model(model_name, seed=seed).get_weights()
         return splits, weights, task.data_order(seed)
 
-    def _baseline(self, program, key, weights, orders):
-        """The baseline's validation loss on instance `key` (NaN if it diverged), trained once."""
-        if key not in self._baselines:
-            if len(self._baselines) >= 256:
-                self._baselines.pop(next(iter(self._baselines)))
-            result = program.run(None, weights, orders)
-            self._baselines[key] = float(result.loss[0]) if result.finite[0] else math.nan
-        return self._baselines[key]
+    def _reference(self, task, model_name, seed, splits, weights, orders):
+        """The reference's validation loss on an instance (NaN if it diverged), trained once.
+
+        The tuned reference's loss is the least over its grid's finite trainings.
+        """
+        key = (task.name, model_name, seed)
+        if key not in self._references:
+            if len(self._references) >= 256:
+                self._references.pop(next(iter(self._references)))
+            if self.suite.reference == "tuned":
+                program = self._static_program(task, model_name, splits, kind="reference")
+                program.use_data(*splits.train, *splits.val)
+                result = program.run(reference_grid(self.suite.base), weights, orders)
+            else:
+                program = self._default_program(task, model_name, splits)
+                program.use_data(*splits.train, *splits.val)
+                result = program.run(None, weights, orders)
+            losses = np.where(result.finite, result.loss, np.inf)
+            best = float(np.min(losses))
+            self._references[key] = best if math.isfinite(best) else math.nan
+        return self._references[key]
 
     def scores(self, genomes, seed):
         """Per-instance scores, `[genomes, instances]`, and the instances.
@@ -346,27 +437,26 @@ class SuiteEvaluator:
         instances = self.suite.draw(seed)
         table = np.zeros((len(genomes), len(instances)))
         for column, (task_name, model_name, instance_seed) in enumerate(instances):
-            # everything up to the baseline's training is the task's: its errors stop a run
+            # everything up to the reference's training is the task's: its errors stop a run
             with task_step(
                 f"preparing task {task_name!r} with model {model_name!r} "
-                f"(seed {instance_seed}) and training its {BASELINES[self.suite.base]} "
-                "baseline"
+                f"(seed {instance_seed}) and training its reference "
+                f"({_describe_reference(self.suite)})"
             ):
                 task = suite_tasks.get(task_name)
                 splits, weights, orders = self._instance(task, model_name, instance_seed)
-                _, (agents, baseline) = self._programs_for(task_name, model_name, splits)
-                for program in (agents, baseline):
-                    program.use_data(*splits.train, *splits.val)
-                reference = self._baseline(
-                    baseline, (task_name, model_name, instance_seed), weights, orders
-                )
                 if static:
-                    program = self._static_program(task_name, model_name, splits)
-                    program.use_data(*splits.train, *splits.val)
+                    program = self._static_program(task, model_name, splits)
+                else:
+                    _, program = self._programs_for(task_name, model_name, splits)
+                program.use_data(*splits.train, *splits.val)
+                reference = self._reference(
+                    task, model_name, instance_seed, splits, weights, orders
+                )
             if static:
                 result = program.run(genomes, weights, orders)
             else:
-                result = agents.run(
+                result = program.run(
                     genomes, weights, orders, horizon=_horizon(task, splits, instance_seed)
                 )
             with np.errstate(divide="ignore", invalid="ignore"):
