@@ -80,6 +80,19 @@ class Agent:
             raise ValueError(
                 f"Agent 'settings' must be a dict, got {type(self.settings).__name__}."
             )
+        outputs = self._checked_io_sets(base)
+        if self.ranges is not None:
+            try:
+                base.check_ranges(self.ranges, outputs=outputs)
+            except ValueError as error:
+                raise ValueError(f"Agent 'ranges': {error}") from None
+        self._check_step_settings()
+        for field in ("provenance", "benchmark"):
+            if not isinstance(getattr(self, field), dict):
+                raise ValueError(f"Agent '{field}' must be a dict.")
+
+    def _checked_io_sets(self, base):
+        """Check the input and output sets against the genome; return the output set's name."""
         try:
             input_set = input_sets.get(self.settings.get("inputs", input_sets.LEGACY))
         except ValueError as error:
@@ -93,14 +106,12 @@ class Agent:
         try:
             if "outputs" in self.settings:
                 output_sets.get(self.settings["outputs"])
-            outputs = base.resolve_outputs(self.settings.get("outputs"), input_set.name)
+            return base.resolve_outputs(self.settings.get("outputs"), input_set.name)
         except ValueError as error:
             raise ValueError(f"Agent 'settings' entry 'outputs': {error}") from None
-        if self.ranges is not None:
-            try:
-                base.check_ranges(self.ranges, outputs=outputs)
-            except ValueError as error:
-                raise ValueError(f"Agent 'ranges': {error}") from None
+
+    def _check_step_settings(self):
+        """Check that `settings` has only known keys and in-range AGRN step counts."""
         known = list(_SETTINGS) + list(_SET_SETTINGS)
         unknown = sorted(set(self.settings) - set(known), key=str)
         if unknown:
@@ -110,9 +121,6 @@ class Agent:
                 _fields.integer(
                     value, f"Agent 'settings' entry {key!r}", _SETTINGS[key], MAX_AGENT_STEPS
                 )
-        for field in ("provenance", "benchmark"):
-            if not isinstance(getattr(self, field), dict):
-                raise ValueError(f"Agent '{field}' must be a dict.")
 
     @property
     def output_set(self):

@@ -168,33 +168,10 @@ def _unavailable_message(name, data_dir, reason):
 
 
 def _tfds_image_classification(name, data_dir=None, download=True):
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError:
-        raise ImportError(
-            f"The {name} data set is loaded through tensorflow-datasets: "
-            "`pip install keras_neuromod[datasets]`. The `digits` data set needs "
-            "nothing more."
-        ) from None
+    """Load the tensorflow-datasets image classification data set `name`."""
+    tfds = _import_tfds(name)
     builder = tfds.builder(name, data_dir=data_dir)
-    prepared = _is_prepared(builder)
-    if not prepared:
-        if not download:
-            raise DatasetUnavailableError(
-                _unavailable_message(
-                    name, data_dir, f"nothing is prepared under {builder.data_dir}."
-                )
-            )
-        if not _network_reachable():
-            raise DatasetUnavailableError(
-                _unavailable_message(
-                    name,
-                    data_dir,
-                    "it is not prepared locally and its download server cannot "
-                    "be reached from this machine.",
-                )
-            )
-        builder.download_and_prepare()
+    _ensure_prepared(builder, name, data_dir, download)
     # batch_size=-1 aborts the process on some TensorFlow versions (a C++
     # length_error in the whole-split read): read in large batches instead.
     (x_train, y_train), (x_test, y_test) = [
@@ -211,6 +188,39 @@ def _tfds_image_classification(name, data_dir=None, download=True):
         (images(x_test), np.asarray(y_test, "int32")),
         int(num_classes),
     )
+
+
+def _import_tfds(name):
+    """Import tensorflow-datasets, or say how to install it for data set `name`."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise ImportError(
+            f"The {name} data set is loaded through tensorflow-datasets: "
+            "`pip install keras_neuromod[datasets]`. The `digits` data set needs "
+            "nothing more."
+        ) from None
+    return tfds
+
+
+def _ensure_prepared(builder, name, data_dir, download):
+    """Download and prepare `builder`'s data unless prepared; fail fast where it cannot."""
+    if _is_prepared(builder):
+        return
+    if not download:
+        raise DatasetUnavailableError(
+            _unavailable_message(name, data_dir, f"nothing is prepared under {builder.data_dir}.")
+        )
+    if not _network_reachable():
+        raise DatasetUnavailableError(
+            _unavailable_message(
+                name,
+                data_dir,
+                "it is not prepared locally and its download server cannot "
+                "be reached from this machine.",
+            )
+        )
+    builder.download_and_prepare()
 
 
 def _as_arrays(tfds, dataset):

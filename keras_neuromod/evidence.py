@@ -794,23 +794,9 @@ def compare(task, methods, models=None, seeds=10, record=None, first_seed=0, ver
         A `Report`.
     """
     task = _resolve_task(task)
-    if not isinstance(methods, dict) or not methods:
-        raise ValueError("methods must be a non-empty dict of names to optimizer factories.")
-    specs = {str(name): _as_method(name, spec) for name, spec in methods.items()}
-    if models is None:
-        models = list(task.models)
-    elif isinstance(models, str):
-        models = [models]
-    models = list(models)
-    for model in models:
-        if model not in task.models:
-            raise ValueError(
-                f"Task {task.name!r} trains the models {list(task.models)}, not {model!r}."
-            )
-    seeds = int(seeds)
-    if seeds < 1:
-        raise ValueError(f"seeds must be at least 1, got {seeds!r}.")
-    seed_list = [int(first_seed) + i for i in range(seeds)]
+    specs = _method_specs(methods)
+    models = _model_list(task, models)
+    seed_list = _seed_list(seeds, first_seed)
     store = Record(None if record is None else os.fspath(record), task.name)
     results, untrained, settings, searches = {}, {}, {}, {}
     for model in models:
@@ -827,19 +813,50 @@ def compare(task, methods, models=None, seeds=10, record=None, first_seed=0, ver
             settings[(model, name)] = plan.settings
             searches[(model, name)] = plan.search
             if verbose:
-                metric = (
-                    np.nanmean([r.metric for r in runs])
-                    if not all(r.diverged for r in runs)
-                    else math.nan
-                )
-                print(
-                    f"  {task.name} / {model} / {name}: {task.metric} {metric:.4f}, "
-                    f"{sum(r.diverged for r in runs)} diverged "
-                    f"({time.perf_counter() - start:.0f} s)",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                _print_progress(task, model, name, runs, start)
     return Report(task, models, list(specs), seed_list, results, untrained, settings, searches)
+
+
+def _method_specs(methods):
+    """Check `methods` and turn each entry into a method spec."""
+    if not isinstance(methods, dict) or not methods:
+        raise ValueError("methods must be a non-empty dict of names to optimizer factories.")
+    return {str(name): _as_method(name, spec) for name, spec in methods.items()}
+
+
+def _model_list(task, models):
+    """The list of `task`'s models to train, checked (None: all of them)."""
+    if models is None:
+        models = list(task.models)
+    elif isinstance(models, str):
+        models = [models]
+    models = list(models)
+    for model in models:
+        if model not in task.models:
+            raise ValueError(
+                f"Task {task.name!r} trains the models {list(task.models)}, not {model!r}."
+            )
+    return models
+
+
+def _seed_list(seeds, first_seed):
+    """The `seeds` consecutive seeds from `first_seed`, checked."""
+    seeds = int(seeds)
+    if seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {seeds!r}.")
+    return [int(first_seed) + i for i in range(seeds)]
+
+
+def _print_progress(task, model, name, runs, start):
+    """Print one line on stderr for a finished (model, method)."""
+    metric = np.nanmean([r.metric for r in runs]) if not all(r.diverged for r in runs) else math.nan
+    print(
+        f"  {task.name} / {model} / {name}: {task.metric} {metric:.4f}, "
+        f"{sum(r.diverged for r in runs)} diverged "
+        f"({time.perf_counter() - start:.0f} s)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _untrained(task, model, seeds, entry, store):

@@ -322,6 +322,34 @@ class Task:
 
 
 def _make_splits(task, seed):
+    """Load `task`'s data for `seed`, check it and split a validation part off the train one."""
+    (x_train, y_train), (x_test, y_test), num_classes = _unpacked_data(task, seed)
+    classification = task.loss == "sparse_categorical_crossentropy"
+    num_classes = _checked_num_classes(task, num_classes, classification)
+    x_train, x_test = (np.asarray(x, "float32") for x in (x_train, x_test))
+    if classification:
+        y_train, y_test = (np.asarray(y, "int32").reshape(-1) for y in (y_train, y_test))
+    else:
+        y_train, y_test = (np.asarray(y, "float32") for y in (y_train, y_test))
+        y_train, y_test = (y.reshape(len(y), -1) for y in (y_train, y_test))
+    _check_examples(task, seed, x_train, y_train, x_test, y_test)
+    if classification:
+        _check_labels(task, num_classes, y_train, y_test)
+    val_index = _validation_index(
+        y_train if classification else None, len(y_train), task.validation_fraction, seed
+    )
+    val_mask = np.zeros(len(y_train), bool)
+    val_mask[val_index] = True
+    return Splits(
+        train=(_frozen(x_train[~val_mask]), _frozen(y_train[~val_mask])),
+        val=(_frozen(x_train[val_mask]), _frozen(y_train[val_mask])),
+        test=(_frozen(x_test), _frozen(y_test)),
+        num_classes=num_classes,
+    )
+
+
+def _unpacked_data(task, seed):
+    """Call `task.data(seed)` and check that it unpacks into train, test and a class count."""
     loaded = task.data(seed)
     try:
         (x_train, y_train), (x_test, y_test), num_classes = loaded
@@ -330,8 +358,12 @@ def _make_splits(task, seed):
             f"Task {task.name!r}: data(seed) must return "
             "((x_train, y_train), (x_test, y_test), num_classes)."
         ) from None
+    return (x_train, y_train), (x_test, y_test), num_classes
+
+
+def _checked_num_classes(task, num_classes, classification):
+    """The class count as an int: at least 2 for a classification, 0 for a regression."""
     num_classes = _fields.integer(num_classes, f"Task {task.name!r}: num_classes")
-    classification = task.loss == "sparse_categorical_crossentropy"
     if classification and num_classes < 2:
         raise ValueError(
             f"Task {task.name!r} is a classification task but has num_classes={num_classes}."
@@ -340,12 +372,11 @@ def _make_splits(task, seed):
         raise ValueError(
             f"Task {task.name!r} is a regression task: num_classes must be 0, got {num_classes}."
         )
-    x_train, x_test = (np.asarray(x, "float32") for x in (x_train, x_test))
-    if classification:
-        y_train, y_test = (np.asarray(y, "int32").reshape(-1) for y in (y_train, y_test))
-    else:
-        y_train, y_test = (np.asarray(y, "float32") for y in (y_train, y_test))
-        y_train, y_test = (y.reshape(len(y), -1) for y in (y_train, y_test))
+    return num_classes
+
+
+def _check_examples(task, seed, x_train, y_train, x_test, y_test):
+    """Check that inputs and targets pair up, are finite and are not too few."""
     if len(x_train) != len(y_train) or len(x_test) != len(y_test):
         raise ValueError(f"Task {task.name!r}: inputs and targets differ in length.")
     for label, array in (
@@ -362,30 +393,23 @@ def _make_splits(task, seed):
             )
     if len(y_train) < 2 or len(y_test) < 1:
         raise ValueError(f"Task {task.name!r}: data(seed) gave too few examples.")
-    if classification:
-        labels = np.concatenate([y_train, y_test])
-        if labels.min() < 0 or labels.max() >= num_classes:
-            raise ValueError(
-                f"Task {task.name!r}: labels must lie in [0, {num_classes}), "
-                f"got [{labels.min()}, {labels.max()}]."
-            )
-    val_index = _validation_index(
-        y_train if classification else None, len(y_train), task.validation_fraction, seed
-    )
-    val_mask = np.zeros(len(y_train), bool)
-    val_mask[val_index] = True
 
-    def frozen(array):  # a copy: the caller's arrays stay writeable
-        array = np.array(array, order="C", copy=True)
-        array.flags.writeable = False
-        return array
 
-    return Splits(
-        train=(frozen(x_train[~val_mask]), frozen(y_train[~val_mask])),
-        val=(frozen(x_train[val_mask]), frozen(y_train[val_mask])),
-        test=(frozen(x_test), frozen(y_test)),
-        num_classes=num_classes,
-    )
+def _check_labels(task, num_classes, y_train, y_test):
+    """Check that every class label lies in [0, num_classes)."""
+    labels = np.concatenate([y_train, y_test])
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(
+            f"Task {task.name!r}: labels must lie in [0, {num_classes}), "
+            f"got [{labels.min()}, {labels.max()}]."
+        )
+
+
+def _frozen(array):
+    """A read-only C-ordered copy of `array` (the caller's arrays stay writeable)."""
+    array = np.array(array, order="C", copy=True)
+    array.flags.writeable = False
+    return array
 
 
 def _validation_index(labels, n, fraction, seed):

@@ -145,6 +145,7 @@ def parse_args(argv=None, prog=PROG):
         prog=None if prog.startswith("python ") else prog,
     )
     _add_task_arguments(parser)
+    _add_agent_arguments(parser)
     _add_backend_arguments(parser)
     _add_suite_arguments(parser)
     args = parser.parse_args(argv)
@@ -159,7 +160,7 @@ def parse_args(argv=None, prog=PROG):
 
 
 def _add_task_arguments(parser):
-    """The flags of what evolves and on what: task, base, budget, models, agent."""
+    """The flags of what evolves on what: task, base, budget, models, data."""
     parser.add_argument("--task", default="digits", choices=datasets.NAMES)
     parser.add_argument("--base", default="adam", choices=bases.names())
     parser.add_argument("--population", type=int, default=None)
@@ -173,6 +174,10 @@ def _add_task_arguments(parser):
     )
     parser.add_argument("--metric", default="accuracy", choices=("accuracy", "val_accuracy"))
     parser.add_argument("--data-dir", default=None)
+
+
+def _add_agent_arguments(parser):
+    """The flags of the agent evolved: its name, the search algorithm, its input and output sets."""
     parser.add_argument(
         "--name",
         default=None,
@@ -331,42 +336,9 @@ def reproducing_command(args, generations):
     """
     prog = getattr(args, "prog", PROG)
     if args.suite:
-        parts = [
-            f"{prog} --suite",
-            f"--base {args.base}",
-            f"--population {args.population}",
-            f"--generations {generations}",
-            f"--instances {args.instances}",
-            f"--validation-draws {args.validation_draws}",
-            f"--algorithm {args.algorithm}",
-            f"--inputs {args.inputs}",
-            f"--outputs {args.outputs}",
-            f"--backend {args.backend}",
-            f"--seed {args.seed}",
-            # the tasks drawn from, named: the suite's default set may grow
-            f"--tasks {','.join(args.task_spec.tasks)}",
-        ]
+        parts = _suite_command_parts(args, prog, generations)
     else:
-        parts = [
-            prog,
-            f"--task {args.task}",
-            f"--base {args.base}",
-            f"--population {args.population}",
-            f"--generations {generations}",
-            f"--epochs {args.epochs}",
-            f"--models {','.join(args.models)}",
-            f"--width {args.width}",
-            f"--batch-size {args.batch_size}",
-            f"--metric {args.metric}",
-            f"--backend {args.backend}",
-            f"--seed {args.seed}",
-        ]
-        if args.algorithm != "grneat":
-            parts.append(f"--algorithm {args.algorithm}")
-        if args.inputs != input_sets.LEGACY:
-            parts.append(f"--inputs {args.inputs}")
-        if args.outputs != output_sets.LEGACY:
-            parts.append(f"--outputs {args.outputs}")
+        parts = _dataset_command_parts(args, prog, generations)
     if args.train_subset:
         parts.append(f"--train-subset {args.train_subset}")
     if args.vectorized:
@@ -376,6 +348,50 @@ def reproducing_command(args, generations):
     if args.timeout:
         parts.append(f"--timeout {args.timeout:.15g}")
     return " ".join(parts)
+
+
+def _suite_command_parts(args, prog, generations):
+    """The reproducing command's words for a `--suite` run, up to the common flags."""
+    return [
+        f"{prog} --suite",
+        f"--base {args.base}",
+        f"--population {args.population}",
+        f"--generations {generations}",
+        f"--instances {args.instances}",
+        f"--validation-draws {args.validation_draws}",
+        f"--algorithm {args.algorithm}",
+        f"--inputs {args.inputs}",
+        f"--outputs {args.outputs}",
+        f"--backend {args.backend}",
+        f"--seed {args.seed}",
+        # the tasks drawn from, named: the suite's default set may grow
+        f"--tasks {','.join(args.task_spec.tasks)}",
+    ]
+
+
+def _dataset_command_parts(args, prog, generations):
+    """The reproducing command's words for a run on one data set, up to the common flags."""
+    parts = [
+        prog,
+        f"--task {args.task}",
+        f"--base {args.base}",
+        f"--population {args.population}",
+        f"--generations {generations}",
+        f"--epochs {args.epochs}",
+        f"--models {','.join(args.models)}",
+        f"--width {args.width}",
+        f"--batch-size {args.batch_size}",
+        f"--metric {args.metric}",
+        f"--backend {args.backend}",
+        f"--seed {args.seed}",
+    ]
+    if args.algorithm != "grneat":
+        parts.append(f"--algorithm {args.algorithm}")
+    if args.inputs != input_sets.LEGACY:
+        parts.append(f"--inputs {args.inputs}")
+    if args.outputs != output_sets.LEGACY:
+        parts.append(f"--outputs {args.outputs}")
+    return parts
 
 
 def write_logbook(logbook, path):
@@ -399,6 +415,23 @@ def plot_fitness(logbook, path, title, ylabel="fitness (final training accuracy)
     generations = [r["gen"] for r in logbook]
     figure = _output.figure(figsize=(7, 4))
     axis = figure.subplots()
+    _plot_best_mean_range(axis, logbook, generations)
+    suite = all(r["architecture"] == "suite" for r in logbook)
+    if suite and len(generations) > 20:
+        _plot_moving_averages(axis, logbook, generations)
+    elif len(generations) <= 20:
+        _annotate_architectures(axis, logbook, generations)
+    else:
+        _mark_architectures(axis, logbook)
+    axis.set(xlabel="generation", ylabel=ylabel, title=title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, ncol=3, loc="lower left")
+    figure.tight_layout()
+    return _output.save_figure(figure, path)
+
+
+def _plot_best_mean_range(axis, logbook, generations):
+    """Draw the best and mean fitness per generation as lines, the range as a band."""
     many = len(generations) > 20
     thin = {"lw": 0.8, "alpha": 0.5} if many else {}
     axis.plot(generations, [r["max"] for r in logbook], "-" if many else "-o", label="best", **thin)
@@ -412,58 +445,57 @@ def plot_fitness(logbook, path, title, ylabel="fitness (final training accuracy)
         alpha=0.15,
         label="min to max",
     )
-    suite = all(r["architecture"] == "suite" for r in logbook)
-    if suite and len(generations) > 20:
-        # every generation meets other instances: the trend is in a moving average
-        window = 10
-        for key, colour in (("max", "C0"), ("mean", "C1")):
-            values = np.array([r[key] for r in logbook])
-            moving = np.convolve(values, np.ones(window) / window, mode="valid")
-            axis.plot(
-                generations[window - 1 :],
-                moving,
-                color=colour,
-                lw=2.5,
-                label=f"{'best' if key == 'max' else 'mean'}, {window}-generation average",
-            )
-    elif len(generations) <= 20:  # label each generation's architecture while they stay legible
-        for r in logbook:
-            axis.annotate(
-                r["architecture"],
-                (r["gen"], r["max"]),
-                textcoords="offset points",
-                xytext=(0, 6),
-                ha="center",
-                fontsize=8,
-            )
-        axis.set_xticks(generations)
-    else:
-        markers = dict(zip(sorted({r["architecture"] for r in logbook}), "^vDPX*"))
-        for architecture, marker in markers.items():
-            own = [r for r in logbook if r["architecture"] == architecture]
-            axis.scatter(
-                [r["gen"] for r in own],
-                [r["max"] for r in own],
-                marker=marker,
-                s=40,
-                zorder=3,
-                label=f"trained: {architecture}",
-            )
-    axis.set(xlabel="generation", ylabel=ylabel, title=title)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, ncol=3, loc="lower left")
-    figure.tight_layout()
-    return _output.save_figure(figure, path)
+
+
+def _plot_moving_averages(axis, logbook, generations):
+    """Draw the best and mean fitness's moving averages (every generation meets other instances)."""
+    window = 10
+    for key, colour in (("max", "C0"), ("mean", "C1")):
+        values = np.array([r[key] for r in logbook])
+        moving = np.convolve(values, np.ones(window) / window, mode="valid")
+        axis.plot(
+            generations[window - 1 :],
+            moving,
+            color=colour,
+            lw=2.5,
+            label=f"{'best' if key == 'max' else 'mean'}, {window}-generation average",
+        )
+
+
+def _annotate_architectures(axis, logbook, generations):
+    """Label each generation's best point with its architecture (while they stay legible)."""
+    for r in logbook:
+        axis.annotate(
+            r["architecture"],
+            (r["gen"], r["max"]),
+            textcoords="offset points",
+            xytext=(0, 6),
+            ha="center",
+            fontsize=8,
+        )
+    axis.set_xticks(generations)
+
+
+def _mark_architectures(axis, logbook):
+    """Mark each generation's best point with a marker per architecture trained."""
+    markers = dict(zip(sorted({r["architecture"] for r in logbook}), "^vDPX*"))
+    for architecture, marker in markers.items():
+        own = [r for r in logbook if r["architecture"] == architecture]
+        axis.scatter(
+            [r["gen"] for r in own],
+            [r["max"] for r in own],
+            marker=marker,
+            s=40,
+            zorder=3,
+            label=f"trained: {architecture}",
+        )
 
 
 def select_agent(args, result):
     """The candidate with the best mean validation score (--suite), and the selection record."""
     if not args.suite or args.validation_draws == 0:
         return result.last_best, None
-    candidates = []
-    for individual in [result.last_best, *result.hall_of_fame]:
-        if all(individual.genome != c.genome for c in candidates):
-            candidates.append(individual)
+    candidates = _distinct_candidates(result)
     print(
         f"Selecting among {len(candidates)} candidates on {args.validation_draws} x "
         f"{args.instances} validation instances ...",
@@ -476,7 +508,30 @@ def select_agent(args, result):
         workers=args.workers,
     )
     means = scores.mean(axis=1)
-    static = args.algorithm == "static"
+    _print_candidates(candidates, means, static=args.algorithm == "static")
+    chosen = int(np.argmax(means))
+    return candidates[chosen], {
+        "candidates": len(candidates),
+        "draws": args.validation_draws,
+        "instances": args.validation_draws * args.instances,
+        # each candidate's trainings and the baseline's, once per validation instance
+        "trainings": (len(candidates) + 1) * args.validation_draws * args.instances,
+        "score": round(float(means[chosen]), 4),
+        "scores": [round(float(m), 4) for m in means],
+    }
+
+
+def _distinct_candidates(result):
+    """The last generation's best and the hall of fame, each genome once."""
+    candidates = []
+    for individual in [result.last_best, *result.hall_of_fame]:
+        if all(individual.genome != c.genome for c in candidates):
+            candidates.append(individual)
+    return candidates
+
+
+def _print_candidates(candidates, means, static):
+    """Print a table of the candidates: generation, fitness, validation score, genome."""
     _output.print_table(
         [
             (
@@ -497,16 +552,6 @@ def select_agent(args, result):
         ),
         align="rrrr" + ("l" if static else "r"),
     )
-    chosen = int(np.argmax(means))
-    return candidates[chosen], {
-        "candidates": len(candidates),
-        "draws": args.validation_draws,
-        "instances": args.validation_draws * args.instances,
-        # each candidate's trainings and the baseline's, once per validation instance
-        "trainings": (len(candidates) + 1) * args.validation_draws * args.instances,
-        "score": round(float(means[chosen]), 4),
-        "scores": [round(float(m), 4) for m in means],
-    }
 
 
 def provenance(args, result, chosen, selection):
@@ -522,28 +567,9 @@ def provenance(args, result, chosen, selection):
         "evaluations": result.evaluations,
     }
     if args.suite:
-        spec = args.task_spec
-        record = {
-            "task": "suite",
-            "tasks": list(spec.tasks),
-            "instances": spec.instances,
-            "clip": spec.clip,
-            "baseline": BASELINES[spec.base],
-            **record,
-            # one training per evaluation and instance, and the baseline's once per instance
-            "trainings": result.evaluations * spec.instances + result.generations * spec.instances,
-            "selection": selection,
-        }
+        record = _suite_provenance(args, result, selection, record)
     else:
-        record = {
-            "task": args.task,
-            "architectures": list(args.models),
-            "width": args.width,
-            "epochs": args.epochs,
-            "batch_size": args.batch_size,
-            "metric": args.metric,
-            **record,
-        }
+        record = _dataset_provenance(args, record)
     record.update(
         {
             "evolution_seconds": round(seconds, 1),
@@ -554,6 +580,35 @@ def provenance(args, result, chosen, selection):
         }
     )
     return record
+
+
+def _suite_provenance(args, result, selection, record):
+    """`record` within the `--suite` run's entries: the tasks, the baseline, the selection."""
+    spec = args.task_spec
+    return {
+        "task": "suite",
+        "tasks": list(spec.tasks),
+        "instances": spec.instances,
+        "clip": spec.clip,
+        "baseline": BASELINES[spec.base],
+        **record,
+        # one training per evaluation and instance, and the baseline's once per instance
+        "trainings": result.evaluations * spec.instances + result.generations * spec.instances,
+        "selection": selection,
+    }
+
+
+def _dataset_provenance(args, record):
+    """`record` after the entries of a run on one data set: the task, models and budget."""
+    return {
+        "task": args.task,
+        "architectures": list(args.models),
+        "width": args.width,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "metric": args.metric,
+        **record,
+    }
 
 
 def main(argv=None, prog=PROG):
@@ -582,21 +637,7 @@ def main(argv=None, prog=PROG):
     agent_path = write_agent(args, result, chosen, selection)
     write_logbook(result.logbook, os.path.join(args.out, "logbook.csv"))
     figure = draw_fitness(args, result.logbook)
-    _output.print_table(
-        [
-            (
-                r["gen"],
-                r["architecture"],
-                f"{r['max']:.4f}",
-                f"{r['mean']:.4f}",
-                r["species"],
-                f"{r['size']:.2f}",
-            )
-            for r in result.logbook
-        ],
-        headers=("generation", "model", "best", "mean", "species", "reg. proteins"),
-        align="rrrrrr",
-    )
+    _print_logbook(result.logbook)
     picked = (
         "the best on the validation draw"
         if selection
@@ -616,6 +657,25 @@ def main(argv=None, prog=PROG):
     print_summary(result, agent_path, selection)
 
 
+def _print_logbook(logbook):
+    """Print a table of the generations: model, best and mean fitness, species, size."""
+    _output.print_table(
+        [
+            (
+                r["gen"],
+                r["architecture"],
+                f"{r['max']:.4f}",
+                f"{r['mean']:.4f}",
+                r["species"],
+                f"{r['size']:.2f}",
+            )
+            for r in logbook
+        ],
+        headers=("generation", "model", "best", "mean", "species", "reg. proteins"),
+        align="rrrrrr",
+    )
+
+
 def run_evolution(args):
     """Say what evolves, run `evolve` with `args`, and return its `EvolutionResult`.
 
@@ -624,33 +684,8 @@ def run_evolution(args):
             holds a run (without `--resume`) or another run holds its lock, or
             the checkpoint was made with other settings.
     """
-    optimizer = f"Nm-{'SGD' if args.base == 'sgd' else 'Adam'}"
-    if args.suite:
-        print(
-            f"{SEARCHES[args.algorithm]} on the task suite "
-            f"({len(args.task_spec.tasks)} tasks, {args.instances} instances per generation): "
-            f"{optimizer} agents against Keras's {BASELINES[args.base]}, population "
-            f"{args.population}, {args.generations} generations, seed {args.seed}",
-            flush=True,
-        )
-        options = {}
-    else:
-        print(
-            f"GRNEAT on {args.task}: {optimizer} agents, "
-            f"population {args.population}, {args.generations} generations, "
-            f"{args.epochs} epoch(s), "
-            f"models {','.join(args.models)}, backend {args.backend}, seed {args.seed}",
-            flush=True,
-        )
-        options = dict(
-            batch_size=args.batch_size,
-            width=args.width,
-            metric=args.metric,
-            train_subset=args.train_subset,
-            data_dir=args.data_dir,
-            inputs=args.inputs,
-            outputs=args.outputs,
-        )
+    _announce(args)
+    options = {} if args.suite else _dataset_options(args)
     try:
         return evolve(
             task=args.task_spec if args.suite else args.task,
@@ -679,6 +714,40 @@ def run_evolution(args):
         sys.exit(str(error))
     except ValueError as error:  # a checkpoint made with other settings
         sys.exit(str(error))
+
+
+def _announce(args):
+    """Print what evolves: the search, the task, the agents, the budget and the seed."""
+    optimizer = f"Nm-{'SGD' if args.base == 'sgd' else 'Adam'}"
+    if args.suite:
+        print(
+            f"{SEARCHES[args.algorithm]} on the task suite "
+            f"({len(args.task_spec.tasks)} tasks, {args.instances} instances per generation): "
+            f"{optimizer} agents against Keras's {BASELINES[args.base]}, population "
+            f"{args.population}, {args.generations} generations, seed {args.seed}",
+            flush=True,
+        )
+    else:
+        print(
+            f"GRNEAT on {args.task}: {optimizer} agents, "
+            f"population {args.population}, {args.generations} generations, "
+            f"{args.epochs} epoch(s), "
+            f"models {','.join(args.models)}, backend {args.backend}, seed {args.seed}",
+            flush=True,
+        )
+
+
+def _dataset_options(args):
+    """The options of `evolve` that a run on one data set passes (its data and agents)."""
+    return dict(
+        batch_size=args.batch_size,
+        width=args.width,
+        metric=args.metric,
+        train_subset=args.train_subset,
+        data_dir=args.data_dir,
+        inputs=args.inputs,
+        outputs=args.outputs,
+    )
 
 
 def write_agent(args, result, chosen, selection):

@@ -261,6 +261,26 @@ class TrainingProgram:
         self.epochs = _fields.integer(epochs, "epochs", minimum=1)
         self.batch_size = _fields.integer(batch_size, "batch_size", minimum=1)
         self.width = _fields.integer(width, "width", minimum=1)
+        genome_slots = self._read_optimizer(optimizer)
+        platform = jax.default_backend()
+        self.batched = batches_by_default(model, platform) if vmap is None else bool(vmap)
+        self.scanned = scans_by_default(model, platform) if scan is None else bool(scan)
+        self.size = len(x)
+        self.held_out = x_eval is not None
+        if not self.held_out:
+            x_eval, y_eval = x[:1], y[:1]  # unused placeholders
+        self.data = tuple(jax.device_put(np.asarray(a)) for a in (x, y, x_eval, y_eval))
+        self.start, self.step, self.finish = _training_functions(
+            model, optimizer, _per_example(loss), metric, self.held_out, genome_slots
+        )
+        self._compile()
+
+    def _read_optimizer(self, optimizer):
+        """Find the optimizer's candidate and horizon slots, reset it and keep its start values.
+
+        Returns:
+            The indices, among the optimizer's variables, of those a candidate goes into.
+        """
         variables = list(optimizer.variables)
         horizon = getattr(optimizer, "horizon_variable", None)  # the sensing input set's
         self.horizon_slot = next((i for i, v in enumerate(variables) if v is horizon), None)
@@ -273,17 +293,11 @@ class TrainingProgram:
         if hasattr(optimizer, "reset_state"):
             optimizer.reset_state()
         self.optimizer_start = [v.value for v in variables]
-        platform = jax.default_backend()
-        self.batched = batches_by_default(model, platform) if vmap is None else bool(vmap)
-        self.scanned = scans_by_default(model, platform) if scan is None else bool(scan)
-        self.size = len(x)
-        self.held_out = x_eval is not None
-        if not self.held_out:
-            x_eval, y_eval = x[:1], y[:1]  # unused placeholders
-        self.data = tuple(jax.device_put(np.asarray(a)) for a in (x, y, x_eval, y_eval))
-        self.start, self.step, self.finish = _training_functions(
-            model, optimizer, _per_example(loss), metric, self.held_out, genome_slots
-        )
+        return genome_slots
+
+    def _compile(self):
+        """Jit the training functions the plan calls, batched over genomes where it batches."""
+        import jax
 
         def batch(function, shared):
             return jax.jit(
@@ -358,46 +372,20 @@ class TrainingProgram:
         """
         import jax.numpy as jnp
 
-        orders = np.asarray(orders)
-        if orders.shape != (self.epochs, self.size):
-            raise ValueError(
-                f"orders must have shape {(self.epochs, self.size)}, got {orders.shape}."
-            )
+        orders = self._checked_orders(orders)
         self.model.set_weights(initial_weights)
         trainable = [v.value for v in self.model.trainable_variables]
         non_trainable = [v.value for v in self.model.non_trainable_variables]
         # the metric counted is that of the last epoch (as `fit` reports it)
         weights = np.zeros(len(orders), np.int32)
         weights[-1] = 1
-        if self.takes_genomes:
-            packed = [self.pack(g) for g in genomes]
-            population = tuple(np.stack(parts).astype(np.float32) for parts in zip(*packed))
-        else:
-            if genomes is not None:
-                raise ValueError("A TrainingProgram with a plain optimizer takes no genomes.")
-            population = (np.zeros((1, 1), np.float32),)  # one training; `start` ignores it
-        x, y, x_eval, y_eval = self.data
-        batch = self.batch_size
-        optimizer_start = list(self.optimizer_start)
-        if horizon is not None and self.horizon_slot is not None:
-            optimizer_start[self.horizon_slot] = jnp.asarray(float(horizon), "float32")
+        population = self._population(genomes)
+        optimizer_start = self._optimizer_start(horizon)
 
         def train(genome):
-            if self.scanned:
-                return self.train(
-                    genome,
-                    trainable,
-                    non_trainable,
-                    optimizer_start,
-                    jnp.asarray(orders),
-                    jnp.asarray(weights),
-                    self.data,
-                )
-            state = self.start_compiled(genome, trainable, non_trainable, optimizer_start)
-            for order, weight in zip(orders, weights):
-                for first in range(0, len(order), batch):
-                    state = self.step_compiled(state, order[first : first + batch], weight, x, y)
-            return self.finish_compiled(state, x_eval, y_eval)
+            return self._train_one(
+                genome, trainable, non_trainable, optimizer_start, orders, weights
+            )
 
         if self.batched:
             width = self.width if self.takes_genomes else 1
@@ -411,6 +399,55 @@ class TrainingProgram:
 
         values = evaluate_groups(call, population, width)
         return Results(values[:, 0], values[:, 1], values[:, 2] > 0.5)
+
+    def _checked_orders(self, orders):
+        """`orders` as a numpy array, checked to hold one order of every example per epoch."""
+        orders = np.asarray(orders)
+        if orders.shape != (self.epochs, self.size):
+            raise ValueError(
+                f"orders must have shape {(self.epochs, self.size)}, got {orders.shape}."
+            )
+        return orders
+
+    def _population(self, genomes):
+        """The candidates packed and stacked, one row per candidate, per optimizer variable."""
+        if self.takes_genomes:
+            packed = [self.pack(g) for g in genomes]
+            return tuple(np.stack(parts).astype(np.float32) for parts in zip(*packed))
+        if genomes is not None:
+            raise ValueError("A TrainingProgram with a plain optimizer takes no genomes.")
+        return (np.zeros((1, 1), np.float32),)  # one training; `start` ignores it
+
+    def _optimizer_start(self, horizon):
+        """The optimizer's starting variables, telling the agents `horizon` if given."""
+        import jax.numpy as jnp
+
+        optimizer_start = list(self.optimizer_start)
+        if horizon is not None and self.horizon_slot is not None:
+            optimizer_start[self.horizon_slot] = jnp.asarray(float(horizon), "float32")
+        return optimizer_start
+
+    def _train_one(self, genome, trainable, non_trainable, optimizer_start, orders, weights):
+        """Train one candidate (or a batch of them): one compiled loop, or a call per batch."""
+        import jax.numpy as jnp
+
+        if self.scanned:
+            return self.train(
+                genome,
+                trainable,
+                non_trainable,
+                optimizer_start,
+                jnp.asarray(orders),
+                jnp.asarray(weights),
+                self.data,
+            )
+        x, y, x_eval, y_eval = self.data
+        batch = self.batch_size
+        state = self.start_compiled(genome, trainable, non_trainable, optimizer_start)
+        for order, weight in zip(orders, weights):
+            for first in range(0, len(order), batch):
+                state = self.step_compiled(state, order[first : first + batch], weight, x, y)
+        return self.finish_compiled(state, x_eval, y_eval)
 
 
 def _candidate_slots(optimizer):
@@ -463,7 +500,16 @@ def _training_functions(model, optimizer, loss, metric, held_out, genome_slots):
     * `finish(state, x_eval, y_eval) -> [metric, loss, finite]`: on the
       held-out data, or the last epoch's running values.
     """
-    import jax
+    measure = _measure_function(metric)
+    return (
+        _start_function(genome_slots),
+        _step_function(model, optimizer, loss, measure),
+        _finish_function(model, loss, measure, held_out),
+    )
+
+
+def _measure_function(metric):
+    """The per-example metric: right (1) or wrong (0), or the squared error."""
     import jax.numpy as jnp
 
     def measure(predictions, y):
@@ -473,13 +519,12 @@ def _training_functions(model, optimizer, loss, metric, held_out, genome_slots):
         error = jnp.square(predictions - jnp.reshape(y, predictions.shape))
         return jnp.mean(jnp.reshape(error, (error.shape[0], -1)), axis=-1)
 
-    def loss_function(trainable, non_trainable, x, y):
-        predictions, non_trainable = model.stateless_call(
-            trainable, non_trainable, x, training=True
-        )
-        return jnp.mean(loss(y, predictions)), (predictions, non_trainable)
+    return measure
 
-    gradient = jax.value_and_grad(loss_function, has_aux=True)
+
+def _start_function(genome_slots):
+    """`start`: the training's first state, the candidate put into the optimizer's variables."""
+    import jax.numpy as jnp
 
     def start(genome, trainable, non_trainable, optimizer_variables):
         optimizer_variables = list(optimizer_variables)
@@ -490,6 +535,22 @@ def _training_functions(model, optimizer, loss, metric, held_out, genome_slots):
             )
         zero = jnp.zeros((), "float32")
         return (trainable, non_trainable, optimizer_variables, jnp.ones((), bool), zero, zero, zero)
+
+    return start
+
+
+def _step_function(model, optimizer, loss, measure):
+    """`step`: one batch's update, and its weighted loss and metric added to the sums."""
+    import jax
+    import jax.numpy as jnp
+
+    def loss_function(trainable, non_trainable, x, y):
+        predictions, non_trainable = model.stateless_call(
+            trainable, non_trainable, x, training=True
+        )
+        return jnp.mean(loss(y, predictions)), (predictions, non_trainable)
+
+    gradient = jax.value_and_grad(loss_function, has_aux=True)
 
     def step(state, indices, weight, x, y):
         trainable, non_trainable, optimizer_variables, finite, metric_sum, loss_sum, seen = state
@@ -509,6 +570,13 @@ def _training_functions(model, optimizer, loss, metric, held_out, genome_slots):
             seen + count,
         )
 
+    return step
+
+
+def _finish_function(model, loss, measure, held_out):
+    """`finish`: the metric, the loss and finiteness, on held-out data or the running sums."""
+    import jax.numpy as jnp
+
     def finish(state, x_eval, y_eval):
         trainable, non_trainable, _, finite, metric_sum, loss_sum, seen = state
         if held_out:
@@ -518,7 +586,7 @@ def _training_functions(model, optimizer, loss, metric, held_out, genome_slots):
         seen = jnp.maximum(seen, 1.0)
         return jnp.stack([metric_sum / seen, loss_sum / seen, finite.astype("float32")])
 
-    return start, step, finish
+    return finish
 
 
 def _held_out_sums(model, trainable, non_trainable, x_eval, y_eval, loss, measure):

@@ -35,6 +35,16 @@ _MODULATION_MODES = ("scalar", "per_neuron")
 _TRACES = {"none": 0, "hebbian": 1, "simple": 1, "retroactive": 2}
 
 
+def _default_eta_initializer(plasticity):
+    """The initializer of the plasticity rate `eta` when none is given."""
+    # Official code: Hebbian rate 0.01 (a larger rate saturates the
+    # clipped trace within a few steps, and a saturated hard clip
+    # passes no gradient); eligibility rate 0.1 (E is an average, it
+    # cannot saturate).
+    rate = 0.1 if plasticity == "retroactive" else 0.01
+    return keras.initializers.Constant(rate)
+
+
 def _check_rate(name, value):
     """A dropout rate in [0, 1)."""
     value = _fields.number(value, f"`{name}`", 0.0, 1.0)
@@ -132,18 +142,20 @@ class _PlasticCell(keras.layers.Layer, DropoutRNNCell):
         if alpha_initializer is None:
             alpha_initializer = keras.initializers.RandomUniform(0.0, 0.1)
         if eta_initializer is None:
-            # Official code: Hebbian rate 0.01 (a larger rate saturates the
-            # clipped trace within a few steps, and a saturated hard clip
-            # passes no gradient); eligibility rate 0.1 (E is an average, it
-            # cannot saturate).
-            rate = 0.1 if plasticity == "retroactive" else 0.01
-            eta_initializer = keras.initializers.Constant(rate)
+            eta_initializer = _default_eta_initializer(plasticity)
         self.alpha_initializer = keras.initializers.get(alpha_initializer)
         self.eta_initializer = keras.initializers.get(eta_initializer)
         self.modulation_initializer = keras.initializers.get(modulation_initializer)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
+        self._set_dropout(dropout, recurrent_dropout, seed)
+        units = self.units
+        self.state_size = [units] * (1 + self._carried) + [units * units] * _TRACES[plasticity]
+        self.output_size = units
+
+    def _set_dropout(self, dropout, recurrent_dropout, seed):
+        """Check and keep the dropout rates and the seed; make a seed generator if a rate is set."""
         self.dropout = _check_rate("dropout", dropout)
         self.recurrent_dropout = _check_rate("recurrent_dropout", recurrent_dropout)
         self.seed = None if seed is None else _fields.integer(seed, "`seed`")
@@ -152,9 +164,6 @@ class _PlasticCell(keras.layers.Layer, DropoutRNNCell):
             # seed from Python's `random`, which would move the default seeds
             # (so the initial weights) of every layer made after this cell.
             self.seed_generator = keras.random.SeedGenerator(self.seed)
-        units = self.units
-        self.state_size = [units] * (1 + self._carried) + [units * units] * _TRACES[plasticity]
-        self.output_size = units
 
     def build(self, input_shape):
         super().build(input_shape)

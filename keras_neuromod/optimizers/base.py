@@ -382,6 +382,12 @@ def _time_inputs(updates, horizon):
     return ops.concatenate([ops.tanh(t / taus), ops.stack([progress, known])], axis=0)
 
 
+def _constant(value):
+    """An initializer that fills a variable with `value` (as float32 unless told a dtype)."""
+    value = np.asarray(value, np.float32)
+    return lambda shape, dtype=None: ops.convert_to_tensor(value, dtype or "float32")
+
+
 class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
     """Base class of optimizers whose hyperparameters an AGRN sets per tensor.
 
@@ -469,6 +475,20 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         if inputs is None:
             inputs = evolved_with.get("inputs") or input_sets.for_genome(genome.n_inputs)
         self.input_set = input_sets.get(inputs)
+        self._check_genome_shape(genome)
+        if outputs is None:
+            outputs = evolved_with.get("outputs")
+        base = bases.Base.of(type(self))
+        self.output_set = output_sets.get(base.resolve_outputs(outputs, self.input_set.name))
+        self.scales = base.scales(self.output_set.name)
+        self.ranges = self._check_ranges(ranges)
+        self.warmup_steps, self.grn_steps_per_update = self._check_settings(
+            warmup_steps, grn_steps_per_update
+        )
+        self._hold_genome(genome, max_regulatory)
+
+    def _check_genome_shape(self, genome):
+        """Raise unless `genome` reads the input set and has two outputs per hyperparameter."""
         n_inputs, n_outputs = self.input_set.size, 2 * len(self.HYPERPARAMETERS)
         if genome.n_inputs != n_inputs or genome.n_outputs != n_outputs:
             made_for = [
@@ -483,15 +503,10 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
                 f"{genome.n_inputs} inputs and {genome.n_outputs} outputs"
                 + (f", so it was made for {' or '.join(made_for)}." if made_for else ".")
             )
-        if outputs is None:
-            outputs = evolved_with.get("outputs")
-        base = bases.Base.of(type(self))
-        self.output_set = output_sets.get(base.resolve_outputs(outputs, self.input_set.name))
-        self.scales = base.scales(self.output_set.name)
-        self.ranges = self._check_ranges(ranges)
-        self.warmup_steps, self.grn_steps_per_update = self._check_settings(
-            warmup_steps, grn_steps_per_update
-        )
+
+    def _hold_genome(self, genome, max_regulatory):
+        """Keep `genome`, packed with room for `max_regulatory` regulatory proteins."""
+        n_inputs, n_outputs = self.input_set.size, 2 * len(self.HYPERPARAMETERS)
         if max_regulatory is None:
             max_regulatory = genome.n_regulatory
         self.max_regulatory = _fields.integer(max_regulatory, "max_regulatory")
@@ -630,22 +645,22 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         self.tensor_layers = [layers[i] for i in layer_of]
         self._blocks = self._modulation_blocks(layer_of)
         self._block_plans = _block_plans(self._blocks, next_index)
-        count = len(variables)
+        self._add_grn_variables(len(variables))
+        if self._sensing:
+            self._add_sensing_variables(variables)
+
+    def _add_grn_variables(self, count):
+        """Add the packed genome's variables and the AGRN's state, inputs and outputs."""
         packed = self._packed
         n_hp = len(self.HYPERPARAMETERS)
-
-        def constant(value):
-            value = np.asarray(value, np.float32)
-            return lambda shape, dtype=None: ops.convert_to_tensor(value, dtype or "float32")
-
         self._grn_tags = self.add_variable(
-            (3, self._capacity), initializer=constant(packed.tags), name="grn_tags"
+            (3, self._capacity), initializer=_constant(packed.tags), name="grn_tags"
         )
         self._grn_active = self.add_variable(
-            (self._capacity,), initializer=constant(packed.active), name="grn_active"
+            (self._capacity,), initializer=_constant(packed.active), name="grn_active"
         )
         self._grn_rates = self.add_variable(
-            (2,), initializer=constant([packed.beta, packed.delta]), name="grn_beta_delta"
+            (2,), initializer=_constant([packed.beta, packed.delta]), name="grn_beta_delta"
         )
         self._grn_state = self.add_variable(
             (count, self._capacity), initializer="zeros", name="grn_concentrations"
@@ -659,24 +674,26 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         self._grn_hparams = self.add_variable(
             (count, n_hp), initializer="zeros", name="modulated_hyperparameters"
         )
-        if self._sensing:
-            rows = [
-                [
-                    static[i, 0],
-                    input_sets.log_size(self._sizes[i]),
-                    *input_sets.kind_flags(self.tensor_paths[i], tuple(v.shape)),
-                ]
-                for i, v in enumerate(variables)
+
+    def _add_sensing_variables(self, variables):
+        """Add what the sensing input set reads: each tensor's static inputs, trend and horizon."""
+        static = self._static_inputs
+        count = len(variables)
+        rows = [
+            [
+                static[i, 0],
+                input_sets.log_size(self._sizes[i]),
+                *input_sets.kind_flags(self.tensor_paths[i], tuple(v.shape)),
             ]
-            self._sensing_static = np.array(rows, np.float32).reshape(count, 6)
-            self._grn_trend = self.add_variable(
-                (count, 2), initializer="zeros", name="gradient_trend"
-            )
-            self._horizon = self.add_variable(
-                (),
-                initializer=constant(float(getattr(self, "_horizon_steps", 0))),
-                name="horizon",
-            )
+            for i, v in enumerate(variables)
+        ]
+        self._sensing_static = np.array(rows, np.float32).reshape(count, 6)
+        self._grn_trend = self.add_variable((count, 2), initializer="zeros", name="gradient_trend")
+        self._horizon = self.add_variable(
+            (),
+            initializer=_constant(float(getattr(self, "_horizon_steps", 0))),
+            name="horizon",
+        )
 
     def modulation(self):
         """What the AGRN saw and chose at the last update, for every tensor.
@@ -742,23 +759,7 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         An agent of another input or output set is refused: the sets fix the
         AGRN's inputs and how its outputs map, which a new optimizer sets up.
         """
-        inputs = evolved_with.get("inputs", self.input_set.name)
-        if inputs != self.input_set.name:
-            raise ValueError(
-                f"The agent reads the {inputs!r} input set; this {type(self).__name__} was "
-                f"made for {self.input_set.name!r}. Build a new optimizer for it."
-            )
-        if "outputs" in evolved_with or "inputs" in evolved_with:
-            # an agent that names no output set reads the default of its input set
-            outputs = bases.Base.of(type(self)).resolve_outputs(evolved_with.get("outputs"), inputs)
-        else:
-            outputs = self.output_set.name  # a bare genome (or an agent naming neither set)
-        if outputs != self.output_set.name:
-            raise ValueError(
-                f"The agent maps its outputs with the {outputs!r} output set; this "
-                f"{type(self).__name__} was made for {self.output_set.name!r}. Build a new "
-                f"optimizer for it (`{type(self).__name__}(agent=...)`)."
-            )
+        self._check_same_sets(evolved_with)
         wanted = {
             "ranges": self._check_ranges(evolved_with.get("ranges", self.ranges)),
             "warmup_steps": evolved_with.get("warmup_steps", self.warmup_steps),
@@ -784,6 +785,26 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         self.warmup_steps, self.grn_steps_per_update = self._check_settings(
             wanted["warmup_steps"], wanted["grn_steps_per_update"]
         )
+
+    def _check_same_sets(self, evolved_with):
+        """Refuse an agent of another input or output set than this optimizer's."""
+        inputs = evolved_with.get("inputs", self.input_set.name)
+        if inputs != self.input_set.name:
+            raise ValueError(
+                f"The agent reads the {inputs!r} input set; this {type(self).__name__} was "
+                f"made for {self.input_set.name!r}. Build a new optimizer for it."
+            )
+        if "outputs" in evolved_with or "inputs" in evolved_with:
+            # an agent that names no output set reads the default of its input set
+            outputs = bases.Base.of(type(self)).resolve_outputs(evolved_with.get("outputs"), inputs)
+        else:
+            outputs = self.output_set.name  # a bare genome (or an agent naming neither set)
+        if outputs != self.output_set.name:
+            raise ValueError(
+                f"The agent maps its outputs with the {outputs!r} output set; this "
+                f"{type(self).__name__} was made for {self.output_set.name!r}. Build a new "
+                f"optimizer for it (`{type(self).__name__}(agent=...)`)."
+            )
 
     def reset_state(self):
         """Zero the step counters, the AGRN state and the update state (eagerly)."""
