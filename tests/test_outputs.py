@@ -167,12 +167,15 @@ def test_values_stay_in_their_range_grow_with_the_position_and_round_trip(ranges
     # value -> position -> value
     again = output_sets.values_at(back, lo, hi, scales, xp=np)
     np.testing.assert_allclose(again, values, rtol=1e-9, atol=1e-12)
-    # in float32 (the optimizers'), values stay in the float32 range and monotone
+    # in float32 (the optimizers'), values stay in the float32 range and monotone, up to
+    # float32 rounding: a backend's vectorized and scalar kernels (exp, log) may round the
+    # same position a unit in the last place apart, depending on where it sits in the tensor
     tensor = ops.convert_to_numpy(
         output_sets.values_at(ops.convert_to_tensor(positions, "float32"), lo, hi, scales)
     )
     assert np.all((tensor >= np.float32(lo)) & (tensor <= np.float32(hi)))
-    assert np.all(np.diff(tensor, axis=0) >= 0)
+    ulps = 4 * np.spacing(np.abs(tensor[1:]))
+    assert np.all(np.diff(tensor, axis=0) >= -ulps)
 
 
 def test_unknown_scales_and_sets_are_refused():
