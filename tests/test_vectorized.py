@@ -552,7 +552,9 @@ def test_evolve_example_over_the_suite_picks_its_agent_on_a_validation_draw(tmp_
     assert agent.name == "nm_adam_general" and record["tasks"] == ["breast_cancer"]
     assert summary["validation_score"] == selection["score"] == max(selection["scores"])
     assert selection["candidates"] == len(selection["scores"]) >= 2
-    assert record["trainings"] == record["evaluations"] + 2 and selection["instances"] == 2
+    # one training per evaluation, and the tuned reference's grid once per generation's instance
+    grid = SuiteTask(tasks=("breast_cancer",)).reference_trainings
+    assert record["trainings"] == record["evaluations"] + 2 * grid and selection["instances"] == 2
     # the same draw scores the chosen agent the same again
     again = score_on_validation(
         [agent.genome], SuiteTask(tasks=("breast_cancer",), instances=1), draws=2, workers=1
@@ -574,7 +576,29 @@ def test_evolve_example_over_the_suite_picks_its_agent_on_a_validation_draw(tmp_
         ["--suite", "--backend", "process"],
         ["--instances", "3"],
         ["--suite", "--tasks", "no_such_task"],
+        ["--suite", "--reference", "best"],
+        ["--suite", "--sampling", "even"],
     ):
         with pytest.raises(SystemExit) as exit_info:
             example.parse_args(bad)
         assert exit_info.value.code == 2
+
+
+def test_the_command_line_sets_the_suites_reference_draw_and_validation_instances(tmp_path):
+    from examples_loader import load_example
+    from keras_neuromod.evolution import SuiteTask
+
+    example = load_example("evolve")
+    default = example.parse_args(["--suite", "--instances", "3", "--tasks", "friedman1"])
+    assert (default.task_spec.reference, default.task_spec.sampling) == ("tuned", "stratified")
+    assert default.validation_draws == 22  # at least 64 validation instances: 22 draws of 3
+    chosen = example.parse_args(
+        ["--suite", "--tasks", "friedman1", "--reference", "default", "--sampling", "uniform"]
+    )
+    assert chosen.task_spec == SuiteTask(
+        tasks=("friedman1",), instances=2, reference="default", sampling="uniform"
+    )
+    command = example.reproducing_command(chosen, 4)
+    assert "--reference default --sampling uniform" in command
+    replay = example.parse_args(command.split()[2:] + ["--out", str(tmp_path)])
+    assert replay.task_spec == chosen.task_spec and replay.validation_draws == 32

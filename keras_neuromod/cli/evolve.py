@@ -66,6 +66,7 @@ same folder meanwhile exits with an error naming the process that holds it.
 
 import argparse
 import csv
+import math
 import os
 import sys
 import time
@@ -87,6 +88,8 @@ from keras_neuromod.evolution.engine import ALGORITHMS
 from keras_neuromod.evolution.parallel import BACKENDS
 from keras_neuromod.evolution.static import static_agent
 from keras_neuromod.evolution.suite import BASELINES
+from keras_neuromod.evolution.suite import REFERENCES
+from keras_neuromod.evolution.suite import SAMPLINGS
 from keras_neuromod.io import FolderLockedError
 from keras_neuromod.io import atomic_open
 
@@ -101,6 +104,8 @@ QUICK = {
     "train_subset": None,
 }
 QUICK_SUITE = {"population": 16, "generations": 4, "instances": 2}
+# The validation instances that pick a --suite run's agent, unless --validation-draws says
+VALIDATION_INSTANCES = 64
 SEARCHES = {"grneat": "GRNEAT", "random": "Random search", "static": "Static search"}
 
 
@@ -257,9 +262,25 @@ def _add_suite_arguments(parser):
     parser.add_argument(
         "--validation-draws",
         type=count,
-        default=8,
+        default=None,
         help="with --suite: draws of INSTANCES validation instances that pick the "
-        "agent among the candidates (0: the last generation's best)",
+        f"agent among the candidates (default: enough for {VALIDATION_INSTANCES} "
+        "instances; 0: the last generation's best)",
+    )
+    parser.add_argument(
+        "--reference",
+        default="tuned",
+        choices=REFERENCES,
+        help="with --suite: what an instance's score is measured against: tuned "
+        "(default): Keras's optimizer of the base at its best learning rate of a grid; "
+        "default: at Keras's defaults",
+    )
+    parser.add_argument(
+        "--sampling",
+        default="stratified",
+        choices=SAMPLINGS,
+        help="with --suite: how a generation's instances are drawn: stratified "
+        "(default): task families, tasks and models take turns; uniform: independently",
     )
 
 
@@ -286,9 +307,13 @@ def _suite_settings(parser, args):
             instances=args.instances,
             inputs=args.inputs,
             outputs=args.outputs,
+            sampling=args.sampling,
+            reference=args.reference,
         )
     except (KeyError, ValueError) as error:
         parser.error(str(error).strip("'\""))
+    if args.validation_draws is None:
+        args.validation_draws = math.ceil(VALIDATION_INSTANCES / args.instances)
     args.models = ("suite",)
     prefix = "static" if args.algorithm == "static" else "nm"
     args.name = args.name or f"{prefix}_{args.base}_general"
@@ -300,7 +325,7 @@ def _dataset_settings(parser, args):
     if args.tasks is not None or args.instances is not None:
         parser.error("--tasks and --instances go with --suite")
     if args.algorithm == "static":
-        parser.error("--algorithm static goes with --suite (scored against the Keras baseline)")
+        parser.error("--algorithm static goes with --suite (scored against its reference)")
     args.inputs = args.inputs or input_sets.LEGACY
     try:
         args.outputs = bases.get(args.base).resolve_outputs(args.outputs, args.inputs)
@@ -359,6 +384,8 @@ def _suite_command_parts(args, prog, generations):
         f"--generations {generations}",
         f"--instances {args.instances}",
         f"--validation-draws {args.validation_draws}",
+        f"--reference {args.reference}",
+        f"--sampling {args.sampling}",
         f"--algorithm {args.algorithm}",
         f"--inputs {args.inputs}",
         f"--outputs {args.outputs}",
@@ -514,8 +541,10 @@ def select_agent(args, result):
         "candidates": len(candidates),
         "draws": args.validation_draws,
         "instances": args.validation_draws * args.instances,
-        # each candidate's trainings and the baseline's, once per validation instance
-        "trainings": (len(candidates) + 1) * args.validation_draws * args.instances,
+        # each candidate's trainings and the reference's, once per validation instance
+        "trainings": (len(candidates) + args.task_spec.reference_trainings)
+        * args.validation_draws
+        * args.instances,
         "score": round(float(means[chosen]), 4),
         "scores": [round(float(m), 4) for m in means],
     }
@@ -591,9 +620,11 @@ def _suite_provenance(args, result, selection, record):
         "instances": spec.instances,
         "clip": spec.clip,
         "baseline": BASELINES[spec.base],
+        "reference": spec.reference,
         **record,
-        # one training per evaluation and instance, and the baseline's once per instance
-        "trainings": result.evaluations * spec.instances + result.generations * spec.instances,
+        # one training per evaluation and instance, and the reference's once per instance
+        "trainings": (result.evaluations + result.generations * spec.reference_trainings)
+        * spec.instances,
         "selection": selection,
     }
 
@@ -723,7 +754,7 @@ def _announce(args):
         print(
             f"{SEARCHES[args.algorithm]} on the task suite "
             f"({len(args.task_spec.tasks)} tasks, {args.instances} instances per generation): "
-            f"{optimizer} agents against Keras's {BASELINES[args.base]}, population "
+            f"{optimizer} agents against {args.task_spec.describe_reference()}, population "
             f"{args.population}, {args.generations} generations, seed {args.seed}",
             flush=True,
         )
@@ -791,7 +822,8 @@ def draw_fitness(args, logbook):
             logbook,
             figure,
             f"{SEARCHES[args.algorithm]} on the task suite (seed {args.seed})",
-            f"fitness (mean log loss ratio against {BASELINES[args.base]})",
+            f"fitness (mean log loss ratio against {BASELINES[args.base]}"
+            + (" at its best rate)" if args.reference == "tuned" else ")"),
         )
     return plot_fitness(logbook, figure, f"GRNEAT on {args.task} (seed {args.seed})")
 

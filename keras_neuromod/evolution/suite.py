@@ -179,6 +179,20 @@ class SuiteTask:
         return bases.get(self.base).n_outputs
 
     @property
+    def reference_trainings(self):
+        """The reference's trainings per instance: the grid's points, or 1 (the default)."""
+        if self.reference == "default":
+            return 1
+        return math.prod(len(values) for values in REFERENCE_GRIDS[self.base].values())
+
+    def describe_reference(self):
+        """The reference, in words (for logs and figures)."""
+        optimizer = BASELINES[self.base]
+        if self.reference == "default":
+            return f"Keras's default {optimizer}"
+        return f"{optimizer} at the best of {self.reference_trainings} learning-rate settings"
+
+    @property
     def worst_fitness(self):
         return -float(self.clip)
 
@@ -258,15 +272,6 @@ def reference_grid(base):
         FixedHyperparameters(base, {**values, **dict(zip(grid, point))})
         for point in itertools.product(*grid.values())
     ]
-
-
-def _describe_reference(suite):
-    """How the suite's reference trains, in words."""
-    optimizer = BASELINES[suite.base]
-    if suite.reference == "default":
-        return f"Keras's default {optimizer}"
-    points = math.prod(len(values) for values in REFERENCE_GRIDS[suite.base].values())
-    return f"the best of {optimizer} over {points} learning-rate settings"
 
 
 def _shapes(splits):
@@ -441,7 +446,7 @@ class SuiteEvaluator:
             with task_step(
                 f"preparing task {task_name!r} with model {model_name!r} "
                 f"(seed {instance_seed}) and training its reference "
-                f"({_describe_reference(self.suite)})"
+                f"({self.suite.describe_reference()})"
             ):
                 task = suite_tasks.get(task_name)
                 splits, weights, orders = self._instance(task, model_name, instance_seed)
