@@ -440,21 +440,40 @@ def plot_fitness(logbook, path, title, ylabel="fitness (final training accuracy)
     except ImportError:
         return None
     generations = [r["gen"] for r in logbook]
-    figure = _output.figure(figsize=(7, 4))
-    axis = figure.subplots()
-    _plot_best_mean_range(axis, logbook, generations)
     suite = all(r["architecture"] == "suite" for r in logbook)
+    if suite:  # below the fitness, its spread within and between generations
+        figure = _output.figure(figsize=(7, 6))
+        axis, spread = figure.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+        _plot_spreads(spread, logbook, generations)
+    else:
+        figure = _output.figure(figsize=(7, 4))
+        axis = figure.subplots()
+    _plot_best_mean_range(axis, logbook, generations)
     if suite and len(generations) > 20:
         _plot_moving_averages(axis, logbook, generations)
     elif len(generations) <= 20:
         _annotate_architectures(axis, logbook, generations)
     else:
         _mark_architectures(axis, logbook)
-    axis.set(xlabel="generation", ylabel=ylabel, title=title)
+    axis.set(xlabel=None if suite else "generation", ylabel=ylabel, title=title)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, ncol=3, loc="lower left")
     figure.tight_layout()
     return _output.save_figure(figure, path)
+
+
+def _plot_spreads(axis, logbook, generations):
+    """Draw the fitness's spread within each generation (std) and between them (drift)."""
+    axis.plot(generations, [r["std"] for r in logbook], color="C2", label="within (std)")
+    axis.plot(
+        generations,
+        [r["drift"] for r in logbook],
+        color="C3",
+        label="between generations (drift of the mean)",
+    )
+    axis.set(xlabel="generation", ylabel="spread")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="upper right")
 
 
 def _plot_best_mean_range(axis, logbook, generations):
