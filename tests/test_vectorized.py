@@ -132,6 +132,9 @@ def test_training_program_gives_fit_and_evaluate_values_on_suite_tasks(jax_run, 
     # trained one by one, a call per batch: fit's arithmetic, to rounding
     np.testing.assert_allclose(record["one_by_one"]["loss"], fit[:, 0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(record["one_by_one"]["metric"], fit[:, 1], rtol=1e-5, atol=1e-6)
+    # the least validation loss at an epoch's end, as `evaluate` after each epoch reads it
+    np.testing.assert_allclose(record["one_by_one"]["best_loss"], record["fit_best"], rtol=1e-5)
+    assert (np.asarray(record["best_loss"]) <= np.asarray(record["loss"])).all()
     # the default plan: batched matrix products round differently, which a chaotic
     # training may amplify; most individuals still agree to rounding
     relative = np.abs(np.asarray(record["loss"]) - fit[:, 0]) / np.abs(fit[:, 0])
@@ -144,11 +147,19 @@ def test_suite_fitness_scores_against_keras_adam_on_validation_loss(jax_run):
     table = np.asarray(record["table"])
     assert table.shape == (4, 2) and np.all(np.abs(table) <= 3.0)
     np.testing.assert_array_equal(table, record["again"])  # deterministic
+    no_harm = np.asarray(record["no_harm_table"])
     for column, check in enumerate(record["checks"]):
         # the baseline is Keras's default Adam trained on the instance as fit trains it
         assert check["baseline"] == pytest.approx(check["fit_baseline"], rel=1e-4)
-        expected = np.clip(np.log(check["baseline"] / np.asarray(check["agent_loss"])), -3, 3)
+        agent_loss, agent_best = np.asarray(check["agent_loss"]), np.asarray(check["agent_best"])
+        expected = np.clip(np.log(check["baseline"] / agent_loss), -3, 3)
         np.testing.assert_allclose(table[:, column], expected, rtol=1e-6, atol=1e-9)
+        # no harm: less the rise from the best epoch beyond the reference's own rise
+        assert (agent_best <= agent_loss).all() and check["baseline_best"] <= check["baseline"]
+        rise = np.log(agent_loss / agent_best) - np.log(check["baseline"] / check["baseline_best"])
+        expected = np.clip(np.log(check["baseline"] / agent_loss) - np.maximum(rise, 0), -3, 3)
+        np.testing.assert_allclose(no_harm[:, column], expected, rtol=1e-6, atol=1e-9)
+    assert (no_harm <= table + 1e-9).all()
     assert len({(name, model) for name, model, _ in record["instances"]}) >= 1
     # the tuned reference: the least validation loss over Adam's learning-rate grid
     tuned = record["tuned"]
@@ -238,6 +249,34 @@ def test_uniform_draws_and_suites_written_before_sampling_keep_their_draw():
     assert written.draw(7) != expected
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    reference=st.tuples(st.floats(1e-3, 10.0), st.floats(0.0, 1.0)),
+    losses=st.lists(st.tuples(st.floats(1e-3, 100.0), st.floats(0.0, 1.0)), min_size=1),
+)
+def test_no_harm_scores_subtract_only_a_rise_beyond_the_references(reference, losses):
+    from keras_neuromod.evolution.suite import instance_scores
+    from keras_neuromod.evolution.vectorized import Results
+
+    # (final, fraction): the best epoch's loss is a fraction of the way from 0 to the final
+    final_ref, best_ref = reference[0], reference[0] * max(reference[1], 1e-3)
+    final = np.array([f for f, _ in losses])
+    best = final * np.maximum([b for _, b in losses], 1e-3)
+    finite = np.arange(len(losses)) % 4 != 3  # every fourth diverged
+    result = Results(np.zeros_like(final), final, finite, best)
+    plain = instance_scores((final_ref, best_ref), result, 3.0, "final")
+    no_harm = instance_scores((final_ref, best_ref), result, 3.0, "no_harm")
+    for i in range(len(losses)):
+        ratio = math.log(final_ref / final[i])
+        excess = math.log(final[i] / best[i]) - math.log(final_ref / best_ref)
+        assert plain[i] == pytest.approx(max(-3.0, min(3.0, ratio)) if finite[i] else -3.0)
+        harmed = max(-3.0, min(3.0, ratio - max(excess, 0.0)))
+        assert no_harm[i] == pytest.approx(harmed if finite[i] else -3.0)
+    assert (no_harm <= plain + 1e-12).all()
+    # a diverged reference scores every candidate worst
+    assert (instance_scores((math.nan, math.nan), result, 3.0) == -3.0).all()
+
+
 def test_suites_measure_against_a_tuned_reference_and_old_ones_against_the_default():
     from keras_neuromod.evolution import SuiteTask
     from keras_neuromod.evolution.suite import REFERENCE_GRIDS
@@ -246,9 +285,13 @@ def test_suites_measure_against_a_tuned_reference_and_old_ones_against_the_defau
     written = SuiteTask(tasks=("friedman1",), base="sgd")
     assert written.reference == "tuned"
     assert SuiteTask.from_dict(json.loads(json.dumps(written.to_dict()))) == written
+    assert written.scoring == "no_harm"
     data = written.to_dict()
-    del data["reference"]
-    assert SuiteTask.from_dict(data).reference == "default"  # written before the field
+    del data["reference"], data["scoring"]
+    old = SuiteTask.from_dict(data)  # written before the fields
+    assert (old.reference, old.scoring) == ("default", "final")
+    with pytest.raises(ValueError, match=r"scoring must be one of \['no_harm', 'final'\]"):
+        SuiteTask(tasks=("friedman1",), scoring="best")
     with pytest.raises(ValueError, match=r"reference must be one of \['tuned', 'default'\]"):
         SuiteTask(tasks=("friedman1",), reference="best")
     # the grid: every combination, the other hyperparameters at Keras's defaults
@@ -578,6 +621,7 @@ def test_evolve_example_over_the_suite_picks_its_agent_on_a_validation_draw(tmp_
         ["--suite", "--tasks", "no_such_task"],
         ["--suite", "--reference", "best"],
         ["--suite", "--sampling", "even"],
+        ["--suite", "--scoring", "best"],
     ):
         with pytest.raises(SystemExit) as exit_info:
             example.parse_args(bad)
@@ -590,15 +634,17 @@ def test_the_command_line_sets_the_suites_reference_draw_and_validation_instance
 
     example = load_example("evolve")
     default = example.parse_args(["--suite", "--instances", "3", "--tasks", "friedman1"])
-    assert (default.task_spec.reference, default.task_spec.sampling) == ("tuned", "stratified")
+    spec = default.task_spec
+    assert (spec.reference, spec.scoring, spec.sampling) == ("tuned", "no_harm", "stratified")
     assert default.validation_draws == 22  # at least 64 validation instances: 22 draws of 3
     chosen = example.parse_args(
         ["--suite", "--tasks", "friedman1", "--reference", "default", "--sampling", "uniform"]
+        + ["--scoring", "final"]
     )
     assert chosen.task_spec == SuiteTask(
-        tasks=("friedman1",), instances=2, reference="default", sampling="uniform"
+        tasks=("friedman1",), instances=2, reference="default", sampling="uniform", scoring="final"
     )
     command = example.reproducing_command(chosen, 4)
-    assert "--reference default --sampling uniform" in command
+    assert "--reference default --scoring final --sampling uniform" in command
     replay = example.parse_args(command.split()[2:] + ["--out", str(tmp_path)])
     assert replay.task_spec == chosen.task_spec and replay.validation_draws == 32

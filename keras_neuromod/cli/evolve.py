@@ -90,6 +90,7 @@ from keras_neuromod.evolution.static import static_agent
 from keras_neuromod.evolution.suite import BASELINES
 from keras_neuromod.evolution.suite import REFERENCES
 from keras_neuromod.evolution.suite import SAMPLINGS
+from keras_neuromod.evolution.suite import SCORINGS
 from keras_neuromod.io import FolderLockedError
 from keras_neuromod.io import atomic_open
 
@@ -276,6 +277,14 @@ def _add_suite_arguments(parser):
         "default: at Keras's defaults",
     )
     parser.add_argument(
+        "--scoring",
+        default="no_harm",
+        choices=SCORINGS,
+        help="with --suite: how an instance's score reads a training: no_harm "
+        "(default): the log loss ratio, less a rise of the loss from its best epoch "
+        "beyond the reference's; final: the log ratio of the final losses",
+    )
+    parser.add_argument(
         "--sampling",
         default="stratified",
         choices=SAMPLINGS,
@@ -309,6 +318,7 @@ def _suite_settings(parser, args):
             outputs=args.outputs,
             sampling=args.sampling,
             reference=args.reference,
+            scoring=args.scoring,
         )
     except (KeyError, ValueError) as error:
         parser.error(str(error).strip("'\""))
@@ -385,6 +395,7 @@ def _suite_command_parts(args, prog, generations):
         f"--instances {args.instances}",
         f"--validation-draws {args.validation_draws}",
         f"--reference {args.reference}",
+        f"--scoring {args.scoring}",
         f"--sampling {args.sampling}",
         f"--algorithm {args.algorithm}",
         f"--inputs {args.inputs}",
@@ -640,6 +651,7 @@ def _suite_provenance(args, result, selection, record):
         "clip": spec.clip,
         "baseline": BASELINES[spec.base],
         "reference": spec.reference,
+        "scoring": spec.scoring,
         **record,
         # one training per evaluation and instance, and the reference's once per instance
         "trainings": (result.evaluations + result.generations * spec.reference_trainings)

@@ -17,7 +17,10 @@ and a seed (the initial weights and the data order). On every instance,
 * the individual's score is `log(reference validation loss / its validation
   loss)`, clipped to `[-clip, clip]`: 0 is as good as the reference, positive is
   better, and the scale of the loss (cross-entropy, squared error) cancels, so
-  that tasks of different difficulty and different losses are comparable. A
+  that tasks of different difficulty and different losses are comparable. By
+  default (``scoring="no_harm"``) it loses, besides, how much further its
+  validation loss rose from its best epoch to its end than the reference's did:
+  a training that is getting worse scores less than its last loss says. A
   training whose loss turned NaN or Inf scores `-clip`.
 
 The fitness is the mean score over the instances. An error in preparing an
@@ -52,6 +55,7 @@ __all__ = [
     "BASELINES",
     "REFERENCES",
     "REFERENCE_GRIDS",
+    "SCORINGS",
     "SAMPLINGS",
     "VALIDATION_SEEDS",
 ]
@@ -60,6 +64,8 @@ __all__ = [
 BASELINES = {"adam": "Adam", "sgd": "SGD"}
 # What an instance's score is measured against (`SuiteTask.reference`).
 REFERENCES = ("tuned", "default")
+# How an instance's score reads a training (`SuiteTask.scoring`, `instance_scores`).
+SCORINGS = ("no_harm", "final")
 # The tuned reference's grid: every combination of these values, the base's other
 # hyperparameters at Keras's defaults. Half-decade learning rates over the range
 # users tune; SGD with Keras's default momentum (0) and with the usual 0.9.
@@ -121,6 +127,14 @@ class SuiteTask:
             ``"default"``: Keras's optimizer with its default settings; a
             suite written without the field (before it) reads as this, the
             reference its agents were evolved against.
+        scoring: how an instance's score reads a training (`SCORINGS`,
+            `instance_scores`). ``"no_harm"`` (default): the log ratio of the
+            reference's final validation loss to the candidate's, less how
+            much further the candidate's loss rose from its best epoch to its
+            end than the reference's did; a training that gets worse toward
+            its end, as it would go on doing over a longer horizon, scores
+            less. ``"final"``: the log ratio of the final losses alone; a suite
+            written without the field (before it) reads as this.
     """
 
     base: str = "adam"
@@ -135,6 +149,7 @@ class SuiteTask:
     outputs: str = output_sets.DEFAULT
     sampling: str = "stratified"
     reference: str = "tuned"
+    scoring: str = "no_harm"
 
     def __post_init__(self):
         from keras_neuromod import tasks as suite
@@ -161,6 +176,7 @@ class SuiteTask:
             raise ValueError(f"clip must be a positive number, got {self.clip!r}.")
         _fields.choice(self.sampling, "sampling", SAMPLINGS)
         _fields.choice(self.reference, "reference", REFERENCES)
+        _fields.choice(self.scoring, "scoring", SCORINGS)
         input_sets.get(self.inputs)
         base = bases.get(self.base)
         object.__setattr__(self, "outputs", base.resolve_outputs(self.outputs, self.inputs))
@@ -238,6 +254,7 @@ class SuiteTask:
         data.setdefault("outputs", output_sets.LEGACY)  # written before output sets: the paper's
         data.setdefault("sampling", "uniform")  # written before stratified draws
         data.setdefault("reference", "default")  # written before tuned references
+        data.setdefault("scoring", "final")  # written before the no-harm score
         return cls(**data)
 
 
@@ -251,6 +268,31 @@ class _Turns:
         if not self.round:
             self.round = [self.items[i] for i in self.rng.permutation(len(self.items))]
         return self.round.pop()
+
+
+def instance_scores(reference, result, clip, scoring="no_harm"):
+    """The candidates' scores on one instance.
+
+    `log(reference's final loss / candidate's final loss)`; with
+    ``scoring="no_harm"``, minus how much further the candidate's loss rose
+    from its best epoch to its end than the reference's did (in log ratios,
+    if more): a training that is getting worse, and would go on so over a
+    longer horizon, scores less than its final loss says. Clipped to
+    `[-clip, clip]`; `-clip` for a training whose loss turned NaN or Inf.
+
+    Args:
+        reference: `(final loss, least loss)` of the reference on the instance.
+        result: the candidates' `vectorized.Results`.
+        clip: the bound of a score.
+        scoring: ``"no_harm"`` or ``"final"`` (`SCORINGS`).
+    """
+    final, best = reference
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = np.log(final / result.loss)
+        if scoring == "no_harm":
+            rise = np.log(result.loss / result.best_loss) - np.log(final / best)
+            score = score - np.maximum(rise, 0.0)
+    return np.where(result.finite & np.isfinite(score), np.clip(score, -clip, clip), -clip)
 
 
 def reference_grid(base):
@@ -405,9 +447,10 @@ class SuiteEvaluator:
         return splits, weights, task.data_order(seed)
 
     def _reference(self, task, model_name, seed, splits, weights, orders):
-        """The reference's validation loss on an instance (NaN if it diverged), trained once.
+        """The reference's final and least validation loss on an instance (NaN if it
+        diverged), trained once.
 
-        The tuned reference's loss is the least over its grid's finite trainings.
+        The tuned reference is the grid's finite training of least final loss.
         """
         key = (task.name, model_name, seed)
         if key not in self._references:
@@ -422,8 +465,12 @@ class SuiteEvaluator:
                 program.use_data(*splits.train, *splits.val)
                 result = program.run(None, weights, orders)
             losses = np.where(result.finite, result.loss, np.inf)
-            best = float(np.min(losses))
-            self._references[key] = best if math.isfinite(best) else math.nan
+            chosen = int(np.argmin(losses))
+            if math.isfinite(losses[chosen]):
+                reference = (float(result.loss[chosen]), float(result.best_loss[chosen]))
+            else:
+                reference = (math.nan, math.nan)
+            self._references[key] = reference
         return self._references[key]
 
     def scores(self, genomes, seed):
@@ -464,10 +511,7 @@ class SuiteEvaluator:
                 result = program.run(
                     genomes, weights, orders, horizon=_horizon(task, splits, instance_seed)
                 )
-            with np.errstate(divide="ignore", invalid="ignore"):
-                score = np.log(reference / result.loss)
-            score = np.where(result.finite & np.isfinite(score), np.clip(score, -clip, clip), -clip)
-            table[:, column] = score
+            table[:, column] = instance_scores(reference, result, clip, self.suite.scoring)
         return table, instances
 
     def evaluate_many(self, genomes, architecture, seed):

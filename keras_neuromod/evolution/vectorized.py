@@ -200,11 +200,15 @@ class Results(NamedTuple):
             reports it: accuracy, or mean squared error.
         loss: the loss, likewise.
         finite: False where the training loss was ever NaN or Inf.
+        best_loss: the least held-out loss at the end of any epoch (the
+            last one's included), or (without held-out data) `loss`: how far
+            the training's loss ended above its best.
     """
 
     metric: np.ndarray
     loss: np.ndarray
     finite: np.ndarray
+    best_loss: np.ndarray
 
 
 class TrainingProgram:
@@ -270,7 +274,7 @@ class TrainingProgram:
         if not self.held_out:
             x_eval, y_eval = x[:1], y[:1]  # unused placeholders
         self.data = tuple(jax.device_put(np.asarray(a)) for a in (x, y, x_eval, y_eval))
-        self.start, self.step, self.finish = _training_functions(
+        self.start, self.step, self.observe, self.finish = _training_functions(
             model, optimizer, _per_example(loss), metric, self.held_out, genome_slots
         )
         self._compile()
@@ -309,6 +313,7 @@ class TrainingProgram:
         else:
             self.start_compiled = batch(self.start, 3)
             self.step_compiled = batch(self.step, 4)
+            self.observe_compiled = batch(self.observe, 2)
             self.finish_compiled = batch(self.finish, 2)
 
     def use_data(self, x, y, x_eval=None, y_eval=None):
@@ -350,7 +355,14 @@ class TrainingProgram:
                 state, _ = scanned(state, order[full * batch :])
             return state, None
 
-        state, _ = jax.lax.scan(epoch, state, (orders, weights))
+        def observed_epoch(state, inputs):
+            state, _ = epoch(state, inputs)
+            return self.observe(state, x_eval, y_eval), None
+
+        # every epoch but the last is measured on the held-out data at its end; `finish`
+        # measures the last
+        state, _ = jax.lax.scan(observed_epoch, state, (orders[:-1], weights[:-1]))
+        state, _ = epoch(state, (orders[-1], weights[-1]))
         return self.finish(state, x_eval, y_eval)
 
     def run(self, genomes, initial_weights, orders, horizon=None):
@@ -398,7 +410,7 @@ class TrainingProgram:
                 return jnp.reshape(one, (1, -1))
 
         values = evaluate_groups(call, population, width)
-        return Results(values[:, 0], values[:, 1], values[:, 2] > 0.5)
+        return Results(values[:, 0], values[:, 1], values[:, 2] > 0.5, values[:, 3])
 
     def _checked_orders(self, orders):
         """`orders` as a numpy array, checked to hold one order of every example per epoch."""
@@ -444,7 +456,9 @@ class TrainingProgram:
         x, y, x_eval, y_eval = self.data
         batch = self.batch_size
         state = self.start_compiled(genome, trainable, non_trainable, optimizer_start)
-        for order, weight in zip(orders, weights):
+        for epoch, (order, weight) in enumerate(zip(orders, weights)):
+            if epoch:
+                state = self.observe_compiled(state, x_eval, y_eval)
             for first in range(0, len(order), batch):
                 state = self.step_compiled(state, order[first : first + batch], weight, x, y)
         return self.finish_compiled(state, x_eval, y_eval)
@@ -488,7 +502,7 @@ def _per_example(loss):
 
 
 def _training_functions(model, optimizer, loss, metric, held_out, genome_slots):
-    """`start`, `step` and `finish`: one individual's training as pure functions.
+    """`start`, `step`, `observe` and `finish`: one individual's training as pure functions.
 
     * `start(genome, trainable, non_trainable, optimizer_variables) -> state`
       puts the genome (the packed tags, activity and rates), or a fixed
@@ -497,13 +511,16 @@ def _training_functions(model, optimizer, loss, metric, held_out, genome_slots):
       `x[indices]` (one batch) and adds `weight` times the batch's summed
       loss and metric (of the predictions before the update, as `fit`'s
       running metrics are);
-    * `finish(state, x_eval, y_eval) -> [metric, loss, finite]`: on the
-      held-out data, or the last epoch's running values.
+    * `observe(state, x_eval, y_eval) -> state` keeps the least held-out
+      loss seen at an epoch's end (a no-op without held-out data);
+    * `finish(state, x_eval, y_eval) -> [metric, loss, finite, best loss]`:
+      on the held-out data, or the last epoch's running values.
     """
     measure = _measure_function(metric)
     return (
         _start_function(genome_slots),
         _step_function(model, optimizer, loss, measure),
+        _observe_function(model, loss, measure, held_out),
         _finish_function(model, loss, measure, held_out),
     )
 
@@ -533,8 +550,17 @@ def _start_function(genome_slots):
             optimizer_variables[slot] = jnp.broadcast_to(
                 value, jnp.shape(optimizer_variables[slot])
             )
-        zero = jnp.zeros((), "float32")
-        return (trainable, non_trainable, optimizer_variables, jnp.ones((), bool), zero, zero, zero)
+        zero, best = jnp.zeros((), "float32"), jnp.full((), jnp.inf, "float32")
+        return (
+            trainable,
+            non_trainable,
+            optimizer_variables,
+            jnp.ones((), bool),
+            zero,
+            zero,
+            zero,
+            best,
+        )
 
     return start
 
@@ -553,7 +579,9 @@ def _step_function(model, optimizer, loss, measure):
     gradient = jax.value_and_grad(loss_function, has_aux=True)
 
     def step(state, indices, weight, x, y):
-        trainable, non_trainable, optimizer_variables, finite, metric_sum, loss_sum, seen = state
+        trainable, non_trainable, optimizer_variables, finite, metric_sum, loss_sum, seen, best = (
+            state
+        )
         x, y = x[indices], y[indices]
         (value, (predictions, non_trainable)), grads = gradient(trainable, non_trainable, x, y)
         trainable, optimizer_variables = optimizer.stateless_apply(
@@ -568,9 +596,26 @@ def _step_function(model, optimizer, loss, measure):
             metric_sum + weight * jnp.sum(measure(predictions, y)),
             loss_sum + count * value,
             seen + count,
+            best,
         )
 
     return step
+
+
+def _observe_function(model, loss, measure, held_out):
+    """`observe`: the least held-out loss at an epoch's end, kept in the state."""
+    import jax.numpy as jnp
+
+    def observe(state, x_eval, y_eval):
+        if not held_out:
+            return state
+        trainable, non_trainable = state[:2]
+        _, loss_sum, seen = _held_out_sums(
+            model, trainable, non_trainable, x_eval, y_eval, loss, measure
+        )
+        return (*state[:-1], jnp.fmin(state[-1], loss_sum / seen))
+
+    return observe
 
 
 def _finish_function(model, loss, measure, held_out):
@@ -578,13 +623,15 @@ def _finish_function(model, loss, measure, held_out):
     import jax.numpy as jnp
 
     def finish(state, x_eval, y_eval):
-        trainable, non_trainable, _, finite, metric_sum, loss_sum, seen = state
+        trainable, non_trainable, _, finite, metric_sum, loss_sum, seen, best = state
         if held_out:
             metric_sum, loss_sum, seen = _held_out_sums(
                 model, trainable, non_trainable, x_eval, y_eval, loss, measure
             )
         seen = jnp.maximum(seen, 1.0)
-        return jnp.stack([metric_sum / seen, loss_sum / seen, finite.astype("float32")])
+        final = loss_sum / seen
+        best = jnp.fmin(best, final) if held_out else final
+        return jnp.stack([metric_sum / seen, final, finite.astype("float32"), best])
 
     return finish
 
