@@ -637,6 +637,7 @@ def test_the_command_line_sets_the_suites_reference_draw_and_validation_instance
     spec = default.task_spec
     assert (spec.reference, spec.scoring, spec.sampling) == ("tuned", "no_harm", "stratified")
     assert default.validation_draws == 22  # at least 64 validation instances: 22 draws of 3
+    assert example.parse_args(["--quick", "--suite"]).validation_draws == 4  # a quick choice
     chosen = example.parse_args(
         ["--suite", "--tasks", "friedman1", "--reference", "default", "--sampling", "uniform"]
         + ["--scoring", "final"]

@@ -105,8 +105,10 @@ QUICK = {
     "train_subset": None,
 }
 QUICK_SUITE = {"population": 16, "generations": 4, "instances": 2}
-# The validation instances that pick a --suite run's agent, unless --validation-draws says
+# The validation instances that pick a --suite run's agent, unless --validation-draws
+# says (with --quick: QUICK_VALIDATION_DRAWS draws of --instances)
 VALIDATION_INSTANCES = 64
+QUICK_VALIDATION_DRAWS = 4
 SEARCHES = {"grneat": "GRNEAT", "random": "Random search", "static": "Static search"}
 
 
@@ -266,7 +268,8 @@ def _add_suite_arguments(parser):
         default=None,
         help="with --suite: draws of INSTANCES validation instances that pick the "
         f"agent among the candidates (default: enough for {VALIDATION_INSTANCES} "
-        "instances; 0: the last generation's best)",
+        f"instances, {QUICK_VALIDATION_DRAWS} draws with --quick; 0: the last "
+        "generation's best)",
     )
     parser.add_argument(
         "--reference",
@@ -322,8 +325,12 @@ def _suite_settings(parser, args):
         )
     except (KeyError, ValueError) as error:
         parser.error(str(error).strip("'\""))
-    if args.validation_draws is None:
-        args.validation_draws = math.ceil(VALIDATION_INSTANCES / args.instances)
+    if args.validation_draws is None:  # --quick: a few draws, that the choice stays quick
+        args.validation_draws = (
+            QUICK_VALIDATION_DRAWS
+            if args.quick
+            else math.ceil(VALIDATION_INSTANCES / args.instances)
+        )
     args.models = ("suite",)
     prefix = "static" if args.algorithm == "static" else "nm"
     args.name = args.name or f"{prefix}_{args.base}_general"
