@@ -119,7 +119,9 @@ def configurations(task, architecture, count, skip_slow):
     return rows
 
 
-def main(argv=None):
+def _parse_args(argv):
+    """The timed maps' repeats, the job count of each model, and whether to skip the slow
+    rows."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer jobs and repeats")
     parser.add_argument("--repeats", type=int, default=None)
@@ -134,57 +136,52 @@ def main(argv=None):
         "mlp": args.mlp_jobs or (16 if args.quick else 32),
         "A": args.a_jobs or (8 if args.quick else 16),
     }
-    skip_slow = args.skip_slow or args.quick
-    task = FitnessTask(dataset="digits", base="adam", epochs=3, width=0.25, batch_size=32)
-    started = time.perf_counter()
-    print(
-        f"{os.cpu_count()} cores; digits, Nm-Adam, {task.epochs} epochs, batch {task.batch_size}, "
-        f"width {task.width}, max_regulatory {task.max_regulatory}; jobs: {counts['mlp']} (mlp), "
-        f"{counts['A']} (A); median of {repeats} timed map(s) after a warm-up map of as many jobs",
-        flush=True,
-    )
+    return repeats, counts, args.skip_slow or args.quick
 
-    rows, ratios, agreement = [], {}, {}
-    for architecture, count in counts.items():
-        jobs = make_jobs(task, architecture, count, 0)
-        warm = make_jobs(task, architecture, count, 1000)
-        values = []  # per configuration, in order: process x2 first, vectorized default second
-        for kind, workers, label, make in configurations(task, architecture, count, skip_slow):
-            fitness, seconds, memory = measure(make(), jobs, warm, repeats)
-            values.append(fitness)
-            median = statistics.median(seconds)
-            rows.append(
-                {
-                    "model": architecture,
-                    "evaluation": label,
-                    "kind": kind,
-                    "workers": workers,
-                    "jobs": count,
-                    "repeats": repeats,
-                    "evaluations_per_minute": round(count / median * 60, 1),
-                    "seconds_per_evaluation": round(median / count, 4),
-                    "seconds_per_map": [round(t, 2) for t in seconds],
-                    "peak_memory_mib": round(memory),
-                }
-            )
-        difference = np.abs(np.array(values[1]) - np.array(values[0]))
-        agreement[architecture] = {
-            "max_abs_difference": float(difference.max()),
-            "equal": int(np.sum(difference == 0)),
-            "within_1e-6": int(np.sum(difference <= 1e-6)),
-            "jobs": count,
-            "one_worker_equal": int(np.sum(np.array(values[2]) == values[1])),
-        }
-        ours = [r for r in rows if r["model"] == architecture]
-        ratios[architecture] = round(
-            ours[1]["evaluations_per_minute"] / ours[0]["evaluations_per_minute"], 2
+
+def _time_model(task, architecture, count, repeats, skip_slow):
+    """Time every configuration of one model: its table rows, the fitness agreement of the
+    vectorized default with the process backend, and their speed ratio."""
+    jobs = make_jobs(task, architecture, count, 0)
+    warm = make_jobs(task, architecture, count, 1000)
+    rows = []
+    values = []  # per configuration, in order: process x2 first, vectorized default second
+    for kind, workers, label, make in configurations(task, architecture, count, skip_slow):
+        fitness, seconds, memory = measure(make(), jobs, warm, repeats)
+        values.append(fitness)
+        median = statistics.median(seconds)
+        rows.append(
+            {
+                "model": architecture,
+                "evaluation": label,
+                "kind": kind,
+                "workers": workers,
+                "jobs": count,
+                "repeats": repeats,
+                "evaluations_per_minute": round(count / median * 60, 1),
+                "seconds_per_evaluation": round(median / count, 4),
+                "seconds_per_map": [round(t, 2) for t in seconds],
+                "peak_memory_mib": round(memory),
+            }
         )
-        for row in ours:
-            row["vs_process_x2"] = round(
-                row["evaluations_per_minute"] / ours[0]["evaluations_per_minute"], 2
-            )
+    difference = np.abs(np.array(values[1]) - np.array(values[0]))
+    agreement = {
+        "max_abs_difference": float(difference.max()),
+        "equal": int(np.sum(difference == 0)),
+        "within_1e-6": int(np.sum(difference <= 1e-6)),
+        "jobs": count,
+        "one_worker_equal": int(np.sum(np.array(values[2]) == values[1])),
+    }
+    ratio = round(rows[1]["evaluations_per_minute"] / rows[0]["evaluations_per_minute"], 2)
+    for row in rows:
+        row["vs_process_x2"] = round(
+            row["evaluations_per_minute"] / rows[0]["evaluations_per_minute"], 2
+        )
+    return rows, agreement, ratio
 
-    print()
+
+def _print_table(rows):
+    """The rows as a Markdown table: speed, memory and the ratio to the process backend."""
     print(
         "| model | evaluation | workers | evaluations per minute (median) | seconds per evaluation "
         "| peak memory of workers (MiB, summed peak RSS) | vs process x2 |"
@@ -196,7 +193,10 @@ def main(argv=None):
             f"{row['evaluations_per_minute']:.1f} | {row['seconds_per_evaluation']:.3f} | "
             f"{row['peak_memory_mib']} | {row['vs_process_x2']:.2f}x |"
         )
-    print()
+
+
+def _print_agreement(agreement):
+    """One line per model: how far the vectorized fitness values are from the process's."""
     for architecture, check in agreement.items():
         print(
             f"Fitness agreement on {architecture}, vectorized default vs process x2: "
@@ -205,6 +205,10 @@ def main(argv=None):
             f"{check['within_1e-6']} within 1e-6; vectorized with one worker equal on "
             f"{check['one_worker_equal']} of {check['jobs']}"
         )
+
+
+def _check_targets(ratios):
+    """Print each model's ratio against its target; return which are met."""
     met = {architecture: ratios[architecture] >= target for architecture, target in TARGETS.items()}
     print(
         "Targets (vectorized default vs process backend with 2 workers): "
@@ -213,6 +217,32 @@ def main(argv=None):
             for a, t in TARGETS.items()
         )
     )
+    return met
+
+
+def main(argv=None):
+    repeats, counts, skip_slow = _parse_args(argv)
+    task = FitnessTask(dataset="digits", base="adam", epochs=3, width=0.25, batch_size=32)
+    started = time.perf_counter()
+    print(
+        f"{os.cpu_count()} cores; digits, Nm-Adam, {task.epochs} epochs, batch {task.batch_size}, "
+        f"width {task.width}, max_regulatory {task.max_regulatory}; jobs: {counts['mlp']} (mlp), "
+        f"{counts['A']} (A); median of {repeats} timed map(s) after a warm-up map of as many jobs",
+        flush=True,
+    )
+
+    rows, ratios, agreement = [], {}, {}
+    for architecture, count in counts.items():
+        ours, agreement[architecture], ratios[architecture] = _time_model(
+            task, architecture, count, repeats, skip_slow
+        )
+        rows += ours
+
+    print()
+    _print_table(rows)
+    print()
+    _print_agreement(agreement)
+    met = _check_targets(ratios)
     print(f"Total time {time.perf_counter() - started:.0f} s")
     met["all"] = all(met.values())
     print(

@@ -252,7 +252,8 @@ def typical(per_instance):
     return float(np.median([np.median(values) for values in per_instance]))
 
 
-def main(argv=None):
+def _parser():
+    """The command line: rounds, seed, instances, cases, repeats, backend and input set."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--quick", action="store_true", help="3 rounds, fewer steps")
@@ -288,7 +289,93 @@ def main(argv=None):
         default="paper",
         help="the agents' input set (default: the core paper's)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _step_alone_rows(label, case, rounds, args, medians):
+    """Time the optimizer step alone on one case: a row per modulated optimizer, its
+    added milliseconds over the plain one's against the plain one's train step."""
+    applied = {
+        name: float(np.median(v))
+        for name, v in measure_apply(case, 5 * rounds, args.seed, args.repeats).items()
+    }
+    rows = []
+    for name, base in (("Nm-Adam", "Adam"), ("Nm-SGD", "SGD")):
+        added = applied[name] - applied[base]
+        rows.append(
+            {
+                "case": label,
+                "optimizer": name,
+                "step_ms": round(applied[name], 3),
+                "plain_step_ms": round(applied[base], 3),
+                "added_ms": round(added, 3),
+                "ratio": round(1 + added / medians[base], 3),
+                "target": TARGETS.get((label, name)),
+            }
+        )
+    return rows
+
+
+def _train_step_rows(label, times, medians):
+    """A row per optimizer of one case: its median train step and its paired ratio to the
+    plain optimizer."""
+    spread = {
+        name: [round(float(np.median(v)), 1) for v in values] for name, values in times.items()
+    }
+    rows = []
+    for name, base in (
+        ("Adam", "Adam"),
+        ("Nm-Adam", "Adam"),
+        ("SGD", "SGD"),
+        ("Nm-SGD", "SGD"),
+    ):
+        ratio = paired_ratio(times, name, base)
+        rows.append(
+            {
+                "case": label,
+                "optimizer": name,
+                "median_ms_per_step": round(medians[name], 3),
+                "ratio": round(ratio, 3),
+                "target": TARGETS.get((label, name)),
+                "instances_ms_per_step": spread[name],
+            }
+        )
+    return rows
+
+
+def _print_train_step_table(rows):
+    """The train-step rows as a Markdown table."""
+    print("| case | optimizer | median ms/step | ratio to plain | target | instances' medians |")
+    print("|---|---|---:|---:|---:|---|")
+    for row in rows:
+        target = f"<= {row['target']:.2f}x" if row["target"] else ""
+        each = ", ".join(f"{v:.1f}" for v in row["instances_ms_per_step"])
+        print(
+            f"| {row['case']} | {row['optimizer']} | {row['median_ms_per_step']:.2f} | "
+            f"{row['ratio']:.3f}x | {target} | {each} |"
+        )
+
+
+def _print_step_alone_table(alone):
+    """The step-alone rows as a Markdown table, under its title."""
+    print("The optimizer step alone (the same gradients and variables for every optimizer):")
+    print()
+    print(
+        "| case | optimizer | its step, ms | plain optimizer's step, ms | added ms | "
+        "1 + added / plain train step | target |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for row in alone:
+        target = f"<= {row['target']:.2f}x" if row["target"] else ""
+        print(
+            f"| {row['case']} | {row['optimizer']} | {row['step_ms']:.2f} | "
+            f"{row['plain_step_ms']:.2f} | {row['added_ms']:+.2f} | {row['ratio']:.3f}x | "
+            f"{target} |"
+        )
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
     global INPUTS
     INPUTS = args.inputs
     rounds = 3 if args.quick else args.rounds
@@ -305,70 +392,14 @@ def main(argv=None):
         times = measure(case, rounds, args.seed, args.instances)
         medians = {name: typical(values) for name, values in times.items()}
         if tensorflow:
-            applied = {
-                name: float(np.median(v))
-                for name, v in measure_apply(case, 5 * rounds, args.seed, args.repeats).items()
-            }
-            for name, base in (("Nm-Adam", "Adam"), ("Nm-SGD", "SGD")):
-                added = applied[name] - applied[base]
-                alone.append(
-                    {
-                        "case": label,
-                        "optimizer": name,
-                        "step_ms": round(applied[name], 3),
-                        "plain_step_ms": round(applied[base], 3),
-                        "added_ms": round(added, 3),
-                        "ratio": round(1 + added / medians[base], 3),
-                        "target": TARGETS.get((label, name)),
-                    }
-                )
-        spread = {
-            name: [round(float(np.median(v)), 1) for v in values] for name, values in times.items()
-        }
-        for name, base in (
-            ("Adam", "Adam"),
-            ("Nm-Adam", "Adam"),
-            ("SGD", "SGD"),
-            ("Nm-SGD", "SGD"),
-        ):
-            ratio = paired_ratio(times, name, base)
-            rows.append(
-                {
-                    "case": label,
-                    "optimizer": name,
-                    "median_ms_per_step": round(medians[name], 3),
-                    "ratio": round(ratio, 3),
-                    "target": TARGETS.get((label, name)),
-                    "instances_ms_per_step": spread[name],
-                }
-            )
+            alone += _step_alone_rows(label, case, rounds, args, medians)
+        rows += _train_step_rows(label, times, medians)
     print()
-    print("| case | optimizer | median ms/step | ratio to plain | target | instances' medians |")
-    print("|---|---|---:|---:|---:|---|")
-    for row in rows:
-        target = f"<= {row['target']:.2f}x" if row["target"] else ""
-        each = ", ".join(f"{v:.1f}" for v in row["instances_ms_per_step"])
-        print(
-            f"| {row['case']} | {row['optimizer']} | {row['median_ms_per_step']:.2f} | "
-            f"{row['ratio']:.3f}x | {target} | {each} |"
-        )
+    _print_train_step_table(rows)
     met = all(row["ratio"] <= row["target"] for row in rows if row["target"])
     if alone:
         print()
-        print("The optimizer step alone (the same gradients and variables for every optimizer):")
-        print()
-        print(
-            "| case | optimizer | its step, ms | plain optimizer's step, ms | added ms | "
-            "1 + added / plain train step | target |"
-        )
-        print("|---|---|---:|---:|---:|---:|---:|")
-        for row in alone:
-            target = f"<= {row['target']:.2f}x" if row["target"] else ""
-            print(
-                f"| {row['case']} | {row['optimizer']} | {row['step_ms']:.2f} | "
-                f"{row['plain_step_ms']:.2f} | {row['added_ms']:+.2f} | {row['ratio']:.3f}x | "
-                f"{target} |"
-            )
+        _print_step_alone_table(alone)
     alone_met = all(row["ratio"] <= row["target"] for row in alone if row["target"])
     print(
         json.dumps(

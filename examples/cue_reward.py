@@ -174,6 +174,55 @@ def a2c_loss(out, gamma, value_coef, entropy_coef, all_steps=False):
     return ops.mean(policy + value_coef * adv**2)
 
 
+def _tensorflow_train_step(model, optimizer, loss_of):
+    """A `tf.function` training step: one Adam step on a batch, returning its rewards."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def step(x):
+        with tf.GradientTape() as tape:
+            out = model(x)
+            loss = loss_of(out)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
+        return out[:, :, 2]
+
+    return lambda x: np.asarray(step(x))
+
+
+def _jax_train_step(model, optimizer, loss_of):
+    """A jitted stateless training step that keeps the variables in a dict; its `sync()`
+    writes the trained values back into the model."""
+    import jax
+
+    def loss_fn(tv, ntv, x):
+        out, ntv = model.stateless_call(tv, ntv, x)
+        return loss_of(out), out[:, :, 2]
+
+    @jax.jit
+    def step(tv, ntv, ov, x):
+        (_, rewards), grads = jax.value_and_grad(loss_fn, has_aux=True)(tv, ntv, x)
+        tv, ov = optimizer.stateless_apply(ov, grads, tv)
+        return tv, ov, rewards
+
+    state = {
+        "tv": [v.value for v in model.trainable_variables],
+        "ntv": [v.value for v in model.non_trainable_variables],
+        "ov": [v.value for v in optimizer.variables],
+    }
+
+    def run(x):
+        state["tv"], state["ov"], rewards = step(state["tv"], state["ntv"], state["ov"], x)
+        return np.asarray(rewards)
+
+    def sync():
+        for v, value in zip(model.trainable_variables, state["tv"]):
+            v.assign(value)
+
+    run.sync = sync
+    return run
+
+
 def make_train_step(model, optimizer, args):
     """A compiled training step for the TensorFlow or JAX backend."""
     backend = keras.backend.backend()
@@ -183,47 +232,9 @@ def make_train_step(model, optimizer, args):
 
     optimizer.build(model.trainable_variables)
     if backend == "tensorflow":
-        import tensorflow as tf
-
-        @tf.function(reduce_retracing=True)
-        def step(x):
-            with tf.GradientTape() as tape:
-                out = model(x)
-                loss = loss_of(out)
-            grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply(grads, model.trainable_variables)
-            return out[:, :, 2]
-
-        return lambda x: np.asarray(step(x))
+        return _tensorflow_train_step(model, optimizer, loss_of)
     if backend == "jax":
-        import jax
-
-        def loss_fn(tv, ntv, x):
-            out, ntv = model.stateless_call(tv, ntv, x)
-            return loss_of(out), out[:, :, 2]
-
-        @jax.jit
-        def step(tv, ntv, ov, x):
-            (_, rewards), grads = jax.value_and_grad(loss_fn, has_aux=True)(tv, ntv, x)
-            tv, ov = optimizer.stateless_apply(ov, grads, tv)
-            return tv, ov, rewards
-
-        state = {
-            "tv": [v.value for v in model.trainable_variables],
-            "ntv": [v.value for v in model.non_trainable_variables],
-            "ov": [v.value for v in optimizer.variables],
-        }
-
-        def run(x):
-            state["tv"], state["ov"], rewards = step(state["tv"], state["ntv"], state["ov"], x)
-            return np.asarray(rewards)
-
-        def sync():
-            for v, value in zip(model.trainable_variables, state["tv"]):
-                v.assign(value)
-
-        run.sync = sync
-        return run
+        return _jax_train_step(model, optimizer, loss_of)
     raise SystemExit(f"cue_reward.py needs the tensorflow or jax backend, not {backend}.")
 
 
@@ -275,7 +286,8 @@ def plot(curves, path, window):
     _common.save_figure(fig, path, dpi=120)
 
 
-def main(argv=None):
+def _parser():
+    """The command line: seeds and variants, the task's sizes, and the A2C training."""
     p = _common.parser(
         __doc__,
         "runs/cue_reward",
@@ -314,6 +326,12 @@ def main(argv=None):
         help="policy loss on every step's action, as the official code",
     )
     p.add_argument("--print-every", type=int, default=25)
+    return p
+
+
+def _parse_args(argv):
+    """The parsed flags, the sizes left unset filled from --quick, and the variants."""
+    p = _parser()
     args = p.parse_args(argv)
     # Paper scale: 200 units, 20-bit cues, 200 steps. Defaults here are the
     # reduced task; --quick shrinks it further to fit about 15 minutes.
@@ -329,16 +347,13 @@ def main(argv=None):
     for v in variants:
         if v not in VARIANTS:
             p.error(f"unknown variant {v!r}; choose from {list(VARIANTS)}")
-    os.makedirs(args.out, exist_ok=True)
-    log = lambda s: print(s, flush=True)  # noqa: E731
-    log(
-        f"backend {keras.backend.backend()}; units {args.units}, batch {args.batch}, "
-        f"steps {args.steps}, updates {args.updates}, cues {args.cues}x{args.cue_bits} bits, "
-        f"seeds {args.seed}..{args.seed + args.seeds - 1}"
-    )
+    return args, variants
 
+
+def _train_all(variants, args, tail, log):
+    """Train every variant at every seed: the reward curves, the final rewards (mean of
+    the last `tail` updates) and the training seconds per variant."""
     curves, finals, times = {}, {}, {}
-    tail = max(1, args.updates // 10)
     for variant in variants:
         curves[variant], finals[variant], times[variant] = [], [], 0.0
         for seed in range(args.seed, args.seed + args.seeds):
@@ -347,20 +362,11 @@ def main(argv=None):
             finals[variant].append(float(curve[-tail:].mean()))
             times[variant] += seconds
             keras.backend.clear_session()
+    return curves, finals, times
 
-    plot(curves, os.path.join(args.out, "reward_curves.png"), window=max(5, args.updates // 20))
-    summary = {v: round(float(np.mean(finals[v])), 4) for v in variants}
-    atomic_write_json(
-        os.path.join(args.out, "results.json"),
-        {
-            "args": vars(args),
-            "final_reward_per_trial": finals,
-            "summary": summary,
-            "curves": {v: [c.tolist() for c in curves[v]] for v in variants},
-            "seconds": times,
-        },
-    )
 
+def _print_results_table(variants, finals, times, tail):
+    """One row per variant: its plasticity and its final reward per trial over the seeds."""
     _common.print_table(
         [
             (
@@ -377,7 +383,36 @@ def main(argv=None):
         align="llrrlr",
         title=f"Final reward per trial (mean of the last {tail} updates; chance 0, perfect 1)",
     )
-    log(f"figure: {os.path.join(args.out, 'reward_curves.png')}")
+
+
+def main(argv=None):
+    args, variants = _parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    log(
+        f"backend {keras.backend.backend()}; units {args.units}, batch {args.batch}, "
+        f"steps {args.steps}, updates {args.updates}, cues {args.cues}x{args.cue_bits} bits, "
+        f"seeds {args.seed}..{args.seed + args.seeds - 1}"
+    )
+
+    tail = max(1, args.updates // 10)
+    curves, finals, times = _train_all(variants, args, tail, log)
+
+    figure = os.path.join(args.out, "reward_curves.png")
+    plot(curves, figure, window=max(5, args.updates // 20))
+    summary = {v: round(float(np.mean(finals[v])), 4) for v in variants}
+    atomic_write_json(
+        os.path.join(args.out, "results.json"),
+        {
+            "args": vars(args),
+            "final_reward_per_trial": finals,
+            "summary": summary,
+            "curves": {v: [c.tolist() for c in curves[v]] for v in variants},
+            "seconds": times,
+        },
+    )
+    _print_results_table(variants, finals, times, tail)
+    log(f"figure: {figure}")
     _common.print_json_line(summary)
 
 

@@ -48,6 +48,7 @@ object with the headline figures.
 import os
 import sys
 import time
+from typing import NamedTuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import keras  # noqa: E402
@@ -191,7 +192,20 @@ def plot(logbook, inputs, targets, emitted, curve, path):
     _common.save_figure(fig, path)
 
 
-def main(argv=None):
+class _Settings(NamedTuple):
+    """The run's sizes and ES step, from the flags or their --quick / full defaults."""
+
+    generations: int
+    population: int
+    envs: int
+    memory: int
+    channels: int
+    sigma: float
+    learning_rate: float
+
+
+def _parse_args(argv):
+    """The command line: the sizes, the spike-train distance and the ES step."""
     parser = _common.parser(
         __doc__,
         "runs/enu_iaf",
@@ -226,33 +240,42 @@ def main(argv=None):
     )
     _common.add_learning_rate(parser, help="default 0.01 with Adam, 0.003 with momentum")
     parser.add_argument("--momentum", type=float, default=0.9)
-    args = parser.parse_args(argv)
-    quick = args.quick
-    generations = args.generations or 3000
-    population = args.population or (128 if quick else 512)
-    envs = args.envs or (16 if quick else 32)
-    memory = args.memory or (8 if quick else 32)
-    channels = args.channels or (2 if quick else 16)
-    sigma = args.sigma or (0.02 if quick else 0.01)
-    learning_rate = args.learning_rate or (0.01 if args.update == "adam" else 0.003)
-    os.makedirs(args.out, exist_ok=True)
-    keras.utils.set_random_seed(args.seed)
+    return parser.parse_args(argv)
 
+
+def _resolve_settings(args):
+    """Each size and ES setting from its flag, else its --quick or full default."""
+    quick = args.quick
+    return _Settings(
+        generations=args.generations or 3000,
+        population=args.population or (128 if quick else 512),
+        envs=args.envs or (16 if quick else 32),
+        memory=args.memory or (8 if quick else 32),
+        channels=args.channels or (2 if quick else 16),
+        sigma=args.sigma or (0.02 if quick else 0.01),
+        learning_rate=args.learning_rate or (0.01 if args.update == "adam" else 0.003),
+    )
+
+
+def _evolve(args, settings):
+    """Print the setup and evolve the ENU; return the evolved weights, logbook and wall time."""
+    memory, channels = settings.memory, settings.channels
     cell = ENUCell(memory=memory, channels=channels)
     cell.build((None, 1))
     initial = cell.get_flat_weights()
     print(
         f"ENU: memory {memory}, channels {channels}, {initial.size} evolved parameters; "
-        f"ES ({args.update}): {population} offspring x {envs} environments x {args.steps} "
-        f"steps, {generations} generations, backend {keras.backend.backend()}",
+        f"ES ({args.update}): {settings.population} offspring x {settings.envs} environments "
+        f"x {args.steps} steps, {settings.generations} generations, "
+        f"backend {keras.backend.backend()}",
         flush=True,
     )
     es = EvolutionStrategy(
-        make_fitness(memory, channels, envs, args.steps, args.tau, args.graded_weight),
+        make_fitness(memory, channels, settings.envs, args.steps, args.tau, args.graded_weight),
         initial,
-        population=population,
-        sigma=sigma,
-        learning_rate=learning_rate,
+        population=settings.population,
+        sigma=settings.sigma,
+        learning_rate=settings.learning_rate,
         momentum=args.momentum,
         seed=args.seed,
         update=args.update,
@@ -261,40 +284,34 @@ def main(argv=None):
     start = time.perf_counter()
     try:
         theta = es.run(
-            generations,
+            settings.generations,
             checkpoint_path=checkpoint,
             progress=not args.no_progress,
             resume=args.resume,
         )
     except FileExistsError as error:
         sys.exit(f"{error}\n(use --resume, or another --out)")
-    wall = time.perf_counter() - start
-    logbook = es.logbook
-    # The first generation includes compiling; time the steady state.
-    seconds = logbook.select("seconds")[1:] or logbook.select("seconds")
-    sec_per_gen = float(np.median(seconds))
+    return theta, es.logbook, time.perf_counter() - start
 
-    inputs, targets = iaf_environments(np.random.default_rng(10_000 + args.seed), 64, args.steps)
-    emitted = simulate(theta, memory, channels, inputs)
-    scores = spike_scores(emitted, targets, args.tau)
+
+def _rate_curve_and_error(theta, settings):
+    """The ENU's and the IAF's firing rate against the input current, and the RMSE between
+    them over the currents met in evolution."""
     levels = np.linspace(0.05, 1.0, 20)
-    enu_rate, iaf_rate = rate_curve(theta, memory, channels, levels)
+    enu_rate, iaf_rate = rate_curve(theta, settings.memory, settings.channels, levels)
     # Over the mean currents met in evolution (at most 0.5 threshold per step); the
     # figure shows the whole curve, up to a current that fires the IAF every step.
     met = levels <= 0.5
     rate_error = float(np.sqrt(np.mean((enu_rate[met] - iaf_rate[met]) ** 2)))
-    plot(
-        logbook,
-        inputs,
-        targets,
-        emitted,
-        (levels, enu_rate, iaf_rate),
-        os.path.join(args.out, "enu_iaf.png"),
-    )
+    return (levels, enu_rate, iaf_rate), rate_error
 
+
+def _print_results_table(args, settings, logbook, scores, rate_error, sec_per_gen, wall):
+    """The ES, the fitness, the spike scores and the rate curve, one row each."""
+    sizes = f"{settings.population} x {settings.envs} x {args.steps}"
     rows = [
         ("generations", f"{len(logbook)}"),
-        ("offspring x environments x steps", f"{population} x {envs} x {args.steps}"),
+        ("offspring x environments x steps", sizes),
         ("mean fitness, first generation", f"{logbook[0]['mean']:.4f}"),
         ("mean fitness, last generation", f"{logbook[-1]['mean']:.4f}"),
         ("spike distance / silent unit's (64 new envs)", f"{scores['relative_distance']:.3f}"),
@@ -307,21 +324,47 @@ def main(argv=None):
         ("wall time (s)", f"{wall:.1f}"),
     ]
     _common.print_table(rows, align="ll")
-    result = {
+
+
+def _result(args, settings, logbook, scores, rate_error, sec_per_gen, wall):
+    """The JSON headline: fitness, spike scores, rate curve, speed and sizes."""
+    return {
         "fitness_first": round(logbook[0]["mean"], 5),
         "fitness_last": round(logbook[-1]["mean"], 5),
         **{key: round(value, 4) for key, value in scores.items()},
         "rate_curve_rmse": round(rate_error, 4),
         "seconds_per_generation": round(sec_per_gen, 4),
         "generations": len(logbook),
-        "population": population,
-        "envs": envs,
+        "population": settings.population,
+        "envs": settings.envs,
         "steps": args.steps,
-        "memory": memory,
-        "channels": channels,
+        "memory": settings.memory,
+        "channels": settings.channels,
         "update": args.update,
         "wall_s": round(wall, 1),
     }
+
+
+def main(argv=None):
+    args = _parse_args(argv)
+    settings = _resolve_settings(args)
+    os.makedirs(args.out, exist_ok=True)
+    keras.utils.set_random_seed(args.seed)
+
+    theta, logbook, wall = _evolve(args, settings)
+    # The first generation includes compiling; time the steady state.
+    seconds = logbook.select("seconds")[1:] or logbook.select("seconds")
+    sec_per_gen = float(np.median(seconds))
+
+    # Score the evolved ENU on 64 new environments, and its rate-current curve.
+    inputs, targets = iaf_environments(np.random.default_rng(10_000 + args.seed), 64, args.steps)
+    emitted = simulate(theta, settings.memory, settings.channels, inputs)
+    scores = spike_scores(emitted, targets, args.tau)
+    curve, rate_error = _rate_curve_and_error(theta, settings)
+
+    plot(logbook, inputs, targets, emitted, curve, os.path.join(args.out, "enu_iaf.png"))
+    _print_results_table(args, settings, logbook, scores, rate_error, sec_per_gen, wall)
+    result = _result(args, settings, logbook, scores, rate_error, sec_per_gen, wall)
     atomic_write_json(os.path.join(args.out, "result.json"), result)
     _common.print_json_line(result)
 

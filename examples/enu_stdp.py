@@ -170,7 +170,8 @@ def evolve(name, gated, args, sizes):
     return theta, es.logbook
 
 
-def main(argv=None):
+def _parse_args(argv):
+    """The command line: which variants, their sizes and the ES step."""
     parser = _common.parser(
         __doc__,
         "runs/enu_stdp",
@@ -195,7 +196,12 @@ def main(argv=None):
     )
     _common.add_learning_rate(parser, help="default 0.01 with Adam, 0.003 with momentum")
     parser.add_argument("--momentum", type=float, default=0.9)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def _resolve_defaults(args):
+    """Fill `args.sigma` and `args.learning_rate`; return `(memory, channels, population,
+    envs, generations)`."""
     quick = args.quick
     sizes = (
         args.memory or (6 if quick else 32),
@@ -206,75 +212,87 @@ def main(argv=None):
     )
     args.sigma = args.sigma or (0.02 if quick else 0.01)
     args.learning_rate = args.learning_rate or (0.01 if args.update == "adam" else 0.003)
-    memory, channels = sizes[0], sizes[1]
-    os.makedirs(args.out, exist_ok=True)
+    return sizes
+
+
+def _chosen_variants(variant):
+    """The variants to run, name -> gated: both, or the one `--variant` names."""
     variants = {"plain": False, "dopamine": True}
-    if args.variant != "both":
-        variants = {args.variant: variants[args.variant]}
+    if variant != "both":
+        variants = {variant: variants[variant]}
+    return variants
 
-    results, windows, logbooks = {}, {}, {}
-    start = time.perf_counter()
-    for name, gated in variants.items():
-        t0 = time.perf_counter()
-        theta, logbook = evolve(name, gated, args, sizes)
-        logbooks[name] = logbook
-        seconds = logbook.select("seconds")[1:] or logbook.select("seconds")
-        dts, with_da = learned_window(theta, memory, channels, gated, 3)
-        target = stdp_window(dts)
-        entry = {
-            "fitness_first": logbook[0]["mean"],
-            "fitness_last": logbook[-1]["mean"],
-            "window_error": float(np.sqrt(np.mean((with_da - target) ** 2))),
-            "window_corr": float(np.corrcoef(with_da, target)[0, 1])
-            if np.std(with_da) > 0
-            else 0.0,
-            "seconds_per_generation": float(np.median(seconds)),
-            "wall_s": time.perf_counter() - t0,
-        }
-        windows[name] = {"dt": dts, "with": with_da, "target": target}
-        if gated:
-            _, without = learned_window(theta, memory, channels, gated, 0)
-            windows[name]["without"] = without
-            entry["no_dopamine_change"] = float(np.sqrt(np.mean(without**2)))
-            # Both halves of the gated rule: the window with dopamine, no change without.
-            entry["gated_error"] = float(
-                np.sqrt((entry["window_error"] ** 2 + entry["no_dopamine_change"] ** 2) / 2)
-            )
-        results[name] = entry
-    wall = time.perf_counter() - start
 
+def _evolve_and_measure(name, gated, args, sizes):
+    """Evolve one variant; return its headline figures, its learned windows and logbook."""
+    memory, channels = sizes[0], sizes[1]
+    t0 = time.perf_counter()
+    theta, logbook = evolve(name, gated, args, sizes)
+    seconds = logbook.select("seconds")[1:] or logbook.select("seconds")
+    dts, with_da = learned_window(theta, memory, channels, gated, 3)
+    target = stdp_window(dts)
+    entry = {
+        "fitness_first": logbook[0]["mean"],
+        "fitness_last": logbook[-1]["mean"],
+        "window_error": float(np.sqrt(np.mean((with_da - target) ** 2))),
+        "window_corr": float(np.corrcoef(with_da, target)[0, 1]) if np.std(with_da) > 0 else 0.0,
+        "seconds_per_generation": float(np.median(seconds)),
+        "wall_s": time.perf_counter() - t0,
+    }
+    window = {"dt": dts, "with": with_da, "target": target}
+    if gated:
+        _, without = learned_window(theta, memory, channels, gated, 0)
+        window["without"] = without
+        entry["no_dopamine_change"] = float(np.sqrt(np.mean(without**2)))
+        # Both halves of the gated rule: the window with dopamine, no change without.
+        entry["gated_error"] = float(
+            np.sqrt((entry["window_error"] ** 2 + entry["no_dopamine_change"] ** 2) / 2)
+        )
+    return entry, window, logbook
+
+
+def _plot_window(ax, name, window):
+    """One variant's learned weight change against the target STDP window."""
+    w = window
+    ax.plot(w["dt"], w["target"], "k--", label="target STDP window")
+    label = "evolved ENU, dopamine" if name == "dopamine" else "evolved ENU"
+    ax.plot(w["dt"], w["with"], "o-", color="tab:red", ms=3, label=label)
+    if "without" in w:
+        ax.plot(
+            w["dt"],
+            w["without"],
+            "s-",
+            color="tab:blue",
+            ms=3,
+            label="evolved ENU, no dopamine (target 0)",
+        )
+    ax.axhline(0, color="0.7", lw=0.8)
+    ax.axvline(0, color="0.7", lw=0.8)
+    ax.set_xlabel("dt = t_post - t_pre (steps)")
+    ax.set_ylabel("weight change")
+    ax.set_title("STDP" if name == "plain" else "Dopamine-gated STDP")
+    ax.set_ylim(-0.6, 0.6)
+    ax.legend(fontsize=8, loc="upper left")
+
+
+def _save_figure(logbooks, windows, path):
+    """The evolution curves, then each variant's learned window, side by side."""
     plt = _common.pyplot()
-    fig, axes = plt.subplots(1, len(variants) + 1, figsize=(5 * (len(variants) + 1), 4.2))
-    for name in variants:
-        axes[0].plot(logbooks[name].select("gen"), logbooks[name].select("mean"), label=name)
+    fig, axes = plt.subplots(1, len(logbooks) + 1, figsize=(5 * (len(logbooks) + 1), 4.2))
+    for name, logbook in logbooks.items():
+        axes[0].plot(logbook.select("gen"), logbook.select("mean"), label=name)
     axes[0].set_xlabel("generation")
     axes[0].set_ylabel("mean fitness (-MSE)")
     axes[0].set_title("Evolution")
     axes[0].legend()
-    for ax, name in zip(axes[1:], variants):
-        w = windows[name]
-        ax.plot(w["dt"], w["target"], "k--", label="target STDP window")
-        label = "evolved ENU, dopamine" if name == "dopamine" else "evolved ENU"
-        ax.plot(w["dt"], w["with"], "o-", color="tab:red", ms=3, label=label)
-        if "without" in w:
-            ax.plot(
-                w["dt"],
-                w["without"],
-                "s-",
-                color="tab:blue",
-                ms=3,
-                label="evolved ENU, no dopamine (target 0)",
-            )
-        ax.axhline(0, color="0.7", lw=0.8)
-        ax.axvline(0, color="0.7", lw=0.8)
-        ax.set_xlabel("dt = t_post - t_pre (steps)")
-        ax.set_ylabel("weight change")
-        ax.set_title("STDP" if name == "plain" else "Dopamine-gated STDP")
-        ax.set_ylim(-0.6, 0.6)
-        ax.legend(fontsize=8, loc="upper left")
+    for ax, name in zip(axes[1:], logbooks):
+        _plot_window(ax, name, windows[name])
     fig.tight_layout()
-    _common.save_figure(fig, os.path.join(args.out, "enu_stdp.png"))
+    _common.save_figure(fig, path)
 
+
+def _print_results_table(results):
+    """One row per variant: fitness, window error and correlation, gating, speed."""
     _common.print_table(
         [
             (
@@ -301,9 +319,13 @@ def main(argv=None):
         ),
         align="lrrrrrrr",
     )
+
+
+def _summary(sizes, wall, results):
+    """The JSON headline: the sizes, then every variant's figures prefixed by its name."""
     summary = {
-        "memory": memory,
-        "channels": channels,
+        "memory": sizes[0],
+        "channels": sizes[1],
         "population": sizes[2],
         "envs": sizes[3],
         "generations": sizes[4],
@@ -312,6 +334,23 @@ def main(argv=None):
     for name, r in results.items():
         for key, value in r.items():
             summary[f"{name}_{key}"] = round(value, 5)
+    return summary
+
+
+def main(argv=None):
+    args = _parse_args(argv)
+    sizes = _resolve_defaults(args)
+    os.makedirs(args.out, exist_ok=True)
+
+    results, windows, logbooks = {}, {}, {}
+    start = time.perf_counter()
+    for name, gated in _chosen_variants(args.variant).items():
+        results[name], windows[name], logbooks[name] = _evolve_and_measure(name, gated, args, sizes)
+    wall = time.perf_counter() - start
+
+    _save_figure(logbooks, windows, os.path.join(args.out, "enu_stdp.png"))
+    _print_results_table(results)
+    summary = _summary(sizes, wall, results)
     atomic_write_json(os.path.join(args.out, "result.json"), summary)
     _common.print_json_line(summary)
 

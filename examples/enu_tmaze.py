@@ -36,6 +36,7 @@ figures.
 import os
 import sys
 import time
+from typing import NamedTuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import keras  # noqa: E402
@@ -96,6 +97,23 @@ def food_sides(rng, envs, trials):
     return np.repeat(side, len(PHASES), axis=0).astype(np.float32)
 
 
+def _senses(phase, turn, side, zeros):
+    """One step's sensory values `(P, E, 6)`, in the order of `SENSES`, from its phase
+    one-hot, the last turn and the food side."""
+    found = 1.0 - ops.abs(turn - side)
+    return ops.stack(
+        [
+            zeros + phase[0],
+            zeros + phase[1],
+            phase[2] * (1.0 - turn),
+            phase[2] * turn,
+            phase[2] * found,
+            phase[2] * (1.0 - found),
+        ],
+        axis=-1,
+    )
+
+
 def make_lifetime(network, trials):
     """`lifetime(genomes, food) -> (mean reward (P,), turns (T_trials, P, E))`."""
     pre, post = network.pre, network.post
@@ -123,21 +141,8 @@ def make_lifetime(network, trials):
 
         def body(t, carry):
             states, turn, total, turns = carry
-            ph = phase[t]
             side = food[t][None, :]
-            found = 1.0 - ops.abs(turn - side)
-            senses = ops.stack(
-                [
-                    zeros + ph[0],
-                    zeros + ph[1],
-                    ph[2] * (1.0 - turn),
-                    ph[2] * turn,
-                    ph[2] * found,
-                    ph[2] * (1.0 - found),
-                ],
-                axis=-1,
-            )
-            x = ops.concatenate([senses[..., None], pad], axis=-1)
+            x = ops.concatenate([_senses(phase[t], turn, side, zeros)[..., None], pad], axis=-1)
             states = network_step(
                 neuron_w, synapse_w, x, states, pre, post, mean_matrix, population=True
             )
@@ -157,7 +162,19 @@ def make_lifetime(network, trials):
     return lifetime
 
 
-def main(argv=None):
+class _Sizes(NamedTuple):
+    """The run's sizes, from the flags or the --quick / default / --full preset."""
+
+    generations: int
+    population: int
+    envs: int
+    hidden: int
+    memory: int
+    channels: int
+
+
+def _parse_args(argv):
+    """The command line: the sizes, the lifetime, the graph density and the ES step."""
     parser = _common.parser(
         __doc__,
         "runs/enu_tmaze",
@@ -183,42 +200,54 @@ def main(argv=None):
     )
     _common.add_learning_rate(parser, 0.003, "the ES step size (default 0.003)")
     parser.add_argument("--momentum", type=float, default=0.9)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def _resolve_sizes(args):
+    """The sizes of the chosen preset, each overridden by its flag; fills `args.sigma`."""
     # (quick, default, full) sizes
     preset = 2 if args.full else (0 if args.quick else 1)
     pick = lambda value, options: value if value is not None else options[preset]  # noqa: E731
-    generations = pick(args.generations, (60, 300, 2000))
-    population = pick(args.population, (64, 128, 512))
-    envs = pick(args.envs, (8, 16, 32))
-    hidden = pick(args.hidden, (2, 4, 8))
-    memory = pick(args.memory, (6, 8, 32))
-    channels = pick(args.channels, (2, 4, 16))
+    sizes = _Sizes(
+        generations=pick(args.generations, (60, 300, 2000)),
+        population=pick(args.population, (64, 128, 512)),
+        envs=pick(args.envs, (8, 16, 32)),
+        hidden=pick(args.hidden, (2, 4, 8)),
+        memory=pick(args.memory, (6, 8, 32)),
+        channels=pick(args.channels, (2, 4, 16)),
+    )
     args.sigma = args.sigma or (0.01 if args.full else 0.02)
     if args.trials < 6:
         raise ValueError("`--trials` must be at least 6 (the swap needs room).")
-    os.makedirs(args.out, exist_ok=True)
-    keras.utils.set_random_seed(args.seed)
+    return sizes
 
+
+def _build_network_and_fitness(args, sizes):
+    """The random ENU network and its fitness: the mean reward of a lifetime."""
     if not 0 < args.density <= 1:
         raise ValueError("`--density` must be in (0, 1].")
-    network = build_network(hidden, memory, channels, args.density)
-    network.build((None, len(SENSES) * channels))
+    network = build_network(sizes.hidden, sizes.memory, sizes.channels, args.density)
+    network.build((None, len(SENSES) * sizes.channels))
     # The lifetime returns (mean reward, turns): the reward is the fitness.
     fitness = ENUFitness(
-        make_lifetime(network, args.trials), lambda rng: food_sides(rng, envs, args.trials)
+        make_lifetime(network, args.trials), lambda rng: food_sides(rng, sizes.envs, args.trials)
     )
+    return network, fitness
 
+
+def _evolve(network, fitness, args, sizes):
+    """Print the setup and run the ES; return the evolved centre, its logbook and wall time."""
     print(
         f"ENU network: {len(SENSES)} sensory nodes, {network.num_neurons} neurons, "
-        f"{network.num_synapses} synapses, ENUs {memory}/{channels}, "
-        f"{network.num_params} evolved parameters; ES: {population} offspring x {envs} "
-        f"environments x {args.trials} trials, {generations} generations",
+        f"{network.num_synapses} synapses, ENUs {sizes.memory}/{sizes.channels}, "
+        f"{network.num_params} evolved parameters; ES: {sizes.population} offspring x "
+        f"{sizes.envs} environments x {args.trials} trials, {sizes.generations} generations",
         flush=True,
     )
     es = EvolutionStrategy(
         fitness,
         network.get_flat_weights(),
-        population=population,
+        population=sizes.population,
         sigma=args.sigma,
         learning_rate=args.learning_rate,
         momentum=args.momentum,
@@ -227,27 +256,57 @@ def main(argv=None):
     start = time.perf_counter()
     try:
         theta = es.run(
-            generations,
+            sizes.generations,
             checkpoint_path=os.path.join(args.out, "checkpoint.json"),
             progress=not args.no_progress,
             resume=args.resume,
         )
     except FileExistsError as error:
         sys.exit(f"{error}\n(use --resume, or another --out)")
-    wall = time.perf_counter() - start
-    logbook = es.logbook
-    seconds = logbook.select("seconds")[1:] or logbook.select("seconds")
-    sec_per_gen = float(np.median(seconds))
+    return theta, es.logbook, time.perf_counter() - start
 
-    # Test the evolved centre on new environments.
-    test_envs = 64
+
+def _test_in_new_mazes(fitness, theta, args, test_envs=64):
+    """Live the evolved centre's lifetime in `test_envs` new mazes: its mean reward, its
+    turns and the food sides `(trials, envs)`, and the share of correct turns per trial."""
     food = food_sides(np.random.default_rng(10_000 + args.seed), test_envs, args.trials)
     reward, turns = fitness.evaluate(theta[None].astype(np.float32), food)
     reward = float(reward[0])
     turns = turns[:, 0]  # (trials, envs)
     food_trials = food[:: len(PHASES)]  # (trials, envs)
     correct = (turns == food_trials).mean(axis=1)
+    return reward, turns, food_trials, correct
 
+
+def _plot_lifetimes(ax, turns, food_trials, trials, show=6):
+    """The food side and the agent's turn at every trial of the first `show` test mazes."""
+    for k in range(show):
+        y = k * 1.5
+        ax.step(
+            np.arange(trials),
+            food_trials[:, k] + y,
+            "k--",
+            where="mid",
+            lw=1,
+            label="food side" if k == 0 else None,
+        )
+        ax.plot(
+            np.arange(trials),
+            turns[:, k] + y,
+            "o",
+            color="tab:red",
+            ms=5,
+            label="evolved agent's turn" if k == 0 else None,
+        )
+    ax.set_yticks([k * 1.5 + v for k in range(show) for v in (0, 1)])
+    ax.set_yticklabels(["L", "R"] * show)
+    ax.set_xlabel("trial")
+    ax.set_title(f"Lifetimes in {show} test mazes (food and poison swap once)")
+    ax.legend(loc="upper right", fontsize=8)
+
+
+def _save_figure(logbook, turns, food_trials, trials, path):
+    """The evolution curves beside the test lifetimes."""
     plt = _common.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     axes[0].plot(logbook.select("gen"), logbook.select("mean"), label="mean of offspring")
@@ -256,41 +315,21 @@ def main(argv=None):
     axes[0].set_ylabel("mean reward per trial")
     axes[0].set_title("Evolution")
     axes[0].legend()
-    show = 6
-    for k in range(show):
-        y = k * 1.5
-        axes[1].step(
-            np.arange(args.trials),
-            food_trials[:, k] + y,
-            "k--",
-            where="mid",
-            lw=1,
-            label="food side" if k == 0 else None,
-        )
-        axes[1].plot(
-            np.arange(args.trials),
-            turns[:, k] + y,
-            "o",
-            color="tab:red",
-            ms=5,
-            label="evolved agent's turn" if k == 0 else None,
-        )
-    axes[1].set_yticks([k * 1.5 + v for k in range(show) for v in (0, 1)])
-    axes[1].set_yticklabels(["L", "R"] * show)
-    axes[1].set_xlabel("trial")
-    axes[1].set_title(f"Lifetimes in {show} test mazes (food and poison swap once)")
-    axes[1].legend(loc="upper right", fontsize=8)
+    _plot_lifetimes(axes[1], turns, food_trials, trials)
     fig.tight_layout()
-    _common.save_figure(fig, os.path.join(args.out, "enu_tmaze.png"))
+    _common.save_figure(fig, path)
 
+
+def _print_results_table(network, sizes, logbook, reward, correct, sec_per_gen, wall):
+    """The network, the ES, the fitness and the test results, one row each."""
     rows = [
         (
             "network",
             f"{network.num_neurons} neurons, {network.num_synapses} synapses, "
-            f"ENU {memory}/{channels}",
+            f"ENU {sizes.memory}/{sizes.channels}",
         ),
         ("evolved parameters", f"{network.num_params}"),
-        ("offspring x environments", f"{population} x {envs}"),
+        ("offspring x environments", f"{sizes.population} x {sizes.envs}"),
         ("generations", f"{len(logbook)}"),
         ("mean fitness, first generation", f"{logbook[0]['mean']:.4f}"),
         ("mean fitness, last generation", f"{logbook[-1]['mean']:.4f}"),
@@ -300,21 +339,42 @@ def main(argv=None):
         ("wall time (s)", f"{wall:.1f}"),
     ]
     _common.print_table(rows, align="ll")
-    result = {
+
+
+def _result(network, sizes, logbook, reward, sec_per_gen, wall):
+    """The JSON headline: fitness, test reward, speed and sizes."""
+    return {
         "fitness_first": round(logbook[0]["mean"], 5),
         "fitness_last": round(logbook[-1]["mean"], 5),
         "test_reward": round(reward, 5),
         "seconds_per_generation": round(sec_per_gen, 4),
         "generations": len(logbook),
-        "population": population,
-        "envs": envs,
+        "population": sizes.population,
+        "envs": sizes.envs,
         "neurons": network.num_neurons,
         "synapses": network.num_synapses,
-        "memory": memory,
-        "channels": channels,
+        "memory": sizes.memory,
+        "channels": sizes.channels,
         "params": network.num_params,
         "wall_s": round(wall, 1),
     }
+
+
+def main(argv=None):
+    args = _parse_args(argv)
+    sizes = _resolve_sizes(args)
+    os.makedirs(args.out, exist_ok=True)
+    keras.utils.set_random_seed(args.seed)
+
+    network, fitness = _build_network_and_fitness(args, sizes)
+    theta, logbook, wall = _evolve(network, fitness, args, sizes)
+    seconds = logbook.select("seconds")[1:] or logbook.select("seconds")
+    sec_per_gen = float(np.median(seconds))
+    reward, turns, food_trials, correct = _test_in_new_mazes(fitness, theta, args)
+
+    _save_figure(logbook, turns, food_trials, args.trials, os.path.join(args.out, "enu_tmaze.png"))
+    _print_results_table(network, sizes, logbook, reward, correct, sec_per_gen, wall)
+    result = _result(network, sizes, logbook, reward, sec_per_gen, wall)
     atomic_write_json(os.path.join(args.out, "result.json"), result)
     _common.print_json_line(result)
 

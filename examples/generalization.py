@@ -85,7 +85,8 @@ QUICK_PAIRS = "wine,diabetes:linear"
 BASE_OF = {"SGD": "sgd", "Adam": "adam"}
 
 
-def parse_args(argv=None):
+def _parser():
+    """The command line: agents, controls and ablations; tasks and seeds; trace and record."""
     parser = _common.parser(
         __doc__,
         "runs/generalization",
@@ -129,9 +130,12 @@ def parse_args(argv=None):
         action="store_true",
         help="store the summary in each zoo agent's card (benchmark['held_out'])",
     )
-    args = parser.parse_args(argv)
-    if args.seeds < 2:
-        parser.error("--seeds must be at least 2 (a confidence interval needs two)")
+    return parser
+
+
+def _load_agents(parser, args):
+    """Set `args.agents` and `args.controls` (loaded) and `args.ablated` (the agents'
+    names that `--ablations` selects); a parser error for any that does not load."""
     try:
         args.agents = [zoo.load(a) for a in args.agent]
         args.controls = [zoo.load(a) for a in args.control]
@@ -146,6 +150,14 @@ def parse_args(argv=None):
         if args.ablations is None
         else [n for n in names if not args.ablations or n in args.ablations]
     )
+
+
+def parse_args(argv=None):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.seeds < 2:
+        parser.error("--seeds must be at least 2 (a confidence interval needs two)")
+    _load_agents(parser, args)
     if args.quick:
         args.seeds = min(args.seeds, 3)
     try:
@@ -299,19 +311,9 @@ def budgets(reports, args):
     return {"tuned_search_trainings": tuned, "agents": agents}
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    records = os.path.join(args.out, "records")
-    os.makedirs(records, exist_ok=True)
-    compared = methods(args)
-    print(
-        f"Held-out evidence for {', '.join(a.name for a in args.agents)}: "
-        f"{sum(len(m) for m in args.pairs.values())} (task, model) pairs of "
-        f"{len(args.pairs)} tasks, "
-        f"{args.seeds} seeds, {len(compared)} methods",
-        flush=True,
-    )
-    start = time.perf_counter()
+def _compare_on_every_task(args, compared, records):
+    """Train every method on every (task, model) pair from every seed, each task's finished
+    runs recorded in `records`; one `evidence` report per task."""
     reports = []
     for task_name, models in args.pairs.items():
         print(f"{task_name} ({', '.join(models)}) ...", flush=True)
@@ -325,7 +327,11 @@ def main(argv=None):
                 verbose=True,
             )
         )
-    rows = [row for r in reports for row in r.rows()]
+    return reports
+
+
+def _print_results_table(rows, seeds):
+    """Each method's test metric and loss per (task, model) pair."""
     _common.print_table(
         [
             (
@@ -342,7 +348,7 @@ def main(argv=None):
             "task",
             "model",
             "method",
-            f"test metric (mean +- std, {args.seeds} seeds)",
+            f"test metric (mean +- std, {seeds} seeds)",
             "median test loss",
             "diverged",
         ),
@@ -350,8 +356,9 @@ def main(argv=None):
         title="Test results per method (accuracy, or MSE for regression and forecasting)",
     )
 
-    summary = [evidence.aggregate(reports, a, b) for a, b in comparisons(args)]
-    paired = [r.paired(a, b, m) for a, b in comparisons(args) for r in reports for m in r.models]
+
+def _print_paired_table(paired):
+    """The paired differences against Adam, SGD, Adam* and SGD*, per pair, with verdicts."""
     _common.print_table(
         [
             (
@@ -381,6 +388,10 @@ def main(argv=None):
         title="Paired differences of the test metric (+: the method is better; "
         "MSE with the sign turned)",
     )
+
+
+def _print_summary_table(summary):
+    """Across pairs, per comparison: wins, ties and losses, and the mean log error ratio."""
     _common.print_table(
         [
             (
@@ -407,6 +418,11 @@ def main(argv=None):
         "mean over tasks of log(baseline's "
         "test error / the method's)",
     )
+
+
+def _save_figures(args, reports, summary):
+    """The agents' log error ratios against Adam, Adam*, SGD and SGD*, and each agent's
+    modulation trace; their paths."""
     figure = plot(
         reports,
         [s for s in summary if s["method"] in [a.name for a in args.agents]],
@@ -414,6 +430,61 @@ def main(argv=None):
         os.path.join(args.out, "generalization.png"),
     )
     traces = [trace(args, a, args.out) for a in args.agents]
+    return figure, traces
+
+
+def _record_in_cards(args, result, summary):
+    """Store the held-out summary of each agent in its zoo card (`--record`)."""
+    for name, agent in zip(args.agent, args.agents):
+        zoo.record_benchmark(
+            name,
+            "held_out",
+            {
+                **{k: result[k] for k in ("pairs", "tasks", "seeds", "command", "figure")},
+                "summary": [s for s in summary if s["method"] == agent.name],
+            },
+        )
+        print(f"Recorded in the card of {name}")
+
+
+def _headline(summary):
+    """The JSON line's verdicts: each comparison against Adam, SGD, Adam* or SGD*."""
+    return {
+        f"{s['method']} vs {s['baseline']}": {
+            "better": s["better"],
+            "within_noise": s["within_noise"],
+            "worse": s["worse"],
+            "log_error_ratio": round(s["log_error_ratio"]["mean"], 4),
+            "ci": [round(v, 4) for v in s["log_error_ratio"]["ci"]],
+            "diverged": s["diverged"][0],
+        }
+        for s in summary
+        if s["baseline"] in ("Adam", "SGD", "Adam*", "SGD*")
+    }
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    records = os.path.join(args.out, "records")
+    os.makedirs(records, exist_ok=True)
+    compared = methods(args)
+    print(
+        f"Held-out evidence for {', '.join(a.name for a in args.agents)}: "
+        f"{sum(len(m) for m in args.pairs.values())} (task, model) pairs of "
+        f"{len(args.pairs)} tasks, "
+        f"{args.seeds} seeds, {len(compared)} methods",
+        flush=True,
+    )
+    start = time.perf_counter()
+    reports = _compare_on_every_task(args, compared, records)
+    rows = [row for r in reports for row in r.rows()]
+    _print_results_table(rows, args.seeds)
+    summary = [evidence.aggregate(reports, a, b) for a, b in comparisons(args)]
+    paired = [r.paired(a, b, m) for a, b in comparisons(args) for r in reports for m in r.models]
+    _print_paired_table(paired)
+    _print_summary_table(summary)
+
+    figure, traces = _save_figures(args, reports, summary)
     command = "python examples/generalization.py " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
@@ -431,31 +502,15 @@ def main(argv=None):
     }
     atomic_write_json(os.path.join(args.out, "generalization.json"), result)
     if args.record:
-        for name, agent in zip(args.agent, args.agents):
-            zoo.record_benchmark(
-                name,
-                "held_out",
-                {
-                    **{k: result[k] for k in ("pairs", "tasks", "seeds", "command", "figure")},
-                    "summary": [s for s in summary if s["method"] == agent.name],
-                },
-            )
-            print(f"Recorded in the card of {name}")
+        _record_in_cards(args, result, summary)
     print(f"\nFigure: {figure}; {time.perf_counter() - start:.0f} s")
-    headline = {
-        f"{s['method']} vs {s['baseline']}": {
-            "better": s["better"],
-            "within_noise": s["within_noise"],
-            "worse": s["worse"],
-            "log_error_ratio": round(s["log_error_ratio"]["mean"], 4),
-            "ci": [round(v, 4) for v in s["log_error_ratio"]["ci"]],
-            "diverged": s["diverged"][0],
-        }
-        for s in summary
-        if s["baseline"] in ("Adam", "SGD", "Adam*", "SGD*")
-    }
     _common.print_json_line(
-        {"pairs": len(result["pairs"]), "tasks": len(reports), "seeds": args.seeds, **headline}
+        {
+            "pairs": len(result["pairs"]),
+            "tasks": len(reports),
+            "seeds": args.seeds,
+            **_headline(summary),
+        }
     )
 
 

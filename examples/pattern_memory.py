@@ -75,7 +75,8 @@ def hidden_bit_accuracy(model, x, target, hidden):
     return float((pred == target)[hidden].mean())
 
 
-def main(argv=None):
+def _parse_args(argv):
+    """The parsed flags, the sizes left unset filled from --quick, and the models to train."""
     p = _common.parser(__doc__, "runs/pattern_memory", quick="reduced run (minutes)")
     p.add_argument("--bits", type=int, default=None)
     p.add_argument("--patterns", type=int, default=None)
@@ -97,50 +98,41 @@ def main(argv=None):
     for k in kinds:
         if k not in ("lstm", "none", "hebbian", "simple", "retroactive"):
             p.error(f"unknown model {k!r}")
-    os.makedirs(args.out, exist_ok=True)
+    return args, kinds
 
-    rng = np.random.default_rng(args.seed)
-    x, y, _ = make_data(rng, args.train, args.bits, args.patterns)
-    xv, yv, hv = make_data(rng, 1000, args.bits, args.patterns)
-    xt, yt, ht = make_data(rng, 2000, args.bits, args.patterns)
+
+def _train_model(kind, units, args, train, validation, test):
+    """Train one model, printing its validation accuracy after every epoch; return its
+    figures (units, parameters, test accuracy, seconds) and its validation curve."""
+    (x, y), (xv, yv, hv), (xt, yt, ht) = train, validation, test
     steps = x.shape[1]
-    print(
-        f"backend {keras.backend.backend()}; {args.patterns} patterns of {args.bits} bits, "
-        f"{steps} steps, {args.train} training sequences, {args.epochs} epochs",
-        flush=True,
+    model = build(kind, units, args.bits, steps)
+    model.compile(keras.optimizers.Adam(args.learning_rate, clipnorm=5.0), loss="mse")
+    start = time.time()
+    curve = []
+
+    class Track(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None, curve=curve, kind=kind, start=start):
+            acc = hidden_bit_accuracy(self.model, xv, yv, hv)
+            curve.append(acc)
+            print(
+                f"  {kind:8s} epoch {epoch + 1:3d}  loss {logs['loss']:.4f}  "
+                f"val hidden-bit accuracy {acc:.3f}  ({time.time() - start:.0f} s)",
+                flush=True,
+            )
+
+    model.fit(x, y, batch_size=64, epochs=args.epochs, verbose=0, callbacks=[Track()])
+    result = dict(
+        units=units,
+        params=model.count_params(),
+        accuracy=hidden_bit_accuracy(model, xt, yt, ht),
+        seconds=time.time() - start,
     )
+    return result, curve
 
-    keras.utils.set_random_seed(args.seed)
-    ref = build("hebbian", args.units, args.bits, steps).count_params()
-    results, curves = {}, {}
-    for kind in kinds:
-        keras.utils.set_random_seed(args.seed)
-        units = lstm_units_for(ref, args.bits) if kind == "lstm" else args.units
-        model = build(kind, units, args.bits, steps)
-        model.compile(keras.optimizers.Adam(args.learning_rate, clipnorm=5.0), loss="mse")
-        start = time.time()
-        curve = []
 
-        class Track(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None, curve=curve, kind=kind, start=start):
-                acc = hidden_bit_accuracy(self.model, xv, yv, hv)
-                curve.append(acc)
-                print(
-                    f"  {kind:8s} epoch {epoch + 1:3d}  loss {logs['loss']:.4f}  "
-                    f"val hidden-bit accuracy {acc:.3f}  ({time.time() - start:.0f} s)",
-                    flush=True,
-                )
-
-        model.fit(x, y, batch_size=64, epochs=args.epochs, verbose=0, callbacks=[Track()])
-        results[kind] = dict(
-            units=units,
-            params=model.count_params(),
-            accuracy=hidden_bit_accuracy(model, xt, yt, ht),
-            seconds=time.time() - start,
-        )
-        curves[kind] = curve
-        keras.backend.clear_session()
-
+def _save_figure(curves, results, args, path):
+    """Every model's validation accuracy on the hidden bits, epoch by epoch."""
     plt = _common.pyplot()
     import matplotlib.ticker
 
@@ -161,12 +153,11 @@ def main(argv=None):
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.legend(loc="upper left")
     fig.tight_layout()
-    figure = _common.save_figure(fig, os.path.join(args.out, "accuracy.png"), dpi=120)
-    atomic_write_json(
-        os.path.join(args.out, "results.json"),
-        {"args": vars(args), "results": results, "curves": curves},
-    )
+    return _common.save_figure(fig, path, dpi=120)
 
+
+def _print_results_table(results, n_test):
+    """One row per model: its size and its test accuracy on the hidden bits."""
     _common.print_table(
         [
             (kind, r["units"], r["params"], f"{r['accuracy']:.3f}", f"{r['seconds']:.0f} s")
@@ -174,8 +165,41 @@ def main(argv=None):
         ],
         headers=("model", "units", "params", "accuracy", "time"),
         align="lrrrr",
-        title=f"Test accuracy on the hidden bits (chance 0.5), {len(xt)} new sequences",
+        title=f"Test accuracy on the hidden bits (chance 0.5), {n_test} new sequences",
     )
+
+
+def main(argv=None):
+    args, kinds = _parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+
+    rng = np.random.default_rng(args.seed)
+    x, y, _ = make_data(rng, args.train, args.bits, args.patterns)
+    validation = make_data(rng, 1000, args.bits, args.patterns)
+    test = make_data(rng, 2000, args.bits, args.patterns)
+    steps = x.shape[1]
+    print(
+        f"backend {keras.backend.backend()}; {args.patterns} patterns of {args.bits} bits, "
+        f"{steps} steps, {args.train} training sequences, {args.epochs} epochs",
+        flush=True,
+    )
+
+    # The LSTM gets as many parameters as the Hebbian RNN.
+    keras.utils.set_random_seed(args.seed)
+    ref = build("hebbian", args.units, args.bits, steps).count_params()
+    results, curves = {}, {}
+    for kind in kinds:
+        keras.utils.set_random_seed(args.seed)
+        units = lstm_units_for(ref, args.bits) if kind == "lstm" else args.units
+        results[kind], curves[kind] = _train_model(kind, units, args, (x, y), validation, test)
+        keras.backend.clear_session()
+
+    figure = _save_figure(curves, results, args, os.path.join(args.out, "accuracy.png"))
+    atomic_write_json(
+        os.path.join(args.out, "results.json"),
+        {"args": vars(args), "results": results, "curves": curves},
+    )
+    _print_results_table(results, len(test[0]))
     print(f"figure: {figure}")
     _common.print_json_line({k: round(r["accuracy"], 4) for k, r in results.items()})
 

@@ -258,23 +258,11 @@ def plot(rows, args, path):
     _common.save_figure(fig, path, dpi=120)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    x_train, y_train, x_test, y_test = load(args.dataset)
-    data = (split(x_train, y_train), split(x_test, y_test))
-    print(
-        f"{args.dataset}: {len(x_train)} train / {len(x_test)} test images; hidden sizes "
-        f"{args.hidden}, {args.seeds} seeds, {args.cycles} cycles of {args.period} "
-        "epoch(s) per task."
-    )
-    start = time.time()
-    seeds = [100 * args.seed + index for index in range(args.seeds)]
-    runs = [(m, h, s) for h in args.hidden for m in METHODS for s in seeds]
-    print(f"Training {len(runs)} runs as independent branches of one model.")
-    results = run_all(runs, data, args)
+def _summarise(results, hidden_sizes, seeds):
+    """Print every run's accuracies; return one row per (hidden size, method) with the
+    means over the seeds."""
     rows = []
-    for hidden in args.hidden:
+    for hidden in hidden_sizes:
         for method in METHODS:
             mine = [results[(method, hidden, s)] for s in seeds]
             for seed, (params, acc, crossed) in zip(seeds, mine):
@@ -295,6 +283,11 @@ def main(argv=None):
                     "a_in_wrong_state": float(np.mean([c for _, _, c in mine])),
                 }
             )
+    return rows
+
+
+def _print_results_table(rows):
+    """One line per (hidden size, method): parameters and accuracies in percent."""
     _common.print_table(
         [
             (
@@ -311,6 +304,25 @@ def main(argv=None):
         headers=("hidden", "method", "params", "accuracy", "task A", "task B", "A, wrong state"),
         align="rlrrrrr",
     )
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    x_train, y_train, x_test, y_test = load(args.dataset)
+    data = (split(x_train, y_train), split(x_test, y_test))
+    print(
+        f"{args.dataset}: {len(x_train)} train / {len(x_test)} test images; hidden sizes "
+        f"{args.hidden}, {args.seeds} seeds, {args.cycles} cycles of {args.period} "
+        "epoch(s) per task."
+    )
+    start = time.time()
+    seeds = [100 * args.seed + index for index in range(args.seeds)]
+    runs = [(m, h, s) for h in args.hidden for m in METHODS for s in seeds]
+    print(f"Training {len(runs)} runs as independent branches of one model.")
+    results = run_all(runs, data, args)
+    rows = _summarise(results, args.hidden, seeds)
+    _print_results_table(rows)
     seconds = time.time() - start
     figure = os.path.join(args.out, "switch_digits.png")
     plot(rows, args, figure)

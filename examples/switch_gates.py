@@ -59,13 +59,8 @@ GATES = {
 INPUTS = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], "float32")
 
 
-def parse_args(argv=None):
-    parser = _common.parser(
-        __doc__,
-        "runs/switch_gates",
-        quick="at most 150 cycles (AND/OR settles long before)",
-        seed_help="base seed (default 0)",
-    )
+def _add_schedule_arguments(parser):
+    """The gates, the seeds and the switching schedule."""
     parser.add_argument(
         "--pair",
         default="and,or",
@@ -87,6 +82,10 @@ def parse_args(argv=None):
         default=20,
         help="stop once every seed has held 100%% this many cycles (default 20)",
     )
+
+
+def _add_model_arguments(parser):
+    """The network, its optimizer and its modulation."""
     parser.add_argument("--hidden", type=int, default=8, help="hidden units (default 8)")
     parser.add_argument("--activation", default="tanh", choices=["tanh", "relu"])
     parser.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
@@ -99,6 +98,17 @@ def parse_args(argv=None):
     )
     parser.add_argument("--mode", default="reparametrize", choices=list(MODES))
     parser.add_argument("--modulation", default="identity_gaussian", choices=list(MODULATIONS))
+
+
+def parse_args(argv=None):
+    parser = _common.parser(
+        __doc__,
+        "runs/switch_gates",
+        quick="at most 150 cycles (AND/OR settles long before)",
+        seed_help="base seed (default 0)",
+    )
+    _add_schedule_arguments(parser)
+    _add_model_arguments(parser)
     args = parser.parse_args(argv)
     gates = [g.strip().lower() for g in args.pair.split(",")]
     if len(gates) != 2 or not all(g in GATES for g in gates):
@@ -248,16 +258,8 @@ def plot(curves, args, path):
     _common.save_figure(fig, path, dpi=120)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    pair = ",".join(args.gates)
-    print(
-        f"Switching {pair.upper()}: {args.seeds} seeds trained as one batched model, "
-        f"2-{args.hidden}-1 {args.activation}, {args.form} M ({args.modulation}, "
-        f"{args.mode}), period {args.period} epochs, at most {args.cycles} cycles."
-    )
-    curves, success, to_success, cycles_run, seconds = run(args)
+def _print_seed_table(args, curves, success, to_success):
+    """One row per seed: its final accuracy on both gates, and when it succeeded."""
     _common.print_table(
         [
             (
@@ -278,6 +280,19 @@ def main(argv=None):
         ),
         align="rrrrr",
     )
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    pair = ",".join(args.gates)
+    print(
+        f"Switching {pair.upper()}: {args.seeds} seeds trained as one batched model, "
+        f"2-{args.hidden}-1 {args.activation}, {args.form} M ({args.modulation}, "
+        f"{args.mode}), period {args.period} epochs, at most {args.cycles} cycles."
+    )
+    curves, success, to_success, cycles_run, seconds = run(args)
+    _print_seed_table(args, curves, success, to_success)
     done = [c for c in to_success if c is not None]
     median = float(np.median(done)) if done else None
     rate = float(np.mean(success))

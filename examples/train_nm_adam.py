@@ -118,49 +118,31 @@ def plot_curves(histories, path):
     return _common.save_figure(figure, path)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    keras.utils.set_random_seed(args.seed)
+def _load_data(args):
+    """The dataset `--dataset` names (CIFAR from `--data-dir`); exit if it is unavailable."""
     try:
-        data = datasets.load(
+        return datasets.load(
             args.dataset, **({"data_dir": args.data_dir} if args.dataset != "digits" else {})
         )
     except datasets.DatasetUnavailableError as error:
         sys.exit(str(error))
+
+
+def _resolve_agent(args):
+    """The agent to give `NmAdam` and its name: a random genome, or `--agent` as given."""
     if args.agent == "random":
-        agent, agent_name = (
+        return (
             Genome.random(
                 bases.N_INPUTS, bases.get("adam").n_outputs, n_regulatory=4, rng=args.seed
             ),
             f"random genome (seed {args.seed})",
         )
-    else:
-        agent, agent_name = args.agent, args.agent  # NmAdam resolves files and zoo names
-    print(
-        f"Training model {args.model} (width {args.width}) on {args.dataset} "
-        f"for {args.epochs} epochs, "
-        f"agent: {agent_name}"
-    )
+    return args.agent, args.agent  # NmAdam resolves files and zoo names
 
-    tracer = ModulationTracer(
-        update_freq=args.trace_every, csv_path=os.path.join(args.out, "trace.csv")
-    )
-    histories, seconds = {}, {}
-    keras.utils.set_random_seed(args.seed)
-    histories["Nm-Adam"], seconds["Nm-Adam"] = train(
-        "Nm-Adam", NmAdam(agent=agent), data, args, [tracer]
-    )
-    keras.utils.set_random_seed(args.seed)
-    histories["Adam"], seconds["Adam"] = train("Adam", keras.optimizers.Adam(), data, args)
 
-    curves = os.path.join(args.out, "curves.png")
-    plot_curves(histories, curves)
-    trace_png = tracer.plot(
-        os.path.join(args.out, "modulation.png"),
-        title=f"Nm-Adam on {args.dataset}, model {args.model}",
-    )
-
+def _print_results_tables(histories, seconds, tracer):
+    """The optimizers' final accuracies and losses, then the hyperparameters Nm-Adam chose
+    for each tensor at the last traced step."""
     _common.print_table(
         [
             (
@@ -184,6 +166,38 @@ def main(argv=None):
         align="l" + "r" * len(tracer.hyperparameter_names),
         title="Hyperparameters chosen at the last traced step:",
     )
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    keras.utils.set_random_seed(args.seed)
+    data = _load_data(args)
+    agent, agent_name = _resolve_agent(args)
+    print(
+        f"Training model {args.model} (width {args.width}) on {args.dataset} "
+        f"for {args.epochs} epochs, "
+        f"agent: {agent_name}"
+    )
+
+    tracer = ModulationTracer(
+        update_freq=args.trace_every, csv_path=os.path.join(args.out, "trace.csv")
+    )
+    histories, seconds = {}, {}
+    keras.utils.set_random_seed(args.seed)
+    histories["Nm-Adam"], seconds["Nm-Adam"] = train(
+        "Nm-Adam", NmAdam(agent=agent), data, args, [tracer]
+    )
+    keras.utils.set_random_seed(args.seed)
+    histories["Adam"], seconds["Adam"] = train("Adam", keras.optimizers.Adam(), data, args)
+
+    curves = os.path.join(args.out, "curves.png")
+    plot_curves(histories, curves)
+    trace_png = tracer.plot(
+        os.path.join(args.out, "modulation.png"),
+        title=f"Nm-Adam on {args.dataset}, model {args.model}",
+    )
+    _print_results_tables(histories, seconds, tracer)
     print(f"\nFigures: {curves}, {trace_png}; trace: {tracer.csv_path}")
     headline = {
         "dataset": args.dataset,
