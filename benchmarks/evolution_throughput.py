@@ -68,7 +68,7 @@ def peak_memory(backend):
     for worker in pool:
         if worker is None:
             continue
-        with open(f"/proc/{worker['process'].pid}/status") as status:
+        with open(f"/proc/{worker.process.pid}/status") as status:
             line = next(line for line in status if line.startswith("VmHWM:"))
         total += int(line.split()[1]) / 1024
     return total
