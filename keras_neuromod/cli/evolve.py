@@ -156,6 +156,7 @@ def parse_args(argv=None, prog=PROG):
     _add_agent_arguments(parser)
     _add_backend_arguments(parser)
     _add_suite_arguments(parser)
+    _add_fitness_arguments(parser)
     args = parser.parse_args(argv)
     args.prog = prog
     if args.timeout is not None and args.backend == "serial":
@@ -271,6 +272,10 @@ def _add_suite_arguments(parser):
         f"instances, {QUICK_VALIDATION_DRAWS} draws with --quick; 0: the last "
         "generation's best)",
     )
+
+
+def _add_fitness_arguments(parser):
+    """The flags of how a `--suite` run scores its agents: reference, score, draw."""
     parser.add_argument(
         "--reference",
         default="tuned",
