@@ -402,15 +402,15 @@ class _CheckpointReader:
         """Record the saved logbook's `generations` records into the DEAP `logbook`."""
         records = _fields.items(self.data["logbook"], self.at("logbook"), length=generations)
         for i, record in enumerate(records):
-            where = self.at(f"logbook[{i}]")
             # "drift" derives from the means: a checkpoint written before it gets it here
-            _fields.fields(record, where, [k for k in logbook.header if k != "drift"], ["drift"])
+            required = [key for key in logbook.header if key != "drift"]
+            _fields.fields(record, self.at(f"logbook[{i}]"), required, ["drift"])
             for key in ("gen", "evals", "species"):
-                _fields.integer(record[key], f"{where}.{key}")
-            _fields.text(record["architecture"], f"{where}.architecture")
+                _fields.integer(record[key], self.at(f"logbook[{i}].{key}"))
+            _fields.text(record["architecture"], self.at(f"logbook[{i}].architecture"))
             for key in ("size", "max", "mean", "min", "std", "drift", "seconds"):
                 if key in record:
-                    _fields.number(record[key], f"{where}.{key}")
+                    _fields.number(record[key], self.at(f"logbook[{i}].{key}"))
             means = [r["mean"] for r in logbook] + [record["mean"]]
             logbook.record(**{**record, "drift": record.get("drift", drift(means))})
 
