@@ -411,8 +411,9 @@ class _CheckpointReader:
             for key in ("size", "max", "mean", "min", "std", "drift", "seconds"):
                 if key in record:
                     _fields.number(record[key], self.at(f"logbook[{i}].{key}"))
-            means = [r["mean"] for r in logbook] + [record["mean"]]
-            logbook.record(**{**record, "drift": record.get("drift", drift(means))})
+            if "drift" not in record:
+                record = {**record, "drift": drift([r["mean"] for r in logbook] + [record["mean"]])}
+            logbook.record(**record)
 
     def hall_of_fame(self, hall_of_fame):
         """Fill the DEAP `hall_of_fame` exactly as it was saved."""
