@@ -333,17 +333,7 @@ def _compare_on_every_task(args, compared, records):
 def _print_results_table(rows, seeds):
     """Each method's test metric and loss per (task, model) pair."""
     _common.print_table(
-        [
-            (
-                r["task"],
-                r["model"],
-                r["method"],
-                f"{r['metric_mean']:.4f} +- {r['metric_std']:.4f}",
-                f"{r['loss_median']:.4f}",
-                r["diverged"],
-            )
-            for r in rows
-        ],
+        [(r["task"], r["model"], r["method"], *evidence.result_cells(r)) for r in rows],
         headers=(
             "task",
             "model",
@@ -361,16 +351,7 @@ def _print_paired_table(paired):
     """The paired differences against Adam, SGD, Adam* and SGD*, per pair, with verdicts."""
     _common.print_table(
         [
-            (
-                p["task"],
-                p["model"],
-                p["method"],
-                p["baseline"],
-                f"{p['mean']:+.4f}",
-                f"[{p['ci'][0]:+.4f}, {p['ci'][1]:+.4f}]",
-                f"{p['seeds_ahead']}/{p['seeds']}",
-                p["verdict"],
-            )
+            (p["task"], p["model"], p["method"], p["baseline"], *evidence.paired_cells(p))
             for p in paired
             if p["baseline"] in ("Adam", "SGD", "Adam*", "SGD*")
         ],

@@ -127,6 +127,28 @@ def _verdict(low, high):
     return "within noise"
 
 
+def result_cells(row):
+    """A method's row of `Report.rows` as table cells: its test metric (mean +- std over
+    seeds), its median test loss and its diverged runs."""
+    return (
+        f"{row['metric_mean']:.4f} +- {row['metric_std']:.4f}",
+        f"{row['loss_median']:.4f}",
+        str(row["diverged"]),
+    )
+
+
+def paired_cells(paired):
+    """A paired difference of `Report.paired` as table cells: the mean difference, its
+    interval, the seeds on which the method is ahead, and the verdict."""
+    low, high = paired["ci"]
+    return (
+        f"{paired['mean']:+.4f}",
+        f"[{low:+.4f}, {high:+.4f}]",
+        f"{paired['seeds_ahead']}/{paired['seeds']}",
+        paired["verdict"],
+    )
+
+
 def paired_differences(mine, theirs, untrained, higher_is_better, what="metric"):
     """Per-seed differences of one pair of methods, positive where `mine` is better.
 
@@ -1050,22 +1072,15 @@ class Report:
             headers += [f"minus {baseline} (95% CI)", "verdict"]
         lines = []
         for row in self.rows():
-            cells = [
-                row["model"],
-                row["method"],
-                f"{row['metric_mean']:.4f} +- {row['metric_std']:.4f}",
-                f"{row['loss_median']:.4f}",
-                str(row["diverged"]),
-            ]
+            cells = [row["model"], row["method"], *result_cells(row)]
             if baseline is not None:
                 if row["method"] == baseline:
                     cells += ["", ""]
                 else:
-                    p = self.paired(row["method"], baseline, row["model"])
-                    cells += [
-                        f"{p['mean']:+.4f} [{p['ci'][0]:+.4f}, {p['ci'][1]:+.4f}]",
-                        p["verdict"],
-                    ]
+                    mean, ci, _, verdict = paired_cells(
+                        self.paired(row["method"], baseline, row["model"])
+                    )
+                    cells += [f"{mean} {ci}", verdict]
             lines.append(cells)
         return _text_table(headers, lines)
 

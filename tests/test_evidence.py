@@ -456,3 +456,21 @@ def test_a_search_can_start_from_another_searchs_choice():
     assert cosine["momentum"] == constant["momentum"] and set(cosine) == set(constant)
     with pytest.raises(ValueError, match="listed before it"):
         evidence.compare(TINY, {"late": methods["SGD* cosine"]}, models="linear", seeds=2)
+
+
+def test_table_cells_show_a_methods_row_and_a_paired_difference():
+    row = {"metric_mean": 0.91234, "metric_std": 0.01231, "loss_median": 0.345678, "diverged": 2}
+    assert evidence.result_cells(row) == ("0.9123 +- 0.0123", "0.3457", "2")
+    paired = {
+        "mean": -0.01,
+        "ci": (-0.02, 0.005),
+        "seeds_ahead": 3,
+        "seeds": 10,
+        "verdict": "within noise",
+    }
+    assert evidence.paired_cells(paired) == (
+        "-0.0100",
+        "[-0.0200, +0.0050]",
+        "3/10",
+        "within noise",
+    )

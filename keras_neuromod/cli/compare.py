@@ -347,17 +347,7 @@ def print_tables(rows, paired):
 def _print_accuracies(rows):
     """Print the final test accuracy, median loss, divergences and settings per method."""
     _output.print_table(
-        [
-            (
-                r["model"],
-                r["method"],
-                f"{r['metric_mean']:.4f} +- {r['metric_std']:.4f}",
-                f"{r['loss_median']:.4f}",
-                r["diverged"],
-                r["settings"] or "",
-            )
-            for r in rows
-        ],
+        [(r["model"], r["method"], *evidence.result_cells(r), r["settings"] or "") for r in rows],
         headers=(
             "model",
             "method",
@@ -374,18 +364,7 @@ def _print_accuracies(rows):
 def _print_paired(paired):
     """Print each agent's paired differences against every baseline."""
     _output.print_table(
-        [
-            (
-                p["model"],
-                p["method"],
-                p["baseline"],
-                f"{p['mean']:+.4f}",
-                f"[{p['ci'][0]:+.4f}, {p['ci'][1]:+.4f}]",
-                f"{p['seeds_ahead']}/{p['seeds']}",
-                p["verdict"],
-            )
-            for p in paired
-        ],
+        [(p["model"], p["method"], p["baseline"], *evidence.paired_cells(p)) for p in paired],
         headers=(
             "model",
             "agent",
