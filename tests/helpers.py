@@ -1,7 +1,34 @@
-"""Small trainings the tests share (importable from the tests and their subprocess scripts)."""
+"""Helpers the tests share: agents, ranges, logbooks and small trainings (importable from
+the tests and from their subprocess scripts)."""
+
+import time
 
 import keras
 import numpy as np
+
+from keras_neuromod import Genome
+from keras_neuromod import zoo
+from keras_neuromod.evolution import evolve
+
+
+def sgd_agent(seed=0, n_regulatory=3):
+    """A random Nm-SGD genome of the core paper's 13 inputs."""
+    return Genome.random(13, 4, n_regulatory, rng=seed)
+
+
+def adam_agent(seed=0, n_regulatory=3):
+    """A random Nm-Adam genome of the core paper's 13 inputs."""
+    return Genome.random(13, 8, n_regulatory, rng=seed)
+
+
+def fixed(**values):
+    """Ranges that hold each named hyperparameter at one value."""
+    return {name: (value, value) for name, value in values.items()}
+
+
+def logbook_records(result):
+    """An evolution's logbook without its timings, which differ from run to run."""
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in result.logbook]
 
 
 def train_weights(optimizer, steps=12):
@@ -20,3 +47,55 @@ def train_weights(optimizer, steps=12):
     model.compile(optimizer=optimizer, loss="mse")
     model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
     return model.get_weights()
+
+
+def toy_fitness(genome, architecture, seed):
+    """Deterministic, cheap, task-dependent: rewards high output identifiers."""
+    ids = np.asarray(genome["identifiers"])
+    shift = {"A": 0.0, "B": 0.05, "C": 0.1, "mlp": 0.02}[architecture]
+    return float(ids[13:21].mean() + shift + 0.001 * (seed % 10))
+
+
+def slow_toy_fitness(genome, architecture, seed):
+    """`toy_fitness`, 20 ms later (long enough for a process to be stopped mid-run)."""
+    time.sleep(0.02)
+    return toy_fitness(genome, architecture, seed)
+
+
+def toy_evolution(**kwargs):
+    """A serial GRNEAT run of 12 individuals for 4 generations on `toy_fitness`; `kwargs`
+    change any of `evolve`'s arguments."""
+    options = dict(
+        population=12,
+        generations=4,
+        backend="serial",
+        fitness=toy_fitness,
+        progress=False,
+        verbose=False,
+        models=("A", "B", "C"),
+    )
+    options.update(kwargs)
+    return evolve(**options)
+
+
+def sphere(genomes, rng):
+    """An evolution strategy's fitness: the negated squared distance to all ones."""
+    return -np.sum((genomes - 1.0) ** 2, axis=1)
+
+
+def make_agent(name="nm_adam_test", base="adam", seed=0, ranges=None):
+    """A zoo agent of a random genome, with settings, provenance and a benchmark note."""
+    genome = Genome.random(13, 8 if base == "adam" else 4, 2, rng=seed)
+    return zoo.Agent(
+        name=name,
+        base=base,
+        genome=genome,
+        ranges=ranges,
+        settings={"warmup_steps": 7, "grn_steps_per_update": 2},
+        provenance={
+            "task": "digits",
+            "seed": seed,
+            "command": "python examples/evolve.py --seed 0",
+        },
+        benchmark={"note": "made in a test"},
+    )

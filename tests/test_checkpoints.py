@@ -16,11 +16,12 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import sphere
+from helpers import toy_evolution
+from helpers import toy_fitness
 from keras_neuromod.evolution import EvolutionStrategy
 from keras_neuromod.evolution import GRNEATConfig
 from keras_neuromod.io import read_json
-from test_evolution import run
-from test_evolution import toy_fitness
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -40,26 +41,26 @@ def _hall(result):
 
 def test_resumed_hall_of_fame_keeps_the_order_of_ties(tmp_path):
     options = dict(seed=3, population=12, hall_of_fame=8, fitness=tied_fitness, models=("A",))
-    straight = run(generations=5, **options)
+    straight = toy_evolution(generations=5, **options)
     fitnesses = [f for f, _, _ in _hall(straight)]
     assert len(fitnesses) == 8 and len(set(fitnesses)) < len(fitnesses), "the test needs ties"
-    run(generations=2, out=str(tmp_path), **options)
+    toy_evolution(generations=2, out=str(tmp_path), **options)
     saved = read_json(tmp_path / "checkpoint.json")["hall_of_fame"]
     assert len({entry["fitness"] for entry in saved}) < len(saved), "ties in the checkpoint too"
-    resumed = run(generations=5, out=str(tmp_path), resume=True, **options)
+    resumed = toy_evolution(generations=5, out=str(tmp_path), resume=True, **options)
     assert _hall(resumed) == _hall(straight)
     # and a run resumed where nothing is left to do gives the saved order back unchanged
-    again = run(generations=5, out=str(tmp_path), resume=True, **options)
+    again = toy_evolution(generations=5, out=str(tmp_path), resume=True, **options)
     assert _hall(again) == _hall(straight)
 
 
 def test_another_grneat_config_names_the_differing_fields(tmp_path):
-    run(seed=1, generations=1, out=str(tmp_path))
+    toy_evolution(seed=1, generations=1, out=str(tmp_path))
     with pytest.raises(ValueError, match=r"population \(checkpoint: 12, now: 14\)"):
-        run(seed=1, generations=2, population=14, out=str(tmp_path), resume=True)
+        toy_evolution(seed=1, generations=2, population=14, out=str(tmp_path), resume=True)
     config = GRNEATConfig(tournament_size=4, max_regulatory=20)
     with pytest.raises(ValueError) as error:
-        run(seed=1, generations=2, config=config, out=str(tmp_path), resume=True)
+        toy_evolution(seed=1, generations=2, config=config, out=str(tmp_path), resume=True)
     message = str(error.value)
     assert "tournament_size (checkpoint: 3, now: 4)" in message
     assert "max_regulatory (checkpoint: 32, now: 20)" in message
@@ -99,16 +100,12 @@ GRNEAT_EDITS = [
 
 @pytest.mark.parametrize("change,match", GRNEAT_EDITS)
 def test_hand_edited_grneat_checkpoints_name_the_field(tmp_path, change, match):
-    run(seed=1, generations=2, out=str(tmp_path))
+    toy_evolution(seed=1, generations=2, out=str(tmp_path))
     path = tmp_path / "checkpoint.json"
     _edit(path, change)
     with pytest.raises(ValueError, match=match) as error:
-        run(seed=1, generations=3, out=str(tmp_path), resume=True)
+        toy_evolution(seed=1, generations=3, out=str(tmp_path), resume=True)
     assert str(path) in str(error.value)
-
-
-def sphere(genomes, rng):
-    return -np.sum((genomes - 1.0) ** 2, axis=1)
 
 
 ES_EDITS = [
@@ -189,7 +186,7 @@ def _summary(checkpoint):
 
 
 def _pinned(name, out, **options):
-    run(out=str(out), fitness=toy_fitness, **{**GOLDEN_RUNS[name], **options})
+    toy_evolution(out=str(out), fitness=toy_fitness, **{**GOLDEN_RUNS[name], **options})
     return _summary(read_json(os.path.join(out, "checkpoint.json")))
 
 
@@ -238,7 +235,7 @@ def _drifts(means, window=10):
 
 
 def test_the_logbook_reads_the_spread_between_and_within_generations(tmp_path):
-    result = run(seed=3, population=12, generations=14, out=str(tmp_path))
+    result = toy_evolution(seed=3, population=12, generations=14, out=str(tmp_path))
     means = [r["mean"] for r in result.logbook]
     drifts = [r["drift"] for r in result.logbook]
     np.testing.assert_allclose(drifts, _drifts(means), rtol=1e-12)
@@ -247,8 +244,10 @@ def test_the_logbook_reads_the_spread_between_and_within_generations(tmp_path):
     # the checkpoint holds it, and a resumed run goes on with the same values
     saved = read_json(tmp_path / "checkpoint.json")["logbook"]
     assert [r["drift"] for r in saved] == drifts
-    run(seed=3, population=12, generations=6, out=str(tmp_path / "b"))
-    resumed = run(seed=3, population=12, generations=14, out=str(tmp_path / "b"), resume=True)
+    toy_evolution(seed=3, population=12, generations=6, out=str(tmp_path / "b"))
+    resumed = toy_evolution(
+        seed=3, population=12, generations=14, out=str(tmp_path / "b"), resume=True
+    )
     assert [r["drift"] for r in resumed.logbook] == drifts
 
 

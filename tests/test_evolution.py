@@ -17,6 +17,10 @@ import warnings
 import numpy as np
 import pytest
 
+from helpers import logbook_records
+from helpers import slow_toy_fitness
+from helpers import toy_evolution
+from helpers import toy_fitness
 from keras_neuromod.agrn import Genome
 from keras_neuromod.evolution import Evaluator
 from keras_neuromod.evolution import FitnessTask
@@ -28,18 +32,6 @@ from keras_neuromod.evolution.parallel import make_backend
 from keras_neuromod.io import read_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def toy_fitness(genome, architecture, seed):
-    """Deterministic, cheap, task-dependent: rewards high output identifiers."""
-    ids = np.asarray(genome["identifiers"])
-    shift = {"A": 0.0, "B": 0.05, "C": 0.1, "mlp": 0.02}[architecture]
-    return float(ids[13:21].mean() + shift + 0.001 * (seed % 10))
-
-
-def slow_toy_fitness(genome, architecture, seed):
-    time.sleep(0.02)
-    return toy_fitness(genome, architecture, seed)
 
 
 def _key(genome):
@@ -123,41 +115,23 @@ def toy_jobs(genomes, architecture="A", seed=1):
     return jobs, [toy_fitness(g, architecture, seed) for g in genomes]
 
 
-def _records(result):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in result.logbook]
-
-
-def run(**kwargs):
-    options = dict(
-        population=12,
-        generations=4,
-        backend="serial",
-        fitness=toy_fitness,
-        progress=False,
-        verbose=False,
-        models=("A", "B", "C"),
-    )
-    options.update(kwargs)
-    return evolve(**options)
-
-
 def test_same_seed_same_evolution_and_other_seed_differs():
-    a, b, c = run(seed=3), run(seed=3), run(seed=4)
-    assert _records(a) == _records(b)
+    a, b, c = toy_evolution(seed=3), toy_evolution(seed=3), toy_evolution(seed=4)
+    assert logbook_records(a) == logbook_records(b)
     assert a.best.genome == b.best.genome
     assert [i.genome for i in a.hall_of_fame] == [i.genome for i in b.hall_of_fame]
-    assert _records(a) != _records(c)
+    assert logbook_records(a) != logbook_records(c)
     assert a.generations == 4 and a.evaluations >= 4 * 12 and a.evaluated_now == a.evaluations
 
 
 def test_evolution_improves_a_simple_objective():
-    result = run(seed=0, generations=12, population=20, models=("A",))
+    result = toy_evolution(seed=0, generations=12, population=20, models=("A",))
     first, last = result.logbook[0], result.logbook[-1]
     assert last["max"] > first["max"] and last["mean"] > first["mean"] + 0.05
 
 
 def test_population_size_is_kept_and_genomes_are_valid(tmp_path):
-    result = run(seed=1, out=str(tmp_path))
+    result = toy_evolution(seed=1, out=str(tmp_path))
     checkpoint = read_json(tmp_path / "checkpoint.json")
     assert checkpoint["generation"] == 4
     assert len(checkpoint["population"]) == 12
@@ -175,12 +149,12 @@ def test_population_size_is_kept_and_genomes_are_valid(tmp_path):
     with pytest.MonkeyPatch.context() as patch:
         for name in ("load", "loads", "dump", "dumps", "Pickler", "Unpickler"):
             patch.setattr(pickle, name, no_pickle)
-        resumed = run(seed=1, generations=5, out=str(tmp_path), resume=True)
-    assert resumed.evaluated_now > 0 and _records(resumed)[:4] == _records(result)
+        resumed = toy_evolution(seed=1, generations=5, out=str(tmp_path), resume=True)
+    assert resumed.evaluated_now > 0 and logbook_records(resumed)[:4] == logbook_records(result)
 
 
 def test_best_is_the_runs_best_and_last_best_the_last_generations(tmp_path):
-    result = run(seed=4, generations=6, out=str(tmp_path))
+    result = toy_evolution(seed=4, generations=6, out=str(tmp_path))
     maxima = [r["max"] for r in result.logbook]
     assert maxima[-1] < max(maxima), "a late generation is worse than an early one"
     assert result.best.fitness.values[0] == max(maxima)
@@ -188,7 +162,7 @@ def test_best_is_the_runs_best_and_last_best_the_last_generations(tmp_path):
     assert result.best.genome == result.hall_of_fame[0].genome
     assert result.last_best.fitness.values[0] == maxima[-1] and result.last_best.generation == 5
     # a finished run resumed, and a checkpoint of an earlier version (no "run_best"), agree
-    again = run(seed=4, generations=6, out=str(tmp_path), resume=True)
+    again = toy_evolution(seed=4, generations=6, out=str(tmp_path), resume=True)
     assert (
         again.best.genome == result.best.genome
         and again.last_best.genome == result.last_best.genome
@@ -200,7 +174,7 @@ def test_best_is_the_runs_best_and_last_best_the_last_generations(tmp_path):
     )
     del checkpoint["run_best"]
     path.write_text(json.dumps(checkpoint))
-    old = run(seed=4, generations=6, out=str(tmp_path), resume=True)
+    old = toy_evolution(seed=4, generations=6, out=str(tmp_path), resume=True)
     assert old.best.fitness.values[0] == max(maxima) and old.best.genome == result.best.genome
     assert old.last_best.fitness.values[0] == maxima[-1]
 
@@ -247,7 +221,7 @@ def test_a_second_run_on_a_locked_folder_is_refused_and_the_lock_released(tmp_pa
     ]
     with lock_held_by_another_process(out) as child:
         with pytest.raises(FolderLockedError, match=f"in use by another run: process {child.pid}"):
-            run(seed=1, generations=2, out=str(out))
+            toy_evolution(seed=1, generations=2, out=str(out))
         with pytest.raises(SystemExit) as exit_info:  # examples/evolve.py exits with the message
             _evolve_example().main(tiny)
         assert f"{out}" in str(exit_info.value.code) and f"process {child.pid}" in str(
@@ -256,34 +230,36 @@ def test_a_second_run_on_a_locked_folder_is_refused_and_the_lock_released(tmp_pa
         assert os.listdir(out) == [".lock"], "nothing written"
     # the holder killed, its lock is stale: the next run takes it over and releases it
     with pytest.warns(RuntimeWarning, match=f"stale lock.*process {child.pid}"):
-        result = run(seed=1, generations=2, out=str(out))
+        result = toy_evolution(seed=1, generations=2, out=str(out))
     assert result.generations == 2 and os.listdir(out) == ["checkpoint.json"]
     with pytest.raises(ValueError, match="fitness"):  # a failing run releases it too
-        run(seed=1, generations=3, out=str(out), resume=True, fitness=slow_toy_fitness)
+        toy_evolution(seed=1, generations=3, out=str(out), resume=True, fitness=slow_toy_fitness)
     assert os.listdir(out) == ["checkpoint.json"]
 
 
 def test_resume_continues_without_redoing_work(tmp_path):
-    straight = run(seed=5, generations=5)
-    first = run(seed=5, generations=2, out=str(tmp_path))
+    straight = toy_evolution(seed=5, generations=5)
+    first = toy_evolution(seed=5, generations=2, out=str(tmp_path))
     assert first.generations == 2
-    resumed = run(seed=5, generations=5, out=str(tmp_path), resume=True)
+    resumed = toy_evolution(seed=5, generations=5, out=str(tmp_path), resume=True)
     assert resumed.evaluated_now == straight.evaluations - first.evaluations
-    assert _records(resumed) == _records(straight)
+    assert logbook_records(resumed) == logbook_records(straight)
     assert resumed.best.genome == straight.best.genome
-    again = run(seed=5, generations=5, out=str(tmp_path), resume=True)
+    again = toy_evolution(seed=5, generations=5, out=str(tmp_path), resume=True)
     assert again.evaluated_now == 0 and again.best.genome == straight.best.genome
     with pytest.raises(ValueError, match="seed"):
-        run(seed=6, generations=6, out=str(tmp_path), resume=True)
+        toy_evolution(seed=6, generations=6, out=str(tmp_path), resume=True)
     with pytest.raises(FileExistsError, match="resume"):
-        run(seed=5, generations=6, out=str(tmp_path))
+        toy_evolution(seed=5, generations=6, out=str(tmp_path))
 
 
 def test_random_search_draws_fresh_genomes_of_every_size_and_keeps_the_best(tmp_path):
     from keras_neuromod.evolution.grneat import GRNEATConfig
 
     config = GRNEATConfig(max_regulatory=6)
-    searched = run(seed=5, generations=4, algorithm="random", config=config, out=str(tmp_path))
+    searched = toy_evolution(
+        seed=5, generations=4, algorithm="random", config=config, out=str(tmp_path)
+    )
     checkpoint = read_json(str(tmp_path / "checkpoint.json"))
     assert checkpoint["settings"]["algorithm"] == "random" and checkpoint["species"] == []
     # every generation's individuals are new: no genome is evaluated twice
@@ -295,32 +271,34 @@ def test_random_search_draws_fresh_genomes_of_every_size_and_keeps_the_best(tmp_
     best = max(searched.hall_of_fame, key=lambda ind: ind.fitness.values[0])
     assert best.fitness.values[0] == max(r["max"] for r in searched.logbook)
     # the same seed gives the same search, resumed or not; GRNEAT differs
-    resumed = run(
+    resumed = toy_evolution(
         seed=5, generations=6, algorithm="random", config=config, out=str(tmp_path), resume=True
     )
-    straight = run(seed=5, generations=6, algorithm="random", config=config)
-    assert resumed.evaluated_now == 2 * 12 and _records(resumed) == _records(straight)
-    assert _records(run(seed=5, generations=6, config=config)) != _records(straight)
+    straight = toy_evolution(seed=5, generations=6, algorithm="random", config=config)
+    assert resumed.evaluated_now == 2 * 12 and logbook_records(resumed) == logbook_records(straight)
+    assert logbook_records(toy_evolution(seed=5, generations=6, config=config)) != logbook_records(
+        straight
+    )
     with pytest.raises(ValueError, match="algorithm"):
-        run(seed=5, generations=7, config=config, out=str(tmp_path), resume=True)
+        toy_evolution(seed=5, generations=7, config=config, out=str(tmp_path), resume=True)
     with pytest.raises(ValueError, match="algorithm must be one of"):
-        run(algorithm="anneal")
+        toy_evolution(algorithm="anneal")
 
 
 def test_checkpoints_without_an_algorithm_resume_as_grneat(tmp_path):
-    run(seed=5, generations=2, out=str(tmp_path))
+    toy_evolution(seed=5, generations=2, out=str(tmp_path))
     path = tmp_path / "checkpoint.json"
     data = json.loads(path.read_text())
     del data["settings"]["algorithm"]
     path.write_text(json.dumps(data))
-    assert run(seed=5, generations=3, out=str(tmp_path), resume=True).evaluated_now > 0
+    assert toy_evolution(seed=5, generations=3, out=str(tmp_path), resume=True).evaluated_now > 0
 
 
 _KILL_SCRIPT = """
 import sys
 sys.path.insert(0, {here!r})
-from test_evolution import run, slow_toy_fitness
-run(seed=9, generations=6, population=12, out={out!r}, fitness=slow_toy_fitness)
+from helpers import slow_toy_fitness, toy_evolution
+toy_evolution(seed=9, generations=6, population=12, out={out!r}, fitness=slow_toy_fitness)
 """
 
 
@@ -346,9 +324,11 @@ def test_sigkill_after_a_checkpoint_then_resume_equals_uninterrupted(tmp_path):
     # the checkpoint is complete JSON (it is replaced in one step); the killed run's
     # lock of the folder is stale, and taken over
     with pytest.warns(RuntimeWarning, match=f"stale lock.*process {process.pid}"):
-        resumed = run(seed=9, generations=6, out=out, resume=True, fitness=slow_toy_fitness)
-    straight = run(seed=9, generations=6, fitness=slow_toy_fitness)
-    assert _records(resumed) == _records(straight)
+        resumed = toy_evolution(
+            seed=9, generations=6, out=out, resume=True, fitness=slow_toy_fitness
+        )
+    straight = toy_evolution(seed=9, generations=6, fitness=slow_toy_fitness)
+    assert logbook_records(resumed) == logbook_records(straight)
     assert resumed.best.genome == straight.best.genome
     assert resumed.evaluated_now < straight.evaluations
 
@@ -358,10 +338,10 @@ def test_corrupt_checkpoint_is_refused(tmp_path):
         '{"format": "keras_neuromod.grneat-checkpoint/1", "sett'
     )
     with pytest.raises(ValueError, match="not valid JSON"):
-        run(seed=1, out=str(tmp_path), resume=True)
+        toy_evolution(seed=1, out=str(tmp_path), resume=True)
     (tmp_path / "checkpoint.json").write_text('{"format": "something else"}')
     with pytest.raises(ValueError, match="Not a GRNEAT checkpoint"):
-        run(seed=1, out=str(tmp_path), resume=True)
+        toy_evolution(seed=1, out=str(tmp_path), resume=True)
 
 
 @pytest.mark.slow
@@ -416,7 +396,7 @@ def test_evolution_goes_on_past_a_stopped_worker(tmp_path, monkeypatch):
     monkeypatch.setenv("KNM_FLAKY_DIR", str(tmp_path))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        stalled = run(
+        stalled = toy_evolution(
             seed=3,
             generations=2,
             population=8,
@@ -426,7 +406,9 @@ def test_evolution_goes_on_past_a_stopped_worker(tmp_path, monkeypatch):
             timeout=2,
         )
     assert any("no answer within 2 s" in str(w.message) for w in caught)
-    assert _records(stalled) == _records(run(seed=3, generations=2, population=8))
+    assert logbook_records(stalled) == logbook_records(
+        toy_evolution(seed=3, generations=2, population=8)
+    )
 
 
 def test_timeout_needs_a_worker_backend_and_a_positive_number():
@@ -520,7 +502,7 @@ def test_evolution_goes_on_when_workers_crash():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         # one individual of the second generation crashes its worker, twice
-        result = run(
+        result = toy_evolution(
             seed=7,
             generations=2,
             population=6,
@@ -539,9 +521,9 @@ def test_evolution_goes_on_when_workers_crash():
 
 @pytest.mark.slow
 def test_process_backend_gives_the_serial_result():
-    assert _records(run(seed=7, generations=2, backend="process", workers=2)) == _records(
-        run(seed=7, generations=2)
-    )
+    assert logbook_records(
+        toy_evolution(seed=7, generations=2, backend="process", workers=2)
+    ) == logbook_records(toy_evolution(seed=7, generations=2))
 
 
 # -- real training ------------------------------------------------------------
@@ -727,13 +709,13 @@ def local_ray():
 def test_ray_backend_on_a_local_cluster(local_ray):
     from keras_neuromod.evolution.parallel import RayBackend
 
-    assert _records(run(seed=7, generations=2, backend="ray", workers=2)) == _records(
-        run(seed=7, generations=2)
-    )
+    assert logbook_records(
+        toy_evolution(seed=7, generations=2, backend="ray", workers=2)
+    ) == logbook_records(toy_evolution(seed=7, generations=2))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         # one individual of the second generation crashes: its actor is lost twice
-        crashed = run(
+        crashed = toy_evolution(
             seed=7,
             generations=2,
             population=4,
@@ -773,7 +755,7 @@ def test_ray_actors_train_chunks_vectorized_with_the_local_result(local_ray):
     )
     on_ray = evolve(backend="ray", vectorized=True, workers=2, **options)
     assert all(record["std"] > 0 for record in on_ray.logbook)
-    assert _records(on_ray) == _records(evolve(backend="vectorized", **options))
+    assert logbook_records(on_ray) == logbook_records(evolve(backend="vectorized", **options))
 
 
 def log_level_fitness(genome, architecture, seed):

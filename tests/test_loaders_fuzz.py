@@ -29,13 +29,13 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from helpers import make_agent
+from helpers import sphere
+from helpers import toy_evolution
 from keras_neuromod import Genome
 from keras_neuromod import zoo
 from keras_neuromod.evolution import EvolutionStrategy
 from keras_neuromod.optimizers.base import resolve_agent
-from test_checkpoints import sphere
-from test_evolution import run
-from test_zoo import make_agent
 
 ALLOWED = (ValueError, FileNotFoundError)
 EXAMPLES = int(os.environ.get("KERAS_NEUROMOD_FUZZ_EXAMPLES", "30"))
@@ -310,7 +310,7 @@ def test_zoo_index(zoo_folder, data):
 @pytest.fixture(scope="module")
 def grneat_checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("grneat")
-    run(seed=1, generations=2, population=8, hall_of_fame=4, out=str(out))
+    toy_evolution(seed=1, generations=2, population=8, hall_of_fame=4, out=str(out))
     return json.loads((out / "checkpoint.json").read_text())
 
 
@@ -322,7 +322,9 @@ def test_grneat_checkpoints(folder, grneat_checkpoint, data):
     (out / "checkpoint.json").write_text(corrupt(data.draw, grneat_checkpoint))
     # a checkpoint that is accepted must also evolve on
     _only_allowed(
-        lambda: run(seed=1, generations=3, population=8, hall_of_fame=4, out=str(out), resume=True)
+        lambda: toy_evolution(
+            seed=1, generations=3, population=8, hall_of_fame=4, out=str(out), resume=True
+        )
     )
 
 
@@ -330,7 +332,9 @@ def test_a_valid_grneat_checkpoint_is_resumed_from(folder, grneat_checkpoint):
     out = folder / "grneat_valid"
     out.mkdir()
     (out / "checkpoint.json").write_text(json.dumps(grneat_checkpoint))
-    resumed = run(seed=1, generations=3, population=8, hall_of_fame=4, out=str(out), resume=True)
+    resumed = toy_evolution(
+        seed=1, generations=3, population=8, hall_of_fame=4, out=str(out), resume=True
+    )
     assert resumed.generations == 3 and resumed.evaluated_now > 0
     assert _same(json.loads(json.dumps(resumed.logbook[:2])), grneat_checkpoint["logbook"])
 
@@ -361,7 +365,9 @@ def test_a_grneat_checkpoint_with_one_field_spoiled_is_refused_naming_it(
     out.mkdir()
     (out / "checkpoint.json").write_text(json.dumps(_spoiled(grneat_checkpoint, (field,), "x")))
     with pytest.raises(ValueError, match=rf"\b{field}\b"):
-        run(seed=1, generations=3, population=8, hall_of_fame=4, out=str(out), resume=True)
+        toy_evolution(
+            seed=1, generations=3, population=8, hall_of_fame=4, out=str(out), resume=True
+        )
 
 
 @pytest.fixture(scope="module")

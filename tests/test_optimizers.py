@@ -10,6 +10,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from keras import ops
 
+from helpers import adam_agent
+from helpers import sgd_agent
 from keras_neuromod import Genome
 from keras_neuromod import NmAdam
 from keras_neuromod import NmSGD
@@ -22,14 +24,6 @@ from reference import tensor_inputs
 
 BACKEND = keras.backend.backend()
 JIT = [False, True] if BACKEND == "tensorflow" else [True]
-
-
-def sgd_agent(seed=0, n_regulatory=3):
-    return Genome.random(13, 4, n_regulatory, rng=seed)
-
-
-def adam_agent(seed=0, n_regulatory=3):
-    return Genome.random(13, 8, n_regulatory, rng=seed)
 
 
 @pytest.fixture(scope="module")

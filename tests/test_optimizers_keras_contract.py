@@ -20,6 +20,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from keras import ops
 
+from helpers import adam_agent
+from helpers import fixed
+from helpers import sgd_agent
 from keras_neuromod import Genome
 from keras_neuromod import NmAdam
 from keras_neuromod import NmSGD
@@ -28,18 +31,6 @@ from keras_neuromod.optimizers.base import _abs_stats
 
 BACKEND = keras.backend.backend()
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def sgd_agent(seed=0, n_regulatory=3):
-    return Genome.random(13, 4, n_regulatory, rng=seed)
-
-
-def adam_agent(seed=0, n_regulatory=3):
-    return Genome.random(13, 8, n_regulatory, rng=seed)
-
-
-def fixed(**values):
-    return {name: (value, value) for name, value in values.items()}
 
 
 def apply(optimizer, grads, variables, steps=1):

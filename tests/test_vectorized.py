@@ -22,6 +22,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from keras import ops
 
+from helpers import logbook_records
 from keras_neuromod import Genome
 from keras_neuromod import tasks
 from keras_neuromod.evolution import ENUFitness
@@ -329,7 +330,7 @@ def test_evolution_over_the_suite_is_deterministic_and_resumes(tmp_path):
     assert all(-3.0 <= r["min"] <= r["max"] <= 3.0 and r["std"] > 0 for r in first.logbook)
     evolve(out=str(tmp_path / "b"), **{**options, "generations": 1})
     resumed = evolve(out=str(tmp_path / "b"), resume=True, **options)
-    assert _records(resumed) == _records(first)
+    assert logbook_records(resumed) == logbook_records(first)
     assert _checkpoint(tmp_path / "b") == _checkpoint(tmp_path / "a")
 
 
@@ -382,10 +383,6 @@ def test_chunks_cover_the_jobs_in_order_in_even_shares():
     del task
 
 
-def _records(result):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in result.logbook]
-
-
 def _evolve(**kwargs):
     options = dict(
         task="digits",
@@ -417,14 +414,14 @@ def test_vectorized_evolution_is_deterministic_resumes_and_ignores_the_worker_co
     first = _evolve(out=str(tmp_path / "a"))
     assert first.generations == 2 and first.evaluations >= 12
     assert all(record["std"] > 0 for record in first.logbook)  # the agents differ
-    assert _records(_evolve(workers=2)) == _records(first)
+    assert logbook_records(_evolve(workers=2)) == logbook_records(first)
     # interrupted after one generation, then resumed: the uninterrupted result
     _evolve(generations=1, out=str(tmp_path / "b"))
     resumed = _evolve(out=str(tmp_path / "b"), resume=True)
-    assert _records(resumed) == _records(first)
+    assert logbook_records(resumed) == logbook_records(first)
     assert resumed.evaluated_now == first.evaluations - first.logbook[0]["evals"]
     assert _checkpoint(tmp_path / "b") == _checkpoint(tmp_path / "a")
-    assert _records(_evolve(seed=4)) != _records(first)
+    assert logbook_records(_evolve(seed=4)) != logbook_records(first)
 
 
 @pytest.mark.slow
@@ -455,14 +452,14 @@ def test_a_failing_chunk_is_run_again_then_scores_worst_and_a_missing_data_set_s
         backend.close()
 
 
-def toy_fitness(genome, architecture, seed):
+def constant_fitness(genome, architecture, seed):
     return 1.0
 
 
 @pytest.mark.parametrize(
     "call,match",
     [
-        (lambda: make_backend("vectorized", toy_fitness), "trains a FitnessTask"),
+        (lambda: make_backend("vectorized", constant_fitness), "trains a FitnessTask"),
         (
             lambda: make_backend("serial", FitnessTask(**TASK), vectorized=True),
             "goes with backend='ray'",
@@ -498,7 +495,7 @@ def test_evolve_defaults_to_vectorized_for_tasks_and_process_for_functions(monke
         raise KeyboardInterrupt  # stop before any worker starts
 
     monkeypatch.setattr(engine, "make_backend", spy)
-    for kwargs in ({}, {"fitness": toy_fitness}):
+    for kwargs in ({}, {"fitness": constant_fitness}):
         with pytest.raises(KeyboardInterrupt):
             _evolve(backend=None, **kwargs)
     assert chosen == ["vectorized", "process"]

@@ -6,27 +6,11 @@ import keras
 import numpy as np
 import pytest
 
+from helpers import make_agent
 from keras_neuromod import Genome
 from keras_neuromod import NmAdam
 from keras_neuromod import NmSGD
 from keras_neuromod import zoo
-
-
-def make_agent(name="nm_adam_test", base="adam", seed=0, ranges=None):
-    genome = Genome.random(13, 8 if base == "adam" else 4, 2, rng=seed)
-    return zoo.Agent(
-        name=name,
-        base=base,
-        genome=genome,
-        ranges=ranges,
-        settings={"warmup_steps": 7, "grn_steps_per_update": 2},
-        provenance={
-            "task": "digits",
-            "seed": seed,
-            "command": "python examples/evolve.py --seed 0",
-        },
-        benchmark={"note": "made in a test"},
-    )
 
 
 @pytest.fixture
