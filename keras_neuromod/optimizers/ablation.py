@@ -70,17 +70,15 @@ class _Ablated:
         return ops.cast(self._ablate(chosen), chosen.dtype), state, inputs
 
     def _bounded(self, values):
-        names = self.HYPERPARAMETERS
-        lo = np.array([self.ranges[n][0] for n in names], np.float32)
-        hi = np.array([self.ranges[n][1] for n in names], np.float32)
-        return ops.clip(values, lo, hi)
+        lo, hi, _ = self._range_columns()
+        return ops.clip(values, lo.astype(np.float32), hi.astype(np.float32))
 
 
 class _NetworkMean(_Ablated):
     ablation = "network_mean"
 
     def _ablate(self, chosen):
-        scales = _scales(self)
+        _, _, scales = self._range_columns()
         mean = ops.mean(output_sets.to_space(chosen, scales), axis=0, keepdims=True)
         mean = output_sets.from_space(mean, scales)
         return ops.broadcast_to(self._bounded(mean), ops.shape(chosen))
