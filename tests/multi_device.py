@@ -1,13 +1,14 @@
 """Train on two devices and on one, and print how far apart they end.
 
 Run as a script in a fresh process (the device count must be set before the
-backend starts): `python tests/multi_device.py tensorflow` or `... jax`.
+backend starts): `python tests/multi_device.py tensorflow` or `... jax`, each
+time for Nm-Adam and Nm-SGD.
 TensorFlow splits the CPU into two logical devices under
 `tf.distribute.MirroredStrategy`; JAX gets two host devices
 (`--xla_force_host_platform_device_count=2`) under
 `keras.distribution.DataParallel`. The same model, initial weights, batches
 and a random agent with wide ranges are trained both ways at one global batch
-size. The last line printed is JSON:
+size. The last line printed is JSON, for each optimizer ("adam", "sgd"):
 
 * `weights`: the largest absolute difference of any weight,
 * `optimizer`: the same for the optimizer's variables (AGRN state included),
@@ -21,7 +22,6 @@ import os
 import sys
 
 BACKEND = sys.argv[1] if len(sys.argv) > 1 else "tensorflow"
-OPTIMIZER = sys.argv[2] if len(sys.argv) > 2 else "adam"
 os.environ["KERAS_BACKEND"] = BACKEND
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 if BACKEND == "jax":
@@ -55,8 +55,8 @@ def build_model():
     return keras.Model(tokens, outputs)
 
 
-def optimizer():
-    if OPTIMIZER == "sgd":
+def optimizer(name):
+    if name == "sgd":
         agent = Genome.random(13, 4, n_regulatory=4, rng=11)
         return NmSGD(agent=agent, ranges={"learning_rate": (1e-3, 0.5), "momentum": (0.0, 0.9)})
     agent = Genome.random(13, 8, n_regulatory=4, rng=7)
@@ -70,12 +70,11 @@ def data():
     return x, y
 
 
-def train(weights=None):
+def train(name, weights):
     model = build_model()
-    if weights is not None:
-        model.set_weights(weights)
+    model.set_weights(weights)
     model.compile(
-        optimizer=optimizer(),
+        optimizer=optimizer(name),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     x, y = data()
@@ -91,14 +90,14 @@ def largest_difference(first, second):
     return max(float(np.max(np.abs(a - b), initial=0.0)) for a, b in zip(first, second))
 
 
-def main():
-    initial = build_model().get_weights()
-    single = train(initial)
+def measure(name, initial):
+    """How far the two-device training of optimizer `name` ends from the one-device one."""
+    single = train(name, initial)
     replicas = 0.0
     if BACKEND == "tensorflow":
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         with strategy.scope():
-            distributed = train(initial)
+            distributed = train(name, initial)
         count = strategy.num_replicas_in_sync
         for variable in distributed.optimizer.variables + distributed.weights:
             local = [np.asarray(v) for v in strategy.experimental_local_results(variable.value)]
@@ -109,11 +108,11 @@ def main():
         devices = jax.devices()
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
         try:
-            distributed = train(initial)
+            distributed = train(name, initial)
         finally:
             keras.distribution.set_distribution(None)
         count = len({d for v in distributed.weights for d in v.value.sharding.device_set})
-    result = {
+    return {
         "weights": largest_difference(values(single.weights), values(distributed.weights)),
         "optimizer": largest_difference(
             values(single.optimizer.variables), values(distributed.optimizer.variables)
@@ -121,7 +120,11 @@ def main():
         "replicas": replicas,
         "replica_count": count,
     }
-    print(json.dumps(result))
+
+
+def main():
+    initial = build_model().get_weights()
+    print(json.dumps({name: measure(name, initial) for name in ("adam", "sgd")}))
 
 
 if __name__ == "__main__":

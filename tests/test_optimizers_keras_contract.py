@@ -6,6 +6,7 @@ the backend of the session (TensorFlow by default; `tox -e jax` runs them
 under JAX).
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -50,6 +51,19 @@ def _jax_installed():
     return True
 
 
+@functools.cache
+def _two_devices(backend):
+    """tests/multi_device.py's measures for Nm-Adam and Nm-SGD, in one fresh process."""
+    result = subprocess.run(
+        [sys.executable, os.path.join(HERE, "multi_device.py"), backend],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "backend,optimizer",
@@ -60,19 +74,12 @@ def test_two_devices_train_like_one(backend, optimizer):
 
     A random agent with wide ranges (not collapsed to Keras's optimizers), an
     Embedding (sparse gradients, all-reduced with repeated rows) and weight
-    decay; 8 steps. Runs in a fresh process, since the device count must be
-    set before the backend starts.
+    decay; 8 steps. Runs in a fresh process (one per backend, for both
+    optimizers), since the device count must be set before the backend starts.
     """
     if backend == "jax" and not _jax_installed():
         pytest.skip("JAX is not installed (pip install keras_neuromod[jax])")
-    result = subprocess.run(
-        [sys.executable, os.path.join(HERE, "multi_device.py"), backend, optimizer],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    measured = _two_devices(backend)[optimizer]
     assert measured["replica_count"] == 2
     assert measured["weights"] < 1e-5, measured
     assert measured["optimizer"] < 1e-5, measured
