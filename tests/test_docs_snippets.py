@@ -5,9 +5,9 @@ only the installed `keras_neuromod` and nothing a block before it defined. A
 block that starts an evolution runs alone in a fresh interpreter: as a script
 file (`python snippet.py`, the way a script's main guard and spawned workers see
 it), or, for a block titled "In a notebook", as `python -c` (no file for workers
-to import, as in a notebook). The other blocks of a page share one interpreter
-(one TensorFlow start per page), each executed as `__main__` in a namespace of
-its own. A block that is not meant to run is not a ```python block.
+to import, as in a notebook). The other blocks, of every page, share one
+interpreter (one TensorFlow start), each executed as `__main__` in a namespace
+of its own. A block that is not meant to run is not a ```python block.
 """
 
 import glob
@@ -52,19 +52,17 @@ def alone(attributes, code):
 
 
 def runs():
-    """(test id, page, [(label, attributes, code)]): the evolving blocks alone, the
-    others by page."""
-    grouped, found = {}, []
+    """(test id, pages, [(label, attributes, code)]): each evolving block alone, then the
+    others together."""
+    found, together = [], []
     for page, number, attributes, code in BLOCKS:
         label = f"{page}:{number}"
         if alone(attributes, code):
             found.append((label, page, [(label, attributes, code)]))
         else:
-            if page not in grouped:
-                grouped[page] = (page, page, [])
-                found.append(grouped[page])
-            grouped[page][2].append((label, attributes, code))
-    return found
+            together.append((label, attributes, code))
+    pages = sorted({label.rsplit(":", 1)[0] for label, _, _ in together})
+    return found + [("the other blocks", ", ".join(pages), together)]
 
 
 # Runs each block of blocks.json as `__main__` in a namespace and a folder of its own.
