@@ -50,7 +50,9 @@ def like_keras(folder):
 
 def fitness_as_agent():
     """The search's scores of candidates, and the scores of their agents as agents."""
-    suite = SuiteTask(tasks=("friedman1",), instances=2, max_regulatory=4, inputs="paper")
+    suite = SuiteTask(
+        tasks=("friedman1",), instances=2, max_regulatory=4, inputs="paper", reference="default"
+    )
     candidates = [
         FixedHyperparameters.at("adam", p) for p in ([0.5, 0.9, 0.998, 0.125], [0.7, 0.5, 0.9, 0.3])
     ]
@@ -63,6 +65,7 @@ def fitness_as_agent():
             max_regulatory=4,
             ranges=candidate.ranges,
             inputs="paper",
+            reference="default",
         )
         genome = Genome.random(13, 8, 2, rng=0)  # any genome: every range is one value
         as_agents.append(SuiteEvaluator(fixed).scores([genome], 11)[0][0].tolist())

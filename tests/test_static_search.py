@@ -23,7 +23,9 @@ from keras_neuromod.agrn import Genome
 HERE = os.path.dirname(os.path.abspath(__file__))
 # positions of the search (one per hyperparameter, in [0, 1]) tried on each base
 POSITIONS = {"adam": [0.55, 0.8, 0.95, 0.3], "sgd": [0.6, 0.85]}
-SUITE = dict(tasks=("breast_cancer",), instances=1, max_regulatory=4)
+# against Keras's defaults, one training per instance (the tuned reference's grid is tested
+# with the agents' fitness, in test_vectorized.py)
+SUITE = dict(tasks=("breast_cancer",), instances=1, max_regulatory=4, reference="default")
 
 
 def _suite(**changes):
@@ -307,6 +309,8 @@ def test_evolve_example_writes_the_static_agent_chosen_on_the_validation_draw(tm
         "breast_cancer",
         "--validation-draws",
         "1",
+        "--reference",
+        "default",
         "--workers",
         "1",
         "--no-progress",
