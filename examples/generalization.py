@@ -63,6 +63,7 @@ from keras_neuromod import tasks  # noqa: E402
 from keras_neuromod import zoo  # noqa: E402
 from keras_neuromod.callbacks import ModulationTracer  # noqa: E402
 from keras_neuromod.io import atomic_write_json  # noqa: E402
+from keras_neuromod.io import read_json  # noqa: E402
 
 DEFAULTS = ("SGD", "Adam", "AdamW", "ScheduleFreeAdamW", "Lamb")
 # name -> (Keras optimizer, schedule, the search it starts from: a cosine schedule's peak
@@ -242,15 +243,19 @@ def comparisons(args):
 
 
 def trace(args, agent, out):
-    """The tracer's figure of `agent` on the trace pair, seed 0."""
+    """The tracer's figure of `agent` on the trace pair, seed 0; a rerun keeps the figure
+    that the same optimizer made (its identity is stored beside it)."""
     task_name, model = args.trace_pair
+    path = os.path.join(out, f"trace_{agent.name}_{task_name}_{model}.png")
+    stamp, optimizer = path[:-4] + ".json", agent.optimizer()
+    made_by = {"identity": evidence.identity(optimizer)}
+    if os.path.exists(path) and os.path.exists(stamp) and read_json(stamp) == made_by:
+        return path
     tracer = ModulationTracer(update_freq=1)
-    trainer = evidence.Trainer(tasks.get(task_name), model, agent.optimizer())
-    trainer.run(0, callbacks=[tracer])
-    return tracer.plot(
-        os.path.join(out, f"trace_{agent.name}_{task_name}_{model}.png"),
-        title=f"{agent.name} on {task_name} ({model}), seed 0",
-    )
+    evidence.Trainer(tasks.get(task_name), model, optimizer).run(0, callbacks=[tracer])
+    figure = tracer.plot(path, title=f"{agent.name} on {task_name} ({model}), seed 0")
+    atomic_write_json(stamp, made_by)
+    return figure
 
 
 def plot(reports, summary, baselines, path):

@@ -75,6 +75,7 @@ __all__ = [
     "VERDICTS",
     "aggregate",
     "compare",
+    "identity",
     "interval",
     "paired_differences",
 ]
@@ -371,10 +372,18 @@ def _digest(data):
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _identity(optimizer):
+def identity(optimizer):
     """What makes an optimizer train the way it does: its serialized config, hashed.
 
-    The name is left out: Keras numbers it per process (``"sgd_4"``).
+    Two optimizers of the same identity train a model alike, so that work done
+    with one (a record's runs, a figure) holds for the other. The name is left
+    out: Keras numbers it per process (``"sgd_4"``).
+
+    Args:
+        optimizer: a `keras.optimizers.Optimizer`.
+
+    Returns:
+        A 16-character hexadecimal digest.
     """
     data = keras.saving.serialize_keras_object(optimizer)
     data["config"] = {k: v for k, v in data["config"].items() if k != "name"}
@@ -764,16 +773,16 @@ class _Context:
 
     def search_record(self, tuned, start):
         searches = self.record.model(self.model)["searches"]
-        identity = _digest(
+        digest = _digest(
             [
                 repr(tuned),
                 {k: dataclasses.asdict(a) for k, a in tuned.axes.items()},
-                _identity(tuned.make(start, self.total_steps)),
+                identity(tuned.make(start, self.total_steps)),
             ]
         )
         entry = searches.get(self.name)
-        if entry is None or entry.get("identity") != identity:
-            entry = searches[self.name] = {"identity": identity, "candidates": {}}
+        if entry is None or entry.get("identity") != digest:
+            entry = searches[self.name] = {"identity": digest, "candidates": {}}
         return entry["candidates"]
 
     def save(self):
@@ -898,10 +907,10 @@ def _method_runs(task, model, name, plan, seeds, entry, store):
             f"The factory of method {name!r} returned {type(optimizer).__name__}, "
             "not a Keras optimizer."
         )
-    identity = _identity(optimizer)
+    digest = identity(optimizer)
     saved = entry["methods"].get(name)
-    if saved is None or saved["identity"] != identity:
-        saved = entry["methods"][name] = {"identity": identity, "runs": {}}
+    if saved is None or saved["identity"] != digest:
+        saved = entry["methods"][name] = {"identity": digest, "runs": {}}
     saved["settings"], saved["search"] = plan.settings, plan.search
     trainer = None
     for seed in seeds:
