@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 import pytest
 
+import helpers
 from helpers import logbook_records
 from helpers import slow_toy_fitness
 from helpers import toy_evolution
@@ -697,9 +698,10 @@ ray = pytest.importorskip("ray", reason="the Ray backend needs the [ray] extra")
 def local_ray():
     import ray.cloudpickle
 
-    # The cheap fitness functions live in this test module, which Ray's
-    # workers cannot import: send them by value.
+    # The cheap fitness functions live in this test module and in helpers.py,
+    # which Ray's workers cannot import: send them by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.cloudpickle.register_pickle_by_value(helpers)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
