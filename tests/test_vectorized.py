@@ -116,7 +116,6 @@ def test_a_diverging_individual_scores_worst_and_spares_its_batch(jax_run):
 @pytest.mark.parametrize(
     "name",
     [
-        "diabetes/mlp",
         "waveforms/conv1d",
         "diabetes/mlp/sensing",
         "sequence_majority/lstm/sensing",
@@ -170,8 +169,9 @@ def test_suite_fitness_scores_against_keras_adam_on_validation_loss(jax_run):
     assert tuned["rates"][grid.argmin()] != 1e-3  # here Adam's default rate is not the best
     # each grid point trains as Keras's Adam of that rate, to rounding where training is
     # not chaotic (at the larger rates, rounding grows to a few percent and more)
-    calm = np.asarray(tuned["rates"]) <= 3e-3
-    np.testing.assert_allclose(grid[calm], fit_grid[calm], rtol=1e-4)
+    calm = np.asarray(tuned["rates"]) <= tuned["calm_rate"]
+    assert calm.sum() == len(fit_grid) >= 3
+    np.testing.assert_allclose(grid[calm], fit_grid, rtol=1e-4)
     expected = np.clip(
         np.log(tuned["reference"] / np.asarray(record["checks"][0]["agent_loss"])), -3, 3
     )
@@ -314,7 +314,10 @@ def test_suites_measure_against_a_tuned_reference_and_old_ones_against_the_defau
 def test_evolution_over_the_suite_is_deterministic_and_resumes(tmp_path):
     from keras_neuromod.evolution import SuiteTask
 
-    suite = SuiteTask(tasks=("breast_cancer", "friedman1"), instances=2, max_regulatory=8)
+    # against Keras's defaults: the tuned reference's grid is checked in jax_run
+    suite = SuiteTask(
+        tasks=("breast_cancer", "friedman1"), instances=2, max_regulatory=8, reference="default"
+    )
     options = dict(
         task=suite,
         population=6,
@@ -421,7 +424,6 @@ def test_vectorized_evolution_is_deterministic_resumes_and_ignores_the_worker_co
     assert logbook_records(resumed) == logbook_records(first)
     assert resumed.evaluated_now == first.evaluations - first.logbook[0]["evals"]
     assert _checkpoint(tmp_path / "b") == _checkpoint(tmp_path / "a")
-    assert logbook_records(_evolve(seed=4)) != logbook_records(first)
 
 
 @pytest.mark.slow

@@ -37,7 +37,6 @@ SCENARIOS = [
             {"vmap": True, "scan": False, "width": 2},
             {"vmap": False, "scan": True},
             {"vmap": False, "scan": False},
-            {"vmap": True, "scan": True, "width": 8},
         ],
     ),
     ("adam-A", {"base": "adam"}, "A", [{"vmap": True, "scan": True, "width": 4}]),
@@ -121,6 +120,10 @@ def _fit_loss(task, model_name, seed, splits, orders, optimizer):
     return float(model.evaluate(*splits.val, batch_size=64, verbose=0)[0])
 
 
+# the largest learning rate of Adam's grid at which the reference's training rounds as fit's
+CALM_RATE = 3e-3
+
+
 def suite_fitness():
     """SuiteEvaluator: the reference is Keras's Adam as `fit` trains it (at its defaults, or
     the best over the learning-rate grid); scores are log loss ratios."""
@@ -173,9 +176,11 @@ def suite_fitness():
     task = tasks.get(task_name)
     splits, _, orders = tuned._instance(task, model_name, seed)
     rates = REFERENCE_GRIDS["adam"]["learning_rate"]
+    # `fit` at the rates where training is not chaotic, to compare with the grid's points
     fit_grid = [
         _fit_loss(task, model_name, seed, splits, orders, keras.optimizers.Adam(rate))
         for rate in rates
+        if rate <= CALM_RATE
     ]
     # the grid trained one by one, a call per batch
     alone = SuiteEvaluator(tuned.suite, vmap=False, scan=False)
@@ -208,16 +213,17 @@ def suite_fitness():
             "rates": list(rates),
             "grid": grid.tolist(),
             "fit_grid": fit_grid,
+            "calm_rate": CALM_RATE,
         },
         "varied_sizes": sizes,
         "varied_table": varied_table.tolist(),
     }
 
 
-# (task, model) of the suite: a regression loss, a 1-D convolution and, with the sensing
-# input set and the horizon told (its progress input), a recurrent model
+# (task, model, input set) of the suite: a 1-D convolution with the core paper's inputs;
+# with the sensing set and the horizon told (its progress input), a regression loss and a
+# recurrent model
 SUITE = [
-    ("diabetes", "mlp", "paper"),
     ("waveforms", "conv1d", "paper"),
     ("diabetes", "mlp", "sensing"),
     ("sequence_majority", "lstm", "sensing"),
