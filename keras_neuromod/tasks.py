@@ -3,15 +3,19 @@
 Optimizers (agents) are evolved over many tasks and judged on tasks they never
 saw, so the suite spans six families of training problems:
 
-* ``"images"``: the bundled 8x8 digits (MLP and a small CNN), generated 12x12
+* ``"images"``: the bundled 8x8 digits (an MLP, a small CNN, and a residual
+  MLP with batch normalisation and dropout at batch 64), generated 12x12
   shapes, and CIFAR-10 where tensorflow-datasets has it prepared.
 * ``"tabular"``: breast cancer and wine (bundled with scikit-learn), a
-  generated ``make_classification`` problem and three interleaved spirals.
+  generated ``make_classification`` problem, a larger one trained at batch
+  256, and three interleaved spirals.
 * ``"signals"``: generated 1-D signals, ``[n, length, 1]``: waveform shapes,
   and the number of bursts in noise.
 * ``"sequences"``: generated ``[n, time, features]`` sequences for recurrent
   models: the majority symbol, the first symbol, the adding problem; and
-  ``[n, time]`` token ids (as floats) for a Transformer: the symbol after a marker.
+  ``[n, time]`` token ids (as floats) for attention: the most frequent token
+  (an embedding and one post-norm self-attention layer) and the symbol after a
+  marker (a Transformer block).
 * ``"regression"``: diabetes (bundled), Friedman #1, an ill-conditioned
   multi-output linear problem and a small noisy problem of heavy-tailed,
   correlated features, trained on the mean squared error.
@@ -31,11 +35,13 @@ linear output; its ``"mlp"`` (two hidden layers of 64 units) is not
 (`keras_neuromod.models.LayerInitializers`) as every builder here.
 
 Tasks marked `held_out` are never used by evolution: they are the evidence that
-an agent generalises. Besides forecasting, they include workloads of kinds the
-suite never shows: a residual CNN with batch normalisation (`shapes_resnet`),
-a Transformer block on token ids (`token_after_marker`), a digits autoencoder
-at batch 256 and a dropout MLP trained over four times the steps of the
-suite's longest training, at batch 8 (`hastie_dropout`).
+an agent generalises. Besides forecasting, they include workloads unlike the
+suite's: a residual CNN with batch normalisation (`shapes_resnet`; the suite's
+residual model is an MLP), a pre-norm Transformer block with a position
+embedding and a feed-forward part on token ids (`token_after_marker`; the
+suite's attention model is one post-norm layer without positions), a digits
+autoencoder at batch 256 and a dropout MLP trained over four times the steps
+of the suite's longest training, at batch 8 (`hastie_dropout`).
 
 Most tasks' training takes about a second with `model.fit` on two CPU cores;
 the held-out workloads take up to a few seconds. Data are deterministic:
@@ -624,7 +630,32 @@ class PositionEmbedding(layers.Layer):
         return config
 
 
-TOKENS = 32  # token ids of the `transformer` model lie in [0, TOKENS)
+TOKENS = 32  # token ids of the `transformer` and `attention` models lie in [0, TOKENS)
+
+
+def _token_ids(input_shape, model):
+    """`input_shape` as a tuple, checked to be `(time,)`."""
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 1:
+        raise ValueError(
+            f"The {model!r} model needs an input shape (time,) of token ids, got {input_shape}."
+        )
+    return input_shape
+
+
+def _self_attention(x, init):
+    """2-head self-attention (key size 16) on `x`, its four projections each seeded by `init`."""
+    attention = layers.MultiHeadAttention(2, 16, kernel_initializer=init.glorot(), name="attention")
+    attended = attention(x, x)
+    for projection in (
+        attention.query_dense,
+        attention.key_dense,
+        attention.value_dense,
+        attention.output_dense,
+    ):  # each its own draw, not one seed for all four
+        projection.kernel_initializer = init.glorot()
+        projection.kernel.assign(projection.kernel_initializer(projection.kernel.shape))
+    return attended
 
 
 def transformer(input_shape, output_dim, seed=None):
@@ -635,11 +666,7 @@ def transformer(input_shape, output_dim, seed=None):
     2-head self-attention (key size 16) and a feed-forward part (64 ReLU
     units, 32 linear). The input is `[time]` token ids, as floats or ints.
     """
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 1:
-        raise ValueError(
-            f"The 'transformer' model needs an input shape (time,) of token ids, got {input_shape}."
-        )
+    input_shape = _token_ids(input_shape, "transformer")
     init = LayerInitializers(seed)
     width = 32
     inputs = keras.Input(shape=input_shape, name="input")
@@ -648,16 +675,7 @@ def transformer(input_shape, output_dim, seed=None):
     )
     x = PositionEmbedding(init.glorot(), name="position")(x)
     normed = layers.LayerNormalization(name="attention_norm")(x)
-    attention = layers.MultiHeadAttention(2, 16, kernel_initializer=init.glorot(), name="attention")
-    attended = attention(normed, normed)
-    for projection in (
-        attention.query_dense,
-        attention.key_dense,
-        attention.value_dense,
-        attention.output_dense,
-    ):  # each its own draw, not one seed for all four
-        projection.kernel_initializer = init.glorot()
-        projection.kernel.assign(projection.kernel_initializer(projection.kernel.shape))
+    attended = _self_attention(normed, init)
     x = layers.Add(name="attention_add")([x, attended])
     normed = layers.LayerNormalization(name="feed_norm")(x)
     hidden = layers.Dense(64, activation="relu", kernel_initializer=init.glorot(), name="feed_0")(
@@ -698,6 +716,55 @@ def dropout_mlp(input_shape, output_dim, seed=None):
     return keras.Model(inputs, _output(x, output_dim, init), name="dropout_mlp")
 
 
+def attention(input_shape, output_dim, seed=None):
+    """Token ids, an embedding, one post-norm self-attention layer, max pooling, a linear output.
+
+    Embedding of `TOKENS` ids into 32 features, without positions; 2-head
+    self-attention (key size 16) added to its input and layer-normalised after
+    the sum (post-norm); global max pooling over time. Unlike the held-out
+    ``"transformer"`` (pre-norm, a position embedding and a feed-forward
+    part), it reads a sequence as a bag of tokens in context. The input is
+    `[time]` token ids, as floats or ints.
+    """
+    input_shape = _token_ids(input_shape, "attention")
+    init = LayerInitializers(seed)
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = layers.Embedding(TOKENS, 32, embeddings_initializer=init.glorot(), name="embedding")(inputs)
+    x = layers.Add(name="attention_add")([x, _self_attention(x, init)])
+    x = layers.LayerNormalization(name="attention_norm")(x)
+    x = layers.GlobalMaxPooling1D(name="max")(x)
+    return keras.Model(inputs, _output(x, output_dim, init), name="attention")
+
+
+def _dense_bn(x, units, init, name):
+    x = layers.Dense(units, use_bias=False, kernel_initializer=init.glorot(), name=f"{name}_dense")(
+        x
+    )
+    return layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+
+
+def residual_mlp(input_shape, output_dim, seed=None):
+    """Flatten, a Dense stem of 64 ReLU units, two residual blocks, a linear output layer.
+
+    Each block is Dense-BN-ReLU-Dropout 0.1-Dense-BN plus its input, then
+    ReLU (64 units throughout). The batch normalisation's moving statistics
+    follow the batches with momentum 0.9, so that short trainings evaluate
+    with settled statistics; with a `seed`, the dropout masks are seeded from
+    it too (a seed fixes the training, given the batches).
+    """
+    init = LayerInitializers(seed)
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    x = layers.Flatten(name="flatten")(inputs)
+    x = layers.Dense(64, activation="relu", kernel_initializer=init.glorot(), name="stem")(x)
+    for i in range(2):
+        skip = x
+        x = layers.ReLU(name=f"block_{i}_relu")(_dense_bn(x, 64, init, f"block_{i}_a"))
+        x = layers.Dropout(0.1, seed=init.seed(), name=f"block_{i}_dropout")(x)
+        x = _dense_bn(x, 64, init, f"block_{i}_b")
+        x = layers.ReLU(name=f"block_{i}_out")(layers.Add(name=f"block_{i}_add")([x, skip]))
+    return keras.Model(inputs, _output(x, output_dim, init), name="residual_mlp")
+
+
 MODELS = {
     "mlp": mlp,
     "conv2d": conv2d,
@@ -711,6 +778,8 @@ MODELS = {
     "transformer": transformer,
     "autoencoder": autoencoder,
     "dropout_mlp": dropout_mlp,
+    "residual_mlp": residual_mlp,
+    "attention": attention,
 }
 
 
@@ -912,6 +981,24 @@ def _tabular_synthetic(seed, n_train=1000, n_test=500):
     x_train, x_test = _standardised(x[:n_train], x[n_train:])
     y = y.astype("int32")
     return datasets.Dataset((x_train, y[:n_train]), (x_test, y[n_train:]), 4)
+
+
+def _tabular_large(seed, n_train=2000, n_test=1000):
+    """A larger make_classification drawn from `seed` (20 features, 5 classes of 2 clusters),
+    standardised with the train statistics."""
+    x, y = _sklearn("make_classification")(
+        n_samples=n_train + n_test,
+        n_features=20,
+        n_informative=10,
+        n_redundant=4,
+        n_classes=5,
+        n_clusters_per_class=2,
+        class_sep=1.0,
+        random_state=np.random.RandomState([seed, 21]),
+    )
+    x_train, x_test = _standardised(x[:n_train], x[n_train:])
+    y = y.astype("int32")
+    return datasets.Dataset((x_train, y[:n_train]), (x_test, y[n_train:]), 5)
 
 
 def _spirals(seed, n_train=900, n_test=450, arms=3, noise=0.08):
@@ -1169,6 +1256,21 @@ def _token_after_marker(seed, n_train=1200, n_test=400, symbols=4, copies=2, mar
     return datasets.Dataset((x[:n_train], y[:n_train]), (x[n_train:], y[n_train:]), symbols)
 
 
+def _token_majority(seed, n_train=1200, n_test=400, steps=16, symbols=5):
+    """Token ids of `symbols` symbols drawn uniformly; the class is the most frequent one.
+
+    Ties go to the symbol of least id. Symbol ``s`` has the id ``s + 1`` (0,
+    as a padding id, never occurs); ids are stored as float32.
+    """
+    rng = np.random.default_rng([seed, 20])
+    n = n_train + n_test
+    draw = rng.integers(0, symbols, (n, steps))
+    counts = np.stack([(draw == s).sum(1) for s in range(symbols)], 1)
+    y = counts.argmax(1).astype("int32")  # the first of the most frequent
+    x = (draw + 1).astype("float32")
+    return datasets.Dataset((x[:n_train], y[:n_train]), (x[n_train:], y[n_train:]), symbols)
+
+
 @functools.cache
 def _statsmodels_series(name):
     """A statsmodels data set as a float64 array (read-only), from the files inside its wheel."""
@@ -1276,6 +1378,17 @@ _BUNDLED = (
         description="scikit-learn's 8x8 handwritten digits (10 classes) with a small CNN.",
     ),
     Task(
+        "digits_residual",
+        "images",
+        _digits,
+        ("residual_mlp",),
+        _CROSSENTROPY,
+        epochs=6,
+        batch_size=64,
+        description="scikit-learn's 8x8 handwritten digits (10 classes) with a residual MLP "
+        "with batch normalisation and dropout.",
+    ),
+    Task(
         "shapes",
         "images",
         _shapes,
@@ -1319,6 +1432,17 @@ _BUNDLED = (
         batch_size=16,
         description="scikit-learn's make_classification: 10 features, "
         "4 classes of 2 clusters each.",
+    ),
+    Task(
+        "tabular_large_batch",
+        "tabular",
+        _tabular_large,
+        ("mlp",),
+        _CROSSENTROPY,
+        epochs=20,
+        batch_size=256,
+        description="A larger make_classification (3,000 rows, 20 features, 5 classes of 2 "
+        "clusters each) trained at batch size 256.",
     ),
     Task(
         "spirals",
@@ -1383,6 +1507,16 @@ _BUNDLED = (
         "symbols after up to 2 blank steps.",
     ),
     Task(
+        "token_majority",
+        "sequences",
+        _token_majority,
+        ("attention",),
+        _CROSSENTROPY,
+        epochs=6,
+        description="Which of 5 symbols occurs most often (ties to the least id) in a 16-token "
+        "sequence of token ids, with an embedding and a self-attention layer.",
+    ),
+    Task(
         "adding_problem",
         "sequences",
         _adding_problem,
@@ -1441,9 +1575,9 @@ _BUNDLED = (
     ),
 )
 
-# Held-out workloads of the kinds users train, unlike anything evolution sees:
-# batch normalisation, attention, forecasting of real series, reconstruction,
-# and a long training with dropout.
+# Held-out workloads of the kinds users train, unlike the suite's: a residual CNN with
+# batch normalisation, a pre-norm Transformer block, forecasting of real series,
+# reconstruction, and a long training with dropout at batch 8.
 _HELD_OUT_WORKLOADS = (
     Task(
         "shapes_resnet",

@@ -24,6 +24,7 @@ OFFLINE = [name for name in tasks.names() if name != CIFAR]
 BUNDLED = {
     "digits_mlp",
     "digits_conv",
+    "digits_residual",
     "wine",
     "breast_cancer",
     "diabetes",
@@ -34,6 +35,7 @@ BUNDLED = {
 }
 PAIRS = [(name, model) for name in OFFLINE for model in tasks.get(name).models]
 RECURRENT = {"simple_rnn", "lstm", "gru"}
+TOKEN_MODELS = {"transformer", "attention"}  # their input: [n, time] token ids
 
 
 def _rows(x, y):
@@ -74,7 +76,7 @@ def test_every_task_loads_deterministically_with_the_documented_types(name):
         "regression": 1,
         "forecasting": 2,
     }
-    tokens = task.models == ("transformer",)  # [n, time] token ids
+    tokens = set(task.models) <= TOKEN_MODELS  # [n, time] token ids
     assert x_train.ndim - 1 == family_rank[task.family] - tokens
     if task.family in ("signals", "forecasting"):
         assert x_train.shape[-1] == 1
@@ -180,6 +182,68 @@ def test_every_model_builds_seeded_and_outputs_logits(name, model):
     if splits.num_classes:
         assert not np.allclose(out.sum(-1), 1.0, atol=1e-3), "logits, not probabilities"
         assert out.min() < 0 or out.max() > 1
+
+
+def test_token_majority_labels_are_the_most_frequent_token_ties_to_the_least_id():
+    task = tasks.get("token_majority")
+    for seed in (0, 3):
+        (x, y), (x_test, y_test), num_classes = task.data(seed)
+        for tokens, labels in ((x, y), (x_test, y_test)):
+            ids = tokens.astype(np.int64)
+            np.testing.assert_array_equal(ids, tokens)
+            assert ids.min() >= 1 and ids.max() <= num_classes < tasks.TOKENS
+            counts = np.array([np.bincount(row, minlength=num_classes + 1) for row in ids])
+            most = counts.max(1, keepdims=True)
+            expected = [np.flatnonzero(row == top)[0] - 1 for row, top in zip(counts, most)]
+            np.testing.assert_array_equal(labels, expected)
+    # ties occur, and go to the least id: not to the first or last symbol seen
+    assert np.mean((counts == most).sum(1) > 1) > 0.1
+
+
+def test_the_residual_mlp_normalises_drops_out_and_adds_its_skips():
+    task = tasks.get("digits_residual")
+    net = task.build_model("residual_mlp", seed=0)
+    kinds = [type(layer).__name__ for layer in net.layers]
+    assert kinds.count("BatchNormalization") == 4 and kinds.count("Dropout") == 2
+    assert kinds.count("Add") == 2 and kinds.count("Dense") == 6
+    for layer in net.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            assert layer.momentum == 0.9
+            assert not net.get_layer(layer.name.replace("_bn", "_dense")).use_bias
+
+    def seeds(model):
+        return [layer.seed for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+
+    assert None not in seeds(net) and seeds(net) == seeds(task.build_model("residual_mlp", seed=0))
+    assert seeds(net) != seeds(task.build_model("residual_mlp", seed=1))
+    assert seeds(task.build_model("residual_mlp")) == [None, None]
+
+
+def test_the_attention_model_reads_a_bag_of_float_or_int_ids_through_post_norm_attention():
+    task = tasks.get("token_majority")
+    net = task.build_model("attention", seed=0)
+    kinds = [type(layer).__name__ for layer in net.layers]
+    assert kinds == [
+        "InputLayer",
+        "Embedding",
+        "MultiHeadAttention",
+        "Add",
+        "LayerNormalization",
+        "GlobalMaxPooling1D",
+        "Dense",
+    ]
+    attention = net.get_layer("attention")
+    query, key, value = (
+        keras.ops.convert_to_numpy(p.kernel)
+        for p in (attention.query_dense, attention.key_dense, attention.value_dense)
+    )
+    assert not np.array_equal(query, key) and not np.array_equal(query, value)
+    x = task.splits(0).test[0][:16]
+    out = keras.ops.convert_to_numpy(net(x))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(net(x.astype("int32"))), out, rtol=1e-6)
+    # no positions: a shuffled sequence gives the same logits
+    shuffled = x[:, np.random.default_rng(0).permutation(x.shape[1])]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(net(shuffled)), out, rtol=1e-5, atol=1e-6)
 
 
 def test_seeded_recurrent_weights_are_the_numpy_draws():
@@ -383,6 +447,8 @@ def test_registry_errors(clean_registry):
         tasks.conv2d((13,), 3, seed=0)
     with pytest.raises(ValueError, match="time, features"):
         tasks.gru((13,), 3, seed=0)
+    with pytest.raises(ValueError, match=r"'attention' model needs an input shape \(time,\)"):
+        tasks.attention((16, 1), 3, seed=0)
     assert "user_task" not in tasks.names(), "nothing invalid was registered"
 
 

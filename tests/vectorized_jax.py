@@ -227,6 +227,8 @@ SUITE = [
     ("waveforms", "conv1d", "paper"),
     ("diabetes", "mlp", "sensing"),
     ("sequence_majority", "lstm", "sensing"),
+    ("digits_residual", "residual_mlp", "sensing"),
+    ("token_majority", "attention", "sensing"),
 ]
 # The comparison needs neither the tasks' whole training sets nor their schedules: 200
 # examples (6 full batches of 32 and a last one of 8) for 2 epochs
@@ -253,6 +255,9 @@ def suite_programs():
         task.compile(model, optimizer)
         optimizer.build(model.trainable_variables)
         start = model.get_weights()
+        # and the dropout layers' seed-generator states, which `set_weights` leaves and `fit`
+        # advances: every genome's fit starts from them, as every program's training does
+        first_state = [np.array(v.value) for v in model.variables]
         order = np.random.default_rng(2)
         orders = np.stack([order.permutation(len(x)) for _ in range(SUITE_EPOCHS)])
         population = [Genome.random(size, 8, k % 5, rng=100 + k) for k in range(3)]
@@ -289,6 +294,8 @@ def suite_programs():
         optimizer.set_horizon(horizon)
         for genome in population:
             model.set_weights(start)
+            for variable, value in zip(model.variables, first_state):
+                variable.assign(value)
             optimizer.set_genome(genome, reset=True)
             epoch_losses = []
             for permutation in orders:

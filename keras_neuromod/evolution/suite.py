@@ -3,7 +3,8 @@
 A `SuiteTask` is what `evolve` evaluates agents on when they should generalise.
 Every generation's seed draws `instances` training instances, each a task of
 `keras_neuromod.tasks` (never a held-out one unless named), one of its models
-and a seed (the initial weights and the data order). On every instance,
+and a seed (the initial weights, the dropout draws and the data order). On every
+instance,
 
 * the reference trains the model: by default (``reference="tuned"``) Keras's
   optimizer of the agent's base (Adam for Nm-Adam, SGD for Nm-SGD) at every
@@ -442,15 +443,24 @@ class SuiteEvaluator:
 
     def _instance(self, task, model_name, seed):
         """The instance's initial weights and data order (on the splits of `seed`)."""
-        splits = task.splits(seed)
-        weights = task.build_model(model_name, seed=seed).get_weights()
-        return splits, weights, task.data_order(seed)
+        splits, weights, _, orders = self._instance_start(task, model_name, seed)
+        return splits, weights, orders
 
-    def _reference(self, task, model_name, seed, splits, weights, orders):
+    def _instance_start(self, task, model_name, seed):
+        """The instance's splits, initial weights, dropout draws (the states of its seeded
+        model's seed generators, `vectorized.seed_states`) and data order."""
+        from keras_neuromod.evolution.vectorized import seed_states
+
+        splits = task.splits(seed)
+        model = task.build_model(model_name, seed=seed)
+        return splits, model.get_weights(), seed_states(model), task.data_order(seed)
+
+    def _reference(self, task, model_name, seed, splits, weights, orders, draws=None):
         """The reference's final and least validation loss on an instance (NaN if it
         diverged), trained once.
 
         The tuned reference is the grid's finite training of least final loss.
+        `draws` are the instance's seed-generator states (None: the program's).
         """
         key = (task.name, model_name, seed)
         if key not in self._references:
@@ -459,11 +469,13 @@ class SuiteEvaluator:
             if self.suite.reference == "tuned":
                 program = self._static_program(task, model_name, splits, kind="reference")
                 program.use_data(*splits.train, *splits.val)
-                result = program.run(reference_grid(self.suite.base), weights, orders)
+                result = program.run(
+                    reference_grid(self.suite.base), weights, orders, seed_states=draws
+                )
             else:
                 program = self._default_program(task, model_name, splits)
                 program.use_data(*splits.train, *splits.val)
-                result = program.run(None, weights, orders)
+                result = program.run(None, weights, orders, seed_states=draws)
             losses = np.where(result.finite, result.loss, np.inf)
             chosen = int(np.argmin(losses))
             if math.isfinite(losses[chosen]):
@@ -496,20 +508,26 @@ class SuiteEvaluator:
                 f"({self.suite.describe_reference()})"
             ):
                 task = suite_tasks.get(task_name)
-                splits, weights, orders = self._instance(task, model_name, instance_seed)
+                splits, weights, draws, orders = self._instance_start(
+                    task, model_name, instance_seed
+                )
                 if static:
                     program = self._static_program(task, model_name, splits)
                 else:
                     _, program = self._programs_for(task_name, model_name, splits)
                 program.use_data(*splits.train, *splits.val)
                 reference = self._reference(
-                    task, model_name, instance_seed, splits, weights, orders
+                    task, model_name, instance_seed, splits, weights, orders, draws
                 )
             if static:
-                result = program.run(genomes, weights, orders)
+                result = program.run(genomes, weights, orders, seed_states=draws)
             else:
                 result = program.run(
-                    genomes, weights, orders, horizon=_horizon(task, splits, instance_seed)
+                    genomes,
+                    weights,
+                    orders,
+                    horizon=_horizon(task, splits, instance_seed),
+                    seed_states=draws,
                 )
             table[:, column] = instance_scores(reference, result, clip, self.suite.scoring)
         return table, instances

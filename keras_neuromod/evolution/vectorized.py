@@ -63,6 +63,7 @@ __all__ = [
     "DEFAULT_WIDTH",
     "batches_by_default",
     "scans_by_default",
+    "seed_states",
 ]
 
 # Individuals per batched call. 16 fills a 2-core CPU on the digits MLP
@@ -88,6 +89,25 @@ def require_jax(what):
 
 def _convolutional(model):
     return any(len(v.shape) > 2 for v in model.trainable_variables)
+
+
+def _seed_slots(model):
+    """Indices, among `model.non_trainable_variables`, of the state that is not a weight:
+    its random seed generators' (a dropout layer's)."""
+    weights = {id(v) for v in model.non_trainable_weights}
+    return [i for i, v in enumerate(model.non_trainable_variables) if id(v) not in weights]
+
+
+def seed_states(model):
+    """The states of `model`'s random seed generators (its dropout layers'), as numpy arrays.
+
+    They fix the draws of its random layers; `model.get_weights` leaves them
+    out, and `fit` advances them. A seeded model's, passed to
+    `TrainingProgram.run`, makes its trainings draw as that model's `fit` would.
+    An empty list for a model without random layers.
+    """
+    variables = model.non_trainable_variables
+    return [np.array(variables[i].value) for i in _seed_slots(model)]
 
 
 def batches_by_default(model, platform):
@@ -221,6 +241,13 @@ class TrainingProgram:
     variables, the initial weights and the data order as arguments: neither a
     new genome nor a new seed compiles anything again.
 
+    Layers with state train as in `fit`: batch normalisation's moving
+    statistics start from the initial weights and follow the batches; dropout
+    draws from its seed generators' states (`seed_states`), every genome from
+    the same start: those given to `run`, or those the model had when the
+    program was made. (`set_weights` leaves them, and `fit` advances them: a
+    `fit` draws alike only from the same states.)
+
     Args:
         model: a built Keras model (a classifier outputs logits).
         optimizer: a `NeuromodulatedOptimizer` built for `model`'s trainable
@@ -266,6 +293,8 @@ class TrainingProgram:
         self.batch_size = _fields.integer(batch_size, "batch_size", minimum=1)
         self.width = _fields.integer(width, "width", minimum=1)
         genome_slots = self._read_optimizer(optimizer)
+        self.seed_slots = _seed_slots(model)
+        self.seed_start = seed_states(model)
         platform = jax.default_backend()
         self.batched = batches_by_default(model, platform) if vmap is None else bool(vmap)
         self.scanned = scans_by_default(model, platform) if scan is None else bool(scan)
@@ -285,6 +314,8 @@ class TrainingProgram:
         Returns:
             The indices, among the optimizer's variables, of those a candidate goes into.
         """
+        import jax.numpy as jnp
+
         variables = list(optimizer.variables)
         horizon = getattr(optimizer, "horizon_variable", None)  # the sensing input set's
         self.horizon_slot = next((i for i, v in enumerate(variables) if v is horizon), None)
@@ -296,7 +327,8 @@ class TrainingProgram:
         ]
         if hasattr(optimizer, "reset_state"):
             optimizer.reset_state()
-        self.optimizer_start = [v.value for v in variables]
+        # copies: a `fit` of the model donates (deletes) its variables' buffers
+        self.optimizer_start = [jnp.array(v.value, copy=True) for v in variables]
         return genome_slots
 
     def _compile(self):
@@ -365,7 +397,7 @@ class TrainingProgram:
         state, _ = epoch(state, (orders[-1], weights[-1]))
         return self.finish(state, x_eval, y_eval)
 
-    def run(self, genomes, initial_weights, orders, horizon=None):
+    def run(self, genomes, initial_weights, orders, horizon=None, seed_states=None):
         """Train every genome from `initial_weights` (`model.get_weights()` order).
 
         Args:
@@ -378,6 +410,10 @@ class TrainingProgram:
             horizon: the updates the agents are told the training makes
                 (`NeuromodulatedOptimizer.set_horizon`; the sensing input set
                 reads it), or None to leave it as the optimizer had it.
+            seed_states: the starting states of the model's random seed
+                generators (`seed_states` of a model: a seeded model's fixes
+                the dropout draws as its own), or None for those the model had
+                when the program was made.
 
         Returns:
             `Results`, one entry per genome.
@@ -385,9 +421,7 @@ class TrainingProgram:
         import jax.numpy as jnp
 
         orders = self._checked_orders(orders)
-        self.model.set_weights(initial_weights)
-        trainable = [v.value for v in self.model.trainable_variables]
-        non_trainable = [v.value for v in self.model.non_trainable_variables]
+        trainable, non_trainable = self._initial_state(initial_weights, seed_states)
         # the metric counted is that of the last epoch (as `fit` reports it)
         weights = np.zeros(len(orders), np.int32)
         weights[-1] = 1
@@ -411,6 +445,25 @@ class TrainingProgram:
 
         values = evaluate_groups(call, population, width)
         return Results(values[:, 0], values[:, 1], values[:, 2] > 0.5, values[:, 3])
+
+    def _initial_state(self, initial_weights, states):
+        """The trainable and non-trainable variables' starting values: the weights given
+        (batch normalisation's moving statistics among them) and the seed generators' states."""
+        import jax.numpy as jnp
+
+        states = self.seed_start if states is None else list(states)
+        expected = [np.shape(v) for v in self.seed_start]
+        if [np.shape(v) for v in states] != expected:
+            raise ValueError(
+                f"seed_states must be the states of the model's {len(expected)} seed "
+                f"generator(s), shaped {expected}; got {[np.shape(v) for v in states]}."
+            )
+        self.model.set_weights(initial_weights)
+        trainable = [v.value for v in self.model.trainable_variables]
+        non_trainable = [v.value for v in self.model.non_trainable_variables]
+        for slot, state in zip(self.seed_slots, states):
+            non_trainable[slot] = jnp.asarray(state, non_trainable[slot].dtype)
+        return trainable, non_trainable
 
     def _checked_orders(self, orders):
         """`orders` as a numpy array, checked to hold one order of every example per epoch."""
