@@ -3,7 +3,7 @@
 The story: general agents (`nm_adam_general`, `nm_sgd_general`) evolved over the
 task suite's training tasks. Here each trains, with plain `model.fit`, every
 model of every held-out task of `keras_neuromod.tasks` (never drawn during
-evolution: new data sets, and models and trainings the suite never shows:
+evolution: new data sets, and models and trainings unlike the suite's:
 residual CNNs with batch normalization, a Transformer block, forecasters of
 real time series, an autoencoder, a long training with dropout) from 10
 seeds, next to
