@@ -966,39 +966,41 @@ def _diabetes(seed):
     return datasets.Dataset((x_train, y_train), (x_test, y_test), 0)
 
 
-def _tabular_synthetic(seed, n_train=1000, n_test=500):
-    """make_classification drawn from `seed`, standardised with the train statistics."""
+def _classification(n_train, n_test, random_state, **shape):
+    """make_classification of `shape` (its features and classes, 2 clusters per class),
+    standardised with the train statistics."""
     x, y = _sklearn("make_classification")(
         n_samples=n_train + n_test,
-        n_features=10,
-        n_informative=6,
-        n_redundant=2,
-        n_classes=4,
         n_clusters_per_class=2,
         class_sep=1.0,
-        random_state=seed,
+        random_state=random_state,
+        **shape,
     )
     x_train, x_test = _standardised(x[:n_train], x[n_train:])
     y = y.astype("int32")
-    return datasets.Dataset((x_train, y[:n_train]), (x_test, y[n_train:]), 4)
+    return datasets.Dataset((x_train, y[:n_train]), (x_test, y[n_train:]), shape["n_classes"])
+
+
+def _tabular_synthetic(seed, n_train=1000, n_test=500):
+    """make_classification drawn from `seed` (10 features, 4 classes), standardised with the
+    train statistics."""
+    return _classification(
+        n_train, n_test, seed, n_features=10, n_informative=6, n_redundant=2, n_classes=4
+    )
 
 
 def _tabular_large(seed, n_train=2000, n_test=1000):
     """A larger make_classification drawn from `seed` (20 features, 5 classes of 2 clusters),
     standardised with the train statistics."""
-    x, y = _sklearn("make_classification")(
-        n_samples=n_train + n_test,
+    return _classification(
+        n_train,
+        n_test,
+        np.random.RandomState([seed, 21]),
         n_features=20,
         n_informative=10,
         n_redundant=4,
         n_classes=5,
-        n_clusters_per_class=2,
-        class_sep=1.0,
-        random_state=np.random.RandomState([seed, 21]),
     )
-    x_train, x_test = _standardised(x[:n_train], x[n_train:])
-    y = y.astype("int32")
-    return datasets.Dataset((x_train, y[:n_train]), (x_test, y[n_train:]), 5)
 
 
 def _spirals(seed, n_train=900, n_test=450, arms=3, noise=0.08):
