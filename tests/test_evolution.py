@@ -600,17 +600,8 @@ def test_evolve_with_real_training(tmp_path):
     ],
 )
 def test_bad_arguments(kwargs, match):
-    options = dict(
-        population=6,
-        generations=1,
-        backend="serial",
-        progress=False,
-        verbose=False,
-        fitness=toy_fitness,
-    )
-    options.update(kwargs)
     with pytest.raises(ValueError, match=match):
-        evolve(**options)
+        toy_evolution(**{"population": 6, "generations": 1, **kwargs})
 
 
 # -- examples/evolve.py --------------------------------------------------------
