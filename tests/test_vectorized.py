@@ -144,6 +144,19 @@ def test_training_program_gives_fit_and_evaluate_values_on_suite_tasks(jax_run, 
 
 
 @pytest.mark.slow
+def test_dropout_draws_start_from_the_programs_seed_states_or_the_ones_given(jax_run):
+    """`set_weights` leaves the seed generators and `fit` advances them: a program starts
+    every training from those the model had when it was made, or from those `run` is given."""
+    record = jax_run["seed_states"]
+    assert record["generators"] == 2 and record["advanced_by_fit"]
+    assert record["after_fit"] == record["first"]  # the program's own states, not the model's
+    assert record["same_seed"] == record["first"]
+    assert record["other_seed"] != record["first"]
+    assert "seed_states must be the states of the model's 2" in record["refused"]
+    assert record["without_dropout"] == 0
+
+
+@pytest.mark.slow
 def test_suite_fitness_scores_against_keras_adam_on_validation_loss(jax_run):
     record = jax_run["suite_fitness"]
     table = np.asarray(record["table"])
@@ -487,38 +500,6 @@ def test_vectorized_evaluator_needs_jax():
 
     with pytest.raises(RuntimeError, match="KERAS_BACKEND=jax"):
         VectorizedEvaluator(FitnessTask(**TASK))
-
-
-@pytest.mark.skipif(keras.backend.backend() != "jax", reason="TrainingProgram trains with JAX")
-def test_dropout_draws_start_from_the_programs_seed_states_or_the_ones_given():
-    """`set_weights` leaves the seed generators and `fit` advances them: a program starts
-    every training from those the model had when it was made, or from those `run` is given."""
-    from keras_neuromod.evolution.vectorized import TrainingProgram
-    from keras_neuromod.evolution.vectorized import seed_states
-
-    task = tasks.get("digits_residual")
-    (x, y), (x_val, y_val) = (tuple(a[:64] for a in part) for part in task.splits(0)[:2])
-    model = task.build_model("residual_mlp", seed=1)
-    optimizer = keras.optimizers.SGD(0.1)
-    task.compile(model, optimizer)
-    optimizer.build(model.trainable_variables)
-    program = TrainingProgram(
-        model, optimizer, task.loss_function(), "accuracy", 1, 16, x, y, x_val, y_val
-    )
-    start, orders = model.get_weights(), np.arange(64)[None]
-    first = program.run(None, start, orders).loss
-    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)  # advances them
-    advanced = seed_states(model)
-    assert len(advanced) == 2
-    assert not any(np.array_equal(a, b) for a, b in zip(advanced, program.seed_start))
-    np.testing.assert_array_equal(program.run(None, start, orders).loss, first)
-    again = seed_states(task.build_model("residual_mlp", seed=1))
-    np.testing.assert_array_equal(program.run(None, start, orders, seed_states=again).loss, first)
-    other = seed_states(task.build_model("residual_mlp", seed=2))
-    assert program.run(None, start, orders, seed_states=other).loss[0] != first[0]
-    with pytest.raises(ValueError, match="seed_states must be the states of the model's 2"):
-        program.run(None, start, orders, seed_states=[])
-    assert seed_states(tasks.get("digits_mlp").build_model("mlp", seed=1)) == []
 
 
 def test_evolve_defaults_to_vectorized_for_tasks_and_process_for_functions(monkeypatch):

@@ -101,7 +101,52 @@ def main():
     }
     out["suite"] = suite_programs()
     out["suite_fitness"] = suite_fitness()
+    out["seed_states"] = seed_state_checks()
     print(json.dumps(out))
+
+
+def seed_state_checks():
+    """A dropout model's program: which seed-generator states its trainings start from."""
+    import numpy as np
+
+    from keras_neuromod import tasks
+    from keras_neuromod.evolution.vectorized import TrainingProgram
+    from keras_neuromod.evolution.vectorized import seed_states
+
+    task = tasks.get("digits_residual")
+    (x, y), (x_val, y_val) = (tuple(a[:64] for a in part) for part in task.splits(0)[:2])
+    model = task.build_model("residual_mlp", seed=1)
+    optimizer = keras.optimizers.SGD(0.1)
+    task.compile(model, optimizer)
+    optimizer.build(model.trainable_variables)
+    program = TrainingProgram(
+        model, optimizer, task.loss_function(), "accuracy", 1, 16, x, y, x_val, y_val
+    )
+    start, orders = model.get_weights(), np.arange(64)[None]
+
+    def loss(states=None):
+        return float(program.run(None, start, orders, seed_states=states).loss[0])
+
+    first = loss()
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)  # advances them
+    advanced = seed_states(model)
+    try:
+        loss([])
+        refused = ""
+    except ValueError as error:
+        refused = str(error)
+    return {
+        "generators": len(advanced),
+        "advanced_by_fit": not any(
+            np.array_equal(a, b) for a, b in zip(advanced, program.seed_start)
+        ),
+        "first": first,
+        "after_fit": loss(),
+        "same_seed": loss(seed_states(task.build_model("residual_mlp", seed=1))),
+        "other_seed": loss(seed_states(task.build_model("residual_mlp", seed=2))),
+        "refused": refused,
+        "without_dropout": len(seed_states(tasks.get("digits_mlp").build_model("mlp", seed=1))),
+    }
 
 
 def _fit_loss(task, model_name, seed, splits, orders, optimizer):
