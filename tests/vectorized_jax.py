@@ -196,7 +196,7 @@ def suite_fitness():
     checks = []
     for task_name, model_name, seed in instances:
         task = tasks.get(task_name)
-        splits, weights, orders = evaluator._instance(task, model_name, seed)
+        splits, weights, _, orders = evaluator._instance(task, model_name, seed)
         _, agents = evaluator._programs_for(task_name, model_name, splits)
         fit_loss = _fit_loss(task, model_name, seed, splits, orders, keras.optimizers.Adam())
         agents.use_data(*splits.train, *splits.val)
@@ -219,7 +219,7 @@ def suite_fitness():
     tuned_table, tuned_instances = tuned.scores(population, 11)
     task_name, model_name, seed = tuned_instances[0]
     task = tasks.get(task_name)
-    splits, _, orders = tuned._instance(task, model_name, seed)
+    splits, _, _, orders = tuned._instance(task, model_name, seed)
     rates = REFERENCE_GRIDS["adam"]["learning_rate"]
     # `fit` at the rates where training is not chaotic, to compare with the grid's points
     fit_grid = [
@@ -229,10 +229,10 @@ def suite_fitness():
     ]
     # the grid trained one by one, a call per batch
     alone = SuiteEvaluator(tuned.suite, vmap=False, scan=False)
-    splits, weights, orders = alone._instance(task, model_name, seed)
+    splits, weights, draws, orders = alone._instance(task, model_name, seed)
     program = alone._static_program(task, model_name, splits, kind="reference")
     program.use_data(*splits.train, *splits.val)
-    grid = program.run(reference_grid("adam"), weights, orders).loss
+    grid = program.run(reference_grid("adam"), weights, orders, seed_states=draws).loss
     # a generated task whose split sizes differ from seed to seed
     varied = SuiteEvaluator(
         SuiteTask(

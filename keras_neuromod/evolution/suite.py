@@ -442,11 +442,6 @@ class SuiteEvaluator:
         return candidates, True
 
     def _instance(self, task, model_name, seed):
-        """The instance's initial weights and data order (on the splits of `seed`)."""
-        splits, weights, _, orders = self._instance_start(task, model_name, seed)
-        return splits, weights, orders
-
-    def _instance_start(self, task, model_name, seed):
         """The instance's splits, initial weights, dropout draws (the states of its seeded
         model's seed generators, `vectorized.seed_states`) and data order."""
         from keras_neuromod.evolution.vectorized import seed_states
@@ -508,9 +503,7 @@ class SuiteEvaluator:
                 f"({self.suite.describe_reference()})"
             ):
                 task = suite_tasks.get(task_name)
-                splits, weights, draws, orders = self._instance_start(
-                    task, model_name, instance_seed
-                )
+                splits, weights, draws, orders = self._instance(task, model_name, instance_seed)
                 if static:
                     program = self._static_program(task, model_name, splits)
                 else:
