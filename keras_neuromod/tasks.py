@@ -261,22 +261,25 @@ class Task:
             _SPLITS_CACHE.popitem(last=False)
         return splits
 
-    def data_order(self, seed=0):
+    def data_order(self, seed=0, epochs=None):
         """The order of the training split's examples in each epoch of a training from `seed`.
 
         Every training from one seed (an evolution's instance, a comparison's
         run) visits the examples in the same order, whatever its optimizer.
+        A longer training's orders start with a shorter one's.
 
         Args:
             seed: a non-negative int.
+            epochs: how many epochs (None: the task's `epochs`).
 
         Returns:
             An int array `[epochs, training examples]`, one permutation per epoch.
         """
         seed = _fields.integer(seed, "seed", minimum=0)
+        epochs = self.epochs if epochs is None else _fields.integer(epochs, "epochs", minimum=1)
         order = np.random.default_rng(seed)
         n = len(self.splits(seed).train[0])
-        return np.stack([order.permutation(n) for _ in range(self.epochs)])
+        return np.stack([order.permutation(n) for _ in range(epochs)])
 
     def build_model(self, model, seed=None):
         """An uncompiled model for this task.

@@ -6,6 +6,7 @@ from this (TensorFlow) process, and a real local Ray cluster.
 """
 
 import collections
+import dataclasses
 import itertools
 import json
 import math
@@ -157,6 +158,21 @@ def test_dropout_draws_start_from_the_programs_seed_states_or_the_ones_given(jax
 
 
 @pytest.mark.slow
+def test_a_program_trains_other_lengths_without_compiling_again_and_scales_its_loss(jax_run):
+    record = jax_run["varied"]
+    for epochs in ("1", "2", "4", "6"):  # a program of 3 epochs, compiled for up to 4
+        scanned, alone = record["lengths"][epochs]
+        assert scanned == pytest.approx(alone, rel=1e-5)
+    losses = [record["lengths"][epochs][1] for epochs in ("1", "2", "4", "6")]
+    assert losses == sorted(losses, reverse=True)  # longer trainings, lower losses
+    assert record["compiled"] == [1, 2]  # once up to max_epochs, once for the longer one
+    assert record["scaled"] == pytest.approx(record["faster"], rel=1e-5)
+    assert record["scaled"] != pytest.approx(record["lengths"]["2"][0], rel=1e-3)
+    assert "at least one epoch" in record["refused"][0]
+    assert all("loss_scale must be a positive number" in r for r in record["refused"][1:])
+
+
+@pytest.mark.slow
 def test_suite_fitness_scores_against_keras_adam_on_validation_loss(jax_run):
     record = jax_run["suite_fitness"]
     table = np.asarray(record["table"])
@@ -164,6 +180,10 @@ def test_suite_fitness_scores_against_keras_adam_on_validation_loss(jax_run):
     np.testing.assert_array_equal(table, record["again"])  # deterministic
     no_harm = np.asarray(record["no_harm_table"])
     for column, check in enumerate(record["checks"]):
+        # each instance varies its task's length and scales, as drawn from its seed
+        epochs, loss_scale, weight_scale = check["variation"]
+        assert check["epochs"] == epochs and check["weights_scaled"]
+        assert 0.1 <= loss_scale <= 10 and 0.5 <= weight_scale <= 2
         # the baseline is Keras's default Adam trained on the instance as fit trains it
         assert check["baseline"] == pytest.approx(check["fit_baseline"], rel=1e-4)
         agent_loss, agent_best = np.asarray(check["agent_loss"]), np.asarray(check["agent_best"])
@@ -176,6 +196,8 @@ def test_suite_fitness_scores_against_keras_adam_on_validation_loss(jax_run):
         np.testing.assert_allclose(no_harm[:, column], expected, rtol=1e-6, atol=1e-9)
     assert (no_harm <= table + 1e-9).all()
     assert len({(name, model) for name, model, _ in record["instances"]}) >= 1
+    # the draw holds an instance shorter than its task's budget
+    assert any(c["epochs"] < c["task_epochs"] for c in record["checks"])
     # the tuned reference: the least validation loss over Adam's learning-rate grid
     tuned = record["tuned"]
     assert tuned["instances"] == record["instances"]  # the reference does not change the draw
@@ -244,6 +266,55 @@ def test_stratified_draws_meet_families_tasks_and_models_evenly(chosen, instance
         members = {name for name in chosen if tasks.get(name).family == family}
         assert len(count) == min(len(in_family), len(members))
         assert max(count.values()) - min(count.values()) <= 1
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), name=st.sampled_from(["digits_mlp", "friedman1"]))
+def test_an_instance_varies_its_training_within_the_bounds_and_as_its_seed_says(seed, name):
+    from keras_neuromod.evolution import SuiteTask
+    from keras_neuromod.evolution.suite import HORIZONS
+
+    suite, task = SuiteTask(tasks=(name,)), tasks.get(name)
+    variation = suite.variation(task, seed)
+    assert variation == suite.variation(task, seed)
+    allowed = {max(1, math.floor(task.epochs * factor + 0.5)) for factor, _ in HORIZONS}
+    assert variation.epochs in allowed and variation.epochs <= suite.most_epochs(task)
+    assert 0.1 <= variation.loss_scale <= 10.0 and 0.5 <= variation.weight_scale <= 2.0
+    plain = SuiteTask(tasks=(name,), augmentation="none")
+    assert plain.variation(task, seed) == (task.epochs, 1.0, 1.0)
+    assert plain.most_epochs(task) == task.epochs
+
+
+def test_instance_lengths_and_scales_are_drawn_as_documented():
+    from keras_neuromod.evolution import SuiteTask
+    from keras_neuromod.evolution.suite import HORIZONS
+
+    suite, task = SuiteTask(tasks=("friedman1",)), tasks.get("friedman1")
+    drawn = [suite.variation(task, seed) for seed in range(4000)]
+    counts = collections.Counter(v.epochs for v in drawn)
+    for factor, chance in HORIZONS:  # 4,000 draws: a share within 0.03 of its chance
+        share = counts[math.floor(task.epochs * factor + 0.5)] / len(drawn)
+        assert share == pytest.approx(chance, abs=0.03)
+    assert suite.most_epochs(task) == 8 * task.epochs == max(counts)
+    # log-uniform factors: the logs' mean halfway between the bounds', their spread uniform's
+    for values, (low, high) in (
+        ([v.loss_scale for v in drawn], (0.1, 10.0)),
+        ([v.weight_scale for v in drawn], (0.5, 2.0)),
+    ):
+        logs = np.log(values)
+        width = math.log(high) - math.log(low)
+        assert logs.mean() == pytest.approx((math.log(low) + math.log(high)) / 2, abs=0.03 * width)
+        assert logs.std() == pytest.approx(width / math.sqrt(12), rel=0.05)
+    # a one-epoch task trains at least one epoch
+    short = dataclasses.replace(task, name="one_epoch", epochs=1)
+    assert min(suite.variation(short, seed).epochs for seed in range(200)) == 1
+    with pytest.raises(ValueError, match="augmentation"):
+        SuiteTask(tasks=("friedman1",), augmentation="random")
+    # a suite written before augmentation reads as none, the draw its agents met
+    data = suite.to_dict()
+    assert data["augmentation"] == "varied"
+    del data["augmentation"]
+    assert SuiteTask.from_dict(data).augmentation == "none"
 
 
 def test_uniform_draws_and_suites_written_before_sampling_keep_their_draw():
@@ -636,6 +707,7 @@ def test_evolve_example_over_the_suite_picks_its_agent_on_a_validation_draw(tmp_
         ["--suite", "--reference", "best"],
         ["--suite", "--sampling", "even"],
         ["--suite", "--scoring", "best"],
+        ["--suite", "--augmentation", "more"],
     ):
         with pytest.raises(SystemExit) as exit_info:
             example.parse_args(bad)
@@ -649,17 +721,27 @@ def test_the_command_line_sets_the_suites_reference_draw_and_validation_instance
     example = load_example("evolve")
     default = example.parse_args(["--suite", "--instances", "3", "--tasks", "friedman1"])
     spec = default.task_spec
-    assert (spec.reference, spec.scoring, spec.sampling) == ("tuned", "no_harm", "stratified")
+    assert (spec.reference, spec.scoring, spec.sampling, spec.augmentation) == (
+        "tuned",
+        "no_harm",
+        "stratified",
+        "varied",
+    )
     assert default.validation_draws == 22  # at least 64 validation instances: 22 draws of 3
     assert example.parse_args(["--quick", "--suite"]).validation_draws == 4  # a quick choice
     chosen = example.parse_args(
         ["--suite", "--tasks", "friedman1", "--reference", "default", "--sampling", "uniform"]
-        + ["--scoring", "final"]
+        + ["--scoring", "final", "--augmentation", "none"]
     )
     assert chosen.task_spec == SuiteTask(
-        tasks=("friedman1",), instances=2, reference="default", sampling="uniform", scoring="final"
+        tasks=("friedman1",),
+        instances=2,
+        reference="default",
+        sampling="uniform",
+        scoring="final",
+        augmentation="none",
     )
     command = example.reproducing_command(chosen, 4)
-    assert "--reference default --scoring final --sampling uniform" in command
+    assert "--reference default --scoring final --sampling uniform --augmentation none" in command
     replay = example.parse_args(command.split()[2:] + ["--out", str(tmp_path)])
     assert replay.task_spec == chosen.task_spec and replay.validation_draws == 32

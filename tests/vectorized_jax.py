@@ -102,7 +102,60 @@ def main():
     out["suite"] = suite_programs()
     out["suite_fitness"] = suite_fitness()
     out["seed_states"] = seed_state_checks()
+    out["varied"] = varied_trainings()
     print(json.dumps(out))
+
+
+def varied_trainings():
+    """TrainingProgram runs of other lengths than its budget, and of scaled losses."""
+    from keras_neuromod import tasks
+    from keras_neuromod.evolution.vectorized import TrainingProgram
+
+    task = tasks.get("breast_cancer")
+    splits = task.splits(0)
+    weights = task.build_model("linear", seed=0).get_weights()
+    orders = task.data_order(0, epochs=6)
+
+    def program(rate, **plan):
+        model = task.build_model("linear", seed=0)
+        optimizer = keras.optimizers.SGD(rate)
+        task.compile(model, optimizer)
+        optimizer.build(model.trainable_variables)
+        return TrainingProgram(
+            model,
+            optimizer,
+            task.loss_function(),
+            task.metric,
+            3,
+            task.batch_size,
+            *splits.train,
+            *splits.val,
+            max_epochs=4,
+            **plan,
+        )
+
+    scanned, alone = program(0.01, scan=True), program(0.01, vmap=False, scan=False)
+    lengths = {
+        epochs: [float(p.run(None, weights, orders[:epochs]).loss[0]) for p in (scanned, alone)]
+        for epochs in (1, 2, 4)
+    }
+    compiled = [scanned.train._cache_size()]
+    lengths[6] = [float(p.run(None, weights, orders).loss[0]) for p in (scanned, alone)]
+    compiled.append(scanned.train._cache_size())
+    refused = []
+    for bad in ({"orders": orders[:0]}, {"loss_scale": 0.0}, {"loss_scale": float("nan")}):
+        try:
+            scanned.run(None, weights, **{"orders": orders[:2], **bad})
+        except ValueError as error:
+            refused.append(str(error))
+    return {
+        "lengths": lengths,
+        "compiled": compiled,
+        # SGD on a loss 4 times larger takes the steps of a learning rate 4 times larger
+        "scaled": float(scanned.run(None, weights, orders[:2], loss_scale=4.0).loss[0]),
+        "faster": float(program(0.04, scan=True).run(None, weights, orders[:2]).loss[0]),
+        "refused": refused,
+    }
 
 
 def seed_state_checks():
@@ -149,11 +202,15 @@ def seed_state_checks():
     }
 
 
-def _fit_loss(task, model_name, seed, splits, orders, optimizer):
-    """The validation loss of `model.fit` with `optimizer`, on the instance's batches."""
+def _fit_loss(task, model_name, seed, instance, optimizer):
+    """The validation loss of `model.fit` with `optimizer`, on the instance's batches, from
+    its initial weights and with its loss scaled (the loss measured unscaled)."""
     model = task.build_model(model_name, seed=seed)
-    task.compile(model, optimizer)
-    for permutation in orders:
+    model.set_weights(instance.weights)
+    loss, scale = task.loss_function(), instance.loss_scale
+    task.compile(model, optimizer, loss=lambda y, p: scale * loss(y, p))
+    splits = instance.splits
+    for permutation in instance.orders:
         model.fit(
             splits.train[0][permutation],
             splits.train[1][permutation],
@@ -162,7 +219,7 @@ def _fit_loss(task, model_name, seed, splits, orders, optimizer):
             shuffle=False,
             verbose=0,
         )
-    return float(model.evaluate(*splits.val, batch_size=64, verbose=0)[0])
+    return float(model.evaluate(*splits.val, batch_size=64, verbose=0)[0]) / scale
 
 
 # the largest learning rate of Adam's grid at which the reference's training rounds as fit's
@@ -171,10 +228,12 @@ CALM_RATE = 3e-3
 
 def suite_fitness():
     """SuiteEvaluator: the reference is Keras's Adam as `fit` trains it (at its defaults, or
-    the best over the learning-rate grid); scores are log loss ratios."""
+    the best over the learning-rate grid) on each varied instance; scores are log loss
+    ratios."""
     import dataclasses
 
     import keras
+    import numpy as np
 
     from keras_neuromod import tasks
     from keras_neuromod.evolution import SuiteTask
@@ -196,12 +255,20 @@ def suite_fitness():
     checks = []
     for task_name, model_name, seed in instances:
         task = tasks.get(task_name)
-        splits, weights, _, orders = evaluator._instance(task, model_name, seed)
+        instance = evaluator._instance(task, model_name, seed)
+        splits = instance.splits
         _, agents = evaluator._programs_for(task_name, model_name, splits)
-        fit_loss = _fit_loss(task, model_name, seed, splits, orders, keras.optimizers.Adam())
+        fit_loss = _fit_loss(task, model_name, seed, instance, keras.optimizers.Adam())
         agents.use_data(*splits.train, *splits.val)
-        result = agents.run(population, weights, orders)
+        result = agents.run(
+            population,
+            instance.weights,
+            instance.orders,
+            loss_scale=instance.loss_scale,
+        )
         final, best = evaluator._references[(task_name, model_name, seed)]
+        variation = suite.variation(task, seed)
+        unscaled = task.build_model(model_name, seed=seed).get_weights()
         checks.append(
             {
                 "baseline": final,
@@ -209,6 +276,16 @@ def suite_fitness():
                 "fit_baseline": fit_loss,
                 "agent_loss": result.loss.tolist(),
                 "agent_best": result.best_loss.tolist(),
+                "variation": list(variation),
+                "task_epochs": task.epochs,
+                "epochs": len(instance.orders),
+                # kernels times the weight scale; biases and statistics as initialised
+                "weights_scaled": all(
+                    np.allclose(w, u * variation.weight_scale, rtol=1e-6)
+                    if w.ndim >= 2
+                    else np.array_equal(w, u)
+                    for w, u in zip(instance.weights, unscaled)
+                ),
             }
         )
     # the no-harm score: the same trainings, less the excess rise from the best epoch
@@ -219,20 +296,27 @@ def suite_fitness():
     tuned_table, tuned_instances = tuned.scores(population, 11)
     task_name, model_name, seed = tuned_instances[0]
     task = tasks.get(task_name)
-    splits, _, _, orders = tuned._instance(task, model_name, seed)
+    instance = tuned._instance(task, model_name, seed)
     rates = REFERENCE_GRIDS["adam"]["learning_rate"]
     # `fit` at the rates where training is not chaotic, to compare with the grid's points
     fit_grid = [
-        _fit_loss(task, model_name, seed, splits, orders, keras.optimizers.Adam(rate))
+        _fit_loss(task, model_name, seed, instance, keras.optimizers.Adam(rate))
         for rate in rates
         if rate <= CALM_RATE
     ]
     # the grid trained one by one, a call per batch
     alone = SuiteEvaluator(tuned.suite, vmap=False, scan=False)
-    splits, weights, draws, orders = alone._instance(task, model_name, seed)
+    instance = alone._instance(task, model_name, seed)
+    splits = instance.splits
     program = alone._static_program(task, model_name, splits, kind="reference")
     program.use_data(*splits.train, *splits.val)
-    grid = program.run(reference_grid("adam"), weights, orders, seed_states=draws).loss
+    grid = program.run(
+        reference_grid("adam"),
+        instance.weights,
+        instance.orders,
+        seed_states=instance.draws,
+        loss_scale=instance.loss_scale,
+    ).loss
     # a generated task whose split sizes differ from seed to seed
     varied = SuiteEvaluator(
         SuiteTask(
@@ -241,6 +325,7 @@ def suite_fitness():
             max_regulatory=6,
             inputs="paper",
             reference="default",
+            augmentation="none",
         )
     )
     varied_table, varied_instances = varied.scores(population, 3)

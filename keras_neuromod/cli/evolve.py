@@ -87,6 +87,7 @@ from keras_neuromod.evolution import score_on_validation
 from keras_neuromod.evolution.engine import ALGORITHMS
 from keras_neuromod.evolution.parallel import BACKENDS
 from keras_neuromod.evolution.static import static_agent
+from keras_neuromod.evolution.suite import AUGMENTATIONS
 from keras_neuromod.evolution.suite import BASELINES
 from keras_neuromod.evolution.suite import REFERENCES
 from keras_neuromod.evolution.suite import SAMPLINGS
@@ -299,6 +300,14 @@ def _add_fitness_arguments(parser):
         help="with --suite: how a generation's instances are drawn: stratified "
         "(default): task families, tasks and models take turns; uniform: independently",
     )
+    parser.add_argument(
+        "--augmentation",
+        default="varied",
+        choices=AUGMENTATIONS,
+        help="with --suite: how an instance varies its task's training: varied "
+        "(default): its length (half to 8 times the task's epochs), loss scale and "
+        "initial weights' scale drawn from its seed; none: the task as it is",
+    )
 
 
 def _suite_settings(parser, args):
@@ -327,6 +336,7 @@ def _suite_settings(parser, args):
             sampling=args.sampling,
             reference=args.reference,
             scoring=args.scoring,
+            augmentation=args.augmentation,
         )
     except (KeyError, ValueError) as error:
         parser.error(str(error).strip("'\""))
@@ -409,6 +419,7 @@ def _suite_command_parts(args, prog, generations):
         f"--reference {args.reference}",
         f"--scoring {args.scoring}",
         f"--sampling {args.sampling}",
+        f"--augmentation {args.augmentation}",
         f"--algorithm {args.algorithm}",
         f"--inputs {args.inputs}",
         f"--outputs {args.outputs}",

@@ -15,6 +15,12 @@ instance,
   once;
 * every individual trains the same model from the same weights on the same
   batches under its modulation;
+* by default (``augmentation="varied"``) each instance varies its task's
+  training: it trains for a multiple of the task's epochs (from half of them to
+  8 times as many, `HORIZONS`), with its loss (and so its gradients) scaled by
+  a factor from 0.1 to 10 and its initial weights' kernels by one from 0.5 to 2
+  (`LOSS_SCALES`, `WEIGHT_SCALES`), all drawn from the instance's seed
+  (`SuiteTask.variation`), the same for the reference and every individual;
 * the individual's score is `log(reference validation loss / its validation
   loss)`, clipped to `[-clip, clip]`: 0 is as good as the reference, positive is
   better, and the scale of the loss (cross-entropy, squared error) cancels, so
@@ -37,7 +43,9 @@ so this fitness needs the ``"vectorized"`` backend (or Ray with
 """
 
 import dataclasses
+import json
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -58,6 +66,11 @@ __all__ = [
     "REFERENCE_GRIDS",
     "SCORINGS",
     "SAMPLINGS",
+    "AUGMENTATIONS",
+    "HORIZONS",
+    "LOSS_SCALES",
+    "WEIGHT_SCALES",
+    "Variation",
     "VALIDATION_SEEDS",
 ]
 
@@ -79,6 +92,28 @@ REFERENCE_GRIDS = {
 }
 # How a generation's instances are drawn (`SuiteTask.sampling`).
 SAMPLINGS = ("stratified", "uniform")
+# How an instance varies its task's training (`SuiteTask.augmentation`, `SuiteTask.variation`).
+AUGMENTATIONS = ("varied", "none")
+# The factors of a task's epochs that a varied instance trains for, and their chances:
+# mostly about the task's budget (the suite's budgets make 100 to 250 updates), one
+# instance in ten 8 times longer (up to 2,000 updates), where doing no harm over a long
+# horizon is tested. An instance trains at least one epoch.
+HORIZONS = ((0.5, 0.3), (1.0, 0.4), (2.0, 0.2), (8.0, 0.1))
+# The bounds of a varied instance's log-uniform factors of the training loss (which scales
+# its gradients, as a sum instead of a mean or a weighted loss would) and of its initial
+# kernels (every weight of rank 2 or more: a larger or smaller initialisation).
+LOSS_SCALES = (0.1, 10.0)
+WEIGHT_SCALES = (0.5, 2.0)
+
+
+class Variation(NamedTuple):
+    """How one instance varies its task's training (`SuiteTask.variation`)."""
+
+    epochs: int
+    loss_scale: float
+    weight_scale: float
+
+
 # Draw seeds of the validation instances: a stream of its own (an evolution's
 # generation seeds come from its numpy generator, below 2**31 - 1).
 VALIDATION_SEEDS = 2**31
@@ -136,6 +171,13 @@ class SuiteTask:
             its end, as it would go on doing over a longer horizon, scores
             less. ``"final"``: the log ratio of the final losses alone; a suite
             written without the field (before it) reads as this.
+        augmentation: how an instance varies its task's training
+            (`AUGMENTATIONS`, `variation`). ``"varied"`` (default): its
+            length, loss scale and initial weights' scale are drawn from its
+            seed, so that agents meet trainings longer and shorter than the
+            tasks' budgets and gradients and weights of other sizes.
+            ``"none"``: the task's budget, unscaled; a suite written without
+            the field (before it) reads as this.
     """
 
     base: str = "adam"
@@ -151,6 +193,7 @@ class SuiteTask:
     sampling: str = "stratified"
     reference: str = "tuned"
     scoring: str = "no_harm"
+    augmentation: str = "varied"
 
     def __post_init__(self):
         from keras_neuromod import tasks as suite
@@ -178,6 +221,7 @@ class SuiteTask:
         _fields.choice(self.sampling, "sampling", SAMPLINGS)
         _fields.choice(self.reference, "reference", REFERENCES)
         _fields.choice(self.scoring, "scoring", SCORINGS)
+        _fields.choice(self.augmentation, "augmentation", AUGMENTATIONS)
         input_sets.get(self.inputs)
         base = bases.get(self.base)
         object.__setattr__(self, "outputs", base.resolve_outputs(self.outputs, self.inputs))
@@ -237,6 +281,28 @@ class SuiteTask:
             drawn.append((name, model_turns[name].next(), int(rng.integers(2**31 - 1))))
         return drawn
 
+    def variation(self, task, seed):
+        """How the instance of `task` (a `keras_neuromod.tasks.Task`) drawn with `seed`
+        varies its training: a `Variation` (the task's own budget, unscaled, without
+        augmentation)."""
+        if self.augmentation == "none":
+            return Variation(task.epochs, 1.0, 1.0)
+        # a stream of its own: the seed also fixes the instance's weights and data order
+        rng = np.random.default_rng([int(seed), 1])
+        factors, chances = zip(*HORIZONS)
+        factor = factors[int(rng.choice(len(factors), p=chances))]
+        loss_scale, weight_scale = (
+            float(math.exp(rng.uniform(math.log(low), math.log(high))))
+            for low, high in (LOSS_SCALES, WEIGHT_SCALES)
+        )
+        return Variation(_epochs(task, factor), loss_scale, weight_scale)
+
+    def most_epochs(self, task):
+        """The most epochs an instance of `task` trains (`variation`)."""
+        if self.augmentation == "none":
+            return task.epochs
+        return _epochs(task, max(factor for factor, _ in HORIZONS))
+
     def to_dict(self):
         return {"kind": "suite", **dataclasses.asdict(self), "tasks": list(self.tasks)}
 
@@ -256,7 +322,13 @@ class SuiteTask:
         data.setdefault("sampling", "uniform")  # written before stratified draws
         data.setdefault("reference", "default")  # written before tuned references
         data.setdefault("scoring", "final")  # written before the no-harm score
+        data.setdefault("augmentation", "none")  # written before varied instances
         return cls(**data)
+
+
+def _epochs(task, factor):
+    """`factor` times the task's epochs, rounded half up, at least one."""
+    return max(1, int(task.epochs * factor + 0.5))
 
 
 class _Turns:
@@ -322,14 +394,37 @@ def _shapes(splits):
     return tuple(np.shape(a) for a in (*splits.train, *splits.val))
 
 
-def _horizon(task, splits, seed):
+def _horizon(task, instance, seed):
     """The horizon an instance's agents are told: its updates on even seeds, unknown (0) on odd.
 
     Users train with and without `callbacks.TrainingHorizon`; agents meet both.
     """
     if seed % 2:
         return 0
-    return task.epochs * math.ceil(len(splits.train[0]) / task.batch_size)
+    epochs, examples = np.shape(instance.orders)
+    return epochs * math.ceil(examples / task.batch_size)
+
+
+class _Instance(NamedTuple):
+    """What one instance's trainings start from: its splits, initial weights, dropout
+    draws (the states of its seeded model's seed generators, `vectorized.seed_states`),
+    data order (one row per epoch) and loss scale."""
+
+    splits: object
+    weights: list
+    draws: list
+    orders: np.ndarray
+    loss_scale: float
+
+
+def _training(instance):
+    """`TrainingProgram.run`'s arguments for an instance's training."""
+    return {
+        "initial_weights": instance.weights,
+        "orders": instance.orders,
+        "seed_states": instance.draws,
+        "loss_scale": instance.loss_scale,
+    }
 
 
 class SuiteEvaluator:
@@ -389,13 +484,15 @@ class SuiteEvaluator:
         ``kind="reference"`` to the centred output set's default ranges, which
         hold every point of the reference's grid.
         """
-        key = (task.name, model_name, _shapes(splits), kind)
+        suite = self.suite
+        if kind == "reference":
+            suite = dataclasses.replace(suite, ranges=None, outputs="centred")
+        # the static search within the reference's ranges shares the reference's program
+        ranges = json.dumps(suite.ranges, sort_keys=True)
+        key = (task.name, model_name, _shapes(splits), "fixed", suite.outputs, ranges)
         if key not in self._programs:
             from keras_neuromod.evolution.static import fixed_optimizer
 
-            suite = self.suite
-            if kind == "reference":
-                suite = dataclasses.replace(suite, ranges=None, outputs="centred")
             model = task.build_model(model_name, seed=0)
             optimizer = fixed_optimizer(suite, len(model.trainable_variables))
             self._programs[key] = self._compiled(task, model, optimizer, splits)
@@ -417,6 +514,7 @@ class SuiteEvaluator:
             *splits.train,
             *splits.val,
             **self.plan,
+            max_epochs=self.suite.most_epochs(task),
         )
 
     def _candidates(self, genomes):
@@ -442,35 +540,38 @@ class SuiteEvaluator:
         return candidates, True
 
     def _instance(self, task, model_name, seed):
-        """The instance's splits, initial weights, dropout draws (the states of its seeded
-        model's seed generators, `vectorized.seed_states`) and data order."""
+        """The instance's `_Instance`, varied as the suite's `variation` draws it."""
         from keras_neuromod.evolution.vectorized import seed_states
 
+        variation = self.suite.variation(task, seed)
         splits = task.splits(seed)
         model = task.build_model(model_name, seed=seed)
-        return splits, model.get_weights(), seed_states(model), task.data_order(seed)
+        weights = [
+            w * np.asarray(variation.weight_scale, w.dtype) if np.ndim(w) >= 2 else w
+            for w in model.get_weights()
+        ]
+        orders = task.data_order(seed, epochs=variation.epochs)
+        return _Instance(splits, weights, seed_states(model), orders, variation.loss_scale)
 
-    def _reference(self, task, model_name, seed, splits, weights, orders, draws=None):
+    def _reference(self, task, model_name, seed, instance):
         """The reference's final and least validation loss on an instance (NaN if it
         diverged), trained once.
 
         The tuned reference is the grid's finite training of least final loss.
-        `draws` are the instance's seed-generator states (None: the program's).
         """
         key = (task.name, model_name, seed)
         if key not in self._references:
             if len(self._references) >= 256:
                 self._references.pop(next(iter(self._references)))
+            splits = instance.splits
             if self.suite.reference == "tuned":
                 program = self._static_program(task, model_name, splits, kind="reference")
-                program.use_data(*splits.train, *splits.val)
-                result = program.run(
-                    reference_grid(self.suite.base), weights, orders, seed_states=draws
-                )
+                candidates = reference_grid(self.suite.base)
             else:
                 program = self._default_program(task, model_name, splits)
-                program.use_data(*splits.train, *splits.val)
-                result = program.run(None, weights, orders, seed_states=draws)
+                candidates = None
+            program.use_data(*splits.train, *splits.val)
+            result = program.run(candidates, **_training(instance))
             losses = np.where(result.finite, result.loss, np.inf)
             chosen = int(np.argmin(losses))
             if math.isfinite(losses[chosen]):
@@ -503,25 +604,19 @@ class SuiteEvaluator:
                 f"({self.suite.describe_reference()})"
             ):
                 task = suite_tasks.get(task_name)
-                splits, weights, draws, orders = self._instance(task, model_name, instance_seed)
+                instance = self._instance(task, model_name, instance_seed)
+                splits = instance.splits
                 if static:
                     program = self._static_program(task, model_name, splits)
                 else:
                     _, program = self._programs_for(task_name, model_name, splits)
                 program.use_data(*splits.train, *splits.val)
-                reference = self._reference(
-                    task, model_name, instance_seed, splits, weights, orders, draws
-                )
+                reference = self._reference(task, model_name, instance_seed, instance)
             if static:
-                result = program.run(genomes, weights, orders, seed_states=draws)
+                result = program.run(genomes, **_training(instance))
             else:
-                result = program.run(
-                    genomes,
-                    weights,
-                    orders,
-                    horizon=_horizon(task, splits, instance_seed),
-                    seed_states=draws,
-                )
+                horizon = _horizon(task, instance, instance_seed)
+                result = program.run(genomes, **_training(instance), horizon=horizon)
             table[:, column] = instance_scores(reference, result, clip, self.suite.scoring)
         return table, instances
 

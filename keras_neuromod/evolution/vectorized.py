@@ -257,11 +257,16 @@ class TrainingProgram:
         loss: a Keras loss (a `keras.losses.Loss` or a function of
             `(y_true, y_pred)` returning one value per example).
         metric: ``"accuracy"`` (argmax against integer labels) or ``"mse"``.
-        epochs, batch_size: the budget.
+        epochs, batch_size: the budget. `run` may be given the data orders of
+            another number of epochs.
         x, y: the training data.
         x_eval, y_eval: held-out data on which the loss and the metric are
             measured after training (None: the last epoch's running values).
         vmap, scan, width: the plan (None: by model and device).
+        max_epochs: the most epochs a run is expected to train (None:
+            `epochs`). With `scan`, the compiled loop holds this many epochs
+            and runs as many as a run's data orders give; a run of more
+            compiles once again, for its length.
 
     Raises:
         RuntimeError: if Keras does not run on JAX in this process.
@@ -282,6 +287,7 @@ class TrainingProgram:
         vmap=None,
         scan=None,
         width=DEFAULT_WIDTH,
+        max_epochs=None,
     ):
         import jax
 
@@ -290,6 +296,9 @@ class TrainingProgram:
             raise ValueError(f"metric must be 'accuracy' or 'mse', got {metric!r}.")
         self.model, self.metric = model, metric
         self.epochs = _fields.integer(epochs, "epochs", minimum=1)
+        self.rows = self.epochs
+        if max_epochs is not None:
+            self.rows = max(self.rows, _fields.integer(max_epochs, "max_epochs", minimum=1))
         self.batch_size = _fields.integer(batch_size, "batch_size", minimum=1)
         self.width = _fields.integer(width, "width", minimum=1)
         genome_slots = self._read_optimizer(optimizer)
@@ -341,10 +350,10 @@ class TrainingProgram:
             )
 
         if self.scanned:
-            self.train = batch(self._whole_training, 6)
+            self.train = batch(self._whole_training, 7)
         else:
             self.start_compiled = batch(self.start, 3)
-            self.step_compiled = batch(self.step, 4)
+            self.step_compiled = batch(self.step, 5)
             self.observe_compiled = batch(self.observe, 2)
             self.finish_compiled = batch(self.finish, 2)
 
@@ -364,8 +373,12 @@ class TrainingProgram:
         self.data = tuple(jax.device_put(a) for a in arrays)
 
     def _whole_training(
-        self, genome, trainable, non_trainable, optimizer_variables, orders, weights, data
+        self, genome, trainable, non_trainable, optimizer_variables, orders, epochs, scale, data
     ):
+        """One candidate's training in one loop: the first `epochs` rows of `orders` (an
+        array of at least as many, its length fixed by the compilation), the number a
+        run-time value, so that any number of epochs up to the rows trains without
+        compiling again."""
         import jax
         import jax.numpy as jnp
 
@@ -374,30 +387,28 @@ class TrainingProgram:
         full, remainder = divmod(orders.shape[1], batch)
         state = self.start(genome, trainable, non_trainable, optimizer_variables)
 
-        def epoch(state, inputs):
-            order, weight = inputs
-
+        def epoch(state, order, weight):
             def scanned(state, indices):
-                return self.step(state, indices, weight, x, y), None
+                return self.step(state, indices, weight, scale, x, y), None
 
             state, _ = jax.lax.scan(
                 scanned, state, jnp.reshape(order[: full * batch], (full, batch))
             )
             if remainder:
                 state, _ = scanned(state, order[full * batch :])
-            return state, None
+            return state
 
-        def observed_epoch(state, inputs):
-            state, _ = epoch(state, inputs)
-            return self.observe(state, x_eval, y_eval), None
+        def observed_epoch(index, state):
+            state = epoch(state, orders[index], jnp.zeros((), "int32"))
+            return self.observe(state, x_eval, y_eval)
 
         # every epoch but the last is measured on the held-out data at its end; `finish`
-        # measures the last
-        state, _ = jax.lax.scan(observed_epoch, state, (orders[:-1], weights[:-1]))
-        state, _ = epoch(state, (orders[-1], weights[-1]))
+        # measures the last, whose running loss and metric are counted (as `fit` reports)
+        state = jax.lax.fori_loop(0, epochs - 1, observed_epoch, state)
+        state = epoch(state, orders[epochs - 1], jnp.ones((), "int32"))
         return self.finish(state, x_eval, y_eval)
 
-    def run(self, genomes, initial_weights, orders, horizon=None, seed_states=None):
+    def run(self, genomes, initial_weights, orders, horizon=None, seed_states=None, loss_scale=1.0):
         """Train every genome from `initial_weights` (`model.get_weights()` order).
 
         Args:
@@ -406,7 +417,8 @@ class TrainingProgram:
                 hyperparameter); None with a plain optimizer (one training).
             initial_weights: the model's starting weights.
             orders: int array [epochs, examples]: each epoch's order of the
-                training examples.
+                training examples; as many epochs as the program's budget or
+                another number (`max_epochs`).
             horizon: the updates the agents are told the training makes
                 (`NeuromodulatedOptimizer.set_horizon`; the sensing input set
                 reads it), or None to leave it as the optimizer had it.
@@ -414,6 +426,8 @@ class TrainingProgram:
                 generators (`seed_states` of a model: a seeded model's fixes
                 the dropout draws as its own), or None for those the model had
                 when the program was made.
+            loss_scale: a positive factor of the training loss (of its
+                gradients; the losses and metrics measured are unscaled).
 
         Returns:
             `Results`, one entry per genome.
@@ -421,17 +435,19 @@ class TrainingProgram:
         import jax.numpy as jnp
 
         orders = self._checked_orders(orders)
+        if not (_fields.is_number(loss_scale) and 0 < float(loss_scale) < math.inf):
+            raise ValueError(f"loss_scale must be a positive number, got {loss_scale!r}.")
+        scale = np.float32(loss_scale)
         trainable, non_trainable = self._initial_state(initial_weights, seed_states)
-        # the metric counted is that of the last epoch (as `fit` reports it)
-        weights = np.zeros(len(orders), np.int32)
-        weights[-1] = 1
+        if self.scanned:  # the loop's rows, and how many of them train (a run-time value)
+            course = (self._loop_rows(orders), np.int32(len(orders)))
+        else:  # each epoch's order and weight: the last epoch's metric counts (as in `fit`)
+            course = (orders, np.eye(len(orders), dtype=np.int32)[-1])
         population = self._population(genomes)
         optimizer_start = self._optimizer_start(horizon)
 
         def train(genome):
-            return self._train_one(
-                genome, trainable, non_trainable, optimizer_start, orders, weights
-            )
+            return self._train_one(genome, trainable, non_trainable, optimizer_start, course, scale)
 
         if self.batched:
             width = self.width if self.takes_genomes else 1
@@ -468,9 +484,10 @@ class TrainingProgram:
     def _checked_orders(self, orders):
         """`orders` as a numpy array, checked to hold one order of every example per epoch."""
         orders = np.asarray(orders)
-        if orders.shape != (self.epochs, self.size):
+        if orders.ndim != 2 or orders.shape[0] < 1 or orders.shape[1] != self.size:
             raise ValueError(
-                f"orders must have shape {(self.epochs, self.size)}, got {orders.shape}."
+                f"orders must have shape (epochs, {self.size}) with at least one epoch, "
+                f"got {orders.shape}."
             )
         return orders
 
@@ -492,20 +509,25 @@ class TrainingProgram:
             optimizer_start[self.horizon_slot] = jnp.asarray(float(horizon), "float32")
         return optimizer_start
 
-    def _train_one(self, genome, trainable, non_trainable, optimizer_start, orders, weights):
-        """Train one candidate (or a batch of them): one compiled loop, or a call per batch."""
+    def _loop_rows(self, orders):
+        """`orders` padded to the compiled loop's rows (a longer training grows them: the
+        loop compiles once again, for its length)."""
         import jax.numpy as jnp
 
+        self.rows = max(self.rows, len(orders))
+        padded = np.zeros((self.rows, self.size), orders.dtype)
+        padded[: len(orders)] = orders
+        return jnp.asarray(padded)
+
+    def _train_one(self, genome, trainable, non_trainable, optimizer_start, course, scale):
+        """Train one candidate (or a batch of them): one compiled loop (`course`: the
+        padded orders and the number of epochs), or a call per batch (`course`: the orders
+        and each epoch's metric weight)."""
         if self.scanned:
             return self.train(
-                genome,
-                trainable,
-                non_trainable,
-                optimizer_start,
-                jnp.asarray(orders),
-                jnp.asarray(weights),
-                self.data,
+                genome, trainable, non_trainable, optimizer_start, *course, scale, self.data
             )
+        orders, weights = course
         x, y, x_eval, y_eval = self.data
         batch = self.batch_size
         state = self.start_compiled(genome, trainable, non_trainable, optimizer_start)
@@ -513,7 +535,7 @@ class TrainingProgram:
             if epoch:
                 state = self.observe_compiled(state, x_eval, y_eval)
             for first in range(0, len(order), batch):
-                state = self.step_compiled(state, order[first : first + batch], weight, x, y)
+                state = self.step_compiled(state, order[first : first + batch], weight, scale, x, y)
         return self.finish_compiled(state, x_eval, y_eval)
 
 
@@ -560,10 +582,10 @@ def _training_functions(model, optimizer, loss, metric, held_out, genome_slots):
     * `start(genome, trainable, non_trainable, optimizer_variables) -> state`
       puts the genome (the packed tags, activity and rates), or a fixed
       hyperparameter vector, into the optimizer's variables;
-    * `step(state, indices, weight, x, y) -> state` trains on the examples
-      `x[indices]` (one batch) and adds `weight` times the batch's summed
-      loss and metric (of the predictions before the update, as `fit`'s
-      running metrics are);
+    * `step(state, indices, weight, scale, x, y) -> state` trains on the
+      examples `x[indices]` (one batch) with the loss times `scale`, and adds
+      `weight` times the batch's summed (unscaled) loss and metric (of the
+      predictions before the update, as `fit`'s running metrics are);
     * `observe(state, x_eval, y_eval) -> state` keeps the least held-out
       loss seen at an epoch's end (a no-op without held-out data);
     * `finish(state, x_eval, y_eval) -> [metric, loss, finite, best loss]`:
@@ -631,12 +653,13 @@ def _step_function(model, optimizer, loss, measure):
 
     gradient = jax.value_and_grad(loss_function, has_aux=True)
 
-    def step(state, indices, weight, x, y):
+    def step(state, indices, weight, scale, x, y):
         trainable, non_trainable, optimizer_variables, finite, metric_sum, loss_sum, seen, best = (
             state
         )
         x, y = x[indices], y[indices]
         (value, (predictions, non_trainable)), grads = gradient(trainable, non_trainable, x, y)
+        grads = [g * scale for g in grads]  # the gradient of the scaled loss
         trainable, optimizer_variables = optimizer.stateless_apply(
             optimizer_variables, grads, trainable
         )
