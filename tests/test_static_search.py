@@ -111,7 +111,8 @@ def test_static_agents_train_as_keras_and_score_as_their_agents_under_jax(tmp_pa
     assert max(result["like_keras"].values()) < 1e-6
     searched = np.asarray(result["fitness"]["searched"])
     assert searched.shape == (2, 2) and len(set(np.round(searched[:, 0], 4))) == 2  # they differ
-    np.testing.assert_allclose(searched, result["fitness"]["as_agents"], rtol=0, atol=1e-5)
+    # to rounding: the two programs' arithmetic differs in the order XLA fuses it
+    np.testing.assert_allclose(searched, result["fitness"]["as_agents"], rtol=0, atol=1e-4)
 
 
 # -- the search, with a recording backend -----------------------------------------
