@@ -64,19 +64,8 @@ def measure(task, model_name, population, repeats):
     row = {"default": "vectorized" if vectorized else "one by one", "steps": steps(task, splits)}
     for plan, options in PLANS.items():
         model = task.build_model(model_name, seed=0)
-        optimizer = placeholder_optimizer(suite)
-        task.compile(model, optimizer)
-        optimizer.build(model.trainable_variables)
-        program = TrainingProgram(
-            model,
-            optimizer,
-            task.loss_function(),
-            task.metric,
-            task.epochs,
-            task.batch_size,
-            *splits.train,
-            *splits.val,
-            **options,
+        program = TrainingProgram.for_task(
+            task, model, placeholder_optimizer(suite), splits, **options
         )
         start = time.perf_counter()
         program.run(genomes, weights, orders)

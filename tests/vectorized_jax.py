@@ -3,9 +3,11 @@
 Trains the same genomes with `Evaluator` (`model.fit`) and with
 `VectorizedEvaluator` in every plan (batched or one by one, one compiled loop
 or one call per batch, several group widths), and prints one JSON object of
-the fitnesses and the facts the tests check.
+the fitnesses and the facts the tests check. Its two parts, the `FitnessTask`
+evaluators' (``fit``) and the task suite's (``suite``), can run in two processes
+at once (their compilations are mostly single-threaded).
 
-    KERAS_BACKEND=jax python tests/vectorized_jax.py
+    KERAS_BACKEND=jax python tests/vectorized_jax.py [fit|suite]
 """
 
 import json
@@ -54,9 +56,23 @@ def genomes(n_outputs, count=5):
     return [Genome.random(13, n_outputs, size % 5, rng=100 + size) for size in range(count)]
 
 
-def main():
+def main(part=None):
     keras.utils.set_random_seed(0)
-    out = {"backend": keras.backend.backend(), "scenarios": {}}
+    out = {"backend": keras.backend.backend()}
+    if part in (None, "fit"):
+        out.update(evaluator_checks())
+    if part in (None, "suite"):
+        out["suite"] = suite_programs()
+        out["suite_fitness"] = suite_fitness()
+        out["seed_states"] = seed_state_checks()
+        out["varied"] = varied_trainings()
+    print(json.dumps(out))
+
+
+def evaluator_checks():
+    """`VectorizedEvaluator` against `Evaluator` (`fit`), its plans, compilations and
+    divergence."""
+    out = {"scenarios": {}}
     for name, options, architecture, plans in SCENARIOS:
         task = FitnessTask(**BASE, **options)
         # three genomes on the convolutional model, whose `fit` is slow on CPU
@@ -99,11 +115,7 @@ def main():
         "alone": alone,
         "fit": [fit.evaluate(g, "mlp", 0) for g in population],
     }
-    out["suite"] = suite_programs()
-    out["suite_fitness"] = suite_fitness()
-    out["seed_states"] = seed_state_checks()
-    out["varied"] = varied_trainings()
-    print(json.dumps(out))
+    return out
 
 
 def varied_trainings():
@@ -119,20 +131,7 @@ def varied_trainings():
     def program(rate, **plan):
         model = task.build_model("linear", seed=0)
         optimizer = keras.optimizers.SGD(rate)
-        task.compile(model, optimizer)
-        optimizer.build(model.trainable_variables)
-        return TrainingProgram(
-            model,
-            optimizer,
-            task.loss_function(),
-            task.metric,
-            3,
-            task.batch_size,
-            *splits.train,
-            *splits.val,
-            max_epochs=4,
-            **plan,
-        )
+        return TrainingProgram.for_task(task, model, optimizer, splits, 3, max_epochs=4, **plan)
 
     scanned, alone = program(0.01, scan=True), program(0.01, vmap=False, scan=False)
     lengths = {
@@ -458,4 +457,4 @@ def suite_programs():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else None))

@@ -502,19 +502,8 @@ class SuiteEvaluator:
         """`model` compiled by `task` with `optimizer`, as a vectorized `TrainingProgram`."""
         from keras_neuromod.evolution.vectorized import TrainingProgram
 
-        task.compile(model, optimizer)
-        optimizer.build(model.trainable_variables)
-        return TrainingProgram(
-            model,
-            optimizer,
-            task.loss_function(),
-            task.metric,
-            task.epochs,
-            task.batch_size,
-            *splits.train,
-            *splits.val,
-            **self.plan,
-            max_epochs=self.suite.most_epochs(task),
+        return TrainingProgram.for_task(
+            task, model, optimizer, splits, **self.plan, max_epochs=self.suite.most_epochs(task)
         )
 
     def _candidates(self, genomes):

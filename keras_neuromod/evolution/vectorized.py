@@ -317,6 +317,34 @@ class TrainingProgram:
         )
         self._compile()
 
+    @classmethod
+    def for_task(cls, task, model, optimizer, splits, epochs=None, **options):
+        """A task's training: `model` compiled by `task` (`keras_neuromod.tasks.Task`)
+        with `optimizer` (built here), trained on `splits`' training split at the task's
+        batch size and measured on its validation split.
+
+        Args:
+            task: the `Task`.
+            model: a model of the task (`Task.build_model`).
+            optimizer: as for the constructor.
+            splits: the task's `Splits` (`Task.splits`).
+            epochs: the budget's epochs (None: the task's).
+            **options: `vmap`, `scan`, `width`, `max_epochs`.
+        """
+        task.compile(model, optimizer)
+        optimizer.build(model.trainable_variables)
+        return cls(
+            model,
+            optimizer,
+            task.loss_function(),
+            task.metric,
+            task.epochs if epochs is None else epochs,
+            task.batch_size,
+            *splits.train,
+            *splits.val,
+            **options,
+        )
+
     def _read_optimizer(self, optimizer):
         """Find the optimizer's candidate and horizon slots, reset it and keep its start values.
 
