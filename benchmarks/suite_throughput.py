@@ -22,6 +22,7 @@ families' rows sum trainings and CPU seconds over their tasks and models.
     python benchmarks/suite_throughput.py
     python benchmarks/suite_throughput.py --quick        # one task per family, 8 genomes
     python benchmarks/suite_throughput.py --tasks digits_mlp spirals --population 32
+    python benchmarks/suite_throughput.py --json run.json   # then --summary run.json
 """
 
 import argparse
@@ -98,61 +99,45 @@ def rate(population, cpu_s):
     return population / cpu_s if cpu_s > 0 else float("inf")
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", nargs="*", help="task names (default: every suite task)")
-    parser.add_argument("--first-model", action="store_true", help="each task's first model")
-    parser.add_argument("--population", type=int, default=None, help="genomes (default 16)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed calls (default 3)")
-    parser.add_argument("--quick", action="store_true", help="a task per family, 8 genomes")
-    parser.add_argument("--json", help="write the rows to this file")
-    args = parser.parse_args(argv)
-    population = args.population or (8 if args.quick else 16)
-    repeats = args.repeats or (1 if args.quick else 3)
-
+def print_row(row):
+    vec, alone = row["rates"]["vectorized"], row["rates"]["one by one"]
     print(
-        f"JAX on {jax.default_backend()}, {os.cpu_count()} CPUs; {population} genomes per "
-        f"population, median of {repeats} timed call(s) after a first one"
+        f"{row['task']:22s} {row['model']:13s} {row['steps']:5d} "
+        f"{row['vectorized']['first_s']:11.1f} {row['one by one']['first_s']:11.1f} "
+        f"{vec:12.2f} {alone:12.2f} {vec / alone:6.2f}x  {row['default']}",
+        flush=True,
     )
-    header = (
-        f"{'task':22s} {'model':13s} {'steps':>5s} {'first s vec':>11s} {'first s 1x1':>11s} "
-        f"{'tr/CPU-s vec':>12s} {'tr/CPU-s 1x1':>12s} {'vec/1x1':>7s}  default"
-    )
-    print(header)
-    rows = []
-    for task, model_name in chosen_pairs(args):
-        row = measure(task, model_name, population, repeats)
-        vec, alone = row["vectorized"], row["one by one"]
-        row.update(
-            task=task.name,
-            family=task.family,
-            model=model_name,
-            rates={plan: rate(population, row[plan]["cpu_s"]) for plan in PLANS},
-        )
-        rows.append(row)
-        print(
-            f"{task.name:22s} {model_name:13s} {row['steps']:5d} {vec['first_s']:11.1f} "
-            f"{alone['first_s']:11.1f} {row['rates']['vectorized']:12.2f} "
-            f"{row['rates']['one by one']:12.2f} "
-            f"{row['rates']['vectorized'] / row['rates']['one by one']:6.2f}x  {row['default']}",
-            flush=True,
-        )
-    print(f"\n{'family':12s} {'tr/CPU-s vec':>12s} {'tr/CPU-s 1x1':>12s} {'vec/1x1':>7s}")
-    families = {}
+
+
+def families(rows, population):
+    """Per family, trainings per CPU-second of each plan and of the plans picked by default:
+    its pairs' trainings over their summed CPU seconds."""
+    totals = {}
     for family in sorted({row["family"] for row in rows}):
         members = [row for row in rows if row["family"] == family]
-        totals = {
-            plan: rate(population * len(members), sum(row[plan]["cpu_s"] for row in members))
-            for plan in PLANS
+        trainings = population * len(members)
+        totals[family] = {
+            plan: rate(trainings, sum(row[plan]["cpu_s"] for row in members)) for plan in PLANS
         }
-        families[family] = totals
-        ratio = totals["vectorized"] / totals["one by one"]
-        print(
-            f"{family:12s} {totals['vectorized']:12.2f} {totals['one by one']:12.2f} {ratio:6.2f}x"
+        totals[family]["default"] = rate(
+            trainings, sum(row[row["default"]]["cpu_s"] for row in members)
         )
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"rows": rows, "families": families}, handle, indent=1)
+    return totals
+
+
+def summarize(rows, population):
+    """Print the families' table and the closing JSON line."""
+    totals = families(rows, population)
+    print(
+        f"\n{'family':12s} {'pairs':>5s} {'tr/CPU-s vec':>12s} {'tr/CPU-s 1x1':>12s} "
+        f"{'vec/1x1':>7s} {'tr/CPU-s default':>16s}"
+    )
+    for family, rates in totals.items():
+        pairs = sum(row["family"] == family for row in rows)
+        print(
+            f"{family:12s} {pairs:5d} {rates['vectorized']:12.2f} {rates['one by one']:12.2f} "
+            f"{rates['vectorized'] / rates['one by one']:6.2f}x {rates['default']:16.2f}"
+        )
     ratios = [row["rates"]["vectorized"] / row["rates"]["one by one"] for row in rows]
     print(
         json.dumps(
@@ -161,12 +146,66 @@ def main(argv=None):
                 "population": population,
                 "median_vectorized_over_one_by_one": round(float(np.median(ratios)), 3),
                 "families": {
-                    family: {plan: round(value, 3) for plan, value in totals.items()}
-                    for family, totals in families.items()
+                    family: {plan: round(value, 3) for plan, value in rates.items()}
+                    for family, rates in totals.items()
                 },
             }
         )
     )
+
+
+HEADER = (
+    f"{'task':22s} {'model':13s} {'steps':>5s} {'first s vec':>11s} {'first s 1x1':>11s} "
+    f"{'tr/CPU-s vec':>12s} {'tr/CPU-s 1x1':>12s} {'vec/1x1':>7s}  default"
+)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="*", help="task names (default: every suite task)")
+    parser.add_argument("--first-model", action="store_true", help="each task's first model")
+    parser.add_argument("--population", type=int, default=None, help="genomes (default 16)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls (default 3)")
+    parser.add_argument("--quick", action="store_true", help="a task per family, 8 genomes")
+    parser.add_argument("--json", help="write the measurements to this file")
+    parser.add_argument(
+        "--summary",
+        metavar="FILE",
+        help="print the tables of a run's --json file, training nothing",
+    )
+    args = parser.parse_args(argv)
+    if args.summary:
+        with open(args.summary) as handle:
+            saved = json.load(handle)
+        print(saved["heading"])
+        print(HEADER)
+        for row in saved["rows"]:
+            print_row(row)
+        summarize(saved["rows"], saved["population"])
+        return 0
+    population = args.population or (8 if args.quick else 16)
+    repeats = args.repeats or (1 if args.quick else 3)
+    heading = (
+        f"JAX on {jax.default_backend()}, {os.cpu_count()} CPUs; {population} genomes per "
+        f"population, median of {repeats} timed call(s) after a first one"
+    )
+    print(heading)
+    print(HEADER)
+    rows = []
+    for task, model_name in chosen_pairs(args):
+        row = measure(task, model_name, population, repeats)
+        row.update(
+            task=task.name,
+            family=task.family,
+            model=model_name,
+            rates={plan: rate(population, row[plan]["cpu_s"]) for plan in PLANS},
+        )
+        rows.append(row)
+        print_row(row)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"heading": heading, "population": population, "rows": rows}, handle)
+    summarize(rows, population)
     return 0
 
 

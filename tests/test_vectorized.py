@@ -107,6 +107,27 @@ def test_dense_models_are_batched_and_convolutional_ones_stepped_on_cpu(jax_run)
     assert scenarios["adam-A"]["plan"] == {"vmap": False, "scan": False}
 
 
+@pytest.mark.parametrize(
+    "task, model, convolutional",
+    [
+        ("digits_conv", "conv2d", True),
+        ("waveforms", "conv1d", True),
+        ("shapes_resnet", "resnet_bn", True),
+        ("token_majority", "attention", False),  # its kernels of rank 3 are matrix products
+        ("digits_residual", "residual_mlp", False),
+        ("sequence_first", "gru", False),
+    ],
+)
+def test_the_default_plan_steps_convolutions_one_by_one_on_a_cpu_only(task, model, convolutional):
+    from keras_neuromod.evolution.vectorized import batches_by_default
+    from keras_neuromod.evolution.vectorized import scans_by_default
+
+    built = tasks.get(task).build_model(model, seed=0)
+    for choose in (batches_by_default, scans_by_default):
+        assert choose(built, "cpu") is not convolutional
+        assert choose(built, "gpu")
+
+
 @pytest.mark.slow
 def test_one_compiled_program_serves_every_genome_size_and_seed(jax_run):
     assert jax_run["mlp_compilations"] == 1

@@ -87,8 +87,30 @@ def require_jax(what):
         )
 
 
+# Keras's convolution layers: XLA's CPU convolutions are slower batched and in a loop
+_CONVOLUTIONS = (
+    "Conv1D",
+    "Conv2D",
+    "Conv3D",
+    "Conv1DTranspose",
+    "Conv2DTranspose",
+    "Conv3DTranspose",
+    "DepthwiseConv1D",
+    "DepthwiseConv2D",
+    "SeparableConv1D",
+    "SeparableConv2D",
+)
+
+
 def _convolutional(model):
-    return any(len(v.shape) > 2 for v in model.trainable_variables)
+    """Whether `model` holds a convolution layer, at any depth (attention's kernels of rank
+    3 are matrix products, which batch well)."""
+    import keras
+
+    from keras_neuromod._keras_compat import flatten_layers
+
+    kinds = tuple(getattr(keras.layers, name) for name in _CONVOLUTIONS)
+    return any(isinstance(layer, kinds) for layer in flatten_layers(model))
 
 
 def _seed_slots(model):
