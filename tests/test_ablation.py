@@ -131,7 +131,7 @@ def test_frozen_keeps_each_tensors_values_through_training():
     _apply(frozen, model, gradients[:1])
     np.testing.assert_allclose(frozen.modulation()["hyperparameters"], table[::-1], rtol=1e-6)
     frozen.reset_state()
-    np.testing.assert_allclose(ops.convert_to_numpy(frozen._frozen), table[::-1], rtol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(frozen.frozen_variable), table[::-1], rtol=1e-6)
     with pytest.raises(ValueError, match="keep the shape"):
         frozen.set_hyperparameters(table[:2])
     # values outside the ranges are clipped to them, as the agent's own

@@ -17,6 +17,7 @@ import pytest
 from keras_neuromod import datasets
 from keras_neuromod import models
 from keras_neuromod import tasks
+from keras_neuromod._keras_compat import flatten_layers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CIFAR = "cifar10_conv"
@@ -155,7 +156,7 @@ def test_every_model_builds_seeded_and_outputs_logits(name, model):
     assert fresh.output_shape == net.output_shape
     kernels = recurrent = 0
     # every layer, nested ones too (attention's projections, recurrent cells), once
-    nested = {id(layer): layer for layer in net._flatten_layers(include_self=False)}
+    nested = {id(layer): layer for layer in flatten_layers(net) if layer is not net}
     nested.update({id(layer.cell): layer.cell for layer in net.layers if hasattr(layer, "cell")})
     for layer in nested.values():
         if hasattr(layer, "cell"):
