@@ -75,11 +75,16 @@ def _regression_data(bad=None):
 
 
 def _register_local_task(name, bad=None):
-    """A task and a one-unit model registered here only: the workers cannot import them."""
+    """A task and a one-unit model registered here only: the workers cannot import them.
+
+    `bad` spoils the data ("nan", "shape") or makes the builder ignore its seed
+    ("unseeded").
+    """
 
     def one_unit(input_shape, output_dim, seed=None):
+        initializer = keras.initializers.GlorotUniform(None if bad == "unseeded" else seed)
         inputs = keras.Input(input_shape)
-        return keras.Model(inputs, keras.layers.Dense(1)(inputs))
+        return keras.Model(inputs, keras.layers.Dense(1, kernel_initializer=initializer)(inputs))
 
     tasks.register_model(f"{name}_model", one_unit, overwrite=True)
     tasks.register(
@@ -112,6 +117,7 @@ def test_tasks_registered_here_train_in_the_workers(tmp_path):
     [
         ("nan", r"NaN or infinite value\(s\) in x_train"),
         ("shape", r"TypeError: cannot reshape array of shape \(32, 2\)"),
+        ("unseeded", r"ignores its seed: built twice with seed \d+, its weights differ"),
     ],
 )
 def test_a_broken_task_stops_the_run_with_its_error_and_writes_nothing(tmp_path, bad, error):

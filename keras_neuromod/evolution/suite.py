@@ -444,6 +444,7 @@ class SuiteEvaluator:
         self.plan = {"vmap": vmap, "scan": scan, "width": DEFAULT_WIDTH if width is None else width}
         self._programs = {}
         self._references = {}
+        self._seeded = set()
 
     def _programs_for(self, task_name, model_name, splits):
         """The task and the agents' compiled training of one (task, model, data shapes).
@@ -535,12 +536,31 @@ class SuiteEvaluator:
         variation = self.suite.variation(task, seed)
         splits = task.splits(seed)
         model = task.build_model(model_name, seed=seed)
+        self._check_seeded(task, model_name, seed, model)
         weights = [
             w * np.asarray(variation.weight_scale, w.dtype) if np.ndim(w) >= 2 else w
             for w in model.get_weights()
         ]
         orders = task.data_order(seed, epochs=variation.epochs)
         return _Instance(splits, weights, seed_states(model), orders, variation.loss_scale)
+
+    def _check_seeded(self, task, model_name, seed, model):
+        """Refuse a model whose builder ignores its seed (checked once per model).
+
+        Its instances would start from other weights on every run, so one seed
+        would not give one evolution.
+        """
+        if (task.name, model_name) in self._seeded:
+            return
+        again = task.build_model(model_name, seed=seed).get_weights()
+        if any(not np.array_equal(a, b) for a, b in zip(model.get_weights(), again)):
+            raise ValueError(
+                f"The builder of model {model_name!r} ignores its seed: built twice with "
+                f"seed {seed}, its weights differ, so the suite's instances (and the "
+                "evolution) would not repeat. Pass the seed to every initializer, for "
+                "example keras.initializers.GlorotUniform(seed=seed)."
+            )
+        self._seeded.add((task.name, model_name))
 
     def _reference(self, task, model_name, seed, instance):
         """The reference's final and least validation loss on an instance (NaN if it
