@@ -25,6 +25,7 @@ from helpers import toy_fitness
 from keras_neuromod.agrn import Genome
 from keras_neuromod.evolution import Evaluator
 from keras_neuromod.evolution import FitnessTask
+from keras_neuromod.evolution import GenomeEvaluator
 from keras_neuromod.evolution import evolve
 from keras_neuromod.evolution.parallel import ProcessBackend
 from keras_neuromod.evolution.parallel import SerialBackend
@@ -540,6 +541,7 @@ def test_real_fitness_is_deterministic_and_reuses_the_compiled_model():
     model, optimizer, _ = evaluator._models["mlp"]
     again = [evaluator.evaluate(g.to_dict(), "mlp", 11) for g in genomes]
     assert first == again
+    assert evaluator.evaluate_many(genomes, "mlp", 11) == first  # GenomeEvaluator's interface
     assert all(0.0 <= f <= 1.0 for f in first) and len(set(first)) > 1
     assert evaluator._models["mlp"][0] is model
     train_function = model.train_function
@@ -550,6 +552,30 @@ def test_real_fitness_is_deterministic_and_reuses_the_compiled_model():
         evaluator.evaluate(genomes[0], "mlp", 12) != first[0]
         or evaluator.evaluate(genomes[1], "mlp", 12) != first[1]
     )
+
+
+class _OneAtATime(GenomeEvaluator):
+    def evaluate(self, genome, architecture, seed):
+        return float(genome.n_regulatory + seed)
+
+
+class _ManyAtOnce(GenomeEvaluator):
+    def __init__(self):
+        self.calls = []
+
+    def evaluate_many(self, genomes, architecture, seed):
+        self.calls.append(len(genomes))
+        return [float(g.n_regulatory + seed) for g in genomes]
+
+
+def test_an_evaluator_implements_one_of_evaluate_and_evaluate_many():
+    genomes = [Genome.random(13, 4, n, rng=n) for n in (1, 3, 6)]
+    expected = [g.n_regulatory + 2.0 for g in genomes]
+    assert _OneAtATime().evaluate_many(genomes, "mlp", 2) == expected
+    many = _ManyAtOnce()
+    assert [many.evaluate(g, "mlp", 2) for g in genomes] == expected
+    assert many.evaluate_many(genomes, "mlp", 2) == expected
+    assert many.calls == [1, 1, 1, 3]  # one genome per evaluate, all at once per evaluate_many
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from keras_neuromod.evolution.engine import score_on_validation
 from keras_neuromod.evolution.enu_fitness import ENUFitness
 from keras_neuromod.evolution.fitness import Evaluator
 from keras_neuromod.evolution.fitness import FitnessTask
+from keras_neuromod.evolution.fitness import GenomeEvaluator
 from keras_neuromod.evolution.fitness import TaskError
 from keras_neuromod.evolution.grneat import GRNEATConfig
 from keras_neuromod.evolution.static import FixedHyperparameters
@@ -32,6 +33,7 @@ __all__ = [
     "EvolutionStrategy",
     "ENUFitness",
     "Individual",
+    "GenomeEvaluator",
     "Evaluator",
     "VectorizedEvaluator",
     "FitnessTask",

@@ -247,7 +247,32 @@ class TaskData:
         return np.stack([order.permutation(len(self.x)) for _ in range(self.task.epochs)])
 
 
-class Evaluator(TaskData):
+class GenomeEvaluator:
+    """What every evaluator answers: one genome's fitness, and many genomes' at once.
+
+    `Evaluator` (`model.fit`, one genome at a time) implements `evaluate`;
+    `VectorizedEvaluator` and `SuiteEvaluator` (compiled JAX trainings of many
+    genomes together) implement `evaluate_many`. Each method's default calls the
+    other, so a subclass implements one of them.
+    """
+
+    def evaluate(self, genome, architecture, seed):
+        """The fitness of one genome, a float.
+
+        Args:
+            genome: a `Genome` or a genome dict.
+            architecture: what the generation trains (an architecture's name,
+                or ``"suite"``).
+            seed: the generation's seed.
+        """
+        return self.evaluate_many([genome], architecture, seed)[0]
+
+    def evaluate_many(self, genomes, architecture, seed):
+        """The fitness of each of `genomes`, a list of floats in their order (as `evaluate`)."""
+        return [self.evaluate(genome, architecture, seed) for genome in genomes]
+
+
+class Evaluator(TaskData, GenomeEvaluator):
     """Evaluates genomes on a `FitnessTask` with `model.fit`, reusing compiled models.
 
     Args:

@@ -55,6 +55,7 @@ from keras_neuromod import inputs as input_sets
 from keras_neuromod import outputs as output_sets
 from keras_neuromod.agrn import MAX_PROTEINS
 from keras_neuromod.agrn import Genome
+from keras_neuromod.evolution.fitness import GenomeEvaluator
 from keras_neuromod.evolution.fitness import placeholder_optimizer
 from keras_neuromod.evolution.fitness import task_step
 
@@ -427,7 +428,7 @@ def _training(instance):
     }
 
 
-class SuiteEvaluator:
+class SuiteEvaluator(GenomeEvaluator):
     """Scores genomes on a `SuiteTask` with vectorized trainings (needs Keras on JAX).
 
     Args:

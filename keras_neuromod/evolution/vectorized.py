@@ -54,6 +54,7 @@ import numpy as np
 
 from keras_neuromod import _fields
 from keras_neuromod.evolution.batched import evaluate_groups
+from keras_neuromod.evolution.fitness import GenomeEvaluator
 from keras_neuromod.evolution.fitness import TaskData
 
 __all__ = [
@@ -142,7 +143,7 @@ def scans_by_default(model, platform):
     return platform != "cpu" or not _convolutional(model)
 
 
-class VectorizedEvaluator(TaskData):
+class VectorizedEvaluator(TaskData, GenomeEvaluator):
     """Evaluates genomes on a `FitnessTask` with compiled, batched JAX training.
 
     Args:
@@ -191,10 +192,6 @@ class VectorizedEvaluator(TaskData):
             return []
         program = self._program(architecture)
         return program.run(genomes, int(seed))
-
-    def evaluate(self, genome, architecture, seed):
-        """The fitness of one genome (as `Evaluator.evaluate`)."""
-        return self.evaluate_many([genome], architecture, seed)[0]
 
 
 class _Program:
