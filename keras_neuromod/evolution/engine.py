@@ -556,6 +556,9 @@ def evolve(
             individual in local processes; ``"serial"``: in this process;
             ``"ray"``: on a Ray cluster (with `vectorized=True`, chunks of
             the population are trained vectorized on the Ray actors).
+            This is the evaluation backend, not Keras's: vectorized
+            trainings run Keras on JAX in their workers, and `model.fit` runs
+            it on the backend the workers inherit (`KERAS_BACKEND`).
         workers: parallel workers (default: the CPU count).
         ray_address: with ``backend="ray"``: None starts a local cluster,
             ``"auto"`` or an address joins an existing one.
