@@ -19,7 +19,8 @@ continues with `--resume` and ends exactly where an uninterrupted one would.
 (`keras_neuromod.evolution.SuiteTask`): every generation draws `--instances`
 (task, model, seed) instances from the tasks that are not held out, and an
 agent's fitness is its mean clipped log ratio of validation loss against Keras's
-default optimizer of its base (Adam, SGD) on them. Since every generation meets
+optimizer of its base (Adam, SGD) at the best rate of a small grid on each
+(`--reference default`: at Keras's defaults). Since every generation meets
 other instances, the agent written at the end is the candidate (the hall of
 fame and the last generation's best) with the best mean score on a fixed
 validation draw of `--validation-draws` x `--instances` further instances

@@ -1,4 +1,4 @@
-"""Multi-task fitness: an agent scored over the task suite, against Keras's default optimizer.
+"""Multi-task fitness: an agent scored over the task suite, against a tuned Keras optimizer.
 
 A `SuiteTask` is what `evolve` evaluates agents on when they should generalise.
 Every generation's seed draws `instances` training instances, each a task of
