@@ -399,6 +399,44 @@ def test_no_harm_scores_subtract_only_a_rise_beyond_the_references(reference, lo
     assert (instance_scores((math.nan, math.nan), result, 3.0) == -3.0).all()
 
 
+def test_variance_components_of_a_score_table_are_the_two_way_anova_s():
+    import pandas as pd
+    import statsmodels.formula.api as smf
+    from statsmodels.stats.anova import anova_lm
+
+    from keras_neuromod.evolution.suite import reliability
+    from keras_neuromod.evolution.suite import variance_components
+
+    rng = np.random.default_rng(4)
+    n, m = 30, 12
+    table = rng.normal(0, 0.5, (n, 1)) + rng.normal(0, 0.3, (1, m)) + rng.normal(0, 0.4, (n, m))
+    frame = pd.DataFrame(
+        {"score": table.ravel(), "row": np.repeat(np.arange(n), m), "col": np.tile(np.arange(m), n)}
+    )
+    anova = anova_lm(smf.ols("score ~ C(row) + C(col)", frame).fit())
+    mean_square = anova["sum_sq"] / anova["df"]
+    rest = mean_square["Residual"]
+    candidates, instances, estimated_rest = variance_components(table)
+    assert estimated_rest == pytest.approx(rest, rel=1e-9)
+    assert candidates == pytest.approx((mean_square["C(row)"] - rest) / m, rel=1e-9)
+    assert instances == pytest.approx((mean_square["C(col)"] - rest) / n, rel=1e-9)
+    # on a large table the estimates find the components the table was made of
+    large = (
+        rng.normal(0, 0.5, (400, 1)) + rng.normal(0, 0.3, (1, 300)) + rng.normal(0, 0.4, (400, 300))
+    )
+    estimates = variance_components(large)
+    np.testing.assert_allclose(estimates, (0.25, 0.09, 0.16), rtol=0.2)
+    # Spearman-Brown: k instances' reliability from one's
+    one = reliability(estimates, 1)
+    for k in (2, 4, 64):
+        assert reliability(estimates, k) == pytest.approx(k * one / (1 + (k - 1) * one))
+    # candidates that differ only by their draw: a reliability of 0, estimates clipped at 0
+    assert reliability(variance_components(rng.normal(0, 1, (50, 8))), 4) < 0.2
+    assert variance_components(np.tile(np.arange(5.0), (6, 1)))[0] == 0.0
+    with pytest.raises(ValueError, match="2 candidates and 2 instances"):
+        variance_components(np.zeros((1, 4)))
+
+
 def test_suites_measure_against_a_tuned_reference_and_old_ones_against_the_default():
     from keras_neuromod.evolution import SuiteTask
     from keras_neuromod.evolution.suite import REFERENCE_GRIDS

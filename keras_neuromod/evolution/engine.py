@@ -141,8 +141,12 @@ def drift(means):
     mean from one generation to the next (0 before the second generation): the
     standard deviation of a mean that only jitters from draw to draw, and
     insensitive to a slow trend. The logbook records it as ``drift`` beside
-    ``std``, the spread within the generation: a fitness whose draw moves the
-    mean more than the individuals differ (drift above std) ranks them by luck.
+    ``std``, the spread within the generation. Every individual of a generation
+    meets the same instances, so a draw that moves the mean does not reorder the
+    generation, but it makes fitness values of different generations hard to
+    compare (which is why a suite run's agent is chosen on a fixed validation
+    draw). How far a draw's order holds on other instances is the fitness's
+    reliability (`suite.reliability`; `benchmarks/fitness_reliability.py`).
     """
     changes = np.diff(np.asarray(means[-(DRIFT_WINDOW + 1) :], np.float64))
     return float(np.sqrt(np.mean(changes**2) / 2)) if changes.size else 0.0

@@ -369,6 +369,43 @@ def instance_scores(reference, result, clip, scoring="no_harm"):
     return np.where(result.finite & np.isfinite(score), np.clip(score, -clip, clip), -clip)
 
 
+def variance_components(table):
+    """How a score table's variance splits: `(candidates, instances, rest)`.
+
+    A `[candidates, instances]` table (every candidate scored on the same
+    instances, `SuiteEvaluator.scores`) read as a two-way layout without
+    replication: the candidates' effect (how much they differ in general), the
+    instances' effect (how easy each instance is for all of them) and the rest
+    (how a candidate's score depends on the instance beyond both, and noise).
+    The unbiased mean-square estimates; one estimated below 0 is 0.
+    """
+    table = np.asarray(table, np.float64)
+    n, m = table.shape
+    if n < 2 or m < 2:
+        raise ValueError(f"A score table needs 2 candidates and 2 instances, got {table.shape}.")
+    rows, columns, grand = table.mean(axis=1), table.mean(axis=0), table.mean()
+    rest = table - rows[:, None] - columns[None, :] + grand
+    rest_square = float((rest**2).sum() / ((n - 1) * (m - 1)))
+    candidates = (m * rows.var(ddof=1) - rest_square) / m
+    instances = (n * columns.var(ddof=1) - rest_square) / n
+    return max(candidates, 0.0), max(instances, 0.0), rest_square
+
+
+def reliability(components, count):
+    """The reliability of a fitness averaged over `count` instances.
+
+    ``var(candidates) / (var(candidates) + var(rest) / count)`` from
+    `variance_components`: the share of the fitness's variance over candidates
+    that is theirs, not their draw's. The instances' effect does not enter, since
+    every candidate of a generation meets the same instances; its square root is
+    the expected correlation of a `count`-instance fitness with the candidates'
+    mean over all instances.
+    """
+    candidates, _, rest = components
+    total = candidates + rest / count
+    return candidates / total if total > 0 else math.nan
+
+
 def reference_grid(base):
     """The tuned reference's candidates: `FixedHyperparameters` over `REFERENCE_GRIDS[base]`.
 
