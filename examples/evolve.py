@@ -21,8 +21,8 @@ continues with `--resume` and ends exactly where an uninterrupted one would.
 agent's fitness is its mean clipped log ratio of validation loss against Keras's
 optimizer of its base (Adam, SGD) at the best rate of a small grid on each
 (`--reference default`: at Keras's defaults). Since every generation meets
-other instances, the agent written at the end is the candidate (the hall of
-fame and the last generation's best) with the best mean score on a fixed
+other instances, the agent written at the end is the candidate (the best of
+each of the last 20 generations, and the hall of fame) with the best mean score on a fixed
 validation draw of `--validation-draws` x `--instances` further instances
 (`keras_neuromod.evolution.score_on_validation`). `--algorithm random` runs the
 control with the same budget: fresh random genomes every generation, the best

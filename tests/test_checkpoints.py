@@ -217,6 +217,8 @@ def test_the_zoo_agents_checkpoints_still_load(agent):
     # these checkpoints predate 'run_best': it is derived, at least the last generation's best
     assert "run_best" not in data
     assert again.pop("run_best")["fitness"] >= data["best"]["fitness"]
+    # and 'recent_bests': the last generation's best is the one they hold
+    assert "recent_bests" not in data and again.pop("recent_bests") == [data["best"]]
     # and the logbook's "drift": derived from the means, as the evolution records it
     assert all("drift" not in record for record in data["logbook"])
     drifts = [record.pop("drift") for record in again["logbook"]]

@@ -163,6 +163,10 @@ def test_best_is_the_runs_best_and_last_best_the_last_generations(tmp_path):
     assert result.best.generation == maxima.index(max(maxima)) < 5
     assert result.best.genome == result.hall_of_fame[0].genome
     assert result.last_best.fitness.values[0] == maxima[-1] and result.last_best.generation == 5
+    # each generation's best, oldest first (at most RECENT_BESTS of them)
+    assert [ind.generation for ind in result.recent_bests] == list(range(6))
+    assert [ind.fitness.values[0] for ind in result.recent_bests] == maxima
+    assert result.recent_bests[-1] is result.last_best
     # a finished run resumed, and a checkpoint of an earlier version (no "run_best"), agree
     again = toy_evolution(seed=4, generations=6, out=str(tmp_path), resume=True)
     assert (
@@ -174,11 +178,13 @@ def test_best_is_the_runs_best_and_last_best_the_last_generations(tmp_path):
     assert checkpoint["best"]["fitness"] == maxima[-1], (
         "the checkpoint's 'best' stays the last generation's"
     )
-    del checkpoint["run_best"]
+    assert [ind.genome for ind in again.recent_bests] == [ind.genome for ind in result.recent_bests]
+    del checkpoint["run_best"], checkpoint["recent_bests"]
     path.write_text(json.dumps(checkpoint))
     old = toy_evolution(seed=4, generations=6, out=str(tmp_path), resume=True)
     assert old.best.fitness.values[0] == max(maxima) and old.best.genome == result.best.genome
     assert old.last_best.fitness.values[0] == maxima[-1]
+    assert [ind.genome for ind in old.recent_bests] == [result.last_best.genome]
 
 
 def test_the_runs_best_is_a_later_higher_score_of_a_genome_already_in_the_hall_of_fame():

@@ -354,6 +354,7 @@ def test_a_valid_grneat_checkpoint_is_resumed_from(folder, grneat_checkpoint):
         "hall_of_fame",
         "best",
         "run_best",
+        "recent_bests",
         "evaluations",
     ],
 )

@@ -24,8 +24,8 @@ continues with `--resume` and ends exactly where an uninterrupted one would.
 agent's fitness is its mean clipped log ratio of validation loss against Keras's
 optimizer of its base (Adam, SGD) at the best rate of a small grid on each
 (`--reference default`: at Keras's defaults). Since every generation meets
-other instances, the agent written at the end is the candidate (the hall of
-fame and the last generation's best) with the best mean score on a fixed
+other instances, the agent written at the end is the candidate (the best of
+each of the last 20 generations, and the hall of fame) with the best mean score on a fixed
 validation draw of `--validation-draws` x `--instances` further instances
 (`keras_neuromod.evolution.score_on_validation`). `--algorithm random` runs the
 control with the same budget: fresh random genomes every generation, the best
@@ -605,9 +605,13 @@ def select_agent(args, result):
 
 
 def _distinct_candidates(result):
-    """The last generation's best and the hall of fame, each genome once."""
+    """The last generations' bests (newest first) and the hall of fame, each genome once.
+
+    Each generation's best is the best of its own draw; the hall of fame's
+    fitnesses come from different draws, so it gathers where draws were easy.
+    """
     candidates = []
-    for individual in [result.last_best, *result.hall_of_fame]:
+    for individual in [result.last_best, *reversed(result.recent_bests), *result.hall_of_fame]:
         if all(individual.genome != c.genome for c in candidates):
             candidates.append(individual)
     return candidates

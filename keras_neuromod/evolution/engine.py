@@ -8,8 +8,8 @@ One generation:
    (species smaller than `min_species_size` dissolve into mutants of the
    survivors, evaluated on the same task before anything is selected),
    `grneat.adapt_thresholds`;
-4. record the logbook, the hall of fame, the generation's best individual and
-   the run's best;
+4. record the logbook, the hall of fame, the generation's best individual
+   (and the last `RECENT_BESTS` generations' bests) and the run's best;
 5. reproduce (`grneat.reproduce`: offspring per species, crossover, mutation,
    one elite per species, the next representatives);
 6. write `checkpoint.json` atomically.
@@ -118,6 +118,9 @@ class EvolutionResult:
         evaluations: evaluations over the whole run.
         evaluated_now: evaluations made by this call (0 for a finished run).
         out: the output folder, or None.
+        recent_bests: the best `Individual` of each of the last `RECENT_BESTS`
+            generations, oldest first. Each is the best of its own draw, so,
+            unlike the hall of fame, they do not gather where draws were easy.
     """
 
     best: Individual
@@ -128,10 +131,14 @@ class EvolutionResult:
     evaluations: int
     evaluated_now: int
     out: str = None
+    recent_bests: tuple = ()
 
 
 # Generations over which the logbook's "drift" column reads the population mean's changes.
 DRIFT_WINDOW = 10
+# Generations whose best individuals a run keeps (`EvolutionResult.recent_bests`): with the
+# hall of fame, the candidates a suite run's agent is chosen from on a validation draw.
+RECENT_BESTS = 20
 
 
 def drift(means):
@@ -189,6 +196,7 @@ class _Run:
         self.hall_of_fame = tools.HallOfFame(settings["hall_of_fame"])
         self.last_best = None  # the last generation's best (the checkpoint's "best")
         self.run_best = None  # the best of all generations (the checkpoint's "run_best")
+        self.recent_bests = []  # the last RECENT_BESTS generations' bests, oldest first
         self.evaluations = 0
         self.search = None  # the static search's CMA-ES (algorithm "static")
 
@@ -206,6 +214,7 @@ class _Run:
             "hall_of_fame": [ind.to_dict() for ind in self.hall_of_fame],
             "best": self.last_best.to_dict() if self.last_best else None,
             "run_best": self.run_best.to_dict() if self.run_best else None,
+            "recent_bests": [ind.to_dict() for ind in self.recent_bests],
             "evaluations": self.evaluations,
         }
         if self.search is not None:
@@ -239,6 +248,7 @@ class _Run:
         run.run_best = saved.individual_or_none("run_best") or _run_best(
             run.hall_of_fame, run.last_best
         )
+        run.recent_bests = saved.recent_bests(run.last_best)
         run.evaluations = saved.integer("evaluations")
         run.search = saved.search()
         return run
@@ -260,7 +270,7 @@ class _CheckpointReader:
                 f"Not a GRNEAT checkpoint: {self.where[4:]} has format {found!r:.80}, "
                 f"expected {CHECKPOINT_FORMAT!r}."
             )
-        _fields.fields(data, self.where, _CHECKPOINT_FIELDS, ("search", "run_best"))
+        _fields.fields(data, self.where, _CHECKPOINT_FIELDS, ("search", "run_best", "recent_bests"))
         self._check_settings(settings)
         self._check_config(config)
         self.task = _task_from_dict(settings["task"])
@@ -418,6 +428,15 @@ class _CheckpointReader:
             if "drift" not in record:
                 record = {**record, "drift": drift([r["mean"] for r in logbook] + [record["mean"]])}
             logbook.record(**record)
+
+    def recent_bests(self, last_best):
+        """The last generations' bests; a checkpoint written without them has the last one's."""
+        if "recent_bests" not in self.data:
+            return [last_best] if last_best is not None else []
+        values = _fields.items(
+            self.data["recent_bests"], self.at("recent_bests"), max_length=RECENT_BESTS
+        )
+        return [self.individual(value, f"recent_bests[{i}]") for i, value in enumerate(values)]
 
     def hall_of_fame(self, hall_of_fame):
         """Fill the DEAP `hall_of_fame` exactly as it was saved."""
@@ -655,6 +674,7 @@ def evolve(
         evaluations=run.evaluations,
         evaluated_now=evaluated_now,
         out=out,
+        recent_bests=tuple(run.recent_bests),
     )
 
 
@@ -842,6 +862,7 @@ def _record(run, population, fitnesses, architecture, evaluated, species, start,
     run.hall_of_fame.update(individuals)
     run.last_best = _best_of(individuals)
     run.run_best = _run_best(run.hall_of_fame, run.run_best, run.last_best)
+    run.recent_bests = [*run.recent_bests, run.last_best][-RECENT_BESTS:]
     run.evaluations += evaluated
     record = {k: float(v) for k, v in _statistics().compile(individuals).items()}
     run.logbook.record(
