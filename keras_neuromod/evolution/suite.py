@@ -574,16 +574,17 @@ class SuiteEvaluator(GenomeEvaluator):
         variation = self.suite.variation(task, seed)
         splits = task.splits(seed)
         model = task.build_model(model_name, seed=seed)
-        self._check_seeded(task, model_name, seed, model)
+        built = model.get_weights()
+        self._check_seeded(task, model_name, seed, built)
         weights = [
-            w * np.asarray(variation.weight_scale, w.dtype) if np.ndim(w) >= 2 else w
-            for w in model.get_weights()
+            w * np.asarray(variation.weight_scale, w.dtype) if np.ndim(w) >= 2 else w for w in built
         ]
         orders = task.data_order(seed, epochs=variation.epochs)
         return _Instance(splits, weights, seed_states(model), orders, variation.loss_scale)
 
-    def _check_seeded(self, task, model_name, seed, model):
-        """Refuse a model whose builder ignores its seed (checked once per model).
+    def _check_seeded(self, task, model_name, seed, weights):
+        """Refuse a model whose builder ignores its seed: `weights`, built with `seed`,
+        against a second build (checked once per model).
 
         Its instances would start from other weights on every run, so one seed
         would not give one evolution.
@@ -591,7 +592,7 @@ class SuiteEvaluator(GenomeEvaluator):
         if (task.name, model_name) in self._seeded:
             return
         again = task.build_model(model_name, seed=seed).get_weights()
-        if any(not np.array_equal(a, b) for a, b in zip(model.get_weights(), again)):
+        if any(not np.array_equal(a, b) for a, b in zip(weights, again)):
             raise ValueError(
                 f"The builder of model {model_name!r} ignores its seed: built twice with "
                 f"seed {seed}, its weights differ, so the suite's instances (and the "
