@@ -59,6 +59,7 @@ import time
 import keras
 import numpy as np
 
+from keras_neuromod import outputs as output_sets
 from keras_neuromod import tasks as task_registry
 from keras_neuromod.io import atomic_write_json
 from keras_neuromod.io import read_json
@@ -67,6 +68,7 @@ __all__ = [
     "Ablated",
     "Axis",
     "ADAM_AXES",
+    "NEUTRAL_SETTINGS",
     "Report",
     "Run",
     "SGD_AXES",
@@ -372,12 +374,21 @@ def _digest(data):
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# Settings that a version of the optimizers added to their config, each with the
+# value that trains exactly as the versions before it did: at that value the
+# setting stays out of an identity, so that records written before it was added
+# are reused rather than trained again.
+NEUTRAL_SETTINGS = {"outputs": output_sets.LEGACY}
+
+
 def identity(optimizer):
     """What makes an optimizer train the way it does: its serialized config, hashed.
 
     Two optimizers of the same identity train a model alike, so that work done
     with one (a record's runs, a figure) holds for the other. The name is left
-    out: Keras numbers it per process (``"sgd_4"``).
+    out: Keras numbers it per process (``"sgd_4"``). So is a setting of
+    `NEUTRAL_SETTINGS` at its listed value: the setting was added to the
+    config later, and at that value trains as the versions without it did.
 
     Args:
         optimizer: a `keras.optimizers.Optimizer`.
@@ -386,7 +397,11 @@ def identity(optimizer):
         A 16-character hexadecimal digest.
     """
     data = keras.saving.serialize_keras_object(optimizer)
-    data["config"] = {k: v for k, v in data["config"].items() if k != "name"}
+    data["config"] = {
+        key: value
+        for key, value in data["config"].items()
+        if key != "name" and not (key in NEUTRAL_SETTINGS and value == NEUTRAL_SETTINGS[key])
+    }
     return _digest(data)
 
 

@@ -1,5 +1,6 @@
 """keras_neuromod.evidence: paired comparisons, their statistics, tuned baselines, the record."""
 
+import hashlib
 import json
 import math
 
@@ -217,6 +218,26 @@ def test_changed_settings_are_trained_again(tmp_path):
     )
     assert first.runs("linear", "SGD") != again.runs("linear", "SGD")
 
+
+
+def test_identity_leaves_out_a_setting_added_at_its_neutral_value():
+    """An optimizer's identity hashes its serialized config without the name and
+    without a later setting (the output set) at the value that trains as before."""
+    from keras_neuromod import NmAdam
+
+    def digest(optimizer, drop):
+        data = keras.saving.serialize_keras_object(optimizer)
+        data["config"] = {k: v for k, v in data["config"].items() if k not in drop}
+        text = json.dumps(data, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    paper = NmAdam(agent="nm_adam_general", outputs="paper")
+    centred = NmAdam(agent="nm_adam_general", outputs="centred")
+    assert evidence.identity(paper) == digest(paper, {"name", "outputs"})
+    assert evidence.identity(centred) == digest(centred, {"name"})
+    assert evidence.identity(paper) != evidence.identity(centred)
+    sgd = keras.optimizers.SGD(0.1)
+    assert evidence.identity(sgd) == digest(sgd, {"name"})
 
 @pytest.mark.parametrize(
     "content, message",
