@@ -292,8 +292,9 @@ def plot(reports, summary, baselines, path):
         )
         axis.grid(alpha=0.3)
         axis.invert_yaxis()  # the first pair on top
-    axes[0][0].legend(fontsize=7, loc="best")
-    figure.tight_layout()
+    handles, names = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, names, loc="lower center", ncol=max(1, len(names)), fontsize=8)
+    figure.tight_layout(rect=(0, 0.05, 1, 1))  # the legend below the panels, off the data
     return _common.save_figure(figure, path)
 
 
