@@ -219,7 +219,6 @@ def test_changed_settings_are_trained_again(tmp_path):
     assert first.runs("linear", "SGD") != again.runs("linear", "SGD")
 
 
-
 def test_identity_leaves_out_a_setting_added_at_its_neutral_value():
     """An optimizer's identity hashes its serialized config without the name and
     without a later setting (the output set) at the value that trains as before."""
@@ -238,6 +237,7 @@ def test_identity_leaves_out_a_setting_added_at_its_neutral_value():
     assert evidence.identity(paper) != evidence.identity(centred)
     sgd = keras.optimizers.SGD(0.1)
     assert evidence.identity(sgd) == digest(sgd, {"name"})
+
 
 @pytest.mark.parametrize(
     "content, message",

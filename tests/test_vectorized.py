@@ -215,7 +215,8 @@ def test_suite_fitness_scores_against_keras_adam_on_validation_loss(jax_run):
     no_harm = np.asarray(record["no_harm_table"])
     for column, check in enumerate(record["checks"]):
         # each instance varies its task's length and scales, as drawn from its seed
-        epochs, loss_scale, weight_scale = check["variation"]
+        epochs, loss_scale, weight_scale, batch_size = check["variation"]
+        assert batch_size == check["task_batch_size"]  # "varied" keeps the task's batch size
         assert check["epochs"] == epochs and check["weights_scaled"]
         assert 0.1 <= loss_scale <= 10 and 0.5 <= weight_scale <= 2
         # the baseline is Keras's default Adam trained on the instance as fit trains it
@@ -252,6 +253,22 @@ def test_suite_fitness_scores_against_keras_adam_on_validation_loss(jax_run):
     assert len(set(record["varied_sizes"])) > 1
     # every instance trained: a random genome may diverge (-3), not every genome of one size
     assert (np.asarray(record["varied_table"]) > -3.0).any(axis=0).all()
+    # varied batch sizes: the reference is Keras's Adam as fit trains it at the instance's
+    # batch size (fewer epochs below the task's, as many above); the other draws are "varied"'s
+    from keras_neuromod.evolution.suite import HORIZONS
+
+    batched = np.asarray(record["batched_table"])
+    assert batched.shape == (4, 2) and np.all(np.abs(batched) <= 3.0)
+    checks = record["batch_checks"]
+    assert any(c["batch_size"] != c["task_batch_size"] for c in checks)
+    for c in checks:
+        assert c["reference"] == pytest.approx(c["fit"], rel=1e-4)
+        assert c["batches"][1:3] == c["varied"][1:3] and c["batches"][3] == c["batch_size"]
+        assert c["batch_size"] in (8, 16, 32, 64, 128, 256)
+        assert c["batch_size"] * 4 <= c["examples"] or c["batch_size"] == c["task_batch_size"]
+        factor = min(1.0, c["batch_size"] / c["task_batch_size"])
+        lengths = {max(1, math.floor(c["task_epochs"] * f * factor + 0.5)) for f, _ in HORIZONS}
+        assert c["epochs"] in lengths
 
 
 def test_suite_task_validates_draws_from_its_seed_and_round_trips():
@@ -308,6 +325,7 @@ def test_stratified_draws_meet_families_tasks_and_models_evenly(chosen, instance
 def test_an_instance_varies_its_training_within_the_bounds_and_as_its_seed_says(seed, name):
     from keras_neuromod.evolution import SuiteTask
     from keras_neuromod.evolution.suite import HORIZONS
+    from keras_neuromod.evolution.suite import batch_sizes
 
     suite, task = SuiteTask(tasks=(name,)), tasks.get(name)
     variation = suite.variation(task, seed)
@@ -316,8 +334,19 @@ def test_an_instance_varies_its_training_within_the_bounds_and_as_its_seed_says(
     assert variation.epochs in allowed and variation.epochs <= suite.most_epochs(task)
     assert 0.1 <= variation.loss_scale <= 10.0 and 0.5 <= variation.weight_scale <= 2.0
     plain = SuiteTask(tasks=(name,), augmentation="none")
-    assert plain.variation(task, seed) == (task.epochs, 1.0, 1.0)
+    assert plain.variation(task, seed) == (task.epochs, 1.0, 1.0, task.batch_size)
     assert plain.most_epochs(task) == task.epochs
+    assert variation.batch_size == task.batch_size
+    # "batches": the same draws, and a batch size of at least 4 batches an epoch
+    batched = SuiteTask(tasks=(name,), augmentation="batches").variation(task, seed)
+    assert batched[1:3] == variation[1:3]
+    examples = len(task.splits(seed).train[0])
+    assert batched.batch_size in batch_sizes(task, examples)
+    assert batched.batch_size * 4 <= examples or batched.batch_size == task.batch_size
+    factor = min(1.0, batched.batch_size / task.batch_size)
+    allowed = {max(1, math.floor(task.epochs * f * factor + 0.5)) for f, _ in HORIZONS}
+    assert batched.epochs in allowed
+    assert batched.epochs <= SuiteTask(augmentation="batches").most_epochs(task, batched.batch_size)
 
 
 def test_instance_lengths_and_scales_are_drawn_as_documented():
@@ -340,6 +369,13 @@ def test_instance_lengths_and_scales_are_drawn_as_documented():
         width = math.log(high) - math.log(low)
         assert logs.mean() == pytest.approx((math.log(low) + math.log(high)) / 2, abs=0.03 * width)
         assert logs.std() == pytest.approx(width / math.sqrt(12), rel=0.05)
+    # "batches": every allowed batch size as likely (4,000 draws: within 0.03 of its share)
+    batched = SuiteTask(tasks=("friedman1",), augmentation="batches")
+    sizes = collections.Counter(batched.variation(task, seed).batch_size for seed in range(4000))
+    allowed = [b for b in (8, 16, 32, 64, 128, 256) if 4 * b <= len(task.splits(0).train[0])]
+    assert sorted(sizes) == allowed
+    for size in allowed:
+        assert sizes[size] / 4000 == pytest.approx(1 / len(allowed), abs=0.03)
     # a one-epoch task trains at least one epoch
     short = dataclasses.replace(task, name="one_epoch", epochs=1)
     assert min(suite.variation(short, seed).epochs for seed in range(200)) == 1

@@ -213,7 +213,7 @@ def _fit_loss(task, model_name, seed, instance, optimizer):
         model.fit(
             splits.train[0][permutation],
             splits.train[1][permutation],
-            batch_size=task.batch_size,
+            batch_size=instance.batch_size,
             epochs=1,
             shuffle=False,
             verbose=0,
@@ -277,6 +277,7 @@ def suite_fitness():
                 "agent_best": result.best_loss.tolist(),
                 "variation": list(variation),
                 "task_epochs": task.epochs,
+                "task_batch_size": task.batch_size,
                 "epochs": len(instance.orders),
                 # kernels times the weight scale; biases and statistics as initialised
                 "weights_scaled": all(
@@ -285,6 +286,35 @@ def suite_fitness():
                     else np.array_equal(w, u)
                     for w, u in zip(instance.weights, unscaled)
                 ),
+            }
+        )
+    # varied batch sizes: a draw (the first from seed 11 on) with an instance at another
+    # batch size than its task's; the reference trains at it as `fit` does
+    batched = SuiteEvaluator(dataclasses.replace(suite, augmentation="batches"))
+    draw = next(
+        s
+        for s in range(11, 100)
+        if any(
+            batched.suite.variation(tasks.get(name), i).batch_size != tasks.get(name).batch_size
+            for name, _, i in batched.suite.draw(s)
+        )
+    )
+    batched_table, batched_instances = batched.scores(population, draw)
+    batch_checks = []
+    for task_name, model_name, seed in batched_instances:
+        task = tasks.get(task_name)
+        instance = batched._instance(task, model_name, seed)
+        batch_checks.append(
+            {
+                "batch_size": instance.batch_size,
+                "task_batch_size": task.batch_size,
+                "examples": len(instance.splits.train[0]),
+                "epochs": len(instance.orders),
+                "task_epochs": task.epochs,
+                "varied": list(suite.variation(task, seed)),
+                "batches": list(batched.suite.variation(task, seed)),
+                "reference": batched._references[(task_name, model_name, seed)][0],
+                "fit": _fit_loss(task, model_name, seed, instance, keras.optimizers.Adam()),
             }
         )
     # the no-harm score: the same trainings, less the excess rise from the best epoch
@@ -346,6 +376,8 @@ def suite_fitness():
         },
         "varied_sizes": sizes,
         "varied_table": varied_table.tolist(),
+        "batched_table": batched_table.tolist(),
+        "batch_checks": batch_checks,
     }
 
 

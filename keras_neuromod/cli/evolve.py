@@ -307,7 +307,8 @@ def _add_fitness_arguments(parser):
         choices=AUGMENTATIONS,
         help="with --suite: how an instance varies its task's training: varied "
         "(default): its length (half to 8 times the task's epochs), loss scale and "
-        "initial weights' scale drawn from its seed; none: the task as it is",
+        "initial weights' scale drawn from its seed; batches: also its batch size "
+        "(8 to 256); none: the task as it is",
     )
 
 

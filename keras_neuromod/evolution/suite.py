@@ -21,6 +21,8 @@ instance,
   a factor from 0.1 to 10 and its initial weights' kernels by one from 0.5 to 2
   (`LOSS_SCALES`, `WEIGHT_SCALES`), all drawn from the instance's seed
   (`SuiteTask.variation`), the same for the reference and every individual;
+  ``augmentation="batches"`` draws its batch size too, from 8 to 256
+  (`BATCH_SIZES`);
 * the individual's score is `log(reference validation loss / its validation
   loss)`, clipped to `[-clip, clip]`: 0 is as good as the reference, positive is
   better, and the scale of the loss (cross-entropy, squared error) cancels, so
@@ -71,6 +73,9 @@ __all__ = [
     "HORIZONS",
     "LOSS_SCALES",
     "WEIGHT_SCALES",
+    "BATCH_SIZES",
+    "MIN_BATCHES",
+    "batch_sizes",
     "Variation",
     "VALIDATION_SEEDS",
 ]
@@ -94,7 +99,7 @@ REFERENCE_GRIDS = {
 # How a generation's instances are drawn (`SuiteTask.sampling`).
 SAMPLINGS = ("stratified", "uniform")
 # How an instance varies its task's training (`SuiteTask.augmentation`, `SuiteTask.variation`).
-AUGMENTATIONS = ("varied", "none")
+AUGMENTATIONS = ("varied", "batches", "none")
 # The factors of a task's epochs that a varied instance trains for, and their chances:
 # mostly about the task's budget (the suite's budgets make 100 to 250 updates), one
 # instance in ten 8 times longer (up to 2,000 updates), where doing no harm over a long
@@ -105,6 +110,10 @@ HORIZONS = ((0.5, 0.3), (1.0, 0.4), (2.0, 0.2), (8.0, 0.1))
 # kernels (every weight of rank 2 or more: a larger or smaller initialisation).
 LOSS_SCALES = (0.1, 10.0)
 WEIGHT_SCALES = (0.5, 2.0)
+# The batch sizes a "batches" instance draws from, each as likely: those of at least
+# `MIN_BATCHES` batches an epoch on the instance's training split, and the task's own.
+BATCH_SIZES = (8, 16, 32, 64, 128, 256)
+MIN_BATCHES = 4
 
 
 class Variation(NamedTuple):
@@ -113,6 +122,7 @@ class Variation(NamedTuple):
     epochs: int
     loss_scale: float
     weight_scale: float
+    batch_size: int
 
 
 # Draw seeds of the validation instances: a stream of its own (an evolution's
@@ -177,8 +187,11 @@ class SuiteTask:
             length, loss scale and initial weights' scale are drawn from its
             seed, so that agents meet trainings longer and shorter than the
             tasks' budgets and gradients and weights of other sizes.
-            ``"none"``: the task's budget, unscaled; a suite written without
-            the field (before it) reads as this.
+            ``"batches"``: as ``"varied"``, and its batch size is drawn from
+            `BATCH_SIZES` (8 to 256, `batch_sizes`): smaller than the task's,
+            it makes as many updates as at the task's; larger, it trains as
+            many epochs. ``"none"``: the task's budget, unscaled; a suite
+            written without the field (before it) reads as this.
     """
 
     base: str = "adam"
@@ -287,7 +300,7 @@ class SuiteTask:
         varies its training: a `Variation` (the task's own budget, unscaled, without
         augmentation)."""
         if self.augmentation == "none":
-            return Variation(task.epochs, 1.0, 1.0)
+            return Variation(task.epochs, 1.0, 1.0, task.batch_size)
         # a stream of its own: the seed also fixes the instance's weights and data order
         rng = np.random.default_rng([int(seed), 1])
         factors, chances = zip(*HORIZONS)
@@ -296,13 +309,20 @@ class SuiteTask:
             float(math.exp(rng.uniform(math.log(low), math.log(high))))
             for low, high in (LOSS_SCALES, WEIGHT_SCALES)
         )
-        return Variation(_epochs(task, factor), loss_scale, weight_scale)
+        batch_size = task.batch_size
+        if self.augmentation == "batches":  # drawn last: the other draws are "varied"'s
+            sizes = batch_sizes(task, len(task.splits(seed).train[0]))
+            batch_size = sizes[int(rng.integers(len(sizes)))]
+        epochs = _epochs(task, factor * _batch_share(task, batch_size))
+        return Variation(epochs, loss_scale, weight_scale, batch_size)
 
-    def most_epochs(self, task):
-        """The most epochs an instance of `task` trains (`variation`)."""
+    def most_epochs(self, task, batch_size=None):
+        """The most epochs an instance of `task` trains at `batch_size` (None: the
+        task's) (`variation`)."""
         if self.augmentation == "none":
             return task.epochs
-        return _epochs(task, max(factor for factor, _ in HORIZONS))
+        batch_size = task.batch_size if batch_size is None else batch_size
+        return _epochs(task, max(f for f, _ in HORIZONS) * _batch_share(task, batch_size))
 
     def to_dict(self):
         return {"kind": "suite", **dataclasses.asdict(self), "tasks": list(self.tasks)}
@@ -330,6 +350,25 @@ class SuiteTask:
 def _epochs(task, factor):
     """`factor` times the task's epochs, rounded half up, at least one."""
     return max(1, int(task.epochs * factor + 0.5))
+
+
+def batch_sizes(task, examples):
+    """The batch sizes a ``"batches"`` instance of `task` draws from (`BATCH_SIZES`):
+    those that make at least `MIN_BATCHES` batches of its `examples` training examples,
+    and the task's own batch size.
+
+    At a smaller batch size than its task's, an instance makes as many updates as
+    at the task's (in fewer epochs); at a larger one it trains as many epochs (in
+    fewer, larger updates), as a user who raises the batch size keeps the epochs.
+    Either way it costs at most what it would at its task's batch size.
+    """
+    sizes = {b for b in BATCH_SIZES if b * MIN_BATCHES <= examples} | {task.batch_size}
+    return tuple(sorted(sizes))
+
+
+def _batch_share(task, batch_size):
+    """The factor of an instance's epochs at `batch_size` (`batch_sizes`)."""
+    return min(1.0, batch_size / task.batch_size)
 
 
 class _Turns:
@@ -440,19 +479,26 @@ def _horizon(task, instance, seed):
     if seed % 2:
         return 0
     epochs, examples = np.shape(instance.orders)
-    return epochs * math.ceil(examples / task.batch_size)
+    return epochs * math.ceil(examples / instance.batch_size)
 
 
 class _Instance(NamedTuple):
     """What one instance's trainings start from: its splits, initial weights, dropout
     draws (the states of its seeded model's seed generators, `vectorized.seed_states`),
-    data order (one row per epoch) and loss scale."""
+    data order (one row per epoch), loss scale and batch size."""
 
     splits: object
     weights: list
     draws: list
     orders: np.ndarray
     loss_scale: float
+    batch_size: int
+
+
+def _batch_key(task, instance):
+    """The batch size of an instance's programs: None at its task's own, so that a suite
+    without varied batches compiles the programs it always did."""
+    return None if instance.batch_size == task.batch_size else instance.batch_size
 
 
 def _training(instance):
@@ -484,37 +530,39 @@ class SuiteEvaluator(GenomeEvaluator):
         self._references = {}
         self._seeded = set()
 
-    def _programs_for(self, task_name, model_name, splits):
-        """The task and the agents' compiled training of one (task, model, data shapes).
+    def _programs_for(self, task_name, model_name, splits, batch_size=None):
+        """The task and the agents' compiled training of one (task, model, data shapes,
+        batch size; None: the task's).
 
         A generated task's split sizes may differ a little from seed to seed
         (the stratified validation carve rounds per class); each size has its
         own program.
         """
-        key = (task_name, model_name, _shapes(splits))
+        key = (task_name, model_name, _shapes(splits), batch_size)
         if key not in self._programs:
             from keras_neuromod import tasks as suite_tasks
 
             task = suite_tasks.get(task_name)
             model = task.build_model(model_name, seed=0)
+            optimizer = placeholder_optimizer(self.suite)
             self._programs[key] = (
                 task,
-                self._compiled(task, model, placeholder_optimizer(self.suite), splits),
+                self._compiled(task, model, optimizer, splits, batch_size),
             )
         return self._programs[key]
 
-    def _default_program(self, task, model_name, splits):
+    def _default_program(self, task, model_name, splits, batch_size=None):
         """The compiled training of Keras's optimizer of the base, at its defaults."""
-        key = (task.name, model_name, _shapes(splits), "default")
+        key = (task.name, model_name, _shapes(splits), batch_size, "default")
         if key not in self._programs:
             import keras
 
             model = task.build_model(model_name, seed=0)
             optimizer = keras.optimizers.get(BASELINES[self.suite.base])
-            self._programs[key] = self._compiled(task, model, optimizer, splits)
+            self._programs[key] = self._compiled(task, model, optimizer, splits, batch_size)
         return self._programs[key]
 
-    def _static_program(self, task, model_name, splits, kind="static"):
+    def _static_program(self, task, model_name, splits, kind="static", batch_size=None):
         """The compiled training of fixed hyperparameters on one (task, model, shapes).
 
         The task's optimizer under the "frozen" ablation (`static.fixed_optimizer`):
@@ -528,21 +576,28 @@ class SuiteEvaluator(GenomeEvaluator):
             suite = dataclasses.replace(suite, ranges=None, outputs="centred")
         # the static search within the reference's ranges shares the reference's program
         ranges = json.dumps(suite.ranges, sort_keys=True)
-        key = (task.name, model_name, _shapes(splits), "fixed", suite.outputs, ranges)
+        key = (task.name, model_name, _shapes(splits), batch_size, "fixed", suite.outputs, ranges)
         if key not in self._programs:
             from keras_neuromod.evolution.static import fixed_optimizer
 
             model = task.build_model(model_name, seed=0)
             optimizer = fixed_optimizer(suite, len(model.trainable_variables))
-            self._programs[key] = self._compiled(task, model, optimizer, splits)
+            self._programs[key] = self._compiled(task, model, optimizer, splits, batch_size)
         return self._programs[key]
 
-    def _compiled(self, task, model, optimizer, splits):
-        """`model` compiled by `task` with `optimizer`, as a vectorized `TrainingProgram`."""
+    def _compiled(self, task, model, optimizer, splits, batch_size=None):
+        """`model` compiled by `task` with `optimizer`, as a vectorized `TrainingProgram`
+        at `batch_size` (None: the task's)."""
         from keras_neuromod.evolution.vectorized import TrainingProgram
 
         return TrainingProgram.for_task(
-            task, model, optimizer, splits, **self.plan, max_epochs=self.suite.most_epochs(task)
+            task,
+            model,
+            optimizer,
+            splits,
+            **self.plan,
+            batch_size=batch_size,
+            max_epochs=self.suite.most_epochs(task, batch_size),
         )
 
     def _candidates(self, genomes):
@@ -580,7 +635,9 @@ class SuiteEvaluator(GenomeEvaluator):
             w * np.asarray(variation.weight_scale, w.dtype) if np.ndim(w) >= 2 else w for w in built
         ]
         orders = task.data_order(seed, epochs=variation.epochs)
-        return _Instance(splits, weights, seed_states(model), orders, variation.loss_scale)
+        return _Instance(
+            splits, weights, seed_states(model), orders, variation.loss_scale, variation.batch_size
+        )
 
     def _check_seeded(self, task, model_name, seed, weights):
         """Refuse a model whose builder ignores its seed: `weights`, built with `seed`,
@@ -612,11 +669,14 @@ class SuiteEvaluator(GenomeEvaluator):
             if len(self._references) >= 256:
                 self._references.pop(next(iter(self._references)))
             splits = instance.splits
+            batch = _batch_key(task, instance)
             if self.suite.reference == "tuned":
-                program = self._static_program(task, model_name, splits, kind="reference")
+                program = self._static_program(
+                    task, model_name, splits, kind="reference", batch_size=batch
+                )
                 candidates = reference_grid(self.suite.base)
             else:
-                program = self._default_program(task, model_name, splits)
+                program = self._default_program(task, model_name, splits, batch)
                 candidates = None
             program.use_data(*splits.train, *splits.val)
             result = program.run(candidates, **_training(instance))
@@ -654,10 +714,11 @@ class SuiteEvaluator(GenomeEvaluator):
                 task = suite_tasks.get(task_name)
                 instance = self._instance(task, model_name, instance_seed)
                 splits = instance.splits
+                batch = _batch_key(task, instance)
                 if static:
-                    program = self._static_program(task, model_name, splits)
+                    program = self._static_program(task, model_name, splits, batch_size=batch)
                 else:
-                    _, program = self._programs_for(task_name, model_name, splits)
+                    _, program = self._programs_for(task_name, model_name, splits, batch)
                 program.use_data(*splits.train, *splits.val)
                 reference = self._reference(task, model_name, instance_seed, instance)
             if static:

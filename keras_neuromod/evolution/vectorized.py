@@ -337,10 +337,10 @@ class TrainingProgram:
         self._compile()
 
     @classmethod
-    def for_task(cls, task, model, optimizer, splits, epochs=None, **options):
+    def for_task(cls, task, model, optimizer, splits, epochs=None, batch_size=None, **options):
         """A task's training: `model` compiled by `task` (`keras_neuromod.tasks.Task`)
-        with `optimizer` (built here), trained on `splits`' training split at the task's
-        batch size and measured on its validation split.
+        with `optimizer` (built here), trained on `splits`' training split and measured
+        on its validation split.
 
         Args:
             task: the `Task`.
@@ -348,6 +348,7 @@ class TrainingProgram:
             optimizer: as for the constructor.
             splits: the task's `Splits` (`Task.splits`).
             epochs: the budget's epochs (None: the task's).
+            batch_size: the batch size (None: the task's).
             **options: `vmap`, `scan`, `width`, `max_epochs`.
         """
         task.compile(model, optimizer)
@@ -358,7 +359,7 @@ class TrainingProgram:
             task.loss_function(),
             task.metric,
             task.epochs if epochs is None else epochs,
-            task.batch_size,
+            task.batch_size if batch_size is None else batch_size,
             *splits.train,
             *splits.val,
             **options,
