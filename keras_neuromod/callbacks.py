@@ -90,8 +90,8 @@ class ModulationTracer(keras.callbacks.Callback):
             does: opened at the start of training (a folder, or a path that
             cannot be written, stops `fit` before any step), one row per
             tensor appended and flushed as each step is recorded (step,
-            tensor, the 13 inputs, the hyperparameters), closed at the end of
-            training.
+            tensor, the input set's inputs, the hyperparameters), closed at
+            the end of training.
 
     One record per model: `fit` again on the same model (and optimizer)
     appends to the record, and to `csv_path`, with the optimizer's steps going
@@ -106,10 +106,11 @@ class ModulationTracer(keras.callbacks.Callback):
 
     Attributes:
         steps: numpy array [S] of the optimizer steps recorded.
-        inputs: numpy array [S, tensors, 13].
+        inputs: numpy array [S, tensors, inputs]: the optimizer's input set
+            (13 inputs for `"paper"`).
         hyperparameters: numpy array [S, tensors, n_hyperparameters].
         trace: dict mapping each tensor path to a dict with `"steps"`,
-            `"inputs"` [S, 13] and one array [S] per hyperparameter name.
+            `"inputs"` [S, inputs] and one array [S] per hyperparameter name.
 
     Example:
 
