@@ -40,9 +40,10 @@ def _neuromodulated(model, who):
 class TrainingHorizon(keras.callbacks.Callback):
     """Tell the agent how long `fit` will train, so that it can read its progress.
 
-    At the start of `fit`, the optimizer's horizon is set to the updates the
-    training will make (`epochs * steps` of `fit`'s parameters, less those of
-    an `initial_epoch`), and cleared at its end. Agents of the ``"sensing"``
+    As `fit`'s first epoch begins, the optimizer's horizon is set to the
+    updates the training will have made at its end (those made so far, and
+    `(epochs - initial_epoch) * steps` of `fit`'s parameters), and it is
+    cleared at the end of `fit`. Agents of the ``"sensing"``
     input set read `t / horizon` and a flag that the horizon is known; without
     this callback (or a horizon set by hand with `set_horizon`) both read 0.
     Agents of other input sets ignore it.
@@ -51,13 +52,22 @@ class TrainingHorizon(keras.callbacks.Callback):
     """
 
     def on_train_begin(self, logs=None):
+        _neuromodulated(self.model, "TrainingHorizon")  # refused before any step
+        self._first_epoch = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # the first epoch's index is fit's initial_epoch, which on_train_begin cannot read
+        if not getattr(self, "_first_epoch", False):
+            return
+        self._first_epoch = False
         optimizer = _neuromodulated(self.model, "TrainingHorizon")
         epochs, steps = self.params.get("epochs"), self.params.get("steps")
         if not epochs or not steps:
             optimizer.set_horizon(None)  # an unknown length (a generator without steps)
             return
         every = optimizer.gradient_accumulation_steps or 1  # batches per update
-        optimizer.set_horizon(optimizer.updates + int(epochs) * int(steps) // every)
+        remaining = max(0, int(epochs) - int(epoch))
+        optimizer.set_horizon(optimizer.updates + remaining * int(steps) // every)
 
     def on_train_end(self, logs=None):
         _neuromodulated(self.model, "TrainingHorizon").set_horizon(None)

@@ -197,6 +197,38 @@ def test_training_horizon_gives_progress_during_fit_and_clears_it_after(tmp_path
     assert (tmp_path / "trace.png").stat().st_size > 0 and figure.endswith("trace.png")
 
 
+class _HorizonProbe(keras.callbacks.Callback):
+    """The optimizer's horizon as each batch begins."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.seen.append(float(self.model.optimizer.horizon_variable.numpy()))
+
+
+@pytest.mark.slow
+def test_training_horizon_counts_the_epochs_left_after_an_initial_epoch():
+    model = _model()
+    optimizer = NmAdam(agent=_agent(NmAdam))
+    model.compile(optimizer=optimizer, loss="mse")
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    model.fit(x, x[:, :2], epochs=1, batch_size=8, verbose=0)  # 4 updates, no horizon
+    probe = _HorizonProbe()
+    # epochs 2 and 3 of 3: 8 more updates, so the training ends at update 12
+    model.fit(
+        x,
+        x[:, :2],
+        epochs=3,
+        initial_epoch=1,
+        batch_size=8,
+        verbose=0,
+        callbacks=[TrainingHorizon(), probe],
+    )
+    assert probe.seen == [12.0] * 8
+    assert float(optimizer.horizon_variable.numpy()) == 0.0  # cleared at the end
+
 @pytest.mark.slow
 def test_config_and_model_save_round_trip_keep_the_input_set(tmp_path):
     model = _model()
