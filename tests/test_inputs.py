@@ -229,6 +229,7 @@ def test_training_horizon_counts_the_epochs_left_after_an_initial_epoch():
     assert probe.seen == [12.0] * 8
     assert float(optimizer.horizon_variable.numpy()) == 0.0  # cleared at the end
 
+
 @pytest.mark.slow
 def test_config_and_model_save_round_trip_keep_the_input_set(tmp_path):
     model = _model()
