@@ -26,6 +26,12 @@ seeds, next to
   hyperparameters frozen at their time average over its own training of the
   same seed, and with every tensor given the network's mean at each step.
 
+An agent that reads the training's progress (the "sensing" input set) is told
+each training's length, as `callbacks.TrainingHorizon` tells it in `fit` and
+the docs ask users to do (`evidence.WithHorizon`; so are its ablations and
+controls), and is also trained untold ("NAME / not told"), as for a user who
+leaves the callback out.
+
 Everything is computed by `keras_neuromod.evidence.compare` (the same initial
 weights, batches and dropout draws for every method of a seed; a divergence
 counts against the method that diverged) and the verdicts by
@@ -215,13 +221,22 @@ def methods(args):
             optimizer, schedule, axes=axes, seeds=1 if args.quick else 3, start_from=start
         )
     for agent in args.agents:
-        out[agent.name] = agent.optimizer
+        told = _told(agent)
+        out[agent.name] = told(agent.optimizer)
+        if told is evidence.WithHorizon:
+            out[f"{agent.name} / not told"] = agent.optimizer
         if agent.name in args.ablated:
-            out[f"{agent.name} / frozen"] = evidence.Ablated(agent.optimizer, "frozen")
-            out[f"{agent.name} / network mean"] = evidence.Ablated(agent.optimizer, "network_mean")
+            for kind, ablation in (("frozen", "frozen"), ("network mean", "network_mean")):
+                out[f"{agent.name} / {kind}"] = told(evidence.Ablated(agent.optimizer, ablation))
     for control in args.controls:
-        out[control_label(control)] = control.optimizer
+        out[control_label(control)] = _told(control)(control.optimizer)
     return out
+
+
+def _told(agent):
+    """How `agent` trains here: told each training's horizon (`evidence.WithHorizon`), as
+    the docs ask users to train an agent that reads it, or as it is."""
+    return evidence.WithHorizon if agent.reads_horizon else (lambda method: method)
 
 
 def comparisons(args):
@@ -236,7 +251,8 @@ def comparisons(args):
             if agent.name in args.ablated
         ]
         controls = [control_label(c) for c in args.controls if c.base == agent.base]
-        pairs += [(agent.name, b) for b in baselines + own + controls]
+        untold = [f"{agent.name} / not told"] if agent.reads_horizon else []
+        pairs += [(agent.name, b) for b in baselines + own + untold + controls]
     for control in args.controls:
         pairs += [(control_label(control), b) for b in baselines]
     return pairs
@@ -249,10 +265,13 @@ def trace(args, agent, out):
     path = os.path.join(out, f"trace_{agent.name}_{task_name}_{model}.png")
     stamp, optimizer = path[:-4] + ".json", agent.optimizer()
     made_by = {"identity": evidence.identity(optimizer)}
+    if agent.reads_horizon:
+        made_by["told the horizon"] = True
     if os.path.exists(path) and os.path.exists(stamp) and read_json(stamp) == made_by:
         return path
     tracer = ModulationTracer(update_freq=1)
-    evidence.Trainer(tasks.get(task_name), model, optimizer).run(0, callbacks=[tracer])
+    trainer = evidence.Trainer(tasks.get(task_name), model, optimizer)
+    trainer.run(0, callbacks=[tracer], horizon=agent.reads_horizon)
     figure = tracer.plot(path, title=f"{agent.name} on {task_name} ({model}), seed 0")
     atomic_write_json(stamp, made_by)
     return figure

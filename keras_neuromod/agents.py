@@ -135,6 +135,14 @@ class Agent:
             bases.get(self.base).resolve_outputs(self.settings.get("outputs"), inputs)
         )
 
+    @property
+    def reads_horizon(self):
+        """Whether the agent's input set reads the training's progress (the
+        ``"sensing"`` set): such an agent should be told the horizon
+        (`keras_neuromod.callbacks.TrainingHorizon` in `fit`)."""
+        inputs = input_sets.get(self.settings.get("inputs", input_sets.LEGACY))
+        return "horizon_known" in inputs.names
+
     def optimizer_class(self):
         """The optimizer class of the agent's base (`NmSGD`, `NmAdam`, ...)."""
         return bases.get(self.base).optimizer

@@ -75,6 +75,7 @@ __all__ = [
     "TUNED_AXES",
     "Tuned",
     "VERDICTS",
+    "WithHorizon",
     "aggregate",
     "compare",
     "identity",
@@ -314,17 +315,41 @@ class Trainer:
         if hasattr(self.optimizer, "reset_state"):
             self.optimizer.reset_state()
 
-    def run(self, seed, split="test", callbacks=()):
-        """Train from `seed` and score on `split` (``"test"`` or ``"val"``): a `Run`."""
+    def run(self, seed, split="test", callbacks=(), horizon=False):
+        """Train from `seed` and score on `split` (``"test"`` or ``"val"``): a `Run`.
+
+        With `horizon`, a neuromodulated optimizer is told the training's updates
+        (`set_horizon`) before its first step, as `callbacks.TrainingHorizon`
+        tells it in one `fit`; the training here is one `fit` per epoch, which
+        that callback would read as the last.
+        """
         task = self.task
         splits = task.splits(seed)
         self._start(seed)
         counter = _StepCounter()
         x, y = splits.train
+        orders = task.data_order(seed)
+        if horizon:
+            if not hasattr(self.optimizer, "set_horizon"):
+                raise ValueError(
+                    f"Only a neuromodulated optimizer is told a horizon, not "
+                    f"{type(self.optimizer).__name__}."
+                )
+            every = self.optimizer.gradient_accumulation_steps or 1
+            self.optimizer.set_horizon(len(orders) * math.ceil(len(x) / task.batch_size) // every)
+        try:
+            return self._train(seed, split, callbacks, counter, orders)
+        finally:
+            if horizon:
+                self.optimizer.set_horizon(None)
+
+    def _train(self, seed, split, callbacks, counter, orders):
+        task = self.task
+        x, y = task.splits(seed).train
         # one `fit` per epoch, on that epoch's order (Keras's own shuffling would
         # draw another order for every method)
         curve = {"loss": [], "metric": []}
-        for epoch, order in enumerate(task.data_order(seed)):
+        for epoch, order in enumerate(orders):
             history = self.model.fit(
                 x[order],
                 y[order],
@@ -423,6 +448,7 @@ class _Plan:
     settings: dict = None
     search: dict = None
     before_run: object = None  # before_run(trainer, seed)
+    horizon: bool = False  # each training told its length (`WithHorizon`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -656,6 +682,8 @@ class Ablated:
         ablation: ``"network_mean"`` or ``"frozen"``.
     """
 
+    horizon = False  # `WithHorizon` tells the agent's own training too
+
     def __init__(self, agent, ablation):
         from keras_neuromod.optimizers.ablation import ABLATIONS
 
@@ -680,20 +708,62 @@ class Ablated:
 
         def before_run(trainer, seed):
             tracer = ModulationTracer(update_freq=1)
-            own.run(seed, callbacks=[tracer])
+            own.run(seed, callbacks=[tracer], horizon=self.horizon)
             trainer.optimizer.set_hyperparameters(time_average(tracer, own.optimizer))
 
         return _Plan(lambda: ablate(own.optimizer, "frozen", placeholder), before_run=before_run)
 
 
+class WithHorizon:
+    """A method whose agent is told how long each training runs.
+
+    An agent of the ``"sensing"`` input set reads its progress `t / horizon`
+    when it is told the horizon, which `keras_neuromod.callbacks.TrainingHorizon`
+    does in `fit` and the docs ask users to do; compared without it, the agent
+    trains as for a user who does not. Here each training's horizon is its
+    updates (`NeuromodulatedOptimizer.set_horizon`), set before its first step
+    and cleared after its last:
+
+    >>> evidence.compare("wine", {
+    ...     "agent": evidence.WithHorizon(lambda: NmAdam(agent=path)),
+    ...     "agent, not told": lambda: NmAdam(agent=path),
+    ...     "Adam": keras.optimizers.Adam})
+
+    Being told is part of the method's identity in a record.
+
+    Args:
+        method: a zero-argument factory of a neuromodulated optimizer, or an
+            `Ablated` (whose agent's own training, which the ``"frozen"``
+            ablation reads, is told too).
+    """
+
+    def __init__(self, method):
+        if not isinstance(method, Ablated) and (
+            not callable(method) or isinstance(method, (Tuned, WithHorizon, _Factory))
+        ):
+            raise ValueError(
+                "WithHorizon takes a zero-argument factory of a neuromodulated optimizer "
+                f"or an Ablated, got {type(method).__name__}."
+            )
+        self.method = method
+
+    def plan(self, context):
+        if isinstance(self.method, Ablated):
+            method = Ablated(self.method.agent, self.method.ablation)
+            method.horizon = True
+        else:
+            method = _Factory(self.method)
+        return dataclasses.replace(method.plan(context), horizon=True)
+
+
 def _as_method(name, spec):
-    if isinstance(spec, (Tuned, Ablated, _Factory)):
+    if isinstance(spec, (Tuned, Ablated, _Factory, WithHorizon)):
         return spec
     if callable(spec):
         return _Factory(spec)
     raise ValueError(
-        f"Method {name!r} must be a zero-argument factory of a Keras optimizer, a Tuned "
-        f"or an Ablated, got {type(spec).__name__}."
+        f"Method {name!r} must be a zero-argument factory of a Keras optimizer, a Tuned, "
+        f"an Ablated or a WithHorizon, got {type(spec).__name__}."
     )
 
 
@@ -923,6 +993,8 @@ def _method_runs(task, model, name, plan, seeds, entry, store):
             "not a Keras optimizer."
         )
     digest = identity(optimizer)
+    if plan.horizon:
+        digest = _digest([digest, "told the horizon"])
     saved = entry["methods"].get(name)
     if saved is None or saved["identity"] != digest:
         saved = entry["methods"][name] = {"identity": digest, "runs": {}}
@@ -935,7 +1007,7 @@ def _method_runs(task, model, name, plan, seeds, entry, store):
             trainer = Trainer(task, model, optimizer)
         if plan.before_run is not None:
             plan.before_run(trainer, seed)
-        saved["runs"][str(seed)] = trainer.run(seed).to_dict()
+        saved["runs"][str(seed)] = trainer.run(seed, horizon=plan.horizon).to_dict()
         store.save()
     return [Run.from_dict(saved["runs"][str(s)]) for s in seeds]
 

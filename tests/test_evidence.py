@@ -239,6 +239,55 @@ def test_identity_leaves_out_a_setting_added_at_its_neutral_value():
     assert evidence.identity(sgd) == digest(sgd, {"name"})
 
 
+def _sensing_agent():
+    from keras_neuromod import NmAdam
+    from keras_neuromod.agrn import Genome
+    from keras_neuromod.inputs import SENSING
+
+    return NmAdam(agent=Genome.random(SENSING.size, 8, 3, rng=0), inputs="sensing")
+
+
+def test_with_horizon_tells_each_training_its_updates_and_clears_them(tmp_path):
+    from keras_neuromod.callbacks import ModulationTracer
+    from keras_neuromod.inputs import SENSING
+
+    trainer = evidence.Trainer(TINY, "linear", _sensing_agent())
+    examples = len(TINY.splits(3).train[0])
+    updates = TINY.epochs * math.ceil(examples / TINY.batch_size)
+    tracer = ModulationTracer(update_freq=1)
+    trainer.run(3, callbacks=[tracer], horizon=True)
+    progress = tracer.inputs[:, 0, SENSING.names.index("progress")]
+    known = tracer.inputs[:, 0, SENSING.names.index("horizon_known")]
+    np.testing.assert_allclose(progress, np.arange(1, updates + 1) / updates, atol=1e-6)
+    assert np.all(known == 1)
+    assert float(trainer.optimizer.horizon_variable.numpy()) == 0.0
+    tracer = ModulationTracer(update_freq=1)
+    trainer.run(3, callbacks=[tracer])  # not told: the inputs read 0
+    assert not tracer.inputs[:, 0, SENSING.names.index("horizon_known")].any()
+    with pytest.raises(ValueError, match="Only a neuromodulated optimizer"):
+        evidence.Trainer(TINY, "linear", keras.optimizers.Adam()).run(0, horizon=True)
+
+
+def test_with_horizon_is_a_method_of_its_own_in_a_record(tmp_path, monkeypatch):
+    path = tmp_path / "record.json"
+    methods = {
+        "told": evidence.WithHorizon(_sensing_agent),
+        "not told": _sensing_agent,
+        "told, frozen": evidence.WithHorizon(evidence.Ablated(_sensing_agent, "frozen")),
+    }
+    report = evidence.compare(TINY, methods, models="linear", seeds=2, record=path)
+    saved = json.loads(path.read_text())["models"]["linear"]["methods"]
+    assert len({saved[name]["identity"] for name in methods}) == 3
+    assert report.runs("linear", "told") != report.runs("linear", "not told")
+    monkeypatch.setattr(evidence.Trainer, "run", None)  # resumed: nothing trains again
+    again = evidence.compare(TINY, methods, models="linear", seeds=2, record=path)
+    for name in methods:
+        assert again.runs("linear", name) == report.runs("linear", name)
+    for bad in (evidence.Tuned("Adam"), "Adam", evidence.WithHorizon(_sensing_agent)):
+        with pytest.raises(ValueError, match="WithHorizon takes"):
+            evidence.WithHorizon(bad)
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

@@ -124,3 +124,39 @@ def test_a_small_comparison_records_resumes_and_stores_its_summary(
         with pytest.raises(SystemExit) as exit_info:
             example.parse_args(bad)
         assert exit_info.value.code == 2
+
+
+@pytest.mark.slow
+def test_an_agent_that_reads_the_horizon_is_told_it_and_also_compared_untold(
+    example, tmp_path, capsys, monkeypatch
+):
+    from keras_neuromod.inputs import SENSING
+
+    monkeypatch.setattr(example, "DEFAULTS", ("Adam",))
+    monkeypatch.setattr(example, "TUNED", {})
+    agent = str(tmp_path / "sensing.json")
+    genome = Genome.random(SENSING.size, 8, 3, rng=1)
+    zoo.save(
+        zoo.Agent(name="sensing", base="adam", genome=genome, settings={"inputs": "sensing"}),
+        agent,
+    )
+    out = str(tmp_path / "out")
+    argv = ["--quick", "--tasks", "diabetes:linear", "--seeds", "2", "--agent", agent]
+    example.main(argv + ["--ablations", "--out", out])
+    capsys.readouterr()
+    result = read_json(os.path.join(out, "generalization.json"))
+    assert [r["method"] for r in result["rows"]] == [
+        "Adam",
+        "sensing",
+        "sensing / not told",
+        "sensing / frozen",
+        "sensing / network mean",
+    ]
+    assert ("sensing", "sensing / not told") in {
+        (s["method"], s["baseline"]) for s in result["summary"]
+    }
+    saved = read_json(os.path.join(out, "records", "diabetes.json"))["models"]["linear"]
+    told, untold = saved["methods"]["sensing"], saved["methods"]["sensing / not told"]
+    assert told["identity"] != untold["identity"] and told["runs"] != untold["runs"]
+    stamp = read_json(os.path.join(out, "trace_sensing_diabetes_linear.json"))
+    assert stamp["told the horizon"] is True

@@ -248,3 +248,11 @@ def test_config_and_model_save_round_trip_keep_the_input_set(tmp_path):
         a.train_on_batch(x[:8], x[:8, :2])
     for v, w in zip(model.trainable_variables, loaded.trainable_variables):
         np.testing.assert_allclose(v.numpy(), w.numpy(), atol=1e-6)
+
+
+def test_an_agent_reads_the_horizon_only_with_the_sensing_inputs():
+    from keras_neuromod.agents import Agent
+
+    sensing = Agent(name="s", base="adam", genome=_agent(NmAdam), settings={"inputs": "sensing"})
+    paper = Agent(name="p", base="adam", genome=Genome.random(13, 8, 2, rng=0))
+    assert sensing.reads_horizon and not paper.reads_horizon
