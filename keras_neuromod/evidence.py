@@ -344,6 +344,7 @@ class Trainer:
                 self.optimizer.set_horizon(None)
 
     def _train(self, seed, split, callbacks, counter, orders):
+        """`run`'s training on the epochs' `orders`, then its score."""
         task = self.task
         x, y = task.splits(seed).train
         # one `fit` per epoch, on that epoch's order (Keras's own shuffling would
