@@ -64,6 +64,20 @@ def test_zoo_show_prints_the_card_and_refuses_an_unknown_agent(capsys, tmp_path)
     assert exit_info.value.code == 2
 
 
+def test_zoo_show_prints_the_verdicts_of_an_evidence_record(capsys):
+    assert main(["zoo", "show", "nm_adam_general"]) == 0
+    out = capsys.readouterr().out
+    record = zoo.load("nm_adam_general").benchmark["held_out"]
+    assert f"{record['seeds']} seeds on each of {len(record['pairs'])} (task, model) pairs" in out
+    rows = {line.split("  ")[0]: line for line in out.splitlines()}
+    for entry in record["summary"]:
+        ratio = entry["log_error_ratio"]
+        line = rows[entry["baseline"]]
+        assert f"{entry['better']} / {entry['within_noise']} / {entry['worse']}" in line
+        assert f"{ratio['mean']:+.2f} [{ratio['ci'][0]:+.2f}, {ratio['ci'][1]:+.2f}]" in line
+        assert line.rstrip().endswith(ratio["verdict"])
+
+
 def test_evolve_is_the_example_flag_for_flag(tmp_path, capsys):
     out = str(tmp_path / "run")
     assert main(["evolve", *TINY, "--generations", "1", "--out", out]) == 0

@@ -10,6 +10,7 @@ reads an agent file (`runs/evolve/best_agent.json`).
 
 import argparse
 import json
+import math
 
 from keras_neuromod.cli import _output
 
@@ -132,10 +133,54 @@ def show_agent(name_or_path, zoo_dir=None, as_json=False):
     if agent.provenance:
         _print_provenance(agent.provenance)
     for key, record in agent.benchmark.items():
-        command = record.get("command") if isinstance(record, dict) else None
-        print(f"\nRecord {key!r}" + (f", made by:\n  {command}" if command else ""))
+        _print_record(key, record)
     print(f"\n`{PROG} show {name_or_path} --json` gives the whole card.")
     return agent
+
+
+def _print_record(key, record):
+    """Print one of a card's records: what made it and, where it holds one, its verdicts."""
+    record = record if isinstance(record, dict) else {}
+    command = record.get("command")
+    print(f"\nRecord {key!r}" + (f", made by:\n  {command}" if command else ""))
+    summary = record.get("summary")
+    if (
+        isinstance(summary, list)
+        and summary
+        and all(
+            isinstance(s, dict) and {"baseline", "better", "within_noise", "worse"} <= set(s)
+            for s in summary
+        )
+    ):
+        # an evidence record (`evidence.aggregate`): verdicts per pair, and across tasks
+        rows = []
+        for s in summary:
+            ratio = s.get("log_error_ratio") or {}
+            low, high = ratio.get("ci", (math.nan, math.nan))
+            rows.append(
+                (
+                    s["baseline"],
+                    f"{s['better']} / {s['within_noise']} / {s['worse']}",
+                    f"{ratio.get('mean', math.nan):+.2f} [{low:+.2f}, {high:+.2f}]",
+                    ratio.get("verdict", ""),
+                )
+            )
+        print(
+            f"{record.get('seeds', '?')} seeds on each of {len(record.get('pairs', ()))} "
+            f"(task, model) pairs of {record.get('tasks', '?')} tasks; the agent minus:"
+        )
+        print(
+            _output.table(
+                rows,
+                headers=(
+                    "baseline",
+                    "pairs better / within noise / worse",
+                    "mean log error ratio [95% CI over tasks]",
+                    "verdict",
+                ),
+                align="llll",
+            )
+        )
 
 
 def _print_card_json(agent):
