@@ -65,6 +65,7 @@ import numpy as np  # noqa: E402
 import _common  # noqa: E402
 from keras_neuromod import datasets  # noqa: E402
 from keras_neuromod import evidence  # noqa: E402
+from keras_neuromod import inputs as input_sets  # noqa: E402
 from keras_neuromod import tasks  # noqa: E402
 from keras_neuromod import zoo  # noqa: E402
 from keras_neuromod.callbacks import ModulationTracer  # noqa: E402
@@ -149,6 +150,10 @@ def _load_agents(parser, args):
     except (OSError, ValueError, KeyError) as error:
         parser.error(str(error).strip("'\""))
     names = [a.name for a in args.agents]
+    labels = [control_label(c) for c in args.controls]
+    shared = sorted({n for n in labels + names if (labels + names).count(n) > 1})
+    if shared:
+        parser.error(f"two agents or controls would share the name {shared[0]!r}")
     unknown = sorted(set(args.ablations or ()) - set(names))
     if unknown:
         parser.error(f"--ablations names {unknown}, which are not among the agents {names}")
@@ -206,8 +211,12 @@ def held_out_pairs(spec=None):
 
 
 def control_label(agent):
+    """A control's method name: its search and base ("static search (adam)"), and its input
+    set where that is not the core paper's ("static search (adam, sensing)")."""
     search = agent.provenance.get("algorithm", "random")
-    return f"{search} search ({agent.base})"
+    inputs = agent.settings.get("inputs", input_sets.LEGACY)
+    where = agent.base if inputs == input_sets.LEGACY else f"{agent.base}, {inputs}"
+    return f"{search} search ({where})"
 
 
 def methods(args):

@@ -160,3 +160,31 @@ def test_an_agent_that_reads_the_horizon_is_told_it_and_also_compared_untold(
     assert told["identity"] != untold["identity"] and told["runs"] != untold["runs"]
     stamp = read_json(os.path.join(out, "trace_sensing_diabetes_linear.json"))
     assert stamp["told the horizon"] is True
+
+
+def test_controls_are_named_by_search_base_and_input_set_and_never_twice(example, tmp_path):
+    from keras_neuromod.inputs import SENSING
+
+    def control(name, inputs=None):
+        size = 13 if inputs is None else SENSING.size
+        settings = {} if inputs is None else {"inputs": inputs}
+        genome = Genome.random(size, 8, 2, rng=3)
+        agent = zoo.Agent(
+            name=name,
+            base="adam",
+            genome=genome,
+            settings=settings,
+            provenance={"algorithm": "static"},
+        )
+        return zoo.save(agent, str(tmp_path / f"{name}.json"))
+
+    paper, sensing, again = control("a"), control("b", "sensing"), control("c")
+    argv = ["--tasks", "wine:mlp", "--agent", "nm_adam_digits", "--control"]
+    args = example.parse_args(argv + [paper, sensing])
+    assert [example.control_label(c) for c in args.controls] == [
+        "static search (adam)",
+        "static search (adam, sensing)",
+    ]
+    with pytest.raises(SystemExit) as exit_info:  # two controls of one name
+        example.parse_args(argv + [paper, again])
+    assert exit_info.value.code == 2
