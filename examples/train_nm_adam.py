@@ -32,6 +32,7 @@ from keras_neuromod import bases  # noqa: E402
 from keras_neuromod import datasets  # noqa: E402
 from keras_neuromod import models  # noqa: E402
 from keras_neuromod.callbacks import ModulationTracer  # noqa: E402
+from keras_neuromod.callbacks import TrainingHorizon  # noqa: E402
 
 DEFAULT_AGENT = "nm_adam_digits"
 
@@ -185,8 +186,10 @@ def main(argv=None):
     )
     histories, seconds = {}, {}
     keras.utils.set_random_seed(args.seed)
+    # TrainingHorizon tells an agent that reads its progress (the "sensing" inputs) how
+    # long `fit` runs; agents of other input sets ignore it
     histories["Nm-Adam"], seconds["Nm-Adam"] = train(
-        "Nm-Adam", NmAdam(agent=agent), data, args, [tracer]
+        "Nm-Adam", NmAdam(agent=agent), data, args, [tracer, TrainingHorizon()]
     )
     keras.utils.set_random_seed(args.seed)
     histories["Adam"], seconds["Adam"] = train("Adam", keras.optimizers.Adam(), data, args)
