@@ -44,7 +44,9 @@ class NmSGD(NeuromodulatedOptimizer):
         max_regulatory: capacity for regulatory proteins (see `set_genome`).
         learning_rate: a multiplier (float or schedule) on the modulated
             learning rate; 1.0 by default.
-        inputs: the agent's input set (see `NeuromodulatedOptimizer`).
+        inputs: the agent's input set (see `NeuromodulatedOptimizer`). An agent
+            of the ``"sensing"`` set reads its progress when told how long the
+            training runs: pass `callbacks.TrainingHorizon()` to `fit`.
         outputs: the agent's output set, ``"paper"`` or ``"centred"`` (see
             `NeuromodulatedOptimizer`).
         **kwargs: Keras's base optimizer options (`clipnorm`, `weight_decay`,
