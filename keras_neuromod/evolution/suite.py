@@ -357,10 +357,11 @@ def batch_sizes(task, examples):
     those that make at least `MIN_BATCHES` batches of its `examples` training examples,
     and the task's own batch size.
 
-    At a smaller batch size than its task's, an instance makes as many updates as
+    At a smaller batch size than its task's, an instance makes about as many updates as
     at the task's (in fewer epochs); at a larger one it trains as many epochs (in
     fewer, larger updates), as a user who raises the batch size keeps the epochs.
-    Either way it costs at most what it would at its task's batch size.
+    Either way it trains on at most as many examples as at its task's batch size
+    (at least one epoch: a few more updates where an epoch rounds up).
     """
     sizes = {b for b in BATCH_SIZES if b * MIN_BATCHES <= examples} | {task.batch_size}
     return tuple(sorted(sizes))
