@@ -189,7 +189,7 @@ class SuiteTask:
             tasks' budgets and gradients and weights of other sizes.
             ``"batches"``: as ``"varied"``, and its batch size is drawn from
             `BATCH_SIZES` (8 to 256, `batch_sizes`): smaller than the task's,
-            it makes as many updates as at the task's; larger, it trains as
+            it makes about as many updates as at the task's; larger, it trains as
             many epochs. ``"none"``: the task's budget, unscaled; a suite
             written without the field (before it) reads as this.
     """
