@@ -78,6 +78,18 @@ def test_zoo_show_prints_the_verdicts_of_an_evidence_record(capsys):
         assert line.rstrip().endswith(ratio["verdict"])
 
 
+def test_zoo_show_prints_a_comparisons_paired_differences(capsys):
+    assert main(["zoo", "show", "nm_sgd_digits"]) == 0
+    out = capsys.readouterr().out
+    record = zoo.load("nm_sgd_digits").benchmark["digits"]
+    assert f"{record['seeds']} seeds on digits; the agent's test accuracy minus" in out
+    lines = [line.split() for line in out.splitlines()]
+    for p in record["paired"]:
+        low, high = p["ci"]
+        cells = [p["model"], p["baseline"], f"{p['mean']:+.4f}", f"[{low:+.4f},", f"{high:+.4f}]"]
+        assert cells + p["verdict"].split() in lines
+
+
 def test_evolve_is_the_example_flag_for_flag(tmp_path, capsys):
     out = str(tmp_path / "run")
     assert main(["evolve", *TINY, "--generations", "1", "--out", out]) == 0

@@ -143,6 +143,7 @@ def _print_record(key, record):
     record = record if isinstance(record, dict) else {}
     command = record.get("command")
     print(f"\nRecord {key!r}" + (f", made by:\n  {command}" if command else ""))
+    _print_paired(record)
     summary = record.get("summary")
     if (
         isinstance(summary, list)
@@ -181,6 +182,37 @@ def _print_record(key, record):
                 align="llll",
             )
         )
+
+
+def _print_paired(record):
+    """A comparison's paired differences (`keras-neuromod compare --record`), if it holds them:
+    per model and baseline, the agent's mean difference, its 95% interval and the verdict."""
+    paired = record.get("paired")
+    keys = {"model", "baseline", "mean", "ci", "verdict"}
+    if not isinstance(paired, list) or not all(
+        isinstance(p, dict) and keys <= set(p) for p in paired
+    ):
+        return
+    rows = [r for r in record.get("rows") or () if isinstance(r, dict)]
+    metric = rows[0].get("metric_name", "metric") if rows else "metric"
+    print(
+        f"{record.get('seeds', '?')} seeds on {record.get('dataset', '?')}; the agent's test "
+        f"{metric} minus the baseline's:"
+    )
+    rows = [
+        (
+            p["model"],
+            p["baseline"],
+            f"{p['mean']:+.4f} [{p['ci'][0]:+.4f}, {p['ci'][1]:+.4f}]",
+            p["verdict"],
+        )
+        for p in paired
+    ]
+    print(
+        _output.table(
+            rows, headers=("model", "baseline", "difference [95% CI]", "verdict"), align="llll"
+        )
+    )
 
 
 def _print_card_json(agent):
