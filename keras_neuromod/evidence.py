@@ -323,29 +323,28 @@ class Trainer:
         tells it in one `fit`; the training here is one `fit` per epoch, which
         that callback would read as the last.
         """
-        task = self.task
-        splits = task.splits(seed)
         self._start(seed)
-        counter = _StepCounter()
-        x, y = splits.train
-        orders = task.data_order(seed)
+        orders = self.task.data_order(seed)  # [epochs, training examples]
         if horizon:
             if not hasattr(self.optimizer, "set_horizon"):
                 raise ValueError(
                     f"Only a neuromodulated optimizer is told a horizon, not "
                     f"{type(self.optimizer).__name__}."
                 )
+            epochs, examples = orders.shape
             every = self.optimizer.gradient_accumulation_steps or 1
-            self.optimizer.set_horizon(len(orders) * math.ceil(len(x) / task.batch_size) // every)
+            steps = epochs * math.ceil(examples / self.task.batch_size)
+            self.optimizer.set_horizon(steps // every)
         try:
-            return self._train(seed, split, callbacks, counter, orders)
+            return self._train(seed, split, callbacks, orders)
         finally:
             if horizon:
                 self.optimizer.set_horizon(None)
 
-    def _train(self, seed, split, callbacks, counter, orders):
+    def _train(self, seed, split, callbacks, orders):
         """`run`'s training on the epochs' `orders`, then its score."""
         task = self.task
+        counter = _StepCounter()
         x, y = task.splits(seed).train
         # one `fit` per epoch, on that epoch's order (Keras's own shuffling would
         # draw another order for every method)
