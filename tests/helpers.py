@@ -26,9 +26,13 @@ def fixed(**values):
     return {name: (value, value) for name, value in values.items()}
 
 
+# the logbook's columns that time a generation (wall and CPU seconds): they vary from run to run
+TIMINGS = ("seconds", "cpu_seconds")
+
+
 def logbook_records(result):
     """An evolution's logbook without its timings, which differ from run to run."""
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in result.logbook]
+    return [{k: v for k, v in r.items() if k not in TIMINGS} for r in result.logbook]
 
 
 def train_weights(optimizer, steps=12):
@@ -76,6 +80,14 @@ def toy_evolution(**kwargs):
     )
     options.update(kwargs)
     return evolve(**options)
+
+
+def cpu_toy_fitness(genome, architecture, seed):
+    """`toy_fitness`, after spending 0.02 s of CPU."""
+    end = time.process_time() + 0.02
+    while time.process_time() < end:
+        pass
+    return toy_fitness(genome, architecture, seed)
 
 
 def sphere(genomes, rng):

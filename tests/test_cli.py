@@ -186,3 +186,18 @@ def test_compare_is_the_example_flag_for_flag(capsys):
         main(["compare", "--agent", "no_such_agent"])
     assert exit_info.value.code == 2
     assert "keras-neuromod compare" in capsys.readouterr().err
+
+
+def test_an_agents_cpu_hours_add_the_measured_generations_and_estimate_the_others():
+    # generations of a resumed run: two recorded without their CPU time, two with it
+    logbook = [
+        {"seconds": 100.0},
+        {"seconds": 50.0, "cpu_seconds": None},
+        {"seconds": 400.0, "cpu_seconds": 700.0},
+        {"seconds": 300.0, "cpu_seconds": 500.0},
+    ]
+    record = evolve._cpu_hours(logbook, workers=2, selection={"cpu_seconds": 600.0})
+    assert record["cpu_hours"] == round((150 * 2 + 700 + 500 + 600) / 3600, 2)
+    assert record["cpu_hours_estimated"].startswith("2 of 4 generations")
+    measured = evolve._cpu_hours(logbook[2:], workers=2, selection=None)
+    assert measured == {"cpu_hours": round(1200 / 3600, 2)}

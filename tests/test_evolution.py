@@ -111,6 +111,17 @@ def raising_fitness(genome, architecture, seed):
     raise RuntimeError("this fitness always fails")
 
 
+def cpu_fitness(genome, architecture, seed):
+    """Seed 0 spends 0.2 s of CPU, any other seed sleeps 0.3 s: CPU time is not wall time."""
+    if seed == 0:
+        end = time.process_time() + 0.2
+        while time.process_time() < end:
+            pass
+    else:
+        time.sleep(0.3)
+    return 1.0
+
+
 def toy_jobs(genomes, architecture="A", seed=1):
     """Jobs that evaluate `genomes`, and what `toy_fitness` scores them."""
     jobs = [{"genome": g, "architecture": architecture, "seed": seed} for g in genomes]
@@ -532,6 +543,53 @@ def test_process_backend_gives_the_serial_result():
     assert logbook_records(
         toy_evolution(seed=7, generations=2, backend="process", workers=2)
     ) == logbook_records(toy_evolution(seed=7, generations=2))
+
+
+@pytest.mark.parametrize("backend", ["serial", pytest.param("process", marks=pytest.mark.slow)])
+def test_backends_add_up_the_cpu_time_of_their_jobs_not_the_wall_time(backend):
+    def jobs(seed, n):
+        return [{"genome": {}, "architecture": "A", "seed": seed}] * n
+
+    engine = make_backend(backend, cpu_fitness, workers=2)
+    try:
+        engine.map(jobs(1, 4))  # (each worker's first job imports what evaluating needs)
+        start = engine.cpu_seconds
+        engine.map(jobs(0, 3))
+        busy = engine.cpu_seconds - start
+        engine.map(jobs(1, 2))
+        asleep = engine.cpu_seconds - start - busy
+    finally:
+        engine.close()
+    assert 0.6 <= busy < 0.9  # three jobs of 0.2 s each
+    assert 0.0 <= asleep < 0.1  # two jobs of 0.3 s asleep
+
+
+def test_the_logbook_records_each_generations_cpu_time_and_resumes_without_it(tmp_path):
+    def cpu(r):
+        return r.get("cpu_seconds")
+
+    out = str(tmp_path / "run")
+    first = toy_evolution(
+        seed=3, generations=2, population=6, fitness=helpers.cpu_toy_fitness, out=out
+    )
+    # every evaluation spends 0.02 s of CPU in the (serial) worker
+    for record in first.logbook:
+        assert 0.02 * record["evals"] <= cpu(record) < 0.02 * record["evals"] + 0.1
+    # a checkpoint written before the CPU time was recorded resumes, and keeps it unknown
+    path = os.path.join(out, "checkpoint.json")
+    data = read_json(path)
+    for record in data["logbook"]:
+        del record["cpu_seconds"]
+    with open(path, "w") as stream:
+        json.dump(data, stream)
+    resumed = toy_evolution(
+        seed=3, generations=3, population=6, fitness=helpers.cpu_toy_fitness, out=out, resume=True
+    )
+    assert [cpu(r) is None for r in resumed.logbook] == [True, True, False]
+    assert logbook_records(resumed)[:2] == logbook_records(first)
+    with open(os.path.join(out, "checkpoint.json")) as stream:
+        saved = json.load(stream)["logbook"]
+    assert ["cpu_seconds" in r for r in saved] == [False, False, True]
 
 
 # -- real training ------------------------------------------------------------

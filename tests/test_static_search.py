@@ -5,6 +5,7 @@ Agents with collapsed ranges against Keras's optimizers (TensorFlow here, JAX in
 with a recording backend; real trainings in a JAX worker and the example.
 """
 
+import csv
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 
+from helpers import TIMINGS
 from helpers import train_weights
 from keras_neuromod import NmAdam
 from keras_neuromod import NmSGD
@@ -122,6 +124,7 @@ class Recorder:
     """A backend that records the jobs and scores them with a cheap, deterministic function."""
 
     runs = []
+    cpu_seconds = 0.0  # (a backend's count of its workers' CPU time)
 
     def __init__(self, *args, **kwargs):
         self.jobs = []
@@ -212,7 +215,8 @@ def test_same_seed_same_search_and_resumed_equals_uninterrupted(recorded, tmp_pa
     checkpoints = [json.load(open(tmp_path / name / "checkpoint.json")) for name in "ab"]
     for checkpoint in checkpoints:
         for record in checkpoint["logbook"]:
-            record.pop("seconds")
+            for key in TIMINGS:
+                record.pop(key)
     assert checkpoints[0] == checkpoints[1]
     assert (
         checkpoints[0]["settings"]["algorithm"] == "static" and checkpoints[0]["population"] == []
@@ -325,6 +329,10 @@ def test_evolve_example_writes_the_static_agent_chosen_on_the_validation_draw(tm
     assert agent.name == "static_adam_general" and record["algorithm"] == "static"
     assert summary["evaluations"] == record["evaluations"] == 6
     assert "--algorithm static" in record["command"]
+    # the CPU time is measured: every generation's, and the selection's
+    with open(tmp_path / "logbook.csv") as stream:
+        assert all(float(row["cpu_seconds"]) > 0 for row in csv.DictReader(stream))
+    assert record["selection"]["cpu_seconds"] > 0 and "cpu_hours_estimated" not in record
     assert all(lo == hi for lo, hi in agent.ranges.values())
     # the agent is the candidate the selection scored: the same draw scores it the same
     from keras_neuromod.evolution.static import FixedHyperparameters

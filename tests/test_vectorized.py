@@ -23,6 +23,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from keras import ops
 
+from helpers import TIMINGS
 from helpers import logbook_records
 from keras_neuromod import Genome
 from keras_neuromod import tasks
@@ -603,7 +604,8 @@ def _evolve(**kwargs):
 def _checkpoint(folder):
     data = read_json(folder / "checkpoint.json")
     for record in data["logbook"]:
-        record.pop("seconds")
+        for key in TIMINGS:
+            record.pop(key)
     return data
 
 

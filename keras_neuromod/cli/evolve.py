@@ -69,6 +69,7 @@ import argparse
 import csv
 import math
 import os
+import resource
 import sys
 import time
 
@@ -583,12 +584,14 @@ def select_agent(args, result):
         f"{args.instances} validation instances ...",
         flush=True,
     )
+    before = _cpu_seconds()
     scores = score_on_validation(
         [c.genome for c in candidates],
         args.task_spec,
         draws=args.validation_draws,
         workers=args.workers,
     )
+    cpu_seconds = _cpu_seconds() - before
     means = scores.mean(axis=1)
     _print_candidates(candidates, means, static=args.algorithm == "static")
     chosen = int(np.argmax(means))
@@ -602,7 +605,15 @@ def select_agent(args, result):
         * args.instances,
         "score": round(float(means[chosen]), 4),
         "scores": [round(float(m), 4) for m in means],
+        "cpu_seconds": round(cpu_seconds, 1),
     }
+
+
+def _cpu_seconds():
+    """CPU seconds of this process and of its finished workers (their processes are joined)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
 
 
 def _distinct_candidates(result):
@@ -646,6 +657,7 @@ def provenance(args, result, chosen, selection):
     """The agent card's provenance: what it evolved on, its budget, the reproducing command."""
     seconds = sum(r["seconds"] for r in result.logbook)
     workers = args.workers or os.cpu_count() or 1
+    cpu_hours = _cpu_hours(result.logbook, min(workers, os.cpu_count() or 1), selection)
     record = {
         "population": args.population,
         "generations": result.generations,
@@ -662,11 +674,29 @@ def provenance(args, result, chosen, selection):
         {
             "evolution_seconds": round(seconds, 1),
             "workers": workers,
-            "cpu_hours": round(seconds * min(workers, os.cpu_count() or 1) / 3600, 2),
+            **cpu_hours,
             "library_version": keras_neuromod.__version__,
             "command": reproducing_command(args, result.generations),
         }
     )
+    return record
+
+
+def _cpu_hours(logbook, workers, selection):
+    """The card's ``cpu_hours``: the workers' CPU time on the generations and the selection.
+
+    A generation that a checkpoint recorded without its CPU time counts as its
+    wall time times `workers`; ``cpu_hours_estimated`` then says how many.
+    """
+    unmeasured = [r["seconds"] for r in logbook if r.get("cpu_seconds") is None]
+    seconds = sum(r["cpu_seconds"] for r in logbook if r.get("cpu_seconds") is not None)
+    seconds += sum(unmeasured) * workers + (selection or {}).get("cpu_seconds", 0.0)
+    record = {"cpu_hours": round(seconds / 3600, 2)}
+    if unmeasured:
+        record["cpu_hours_estimated"] = (
+            f"{len(unmeasured)} of {len(logbook)} generations, recorded without their "
+            f"CPU time, count as wall time x {workers} workers"
+        )
     return record
 
 

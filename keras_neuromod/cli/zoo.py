@@ -37,6 +37,7 @@ _MADE = (
     "evolution_seconds",
     "workers",
     "cpu_hours",
+    "cpu_hours_estimated",
     "library_version",
 )
 

@@ -113,7 +113,11 @@ class EvolutionResult:
             pick; fitnesses of different generations come from different tasks).
         hall_of_fame: DEAP `HallOfFame` of the best individuals of the run
             (fitnesses of different generations come from different tasks).
-        logbook: DEAP `Logbook`, one record per generation.
+        logbook: DEAP `Logbook`, one record per generation: its draw
+            (``architecture``), evaluations, species, mean genome size, the
+            fitness statistics, ``drift``, the wall ``seconds`` and
+            ``cpu_seconds``, the workers' CPU time on its evaluations
+            (missing for generations a checkpoint recorded without it).
         generations: generations finished.
         evaluations: evaluations over the whole run.
         evaluated_now: evaluations made by this call (0 for a finished run).
@@ -192,6 +196,7 @@ class _Run:
             "std",
             "drift",
             "seconds",
+            "cpu_seconds",
         ]
         self.hall_of_fame = tools.HallOfFame(settings["hall_of_fame"])
         self.last_best = None  # the last generation's best (the checkpoint's "best")
@@ -416,13 +421,15 @@ class _CheckpointReader:
         """Record the saved logbook's `generations` records into the DEAP `logbook`."""
         records = _fields.items(self.data["logbook"], self.at("logbook"), length=generations)
         for i, record in enumerate(records):
-            # "drift" derives from the means: a checkpoint written before it gets it here
-            required = [key for key in logbook.header if key != "drift"]
-            _fields.fields(record, self.at(f"logbook[{i}]"), required, ["drift"])
+            # "drift" derives from the means: a checkpoint written before it gets it here;
+            # one written before "cpu_seconds" was measured leaves it empty
+            optional = ["drift", "cpu_seconds"]
+            required = [key for key in logbook.header if key not in optional]
+            _fields.fields(record, self.at(f"logbook[{i}]"), required, optional)
             for key in ("gen", "evals", "species"):
                 _fields.integer(record[key], self.at(f"logbook[{i}].{key}"))
             _fields.text(record["architecture"], self.at(f"logbook[{i}].architecture"))
-            for key in ("size", "max", "mean", "min", "std", "drift", "seconds"):
+            for key in ("size", "max", "mean", "min", "std", "drift", "seconds", "cpu_seconds"):
                 if key in record:
                     _fields.number(record[key], self.at(f"logbook[{i}].{key}"))
             if "drift" not in record:
@@ -832,6 +839,7 @@ class _Scoring:
     def __init__(self, engine, architecture, seed, expected, generation, progress):
         self.engine, self.architecture, self.seed = engine, architecture, seed
         self.count = 0
+        self.cpu_seconds = 0.0  # the workers' CPU time on this draw's evaluations
         self.bar, self.tick = _progress_bar(expected, generation, progress)
 
     def __call__(self, genomes):
@@ -842,9 +850,11 @@ class _Scoring:
         if self.bar is not None:
             self.bar.total = self.count + len(jobs)
             self.bar.refresh()
+        before = self.engine.cpu_seconds
         values = self.engine.map(jobs, progress=self.tick)
         check_not_all_failed(self.engine)
         self.count += len(jobs)
+        self.cpu_seconds += self.engine.cpu_seconds - before
         return values
 
     def __enter__(self):
@@ -855,7 +865,7 @@ class _Scoring:
             self.bar.close()
 
 
-def _record(run, population, fitnesses, architecture, evaluated, species, start, verbose):
+def _record(run, population, fitnesses, score, species, start, verbose):
     """Log the generation; update the fitness range, the hall of fame, the bests and the count."""
     run.fitness_range = grneat.widen_fitness_range(run.fitness_range, fitnesses)
     individuals = [Individual(g, f, run.generation) for g, f in zip(population, fitnesses)]
@@ -863,16 +873,17 @@ def _record(run, population, fitnesses, architecture, evaluated, species, start,
     run.last_best = _best_of(individuals)
     run.run_best = _run_best(run.hall_of_fame, run.run_best, run.last_best)
     run.recent_bests = [*run.recent_bests, run.last_best][-RECENT_BESTS:]
-    run.evaluations += evaluated
+    run.evaluations += score.count
     record = {k: float(v) for k, v in _statistics().compile(individuals).items()}
     run.logbook.record(
         gen=run.generation,
-        architecture=architecture,
-        evals=evaluated,
+        architecture=score.architecture,
+        evals=score.count,
         species=species,
         size=float(np.mean([g.n_regulatory for g in population])),
         drift=drift([r["mean"] for r in run.logbook] + [record["mean"]]),
         seconds=round(time.perf_counter() - start, 2),
+        cpu_seconds=round(score.cpu_seconds, 2),
         **record,
     )
     if verbose:
@@ -902,7 +913,7 @@ def _generation(run, engine, models, progress, verbose):
                 population, fitnesses, species, score, rng, config
             )
             grneat.adapt_thresholds(species, config)
-    _record(run, population, fitnesses, architecture, score.count, len(species), start, verbose)
+    _record(run, population, fitnesses, score, len(species), start, verbose)
     if random_search:
         n_inputs, n_outputs = population[0].n_inputs, population[0].n_outputs
         run.population, run.species = grneat.random_population(n_inputs, n_outputs, rng, config), []
@@ -930,7 +941,7 @@ def _static_generation(run, engine, models, progress, verbose):
     ) as score:
         fitnesses = score(candidates)
     run.search.tell(positions, fitnesses)
-    _record(run, candidates, fitnesses, architecture, score.count, 0, start, verbose)
+    _record(run, candidates, fitnesses, score, 0, start, verbose)
     task = _task_from_dict(run.settings["task"])
     grneat.random_population(task.n_inputs, task.n_outputs, run.rng, run.config)
     run.generation += 1

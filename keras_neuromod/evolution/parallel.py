@@ -192,6 +192,13 @@ def evaluate_job(fitness, job):
     return float(fitness(genome, architecture, seed))
 
 
+def _timed_job(fitness, job):
+    """`evaluate_job`'s answer, and the CPU seconds this process spent on it (all its threads)."""
+    start = time.process_time()
+    value = _answer(evaluate_job(fitness, job))
+    return value, time.process_time() - start
+
+
 def check_trainable(fitness, vectorized):
     """Refuse a fitness that the chosen kind of evaluation cannot train.
 
@@ -312,6 +319,7 @@ class SerialBackend:
     def __init__(self, fitness, threads=None):
         self.fitness = fitness
         self.failures, self.mapped = [], 0
+        self.cpu_seconds = 0.0
         _set_threads(threads)
 
     def map(self, jobs, progress=None):
@@ -321,11 +329,14 @@ class SerialBackend:
         while not retries.finished:
             index = retries.next()
             try:
-                retries.succeeded(index, evaluate_job(self.fitness, jobs[index]))
+                value, cpu = _timed_job(self.fitness, jobs[index])
             except TaskError:
                 raise
             except Exception as error:  # noqa: BLE001 - a failed job is run again, then scored worst
                 retries.failed(index, _summary(error), traceback.format_exc(limit=-4))
+            else:
+                self.cpu_seconds += cpu
+                retries.succeeded(index, value)
         return retries.results
 
     def close(self):
@@ -411,10 +422,10 @@ def _worker_main(connection, payload, threads, stderr=None):
             return
         index, job = message
         try:
-            value = _answer(evaluate_job(fitness, job))
+            value, cpu = _timed_job(fitness, job)
             # peak resident memory in MiB (Linux reports KiB)
             memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            connection.send((index, "ok", (value, memory)))
+            connection.send((index, "ok", (value, memory, cpu)))
         except TaskError:
             connection.send((index, "task_error", traceback.format_exc()))
         except Exception as error:  # noqa: BLE001 - reported to the parent
@@ -472,6 +483,7 @@ class ProcessBackend:
         self._payload = _payload(fitness)
         self._pool = [None] * self.workers
         self.failures, self.mapped = [], 0
+        self.cpu_seconds = 0.0
 
     def _start(self, slot):
         parent, child = self._context.Pipe()
@@ -568,7 +580,8 @@ class ProcessBackend:
             raise _task_failure("its worker's traceback follows", value)
         worker.job = None
         if status == "ok":
-            answer, memory = value
+            answer, memory, cpu = value
+            self.cpu_seconds += cpu
             retries.succeeded(index, answer)
             worker.jobs += 1
             if worker.jobs >= self.max_jobs_per_worker or memory > self.max_worker_memory:
@@ -687,7 +700,7 @@ def _ray_actor_class():
             return True
 
         def evaluate(self, job):
-            return evaluate_job(self.fitness, job)
+            return _timed_job(self.fitness, job)
 
     return Worker
 
@@ -752,6 +765,7 @@ class RayBackend:
         # Ray sends them with its cloudpickle (by value from a notebook or `python -c`)
         found = _definitions(fitness)
         self.failures, self.mapped = [], 0
+        self.cpu_seconds = 0.0
         self._actors = [worker_class.remote(fitness, found, threads) for _ in range(self.workers)]
         # An actor gets jobs once it answers a ping: after its start, and
         # after each failure (Ray restarts a dead actor).
@@ -820,7 +834,7 @@ class RayBackend:
     def _collect(self, reference, actor, index, retries):
         """The answer of job `index` from `actor` (a failure: the actor is pinged back)."""
         try:
-            value = self._ray.get(reference)
+            value, cpu = self._ray.get(reference)
         except TaskError as error:  # Ray's RayTaskError is also an instance of its cause
             raise _task_failure("its worker's traceback follows", str(error)) from None
         except Exception as error:  # noqa: BLE001 - RayActorError, RayTaskError
@@ -831,6 +845,7 @@ class RayBackend:
             )
             return
         self._idle.append(actor)
+        self.cpu_seconds += cpu
         retries.succeeded(index, value)
 
     def _kill_late(self, running, retries):
@@ -957,6 +972,11 @@ class VectorizedBackend:
     def mapped(self):
         """Chunks in the last `map`."""
         return self._inner.mapped
+
+    @property
+    def cpu_seconds(self):
+        """The CPU seconds the workers spent on the chunks that answered, so far."""
+        return self._inner.cpu_seconds
 
     def map(self, jobs, progress=None):
         chunks, spans = self.chunks(jobs)
