@@ -229,23 +229,18 @@ def methods(args):
         out[name] = evidence.Tuned(
             optimizer, schedule, axes=axes, seeds=1 if args.quick else 3, start_from=start
         )
+    # an agent that reads the training's progress is told it, as the docs ask users to
     for agent in args.agents:
-        told = _told(agent)
-        out[agent.name] = told(agent.optimizer)
-        if told is evidence.WithHorizon:
+        out[agent.name] = evidence.agent_method(agent)
+        if agent.reads_horizon:
             out[f"{agent.name} / not told"] = agent.optimizer
         if agent.name in args.ablated:
             for kind, ablation in (("frozen", "frozen"), ("network mean", "network_mean")):
-                out[f"{agent.name} / {kind}"] = told(evidence.Ablated(agent.optimizer, ablation))
+                ablated = evidence.Ablated(agent.optimizer, ablation)
+                out[f"{agent.name} / {kind}"] = evidence.agent_method(agent, ablated)
     for control in args.controls:
-        out[control_label(control)] = _told(control)(control.optimizer)
+        out[control_label(control)] = evidence.agent_method(control)
     return out
-
-
-def _told(agent):
-    """How `agent` trains here: told each training's horizon (`evidence.WithHorizon`), as
-    the docs ask users to train an agent that reads it, or as it is."""
-    return evidence.WithHorizon if agent.reads_horizon else (lambda method: method)
 
 
 def comparisons(args):

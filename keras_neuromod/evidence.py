@@ -76,6 +76,7 @@ __all__ = [
     "Tuned",
     "VERDICTS",
     "WithHorizon",
+    "agent_method",
     "aggregate",
     "compare",
     "identity",
@@ -754,6 +755,21 @@ class WithHorizon:
         else:
             method = _Factory(self.method)
         return dataclasses.replace(method.plan(context), horizon=True)
+
+
+def agent_method(agent, method=None):
+    """How a zoo agent trains in a comparison: as the docs ask its users to train it.
+
+    An agent that reads the training's progress (`Agent.reads_horizon`) is
+    told each training's horizon (`WithHorizon`); any other trains as it is.
+
+    Args:
+        agent: a `keras_neuromod.agents.Agent`.
+        method: what trains: the agent's optimizer factory (default,
+            `agent.optimizer`) or an `Ablated` of it.
+    """
+    method = agent.optimizer if method is None else method
+    return WithHorizon(method) if agent.reads_horizon else method
 
 
 def _as_method(name, spec):

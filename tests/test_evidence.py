@@ -288,6 +288,31 @@ def test_with_horizon_is_a_method_of_its_own_in_a_record(tmp_path, monkeypatch):
             evidence.WithHorizon(bad)
 
 
+def test_an_agent_that_reads_its_progress_is_told_it_in_a_comparison_and_no_other():
+    from keras_neuromod import zoo
+    from keras_neuromod.agrn import Genome
+    from keras_neuromod.inputs import SENSING
+
+    sensing = zoo.Agent(
+        name="nm_adam_sensing_test",
+        base="adam",
+        genome=Genome.random(SENSING.size, 8, 2, rng=0),
+        settings={"inputs": "sensing"},
+    )
+    paper = zoo.Agent(name="nm_adam_test", base="adam", genome=Genome.random(13, 8, 2, rng=0))
+    told = evidence.agent_method(sensing)
+    assert isinstance(told, evidence.WithHorizon) and told.method == sensing.optimizer
+    assert evidence.agent_method(paper) == paper.optimizer
+    ablated = evidence.Ablated(sensing.optimizer, "frozen")
+    assert evidence.agent_method(sensing, ablated).method is ablated
+    assert evidence.agent_method(paper, ablated) is ablated
+    # told, each training is told its horizon; as it is, not
+    plans = {}
+    for name, method in (("told", told), ("as it is", paper.optimizer)):
+        plans[name] = evidence._as_method(name, method).plan(None).horizon
+    assert plans == {"told": True, "as it is": False}
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

@@ -190,10 +190,7 @@ def labels_of(agents):
 def methods(args, labels):
     """The compared methods: each agent, Keras's SGD and Adam, and the tuned SGD* and Adam*."""
     # an agent that reads the training's progress is told it, as the docs ask users to
-    out = {
-        label: evidence.WithHorizon(agent.optimizer) if agent.reads_horizon else agent.optimizer
-        for label, agent in zip(labels, args.agents)
-    }
+    out = {label: evidence.agent_method(agent) for label, agent in zip(labels, args.agents)}
     out["SGD"], out["Adam"] = keras.optimizers.SGD, keras.optimizers.Adam
     for name in ("SGD", "Adam"):
         out[f"{name}*"] = evidence.Tuned(
