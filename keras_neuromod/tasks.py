@@ -63,6 +63,8 @@ its suite's tasks to its worker processes (`definitions`, `install`).
 import collections
 import dataclasses
 import functools
+import inspect
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -90,6 +92,7 @@ __all__ = [
     "names",
     "register",
     "register_model",
+    "resizable",
 ]
 
 FAMILIES = ("images", "tabular", "signals", "sequences", "regression", "forecasting")
@@ -281,7 +284,7 @@ class Task:
         n = len(self.splits(seed).train[0])
         return np.stack([order.permutation(n) for _ in range(epochs)])
 
-    def build_model(self, model, seed=None):
+    def build_model(self, model, seed=None, width=None, blocks=None):
         """An uncompiled model for this task.
 
         Classification models output logits (a linear layer of `num_classes`
@@ -291,12 +294,20 @@ class Task:
             model: one of the task's `models`.
             seed: None for Keras's fresh initialisation, or an int: numpy-drawn
                 weights, the same on every backend.
+            width: None (the model's standard size), or a positive factor on
+                its hidden units, filters and features; the model must be
+                `resizable`.
+            blocks: None (the model's standard depth), or how many times its
+                repeated block (a hidden layer, a convolution, a residual or
+                attention block) is stacked, at least 1; the model must be
+                `resizable`.
 
         Returns:
             A `keras.Model`.
 
         Raises:
-            ValueError: the model is not one of the task's, or not registered.
+            ValueError: the model is not one of the task's, or not registered,
+                or cannot be resized as asked.
             TypeError: its builder returned something other than a `keras.Model`.
         """
         if model not in self.models:
@@ -307,8 +318,22 @@ class Task:
             raise ValueError(f"Unknown model {model!r}; registered models: {sorted(MODELS)}.")
         if seed is not None:
             seed = _fields.integer(seed, "seed", minimum=0)
+        size = {}
+        if width is not None:
+            size["width"] = _fields.number(width, "width")
+            if not (math.isfinite(size["width"]) and size["width"] > 0):
+                raise ValueError(f"width must be a positive number, got {width!r}.")
+        if blocks is not None:
+            size["blocks"] = _fields.integer(blocks, "blocks", minimum=1)
+        if size and resizable(model) is None:
+            raise ValueError(
+                f"Model {model!r} cannot be resized: its builder takes no `width` and "
+                "`blocks` keywords."
+            )
         splits = self.splits(0)
-        return _checked_model(model, MODELS[model](splits.input_shape, splits.output_dim, seed))
+        return _checked_model(
+            model, MODELS[model](splits.input_shape, splits.output_dim, seed, **size)
+        )
 
     def loss_function(self):
         """The loss: `SparseCategoricalCrossentropy(from_logits=True)` or `MeanSquaredError()`."""
@@ -439,7 +464,18 @@ def _validation_index(labels, n, fraction, seed):
 
 # --------------------------------------------------------------------------
 # Model builders: builder(input_shape, output_dim, seed) -> keras.Model
+#
+# A builder that also takes `width` (a factor on its hidden units, filters and
+# features) and `blocks` (how many times its repeated block is stacked, its
+# default the builder's standard) can be resized (`resizable`), which the
+# suite's "shapes" augmentation draws per instance. At their defaults the
+# model is exactly the builder's standard one, weight for weight.
 # --------------------------------------------------------------------------
+
+
+def _units(units, width):
+    """`units` scaled by `width`, at least one."""
+    return max(1, int(round(units * float(width))))
 
 
 def _output(x, output_dim, init):
@@ -452,8 +488,10 @@ def _rank(input_shape, rank, model):
         raise ValueError(f"The {model!r} model needs an input shape {wanted}, got {input_shape}.")
 
 
-def mlp(input_shape, output_dim, seed=None):
+def mlp(input_shape, output_dim, seed=None, width=1.0, blocks=2):
     """Flatten, two Dense layers of 64 ReLU units, a linear output layer.
+
+    `blocks` hidden layers of `64 * width` units.
 
     The suite's ``"mlp"``: `keras_neuromod.models.build` ``("mlp", ...,
     hidden=(64, 64), output_activation=None)``. It differs from
@@ -466,7 +504,7 @@ def mlp(input_shape, output_dim, seed=None):
         "mlp",
         input_shape,
         output_dim,
-        hidden=(64, 64),
+        hidden=(_units(64, width),) * int(blocks),
         seed=seed,
         name="mlp",
         output_activation=None,
@@ -481,16 +519,19 @@ def linear(input_shape, output_dim, seed=None):
     return keras.Model(inputs, _output(x, output_dim, init), name="linear")
 
 
-def conv2d(input_shape, output_dim, seed=None):
-    """Two 3x3 ReLU convolutions (16 and 32 filters), each pooled where the image allows."""
+def conv2d(input_shape, output_dim, seed=None, width=1.0, blocks=2):
+    """Two 3x3 ReLU convolutions (16 and 32 filters), each pooled where the image allows.
+
+    `blocks` convolutions of `16 * 2**i * width` filters.
+    """
     input_shape = tuple(input_shape)
     _rank(input_shape, 3, "conv2d")
     init = LayerInitializers(seed)
     inputs = keras.Input(shape=input_shape, name="input")
     x, size = inputs, min(input_shape[:2])
-    for i, filters in enumerate((16, 32)):
+    for i in range(int(blocks)):
         x = layers.Conv2D(
-            filters,
+            _units(16 * 2**i, width),
             3,
             padding="same",
             activation="relu",
@@ -504,39 +545,56 @@ def conv2d(input_shape, output_dim, seed=None):
     return keras.Model(inputs, _output(x, output_dim, init), name="conv2d")
 
 
-def conv1d(input_shape, output_dim, seed=None):
-    """Conv1D 16 (kernel 5), max-pooling, Conv1D 32 (kernel 5), global average pooling."""
+def conv1d(input_shape, output_dim, seed=None, width=1.0, blocks=2):
+    """Conv1D 16 (kernel 5), max-pooling, Conv1D 32 (kernel 5), global average pooling.
+
+    `blocks` convolutions of `16 * 2**i * width` filters, each but the last
+    pooled where the sequence allows.
+    """
     input_shape = tuple(input_shape)
     _rank(input_shape, 2, "conv1d")
     init = LayerInitializers(seed)
     inputs = keras.Input(shape=input_shape, name="input")
-    x = layers.Conv1D(
-        16, 5, padding="same", activation="relu", kernel_initializer=init.glorot(), name="conv_0"
-    )(inputs)
-    if input_shape[0] >= 2:
-        x = layers.MaxPooling1D(2, name="pool_0")(x)
-    x = layers.Conv1D(
-        32, 5, padding="same", activation="relu", kernel_initializer=init.glorot(), name="conv_1"
-    )(x)
+    x, length = inputs, input_shape[0]
+    for i in range(int(blocks)):
+        if i and length >= 2:
+            x = layers.MaxPooling1D(2, name=f"pool_{i - 1}")(x)
+            length //= 2
+        x = layers.Conv1D(
+            _units(16 * 2**i, width),
+            5,
+            padding="same",
+            activation="relu",
+            kernel_initializer=init.glorot(),
+            name=f"conv_{i}",
+        )(x)
     x = layers.GlobalAveragePooling1D(name="average")(x)
     return keras.Model(inputs, _output(x, output_dim, init), name="conv1d")
 
 
 def _recurrent(layer_class, name):
-    def builder(input_shape, output_dim, seed=None):
+    def builder(input_shape, output_dim, seed=None, width=1.0, blocks=1):
         input_shape = tuple(input_shape)
         _rank(input_shape, 2, name)
         init = LayerInitializers(seed)
         inputs = keras.Input(shape=input_shape, name="input")
-        x = layer_class(
-            32, kernel_initializer=init.glorot(), recurrent_initializer=init.orthogonal(), name=name
-        )(inputs)
+        x = inputs
+        for i in range(int(blocks)):
+            last = i == int(blocks) - 1
+            x = layer_class(
+                _units(32, width),
+                return_sequences=not last,
+                kernel_initializer=init.glorot(),
+                recurrent_initializer=init.orthogonal(),
+                name=name if last else f"{name}_{i}",
+            )(x)
         return keras.Model(inputs, _output(x, output_dim, init), name=name)
 
     builder.__name__ = name
     builder.__doc__ = (
         f"One {layer_class.__name__} layer of 32 units on (time, features) input, "
-        "a linear output layer."
+        "a linear output layer.\n\n"
+        f"    `blocks` stacked layers of `32 * width` units."
     )
     return builder
 
@@ -546,19 +604,22 @@ lstm = _recurrent(layers.LSTM, "lstm")
 gru = _recurrent(layers.GRU, "gru")
 
 
-def causal_conv1d(input_shape, output_dim, seed=None):
-    """A forecaster: causal Conv1D 32 (kernel 3) dilated 1, 2, 4 and 8, the last step's features."""
+def causal_conv1d(input_shape, output_dim, seed=None, width=1.0, blocks=4):
+    """A forecaster: causal Conv1D 32 (kernel 3) dilated 1, 2, 4 and 8, the last step's features.
+
+    `blocks` convolutions of `32 * width` filters, dilated `2**i`.
+    """
     input_shape = tuple(input_shape)
     _rank(input_shape, 2, "causal_conv1d")
     init = LayerInitializers(seed)
     inputs = keras.Input(shape=input_shape, name="input")
     x = inputs
-    for i, dilation in enumerate((1, 2, 4, 8)):
+    for i in range(int(blocks)):
         x = layers.Conv1D(
-            32,
+            _units(32, width),
             3,
             padding="causal",
-            dilation_rate=dilation,
+            dilation_rate=2**i,
             activation="relu",
             kernel_initializer=init.glorot(),
             name=f"conv_{i}",
@@ -581,7 +642,7 @@ def _conv_bn(x, filters, init, name, strides=1, kernel_size=3):
     return layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
 
 
-def resnet_bn(input_shape, output_dim, seed=None):
+def resnet_bn(input_shape, output_dim, seed=None, width=1.0, blocks=2):
     """A residual CNN: a conv-BN-ReLU stem of 16 filters, two residual blocks, global average
     pooling.
 
@@ -589,13 +650,20 @@ def resnet_bn(input_shape, output_dim, seed=None):
     block has 32 filters and stride 2, its skip a strided 1x1 conv-BN. The
     batch normalisation's moving statistics follow the batches with momentum
     0.9, so that short trainings evaluate with settled statistics.
+
+    `blocks` residual blocks; block `i` after the first has `16 * 2**i * width`
+    filters and stride 2 while the feature map is at least 2 wide (the stem
+    and the first block `16 * width`).
     """
     input_shape = tuple(input_shape)
     _rank(input_shape, 3, "resnet_bn")
     init = LayerInitializers(seed)
     inputs = keras.Input(shape=input_shape, name="input")
-    x = layers.ReLU(name="stem_relu")(_conv_bn(inputs, 16, init, "stem"))
-    for i, (filters, strides) in enumerate(((16, 1), (32, 2))):
+    x = layers.ReLU(name="stem_relu")(_conv_bn(inputs, _units(16, width), init, "stem"))
+    size = min(input_shape[:2])
+    for i in range(int(blocks)):
+        filters, strides = _units(16 * 2**i, width), 2 if i and size >= 2 else 1
+        size = -(-size // strides)
         skip = x
         x = layers.ReLU(name=f"block_{i}_relu")(_conv_bn(x, filters, init, f"block_{i}_a", strides))
         x = _conv_bn(x, filters, init, f"block_{i}_b")
@@ -646,9 +714,9 @@ def _token_ids(input_shape, model):
     return input_shape
 
 
-def _self_attention(x, init):
+def _self_attention(x, init, name="attention"):
     """2-head self-attention (key size 16) on `x`, its four projections each seeded by `init`."""
-    attention = layers.MultiHeadAttention(2, 16, kernel_initializer=init.glorot(), name="attention")
+    attention = layers.MultiHeadAttention(2, 16, kernel_initializer=init.glorot(), name=name)
     attended = attention(x, x)
     for projection in (
         attention.query_dense,
@@ -661,65 +729,94 @@ def _self_attention(x, init):
     return attended
 
 
-def transformer(input_shape, output_dim, seed=None):
+def transformer(input_shape, output_dim, seed=None, width=1.0, blocks=1):
     """One pre-norm Transformer encoder block on token ids, average pooling, a linear output layer.
 
     Embedding of `TOKENS` ids into 32 features plus a learned position
     embedding; then, each layer-normalised first and added to its input,
     2-head self-attention (key size 16) and a feed-forward part (64 ReLU
     units, 32 linear). The input is `[time]` token ids, as floats or ints.
+
+    `blocks` encoder blocks, `32 * width` features and `64 * width`
+    feed-forward units.
     """
     input_shape = _token_ids(input_shape, "transformer")
     init = LayerInitializers(seed)
-    width = 32
+    features = _units(32, width)
     inputs = keras.Input(shape=input_shape, name="input")
-    x = layers.Embedding(TOKENS, width, embeddings_initializer=init.glorot(), name="embedding")(
+    x = layers.Embedding(TOKENS, features, embeddings_initializer=init.glorot(), name="embedding")(
         inputs
     )
     x = PositionEmbedding(init.glorot(), name="position")(x)
-    normed = layers.LayerNormalization(name="attention_norm")(x)
-    attended = _self_attention(normed, init)
-    x = layers.Add(name="attention_add")([x, attended])
-    normed = layers.LayerNormalization(name="feed_norm")(x)
-    hidden = layers.Dense(64, activation="relu", kernel_initializer=init.glorot(), name="feed_0")(
-        normed
-    )
-    hidden = layers.Dense(width, kernel_initializer=init.glorot(), name="feed_1")(hidden)
-    x = layers.Add(name="feed_add")([x, hidden])
+    for i in range(int(blocks)):
+        tag = f"_{i}" if i else ""  # the first block's names are the one-block model's
+        normed = layers.LayerNormalization(name=f"attention_norm{tag}")(x)
+        attended = _self_attention(normed, init, name=f"attention{tag}")
+        x = layers.Add(name=f"attention_add{tag}")([x, attended])
+        normed = layers.LayerNormalization(name=f"feed_norm{tag}")(x)
+        hidden = layers.Dense(
+            _units(64, width),
+            activation="relu",
+            kernel_initializer=init.glorot(),
+            name=f"feed_0{tag}",
+        )(normed)
+        hidden = layers.Dense(features, kernel_initializer=init.glorot(), name=f"feed_1{tag}")(
+            hidden
+        )
+        x = layers.Add(name=f"feed_add{tag}")([x, hidden])
     x = layers.GlobalAveragePooling1D(name="average")(x)
     return keras.Model(inputs, _output(x, output_dim, init), name="transformer")
 
 
-def autoencoder(input_shape, output_dim, seed=None):
+def autoencoder(input_shape, output_dim, seed=None, width=1.0, blocks=1):
     """Flatten, Dense 32 ReLU, an 8-unit linear code, Dense 32 ReLU, a linear output
-    (the input again)."""
-    init = LayerInitializers(seed)
-    inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = layers.Flatten(name="flatten")(inputs)
-    x = layers.Dense(32, activation="relu", kernel_initializer=init.glorot(), name="encoder")(x)
-    x = layers.Dense(8, kernel_initializer=init.glorot(), name="code")(x)
-    x = layers.Dense(32, activation="relu", kernel_initializer=init.glorot(), name="decoder")(x)
-    return keras.Model(inputs, _output(x, output_dim, init), name="autoencoder")
+    (the input again).
 
-
-def dropout_mlp(input_shape, output_dim, seed=None):
-    """Flatten, two Dense layers of 128 ReLU units each followed by Dropout 0.3, a linear output.
-
-    With a `seed`, the dropout masks are seeded from it too (a seed fixes the
-    training, given the batches).
+    `blocks` encoder and `blocks` decoder layers of `32 * width` units, a code of
+    `8 * width`.
     """
     init = LayerInitializers(seed)
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = layers.Flatten(name="flatten")(inputs)
-    for i in range(2):
+    for i in range(int(blocks)):
         x = layers.Dense(
-            128, activation="relu", kernel_initializer=init.glorot(), name=f"dense_{i}"
+            _units(32, width),
+            activation="relu",
+            kernel_initializer=init.glorot(),
+            name=f"encoder_{i}" if i else "encoder",
+        )(x)
+    x = layers.Dense(_units(8, width), kernel_initializer=init.glorot(), name="code")(x)
+    for i in range(int(blocks)):
+        x = layers.Dense(
+            _units(32, width),
+            activation="relu",
+            kernel_initializer=init.glorot(),
+            name=f"decoder_{i}" if i else "decoder",
+        )(x)
+    return keras.Model(inputs, _output(x, output_dim, init), name="autoencoder")
+
+
+def dropout_mlp(input_shape, output_dim, seed=None, width=1.0, blocks=2):
+    """Flatten, two Dense layers of 128 ReLU units each followed by Dropout 0.3, a linear output.
+
+    With a `seed`, the dropout masks are seeded from it too (a seed fixes the
+    training, given the batches). `blocks` such layers of `128 * width` units.
+    """
+    init = LayerInitializers(seed)
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    x = layers.Flatten(name="flatten")(inputs)
+    for i in range(int(blocks)):
+        x = layers.Dense(
+            _units(128, width),
+            activation="relu",
+            kernel_initializer=init.glorot(),
+            name=f"dense_{i}",
         )(x)
         x = layers.Dropout(0.3, seed=init.seed(), name=f"dropout_{i}")(x)
     return keras.Model(inputs, _output(x, output_dim, init), name="dropout_mlp")
 
 
-def attention(input_shape, output_dim, seed=None):
+def attention(input_shape, output_dim, seed=None, width=1.0, blocks=1):
     """Token ids, an embedding, one post-norm self-attention layer, max pooling, a linear output.
 
     Embedding of `TOKENS` ids into 32 features, without positions; 2-head
@@ -728,13 +825,20 @@ def attention(input_shape, output_dim, seed=None):
     ``"transformer"`` (pre-norm, a position embedding and a feed-forward
     part), it reads a sequence as a bag of tokens in context. The input is
     `[time]` token ids, as floats or ints.
+
+    `blocks` such layers, `32 * width` features.
     """
     input_shape = _token_ids(input_shape, "attention")
     init = LayerInitializers(seed)
     inputs = keras.Input(shape=input_shape, name="input")
-    x = layers.Embedding(TOKENS, 32, embeddings_initializer=init.glorot(), name="embedding")(inputs)
-    x = layers.Add(name="attention_add")([x, _self_attention(x, init)])
-    x = layers.LayerNormalization(name="attention_norm")(x)
+    x = layers.Embedding(
+        TOKENS, _units(32, width), embeddings_initializer=init.glorot(), name="embedding"
+    )(inputs)
+    for i in range(int(blocks)):
+        tag = f"_{i}" if i else ""  # the first layer's names are the one-layer model's
+        attended = _self_attention(x, init, name=f"attention{tag}")
+        x = layers.Add(name=f"attention_add{tag}")([x, attended])
+        x = layers.LayerNormalization(name=f"attention_norm{tag}")(x)
     x = layers.GlobalMaxPooling1D(name="max")(x)
     return keras.Model(inputs, _output(x, output_dim, init), name="attention")
 
@@ -746,24 +850,26 @@ def _dense_bn(x, units, init, name):
     return layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
 
 
-def residual_mlp(input_shape, output_dim, seed=None):
+def residual_mlp(input_shape, output_dim, seed=None, width=1.0, blocks=2):
     """Flatten, a Dense stem of 64 ReLU units, two residual blocks, a linear output layer.
 
     Each block is Dense-BN-ReLU-Dropout 0.1-Dense-BN plus its input, then
     ReLU (64 units throughout). The batch normalisation's moving statistics
     follow the batches with momentum 0.9, so that short trainings evaluate
     with settled statistics; with a `seed`, the dropout masks are seeded from
-    it too (a seed fixes the training, given the batches).
+    it too (a seed fixes the training, given the batches). `blocks` residual
+    blocks, `64 * width` units.
     """
     init = LayerInitializers(seed)
+    units = _units(64, width)
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = layers.Flatten(name="flatten")(inputs)
-    x = layers.Dense(64, activation="relu", kernel_initializer=init.glorot(), name="stem")(x)
-    for i in range(2):
+    x = layers.Dense(units, activation="relu", kernel_initializer=init.glorot(), name="stem")(x)
+    for i in range(int(blocks)):
         skip = x
-        x = layers.ReLU(name=f"block_{i}_relu")(_dense_bn(x, 64, init, f"block_{i}_a"))
+        x = layers.ReLU(name=f"block_{i}_relu")(_dense_bn(x, units, init, f"block_{i}_a"))
         x = layers.Dropout(0.1, seed=init.seed(), name=f"block_{i}_dropout")(x)
-        x = _dense_bn(x, 64, init, f"block_{i}_b")
+        x = _dense_bn(x, units, init, f"block_{i}_b")
         x = layers.ReLU(name=f"block_{i}_out")(layers.Add(name=f"block_{i}_add")([x, skip]))
     return keras.Model(inputs, _output(x, output_dim, init), name="residual_mlp")
 
@@ -802,6 +908,28 @@ def _checked_model(name, built):
             "keras.Model(inputs, outputs))."
         )
     return built
+
+
+def resizable(model):
+    """The standard `blocks` of `model` if its builder can be resized, else None.
+
+    A resizable builder takes the keywords `width` (a factor on its hidden
+    units, filters and features) and `blocks` (how many times its repeated
+    block is stacked), whose default is its standard depth. Every builder of
+    `MODELS` but ``"linear"`` is.
+
+    Args:
+        model: a name in `MODELS`.
+    """
+    if model not in MODELS:
+        raise ValueError(f"Unknown model {model!r}; registered models: {sorted(MODELS)}.")
+    try:
+        parameters = inspect.signature(MODELS[model]).parameters
+    except (TypeError, ValueError):  # a callable without a signature
+        return None
+    if "width" not in parameters or "blocks" not in parameters:
+        return None
+    return int(parameters["blocks"].default)
 
 
 def register_model(name, builder, overwrite=False):

@@ -185,6 +185,80 @@ def test_every_model_builds_seeded_and_outputs_logits(name, model):
         assert out.min() < 0 or out.max() > 1
 
 
+# one task of each model that can be resized
+RESIZABLE = {model: name for name, model in reversed(PAIRS) if tasks.resizable(model) is not None}
+
+
+def _sizes(net):
+    """Each hidden layer's units, filters or features (the output layer's are the task's)."""
+    sizes = {}
+    for layer in net.layers:
+        config = layer.get_config()
+        size = config.get("units", config.get("filters"))
+        if isinstance(layer, keras.layers.Embedding):
+            size = config["output_dim"]
+        if size is not None and layer.name != "output":
+            sizes[layer.name] = size
+    return sizes
+
+
+@pytest.mark.parametrize("model", sorted(RESIZABLE))
+def test_a_resized_model_is_wider_or_deeper_and_at_its_defaults_the_standard_one(model):
+    task, standard = tasks.get(RESIZABLE[model]), tasks.resizable(model)
+    splits = task.splits(0)
+    net = task.build_model(model, seed=5)
+    same = task.build_model(model, seed=5, width=1.0, blocks=standard)
+    assert [w.path for w in same.weights] == [w.path for w in net.weights]
+    for a, b in zip(same.get_weights(), net.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    sizes = _sizes(net)
+    assert sizes
+    wide, narrow = (task.build_model(model, seed=5, width=w) for w in (2.0, 0.5))
+    assert _sizes(wide) == {name: 2 * size for name, size in sizes.items()}
+    assert _sizes(narrow) == {name: max(1, round(size / 2)) for name, size in sizes.items()}
+    deeper = task.build_model(model, seed=5, blocks=standard + 1)
+    assert len(deeper.trainable_weights) > len(net.trainable_weights)
+    assert {layer.name for layer in net.layers} < {layer.name for layer in deeper.layers}
+    shapes = [wide, narrow, deeper]
+    if standard > 1:
+        shallower = task.build_model(model, seed=5, blocks=standard - 1)
+        assert len(shallower.trainable_weights) < len(net.trainable_weights)
+        shapes.append(shallower)
+    # seeded at any size: one seed, one model; another seed, other weights
+    builds = [
+        task.build_model(model, seed=seed, width=2.0, blocks=standard + 1).get_weights()
+        for seed in (5, 5, 6)
+    ]
+    assert all(np.array_equal(a, b) for a, b in zip(builds[0], builds[1]))
+    assert not all(np.array_equal(a, b) for a, b in zip(builds[0], builds[2]))
+    for resized in shapes:
+        out = keras.ops.convert_to_numpy(resized(splits.test[0][:4]))
+        assert out.shape == (4, splits.output_dim) and np.all(np.isfinite(out))
+
+
+def test_only_a_builder_with_width_and_blocks_is_resized_and_sizes_are_checked(clean_registry):
+    task = tasks.get("breast_cancer")
+    assert tasks.resizable("linear") is None and tasks.resizable("mlp") == 2
+    with pytest.raises(ValueError, match="cannot be resized"):
+        task.build_model("linear", seed=0, width=2.0)
+    for size, match in (
+        ({"width": 0}, "width"),
+        ({"width": float("nan")}, "width"),
+        ({"blocks": 0}, "blocks"),
+        ({"blocks": 1.5}, "blocks"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            task.build_model("mlp", seed=0, **size)
+    with pytest.raises(ValueError, match="Unknown model"):
+        tasks.resizable("nope")
+
+    def mine(input_shape, output_dim, seed=None):
+        return tasks.linear(input_shape, output_dim, seed)
+
+    tasks.register_model("mine", mine)
+    assert tasks.resizable("mine") is None
+
+
 def test_token_majority_labels_are_the_most_frequent_token_ties_to_the_least_id():
     task = tasks.get("token_majority")
     for seed in (0, 3):

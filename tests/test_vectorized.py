@@ -216,8 +216,9 @@ def test_suite_fitness_scores_against_keras_adam_on_validation_loss(jax_run):
     no_harm = np.asarray(record["no_harm_table"])
     for column, check in enumerate(record["checks"]):
         # each instance varies its task's length and scales, as drawn from its seed
-        epochs, loss_scale, weight_scale, batch_size = check["variation"]
+        epochs, loss_scale, weight_scale, batch_size, width, blocks = check["variation"]
         assert batch_size == check["task_batch_size"]  # "varied" keeps the task's batch size
+        assert (width, blocks) == (1.0, None)  # and the standard model
         assert check["epochs"] == epochs and check["weights_scaled"]
         assert 0.1 <= loss_scale <= 10 and 0.5 <= weight_scale <= 2
         # the baseline is Keras's default Adam trained on the instance as fit trains it
@@ -270,6 +271,20 @@ def test_suite_fitness_scores_against_keras_adam_on_validation_loss(jax_run):
         factor = min(1.0, c["batch_size"] / c["task_batch_size"])
         lengths = {max(1, math.floor(c["task_epochs"] * f * factor + 0.5)) for f, _ in HORIZONS}
         assert c["epochs"] in lengths
+    # resized models: the reference is Keras's Adam as fit trains the resized model; the
+    # other draws are "varied"'s
+    resized = np.asarray(record["resized_table"])
+    assert resized.shape == (4, 2) and np.all(np.abs(resized) <= 3.0)
+    checks = record["size_checks"]
+    assert any(c["size"] is not None for c in checks)
+    for c in checks:
+        assert c["reference"] == pytest.approx(c["fit"], rel=1e-4)
+        assert c["resized"][:4] == c["varied"][:4]
+        width, blocks = c["resized"][4:]
+        assert c["size"] == (None if (width, blocks) == (1.0, None) else [width, blocks])
+        if blocks is None and width != 1.0:  # as deep: more parameters wider, fewer narrower
+            more = c["parameters"] > c["standard_parameters"]
+            assert more == (width > 1.0)
 
 
 def test_suite_task_validates_draws_from_its_seed_and_round_trips():
@@ -335,7 +350,7 @@ def test_an_instance_varies_its_training_within_the_bounds_and_as_its_seed_says(
     assert variation.epochs in allowed and variation.epochs <= suite.most_epochs(task)
     assert 0.1 <= variation.loss_scale <= 10.0 and 0.5 <= variation.weight_scale <= 2.0
     plain = SuiteTask(tasks=(name,), augmentation="none")
-    assert plain.variation(task, seed) == (task.epochs, 1.0, 1.0, task.batch_size)
+    assert plain.variation(task, seed) == (task.epochs, 1.0, 1.0, task.batch_size, 1.0, None)
     assert plain.most_epochs(task) == task.epochs
     assert variation.batch_size == task.batch_size
     # "batches": the same draws, and a batch size of at least 4 batches an epoch
@@ -348,6 +363,17 @@ def test_an_instance_varies_its_training_within_the_bounds_and_as_its_seed_says(
     allowed = {max(1, math.floor(task.epochs * f * factor + 0.5)) for f, _ in HORIZONS}
     assert batched.epochs in allowed
     assert batched.epochs <= SuiteTask(augmentation="batches").most_epochs(task, batched.batch_size)
+    # "resized": the same draws, then the model's width and blocks; "all": both
+    resized = SuiteTask(tasks=(name,), augmentation="resized").variation(task, seed, "mlp")
+    assert resized[:4] == variation[:4] and resized.width in (0.5, 1.0, 2.0)
+    assert resized.blocks in (None, 1, 3)  # the mlp's 2 blocks, one fewer or one more
+    both = SuiteTask(tasks=(name,), augmentation="all").variation(task, seed, "mlp")
+    assert both[:4] == batched[:4] and both.width in (0.5, 1.0, 2.0)
+    assert both.blocks in (None, 1, 3)
+    # a model that cannot be resized, or none named, is the standard one
+    for model in ("linear", None):
+        unsized = SuiteTask(tasks=(name,), augmentation="all").variation(task, seed, model)
+        assert unsized[:4] == batched[:4] and unsized.size is None
 
 
 def test_instance_lengths_and_scales_are_drawn_as_documented():
@@ -377,6 +403,18 @@ def test_instance_lengths_and_scales_are_drawn_as_documented():
     assert sorted(sizes) == allowed
     for size in allowed:
         assert sizes[size] / 4000 == pytest.approx(1 / len(allowed), abs=0.03)
+    # "resized": each width and each change of blocks as likely (the mlp's 2 blocks: 1 to 3)
+    resized = SuiteTask(tasks=("friedman1",), augmentation="resized")
+    sizes = [resized.variation(task, seed, "mlp") for seed in range(4000)]
+    widths = collections.Counter(v.width for v in sizes)
+    blocks = collections.Counter(v.blocks for v in sizes)
+    assert sorted(widths) == [0.5, 1.0, 2.0] and sorted(blocks, key=str) == [1, 3, None]
+    for count in (*widths.values(), *blocks.values()):
+        assert count / 4000 == pytest.approx(1 / 3, abs=0.03)
+    # one block fewer than one is one
+    one = SuiteTask(tasks=("sequence_first",), augmentation="resized")
+    sequence = tasks.get("sequence_first")
+    assert {one.variation(sequence, s, "simple_rnn").blocks for s in range(200)} == {None, 2}
     # a one-epoch task trains at least one epoch
     short = dataclasses.replace(task, name="one_epoch", epochs=1)
     assert min(suite.variation(short, seed).epochs for seed in range(200)) == 1

@@ -204,7 +204,8 @@ def seed_state_checks():
 def _fit_loss(task, model_name, seed, instance, optimizer):
     """The validation loss of `model.fit` with `optimizer`, on the instance's batches, from
     its initial weights and with its loss scaled (the loss measured unscaled)."""
-    model = task.build_model(model_name, seed=seed)
+    width, blocks = (None, None) if instance.size is None else instance.size
+    model = task.build_model(model_name, seed=seed, width=width, blocks=blocks)
     model.set_weights(instance.weights)
     loss, scale = task.loss_function(), instance.loss_scale
     task.compile(model, optimizer, loss=lambda y, p: scale * loss(y, p))
@@ -317,6 +318,34 @@ def suite_fitness():
                 "fit": _fit_loss(task, model_name, seed, instance, keras.optimizers.Adam()),
             }
         )
+    # resized models: a draw (the first from seed 11 on) with an instance of another model
+    # size than its builder's; the reference trains that model as `fit` does
+    resized = SuiteEvaluator(dataclasses.replace(suite, augmentation="resized"))
+    draw = next(
+        s
+        for s in range(11, 100)
+        if any(
+            resized.suite.variation(tasks.get(name), i, model).size is not None
+            for name, model, i in resized.suite.draw(s)
+        )
+    )
+    resized_table, resized_instances = resized.scores(population, draw)
+    size_checks = []
+    for task_name, model_name, seed in resized_instances:
+        task = tasks.get(task_name)
+        instance = resized._instance(task, model_name, seed)
+        size_checks.append(
+            {
+                "model": model_name,
+                "size": instance.size,
+                "varied": list(suite.variation(task, seed)),
+                "resized": list(resized.suite.variation(task, seed, model_name)),
+                "parameters": sum(int(np.size(w)) for w in instance.weights),
+                "standard_parameters": task.build_model(model_name, seed=seed).count_params(),
+                "reference": resized._references[(task_name, model_name, seed)][0],
+                "fit": _fit_loss(task, model_name, seed, instance, keras.optimizers.Adam()),
+            }
+        )
     # the no-harm score: the same trainings, less the excess rise from the best epoch
     no_harm = SuiteEvaluator(dataclasses.replace(suite, scoring="no_harm"))
     no_harm_table, _ = no_harm.scores(population, 11)
@@ -378,6 +407,8 @@ def suite_fitness():
         "varied_table": varied_table.tolist(),
         "batched_table": batched_table.tolist(),
         "batch_checks": batch_checks,
+        "resized_table": resized_table.tolist(),
+        "size_checks": size_checks,
     }
 
 

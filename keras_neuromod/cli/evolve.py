@@ -309,7 +309,8 @@ def _add_fitness_arguments(parser):
         help="with --suite: how an instance varies its task's training: varied "
         "(default): its length (half to 8 times the task's epochs), loss scale and "
         "initial weights' scale drawn from its seed; batches: also its batch size "
-        "(8 to 256); none: the task as it is",
+        "(8 to 256); resized: also its model's width (0.5 to 2 times) and depth (a block "
+        "fewer to one more); all: batches and resized; none: the task as it is",
     )
 
 

@@ -22,7 +22,10 @@ instance,
   (`LOSS_SCALES`, `WEIGHT_SCALES`), all drawn from the instance's seed
   (`SuiteTask.variation`), the same for the reference and every individual;
   ``augmentation="batches"`` draws its batch size too, from 8 to 256
-  (`BATCH_SIZES`);
+  (`BATCH_SIZES`); ``"resized"`` its model's width (half, as built, or
+  twice, `WIDTHS`) and depth (a block fewer, as built, or one more,
+  `BLOCK_CHANGES`) where its builder can be resized
+  (`keras_neuromod.tasks.resizable`); ``"all"`` both;
 * the individual's score is `log(reference validation loss / its validation
   loss)`, clipped to `[-clip, clip]`: 0 is as good as the reference, positive is
   better, and the scale of the loss (cross-entropy, squared error) cancels, so
@@ -75,6 +78,8 @@ __all__ = [
     "WEIGHT_SCALES",
     "BATCH_SIZES",
     "MIN_BATCHES",
+    "WIDTHS",
+    "BLOCK_CHANGES",
     "batch_sizes",
     "Variation",
     "VALIDATION_SEEDS",
@@ -99,7 +104,7 @@ REFERENCE_GRIDS = {
 # How a generation's instances are drawn (`SuiteTask.sampling`).
 SAMPLINGS = ("stratified", "uniform")
 # How an instance varies its task's training (`SuiteTask.augmentation`, `SuiteTask.variation`).
-AUGMENTATIONS = ("varied", "batches", "none")
+AUGMENTATIONS = ("varied", "batches", "resized", "all", "none")
 # The factors of a task's epochs that a varied instance trains for, and their chances:
 # mostly about the task's budget (the suite's budgets make 100 to 250 updates), one
 # instance in ten 8 times longer (up to 2,000 updates), where doing no harm over a long
@@ -114,15 +119,30 @@ WEIGHT_SCALES = (0.5, 2.0)
 # `MIN_BATCHES` batches an epoch on the instance's training split, and the task's own.
 BATCH_SIZES = (8, 16, 32, 64, 128, 256)
 MIN_BATCHES = 4
+# The factors of a model's hidden units, filters and features that a "resized" instance
+# draws from, and the changes of its number of blocks (never fewer than one), each as likely.
+WIDTHS = (0.5, 1.0, 2.0)
+BLOCK_CHANGES = (-1, 0, 1)
 
 
 class Variation(NamedTuple):
-    """How one instance varies its task's training (`SuiteTask.variation`)."""
+    """How one instance varies its task's training (`SuiteTask.variation`): its epochs,
+    loss and initial kernels' scales, batch size, and its model's width factor and
+    blocks (None: as its builder makes it)."""
 
     epochs: int
     loss_scale: float
     weight_scale: float
     batch_size: int
+    width: float = 1.0
+    blocks: int = None
+
+    @property
+    def size(self):
+        """`Task.build_model`'s `width` and `blocks`, or None for the standard model."""
+        if self.width == 1.0 and self.blocks is None:
+            return None
+        return (self.width, self.blocks)
 
 
 # Draw seeds of the validation instances: a stream of its own (an evolution's
@@ -190,8 +210,13 @@ class SuiteTask:
             ``"batches"``: as ``"varied"``, and its batch size is drawn from
             `BATCH_SIZES` (8 to 256, `batch_sizes`): smaller than the task's,
             it makes about as many updates as at the task's; larger, it trains as
-            many epochs. ``"none"``: the task's budget, unscaled; a suite
-            written without the field (before it) reads as this.
+            many epochs. ``"resized"``: as ``"varied"``, and its model is built
+            half as wide, as wide or twice as wide (`WIDTHS`) and a block
+            shallower, as deep or a block deeper (`BLOCK_CHANGES`), where its
+            builder can be resized (`keras_neuromod.tasks.resizable`).
+            ``"all"``: both. Each batch size and each model size compiles
+            programs of its own. ``"none"``: the task's budget, unscaled; a
+            suite written without the field (before it) reads as this.
     """
 
     base: str = "adam"
@@ -295,10 +320,12 @@ class SuiteTask:
             drawn.append((name, model_turns[name].next(), int(rng.integers(2**31 - 1))))
         return drawn
 
-    def variation(self, task, seed):
-        """How the instance of `task` (a `keras_neuromod.tasks.Task`) drawn with `seed`
-        varies its training: a `Variation` (the task's own budget, unscaled, without
-        augmentation)."""
+    def variation(self, task, seed, model=None):
+        """How the instance of `task` (a `keras_neuromod.tasks.Task`) and `model` (its
+        name; None: the standard model) drawn with `seed` varies its training: a
+        `Variation` (the task's own budget, unscaled, without augmentation)."""
+        from keras_neuromod import tasks as suite
+
         if self.augmentation == "none":
             return Variation(task.epochs, 1.0, 1.0, task.batch_size)
         # a stream of its own: the seed also fixes the instance's weights and data order
@@ -309,12 +336,21 @@ class SuiteTask:
             float(math.exp(rng.uniform(math.log(low), math.log(high))))
             for low, high in (LOSS_SCALES, WEIGHT_SCALES)
         )
-        batch_size = task.batch_size
-        if self.augmentation == "batches":  # drawn last: the other draws are "varied"'s
+        batch_size, width, blocks = task.batch_size, 1.0, None
+        # drawn after "varied"'s draws, the batch size before the model's size
+        if self.augmentation in ("batches", "all"):
             sizes = batch_sizes(task, len(task.splits(seed).train[0]))
             batch_size = sizes[int(rng.integers(len(sizes)))]
+        if self.augmentation in ("resized", "all"):
+            width = WIDTHS[int(rng.integers(len(WIDTHS)))]
+            change = BLOCK_CHANGES[int(rng.integers(len(BLOCK_CHANGES)))]
+            standard = None if model is None else suite.resizable(model)
+            if standard is None:
+                width = 1.0  # the standard model: its builder cannot be resized
+            elif max(1, standard + change) != standard:  # (one block fewer than one is one)
+                blocks = standard + change
         epochs = _epochs(task, factor * _batch_share(task, batch_size))
-        return Variation(epochs, loss_scale, weight_scale, batch_size)
+        return Variation(epochs, loss_scale, weight_scale, batch_size, width, blocks)
 
     def most_epochs(self, task, batch_size=None):
         """The most epochs an instance of `task` trains at `batch_size` (None: the
@@ -486,7 +522,8 @@ def _horizon(task, instance, seed):
 class _Instance(NamedTuple):
     """What one instance's trainings start from: its splits, initial weights, dropout
     draws (the states of its seeded model's seed generators, `vectorized.seed_states`),
-    data order (one row per epoch), loss scale and batch size."""
+    data order (one row per epoch), loss scale, batch size and model size
+    (`Variation.size`)."""
 
     splits: object
     weights: list
@@ -494,12 +531,25 @@ class _Instance(NamedTuple):
     orders: np.ndarray
     loss_scale: float
     batch_size: int
+    size: tuple = None
 
 
 def _batch_key(task, instance):
     """The batch size of an instance's programs: None at its task's own, so that a suite
     without varied batches compiles the programs it always did."""
     return None if instance.batch_size == task.batch_size else instance.batch_size
+
+
+def _built(task, model_name, seed, size):
+    """`task`'s model `model_name` built with `seed`, at `size` (`Variation.size`)."""
+    width, blocks = (None, None) if size is None else size
+    return task.build_model(model_name, seed=seed, width=width, blocks=blocks)
+
+
+def _size_key(size):
+    """A program key's part for a model size: nothing for the standard model, so that a
+    suite without resized models compiles the programs it always did."""
+    return () if size is None else (("size",) + tuple(size))
 
 
 def _training(instance):
@@ -531,20 +581,20 @@ class SuiteEvaluator(GenomeEvaluator):
         self._references = {}
         self._seeded = set()
 
-    def _programs_for(self, task_name, model_name, splits, batch_size=None):
+    def _programs_for(self, task_name, model_name, splits, batch_size=None, size=None):
         """The task and the agents' compiled training of one (task, model, data shapes,
-        batch size; None: the task's).
+        batch size, model size; None: the task's and the standard model).
 
         A generated task's split sizes may differ a little from seed to seed
         (the stratified validation carve rounds per class); each size has its
         own program.
         """
-        key = (task_name, model_name, _shapes(splits), batch_size)
+        key = (task_name, model_name, _shapes(splits), batch_size) + _size_key(size)
         if key not in self._programs:
             from keras_neuromod import tasks as suite_tasks
 
             task = suite_tasks.get(task_name)
-            model = task.build_model(model_name, seed=0)
+            model = _built(task, model_name, 0, size)
             optimizer = placeholder_optimizer(self.suite)
             self._programs[key] = (
                 task,
@@ -552,18 +602,18 @@ class SuiteEvaluator(GenomeEvaluator):
             )
         return self._programs[key]
 
-    def _default_program(self, task, model_name, splits, batch_size=None):
+    def _default_program(self, task, model_name, splits, batch_size=None, size=None):
         """The compiled training of Keras's optimizer of the base, at its defaults."""
-        key = (task.name, model_name, _shapes(splits), batch_size, "default")
+        key = (task.name, model_name, _shapes(splits), batch_size, "default") + _size_key(size)
         if key not in self._programs:
             import keras
 
-            model = task.build_model(model_name, seed=0)
+            model = _built(task, model_name, 0, size)
             optimizer = keras.optimizers.get(BASELINES[self.suite.base])
             self._programs[key] = self._compiled(task, model, optimizer, splits, batch_size)
         return self._programs[key]
 
-    def _static_program(self, task, model_name, splits, kind="static", batch_size=None):
+    def _static_program(self, task, model_name, splits, kind="static", batch_size=None, size=None):
         """The compiled training of fixed hyperparameters on one (task, model, shapes).
 
         The task's optimizer under the "frozen" ablation (`static.fixed_optimizer`):
@@ -578,10 +628,11 @@ class SuiteEvaluator(GenomeEvaluator):
         # the static search within the reference's ranges shares the reference's program
         ranges = json.dumps(suite.ranges, sort_keys=True)
         key = (task.name, model_name, _shapes(splits), batch_size, "fixed", suite.outputs, ranges)
+        key += _size_key(size)
         if key not in self._programs:
             from keras_neuromod.evolution.static import fixed_optimizer
 
-            model = task.build_model(model_name, seed=0)
+            model = _built(task, model_name, 0, size)
             optimizer = fixed_optimizer(suite, len(model.trainable_variables))
             self._programs[key] = self._compiled(task, model, optimizer, splits, batch_size)
         return self._programs[key]
@@ -627,20 +678,26 @@ class SuiteEvaluator(GenomeEvaluator):
         """The instance's `_Instance`, varied as the suite's `variation` draws it."""
         from keras_neuromod.evolution.vectorized import seed_states
 
-        variation = self.suite.variation(task, seed)
+        variation = self.suite.variation(task, seed, model_name)
         splits = task.splits(seed)
-        model = task.build_model(model_name, seed=seed)
+        model = _built(task, model_name, seed, variation.size)
         built = model.get_weights()
-        self._check_seeded(task, model_name, seed, built)
+        self._check_seeded(task, model_name, seed, built, variation.size)
         weights = [
             w * np.asarray(variation.weight_scale, w.dtype) if np.ndim(w) >= 2 else w for w in built
         ]
         orders = task.data_order(seed, epochs=variation.epochs)
         return _Instance(
-            splits, weights, seed_states(model), orders, variation.loss_scale, variation.batch_size
+            splits,
+            weights,
+            seed_states(model),
+            orders,
+            variation.loss_scale,
+            variation.batch_size,
+            variation.size,
         )
 
-    def _check_seeded(self, task, model_name, seed, weights):
+    def _check_seeded(self, task, model_name, seed, weights, size=None):
         """Refuse a model whose builder ignores its seed: `weights`, built with `seed`,
         against a second build (checked once per model).
 
@@ -649,7 +706,7 @@ class SuiteEvaluator(GenomeEvaluator):
         """
         if (task.name, model_name) in self._seeded:
             return
-        again = task.build_model(model_name, seed=seed).get_weights()
+        again = _built(task, model_name, seed, size).get_weights()
         if any(not np.array_equal(a, b) for a, b in zip(weights, again)):
             raise ValueError(
                 f"The builder of model {model_name!r} ignores its seed: built twice with "
@@ -673,11 +730,11 @@ class SuiteEvaluator(GenomeEvaluator):
             batch = _batch_key(task, instance)
             if self.suite.reference == "tuned":
                 program = self._static_program(
-                    task, model_name, splits, kind="reference", batch_size=batch
+                    task, model_name, splits, "reference", batch, instance.size
                 )
                 candidates = reference_grid(self.suite.base)
             else:
-                program = self._default_program(task, model_name, splits, batch)
+                program = self._default_program(task, model_name, splits, batch, instance.size)
                 candidates = None
             program.use_data(*splits.train, *splits.val)
             result = program.run(candidates, **_training(instance))
@@ -717,9 +774,13 @@ class SuiteEvaluator(GenomeEvaluator):
                 splits = instance.splits
                 batch = _batch_key(task, instance)
                 if static:
-                    program = self._static_program(task, model_name, splits, batch_size=batch)
+                    program = self._static_program(
+                        task, model_name, splits, batch_size=batch, size=instance.size
+                    )
                 else:
-                    _, program = self._programs_for(task_name, model_name, splits, batch)
+                    _, program = self._programs_for(
+                        task_name, model_name, splits, batch, instance.size
+                    )
                 program.use_data(*splits.train, *splits.val)
                 reference = self._reference(task, model_name, instance_seed, instance)
             if static:
