@@ -49,9 +49,11 @@ each zoo agent's card.
     python examples/generalization.py --quick
     python examples/generalization.py \\
         --agent nm_adam_general nm_sgd_general nm_adam_digits nm_sgd_digits \\
+                zoo/runs/nm_adam_sensing/best_agent.json \\
         --control zoo/runs/random_adam/best_agent.json zoo/runs/random_sgd/best_agent.json \\
                   zoo/runs/static_adam/best_agent.json zoo/runs/static_sgd/best_agent.json \\
-        --ablations nm_adam_general nm_sgd_general --out zoo/evidence/general --record
+        --ablations nm_adam_general nm_sgd_general nm_adam_sensing \\
+        --out zoo/evidence/general --record
 """
 
 import os
