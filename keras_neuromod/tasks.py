@@ -530,14 +530,7 @@ def conv2d(input_shape, output_dim, seed=None, width=1.0, blocks=2):
     inputs = keras.Input(shape=input_shape, name="input")
     x, size = inputs, min(input_shape[:2])
     for i in range(int(blocks)):
-        x = layers.Conv2D(
-            _units(16 * 2**i, width),
-            3,
-            padding="same",
-            activation="relu",
-            kernel_initializer=init.glorot(),
-            name=f"conv_{i}",
-        )(x)
+        x = _relu_conv(layers.Conv2D, _units(16 * 2**i, width), 3, init, f"conv_{i}")(x)
         if size >= 2:
             x = layers.MaxPooling2D(2, name=f"pool_{i}")(x)
             size //= 2
@@ -560,16 +553,22 @@ def conv1d(input_shape, output_dim, seed=None, width=1.0, blocks=2):
         if i and length >= 2:
             x = layers.MaxPooling1D(2, name=f"pool_{i - 1}")(x)
             length //= 2
-        x = layers.Conv1D(
-            _units(16 * 2**i, width),
-            5,
-            padding="same",
-            activation="relu",
-            kernel_initializer=init.glorot(),
-            name=f"conv_{i}",
-        )(x)
+        x = _relu_conv(layers.Conv1D, _units(16 * 2**i, width), 5, init, f"conv_{i}")(x)
     x = layers.GlobalAveragePooling1D(name="average")(x)
     return keras.Model(inputs, _output(x, output_dim, init), name="conv1d")
+
+
+def _relu_conv(layer_class, filters, kernel_size, init, name, padding="same", **options):
+    """A ReLU convolution of `layer_class` whose kernel `init` seeds."""
+    return layer_class(
+        filters,
+        kernel_size,
+        padding=padding,
+        activation="relu",
+        kernel_initializer=init.glorot(),
+        name=name,
+        **options,
+    )
 
 
 def _recurrent(layer_class, name):
@@ -615,14 +614,8 @@ def causal_conv1d(input_shape, output_dim, seed=None, width=1.0, blocks=4):
     inputs = keras.Input(shape=input_shape, name="input")
     x = inputs
     for i in range(int(blocks)):
-        x = layers.Conv1D(
-            _units(32, width),
-            3,
-            padding="causal",
-            dilation_rate=2**i,
-            activation="relu",
-            kernel_initializer=init.glorot(),
-            name=f"conv_{i}",
+        x = _relu_conv(
+            layers.Conv1D, _units(32, width), 3, init, f"conv_{i}", "causal", dilation_rate=2**i
         )(x)
     x = layers.Cropping1D((input_shape[0] - 1, 0), name="last_step")(x)
     x = layers.Flatten(name="flatten")(x)
@@ -778,22 +771,18 @@ def autoencoder(input_shape, output_dim, seed=None, width=1.0, blocks=1):
     init = LayerInitializers(seed)
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = layers.Flatten(name="flatten")(inputs)
+    # the first layer of each part has the name of the one-block model's
     for i in range(int(blocks)):
-        x = layers.Dense(
-            _units(32, width),
-            activation="relu",
-            kernel_initializer=init.glorot(),
-            name=f"encoder_{i}" if i else "encoder",
-        )(x)
+        x = _relu_dense(x, _units(32, width), init, f"encoder_{i}" if i else "encoder")
     x = layers.Dense(_units(8, width), kernel_initializer=init.glorot(), name="code")(x)
     for i in range(int(blocks)):
-        x = layers.Dense(
-            _units(32, width),
-            activation="relu",
-            kernel_initializer=init.glorot(),
-            name=f"decoder_{i}" if i else "decoder",
-        )(x)
+        x = _relu_dense(x, _units(32, width), init, f"decoder_{i}" if i else "decoder")
     return keras.Model(inputs, _output(x, output_dim, init), name="autoencoder")
+
+
+def _relu_dense(x, units, init, name):
+    """`x` through a ReLU Dense layer of `units` whose kernel `init` seeds."""
+    return layers.Dense(units, activation="relu", kernel_initializer=init.glorot(), name=name)(x)
 
 
 def dropout_mlp(input_shape, output_dim, seed=None, width=1.0, blocks=2):
@@ -806,12 +795,7 @@ def dropout_mlp(input_shape, output_dim, seed=None, width=1.0, blocks=2):
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = layers.Flatten(name="flatten")(inputs)
     for i in range(int(blocks)):
-        x = layers.Dense(
-            _units(128, width),
-            activation="relu",
-            kernel_initializer=init.glorot(),
-            name=f"dense_{i}",
-        )(x)
+        x = _relu_dense(x, _units(128, width), init, f"dense_{i}")
         x = layers.Dropout(0.3, seed=init.seed(), name=f"dropout_{i}")(x)
     return keras.Model(inputs, _output(x, output_dim, init), name="dropout_mlp")
 

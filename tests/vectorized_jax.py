@@ -226,6 +226,18 @@ def _fit_loss(task, model_name, seed, instance, optimizer):
 CALM_RATE = 3e-3
 
 
+def _first_draw(suite, changed):
+    """The first draw seed from 11 on with an instance whose `Variation` is `changed`."""
+    from keras_neuromod import tasks
+
+    for seed in range(11, 100):
+        for name, model, instance_seed in suite.draw(seed):
+            task = tasks.get(name)
+            if changed(task, model, suite.variation(task, instance_seed, model)):
+                return seed
+    raise AssertionError("no draw from seed 11 to 99 varies as asked")
+
+
 def suite_fitness():
     """SuiteEvaluator: the reference is Keras's Adam as `fit` trains it (at its defaults, or
     the best over the learning-rate grid) on each varied instance; scores are log loss
@@ -292,13 +304,8 @@ def suite_fitness():
     # varied batch sizes: a draw (the first from seed 11 on) with an instance at another
     # batch size than its task's; the reference trains at it as `fit` does
     batched = SuiteEvaluator(dataclasses.replace(suite, augmentation="batches"))
-    draw = next(
-        s
-        for s in range(11, 100)
-        if any(
-            batched.suite.variation(tasks.get(name), i).batch_size != tasks.get(name).batch_size
-            for name, _, i in batched.suite.draw(s)
-        )
+    draw = _first_draw(
+        batched.suite, lambda task, model, variation: variation.batch_size != task.batch_size
     )
     batched_table, batched_instances = batched.scores(population, draw)
     batch_checks = []
@@ -321,14 +328,7 @@ def suite_fitness():
     # resized models: a draw (the first from seed 11 on) with an instance of another model
     # size than its builder's; the reference trains that model as `fit` does
     resized = SuiteEvaluator(dataclasses.replace(suite, augmentation="resized"))
-    draw = next(
-        s
-        for s in range(11, 100)
-        if any(
-            resized.suite.variation(tasks.get(name), i, model).size is not None
-            for name, model, i in resized.suite.draw(s)
-        )
-    )
+    draw = _first_draw(resized.suite, lambda task, model, variation: variation.size is not None)
     resized_table, resized_instances = resized.scores(population, draw)
     size_checks = []
     for task_name, model_name, seed in resized_instances:
