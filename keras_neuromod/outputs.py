@@ -33,6 +33,13 @@ named in its file (`settings["outputs"]`):
   `SGD` has no momentum by default, and no bounded map of (0, 0.99) centres on
   0: a silent Nm-SGD agent is the common heavy-ball `SGD(0.01, momentum=0.9)`
   (learning rate on (1e-4, 1), log; momentum on (0, 0.99), complement_log).
+* ``"narrow"``: the ``"centred"`` set with the learning rate held within one
+  decade of Keras's default either way (Nm-Adam (1e-4, 1e-2), Nm-SGD
+  (1e-3, 0.1), log): a silent agent is still Keras's optimizer, and no output
+  can move the rate by more than a factor of 10 from it, so that an agent
+  cannot wreck a model its training never met by its rate alone (the
+  ``"centred"`` set reaches 100 times the default: a rate an agent learned to
+  use on small models can stall a larger model's training).
 
 An agent file that names no output set reads ``"paper"`` if its input set
 (`keras_neuromod.inputs`) is ``"paper"``, as every shipped agent and every
@@ -99,7 +106,13 @@ CENTRED = OutputSet(
     "complement_log scales): a silent agent is Keras's optimizer.",
 )
 
-OUTPUT_SETS = {PAPER.name: PAPER, CENTRED.name: CENTRED}
+NARROW = OutputSet(
+    "narrow",
+    "The centred set with the learning rate within one decade of Keras's default either "
+    "way: a silent agent is Keras's optimizer, and no agent moves the rate by more than 10x.",
+)
+
+OUTPUT_SETS = {PAPER.name: PAPER, CENTRED.name: CENTRED, NARROW.name: NARROW}
 DEFAULT = CENTRED.name  # new agents
 LEGACY = PAPER.name  # agent files of the paper's input set that name no output set
 

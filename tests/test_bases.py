@@ -101,7 +101,7 @@ def test_the_shipped_bases_are_registered_by_their_classes():
     assert sgd.scales("paper") == {"learning_rate": "log", "momentum": "linear"}
     assert sgd.scales("centred") == {"learning_rate": "log", "momentum": "complement_log"}
     assert sgd.ranges("paper") == {"learning_rate": (1e-4, 1.0), "momentum": (0.0, 0.99)}
-    assert set(adam.output_sets) == set(sgd.output_sets) == {"paper", "centred"}
+    assert set(adam.output_sets) == set(sgd.output_sets) == {"paper", "centred", "narrow"}
     assert adam.bounds == NmAdam.BOUNDS
     assert bases.N_INPUTS == 13 and len(bases.INPUT_NAMES) == 6
     with pytest.raises(

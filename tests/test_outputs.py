@@ -45,12 +45,24 @@ DECLARED = {
         "beta_2": (0.9, 0.99999, "complement_log"),
         "epsilon": (1e-10, 1e-4, "log"),
     },
+    # the centred set with the learning rate within a decade of the default either way
+    ("adam", "narrow"): {
+        "learning_rate": (1e-4, 1e-2, "log"),
+        "beta_1": (0.0, 0.99, "complement_log"),
+        "beta_2": (0.9, 0.99999, "complement_log"),
+        "epsilon": (1e-10, 1e-4, "log"),
+    },
     ("sgd", "paper"): {"learning_rate": (1e-4, 1.0, "log"), "momentum": (0.0, 0.99, "linear")},
     ("sgd", "centred"): {
         "learning_rate": (1e-4, 1.0, "log"),
         "momentum": (0.0, 0.99, "complement_log"),
     },
+    ("sgd", "narrow"): {
+        "learning_rate": (1e-3, 0.1, "log"),
+        "momentum": (0.0, 0.99, "complement_log"),
+    },
 }
+CENTRED_SETS = ["centred", "narrow"]  # the sets whose middles are Keras's defaults
 CLASSES = {"adam": NmAdam, "sgd": NmSGD}
 # Ranges of each scale, for the mapping checks.
 RANGES = {
@@ -191,12 +203,13 @@ def test_unknown_scales_and_sets_are_refused():
 
 
 @pytest.mark.parametrize("base,output_set", sorted(DECLARED))
-def test_the_bases_declare_both_sets(base, output_set):
+def test_the_bases_declare_every_set(base, output_set):
     assert bases.get(base).output_set(output_set) == DECLARED[base, output_set]
 
 
+@pytest.mark.parametrize("outputs", CENTRED_SETS)
 @pytest.mark.parametrize("base", ["adam", "sgd"])
-def test_the_centred_set_is_centred_on_keras_s_defaults(base):
+def test_the_centred_sets_are_centred_on_keras_s_defaults(base, outputs):
     defaults = dict(KERAS_DEFAULTS[base])
     # Keras's own defaults (its SGD has no momentum by default: the heavy ball's 0.9 here)
     config = (keras.optimizers.Adam if base == "adam" else keras.optimizers.SGD)().get_config()
@@ -205,7 +218,7 @@ def test_the_centred_set_is_centred_on_keras_s_defaults(base):
             assert config[name] == pytest.approx(defaults[name], rel=1e-7)
     assert base == "adam" or config["momentum"] == 0.0
     names = bases.get(base).hyperparameters
-    lo, hi, scales = _columns(DECLARED[base, "centred"], names)
+    lo, hi, scales = _columns(DECLARED[base, outputs], names)
     expected = np.array([defaults[n] for n in names])
     # on the host (float64): the middle is the default, which rounds to Keras's float32
     middle = output_sets.values_at(np.full(len(names), 0.5), lo, hi, scales, xp=np)
@@ -213,12 +226,34 @@ def test_the_centred_set_is_centred_on_keras_s_defaults(base):
     np.testing.assert_array_equal(middle.astype(np.float32), expected.astype(np.float32))
     # in the optimizer (float32): silent outputs (both proteins 0) give the middle, within
     # the few float32 ulps of an exponential of a rounded logarithm
-    optimizer = CLASSES[base](agent=Genome.random(18, 2 * len(names), 0, rng=0))
-    assert optimizer.output_set.name == "centred"  # the sensing set's default
+    genome = Genome.random(18, 2 * len(names), 0, rng=0)
+    # the sensing set's default, or the one named
+    optimizer = CLASSES[base](agent=genome, outputs=None if outputs == "centred" else outputs)
+    assert optimizer.output_set.name == outputs
     silent = optimizer._outputs_to_hyperparameters(ops.zeros((3, 2 * len(names))))
     got = ops.convert_to_numpy(silent)
     ulps = np.abs(got.view(np.int32) - expected.astype(np.float32).view(np.int32))
     assert np.all(ulps <= 4), (got, expected)
+
+
+@pytest.mark.parametrize("base", ["adam", "sgd"])
+def test_the_narrow_set_holds_the_learning_rate_within_a_decade_of_the_default(base):
+    narrow, centred = (bases.get(base).output_set(name) for name in ("narrow", "centred"))
+    default = KERAS_DEFAULTS[base]["learning_rate"]
+    lo, hi, scale = narrow["learning_rate"]
+    assert scale == "log"
+    np.testing.assert_allclose([lo, hi], [default / 10, default * 10], rtol=1e-12)
+    assert {k: v for k, v in narrow.items() if k != "learning_rate"} == {
+        k: v for k, v in centred.items() if k != "learning_rate"
+    }
+    # the most extreme outputs an agent can give stay inside the decade
+    genome = Genome.random(18, bases.get(base).n_outputs, 0, rng=0)
+    optimizer = CLASSES[base](agent=genome, outputs="narrow")
+    n = len(narrow)
+    extremes = np.zeros((2, 2 * n), np.float32)
+    extremes[0, 0::2], extremes[1, 1::2] = 1.0, 1.0  # every first protein on, then every second
+    got = ops.convert_to_numpy(optimizer._outputs_to_hyperparameters(ops.array(extremes)))
+    np.testing.assert_allclose(sorted(got[:, 0]), [default / 10, default * 10], rtol=1e-5)
 
 
 def test_the_paper_set_sits_mid_range():
@@ -241,11 +276,15 @@ def _silent(n_inputs, n_outputs, n_regulatory=3, rng=0):
     return genome.replace(identifiers=identifiers)
 
 
+@pytest.mark.parametrize("outputs", CENTRED_SETS)
 @pytest.mark.parametrize("base", ["adam", "sgd"])
-def test_a_silent_centred_agent_trains_as_keras_s_optimizer(base):
+def test_a_silent_centred_agent_trains_as_keras_s_optimizer(base, outputs):
     n = bases.get(base).n_outputs
-    agent = Agent(f"silent_{base}", base, _silent(18, n), settings={"inputs": "sensing"})
-    assert agent.output_set.name == "centred"
+    settings = (
+        {"inputs": "sensing"} if outputs == "centred" else {"inputs": "sensing", "outputs": outputs}
+    )
+    agent = Agent(f"silent_{base}", base, _silent(18, n), settings=settings)
+    assert agent.output_set.name == outputs
     optimizer = agent.optimizer()
     reference = keras.optimizers.Adam() if base == "adam" else keras.optimizers.SGD(0.01, 0.9)
     got, want = train_weights(optimizer), train_weights(reference)

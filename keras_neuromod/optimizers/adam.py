@@ -31,15 +31,15 @@ class NmAdam(NeuromodulatedOptimizer):
     The output set (`keras_neuromod.outputs`) gives each hyperparameter its
     default range and scale:
 
-    | hyperparameter | ``"paper"`` | ``"centred"`` (middle) |
-    |---|---|---|
-    | learning_rate | (1e-5, 0.1) log | (1e-5, 0.1) log (1e-3) |
-    | beta_1 | (0, 0.999) linear | (0, 0.99) complement_log (0.9) |
-    | beta_2 | (0.5, 0.9999) linear | (0.9, 0.99999) complement_log (0.999) |
-    | epsilon | (1e-8, 1) log | (1e-10, 1e-4) log (1e-7) |
+    | hyperparameter | ``"paper"`` | ``"centred"`` (middle) | ``"narrow"`` |
+    |---|---|---|---|
+    | learning_rate | (1e-5, 0.1) log | (1e-5, 0.1) log (1e-3) | (1e-4, 1e-2) log |
+    | beta_1 | (0, 0.999) linear | (0, 0.99) complement_log (0.9) | as centred |
+    | beta_2 | (0.5, 0.9999) linear | (0.9, 0.99999) complement_log (0.999) | as centred |
+    | epsilon | (1e-8, 1) log | (1e-10, 1e-4) log (1e-7) | as centred |
 
-    A silent ``"centred"`` agent (output proteins at 0: every position 0.5)
-    is Keras's `Adam()`.
+    A silent ``"centred"`` or ``"narrow"`` agent (output proteins at 0: every
+    position 0.5) is Keras's `Adam()`.
 
     Args:
         agent: the AGRN genome: a `Genome`, a genome or agent dict, the path of a
@@ -54,8 +54,8 @@ class NmAdam(NeuromodulatedOptimizer):
         inputs: the agent's input set (see `NeuromodulatedOptimizer`). An agent
             of the ``"sensing"`` set reads its progress when told how long the
             training runs: pass `callbacks.TrainingHorizon()` to `fit`.
-        outputs: the agent's output set, ``"paper"`` or ``"centred"`` (see
-            `NeuromodulatedOptimizer`).
+        outputs: the agent's output set, ``"paper"``, ``"centred"`` or
+            ``"narrow"`` (see `NeuromodulatedOptimizer`).
         **kwargs: Keras's base optimizer options (`clipnorm`, `weight_decay`,
             `gradient_accumulation_steps`, `use_ema`, `name`, ...).
 
@@ -79,6 +79,13 @@ class NmAdam(NeuromodulatedOptimizer):
         # each range's middle is Keras's `Adam()` default
         "centred": {
             "learning_rate": (1e-5, 1e-1, "log"),  # 1e-3
+            "beta_1": (0.0, 0.99, "complement_log"),  # 0.9
+            "beta_2": (0.9, 0.99999, "complement_log"),  # 0.999
+            "epsilon": (1e-10, 1e-4, "log"),  # 1e-7
+        },
+        # the centred set with the learning rate within a decade of 1e-3
+        "narrow": {
+            "learning_rate": (1e-4, 1e-2, "log"),  # 1e-3
             "beta_1": (0.0, 0.99, "complement_log"),  # 0.9
             "beta_2": (0.9, 0.99999, "complement_log"),  # 0.999
             "epsilon": (1e-10, 1e-4, "log"),  # 1e-7

@@ -436,7 +436,9 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
             epsilon (1e-10, 1e-4) log, so that a silent agent is Keras's
             `Adam()`; Nm-SGD learning_rate (1e-4, 1) log, momentum (0, 0.99)
             complement_log, so that a silent agent is `SGD(0.01,
-            momentum=0.9)`. None: the agent's own setting, else ``"paper"``
+            momentum=0.9)`. ``"narrow"``: ``"centred"`` with the learning
+            rate within a decade of the default (Nm-Adam (1e-4, 1e-2), Nm-SGD
+            (1e-3, 0.1)). None: the agent's own setting, else ``"paper"``
             for the paper's input set and ``"centred"`` for any other.
         **kwargs: Keras's base optimizer options (`clipnorm`, `weight_decay`,
             `gradient_accumulation_steps`, `use_ema`, ...).

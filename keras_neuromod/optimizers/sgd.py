@@ -25,14 +25,15 @@ class NmSGD(NeuromodulatedOptimizer):
     The output set (`keras_neuromod.outputs`) gives each hyperparameter its
     default range and scale:
 
-    | hyperparameter | ``"paper"`` | ``"centred"`` (middle) |
-    |---|---|---|
-    | learning_rate | (1e-4, 1) log | (1e-4, 1) log (0.01) |
-    | momentum | (0, 0.99) linear | (0, 0.99) complement_log (0.9) |
+    | hyperparameter | ``"paper"`` | ``"centred"`` (middle) | ``"narrow"`` |
+    |---|---|---|---|
+    | learning_rate | (1e-4, 1) log | (1e-4, 1) log (0.01) | (1e-3, 0.1) log |
+    | momentum | (0, 0.99) linear | (0, 0.99) complement_log (0.9) | as centred |
 
     Keras's `SGD` has no momentum by default, and no bounded map of
-    (0, 0.99) centres on 0: a silent ``"centred"`` agent (output proteins at
-    0: every position 0.5) is the common heavy-ball `SGD(0.01, momentum=0.9)`.
+    (0, 0.99) centres on 0: a silent ``"centred"`` or ``"narrow"`` agent
+    (output proteins at 0: every position 0.5) is the common heavy-ball
+    `SGD(0.01, momentum=0.9)`.
 
     Args:
         agent: the AGRN genome: a `Genome`, a genome or agent dict, the path of a
@@ -47,8 +48,8 @@ class NmSGD(NeuromodulatedOptimizer):
         inputs: the agent's input set (see `NeuromodulatedOptimizer`). An agent
             of the ``"sensing"`` set reads its progress when told how long the
             training runs: pass `callbacks.TrainingHorizon()` to `fit`.
-        outputs: the agent's output set, ``"paper"`` or ``"centred"`` (see
-            `NeuromodulatedOptimizer`).
+        outputs: the agent's output set, ``"paper"``, ``"centred"`` or
+            ``"narrow"`` (see `NeuromodulatedOptimizer`).
         **kwargs: Keras's base optimizer options (`clipnorm`, `weight_decay`,
             `gradient_accumulation_steps`, `use_ema`, `name`, ...).
 
@@ -70,6 +71,11 @@ class NmSGD(NeuromodulatedOptimizer):
         # each range's middle is the heavy-ball `SGD(0.01, momentum=0.9)`
         "centred": {
             "learning_rate": (1e-4, 1.0, "log"),  # 0.01
+            "momentum": (0.0, 0.99, "complement_log"),  # 0.9
+        },
+        # the centred set with the learning rate within a decade of 0.01
+        "narrow": {
+            "learning_rate": (1e-3, 0.1, "log"),  # 0.01
             "momentum": (0.0, 0.99, "complement_log"),  # 0.9
         },
     }
