@@ -57,6 +57,7 @@ each zoo agent's card.
 """
 
 import os
+import shlex
 import sys
 import time
 
@@ -214,11 +215,29 @@ def held_out_pairs(spec=None):
 
 def control_label(agent):
     """A control's method name: its search and base ("static search (adam)"), and its input
-    set where that is not the core paper's ("static search (adam, sensing)")."""
+    set where that is not the core paper's ("static search (adam, sensing)").
+
+    A static search's agent reads no inputs (its file holds the paper's set): its input set
+    is the one its recorded command evolved with (`--inputs`).
+    """
     search = agent.provenance.get("algorithm", "random")
-    inputs = agent.settings.get("inputs", input_sets.LEGACY)
+    inputs = agent.settings.get("inputs") or _command_option(
+        agent.provenance.get("command") or "", "--inputs"
+    )
+    inputs = inputs or input_sets.LEGACY
     where = agent.base if inputs == input_sets.LEGACY else f"{agent.base}, {inputs}"
     return f"{search} search ({where})"
+
+
+def _command_option(command, flag):
+    """The value of `flag` in a recorded command line (`--flag v` or `--flag=v`), or None."""
+    tokens = shlex.split(command)
+    for i, token in enumerate(tokens):
+        if token == flag and i + 1 < len(tokens):
+            return tokens[i + 1]
+        if token.startswith(flag + "="):
+            return token[len(flag) + 1 :]
+    return None
 
 
 def methods(args):

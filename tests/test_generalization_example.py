@@ -165,26 +165,36 @@ def test_an_agent_that_reads_the_horizon_is_told_it_and_also_compared_untold(
 def test_controls_are_named_by_search_base_and_input_set_and_never_twice(example, tmp_path):
     from keras_neuromod.inputs import SENSING
 
-    def control(name, inputs=None):
+    def control(name, inputs=None, command=None):
         size = 13 if inputs is None else SENSING.size
         settings = {} if inputs is None else {"inputs": inputs}
         genome = Genome.random(size, 8, 2, rng=3)
+        provenance = {"algorithm": "static"}
+        if command is not None:
+            provenance["command"] = command
         agent = zoo.Agent(
-            name=name,
-            base="adam",
-            genome=genome,
-            settings=settings,
-            provenance={"algorithm": "static"},
+            name=name, base="adam", genome=genome, settings=settings, provenance=provenance
         )
         return zoo.save(agent, str(tmp_path / f"{name}.json"))
 
     paper, sensing, again = control("a"), control("b", "sensing"), control("c")
+    # a static search's agent holds the paper's 13-input placeholder: its command tells
+    evolve = "python examples/evolve.py --suite --base adam --algorithm static"
+    searched = control("d", command=f"{evolve} --inputs sensing --seed 1")
+    searched_equals = control("e", command=f"{evolve} --inputs=sensing")
+    default = control("f", command=f"{evolve} --seed 1")
     argv = ["--tasks", "wine:mlp", "--agent", "nm_adam_digits", "--control"]
     args = example.parse_args(argv + [paper, sensing])
     assert [example.control_label(c) for c in args.controls] == [
         "static search (adam)",
         "static search (adam, sensing)",
     ]
+    searched_args = example.parse_args(argv + [searched, default])
+    assert [example.control_label(c) for c in searched_args.controls] == [
+        "static search (adam, sensing)",
+        "static search (adam)",
+    ]
+    assert example.control_label(zoo.load(searched_equals)) == "static search (adam, sensing)"
     with pytest.raises(SystemExit) as exit_info:  # two controls of one name
         example.parse_args(argv + [paper, again])
     assert exit_info.value.code == 2
