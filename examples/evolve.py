@@ -32,6 +32,11 @@ searches the best fixed hyperparameters of the base (one value each, for every
 tensor and step, within the agent's ranges; `keras_neuromod.evolution.static`),
 and `best_agent.json` holds them as collapsed ranges (`{name: [v, v]}`), so
 that `NmAdam(agent=...)` trains as Keras's Adam with those settings.
+`--algorithm cmaes` keeps the genome's topology fixed (the agent's inputs and
+outputs and `--regulatory` regulatory proteins, 8 by default) and searches its
+tags, beta and delta with CMA-ES from a silent genome, whose every
+hyperparameter sits in the middle of its range (`keras_neuromod.evolution.cmaes`),
+on the instances the random control draws; its agent is an ordinary one.
 
 The default backend, `vectorized`, trains the population as compiled JAX code
 (in a JAX worker process; batched where that is faster), which gives the same

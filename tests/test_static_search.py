@@ -8,6 +8,7 @@ with a recording backend; real trainings in a JAX worker and the example.
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -21,6 +22,7 @@ from keras_neuromod import NmAdam
 from keras_neuromod import NmSGD
 from keras_neuromod import zoo
 from keras_neuromod.agrn import Genome
+from keras_neuromod.io import read_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # positions of the search (one per hyperparameter, in [0, 1]) tried on each base
@@ -131,22 +133,23 @@ class Recorder:
         Recorder.runs.append(self)
 
     def map(self, jobs, progress=None):
+        self.jobs.extend(jobs)
+        return [self.score(job) for job in jobs]
+
+    @staticmethod
+    def score(job):
+        """A job's score: near a learning rate of 10^-2.5 and a beta_1 of 0.8 is best."""
         from keras_neuromod.evolution.static import FixedHyperparameters
 
-        self.jobs.extend(jobs)
-        scores = []
-        for job in jobs:
-            entry, seed = job["genome"], job["seed"]
-            if "hyperparameters" in entry:
-                values = FixedHyperparameters.from_dict(entry).values
-                scores.append(
-                    -((np.log10(values["learning_rate"]) + 2.5) ** 2)
-                    - (values["beta_1"] - 0.8) ** 2
-                    + 1e-3 * (seed % 7)
-                )
-            else:
-                scores.append(float(np.mean(entry["identifiers"])))
-        return scores
+        entry, seed = job["genome"], job["seed"]
+        if "hyperparameters" not in entry:
+            return float(np.mean(entry["identifiers"]))
+        values = FixedHyperparameters.from_dict(entry).values
+        return (
+            -((np.log10(values["learning_rate"]) + 2.5) ** 2)
+            - (values["beta_1"] - 0.8) ** 2
+            + 1e-3 * (seed % 7)
+        )
 
     def close(self):
         pass
@@ -225,6 +228,80 @@ def test_same_seed_same_search_and_resumed_equals_uninterrupted(recorded, tmp_pa
         ind.genome for ind in first.hall_of_fame
     ]
     assert resumed.best.genome == first.best.genome
+
+
+class _Ranked(list):
+    """A position DEAP's `cma.Strategy.update` ranks by its `fitness`."""
+
+    def __init__(self, position, fitness):
+        super().__init__(position)
+        self.fitness = fitness
+
+
+def test_the_static_search_is_deaps_cma_es_sample_for_sample(recorded, tmp_path):
+    """Computed apart from the search's code: DEAP's strategy from the centre of the box
+    with step 0.3, sampled from the seed's first child stream, clipped, told the scores."""
+    from deap import cma
+
+    from keras_neuromod.evolution.static import FixedHyperparameters
+
+    population, generations, seed = 6, 4, 7
+    _search(population=population, generations=generations, seed=seed, out=str(tmp_path))
+    jobs = recorded[0].jobs
+    suite = _suite()
+    strategy = cma.Strategy(centroid=[0.5] * 4, sigma=0.3, lambda_=population)
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+    for generation in range(generations):
+        z = rng.standard_normal((population, 4))
+        positions = np.clip(strategy.centroid + strategy.sigma * np.dot(z, strategy.BD.T), 0, 1)
+        batch = jobs[generation * population : (generation + 1) * population]
+        assert [job["genome"] for job in batch] == [
+            FixedHyperparameters.at("adam", p, suite.ranges, suite.outputs).to_dict()
+            for p in positions
+        ]
+        strategy.update([_Ranked(list(p), Recorder.score(j)) for p, j in zip(positions, batch)])
+    search = read_json(str(tmp_path / "checkpoint.json"))["search"]
+    assert search["update_count"] == generations
+    for field in ("centroid", "sigma", "pc", "ps", "C", "B", "diagD"):
+        assert search[field] == np.asarray(getattr(strategy, field)).tolist(), field
+    assert search["rng_state"] == rng.bit_generator.state
+
+
+def test_the_zoos_static_checkpoint_loads_unchanged_and_resumes(recorded, tmp_path):
+    """A real static run's checkpoint (zoo/runs/static_adam_sensing) gives back exactly what
+    it holds, and goes on with one more generation, the same from the same file."""
+    from keras_neuromod.evolution import GRNEATConfig
+    from keras_neuromod.evolution import SuiteTask
+    from keras_neuromod.evolution import evolve
+    from keras_neuromod.evolution.engine import _Run
+
+    path = os.path.join(os.path.dirname(HERE), "zoo", "runs", "static_adam_sensing")
+    data = read_json(os.path.join(path, "checkpoint.json"))
+    settings, config = data["settings"], GRNEATConfig.from_dict(data["config"])
+    loaded = _Run.load(os.path.join(path, "checkpoint.json"), settings, config)
+    assert json.loads(json.dumps(loaded.to_dict())) == data
+    done = data["generation"]
+    options = dict(
+        task=SuiteTask.from_dict(settings["task"]),
+        population=config.population,
+        generations=done + 1,
+        seed=settings["seed"],
+        hall_of_fame=settings["hall_of_fame"],
+        algorithm="static",
+        resume=True,
+        progress=False,
+        verbose=False,
+    )
+    checkpoints = []
+    for name in "ab":
+        shutil.copytree(path, tmp_path / name)
+        result = evolve(out=str(tmp_path / name), **options)
+        assert result.evaluated_now == config.population and result.generations == done + 1
+        checkpoints.append(read_json(str(tmp_path / name / "checkpoint.json")))
+    assert recorded[0].jobs == recorded[1].jobs
+    assert checkpoints[0]["search"] == checkpoints[1]["search"] != data["search"]
+    assert checkpoints[0]["search"]["update_count"] == data["search"]["update_count"] + 1
+    assert checkpoints[0]["logbook"][:done] == data["logbook"]
 
 
 @pytest.mark.parametrize(

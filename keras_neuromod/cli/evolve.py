@@ -35,6 +35,11 @@ searches the best fixed hyperparameters of the base (one value each, for every
 tensor and step, within the agent's ranges; `keras_neuromod.evolution.static`),
 and `best_agent.json` holds them as collapsed ranges (`{name: [v, v]}`), so
 that `NmAdam(agent=...)` trains as Keras's Adam with those settings.
+`--algorithm cmaes` keeps the genome's topology fixed (the agent's inputs and
+outputs and `--regulatory` regulatory proteins, 8 by default) and searches its
+tags, beta and delta with CMA-ES from a silent genome, whose every
+hyperparameter sits in the middle of its range (`keras_neuromod.evolution.cmaes`),
+on the instances the random control draws; its agent is an ordinary one.
 
 `--inputs` and `--outputs` name the agents' input and output sets
 (`keras_neuromod.inputs`, `keras_neuromod.outputs`): by default, with `--suite`,
@@ -86,6 +91,7 @@ from keras_neuromod.evolution import SuiteTask
 from keras_neuromod.evolution import TaskError
 from keras_neuromod.evolution import evolve
 from keras_neuromod.evolution import score_on_validation
+from keras_neuromod.evolution.cmaes import DEFAULT_REGULATORY
 from keras_neuromod.evolution.engine import ALGORITHMS
 from keras_neuromod.evolution.parallel import BACKENDS
 from keras_neuromod.evolution.static import static_agent
@@ -112,7 +118,12 @@ QUICK_SUITE = {"population": 16, "generations": 4, "instances": 2}
 # says (with --quick: QUICK_VALIDATION_DRAWS draws of --instances)
 VALIDATION_INSTANCES = 64
 QUICK_VALIDATION_DRAWS = 4
-SEARCHES = {"grneat": "GRNEAT", "random": "Random search", "static": "Static search"}
+SEARCHES = {
+    "grneat": "GRNEAT",
+    "random": "Random search",
+    "static": "Static search",
+    "cmaes": "CMA-ES search",
+}
 
 
 def count(text):
@@ -168,6 +179,10 @@ def parse_args(argv=None, prog=PROG):
         )
     if args.vectorized and args.backend != "ray":
         parser.error("--vectorized goes with --backend ray (--backend vectorized is local)")
+    if args.algorithm != "cmaes" and args.regulatory is not None:
+        parser.error("--regulatory goes with --algorithm cmaes")
+    if args.algorithm == "cmaes" and args.regulatory is None:
+        args.regulatory = DEFAULT_REGULATORY
     return _suite_settings(parser, args) if args.suite else _dataset_settings(parser, args)
 
 
@@ -202,8 +217,17 @@ def _add_agent_arguments(parser):
         help="grneat (default); random: the random-search control (random "
         "genomes); static (with --suite): the control without modulation, "
         "CMA-ES over fixed hyperparameters, written as an agent with "
-        "collapsed ranges, on the instances random draws. Both controls "
-        "have an evolution's budget, fitness and selection",
+        "collapsed ranges, on the instances random draws; cmaes: CMA-ES over "
+        "the tags, beta and delta of genomes of a fixed topology (--regulatory), "
+        "from a silent genome, on the instances random draws. All have an "
+        "evolution's budget, fitness and selection",
+    )
+    parser.add_argument(
+        "--regulatory",
+        type=count,
+        default=None,
+        help=f"with --algorithm cmaes: the regulatory proteins of every genome searched "
+        f"(default {DEFAULT_REGULATORY})",
     )
     parser.add_argument(
         "--inputs",
@@ -425,6 +449,7 @@ def _suite_command_parts(args, prog, generations):
         f"--sampling {args.sampling}",
         f"--augmentation {args.augmentation}",
         f"--algorithm {args.algorithm}",
+        *_regulatory_part(args),
         f"--inputs {args.inputs}",
         f"--outputs {args.outputs}",
         f"--backend {args.backend}",
@@ -432,6 +457,11 @@ def _suite_command_parts(args, prog, generations):
         # the tasks drawn from, named: the suite's default set may grow
         f"--tasks {','.join(args.task_spec.tasks)}",
     ]
+
+
+def _regulatory_part(args):
+    """The reproducing command's `--regulatory` (a cmaes run's only)."""
+    return [f"--regulatory {args.regulatory}"] if args.algorithm == "cmaes" else []
 
 
 def _dataset_command_parts(args, prog, generations):
@@ -452,6 +482,7 @@ def _dataset_command_parts(args, prog, generations):
     ]
     if args.algorithm != "grneat":
         parts.append(f"--algorithm {args.algorithm}")
+    parts += _regulatory_part(args)
     if args.inputs != input_sets.LEGACY:
         parts.append(f"--inputs {args.inputs}")
     if args.outputs != output_sets.LEGACY:
@@ -826,6 +857,7 @@ def run_evolution(args):
             resume=args.resume,
             progress=not args.no_progress,
             algorithm=args.algorithm,
+            cmaes_regulatory=args.regulatory,
             **options,
         )
     except datasets.DatasetUnavailableError as error:
@@ -851,7 +883,7 @@ def _announce(args):
         )
     else:
         print(
-            f"GRNEAT on {args.task}: {optimizer} agents, "
+            f"{SEARCHES[args.algorithm]} on {args.task}: {optimizer} agents, "
             f"population {args.population}, {args.generations} generations, "
             f"{args.epochs} epoch(s), "
             f"models {','.join(args.models)}, backend {args.backend}, seed {args.seed}",
@@ -916,7 +948,9 @@ def draw_fitness(args, logbook):
             f"fitness (mean log loss ratio against {BASELINES[args.base]}"
             + (" at its best rate)" if args.reference == "tuned" else ")"),
         )
-    return plot_fitness(logbook, figure, f"GRNEAT on {args.task} (seed {args.seed})")
+    return plot_fitness(
+        logbook, figure, f"{SEARCHES[args.algorithm]} on {args.task} (seed {args.seed})"
+    )
 
 
 def print_summary(result, agent_path, selection):

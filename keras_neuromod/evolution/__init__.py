@@ -6,6 +6,8 @@ fitness `model.fit` gives, many times faster), or one `model.fit` per individual
 serially, on local processes or on a Ray cluster.
 `evolve(algorithm="static")` is the control without modulation: CMA-ES over fixed
 hyperparameters (`FixedHyperparameters`, written as agents by `static_agent`).
+`evolve(algorithm="cmaes")` searches the tags of genomes of a fixed topology with
+CMA-ES, from a silent genome (`keras_neuromod.evolution.cmaes`).
 `EvolutionStrategy` evolves the shared weights of evolvable neural units;
 `ENUFitness` scores a whole population of ENU genomes in one compiled call.
 """

@@ -17,11 +17,12 @@ One generation:
 The GRNEAT steps live in `keras_neuromod.evolution.grneat`; this module holds the
 loop, the record and the checkpoint. Two controls share them: ``"random"`` (fresh
 random genomes every generation) and ``"static"`` (CMA-ES over fixed
-hyperparameters, `keras_neuromod.evolution.static`). A single
-`numpy.random.Generator` seeded by `seed` drives every random choice (the static
-search's CMA-ES samples from a second one, on a stream of its own), and its
-state is in the checkpoint, so a run resumed from a checkpoint ends with
-exactly the result of an uninterrupted one.
+hyperparameters, `keras_neuromod.evolution.static`), and so does ``"cmaes"``
+(CMA-ES over the tags of genomes of a fixed topology,
+`keras_neuromod.evolution.cmaes`). A single `numpy.random.Generator` seeded by
+`seed` drives every random choice (the CMA-ES searches sample from a second
+one, on a stream of their own), and its state is in the checkpoint, so a run
+resumed from a checkpoint ends with exactly the result of an uninterrupted one.
 """
 
 import contextlib
@@ -34,8 +35,11 @@ from deap import base
 from deap import tools
 
 from keras_neuromod import _fields
+from keras_neuromod.agrn import MAX_PROTEINS
 from keras_neuromod.agrn import Genome
 from keras_neuromod.evolution import grneat
+from keras_neuromod.evolution.cmaes import DEFAULT_REGULATORY
+from keras_neuromod.evolution.cmaes import TagSearch
 from keras_neuromod.evolution.fitness import FitnessTask
 from keras_neuromod.evolution.parallel import check_not_all_failed
 from keras_neuromod.evolution.parallel import in_spawned_start
@@ -68,7 +72,8 @@ class Individual:
     """A genome with a DEAP fitness (so that DEAP's tools work on it).
 
     In the static search (`evolve(algorithm="static")`), `genome` holds the
-    candidate's `FixedHyperparameters` instead.
+    candidate's `FixedHyperparameters` instead (the CMA-ES search of
+    `evolve(algorithm="cmaes")` has genomes, of one topology).
     """
 
     __slots__ = ("genome", "fitness", "generation")
@@ -203,7 +208,7 @@ class _Run:
         self.run_best = None  # the best of all generations (the checkpoint's "run_best")
         self.recent_bests = []  # the last RECENT_BESTS generations' bests, oldest first
         self.evaluations = 0
-        self.search = None  # the static search's CMA-ES (algorithm "static")
+        self.search = None  # the CMA-ES of a search (algorithms "static" and "cmaes")
 
     def to_dict(self):
         data = {
@@ -281,11 +286,13 @@ class _CheckpointReader:
         self.task = _task_from_dict(settings["task"])
         algorithm = settings.get("algorithm", _SETTING_DEFAULTS["algorithm"])
         self.static = algorithm == "static"
-        if self.static != ("search" in data):
+        # the fixed number of regulatory proteins of a "cmaes" run's genomes; None otherwise
+        self.regulatory = settings.get("cmaes_regulatory") if algorithm == "cmaes" else None
+        searched = algorithm in _SEARCHES
+        if searched != ("search" in data):
             raise ValueError(
-                f"{self.where} {'lacks' if self.static else 'has'} the field 'search', which a "
-                f"{'static' if self.static else algorithm} run's checkpoint "
-                f"{'holds' if self.static else 'does not hold'}."
+                f"{self.where} {'lacks' if searched else 'has'} the field 'search', which a "
+                f"{algorithm} run's checkpoint {'holds' if searched else 'does not hold'}."
             )
 
     def at(self, field):
@@ -365,6 +372,11 @@ class _CheckpointReader:
                 f"{self.at(field)} has {result.n_regulatory} regulatory proteins, more than "
                 f"max_regulatory ({self.config.max_regulatory})."
             )
+        if self.regulatory is not None and result.n_regulatory != self.regulatory:
+            raise ValueError(
+                f"{self.at(field)} has {result.n_regulatory} regulatory proteins; this CMA-ES "
+                f"run's genomes have {self.regulatory} (cmaes_regulatory)."
+            )
         return result
 
     def individual(self, value, field):
@@ -380,11 +392,11 @@ class _CheckpointReader:
         return None if value is None else self.individual(value, field)
 
     def population(self):
-        """The next generation's genomes (none in a static run: CMA-ES draws them)."""
+        """The next generation's genomes (none in a static or cmaes run: CMA-ES draws them)."""
         population = _fields.items(
             self.data["population"],
             self.at("population"),
-            length=0 if self.static else self.config.population,
+            length=0 if "search" in self.data else self.config.population,
         )
         return [self.genome(g, f"population[{i}]") for i, g in enumerate(population)]
 
@@ -460,7 +472,17 @@ class _CheckpointReader:
         hall_of_fame.keys = [ind.fitness for ind in reversed(hall)]
 
     def search(self):
-        """A static run's CMA-ES (`StaticSearch`) in its saved state; None for the others."""
+        """The CMA-ES of a static run (`StaticSearch`) or of a cmaes run (`TagSearch`), in its
+        saved state; None for the others."""
+        if self.regulatory is not None:
+            return TagSearch.from_dict(
+                self.data["search"],
+                self.task.n_inputs,
+                self.task.n_outputs,
+                self.regulatory,
+                self.config.population,
+                where=self.at("search"),
+            )
         if not self.static:
             return None
         return StaticSearch.from_dict(
@@ -523,7 +545,9 @@ def _run_best(hall_of_fame, *seen):
 # value. Three of the zoo's runs (zoo/runs/nm_adam_digits, nm_sgd_digits and nm_adam_general,
 # their checkpoint.json) were made before "algorithm" existed, and `evolve` resumes them.
 _SETTING_DEFAULTS = {"algorithm": "grneat"}
-ALGORITHMS = ("grneat", "random", "static")
+ALGORITHMS = ("grneat", "random", "static", "cmaes")
+# the algorithms whose candidates a CMA-ES draws (the checkpoint's "search" holds its state)
+_SEARCHES = ("static", "cmaes")
 
 _CHECKPOINT_FIELDS = (
     "format",
@@ -562,6 +586,7 @@ def evolve(
     timeout=None,
     vectorized=False,
     algorithm="grneat",
+    cmaes_regulatory=None,
     **task_options,
 ):
     """Evolve an AGRN agent with GRNEAT so that `model.fit` learns better.
@@ -627,7 +652,17 @@ def evolve(
             same seed and population draws, with the same fitness and hall
             of fame; the individuals' `genome` is then a
             `FixedHyperparameters`, and `static.static_agent` writes one as
-            an agent with collapsed ranges.
+            an agent with collapsed ranges. ``"cmaes"`` keeps the genome's
+            topology fixed (the task's inputs and outputs and
+            `cmaes_regulatory` regulatory proteins) and searches its tags,
+            beta and delta with CMA-ES (`keras_neuromod.evolution.cmaes`),
+            starting from a silent genome (every hyperparameter in the
+            middle of its range), `population` genomes per generation on the
+            random control's instances; it takes any task, as GRNEAT does.
+        cmaes_regulatory: with ``algorithm="cmaes"``, the regulatory
+            proteins of every genome searched (None:
+            `cmaes.DEFAULT_REGULATORY`, 8); at most the task's
+            `max_regulatory` and the config's.
         **task_options: more `FitnessTask` fields (`batch_size`, `width`,
             `metric`, `train_subset`, `ranges`, ...).
 
@@ -650,10 +685,13 @@ def evolve(
     fitness_task, config, models = _prepare(
         task, base, epochs, population, config, models, algorithm, fitness, task_options
     )
+    regulatory = _cmaes_regulatory(cmaes_regulatory, algorithm, fitness_task, config)
     generations = _fields.integer(generations, "generations")
     if backend is None:
         backend = "process" if fitness is not None else "vectorized"
     settings = _settings(fitness_task, fitness, models, seed, generations, hall_of_fame, algorithm)
+    if regulatory is not None:
+        settings["cmaes_regulatory"] = regulatory
     checkpoint = os.path.join(out, "checkpoint.json") if out else None
     # the folder's lock, held from reading the checkpoint to writing the last one
     with folder_lock(out) if out else contextlib.nullcontext():
@@ -727,6 +765,40 @@ def _prepare(task, base, epochs, population, config, models, algorithm, fitness,
     return fitness_task, config, models
 
 
+def _cmaes_regulatory(value, algorithm, task, config):
+    """The regulatory proteins of a cmaes run's genomes, checked; None for the others.
+
+    Raises:
+        ValueError: `value` given with another algorithm, not an integer of at
+            least 0, more than an AGRN of the task's inputs and outputs may
+            hold, or more than the run's `max_regulatory`.
+    """
+    if algorithm != "cmaes":
+        if value is not None:
+            raise ValueError(
+                f"cmaes_regulatory goes with algorithm='cmaes' (the fixed topology of its "
+                f"genomes), got {value!r:.80} with algorithm={algorithm!r}."
+            )
+        return None
+    value = DEFAULT_REGULATORY if value is None else value
+    limit = MAX_PROTEINS - task.n_inputs - task.n_outputs
+    value = _fields.integer(value, "cmaes_regulatory")
+    if value > limit:
+        raise ValueError(
+            f"cmaes_regulatory must be at most {limit}: an AGRN of {task.n_inputs} inputs and "
+            f"{task.n_outputs} outputs may have that many regulatory proteins "
+            f"(keras_neuromod.agrn.MAX_PROTEINS = {MAX_PROTEINS}), got {value}."
+        )
+    if value > config.max_regulatory:
+        raise ValueError(
+            f"cmaes_regulatory ({value}) exceeds the run's max_regulatory "
+            f"({config.max_regulatory}, the least of the task's and the GRNEATConfig's): "
+            f"the trainings' AGRN holds at most that many regulatory proteins. Raise both, or "
+            f"search fewer."
+        )
+    return value
+
+
 def _settings(fitness_task, fitness, models, seed, generations, hall_of_fame, algorithm):
     """The run's settings, as its checkpoint records them (a resumed run must match them)."""
     return {
@@ -746,7 +818,7 @@ def _run_generations(run, engine, models, checkpoint, progress, verbose):
     Returns:
         The evaluations made.
     """
-    step = _static_generation if run.settings["algorithm"] == "static" else _generation
+    step = _search_generation if run.settings["algorithm"] in _SEARCHES else _generation
     evaluated = 0
     while run.generation < run.settings["generations"]:
         evaluated += step(run, engine, models, progress, verbose)
@@ -784,18 +856,27 @@ def _start(settings, config, fitness_task, checkpoint, resume, verbose):
     run = _Run(settings, config, rng)
     first = grneat.initial_population if algorithm == "grneat" else grneat.random_population
     run.population = first(fitness_task.n_inputs, fitness_task.n_outputs, rng, config)
-    if algorithm == "static":
+    if algorithm in _SEARCHES:
         # the random control's genomes are drawn and dropped, so that its generator and
         # so its draws stay those of the random control; CMA-ES has a stream of its own
         run.population = []
-        stream = np.random.SeedSequence(int(seed)).spawn(1)[0]
-        run.search = StaticSearch(
-            fitness_task.base,
-            fitness_task.ranges,
-            config.population,
-            np.random.default_rng(stream),
-            outputs=fitness_task.outputs,
-        )
+        stream = np.random.default_rng(np.random.SeedSequence(int(seed)).spawn(1)[0])
+        if algorithm == "static":
+            run.search = StaticSearch(
+                fitness_task.base,
+                fitness_task.ranges,
+                config.population,
+                stream,
+                outputs=fitness_task.outputs,
+            )
+        else:  # its start, a silent genome, is the stream's first draw
+            run.search = TagSearch(
+                fitness_task.n_inputs,
+                fitness_task.n_outputs,
+                settings["cmaes_regulatory"],
+                config.population,
+                stream,
+            )
     return run
 
 
@@ -925,12 +1006,16 @@ def _generation(run, engine, models, progress, verbose):
     return score.count
 
 
-def _static_generation(run, engine, models, progress, verbose):
-    """One generation of the static search: CMA-ES asks, the suite scores, CMA-ES learns.
+def _search_generation(run, engine, models, progress, verbose):
+    """One generation of a CMA-ES search (``"static"``, ``"cmaes"``): CMA-ES asks, the
+    backend scores, CMA-ES learns.
 
     The run's generator draws the generation's instances and then the random
-    control's genomes (dropped), exactly as a ``"random"`` run's does, so both
-    controls meet the same instances generation by generation.
+    control's genomes (dropped), exactly as a ``"random"`` run's does, so the
+    searches and the controls meet the same instances generation by generation.
+
+    Returns:
+        The evaluations made (the population's).
     """
     start = time.perf_counter()
     architecture, task_seed = _draw(run.rng, models)

@@ -22,7 +22,9 @@ momentum), one value each, the same for every tensor at every step.
   the run's seed, on a stream apart from the run's generator), not from numpy's
   global one; its whole state (mean, step size, paths, covariance and its
   eigen-decomposition, generator state) is plain JSON in the checkpoint, so
-  that a resumed run ends exactly as an uninterrupted one.
+  that a resumed run ends exactly as an uninterrupted one. This machinery is
+  `keras_neuromod.evolution.cmaes.BoxCMAES`, which the CMA-ES search of genome
+  tags (`evolve(..., algorithm="cmaes")`) shares.
 * **How it is scored.** A candidate trains through the "frozen" ablation of
   the base's optimizer (`keras_neuromod.optimizers.ablation`), whose per-tensor
   values are an optimizer variable: the vectorized trainings take a population
@@ -36,13 +38,13 @@ momentum), one value each, the same for every tensor at every step.
 """
 
 import numpy as np
-from deap import cma
 
 from keras_neuromod import _fields
 from keras_neuromod import bases
 from keras_neuromod import outputs as output_sets
 from keras_neuromod.agrn import Genome
 from keras_neuromod.bases import N_INPUTS
+from keras_neuromod.evolution.cmaes import BoxCMAES
 
 __all__ = [
     "FixedHyperparameters",
@@ -59,7 +61,6 @@ __all__ = [
 INITIAL_POSITION = 0.5
 INITIAL_SIGMA = 0.3
 _CANDIDATE_FIELDS = ("base", "hyperparameters")
-_SEARCH_FIELDS = ("centroid", "sigma", "pc", "ps", "C", "B", "diagD", "update_count", "rng_state")
 
 
 def _float32_within(value, lo, hi):
@@ -243,16 +244,12 @@ def fixed_optimizer(task, tensors):
     return ablate(placeholder, "frozen", hyperparameters=table)
 
 
-class _Point(list):
-    """A position and its fitness, as DEAP's `cma.Strategy.update` reads them."""
+class StaticSearch(BoxCMAES):
+    """CMA-ES over positions in `[0, 1]^n`, one coordinate per hyperparameter of a base.
 
-    def __init__(self, position, fitness):
-        super().__init__(float(v) for v in position)
-        self.fitness = float(fitness)
-
-
-class StaticSearch(cma.Strategy):
-    """DEAP's CMA-ES over positions in `[0, 1]^n`, seeded, its whole state in JSON.
+    The machinery (sampling with clipping, update, JSON state) is `BoxCMAES`'s;
+    this class starts it at the centre of the box with `INITIAL_SIGMA` and maps
+    positions to `FixedHyperparameters`.
 
     Args:
         base: the optimizer base (n = its hyperparameter count).
@@ -262,97 +259,35 @@ class StaticSearch(cma.Strategy):
         outputs: the output set whose scales map the positions
             (`FixedHyperparameters.at`; None: ``"centred"``, or the one set a
             base declares).
+
+    Raises:
+        ValueError: an unknown base, bad ranges or outputs, or `population`
+            less than 2.
     """
 
     def __init__(self, base, ranges, population, rng, outputs=None):
         spec = bases.get(base)
-        population = _fields.integer(population, "population", minimum=2)
         dim = len(spec.hyperparameters)
-        super().__init__(centroid=[INITIAL_POSITION] * dim, sigma=INITIAL_SIGMA, lambda_=population)
+        super().__init__([INITIAL_POSITION] * dim, INITIAL_SIGMA, population, rng)
         self.outputs = spec.resolve_outputs(outputs)
-        self.base, self.ranges, self.rng = base, spec.check_ranges(ranges, self.outputs), rng
-
-    def ask(self):
-        """This generation's positions: float64 `[lambda, n]`, clipped to the box."""
-        z = self.rng.standard_normal((self.lambda_, self.dim))
-        return np.clip(self.centroid + self.sigma * np.dot(z, self.BD.T), 0.0, 1.0)
-
-    def generate(self, ind_init):
-        """DEAP's interface: `ind_init(position)` for each position of `ask`."""
-        return [ind_init(position) for position in self.ask()]
-
-    def tell(self, positions, fitnesses):
-        """Update the strategy from the positions asked and their fitnesses (maximised)."""
-        if len(positions) != self.lambda_ or len(fitnesses) != self.lambda_:
-            raise ValueError(
-                f"tell needs {self.lambda_} positions and fitnesses, got "
-                f"{len(positions)} and {len(fitnesses)}."
-            )
-        self.update([_Point(p, f) for p, f in zip(positions, fitnesses)])
+        self.base, self.ranges = base, spec.check_ranges(ranges, self.outputs)
 
     def candidate(self, position):
         """The `FixedHyperparameters` at `position`."""
         return FixedHyperparameters.at(self.base, position, self.ranges, self.outputs)
 
-    def to_dict(self):
-        return {
-            "centroid": self.centroid.tolist(),
-            "sigma": float(self.sigma),
-            "pc": self.pc.tolist(),
-            "ps": self.ps.tolist(),
-            "C": self.C.tolist(),
-            "B": self.B.tolist(),
-            "diagD": self.diagD.tolist(),
-            "update_count": int(self.update_count),
-            "rng_state": self.rng.bit_generator.state,
-        }
-
     @classmethod
     def from_dict(cls, data, base, ranges, population, where="The static search", outputs=None):
-        """Rebuild a search from `to_dict()`; anything malformed raises `ValueError`
-        naming the field.
+        """Rebuild a search from `to_dict()`.
 
         Args:
             data: the `to_dict()` form.
             base, ranges, population, outputs: as the constructor takes them.
             where: how error messages name the search.
+
+        Raises:
+            ValueError: anything malformed (the message names the field).
         """
-        _fields.fields(data, where, _SEARCH_FIELDS)
-
-        def at(field):
-            return f"{where}, field {field!r}"
-
-        rng = _fields.generator(data["rng_state"], at("rng_state"))
+        rng = cls._saved_generator(data, where)
         search = cls(base, ranges, population, rng, outputs=outputs)
-        n = search.dim
-
-        def array(field, shape):
-            value = data[field]
-            try:
-                result = np.array(value, np.float64)
-            except (TypeError, ValueError, OverflowError):
-                raise ValueError(f"{at(field)} must be numbers shaped {list(shape)}.") from None
-            if result.shape != shape:
-                raise ValueError(
-                    f"{at(field)} must be numbers shaped {list(shape)}, got shape "
-                    f"{list(result.shape)}."
-                )
-            if not np.all(np.isfinite(result)):
-                raise ValueError(f"{at(field)} must be finite numbers.")
-            return result
-
-        search.centroid = array("centroid", (n,))
-        search.pc, search.ps = array("pc", (n,)), array("ps", (n,))
-        # B in the memory order DEAP's update leaves it (a column selection: Fortran order),
-        # so that the products with it round exactly as in an uninterrupted run
-        search.C, search.B = array("C", (n, n)), np.asfortranarray(array("B", (n, n)))
-        search.diagD = array("diagD", (n,))
-        if not np.all(search.diagD > 0):
-            raise ValueError(f"{at('diagD')} must be positive (square roots of C's eigenvalues).")
-        search.sigma = _fields.number(data["sigma"], at("sigma"))
-        if not search.sigma > 0:
-            raise ValueError(f"{at('sigma')} must be positive, got {search.sigma!r}.")
-        search.update_count = _fields.integer(data["update_count"], at("update_count"))
-        search.BD = search.B * search.diagD
-        search.cond = float((search.diagD[-1] / search.diagD[0]) ** 2)
-        return search
+        return search._restore(data, where)
