@@ -92,7 +92,8 @@ def test_zoo_show_prints_a_comparisons_paired_differences(capsys):
 
 def test_evolve_is_the_example_flag_for_flag(tmp_path, capsys):
     out = str(tmp_path / "run")
-    assert main(["evolve", *TINY, "--generations", "1", "--out", out]) == 0
+    ranges = ["--ranges", "learning_rate=1e-4:1e-2"]
+    assert main(["evolve", *TINY, "--generations", "1", *ranges, "--out", out]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     summary = json.loads(lines[-1])
     assert summary["generations"] == 1 and summary["evaluations"] == 4
@@ -102,8 +103,12 @@ def test_evolve_is_the_example_flag_for_flag(tmp_path, capsys):
         "fitness.png",
         "logbook.csv",
     ]
-    command = zoo.load(summary["agent"]).provenance["command"]
+    agent = zoo.load(summary["agent"])
+    assert agent.ranges["learning_rate"] == (1e-4, 1e-2)  # the file keeps the run's ranges
+    assert agent.optimizer().ranges["learning_rate"] == (1e-4, 1e-2)
+    command = agent.provenance["command"]
     assert command.startswith("keras-neuromod evolve --task digits --base adam --population 4 ")
+    assert " --ranges learning_rate=0.0001:0.01" in command
     # the recorded command parses back to the same run
     replay = evolve.parse_args(command.split()[2:])
     assert (replay.population, replay.generations, replay.models, replay.seed) == (
@@ -112,6 +117,7 @@ def test_evolve_is_the_example_flag_for_flag(tmp_path, capsys):
         ("mlp",),
         0,
     )
+    assert replay.ranges == {"learning_rate": (1e-4, 1e-2)}
     # the flags and the settings are the example's
     from examples_loader import load_example
 

@@ -489,6 +489,37 @@ def test_evolve_s_command_line_reads_and_records_the_output_set():
         parse_args(["--outputs", "wide"])
 
 
+def test_evolve_s_ranges_flag_sets_the_suite_s_ranges_and_refuses_bad_ones(capsys):
+    from keras_neuromod.cli.evolve import parse_args
+    from keras_neuromod.cli.evolve import reproducing_command
+
+    argv = ["--suite", "--ranges", "learning_rate=1e-4:3e-3", "beta_1=0.5:0.95"]
+    suite = parse_args(argv)
+    expected = {"learning_rate": (1e-4, 3e-3), "beta_1": (0.5, 0.95)}
+    assert suite.ranges == suite.task_spec.ranges == expected
+    command = reproducing_command(suite, 3)
+    assert "--ranges learning_rate=0.0001:0.003 beta_1=0.5:0.95 " in command
+    assert parse_args(command.split()[2:]).task_spec == suite.task_spec
+    assert parse_args(["--suite"]).task_spec.ranges is None
+    assert "--ranges" not in reproducing_command(parse_args(["--suite"]), 3)
+    for bad, message in (
+        (["learning_rate=1e-4"], "a range is NAME=LO:HI"),
+        (["lr=1e-4:1e-2"], "Unknown hyperparameter"),
+        (["learning_rate=1e-2:1e-4"], "lo <= hi"),
+        (["learning_rate=0:1e-2"], "needs lo > 0"),  # a log scale
+        (["beta_1=0.5:1"], "leaves the valid interval"),
+        (["momentum=0.5:1"], "needs hi < 1"),  # centred: complement_log
+        (["learning_rate=1e-4:1e-2", "learning_rate=1e-3:1e-2"], "twice"),
+    ):
+        base = ["--base", "sgd"] if bad[0].startswith("momentum") else []
+        with pytest.raises(SystemExit) as exit_info:
+            parse_args(["--suite", *base, "--ranges", *bad])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+    # on the paper's output set beta_1 is linear: a range up to 1 is its to take
+    assert parse_args(["--ranges", "beta_1=0.5:0.999"]).ranges == {"beta_1": (0.5, 0.999)}
+
+
 def test_zoo_show_gives_the_output_set_ranges_and_scales(capsys):
     from keras_neuromod.cli.zoo import show_agent
 

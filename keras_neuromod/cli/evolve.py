@@ -244,6 +244,42 @@ def _add_agent_arguments(parser):
         "and scale; default: paper with the paper's input set, else centred, whose "
         "silent agent is Keras's optimizer)",
     )
+    parser.add_argument(
+        "--ranges",
+        nargs="+",
+        type=_range,
+        default=None,
+        metavar="NAME=LO:HI",
+        help="hyperparameter ranges other than the output set's, mapped on its scales "
+        "(learning_rate=1e-4:3e-3); the agent's file keeps them",
+    )
+
+
+def _range(text):
+    """`NAME=LO:HI` as `(name, (lo, hi))` (argparse's type of `--ranges`)."""
+    name, _, pair = text.partition("=")
+    lo, _, hi = pair.partition(":")
+    try:
+        return name.strip(), (float(lo), float(hi))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a range is NAME=LO:HI (learning_rate=1e-4:1e-2), got {text!r:.80}"
+        ) from None
+
+
+def _checked_ranges(parser, args):
+    """`args.ranges` as a dict, checked against the base and its output set (None: none)."""
+    if args.ranges is None:
+        return None
+    names = [name for name, _ in args.ranges]
+    if len(set(names)) != len(names):
+        parser.error(f"--ranges names a hyperparameter twice: {names}")
+    ranges = dict(args.ranges)
+    try:
+        bases.get(args.base).check_ranges(ranges, outputs=args.outputs)
+    except ValueError as error:
+        parser.error(f"--ranges: {error}")
+    return ranges
 
 
 def _add_backend_arguments(parser):
@@ -355,6 +391,7 @@ def _suite_settings(parser, args):
         )
         args.inputs = args.inputs or input_sets.DEFAULT
         args.outputs = bases.get(args.base).resolve_outputs(args.outputs, args.inputs)
+        args.ranges = _checked_ranges(parser, args)
         args.task_spec = SuiteTask(
             base=args.base,
             tasks=args.tasks,
@@ -365,6 +402,7 @@ def _suite_settings(parser, args):
             reference=args.reference,
             scoring=args.scoring,
             augmentation=args.augmentation,
+            ranges=args.ranges,
         )
     except (KeyError, ValueError) as error:
         parser.error(str(error).strip("'\""))
@@ -391,6 +429,7 @@ def _dataset_settings(parser, args):
         args.outputs = bases.get(args.base).resolve_outputs(args.outputs, args.inputs)
     except ValueError as error:
         parser.error(str(error))
+    args.ranges = _checked_ranges(parser, args)
     full_scale = args.task != "digits" and not args.quick
     defaults = (
         {
@@ -452,11 +491,20 @@ def _suite_command_parts(args, prog, generations):
         *_regulatory_part(args),
         f"--inputs {args.inputs}",
         f"--outputs {args.outputs}",
+        *_ranges_part(args),
         f"--backend {args.backend}",
         f"--seed {args.seed}",
         # the tasks drawn from, named: the suite's default set may grow
         f"--tasks {','.join(args.task_spec.tasks)}",
     ]
+
+
+def _ranges_part(args):
+    """The reproducing command's `--ranges` (where the run names any)."""
+    if not args.ranges:
+        return []
+    pairs = " ".join(f"{name}={lo!r}:{hi!r}" for name, (lo, hi) in args.ranges.items())
+    return [f"--ranges {pairs}"]
 
 
 def _regulatory_part(args):
@@ -487,7 +535,7 @@ def _dataset_command_parts(args, prog, generations):
         parts.append(f"--inputs {args.inputs}")
     if args.outputs != output_sets.LEGACY:
         parts.append(f"--outputs {args.outputs}")
-    return parts
+    return parts + _ranges_part(args)
 
 
 def write_logbook(logbook, path):
@@ -901,6 +949,7 @@ def _dataset_options(args):
         data_dir=args.data_dir,
         inputs=args.inputs,
         outputs=args.outputs,
+        ranges=args.ranges,
     )
 
 
@@ -928,7 +977,7 @@ def write_agent(args, result, chosen, selection):
             name=args.name,
             base=args.base,
             genome=chosen.genome,
-            ranges=spec.ranges if spec else None,
+            ranges=spec.ranges if spec else args.ranges,
             settings=settings,
             provenance=provenance(args, result, chosen, selection),
         )
