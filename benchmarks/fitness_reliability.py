@@ -61,6 +61,12 @@ def population_and_suite(args):
     if args.checkpoint:
         checkpoint = read_json(args.checkpoint, what="evolution checkpoint")
         suite = SuiteTask.from_dict(checkpoint["settings"]["task"])
+        if not checkpoint["population"]:  # a CMA-ES run draws each generation's afresh
+            algorithm = checkpoint["settings"].get("algorithm")
+            sys.exit(
+                f"{args.checkpoint} holds no population: a {algorithm!r} run's CMA-ES draws "
+                f"each generation's candidates afresh. Pass a GRNEAT or random run's checkpoint."
+            )
         genomes = [Genome.from_dict(g) for g in checkpoint["population"]]
         return genomes[: args.population] if args.population else genomes, suite
     suite = SuiteTask(tasks=tuple(args.tasks) if args.tasks else SuiteTask().tasks)
