@@ -266,7 +266,9 @@ def methods(args):
 
 def comparisons(args):
     """(method, baseline) pairs to summarise: each agent against every baseline of its base,
-    its ablations and its controls; each control against the same baselines."""
+    its ablations and its controls; each control against the same baselines; an agent
+    that reads the horizon also untold against them (what a `fit` without
+    `TrainingHorizon` gets)."""
     baselines = list(DEFAULTS) + list(TUNED)
     pairs = []
     for agent in args.agents:
@@ -278,6 +280,7 @@ def comparisons(args):
         controls = [control_label(c) for c in args.controls if c.base == agent.base]
         untold = [f"{agent.name} / not told"] if agent.reads_horizon else []
         pairs += [(agent.name, b) for b in baselines + own + untold + controls]
+        pairs += [(method, b) for method in untold for b in baselines]
     for control in args.controls:
         pairs += [(control_label(control), b) for b in baselines]
     return pairs

@@ -152,9 +152,9 @@ def test_an_agent_that_reads_the_horizon_is_told_it_and_also_compared_untold(
         "sensing / frozen",
         "sensing / network mean",
     ]
-    assert ("sensing", "sensing / not told") in {
-        (s["method"], s["baseline"]) for s in result["summary"]
-    }
+    summarised = {(s["method"], s["baseline"]) for s in result["summary"]}
+    # told against untold, and untold against the baselines: what a fit without the callback gets
+    assert {("sensing", "sensing / not told"), ("sensing / not told", "Adam")} <= summarised
     saved = read_json(os.path.join(out, "records", "diabetes.json"))["models"]["linear"]
     told, untold = saved["methods"]["sensing"], saved["methods"]["sensing / not told"]
     assert told["identity"] != untold["identity"] and told["runs"] != untold["runs"]
