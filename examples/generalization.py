@@ -50,9 +50,11 @@ each zoo agent's card.
     python examples/generalization.py \\
         --agent nm_adam_general nm_sgd_general nm_adam_digits nm_sgd_digits \\
                 zoo/runs/nm_adam_sensing/best_agent.json \\
+                zoo/runs/nm_adam_sensing/narrowed_agent.json \\
         --control zoo/runs/random_adam/best_agent.json zoo/runs/random_sgd/best_agent.json \\
                   zoo/runs/static_adam/best_agent.json zoo/runs/static_sgd/best_agent.json \\
-        --ablations nm_adam_general nm_sgd_general nm_adam_sensing \\
+                  zoo/runs/static_adam_sensing/best_agent.json \\
+        --ablations nm_adam_general nm_sgd_general nm_adam_sensing nm_adam_sensing_narrowed \\
         --out zoo/evidence/general --record
 """
 
