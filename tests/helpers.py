@@ -28,6 +28,23 @@ def fixed(**values):
 
 # the logbook's columns that time a generation (wall and CPU seconds): they vary from run to run
 TIMINGS = ("seconds", "cpu_seconds")
+# The flags of a tiny evolution on the bundled digits: 4 genomes, one epoch of an MLP on
+# 64 examples, trained in this process (a generation takes seconds).
+TINY_EVOLVE = (
+    "--population",
+    "4",
+    "--epochs",
+    "1",
+    "--models",
+    "mlp",
+    "--width",
+    "0.25",
+    "--train-subset",
+    "64",
+    "--backend",
+    "serial",
+    "--no-progress",
+)
 
 
 def logbook_records(result):

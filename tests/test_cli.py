@@ -7,26 +7,13 @@ import sys
 
 import pytest
 
+from helpers import TINY_EVOLVE
 from keras_neuromod import zoo
 from keras_neuromod.cli import _startup
 from keras_neuromod.cli import evolve
 from keras_neuromod.cli import main
 
-TINY = [
-    "--population",
-    "4",
-    "--epochs",
-    "1",
-    "--models",
-    "mlp",
-    "--width",
-    "0.25",
-    "--train-subset",
-    "64",
-    "--backend",
-    "serial",
-    "--no-progress",
-]
+TINY = list(TINY_EVOLVE)
 
 
 def test_zoo_list_prints_every_shipped_agent(capsys):

@@ -17,6 +17,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from helpers import TIMINGS
+from helpers import TINY_EVOLVE
 from helpers import logbook_records
 from helpers import toy_evolution
 from helpers import train_weights
@@ -308,21 +309,7 @@ def test_cmaes_trains_on_the_suite_in_a_jax_worker_deterministically_and_resumes
 
 # -- the command ----------------------------------------------------------------------
 
-TINY = [
-    "--population",
-    "4",
-    "--epochs",
-    "1",
-    "--models",
-    "mlp",
-    "--width",
-    "0.25",
-    "--train-subset",
-    "64",
-    "--backend",
-    "serial",
-    "--no-progress",
-]
+TINY = list(TINY_EVOLVE)
 
 
 def test_the_command_writes_an_ordinary_agent_whose_card_says_cmaes(tmp_path, capsys):

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import helpers
+from helpers import TINY_EVOLVE
 from helpers import logbook_records
 from helpers import slow_toy_fitness
 from helpers import toy_evolution
@@ -219,25 +220,7 @@ def test_a_second_run_on_a_locked_folder_is_refused_and_the_lock_released(tmp_pa
     from test_io import lock_held_by_another_process
 
     out = tmp_path / "run"
-    tiny = [
-        "--population",
-        "4",
-        "--epochs",
-        "1",
-        "--models",
-        "mlp",
-        "--width",
-        "0.25",
-        "--train-subset",
-        "64",
-        "--backend",
-        "serial",
-        "--no-progress",
-        "--generations",
-        "1",
-        "--out",
-        str(out),
-    ]
+    tiny = [*TINY_EVOLVE, "--generations", "1", "--out", str(out)]
     with lock_held_by_another_process(out) as child:
         with pytest.raises(FolderLockedError, match=f"in use by another run: process {child.pid}"):
             toy_evolution(seed=1, generations=2, out=str(out))
