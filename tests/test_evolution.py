@@ -690,23 +690,7 @@ def _evolve_example():
 def test_evolve_example_with_no_generation_writes_no_agent(tmp_path, capsys):
     example = _evolve_example()
     out = str(tmp_path / "run")
-    tiny = [
-        "--population",
-        "4",
-        "--epochs",
-        "1",
-        "--models",
-        "mlp",
-        "--width",
-        "0.25",
-        "--train-subset",
-        "64",
-        "--backend",
-        "serial",
-        "--no-progress",
-        "--out",
-        out,
-    ]
+    tiny = [*TINY_EVOLVE, "--out", out]
     example.main(tiny + ["--generations", "0"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert "No generation was run (--generations 0)" in lines[-2]
