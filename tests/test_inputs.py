@@ -8,6 +8,7 @@ the step, as `keras_neuromod.inputs` documents them.
 """
 
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -195,6 +196,28 @@ def test_training_horizon_gives_progress_during_fit_and_clears_it_after(tmp_path
     assert tracer.input_names == list(SENSING.names)
     figure = tracer.plot(str(tmp_path / "trace.png"))
     assert (tmp_path / "trace.png").stat().st_size > 0 and figure.endswith("trace.png")
+
+
+@pytest.mark.slow
+def test_an_agent_that_reads_the_horizon_warns_once_where_it_is_not_told():
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+
+    def untold_warnings(genome, callbacks=(), horizon=None):
+        model = _model()
+        optimizer = NmAdam(agent=genome)
+        if horizon is not None:
+            optimizer.set_horizon(horizon)  # as a custom loop would
+        model.compile(optimizer=optimizer, loss="mse")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.fit(x, x[:, :2], epochs=2, batch_size=8, verbose=0, callbacks=list(callbacks))
+        return [str(w.message) for w in caught if "reads the training's progress" in str(w.message)]
+
+    untold = untold_warnings(_agent(NmAdam))
+    assert len(untold) == 1 and "TrainingHorizon()" in untold[0]  # once, not at every step
+    assert untold_warnings(_agent(NmAdam), callbacks=[TrainingHorizon()]) == []
+    assert untold_warnings(_agent(NmAdam), horizon=8) == []
+    assert untold_warnings(Genome.random(13, 8, 1, rng=0)) == []  # the paper's inputs read none
 
 
 class _HorizonProbe(keras.callbacks.Callback):

@@ -33,6 +33,8 @@ parent's, so each backend's own path (TensorFlow's distribution updates, JAX's
 stateless apply, gradient accumulation, EMA) still runs.
 """
 
+import warnings
+
 import keras
 import numpy as np
 from keras import ops
@@ -623,6 +625,23 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         if self.built and self._sensing:
             self._horizon.assign(float(steps))
 
+    def _warn_if_untold(self):
+        """Warn once, as the update is first traced, where no horizon was set before it.
+
+        An agent that reads the training's progress trains differently untold
+        (its progress and horizon flag read 0); the warning says how to tell it.
+        """
+        if getattr(self, "_horizon_steps", 0) or getattr(self, "_warned_untold", False):
+            return
+        self._warned_untold = True
+        warnings.warn(
+            f"{type(self).__name__}'s agent reads the training's progress, but no one told it "
+            "how long the training runs, so it trains untold (its progress reads 0). Pass "
+            "keras_neuromod.callbacks.TrainingHorizon() to fit, or call "
+            "optimizer.set_horizon(updates) in a custom loop.",
+            stacklevel=2,
+        )
+
     @property
     def horizon_variable(self):
         """The optimizer variable holding the horizon `set_horizon` sets, or None.
@@ -884,6 +903,7 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
             ],
             axis=1,
         )
+        self._warn_if_untold()
         return {
             "known": known,
             "weight_mean": weight_mean,
