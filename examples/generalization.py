@@ -220,11 +220,14 @@ def control_label(agent):
     set where that is not the core paper's ("static search (adam, sensing)").
 
     A static search's agent reads no inputs (its file holds the paper's set): its input set
-    is the one its recorded command evolved with (`--inputs`).
+    is the one its search evolved with, from its provenance (`inputs`) or, in files written
+    before the provenance held it, its recorded command (`--inputs`).
     """
     search = agent.provenance.get("algorithm", "random")
-    inputs = agent.settings.get("inputs") or _command_option(
-        agent.provenance.get("command") or "", "--inputs"
+    inputs = (
+        agent.settings.get("inputs")
+        or agent.provenance.get("inputs")
+        or _command_option(agent.provenance.get("command") or "", "--inputs")
     )
     inputs = inputs or input_sets.LEGACY
     where = agent.base if inputs == input_sets.LEGACY else f"{agent.base}, {inputs}"

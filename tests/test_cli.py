@@ -93,6 +93,7 @@ def test_evolve_is_the_example_flag_for_flag(tmp_path, capsys):
     agent = zoo.load(summary["agent"])
     assert agent.ranges["learning_rate"] == (1e-4, 1e-2)  # the file keeps the run's ranges
     assert agent.optimizer().ranges["learning_rate"] == (1e-4, 1e-2)
+    assert (agent.provenance["inputs"], agent.provenance["outputs"]) == ("paper", "paper")
     command = agent.provenance["command"]
     assert command.startswith("keras-neuromod evolve --task digits --base adam --population 4 ")
     assert " --ranges learning_rate=0.0001:0.01" in command

@@ -165,13 +165,15 @@ def test_an_agent_that_reads_the_horizon_is_told_it_and_also_compared_untold(
 def test_controls_are_named_by_search_base_and_input_set_and_never_twice(example, tmp_path):
     from keras_neuromod.inputs import SENSING
 
-    def control(name, inputs=None, command=None):
+    def control(name, inputs=None, command=None, searched_with=None):
         size = 13 if inputs is None else SENSING.size
         settings = {} if inputs is None else {"inputs": inputs}
         genome = Genome.random(size, 8, 2, rng=3)
         provenance = {"algorithm": "static"}
         if command is not None:
             provenance["command"] = command
+        if searched_with is not None:
+            provenance["inputs"] = searched_with
         agent = zoo.Agent(
             name=name, base="adam", genome=genome, settings=settings, provenance=provenance
         )
@@ -195,6 +197,9 @@ def test_controls_are_named_by_search_base_and_input_set_and_never_twice(example
         "static search (adam)",
     ]
     assert example.control_label(zoo.load(searched_equals)) == "static search (adam, sensing)"
+    # the provenance's input set comes before the command's (files of the command only are older)
+    recorded = control("g", command=f"{evolve} --seed 1", searched_with="sensing")
+    assert example.control_label(zoo.load(recorded)) == "static search (adam, sensing)"
     with pytest.raises(SystemExit) as exit_info:  # two controls of one name
         example.parse_args(argv + [paper, again])
     assert exit_info.value.code == 2

@@ -406,6 +406,9 @@ def test_evolve_example_writes_the_static_agent_chosen_on_the_validation_draw(tm
     assert agent.name == "static_adam_general" and record["algorithm"] == "static"
     assert summary["evaluations"] == record["evaluations"] == 6
     assert "--algorithm static" in record["command"]
+    # the sets it searched with, which its agent (of fixed values) cannot hold
+    assert (record["inputs"], record["outputs"]) == ("sensing", "centred")
+    assert load_example("generalization").control_label(agent) == "static search (adam, sensing)"
     # the CPU time is measured: every generation's, and the selection's
     with open(tmp_path / "logbook.csv") as stream:
         assert all(float(row["cpu_seconds"]) > 0 for row in csv.DictReader(stream))

@@ -745,6 +745,9 @@ def provenance(args, result, chosen, selection):
         "seed": args.seed,
         "final_fitness": chosen.fitness.values[0],
         "evaluations": result.evaluations,
+        # the sets the search evolved with: a static search's agent reads neither
+        "inputs": args.inputs,
+        "outputs": args.outputs,
     }
     if args.suite:
         record = _suite_provenance(args, result, selection, record)

@@ -28,6 +28,8 @@ _MADE = (
     "instances",
     "baseline",
     "algorithm",
+    "inputs",
+    "outputs",
     "population",
     "generations",
     "seed",
