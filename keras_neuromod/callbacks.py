@@ -42,11 +42,12 @@ class TrainingHorizon(keras.callbacks.Callback):
 
     As `fit`'s first epoch begins, the optimizer's horizon is set to the
     updates the training will have made at its end (those made so far, and
-    `(epochs - initial_epoch) * steps` of `fit`'s parameters), and it is
-    cleared at the end of `fit`. Agents of the ``"sensing"``
-    input set read `t / horizon` and a flag that the horizon is known; without
-    this callback (or a horizon set by hand with `set_horizon`) both read 0.
-    Agents of other input sets ignore it.
+    `(epochs - initial_epoch) * steps` of `fit`'s parameters); at the end of
+    `fit` it is the optimizer's own `horizon` again (None: unknown). Agents of
+    the ``"sensing"`` input set read `t / horizon` and a flag that the horizon
+    is known; without this callback (or the optimizer's `horizon=`, or a
+    horizon set by hand with `set_horizon`) both read 0. Agents of other input
+    sets ignore it.
 
     >>> model.fit(x, y, epochs=10, callbacks=[TrainingHorizon()])
     """
@@ -70,7 +71,8 @@ class TrainingHorizon(keras.callbacks.Callback):
         optimizer.set_horizon(optimizer.updates + remaining * int(steps) // every)
 
     def on_train_end(self, logs=None):
-        _neuromodulated(self.model, "TrainingHorizon").set_horizon(None)
+        optimizer = _neuromodulated(self.model, "TrainingHorizon")
+        optimizer.set_horizon(optimizer.horizon)
 
     def get_config(self):
         return {}

@@ -202,9 +202,9 @@ def test_training_horizon_gives_progress_during_fit_and_clears_it_after(tmp_path
 def test_an_agent_that_reads_the_horizon_warns_once_where_it_is_not_told():
     x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
 
-    def untold_warnings(genome, callbacks=(), horizon=None):
+    def untold_warnings(genome, callbacks=(), horizon=None, made_with=None):
         model = _model()
-        optimizer = NmAdam(agent=genome)
+        optimizer = NmAdam(agent=genome, horizon=made_with)
         if horizon is not None:
             optimizer.set_horizon(horizon)  # as a custom loop would
         model.compile(optimizer=optimizer, loss="mse")
@@ -217,6 +217,7 @@ def test_an_agent_that_reads_the_horizon_warns_once_where_it_is_not_told():
     assert len(untold) == 1 and "TrainingHorizon()" in untold[0]  # once, not at every step
     assert untold_warnings(_agent(NmAdam), callbacks=[TrainingHorizon()]) == []
     assert untold_warnings(_agent(NmAdam), horizon=8) == []
+    assert untold_warnings(_agent(NmAdam), made_with=8) == []
     assert untold_warnings(Genome.random(13, 8, 1, rng=0)) == []  # the paper's inputs read none
 
 
@@ -251,6 +252,41 @@ def test_training_horizon_counts_the_epochs_left_after_an_initial_epoch():
     )
     assert probe.seen == [12.0] * 8
     assert float(optimizer.horizon_variable.numpy()) == 0.0  # cleared at the end
+
+
+@pytest.mark.slow
+def test_a_horizon_given_when_the_optimizer_is_made_reads_as_the_callbacks(tmp_path):
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+
+    def fit(optimizer, callbacks=()):
+        keras.utils.set_random_seed(0)
+        model = _model()
+        model.compile(optimizer=optimizer, loss="mse")
+        tracer = ModulationTracer(update_freq=1)
+        model.fit(x, x[:, :2], epochs=2, batch_size=8, verbose=0, callbacks=[*callbacks, tracer])
+        return model, tracer
+
+    made, made_trace = fit(NmAdam(agent=_agent(NmAdam), horizon=8))
+    told, told_trace = fit(NmAdam(agent=_agent(NmAdam)), [TrainingHorizon()])
+    np.testing.assert_array_equal(made_trace.inputs, told_trace.inputs)
+    for v, w in zip(made.trainable_variables, told.trainable_variables):
+        np.testing.assert_array_equal(v.numpy(), w.numpy())
+    # fit's own count wins within fit; after it, the optimizer's horizon is back
+    optimizer = made.optimizer
+    probe = _HorizonProbe()
+    made.fit(x, x[:, :2], epochs=1, batch_size=8, verbose=0, callbacks=[TrainingHorizon(), probe])
+    assert probe.seen == [12.0] * 4 and float(optimizer.horizon_variable.numpy()) == 8.0
+    # the horizon is configuration: config and model.save keep it
+    assert optimizer.get_config()["horizon"] == 8
+    assert NmAdam.from_config(optimizer.get_config()).horizon == 8
+    made.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert loaded.optimizer.horizon == 8
+    assert float(loaded.optimizer.horizon_variable.numpy()) == 8.0
+    assert NmAdam(agent=_agent(NmAdam)).get_config()["horizon"] is None
+    for bad in (0, -3, 2.5, True, "10"):
+        with pytest.raises(ValueError, match="horizon"):
+            NmAdam(agent=_agent(NmAdam), horizon=bad)
 
 
 @pytest.mark.slow

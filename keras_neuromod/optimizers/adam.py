@@ -56,6 +56,9 @@ class NmAdam(NeuromodulatedOptimizer):
             training runs: pass `callbacks.TrainingHorizon()` to `fit`.
         outputs: the agent's output set, ``"paper"``, ``"centred"`` or
             ``"narrow"`` (see `NeuromodulatedOptimizer`).
+        horizon: the updates the training will make, where known when the
+            optimizer is made (as a decay schedule's `decay_steps`); None:
+            unknown until `set_horizon` or `callbacks.TrainingHorizon`.
         **kwargs: Keras's base optimizer options (`clipnorm`, `weight_decay`,
             `gradient_accumulation_steps`, `use_ema`, `name`, ...).
 

@@ -442,6 +442,11 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
             rate within a decade of the default (Nm-Adam (1e-4, 1e-2), Nm-SGD
             (1e-3, 0.1)). None: the agent's own setting, else ``"paper"``
             for the paper's input set and ``"centred"`` for any other.
+        horizon: the updates the training will make, where it is known when
+            the optimizer is made (as a decay schedule's `decay_steps`): an
+            agent of the ``"sensing"`` set reads its progress `t / horizon`.
+            None: unknown until `set_horizon` or the `TrainingHorizon`
+            callback tells it. Other input sets ignore it.
         **kwargs: Keras's base optimizer options (`clipnorm`, `weight_decay`,
             `gradient_accumulation_steps`, `use_ema`, ...).
     """
@@ -464,10 +469,13 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         learning_rate=1.0,
         inputs=None,
         outputs=None,
+        horizon=None,
         name=None,
         **kwargs,
     ):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.horizon = None if horizon is None else _fields.integer(horizon, "horizon", minimum=1)
+        self.set_horizon(self.horizon)
         genome, evolved_with = resolve_agent(agent)
         # an agent's own ranges and settings apply unless given here
         if ranges is None:
@@ -587,6 +595,7 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
                 "max_regulatory": self.max_regulatory,
                 "inputs": self.input_set.name,
                 "outputs": self.output_set.name,
+                "horizon": self.horizon,
             }
         )
         return config
@@ -616,9 +625,10 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
 
         The sensing input set reads the progress `t / steps`; other sets
         ignore it. `keras_neuromod.callbacks.TrainingHorizon` calls this from
-        `fit`'s epochs and steps; a custom training loop calls it itself.
-        Call it once the optimizer is built (`fit` builds it), or before:
-        the value is kept until then.
+        `fit`'s epochs and steps (and restores the optimizer's own `horizon`
+        after `fit`); a custom training loop calls it itself. Call it once
+        the optimizer is built (`fit` builds it), or before: the value is
+        kept until then.
         """
         steps = 0 if steps is None else _fields.integer(steps, "steps", minimum=0)
         self._horizon_steps = steps
@@ -637,8 +647,8 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         warnings.warn(
             f"{type(self).__name__}'s agent reads the training's progress, but no one told it "
             "how long the training runs, so it trains untold (its progress reads 0). Pass "
-            "keras_neuromod.callbacks.TrainingHorizon() to fit, or call "
-            "optimizer.set_horizon(updates) in a custom loop.",
+            "keras_neuromod.callbacks.TrainingHorizon() to fit, make the optimizer with "
+            "horizon=updates, or call optimizer.set_horizon(updates) in a custom loop.",
             stacklevel=2,
         )
 
