@@ -29,6 +29,7 @@ optimizers' constructors and the agent files alike.
 
 import collections.abc
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -175,6 +176,78 @@ class Base:
             )
             for name in self.hyperparameters
         }
+
+    def centred_ranges(self, values, ranges=None, outputs=None):
+        """Ranges whose middles are `values`: a silent agent then trains with exactly them.
+
+        Each range (`ranges`' where given, else the output set's) keeps its
+        width on its scale and moves so that its middle on that scale is the
+        hyperparameter's value in `values` (a learning-rate range of a decade
+        either way stays a decade either way, around the new value). A range
+        that would leave the hyperparameter's bounds narrows, the same on both
+        sides, to fit. An agent's positions around 0.5 then read as deviations
+        from `values`: a search can start from a good constant (a static
+        search's agent) and look for the modulation around it.
+
+        Args:
+            values: hyperparameter name -> the value to centre on (the names
+                left out keep their range).
+            ranges: name -> `(lo, hi)`, the widths (None: the output set's).
+            outputs: the output set whose scales map the ranges (None: see
+                `resolve_outputs`).
+
+        Returns:
+            A dict of every hyperparameter name to its `(lo, hi)` floats.
+
+        Raises:
+            ValueError: for an unknown name, a value that is not a finite
+                number strictly inside its bounds (above 0 on a log scale,
+                below 1 on a complement_log one), or ranges `check_ranges`
+                refuses.
+        """
+        widths = self.check_ranges(ranges, outputs=outputs)
+        scales = self.scales(outputs)
+        if not isinstance(values, collections.abc.Mapping):
+            raise ValueError(f"values must be a dict of names to numbers, got {values!r:.80}.")
+        unknown = sorted(set(values) - set(self.hyperparameters), key=str)
+        if unknown:
+            raise ValueError(
+                f"Unknown hyperparameter(s) {unknown} to centre on; "
+                f"{self.optimizer.__name__} modulates {list(self.hyperparameters)}."
+            )
+        centred = dict(widths)
+        for name, value in values.items():
+            centred[name] = self._centred_pair(name, value, widths[name], scales[name])
+        return self.check_ranges(centred, outputs=outputs)
+
+    def _centred_pair(self, name, value, pair, scale):
+        """`pair` moved on `scale` to centre on `value`, narrowed to fit the bounds."""
+        where = f"The value of {name} to centre on"
+        value = _fields.number(value, where)
+        bound_lo, bound_hi = self.bounds.get(name, (-math.inf, math.inf))
+        inside = bound_lo < value < bound_hi or (
+            scale == "linear" and bound_lo <= value <= bound_hi
+        )
+        if (
+            not inside
+            or (scale == "log" and value <= 0)
+            or (scale == "complement_log" and value >= 1)
+        ):
+            raise ValueError(
+                f"{where} must lie inside ({bound_lo}, {bound_hi}) on its {scale} scale, "
+                f"got {value}."
+            )
+        space = functools.partial(output_sets.to_space, scales=[scale], xp=np)
+        start, stop, centre = (float(space([x])[0]) for x in (*pair, value))
+        half = abs(stop - start) / 2
+        for bound in (bound_lo, bound_hi):
+            if math.isfinite(bound) and not (scale == "log" and bound <= 0):
+                half = min(half, abs(centre - float(space([bound])[0])))
+        ends = output_sets.from_space(np.array([[centre - half], [centre + half]]), [scale], xp=np)[
+            :, 0
+        ]
+        lo, hi = sorted(float(x) for x in ends)
+        return (value, value) if half == 0 else (lo, hi)
 
     def _check_pair(self, name, pair, scale):
         """One hyperparameter's range as `(lo, hi)` floats, checked against its bounds and scale."""

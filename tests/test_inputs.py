@@ -24,6 +24,7 @@ from keras_neuromod import inputs as input_sets
 from keras_neuromod.agents import Agent
 from keras_neuromod.callbacks import ModulationTracer
 from keras_neuromod.callbacks import TrainingHorizon
+from keras_neuromod.optimizers.ablation import ablate
 
 SENSING = input_sets.SENSING
 
@@ -202,9 +203,13 @@ def test_training_horizon_gives_progress_during_fit_and_clears_it_after(tmp_path
 def test_an_agent_that_reads_the_horizon_warns_once_where_it_is_not_told():
     x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
 
-    def untold_warnings(genome, callbacks=(), horizon=None, made_with=None):
+    def untold_warnings(
+        genome, callbacks=(), horizon=None, made_with=None, ranges=None, table=None
+    ):
         model = _model()
-        optimizer = NmAdam(agent=genome, horizon=made_with)
+        optimizer = NmAdam(agent=genome, horizon=made_with, ranges=ranges)
+        if table is not None:
+            optimizer = ablate(optimizer, "frozen", hyperparameters=table)
         if horizon is not None:
             optimizer.set_horizon(horizon)  # as a custom loop would
         model.compile(optimizer=optimizer, loss="mse")
@@ -219,6 +224,12 @@ def test_an_agent_that_reads_the_horizon_warns_once_where_it_is_not_told():
     assert untold_warnings(_agent(NmAdam), horizon=8) == []
     assert untold_warnings(_agent(NmAdam), made_with=8) == []
     assert untold_warnings(Genome.random(13, 8, 1, rng=0)) == []  # the paper's inputs read none
+    # fixed values: nothing the agent reads changes them
+    fixed = {"learning_rate": (1e-3, 1e-3), "beta_1": (0.9, 0.9), "beta_2": (0.99, 0.99)}
+    assert untold_warnings(_agent(NmAdam), ranges={**fixed, "epsilon": (1e-7, 1e-7)}) == []
+    assert len(untold_warnings(_agent(NmAdam), ranges=fixed)) == 1  # epsilon still varies
+    table = np.tile([1e-3, 0.9, 0.999, 1e-7], (len(_model().trainable_variables), 1))
+    assert untold_warnings(_agent(NmAdam), table=table) == []  # frozen: fixed per tensor
 
 
 class _HorizonProbe(keras.callbacks.Callback):

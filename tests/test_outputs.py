@@ -299,6 +299,98 @@ def test_a_silent_centred_agent_trains_as_keras_s_optimizer(base, outputs):
     assert not np.allclose(paper.modulation()["hyperparameters"][0], expected, rtol=1e-2)
 
 
+# -- ranges centred on given values ------------------------------------------------------
+
+
+def _value_inside(draw, lo, hi, scale):
+    """A value strictly inside `(lo, hi)` (bounds of infinite reach on its scale's side)."""
+    if scale == "log":
+        return 10.0 ** draw(st.floats(-9.0, 2.0))
+    if scale == "complement_log":
+        return 1.0 - 10.0 ** draw(st.floats(-4.9, -0.01))
+    return draw(st.floats(max(lo, -5.0) + 1e-3, min(hi, 5.0) - 1e-3))
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data())
+def test_centred_ranges_put_the_values_in_the_middle_keep_widths_and_bounds(data):
+    base_name = data.draw(st.sampled_from(["adam", "sgd"]))
+    outputs = data.draw(st.sampled_from(["paper", *CENTRED_SETS]))
+    base = bases.get(base_name)
+    declared = base.output_set(outputs)
+    names = data.draw(st.lists(st.sampled_from(base.hyperparameters), min_size=1, unique=True))
+    values = {}
+    for name in names:
+        lo, hi, scale = declared[name]
+        bound_lo, bound_hi = base.bounds[name]
+        values[name] = _value_inside(data.draw, bound_lo, bound_hi, scale)
+    centred = base.centred_ranges(values, outputs=outputs)
+    for name in base.hyperparameters:
+        lo, hi, scale = declared[name]
+        if name not in values:
+            assert centred[name] == (lo, hi)  # a name left out keeps its range
+            continue
+        new_lo, new_hi = centred[name]
+        bound_lo, bound_hi = base.bounds[name]
+        assert bound_lo <= new_lo <= values[name] <= new_hi <= bound_hi
+        # the middle, as an independent numpy computation of each scale's space
+        space = {"linear": lambda x: x, "log": np.log, "complement_log": lambda x: np.log1p(-x)}
+        to = space[scale]
+        np.testing.assert_allclose(
+            (to(new_lo) + to(new_hi)) / 2, to(values[name]), rtol=1e-9, atol=1e-9
+        )
+        # as wide as the output set's range, or narrower where a bound is near
+        assert abs(to(new_hi) - to(new_lo)) <= abs(to(hi) - to(lo)) * (1 + 1e-9) + 1e-12
+        middle = output_sets.values_at([0.5], [new_lo], [new_hi], [scale], xp=np)[0]
+        np.testing.assert_allclose(middle, values[name], rtol=1e-9)
+
+
+def test_centred_ranges_keep_given_widths_narrow_at_bounds_and_refuse_bad_values():
+    adam = bases.get("adam")
+    got = adam.centred_ranges(
+        {"learning_rate": 0.01}, ranges={"learning_rate": (1e-3, 1e-2)}, outputs="narrow"
+    )
+    np.testing.assert_allclose(got["learning_rate"], (0.01 / 10**0.5, 0.01 * 10**0.5))
+    assert got["beta_1"] == adam.ranges("narrow")["beta_1"]
+    # beta_2 at 0.9995 on (0.9, 0.99999): two decades of 1 - x either way would pass the
+    # bound 0.99999, so the range narrows to 1 - x in [5e-4 / 50, 5e-4 * 50]
+    lo, hi = adam.centred_ranges({"beta_2": 0.9995}, outputs="centred")["beta_2"]
+    np.testing.assert_allclose((1 - lo, 1 - hi), (5e-4 * 50, 1e-5), rtol=1e-9)
+    sgd = bases.get("sgd")
+    # centred on its own middle, a range stays where it was
+    got = sgd.centred_ranges({"momentum": 0.9}, outputs="centred")
+    np.testing.assert_allclose(got["momentum"], sgd.ranges("centred")["momentum"], atol=1e-12)
+    for values, message in (
+        ({"lr": 0.01}, "Unknown hyperparameter"),
+        ({"learning_rate": 0.0}, "inside"),  # no middle of a log scale
+        ({"learning_rate": float("nan")}, "finite"),
+        ({"beta_2": 1.0}, "inside"),
+        ({"beta_1": "0.9"}, "number"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            adam.centred_ranges(values, outputs="centred")
+
+
+@pytest.mark.parametrize("base", ["adam", "sgd"])
+def test_a_silent_agent_on_centred_ranges_trains_as_keras_with_the_values(base):
+    values = (
+        {"learning_rate": 0.0095, "beta_1": 0.8, "beta_2": 0.9995, "epsilon": 2.3e-6}
+        if base == "adam"
+        else {"learning_rate": 0.13, "momentum": 0.72}
+    )
+    ranges = bases.get(base).centred_ranges(values, outputs="narrow")
+    settings = {"inputs": "sensing", "outputs": "narrow"}
+    agent = Agent(f"silent_{base}", base, _silent(18, bases.get(base).n_outputs), ranges, settings)
+    optimizer = agent.optimizer()
+    reference = (keras.optimizers.Adam if base == "adam" else keras.optimizers.SGD)(**values)
+    got, want = train_weights(optimizer), train_weights(reference)
+    chosen = optimizer.modulation()["hyperparameters"]
+    expected = [values[name] for name in optimizer.HYPERPARAMETERS]
+    np.testing.assert_allclose(chosen, np.tile(expected, (len(chosen), 1)), rtol=1e-5)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
 # -- the agent format, the optimizers, round trips --------------------------------------
 
 
@@ -518,6 +610,36 @@ def test_evolve_s_ranges_flag_sets_the_suite_s_ranges_and_refuses_bad_ones(capsy
         assert message in capsys.readouterr().err
     # on the paper's output set beta_1 is linear: a range up to 1 is its to take
     assert parse_args(["--ranges", "beta_1=0.5:0.999"]).ranges == {"beta_1": (0.5, 0.999)}
+
+
+def test_evolve_s_centre_on_flag_centres_the_ranges_on_a_static_agent(tmp_path, capsys):
+    from keras_neuromod.cli.evolve import parse_args
+    from keras_neuromod.evolution.static import FixedHyperparameters
+    from keras_neuromod.evolution.static import static_agent
+
+    values = {"learning_rate": 0.0095, "beta_1": 0.9, "beta_2": 0.9995, "epsilon": 2.3e-6}
+    fixed = static_agent(FixedHyperparameters("adam", values), "static_adam_general")
+    path = zoo.save(fixed, str(tmp_path / "static.json"))
+    argv = ["--suite", "--outputs", "narrow", "--centre-on", path]
+    # --ranges gives the widths, --centre-on the middles
+    args = parse_args([*argv, "--ranges", "learning_rate=1e-3:1e-2"])
+    expected = bases.get("adam").centred_ranges(
+        values, {"learning_rate": (1e-3, 1e-2)}, outputs="narrow"
+    )
+    assert args.ranges == args.task_spec.ranges == expected
+    assert args.centred_on == {"agent": "static_adam_general", "values": values}
+    assert parse_args(["--suite"]).centred_on is None
+    silent = Agent("loose", "adam", _silent(18, 8), settings={"inputs": "sensing"})
+    loose = zoo.save(silent, str(tmp_path / "loose.json"))
+    for bad, message in (
+        (["--suite", "--base", "sgd", "--centre-on", path], "of the adam base"),
+        (["--suite", "--centre-on", loose], "not an agent of fixed values"),
+        (["--suite", "--centre-on", str(tmp_path / "missing.json")], "neither an agent file"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            parse_args(bad)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
 
 
 def test_zoo_show_gives_the_output_set_ranges_and_scales(capsys):

@@ -20,6 +20,7 @@ from helpers import TIMINGS
 from helpers import train_weights
 from keras_neuromod import NmAdam
 from keras_neuromod import NmSGD
+from keras_neuromod import bases
 from keras_neuromod import zoo
 from keras_neuromod.agrn import Genome
 from keras_neuromod.io import read_json
@@ -425,3 +426,19 @@ def test_evolve_example_writes_the_static_agent_chosen_on_the_validation_draw(tm
     with pytest.raises(SystemExit) as exit_info:
         example.parse_args(["--algorithm", "static"])  # a control of the suite only
     assert exit_info.value.code == 2
+    # a search centred on the chosen values: a silent agent of it is that constant
+    centred_argv = list(argv)
+    centred_argv[centred_argv.index("--algorithm") + 1] = "random"
+    centred_argv[centred_argv.index("--generations") + 1] = "1"
+    centred_argv[centred_argv.index("--out") + 1] = str(tmp_path / "centred")
+    example.main(centred_argv + ["--centre-on", summary["agent"]])
+    centred = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    around = zoo.load(centred["agent"])
+    values = {name: lo for name, (lo, _) in agent.ranges.items()}
+    assert around.provenance["centred_on"] == {"agent": agent.name, "values": values}
+    assert around.ranges == bases.get("adam").centred_ranges(values, outputs="centred")
+    # the command holds the ranges themselves: it reproduces without the static agent's file
+    command = around.provenance["command"]
+    assert "--centre-on" not in command and "--ranges learning_rate=" in command
+    replay = example.parse_args(command.split()[2:])
+    assert replay.task_spec.ranges == around.ranges and replay.centred_on is None

@@ -46,6 +46,10 @@ on the instances the random control draws; its agent is an ordinary one.
 "sensing" and "centred" (every range centred on the baseline's settings); on one
 data set the core paper's, "paper" and "paper". An agent of other sets than the
 paper's names them in its settings, and the reproducing command gives them.
+`--ranges NAME=LO:HI ...` sets ranges on the output set's scales; `--centre-on
+AGENT` moves every range (keeping its width) to centre on the values of an agent
+of fixed values, such as a static search's, so that the search looks for the
+modulation around that constant (`bases.Base.centred_ranges`).
 
 The default backend, `vectorized`, trains the population as compiled JAX code
 (in a JAX worker process; batched where that is faster), which gives the same
@@ -253,6 +257,15 @@ def _add_agent_arguments(parser):
         help="hyperparameter ranges other than the output set's, mapped on its scales "
         "(learning_rate=1e-4:3e-3); the agent's file keeps them",
     )
+    parser.add_argument(
+        "--centre-on",
+        default=None,
+        metavar="AGENT",
+        help="an agent of fixed values (a static search's best_agent.json, or its zoo "
+        "name): every range keeps its width on its scale (--ranges' or the output set's) "
+        "and moves to centre on the agent's value, so that a silent agent is that "
+        "constant and the search looks for modulation around it",
+    )
 
 
 def _range(text):
@@ -268,18 +281,49 @@ def _range(text):
 
 
 def _checked_ranges(parser, args):
-    """`args.ranges` as a dict, checked against the base and its output set (None: none)."""
-    if args.ranges is None:
-        return None
-    names = [name for name, _ in args.ranges]
-    if len(set(names)) != len(names):
-        parser.error(f"--ranges names a hyperparameter twice: {names}")
-    ranges = dict(args.ranges)
+    """`args.ranges` as a dict, checked against the base and its output set (None: none),
+    and centred on `--centre-on`'s values where it names an agent."""
+    ranges = None
+    if args.ranges is not None:
+        names = [name for name, _ in args.ranges]
+        if len(set(names)) != len(names):
+            parser.error(f"--ranges names a hyperparameter twice: {names}")
+        ranges = dict(args.ranges)
+        try:
+            bases.get(args.base).check_ranges(ranges, outputs=args.outputs)
+        except ValueError as error:
+            parser.error(f"--ranges: {error}")
+    args.centred_on = None
+    if args.centre_on is None:
+        return ranges
+    values = _fixed_values(parser, args)
     try:
-        bases.get(args.base).check_ranges(ranges, outputs=args.outputs)
+        return bases.get(args.base).centred_ranges(values, ranges, outputs=args.outputs)
     except ValueError as error:
-        parser.error(f"--ranges: {error}")
-    return ranges
+        parser.error(f"--centre-on: {error}")
+
+
+def _fixed_values(parser, args):
+    """The values of `--centre-on`'s agent (its collapsed ranges), kept in `args.centred_on`."""
+    try:
+        agent = zoo.load(args.centre_on)
+    except (OSError, ValueError, KeyError) as error:
+        parser.error(f"--centre-on: {error}")
+    if agent.base != args.base:
+        parser.error(
+            f"--centre-on: {agent.name} is an agent of the {agent.base} base, not of "
+            f"--base {args.base}"
+        )
+    ranges = agent.optimizer().ranges
+    loose = sorted(name for name, (lo, hi) in ranges.items() if lo != hi)
+    if loose:
+        parser.error(
+            f"--centre-on: {agent.name} is not an agent of fixed values ({', '.join(loose)} "
+            "range over more than one value); a static search's agent is one"
+        )
+    values = {name: lo for name, (lo, _) in ranges.items()}
+    args.centred_on = {"agent": agent.name, "values": values}
+    return values
 
 
 def _add_backend_arguments(parser):
@@ -749,6 +793,8 @@ def provenance(args, result, chosen, selection):
         "inputs": args.inputs,
         "outputs": args.outputs,
     }
+    if args.centred_on is not None:  # the ranges' middles: the reproducing command has them
+        record["centred_on"] = args.centred_on
     if args.suite:
         record = _suite_provenance(args, result, selection, record)
     else:

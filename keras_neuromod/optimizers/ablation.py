@@ -137,6 +137,9 @@ class _Frozen(_Ablated):
     def _ablate(self, chosen):
         return self._bounded(ops.convert_to_tensor(self._frozen))
 
+    def _warn_if_untold(self):
+        pass  # its values are fixed: what the AGRN reads, the horizon included, changes nothing
+
     def get_config(self):
         config = super().get_config()
         config["hyperparameters"] = self.frozen_hyperparameters.tolist()

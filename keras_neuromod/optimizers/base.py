@@ -643,6 +643,8 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         """
         if getattr(self, "_horizon_steps", 0) or getattr(self, "_warned_untold", False):
             return
+        if all(lo == hi for lo, hi in self.ranges.values()):
+            return  # fixed values: what the agent reads changes nothing
         self._warned_untold = True
         warnings.warn(
             f"{type(self).__name__}'s agent reads the training's progress, but no one told it "
