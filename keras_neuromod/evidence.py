@@ -404,7 +404,7 @@ def _digest(data):
 # value that trains exactly as the versions before it did: at that value the
 # setting stays out of an identity, so that records written before it was added
 # are reused rather than trained again.
-NEUTRAL_SETTINGS = {"outputs": output_sets.LEGACY}
+NEUTRAL_SETTINGS = {"outputs": output_sets.LEGACY, "horizon": None}
 
 
 def identity(optimizer):

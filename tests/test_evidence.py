@@ -3,6 +3,7 @@
 import hashlib
 import json
 import math
+import os
 
 import keras
 import numpy as np
@@ -232,11 +233,35 @@ def test_identity_leaves_out_a_setting_added_at_its_neutral_value():
 
     paper = NmAdam(agent="nm_adam_general", outputs="paper")
     centred = NmAdam(agent="nm_adam_general", outputs="centred")
-    assert evidence.identity(paper) == digest(paper, {"name", "outputs"})
-    assert evidence.identity(centred) == digest(centred, {"name"})
+    assert evidence.identity(paper) == digest(paper, {"name", "outputs", "horizon"})
+    assert evidence.identity(centred) == digest(centred, {"name", "horizon"})
     assert evidence.identity(paper) != evidence.identity(centred)
+    # a horizon given when the optimizer is made changes its training: it is no neutral value
+    told = NmAdam(agent="nm_adam_general", outputs="centred", horizon=100)
+    assert evidence.identity(told) == digest(told, {"name"}) != evidence.identity(centred)
     sgd = keras.optimizers.SGD(0.1)
     assert evidence.identity(sgd) == digest(sgd, {"name"})
+
+
+def test_the_records_identities_hold_for_the_optimizers_of_today():
+    """The held-out record's runs are reused only while an agent's identity holds: a
+    setting added to the optimizers' config must not change it at its neutral value."""
+    from keras_neuromod import zoo
+
+    root = os.path.join(os.path.dirname(__file__), os.pardir, "zoo")
+    with open(os.path.join(root, "evidence", "general", "records", "wine.json")) as stream:
+        saved = json.load(stream)["models"]["mlp"]["methods"]
+    runs = os.path.join(root, "runs")
+    agents = {
+        "nm_adam_general": "nm_adam_general",
+        "nm_sgd_general": "nm_sgd_general",
+        "nm_adam_sensing / not told": os.path.join(runs, "nm_adam_sensing", "best_agent.json"),
+        "static search (adam, sensing)": os.path.join(
+            runs, "static_adam_sensing", "best_agent.json"
+        ),
+    }
+    for name, agent in agents.items():
+        assert saved[name]["identity"] == evidence.identity(zoo.load(agent).optimizer()), name
 
 
 def _sensing_agent():
