@@ -51,10 +51,12 @@ each zoo agent's card.
         --agent nm_adam_general nm_sgd_general nm_adam_digits nm_sgd_digits \\
                 zoo/runs/nm_adam_sensing/best_agent.json \\
                 zoo/runs/nm_adam_sensing/narrowed_agent.json \\
+                zoo/runs/nm_sgd_sensing/best_agent.json \\
         --control zoo/runs/random_adam/best_agent.json zoo/runs/random_sgd/best_agent.json \\
                   zoo/runs/static_adam/best_agent.json zoo/runs/static_sgd/best_agent.json \\
                   zoo/runs/static_adam_sensing/best_agent.json \\
         --ablations nm_adam_general nm_sgd_general nm_adam_sensing nm_adam_sensing_narrowed \\
+                    nm_sgd_sensing \\
         --out zoo/evidence/general --record
 """
 
