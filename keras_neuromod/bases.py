@@ -243,10 +243,8 @@ class Base:
         for bound in (bound_lo, bound_hi):
             if math.isfinite(bound) and not (scale == "log" and bound <= 0):
                 half = min(half, abs(centre - float(space([bound])[0])))
-        ends = output_sets.from_space(np.array([[centre - half], [centre + half]]), [scale], xp=np)[
-            :, 0
-        ]
-        lo, hi = sorted(float(x) for x in ends)
+        ends = np.array([[centre - half], [centre + half]])
+        lo, hi = sorted(float(x) for x in output_sets.from_space(ends, [scale], xp=np)[:, 0])
         return (value, value) if half == 0 else (lo, hi)
 
     def _check_pair(self, name, pair, scale):
