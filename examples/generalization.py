@@ -24,7 +24,10 @@ seeds, next to
   the evolved modulation adds is told from what the search budget buys;
 * `--ablations [AGENT ...]`: every agent (or those named) with each tensor's
   hyperparameters frozen at their time average over its own training of the
-  same seed, and with every tensor given the network's mean at each step.
+  same seed, and with every tensor given the network's mean at each step;
+* `--versus AGENT ...`: every other agent of the same base against these (among
+  `--agent`), told and untold: a candidate against the zoo agent it would
+  replace, in the default usage too.
 
 An agent that reads the training's progress (the "sensing" input set) is told
 each training's length, as `callbacks.TrainingHorizon` tells it in `fit` and
@@ -136,6 +139,15 @@ def _parser():
         "time average and at the network mean",
     )
     parser.add_argument(
+        "--versus",
+        nargs="*",
+        default=[],
+        metavar="AGENT",
+        help="also compare every other agent of the same base against these agents "
+        "(names among --agent), told and untold: a candidate against the zoo agent it "
+        "would replace",
+    )
+    parser.add_argument(
         "--trace",
         default=None,
         help="task:model whose seed-0 training of each agent is traced (default: the first pair)",
@@ -169,6 +181,9 @@ def _load_agents(parser, args):
         if args.ablations is None
         else [n for n in names if not args.ablations or n in args.ablations]
     )
+    unknown = sorted(set(args.versus) - set(names))
+    if unknown:
+        parser.error(f"--versus names {unknown}, which are not among the agents {names}")
 
 
 def parse_args(argv=None):
@@ -275,7 +290,8 @@ def comparisons(args):
     """(method, baseline) pairs to summarise: each agent against every baseline of its base,
     its ablations and its controls; each control against the same baselines; an agent
     that reads the horizon also untold against them (what a `fit` without
-    `TrainingHorizon` gets)."""
+    `TrainingHorizon` gets); and each agent, told and untold, against the `--versus`
+    agents of its base."""
     baselines = list(DEFAULTS) + list(TUNED)
     pairs = []
     for agent in args.agents:
@@ -286,8 +302,13 @@ def comparisons(args):
         ]
         controls = [control_label(c) for c in args.controls if c.base == agent.base]
         untold = [f"{agent.name} / not told"] if agent.reads_horizon else []
-        pairs += [(agent.name, b) for b in baselines + own + untold + controls]
-        pairs += [(method, b) for method in untold for b in baselines]
+        versus = [
+            other.name
+            for other in args.agents
+            if other.name in args.versus and other.base == agent.base and other is not agent
+        ]
+        pairs += [(agent.name, b) for b in baselines + own + untold + controls + versus]
+        pairs += [(method, b) for method in untold for b in baselines + versus]
     for control in args.controls:
         pairs += [(control_label(control), b) for b in baselines]
     return pairs

@@ -142,7 +142,8 @@ def test_an_agent_that_reads_the_horizon_is_told_it_and_also_compared_untold(
     )
     out = str(tmp_path / "out")
     argv = ["--quick", "--tasks", "diabetes:linear", "--seeds", "2", "--agent", agent]
-    example.main(argv + ["--ablations", "--out", out])
+    argv += ["nm_adam_general", "--versus", "nm_adam_general"]
+    example.main(argv + ["--ablations", "sensing", "--out", out])
     capsys.readouterr()
     result = read_json(os.path.join(out, "generalization.json"))
     assert [r["method"] for r in result["rows"]] == [
@@ -151,10 +152,14 @@ def test_an_agent_that_reads_the_horizon_is_told_it_and_also_compared_untold(
         "sensing / not told",
         "sensing / frozen",
         "sensing / network mean",
+        "nm_adam_general",
     ]
     summarised = {(s["method"], s["baseline"]) for s in result["summary"]}
     # told against untold, and untold against the baselines: what a fit without the callback gets
     assert {("sensing", "sensing / not told"), ("sensing / not told", "Adam")} <= summarised
+    # and both against the agent it would replace
+    versus = {("sensing", "nm_adam_general"), ("sensing / not told", "nm_adam_general")}
+    assert versus <= summarised
     saved = read_json(os.path.join(out, "records", "diabetes.json"))["models"]["linear"]
     told, untold = saved["methods"]["sensing"], saved["methods"]["sensing / not told"]
     assert told["identity"] != untold["identity"] and told["runs"] != untold["runs"]
@@ -203,3 +208,27 @@ def test_controls_are_named_by_search_base_and_input_set_and_never_twice(example
     with pytest.raises(SystemExit) as exit_info:  # two controls of one name
         example.parse_args(argv + [paper, again])
     assert exit_info.value.code == 2
+
+
+def test_versus_compares_each_agent_of_a_base_told_and_untold_with_the_named_ones(
+    example, tmp_path, capsys
+):
+    from keras_neuromod.inputs import SENSING
+
+    genome = Genome.random(SENSING.size, 8, 3, rng=1)
+    candidate = zoo.Agent(name="cand", base="adam", genome=genome, settings={"inputs": "sensing"})
+    path = zoo.save(candidate, str(tmp_path / "cand.json"))
+    argv = ["--tasks", "wine:mlp", "--agent", "nm_adam_general", "nm_sgd_general", path]
+    args = example.parse_args([*argv, "--versus", "nm_adam_general", "nm_sgd_general"])
+    pairs = example.comparisons(args)
+    assert ("cand", "nm_adam_general") in pairs and ("cand / not told", "nm_adam_general") in pairs
+    # only within a base, and never an agent against itself
+    assert ("cand", "nm_sgd_general") not in pairs
+    assert not {
+        ("nm_sgd_general", "nm_adam_general"),
+        ("nm_adam_general", "nm_adam_general"),
+    } & set(pairs)
+    assert not [p for p in example.comparisons(example.parse_args(argv)) if "general" in p[1]]
+    with pytest.raises(SystemExit) as exit_info:
+        example.parse_args([*argv, "--versus", "nm_adam_digits"])
+    assert exit_info.value.code == 2 and "not among the agents" in capsys.readouterr().err
