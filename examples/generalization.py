@@ -60,6 +60,7 @@ each zoo agent's card.
                   zoo/runs/static_adam_sensing/best_agent.json \\
         --ablations nm_adam_general nm_sgd_general nm_adam_sensing nm_adam_sensing_narrowed \\
                     nm_sgd_sensing \\
+        --versus nm_adam_general nm_sgd_general \\
         --out zoo/evidence/general --record
 """
 
