@@ -55,11 +55,12 @@ each zoo agent's card.
                 zoo/runs/nm_adam_sensing/best_agent.json \\
                 zoo/runs/nm_adam_sensing/narrowed_agent.json \\
                 zoo/runs/nm_sgd_sensing/best_agent.json \\
+                zoo/runs/nm_adam_narrow/best_agent.json \\
         --control zoo/runs/random_adam/best_agent.json zoo/runs/random_sgd/best_agent.json \\
                   zoo/runs/static_adam/best_agent.json zoo/runs/static_sgd/best_agent.json \\
                   zoo/runs/static_adam_sensing/best_agent.json \\
         --ablations nm_adam_general nm_sgd_general nm_adam_sensing nm_adam_sensing_narrowed \\
-                    nm_sgd_sensing \\
+                    nm_sgd_sensing nm_adam_narrow \\
         --versus nm_adam_general nm_sgd_general \\
         --out zoo/evidence/general --record
 """
