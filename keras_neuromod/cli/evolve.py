@@ -314,7 +314,8 @@ def _fixed_values(parser, args):
             f"--centre-on: {agent.name} is an agent of the {agent.base} base, not of "
             f"--base {args.base}"
         )
-    ranges = agent.optimizer().ranges
+    base = bases.get(agent.base)
+    ranges = base.check_ranges(agent.ranges, outputs=agent.output_set.name)
     loose = sorted(name for name, (lo, hi) in ranges.items() if lo != hi)
     if loose:
         parser.error(

@@ -476,6 +476,7 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.horizon = None if horizon is None else _fields.integer(horizon, "horizon", minimum=1)
         self.set_horizon(self.horizon)
+        self._warned_untold = False
         genome, evolved_with = resolve_agent(agent)
         # an agent's own ranges and settings apply unless given here
         if ranges is None:
@@ -641,7 +642,7 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         An agent that reads the training's progress trains differently untold
         (its progress and horizon flag read 0); the warning says how to tell it.
         """
-        if getattr(self, "_horizon_steps", 0) or getattr(self, "_warned_untold", False):
+        if self._horizon_steps or self._warned_untold:
             return
         if all(lo == hi for lo, hi in self.ranges.values()):
             return  # fixed values: what the agent reads changes nothing
@@ -724,7 +725,7 @@ class NeuromodulatedOptimizer(keras.optimizers.Optimizer):
         self._grn_trend = self.add_variable((count, 2), initializer="zeros", name="gradient_trend")
         self._horizon = self.add_variable(
             (),
-            initializer=_constant(float(getattr(self, "_horizon_steps", 0))),
+            initializer=_constant(float(self._horizon_steps)),
             name="horizon",
         )
 
